@@ -1,0 +1,153 @@
+"""Frozen, annotated configuration, loaded from YAML and written as JSON beside every checkpoint."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataroot: str = "data/synth"  # nuScenes-format root (relative paths resolve against the repo root)
+    version: str = "v1.0-synth"  # table folder under dataroot
+    camera: str = "CAM_FRONT"
+    image_height: int = 64  # [px] frames are resized to this
+    image_width: int = 128  # [px]
+    context_frames: int = 5  # frames up to and including t=0
+    future_frames: int = 4  # frames after t=0
+    frame_rate: float = 6.0  # [Hz] frame spacing of a clip, taken from the 12 Hz sweeps
+    val_fraction: float = 0.2  # share of scenes held out, split by scene name
+    split_seed: int = 0
+    # synthetic world (reworld synth)
+    synth_scenes: int = 24
+    synth_seed: int = 0
+    synth_image_height: int = 128  # [px] rendered camera size
+    synth_image_width: int = 256  # [px]
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    block_out_channels: tuple[int, ...] = (32, 64, 64)
+    layers_per_block: tuple[int, ...] = (1, 1, 1, 1)
+    latent_channels: int = 16
+    patch_size: int = 2
+    spatio_temporal_scaling: tuple[bool, ...] = (True, True, False)
+    pretrained: str | None = None  # local diffusers folder of a pretrained AutoencoderKLLTXVideo
+
+
+@dataclass(frozen=True)
+class VideoConfig:
+    num_layers: int = 8
+    num_attention_heads: int = 4
+    attention_head_dim: int = 32
+    head_blocks: tuple[int, ...] = (2,)  # blocks with an intermediate velocity head
+    feature_blocks: tuple[int, ...] = ()  # blocks whose hidden states the planner reads; () = all
+    num_cond_tokens: int = 4  # learned tokens from command + ego status
+    pretrained: str | None = None  # local diffusers folder with LTX-Video transformer weights
+    meta_init: bool = False  # build on the meta device (paper scale) before loading weights
+
+
+@dataclass(frozen=True)
+class ActionConfig:
+    width: int = 128
+    num_heads: int = 4
+    num_waypoints: int = 8
+    feature_sigma: float = 1.0  # σ of the future tokens when video features are taken
+    align_block: int = 1  # Action DiT block whose tokens are aligned
+    align_video_block: int = 2  # Video DiT block that is the alignment target
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    lambda_ig: float = 0.5  # intermediate-guidance heads (0 = vanilla)
+    lambda_align: float = 0.5  # cross-modal alignment (0 = off)
+    lambda_hn: float = 0.2  # hard-negative InfoNCE (0 = off)
+    hn_temperature: float = 0.1
+    hn_num_negatives: int = 8
+    hn_hinge_margin: float = 0.0  # [m] output-space repulsion margin (0 = off)
+    logit_mean: float = 0.0  # shifted logit-normal σ sampling
+    logit_std: float = 1.0
+    shift: float = 1.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int = 0
+    batch_size: int = 4
+    lr: float = 3e-4
+    lr_video_joint: float = 2e-5  # Video DiT learning rate in stage 3
+    weight_decay: float = 0.0
+    max_steps: dict = field(default_factory=lambda: {"vae": 2000, "video": 6000, "action": 3000, "joint": 500})
+    log_every: int = 10
+    val_every: int = 500
+    ckpt_every: int = 500
+    val_clips: int = 16
+    sample_steps: int = 20
+    guidance: float = 1.4  # intermediate-supervised guidance w at sampling
+    num_workers: int = 0
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str = "default"
+    data: DataConfig = field(default_factory=DataConfig)
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
+    action: ActionConfig = field(default_factory=ActionConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _build(cls, values: dict[str, Any], where: str):
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(values).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; expected some of {sorted(known)}")
+    kwargs = {}
+    for name, value in values.items():
+        default = getattr(cls(), name)
+        if dataclasses.is_dataclass(default):
+            value = _build(type(default), value, f"{where}.{name}")
+        elif isinstance(default, tuple) and isinstance(value, list):
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def config_from_dict(values: dict[str, Any]) -> Config:
+    return _build(Config, values, "config")
+
+
+def load_config(path: str | Path) -> Config:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    with open(path) as f:
+        values = yaml.safe_load(f) or {}
+    return config_from_dict(values)
+
+
+def config_to_dict(config: Config) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def save_config_json(config: Config, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(config_to_dict(config), indent=2))
+
+
+def replace(config: Config, **sections: dict[str, Any]) -> Config:
+    """`replace(cfg, data={"dataroot": d})`: a copy with some fields of some sections changed."""
+    out = {}
+    for name, changes in sections.items():
+        out[name] = dataclasses.replace(getattr(config, name), **changes)
+    return dataclasses.replace(config, **out)
