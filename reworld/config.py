@@ -22,6 +22,14 @@ class DataConfig:
     frame_rate: float = 6.0  # [Hz] frame spacing of a clip, taken from the 12 Hz sweeps
     val_fraction: float = 0.2  # share of scenes held out, split by scene name
     split_seed: int = 0
+    horizon_s: float = 4.0  # [s] future trajectory / agent horizon (8 poses at 0.5 s)
+    num_poses: int = 8
+    map_radius: float = 60.0  # [m] drivable area patch around the ego
+    centerline_behind: float = 10.0  # [m] route centreline kept behind the ego
+    centerline_ahead: float = 120.0  # [m] and ahead of it
+    command_threshold: float = 2.0  # [m] lateral offset at the horizon that makes a turn command (UniAD)
+    ego_length: float = 4.5  # [m]
+    ego_width: float = 1.9  # [m]
     # synthetic world (reworld synth)
     synth_scenes: int = 24
     synth_seed: int = 0

@@ -1,0 +1,191 @@
+"""`python -m reworld …`: one entry point for data, scoring, training and evaluation.
+
+A user's mistake (a wrong path, a malformed file) prints one `error: …` line and exits 2; tracebacks
+are for our bugs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO_ROOT / "configs" / "default.yaml"
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from .config import ConfigError
+    from .data.loader import DatasetError
+
+    errors: list[type[BaseException]] = [ConfigError, DatasetError, FileNotFoundError]
+    for module, name in (("reworld.metrics.scene", "SceneFormatError"), ("reworld.models.layers", "CheckpointError")):
+        try:
+            errors.append(getattr(__import__(module, fromlist=[name]), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(errors)
+
+
+def _data_config(args):
+    from .config import load_config, replace
+
+    cfg = load_config(args.config)
+    changes = {}
+    if getattr(args, "dataroot", None):
+        changes["dataroot"] = args.dataroot
+    if getattr(args, "version", None):
+        changes["version"] = args.version
+    if changes:
+        cfg = replace(cfg, data=changes)
+    return cfg
+
+
+def resolve_dataroot(path: str) -> str:
+    p = Path(path)
+    return str(p if p.is_absolute() or p.exists() else REPO_ROOT / p)
+
+
+# ---------------------------------------------------------------------------------------------- synth
+def cmd_synth(args) -> int:
+    from tqdm import tqdm
+
+    from .data.synth import generate_world
+
+    bar = tqdm(total=args.scenes, desc="synth scenes", unit="scene")
+
+    def progress(done: int, total: int) -> None:
+        bar.n = done
+        bar.refresh()
+
+    summary = generate_world(args.out, num_scenes=args.scenes, seed=args.seed, version=args.version,
+                             image_size=(args.height, args.width), progress=progress)
+    bar.close()
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- info
+def cmd_info(args) -> int:
+    from collections import Counter
+
+    from .data.loader import NuScenesClips
+    from .data.types import COMMANDS
+
+    cfg = _data_config(args)
+    ds = {split: NuScenesClips(cfg.data, split=split, geometry=False) for split in ("train", "val")}
+    commands = Counter()
+    for split in ds.values():
+        for i in range(0, len(split), max(1, len(split) // 50)):
+            commands[COMMANDS[split[i].observation.command]] += 1
+    info = {
+        "dataroot": str(ds["train"].root),
+        "version": cfg.data.version,
+        "scenes": {k: len(v.split_scenes[k]) for k, v in ds.items()},
+        "clips": {k: len(v) for k, v in ds.items()},
+        "commands (sampled)": dict(commands),
+        "clip": {
+            "context_frames": cfg.data.context_frames,
+            "future_frames": cfg.data.future_frames,
+            "frame_rate_hz": cfg.data.frame_rate,
+            "image": [cfg.data.image_height, cfg.data.image_width],
+        },
+    }
+    ckpt_root = REPO_ROOT / "assets" / "checkpoints"
+    info["checkpoints"] = sorted(p.name for p in ckpt_root.iterdir() if p.is_dir()) if ckpt_root.is_dir() else []
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- scenes
+def cmd_export_scene(args) -> int:
+    from .config import DataConfig
+    from .data.loader import NuScenesClips
+    from .metrics.scene import PlanningScene
+
+    ds = NuScenesClips(DataConfig(dataroot=args.dataroot, version=args.version), split="all")
+    index = {ref.sample_token: i for i, ref in enumerate(ds.samples)}
+    if args.sample not in index:
+        raise ValueError(f"sample {args.sample!r} is not a usable key frame of {args.dataroot} "
+                         f"(it needs context before and a {ds.cfg.horizon_s:g} s future); "
+                         f"e.g. {ds.samples[0].sample_token if ds.samples else 'none available'}")
+    scene = PlanningScene.from_clip(ds[index[args.sample]])
+    Path(args.out).write_text(json.dumps(scene.to_json_dict(), indent=1))
+    print(f"wrote {args.out}: {len(scene.agents)} agents, {len(scene.drivable_area)} drivable polygons, "
+          f"command {scene.command}")
+    return 0
+
+
+def cmd_score(args) -> int:
+    from dataclasses import asdict
+
+    from .metrics.pdm import score_trajectory
+    from .metrics.scene import load_scene, load_trajectory
+
+    scene = load_scene(args.scene)
+    poses = load_trajectory(args.trajectory)
+    result = score_trajectory(scene, poses)
+    print(json.dumps({k: v for k, v in asdict(result).items()}, default=float))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- train
+def cmd_train(args) -> int:
+    from .training import run_stage
+
+    run_stage(stage=args.stage, config_path=args.config, out=args.out, max_steps=args.max_steps,
+              resume=args.resume, dataroot=args.dataroot, version=args.version, vae_path=args.vae)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m reworld", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("synth", help="write the synthetic driving world as a nuScenes-format root")
+    s.add_argument("--out", required=True, help="output dataroot")
+    s.add_argument("--scenes", type=int, default=24)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--version", default="v1.0-synth")
+    s.add_argument("--height", type=int, default=128, help="camera image height [px]")
+    s.add_argument("--width", type=int, default=256, help="camera image width [px]")
+    s.set_defaults(func=cmd_synth)
+
+    s = sub.add_parser("info", help="what a dataroot holds (scenes, clips, commands) and which checkpoints exist")
+    s.add_argument("--config", default=str(DEFAULT_CONFIG))
+    s.add_argument("--dataroot")
+    s.add_argument("--version")
+    s.set_defaults(func=cmd_info)
+
+    s = sub.add_parser("export-scene", help="write a scene.json (ego, map, agents, expert) for the scorer")
+    s.add_argument("--dataroot", required=True)
+    s.add_argument("--version", required=True)
+    s.add_argument("--sample", required=True, help="key-frame sample token")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_export_scene)
+
+    s = sub.add_parser("score", help="PDM score of a trajectory in a scene (prints JSON)")
+    s.add_argument("--scene", required=True)
+    s.add_argument("--trajectory", required=True)
+    s.set_defaults(func=cmd_score)
+
+    s = sub.add_parser("train", help="train one stage: vae, video, action or joint")
+    s.add_argument("--stage", required=True, choices=["vae", "video", "action", "joint"])
+    s.add_argument("--config", required=True)
+    s.add_argument("--out", required=True, help="run folder shared by all stages")
+    s.add_argument("--max-steps", type=int, default=None)
+    s.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
+    s.add_argument("--dataroot")
+    s.add_argument("--version")
+    s.add_argument("--vae", help="local diffusers folder of a pretrained LTX-Video VAE (stage video)")
+    s.set_defaults(func=cmd_train)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except _user_errors() + (ValueError,) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

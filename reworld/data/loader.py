@@ -1,0 +1,400 @@
+"""One loader for any nuScenes-format root, real nuScenes or the synthetic world.
+
+A clip is cut around a key frame t=0 of the front camera: `context_frames` frames up to and including
+t=0 and `future_frames` after it, `1 / frame_rate` apart, taken from the camera's sample_data chain
+(key frames and sweeps, 12 Hz on nuScenes). The ego trajectory, the ego status and the agents come from
+the ego poses and the instance-tracked annotations; the drivable area and the route centreline from the
+map expansion. Everything geometric is in the ego frame at t=0: x forward, y left, heading CCW.
+"""
+from __future__ import annotations
+
+import bisect
+import contextlib
+import io
+import json
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from pyquaternion import Quaternion
+
+from ..config import DataConfig
+from .types import AgentTrack, Clip, COMMANDS, Observation, Target
+
+REQUIRED_TABLES = (
+    "attribute", "calibrated_sensor", "category", "ego_pose", "instance", "log", "map", "sample",
+    "sample_annotation", "sample_data", "scene", "sensor", "visibility",
+)
+MAP_NAMES = ("singapore-onenorth", "singapore-hollandvillage", "singapore-queenstown", "boston-seaport")
+US = 1e-6  # [s] per nuScenes timestamp unit
+
+
+class DatasetError(ValueError):
+    """A nuScenes-format root that cannot be read: the message names what is wrong."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Root validation: short errors for a user's mistakes, before nuscenes-devkit raises raw ones.
+
+
+def check_root(dataroot: str | Path, version: str) -> Path:
+    root = Path(dataroot)
+    if not root.is_dir():
+        raise DatasetError(f"dataroot not found: {root}")
+    tables = root / version
+    if not tables.is_dir():
+        if (root.name == version) or (root / "scene.json").is_file():
+            raise DatasetError(
+                f"dataroot {root} is the table folder itself; pass its parent {root.parent} as dataroot"
+            )
+        nested = [p.parent for p in root.glob(f"*/{version}") if p.is_dir()]
+        if nested:
+            raise DatasetError(f"dataroot is one level off: found {nested[0] / version}; pass --dataroot {nested[0]}")
+        found = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.startswith("v1.0"))
+        expected = f"one of {found}" if found else "a folder like v1.0-mini or v1.0-synth"
+        raise DatasetError(f"unknown version {version!r}: no folder {tables}; expected {expected}")
+    missing = [t for t in REQUIRED_TABLES if not (tables / f"{t}.json").is_file()]
+    if missing:
+        raise DatasetError(f"{tables}: missing table(s) {', '.join(m + '.json' for m in missing)}")
+    return root
+
+
+def _read_table(root: Path, version: str, name: str) -> list[dict]:
+    path = root / version / f"{name}.json"
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+
+
+def _open_nuscenes(root: Path, version: str):
+    from nuscenes.nuscenes import NuScenes
+
+    for name in ("map", "log"):
+        _read_table(root, version, name)  # JSON errors name the file
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            return NuScenes(version=version, dataroot=str(root), verbose=False)
+    except AssertionError as e:
+        raise DatasetError(f"{root}: nuscenes-devkit refused the root ({e or 'a map mask is missing'})") from None
+    except (KeyError, IndexError, FileNotFoundError) as e:
+        raise DatasetError(f"{root}/{version}: inconsistent tables ({type(e).__name__}: {e})") from None
+
+
+def _open_map(root: Path, location: str):
+    from nuscenes.map_expansion.map_api import NuScenesMap
+
+    path = root / "maps" / "expansion" / f"{location}.json"
+    if location not in MAP_NAMES:
+        raise DatasetError(f"log location {location!r} is not a nuScenes map; expected one of {MAP_NAMES}")
+    if not path.is_file():
+        raise DatasetError(f"map expansion not found: {path} (the drivable area and route need it)")
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            return NuScenesMap(dataroot=str(root), map_name=location)
+    except (KeyError, IndexError, json.JSONDecodeError) as e:
+        raise DatasetError(f"{path}: malformed map expansion ({type(e).__name__}: {e})") from None
+
+
+# ----------------------------------------------------------------------------------------------
+# Geometry helpers
+
+
+def yaw_of(rotation: list[float]) -> float:
+    """Heading (rad, CCW about z) of a nuScenes [w, x, y, z] quaternion."""
+    return float(Quaternion(rotation).yaw_pitch_roll[0])
+
+
+def wrap_angle(a):
+    return (np.asarray(a) + np.pi) % (2 * np.pi) - np.pi
+
+
+def to_ego_frame(xy: np.ndarray, origin: np.ndarray, yaw: float) -> np.ndarray:
+    """World (N, 2) → ego frame at `origin` (2,) with heading `yaw`."""
+    c, s = np.cos(yaw), np.sin(yaw)
+    d = np.asarray(xy, dtype=np.float64) - origin
+    return np.stack([c * d[..., 0] + s * d[..., 1], -s * d[..., 0] + c * d[..., 1]], axis=-1)
+
+
+@dataclass(frozen=True)
+class PoseTrack:
+    """Ego poses of one scene, sorted by time, for interpolation."""
+
+    t: np.ndarray  # (N,) [s]
+    xy: np.ndarray  # (N, 2) [m]
+    yaw: np.ndarray  # (N,) unwrapped [rad]
+
+    def at(self, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        times = np.asarray(times, dtype=np.float64)
+        x = np.interp(times, self.t, self.xy[:, 0])
+        y = np.interp(times, self.t, self.xy[:, 1])
+        yaw = np.interp(times, self.t, self.yaw)
+        return np.stack([x, y], axis=-1), yaw
+
+
+def ego_status(track: PoseTrack, t0: float, dt: float = 0.25) -> np.ndarray:
+    """[speed m/s, longitudinal acceleration m/s², yaw rate rad/s] at t0 from past poses only."""
+    xy, yaw = track.at(np.array([t0 - 2 * dt, t0 - dt, t0]))
+    heading = np.array([np.cos(yaw[2]), np.sin(yaw[2])])
+    v1 = float(np.dot(xy[2] - xy[1], heading) / dt)
+    v0 = float(np.dot(xy[1] - xy[0], heading) / dt)
+    return np.array([v1, (v1 - v0) / dt, (yaw[2] - yaw[1]) / dt], dtype=np.float32)
+
+
+def driving_command(future_xy_ego: np.ndarray, threshold: float) -> int:
+    """UniAD's rule: the lateral offset of the last future pose decides left / straight / right."""
+    y = float(future_xy_ego[-1, 1])
+    if y >= threshold:
+        return COMMANDS.index("left")
+    if y <= -threshold:
+        return COMMANDS.index("right")
+    return COMMANDS.index("straight")
+
+
+def agent_type(category: str) -> str:
+    if category.startswith("human.pedestrian"):
+        return "pedestrian"
+    if category.startswith(("vehicle.bicycle", "vehicle.motorcycle")):
+        return "cyclist"
+    if category.startswith("vehicle"):
+        return "vehicle"
+    return "static"
+
+
+# ----------------------------------------------------------------------------------------------
+# The dataset
+
+
+@dataclass(frozen=True)
+class SampleRef:
+    scene_name: str
+    sample_token: str
+    timestamp: int  # [µs]
+
+
+class NuScenesClips(torch.utils.data.Dataset):
+    """Clips from a nuScenes-format root; `split` is 'train', 'val' or 'all' (split by scene).
+
+    `geometry=False` skips agents and map (what video training needs), which is much faster.
+    """
+
+    def __init__(self, cfg: DataConfig, split: str = "all", geometry: bool = True, dataroot: str | None = None,
+                 version: str | None = None):
+        if split not in ("train", "val", "all"):
+            raise ValueError(f"split must be train, val or all, got {split!r}")
+        self.cfg = cfg
+        self.root = check_root(dataroot or cfg.dataroot, version or cfg.version)
+        self.version = version or cfg.version
+        self.geometry = geometry
+        self.nusc = _open_nuscenes(self.root, self.version)
+        self._maps: dict[str, object] = {}
+        self._chains: dict[str, tuple[list[int], list[str]]] = {}  # scene token → camera (times µs, files)
+        self._poses: dict[str, PoseTrack] = {}
+        self.scene_names = sorted(s["name"] for s in self.nusc.scene)
+        self.split_scenes = split_scenes(self.scene_names, cfg.val_fraction, cfg.split_seed)
+        keep = set(self.scene_names) if split == "all" else set(self.split_scenes[split])
+        self.samples: list[SampleRef] = []
+        for scene in sorted(self.nusc.scene, key=lambda s: s["name"]):
+            if scene["name"] in keep:
+                self.samples.extend(self._scene_samples(scene))
+
+    # -- index -------------------------------------------------------------------------------
+    def _camera_chain(self, scene: dict) -> tuple[list[int], list[str]]:
+        if scene["token"] in self._chains:
+            return self._chains[scene["token"]]
+        first = self.nusc.get("sample", scene["first_sample_token"])
+        if self.cfg.camera not in first["data"]:
+            raise DatasetError(f"scene {scene['name']}: no {self.cfg.camera} sample_data")
+        sd = self.nusc.get("sample_data", first["data"][self.cfg.camera])
+        while sd["prev"]:
+            sd = self.nusc.get("sample_data", sd["prev"])
+        times, files, t, xy, yaw = [], [], [], [], []
+        while True:
+            times.append(sd["timestamp"])
+            files.append(sd["filename"])
+            pose = self.nusc.get("ego_pose", sd["ego_pose_token"])
+            t.append(pose["timestamp"] * US)
+            xy.append(pose["translation"][:2])
+            yaw.append(yaw_of(pose["rotation"]))
+            if not sd["next"]:
+                break
+            sd = self.nusc.get("sample_data", sd["next"])
+        self._chains[scene["token"]] = (times, files)
+        self._poses[scene["token"]] = PoseTrack(np.array(t), np.array(xy, dtype=np.float64), np.unwrap(np.array(yaw)))
+        return times, files
+
+    def _scene_samples(self, scene: dict) -> list[SampleRef]:
+        times, _ = self._camera_chain(scene)
+        cfg = self.cfg
+        past = (cfg.context_frames - 1) / cfg.frame_rate
+        future = max(cfg.future_frames / cfg.frame_rate, cfg.horizon_s)
+        out, token = [], scene["first_sample_token"]
+        while token:
+            sample = self.nusc.get("sample", token)
+            t0 = sample["timestamp"]
+            # the 0.25 s of past poses that ego status needs, and a 50 ms tolerance at both ends
+            if (t0 - times[0]) * US >= max(past, 0.5) - 0.05 and (times[-1] - t0) * US >= future - 0.05:
+                out.append(SampleRef(scene["name"], token, t0))
+            token = sample["next"]
+        return out
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    # -- one clip ------------------------------------------------------------------------------
+    def __getitem__(self, index: int) -> Clip:
+        ref = self.samples[index]
+        sample = self.nusc.get("sample", ref.sample_token)
+        scene = self.nusc.get("scene", sample["scene_token"])
+        times, files = self._camera_chain(scene)
+        track = self._poses[scene["token"]]
+        cfg = self.cfg
+        t0 = ref.timestamp * US
+        step = 1.0 / cfg.frame_rate
+        ctx_t = t0 + step * np.arange(-(cfg.context_frames - 1), 1)
+        fut_t = t0 + step * np.arange(1, cfg.future_frames + 1)
+        context = torch.stack([self._frame(times, files, t) for t in ctx_t])
+        future = torch.stack([self._frame(times, files, t) for t in fut_t])
+
+        (origin,), (yaw0,) = track.at(np.array([t0]))
+        pose_t = t0 + cfg.horizon_s / cfg.num_poses * np.arange(1, cfg.num_poses + 1)
+        xy, yaw = track.at(pose_t)
+        traj = np.concatenate([to_ego_frame(xy, origin, yaw0), wrap_angle(yaw - yaw0)[:, None]], axis=1)
+
+        observation = Observation(
+            frames=context,
+            ego_status=torch.from_numpy(ego_status(track, t0)),
+            command=driving_command(traj[:, :2], cfg.command_threshold),
+        )
+        agents, drivable, centerline = [], [], np.zeros((0, 2))
+        if self.geometry:
+            agents = self._agents(sample, origin, yaw0, t0)
+            drivable, centerline = self._map_geometry(scene, track, origin, yaw0, t0)
+        target = Target(
+            frames=future,
+            trajectory=torch.from_numpy(traj.astype(np.float32)),
+            agents=agents,
+            drivable_area=drivable,
+            centerline=centerline,
+            ego_size=(cfg.ego_length, cfg.ego_width),
+        )
+        return Clip(ref.scene_name, ref.sample_token, ref.timestamp, observation, target)
+
+    def _frame(self, times: list[int], files: list[str], t: float) -> torch.Tensor:
+        i = bisect.bisect_left(times, t / US)
+        if i > 0 and (i == len(times) or abs(times[i - 1] * US - t) <= abs(times[i] * US - t)):
+            i -= 1
+        return load_image(self.root / files[i], self.cfg.image_height, self.cfg.image_width)
+
+    def _agents(self, sample: dict, origin: np.ndarray, yaw0: float, t0: float) -> list[AgentTrack]:
+        """Instances seen at t=0, tracked over the key frames of the horizon (linear in between)."""
+        rows: dict[str, list] = {}
+        meta: dict[str, tuple] = {}
+        s = sample
+        while s is not None and (s["timestamp"] * US - t0) <= self.cfg.horizon_s + 1e-3:
+            t = s["timestamp"] * US - t0
+            for ann_token in s["anns"]:
+                ann = self.nusc.get("sample_annotation", ann_token)
+                inst = ann["instance_token"]
+                if s is not sample and inst not in rows:
+                    continue  # only agents present at t=0
+                xy = to_ego_frame(np.array(ann["translation"][:2]), origin, yaw0)
+                rows.setdefault(inst, []).append([t, xy[0], xy[1], yaw_of(ann["rotation"]) - yaw0])
+                meta[inst] = (ann["category_name"], ann["size"])
+            s = self.nusc.get("sample", s["next"]) if s["next"] else None
+        agents = []
+        for inst, r in rows.items():
+            arr = np.array(r, dtype=np.float64)
+            arr[:, 3] = wrap_angle(np.unwrap(arr[:, 3]))
+            if len(arr) > 1 and np.max(np.linalg.norm(arr[:, 1:3] - arr[0, 1:3], axis=1)) < 0.1:
+                arr = arr[:1]  # standing still: one row
+            category, (w, l, _h) = meta[inst]
+            agents.append(AgentTrack(id=inst, type=agent_type(category), length=float(l), width=float(w), track=arr))
+        return agents
+
+    def _map_geometry(self, scene, track: PoseTrack, origin, yaw0, t0) -> tuple[list[np.ndarray], np.ndarray]:
+        from shapely.geometry import box
+
+        log = self.nusc.get("log", scene["log_token"])
+        nmap = self._maps.get(log["location"])
+        if nmap is None:
+            nmap = self._maps[log["location"]] = _open_map(self.root, log["location"])
+        r = self.cfg.map_radius
+        x, y = origin
+        patch = box(x - r, y - r, x + r, y + r)
+        records = nmap.get_records_in_patch((x - r, y - r, x + r, y + r), ["drivable_area"], mode="intersect")
+        polygons = []
+        for rec_token in records["drivable_area"]:
+            for poly_token in nmap.get("drivable_area", rec_token)["polygon_tokens"]:
+                shape = nmap.extract_polygon(poly_token).intersection(patch)
+                for part in getattr(shape, "geoms", [shape]):
+                    if part.geom_type == "Polygon" and not part.is_empty:
+                        polygons.append(to_ego_frame(np.asarray(part.exterior.coords), origin, yaw0))
+        return polygons, self._route_centerline(nmap, track, origin, yaw0, t0)
+
+    def _route_centerline(self, nmap, track: PoseTrack, origin, yaw0, t0) -> np.ndarray:
+        """Lanes under the ego's logged path from t=0 on (up to 2× the horizon), discretised in order."""
+        from nuscenes.map_expansion.arcline_path_utils import discretize_lane
+
+        end = min(track.t[-1], t0 + 2 * self.cfg.horizon_s)
+        xy, _ = track.at(np.arange(t0, end + 1e-6, 0.25))
+        lanes: list[str] = []
+        for px, py in xy:
+            token = nmap.get_closest_lane(float(px), float(py), radius=4.0)
+            if token and (not lanes or lanes[-1] != token) and token not in lanes:
+                lanes.append(token)
+        points = []
+        for token in lanes:
+            path = nmap.get_arcline_path(token)
+            pts = np.array(discretize_lane(path, resolution_meters=0.5))[:, :2]
+            points.append(pts)
+        if not points:
+            return np.zeros((0, 2))
+        line = to_ego_frame(np.concatenate(points), origin, yaw0)
+        # keep the stretch from a little behind the ego to well past the horizon
+        s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(line, axis=0), axis=1))])
+        s0 = s[np.argmin(np.linalg.norm(line, axis=1))]
+        keep = (s >= s0 - self.cfg.centerline_behind) & (s <= s0 + self.cfg.centerline_ahead)
+        return line[keep]
+
+
+def split_scenes(names: list[str], val_fraction: float, seed: int) -> dict[str, list[str]]:
+    """A fixed train/val split by scene name (independent of the order the tables list them)."""
+    names = sorted(names)
+    order = np.random.default_rng(seed).permutation(len(names))
+    n_val = int(round(val_fraction * len(names)))
+    if len(names) >= 2 and val_fraction > 0:
+        n_val = min(max(n_val, 1), len(names) - 1)
+    val = sorted(names[i] for i in order[:n_val])
+    return {"train": [n for n in names if n not in set(val)], "val": val}
+
+
+def load_image(path: Path, height: int, width: int) -> torch.Tensor:
+    """(3, H, W) float32 in [-1, 1]; a missing or corrupt image is an error naming the file."""
+    if not os.path.isfile(path):
+        raise DatasetError(f"image not found: {path}")
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            im.load()
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise DatasetError(f"corrupt image {path}: {e}") from None
+    if im.size != (width, height):
+        im = im.resize((width, height), Image.BILINEAR)
+    arr = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1)
+    return arr.float() / 127.5 - 1.0
+
+
+@lru_cache(maxsize=8)
+def _cached_dataset(cfg: DataConfig, split: str, geometry: bool) -> NuScenesClips:
+    return NuScenesClips(cfg, split=split, geometry=geometry)
+
+
+def open_clips(cfg: DataConfig, split: str = "all", geometry: bool = True) -> NuScenesClips:
+    """A dataset shared within one process (the devkit's table load is the slow part)."""
+    return _cached_dataset(cfg, split, geometry)

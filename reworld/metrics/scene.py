@@ -1,0 +1,286 @@
+"""A planning scene: what the PDM scorer needs, readable from a Clip or from JSON, strictly validated.
+
+Coordinates are the ego frame at t=0 (x forward, y left, heading counter-clockwise; metres, radians,
+seconds). JSON schema::
+
+    scene.json: {"ego": {"speed", "acceleration", "yaw_rate", "length", "width"},
+                 "command": "left" | "straight" | "right" | "unknown",
+                 "drivable_area": [[[x, y], ...], ...],          # polygons
+                 "centerline": [[x, y], ...],                    # route centreline
+                 "agents": [{"id", "type", "length", "width",
+                             "track": [[t, x, y, heading], ...]}],  # t in s from 0; one row = standing still
+                 "expert": [[x, y, heading] x 8]}                # optional; poses at 0.5 ... 4.0 s
+    traj.json:  {"poses": [[x, y, heading] x 8]}
+
+Any missing or malformed field, wrong shape, NaN or inf raises `SceneFormatError` naming the field.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import shapely
+
+from reworld.data.types import AGENT_TYPES, COMMANDS, AgentTrack, Clip
+
+SCENE_COMMANDS = (*COMMANDS, "unknown")
+NUM_POSES = 8  # poses per trajectory, at 0.5 ... 4.0 s
+EGO_KEYS = ("speed", "acceleration", "yaw_rate", "length", "width")
+AGENT_KEYS = ("id", "type", "length", "width", "track")
+
+
+class SceneFormatError(ValueError):
+    """A scene or trajectory that does not follow the schema; the message names the field."""
+
+
+# --------------------------------------------------------------------------- field validators
+
+
+def _number(value: Any, where: str, positive: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise SceneFormatError(f"{where}: expected a number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise SceneFormatError(f"{where}: expected a finite number, got {value}")
+    if positive and value <= 0:
+        raise SceneFormatError(f"{where}: expected a positive number, got {value}")
+    return value
+
+
+def _array(value: Any, where: str, cols: int, what: str, min_rows: int = 1) -> np.ndarray:
+    """A finite float (R, cols) array with R >= min_rows; `what` describes a row for the message."""
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise SceneFormatError(f"{where}: expected rows {what}") from None
+    if arr.ndim != 2 or arr.shape[1] != cols:
+        raise SceneFormatError(f"{where}: expected rows {what}, got shape {arr.shape}")
+    if arr.shape[0] < min_rows:
+        raise SceneFormatError(f"{where}: expected at least {min_rows} rows {what}, got {arr.shape[0]}")
+    if not np.isfinite(arr).all():
+        raise SceneFormatError(f"{where}: contains NaN or inf")
+    return arr
+
+
+def validate_poses(poses: Any, where: str = "poses") -> np.ndarray:
+    """A finite (8, 3) float array of [x, y, heading] at 0.5 ... 4.0 s, or SceneFormatError."""
+    if hasattr(poses, "detach"):  # torch tensor
+        poses = poses.detach().cpu().numpy()
+    arr = _array(poses, where, 3, "[x, y, heading]")
+    if arr.shape[0] != NUM_POSES:
+        raise SceneFormatError(f"{where}: expected {NUM_POSES} poses [x, y, heading], got {arr.shape[0]}")
+    return arr
+
+
+def _validate_agent(agent: Any, where: str) -> AgentTrack:
+    if not isinstance(agent, AgentTrack):
+        raise SceneFormatError(f"{where}: expected an AgentTrack, got {type(agent).__name__}")
+    if not isinstance(agent.id, str) or not agent.id:
+        raise SceneFormatError(f"{where}.id: expected a non-empty string")
+    if agent.type not in AGENT_TYPES:
+        raise SceneFormatError(f"{where}.type: expected one of {list(AGENT_TYPES)}, got {agent.type!r}")
+    length = _number(agent.length, f"{where}.length", positive=True)
+    width = _number(agent.width, f"{where}.width", positive=True)
+    track = _array(agent.track, f"{where}.track", 4, "[t, x, y, heading]")
+    if (track[:, 0] < 0).any():
+        raise SceneFormatError(f"{where}.track: times must be >= 0 s")
+    if (np.diff(track[:, 0]) <= 0).any():
+        raise SceneFormatError(f"{where}.track: times must be strictly increasing")
+    return AgentTrack(id=agent.id, type=agent.type, length=length, width=width, track=track)
+
+
+# --------------------------------------------------------------------------- the scene
+
+
+@dataclass(frozen=True, eq=False)
+class PlanningScene:
+    """Everything the PDM scorer needs about one moment, in the ego frame at t=0."""
+
+    ego_speed: float  # [m/s]
+    ego_acceleration: float  # [m/s²] longitudinal
+    ego_yaw_rate: float  # [rad/s]
+    ego_length: float  # [m]
+    ego_width: float  # [m]
+    command: str  # one of SCENE_COMMANDS
+    drivable_area: list[np.ndarray]  # polygons, each (M, 2) [m], M >= 3
+    centerline: np.ndarray  # (K, 2) route centreline [m]; K < 2 means none (progress along x)
+    agents: list[AgentTrack] = field(default_factory=list)
+    expert: np.ndarray | None = None  # (8, 3) logged future [x, y, heading] at 0.5 ... 4.0 s
+
+    def __post_init__(self) -> None:
+        # Validation happens here so every constructor (JSON, Clip, by hand) goes through it.
+        set_ = object.__setattr__
+        set_(self, "ego_speed", _number(self.ego_speed, "ego.speed"))
+        if self.ego_speed < 0:
+            raise SceneFormatError(f"ego.speed: expected >= 0 m/s, got {self.ego_speed}")
+        set_(self, "ego_acceleration", _number(self.ego_acceleration, "ego.acceleration"))
+        set_(self, "ego_yaw_rate", _number(self.ego_yaw_rate, "ego.yaw_rate"))
+        set_(self, "ego_length", _number(self.ego_length, "ego.length", positive=True))
+        set_(self, "ego_width", _number(self.ego_width, "ego.width", positive=True))
+        if self.command not in SCENE_COMMANDS:
+            raise SceneFormatError(f"command: expected one of {list(SCENE_COMMANDS)}, got {self.command!r}")
+        if not isinstance(self.drivable_area, (list, tuple)) or not self.drivable_area:
+            raise SceneFormatError("drivable_area: expected a non-empty list of polygons")
+        polys = [
+            _array(p, f"drivable_area[{i}]", 2, "[x, y]", min_rows=3) for i, p in enumerate(self.drivable_area)
+        ]
+        set_(self, "drivable_area", polys)
+        centerline = np.asarray(self.centerline, dtype=np.float64)
+        if centerline.size == 0:
+            centerline = np.zeros((0, 2))
+        set_(self, "centerline", _array(centerline, "centerline", 2, "[x, y]", min_rows=0))
+        if not isinstance(self.agents, (list, tuple)):
+            raise SceneFormatError("agents: expected a list")
+        agents = [_validate_agent(a, f"agents[{i}]") for i, a in enumerate(self.agents)]
+        ids = [a.id for a in agents]
+        if len(set(ids)) != len(ids):
+            raise SceneFormatError("agents: ids must be unique")
+        set_(self, "agents", agents)
+        if self.expert is not None:
+            set_(self, "expert", validate_poses(self.expert, "expert"))
+
+    # ------------------------------------------------------------------ derived geometry (cached)
+
+    @cached_property
+    def drivable_geometry(self) -> shapely.Geometry:
+        """Union of the drivable polygons, prepared for fast point queries."""
+        polys = shapely.make_valid(shapely.polygons([p for p in self.drivable_area]))
+        union = shapely.union_all(polys)
+        shapely.prepare(union)
+        return union
+
+    @cached_property
+    def centerline_geometry(self) -> shapely.LineString | None:
+        """The route centreline as a LineString; None when it has fewer than two distinct points."""
+        if len(self.centerline) < 2:
+            return None
+        line = shapely.linestrings(self.centerline)
+        return line if line.length > 0 else None
+
+    # ------------------------------------------------------------------ constructors
+
+    @classmethod
+    def from_clip(cls, clip: Clip) -> "PlanningScene":
+        status = np.asarray(clip.observation.ego_status.detach().cpu().numpy(), dtype=np.float64).reshape(-1)
+        if status.shape != (3,):
+            raise SceneFormatError(f"observation.ego_status: expected 3 values, got {status.shape}")
+        command = clip.observation.command
+        if not isinstance(command, (int, np.integer)) or not 0 <= int(command) < len(COMMANDS):
+            raise SceneFormatError(f"observation.command: expected an index into {list(COMMANDS)}, got {command!r}")
+        length, width = clip.target.ego_size
+        return cls(
+            ego_speed=status[0],
+            ego_acceleration=status[1],
+            ego_yaw_rate=status[2],
+            ego_length=length,
+            ego_width=width,
+            command=COMMANDS[int(command)],
+            drivable_area=list(clip.target.drivable_area),
+            centerline=clip.target.centerline,
+            agents=list(clip.target.agents),
+            expert=clip.target.trajectory,
+        )
+
+    @classmethod
+    def from_json_dict(cls, d: Any) -> "PlanningScene":
+        if not isinstance(d, dict):
+            raise SceneFormatError(f"scene: expected an object, got {type(d).__name__}")
+        for key in ("ego", "command", "drivable_area", "centerline", "agents"):
+            if key not in d:
+                raise SceneFormatError(f"{key}: missing")
+        ego = d["ego"]
+        if not isinstance(ego, dict):
+            raise SceneFormatError("ego: expected an object")
+        for key in EGO_KEYS:
+            if key not in ego:
+                raise SceneFormatError(f"ego.{key}: missing")
+        if not isinstance(d["command"], str):
+            raise SceneFormatError("command: expected a string")
+        if not isinstance(d["drivable_area"], list):
+            raise SceneFormatError("drivable_area: expected a list of polygons")
+        if not isinstance(d["agents"], list):
+            raise SceneFormatError("agents: expected a list")
+        agents = []
+        for i, a in enumerate(d["agents"]):
+            where = f"agents[{i}]"
+            if not isinstance(a, dict):
+                raise SceneFormatError(f"{where}: expected an object")
+            for key in AGENT_KEYS:
+                if key not in a:
+                    raise SceneFormatError(f"{where}.{key}: missing")
+            if not isinstance(a["id"], str):
+                raise SceneFormatError(f"{where}.id: expected a string")
+            if not isinstance(a["type"], str):
+                raise SceneFormatError(f"{where}.type: expected a string")
+            track = _array(a["track"], f"{where}.track", 4, "[t, x, y, heading]")
+            agents.append(AgentTrack(id=a["id"], type=a["type"], length=a["length"], width=a["width"], track=track))
+        expert = d.get("expert")
+        return cls(
+            ego_speed=ego["speed"],
+            ego_acceleration=ego["acceleration"],
+            ego_yaw_rate=ego["yaw_rate"],
+            ego_length=ego["length"],
+            ego_width=ego["width"],
+            command=d["command"],
+            drivable_area=list(d["drivable_area"]),
+            centerline=_array(d["centerline"], "centerline", 2, "[x, y]", min_rows=2),
+            agents=agents,
+            expert=None if expert is None else validate_poses(expert, "expert"),
+        )
+
+    def to_json_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "ego": {
+                "speed": self.ego_speed,
+                "acceleration": self.ego_acceleration,
+                "yaw_rate": self.ego_yaw_rate,
+                "length": self.ego_length,
+                "width": self.ego_width,
+            },
+            "command": self.command,
+            "drivable_area": [p.tolist() for p in self.drivable_area],
+            "centerline": self.centerline.tolist(),
+            "agents": [
+                {"id": a.id, "type": a.type, "length": a.length, "width": a.width, "track": a.track.tolist()}
+                for a in self.agents
+            ],
+        }
+        if self.expert is not None:
+            out["expert"] = self.expert.tolist()
+        return out
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _read_json(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise SceneFormatError(f"{path}: file not found")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise SceneFormatError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+
+
+def load_scene(path: str | Path) -> PlanningScene:
+    return PlanningScene.from_json_dict(_read_json(path))
+
+
+def save_scene(scene: PlanningScene, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(scene.to_json_dict()))
+
+
+def load_trajectory(path: str | Path) -> np.ndarray:
+    """(8, 3) poses [x, y, heading] at 0.5 ... 4.0 s from a traj.json `{"poses": [...]}`."""
+    d = _read_json(path)
+    if not isinstance(d, dict):
+        raise SceneFormatError(f"trajectory: expected an object, got {type(d).__name__}")
+    if "poses" not in d:
+        raise SceneFormatError("poses: missing")
+    return validate_poses(d["poses"], "poses")

@@ -1,0 +1,149 @@
+"""Layers and checkpoint helpers shared by the models (Video DiT, Action DiT, VAE).
+
+Checkpoints are diffusers folders (`config.json` + `diffusion_pytorch_model*.safetensors`). Loading is
+strict: a missing folder, a missing or unexpected key, or a wrong shape is a `CheckpointError` that
+names the keys; weights are never initialised at random behind the caller's back, and nothing is read
+with pickle.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TypeVar
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
+WEIGHTS_INDEX_NAME = "diffusion_pytorch_model.safetensors.index.json"
+CONFIG_NAME = "config.json"
+_MAX_KEYS_SHOWN = 20
+
+M = TypeVar("M", bound=nn.Module)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint folder is missing, incomplete or does not fit the model."""
+
+
+def _show(keys: list[str]) -> str:
+    keys = sorted(keys)
+    more = f" … and {len(keys) - _MAX_KEYS_SHOWN} more" if len(keys) > _MAX_KEYS_SHOWN else ""
+    return ", ".join(keys[:_MAX_KEYS_SHOWN]) + more
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """All tensors of a diffusers folder (single or sharded safetensors), on the CPU."""
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint folder not found: {path}")
+    single, index = path / WEIGHTS_NAME, path / WEIGHTS_INDEX_NAME
+    if single.is_file():
+        return load_file(single, device="cpu")
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        state: dict[str, torch.Tensor] = {}
+        for shard in shards:
+            if not (path / shard).is_file():
+                raise CheckpointError(f"{path}: shard {shard} named in {WEIGHTS_INDEX_NAME} is missing")
+            state.update(load_file(path / shard, device="cpu"))
+        return state
+    raise CheckpointError(f"{path}: no {WEIGHTS_NAME} or {WEIGHTS_INDEX_NAME} (only safetensors are read)")
+
+
+def load_state_dict_strict(
+    module: nn.Module, state: dict[str, torch.Tensor], *, where: str = "checkpoint", assign: bool = False
+) -> None:
+    """`module.load_state_dict` that raises one `CheckpointError` naming every missing, unexpected and
+    wrongly shaped key. `assign=True` replaces meta tensors (models built under `init_empty_weights`)."""
+    own = module.state_dict()
+    mismatched = [
+        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+        for k, v in state.items()
+        if k in own and tuple(v.shape) != tuple(own[k].shape)
+    ]
+    if mismatched:
+        raise CheckpointError(f"{where}: wrong shape for {len(mismatched)} key(s): {_show(mismatched)}")
+    # strict=False so that modules' own _load_from_state_dict conversions (e.g. LTX's legacy keys) still
+    # run; we then reject anything left over ourselves.
+    result = module.load_state_dict(state, strict=False, assign=assign)
+    problems = []
+    if result.missing_keys:
+        problems.append(f"missing {len(result.missing_keys)} key(s): {_show(result.missing_keys)}")
+    if result.unexpected_keys:
+        problems.append(f"unexpected {len(result.unexpected_keys)} key(s): {_show(result.unexpected_keys)}")
+    if problems:
+        raise CheckpointError(f"{where}: " + "; ".join(problems))
+    still_meta = [n for n, t in [*module.named_parameters(), *module.named_buffers()] if t.device.type == "meta"]
+    if still_meta:
+        raise CheckpointError(f"{where}: tensors left uninitialised on the meta device: {_show(still_meta)}")
+
+
+def load_model_strict(cls: type[M], path: str | Path, *, dtype: torch.dtype | None = None) -> M:
+    """Build `cls` (a diffusers ModelMixin + ConfigMixin) from `path/config.json` and load its
+    safetensors strictly. The model is built on the meta device, so nothing is allocated twice and no
+    weight can be left at its random initial value."""
+    from accelerate import init_empty_weights
+
+    path = Path(path)
+    if not (path / CONFIG_NAME).is_file():
+        raise CheckpointError(f"checkpoint folder {path} has no {CONFIG_NAME}")
+    config = cls.load_config(path)
+    state = read_state_dict(path)
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+    # Buffers (small, sometimes not saved) are allocated normally; parameters live on the meta device
+    # until the checkpoint's tensors are assigned.
+    with init_empty_weights(include_buffers=False):
+        model = cls.from_config(config)
+    load_state_dict_strict(model, state, where=str(path), assign=True)
+    return model.eval()
+
+
+def save_model_atomic(model: nn.Module, path: str | Path) -> Path:
+    """`model.save_pretrained` (safetensors) into a temporary sibling folder, then swap it into place, so a
+    crash never leaves a half-written checkpoint at `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        if path.exists():
+            old = path.parent / f".{path.name}.old-{os.getpid()}"
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def zero_module(module: M) -> M:
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
+
+
+class AdaLNVelocityHead(nn.Module):
+    """Intermediate velocity head (Internal Guidance): LayerNorm without affine → shift/scale from the
+    timestep embedding → Linear(D → C_out). Both linears start at zero, so a new head predicts 0 and
+    leaves training of the trunk untouched at step 0."""
+
+    def __init__(self, dim: int, out_channels: int, eps: float = 1e-6):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, eps=eps, elementwise_affine=False)
+        self.modulation = zero_module(nn.Linear(dim, 2 * dim))
+        self.proj = zero_module(nn.Linear(dim, out_channels))
+
+    def forward(self, hidden_states: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        # hidden_states (B, S, D); temb (B, S, D) or (B, 1, D) timestep embedding
+        shift, scale = self.modulation(nn.functional.silu(temb)).chunk(2, dim=-1)  # (B, S, D) each
+        x = self.norm(hidden_states) * (1 + scale) + shift  # (B, S, D)
+        return self.proj(x)  # (B, S, C_out)

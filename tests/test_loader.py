@@ -1,0 +1,148 @@
+"""The loader on a hand-made real-format nuScenes root (not built by our generator)."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import nuscenes_fixture as fx
+from reworld.config import DataConfig
+from reworld.data.loader import DatasetError, NuScenesClips, split_scenes
+from reworld.data.types import COMMANDS, collate_clips
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return fx.build(tmp_path_factory.mktemp("handmade"))
+
+
+@pytest.fixture(scope="module")
+def clips(root):
+    return NuScenesClips(DataConfig(dataroot=str(root), version=fx.VERSION, image_height=32, image_width=64))
+
+
+def test_clip_shapes_and_frames(clips):
+    cfg = clips.cfg
+    # 10 s scene, key frames at 2 Hz: key frames with 0.67 s of context and 4 s of future
+    assert len(clips) == 11
+    clip = clips[0]
+    assert clip.observation.frames.shape == (cfg.context_frames, 3, 32, 64)
+    assert clip.target.frames.shape == (cfg.future_frames, 3, 32, 64)
+    assert -1.0 <= float(clip.observation.frames.min()) and float(clip.observation.frames.max()) <= 1.0
+    # frames differ over time (the moving stripe), so the clip is not one frame repeated
+    assert not np.allclose(clip.observation.frames[0], clip.observation.frames[-1])
+
+
+def test_expert_trajectory_matches_ego_poses(clips):
+    for index in (0, 5):
+        clip = clips[index]
+        t0 = (clip.timestamp - fx.T0_US) / 1e6
+        x0, y0, _ = fx.ego_state(t0)
+        expected = np.array([[fx.ego_state(t0 + 0.5 * k)[0] - x0, 0.0, 0.0] for k in range(1, 9)])
+        np.testing.assert_allclose(clip.target.trajectory.numpy(), expected, atol=1e-3)
+
+
+def test_ego_status_and_command(clips):
+    clip = clips[3]
+    t0 = (clip.timestamp - fx.T0_US) / 1e6
+    speed, acc, yaw_rate = clip.observation.ego_status.tolist()
+    assert speed == pytest.approx(6.0 + 0.3 * t0, abs=0.1)  # from past poses only
+    assert acc == pytest.approx(0.3, abs=0.05)
+    assert yaw_rate == pytest.approx(0.0, abs=1e-6)
+    assert COMMANDS[clip.observation.command] == "straight"
+
+
+def test_agents_in_ego_frame(clips):
+    clip = clips[0]
+    t0 = (clip.timestamp - fx.T0_US) / 1e6
+    ego_x = fx.ego_state(t0)[0]
+    agents = {a.id: a for a in clip.target.agents}
+    parked, lead = agents["inst-parked"], agents["inst-lead"]
+    assert parked.track.shape == (1, 4)  # standing still: one row
+    np.testing.assert_allclose(parked.track[0, 1:3], [160.0 - ego_x, 99.9 - fx.LANE_Y], atol=1e-6)
+    assert abs(abs(parked.track[0, 3]) - np.pi) < 1e-6
+    assert lead.track.shape == (9, 4)  # key frames over the 4 s horizon
+    np.testing.assert_allclose(lead.track[:, 0], np.arange(9) * 0.5, atol=1e-6)
+    np.testing.assert_allclose(lead.track[:, 1], 120.0 + 7.0 * (t0 + lead.track[:, 0]) - ego_x, atol=1e-6)
+    assert (parked.length, parked.width) == (4.6, 1.9)
+
+
+def test_map_geometry(clips):
+    from shapely.geometry import Point, Polygon
+
+    clip = clips[2]
+    polygons = [Polygon(p) for p in clip.target.drivable_area]
+    assert any(p.contains(Point(0, 0)) for p in polygons)
+    assert not any(p.contains(Point(0, 10)) for p in polygons)  # beyond the road edge
+    line = clip.target.centerline
+    assert len(line) > 10 and np.allclose(line[:, 1], 0.0, atol=1e-6)  # the lane the ego drives in
+    assert line[0, 0] < 0 < line[-1, 0]
+
+
+def test_split_by_scene_is_fixed():
+    names = [f"scene-{i:04d}" for i in range(10)]
+    a = split_scenes(names, 0.2, seed=0)
+    assert split_scenes(list(reversed(names)), 0.2, seed=0) == a
+    assert len(a["val"]) == 2 and not set(a["val"]) & set(a["train"])
+    assert set(a["val"]) | set(a["train"]) == set(names)
+
+
+def test_collate(clips):
+    batch = collate_clips([clips[0], clips[1]])
+    assert batch.context.shape[0] == 2 and batch.trajectory.shape == (2, 8, 3)
+
+
+# ------------------------------------------------------------------------------ bad input
+def _cfg(root, version=fx.VERSION):
+    return DataConfig(dataroot=str(root), version=version, image_height=32, image_width=64)
+
+
+def test_root_one_level_off(root):
+    with pytest.raises(DatasetError, match="one level off"):
+        NuScenesClips(_cfg(root.parent))
+    with pytest.raises(DatasetError, match="table folder itself"):
+        NuScenesClips(_cfg(root / fx.VERSION))
+
+
+def test_unknown_version(root):
+    with pytest.raises(DatasetError, match=r"unknown version 'v1.0-trainval'.*v1.0-handmade"):
+        NuScenesClips(_cfg(root, "v1.0-trainval"))
+
+
+def test_missing_table_named(tmp_path):
+    root = fx.build(tmp_path / "r", seconds=6)
+    (root / fx.VERSION / "ego_pose.json").unlink()
+    with pytest.raises(DatasetError, match="missing table.*ego_pose.json"):
+        NuScenesClips(_cfg(root))
+
+
+def test_missing_and_corrupt_images_named(tmp_path):
+    root = fx.build(tmp_path / "r", seconds=6)
+    ds = NuScenesClips(_cfg(root))
+    sample = ds.nusc.get("sample", ds.samples[0].sample_token)
+    first = root / ds.nusc.get("sample_data", sample["data"]["CAM_FRONT"])["filename"]  # t=0 frame of clip 0
+    first.write_bytes(first.read_bytes()[:200])  # truncated JPEG
+    with pytest.raises(DatasetError, match=f"corrupt image .*{first.name}"):
+        ds[0]
+    first.unlink()
+    with pytest.raises(DatasetError, match=f"image not found: .*{first.name}"):
+        ds[0]
+
+
+def test_missing_map_named(tmp_path):
+    root = fx.build(tmp_path / "r", seconds=6)
+    (root / "maps" / "expansion" / f"{fx.LOCATION}.json").unlink()
+    ds = NuScenesClips(_cfg(root))
+    with pytest.raises(DatasetError, match="map expansion not found"):
+        ds[0]
+    assert NuScenesClips(_cfg(root), geometry=False)[0].target.trajectory.shape == (8, 3)
+
+
+def test_cli_error_is_one_line(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "reworld", "export-scene", "--dataroot", str(tmp_path),
+                          "--version", "v1.0-mini", "--sample", "x", "--out", str(tmp_path / "s.json")],
+                         capture_output=True, text=True)
+    assert out.returncode == 2
+    assert out.stderr.strip().startswith("error: unknown version 'v1.0-mini'")
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
