@@ -65,8 +65,10 @@ class ActionConfig:
     num_heads: int = 4
     num_waypoints: int = 8
     feature_sigma: float = 1.0  # σ of the future tokens when video features are taken
+    feature_pool: int = 2  # average-pool video tokens over pool×pool latent pixels before the planner
     align_block: int = 1  # Action DiT block whose tokens are aligned
     align_video_block: int = 2  # Video DiT block that is the alignment target
+    plan_steps: int = 10  # Euler steps of the planner at inference
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,7 @@ class LossConfig:
     hn_temperature: float = 0.1
     hn_num_negatives: int = 8
     hn_hinge_margin: float = 0.0  # [m] output-space repulsion margin (0 = off)
+    lambda_hinge: float = 1.0  # weight of the output-space repulsion (0 = off)
     logit_mean: float = 0.0  # shifted logit-normal σ sampling
     logit_std: float = 1.0
     shift: float = 1.0

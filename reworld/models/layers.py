@@ -139,8 +139,12 @@ class AdaLNVelocityHead(nn.Module):
     def __init__(self, dim: int, out_channels: int, eps: float = 1e-6):
         super().__init__()
         self.norm = nn.LayerNorm(dim, eps=eps, elementwise_affine=False)
-        self.modulation = zero_module(nn.Linear(dim, 2 * dim))
-        self.proj = zero_module(nn.Linear(dim, out_channels))
+        self.modulation = nn.Linear(dim, 2 * dim)
+        self.proj = nn.Linear(dim, out_channels)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        zero_module(self.modulation), zero_module(self.proj)
 
     def forward(self, hidden_states: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
         # hidden_states (B, S, D); temb (B, S, D) or (B, 1, D) timestep embedding

@@ -1,0 +1,3 @@
+from .world_action import GenerationResult, PlanResult, WorldActionPipeline
+
+__all__ = ["GenerationResult", "PlanResult", "WorldActionPipeline"]

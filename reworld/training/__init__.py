@@ -1,0 +1,3 @@
+from .stages import STAGES, run_stage
+
+__all__ = ["STAGES", "run_stage"]

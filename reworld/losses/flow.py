@@ -1,0 +1,90 @@
+"""Flow-matching losses of the Video DiT (stage 1, DESIGN §2). Pure functions: tensors in, per-sample out.
+
+Convention (diffusers flow match): `x_t = (1 − σ) x0 + σ ε`, target velocity `u = ε − x0`, σ ∈ [0, 1].
+"""
+from __future__ import annotations
+
+import torch
+
+from reworld.config import LossConfig
+
+
+def shift_sigmas(sigma: torch.Tensor, shift: float) -> torch.Tensor:
+    """diffusers' time shift `σ' = shift·σ / (1 + (shift − 1)·σ)` (shift > 1 moves σ towards 1, i.e. noise)."""
+    return shift * sigma / (1 + (shift - 1) * sigma)
+
+
+def sample_sigmas(
+    batch: int,
+    generator: torch.Generator,
+    logit_mean: float,
+    logit_std: float,
+    shift: float,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """(batch,) σ from a shifted logit-normal, drawn on the CPU `generator` (same σ on every device)."""
+    u = torch.randn(batch, generator=generator, device="cpu") * logit_std + logit_mean
+    return shift_sigmas(torch.sigmoid(u), shift).to(device)
+
+
+def flow_matching_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-sample mean squared error (B,). `mask` (broadcastable to `pred`, 1 = counted) restricts the mean,
+    e.g. (1, 1, t, 1, 1) for the future latent frames."""
+    se = (pred.float() - target.float()) ** 2
+    if mask is None:
+        return se.flatten(1).mean(dim=1)
+    mask = mask.to(se.dtype).expand_as(se)
+    return (se * mask).flatten(1).sum(dim=1) / mask.flatten(1).sum(dim=1).clamp_min(1.0)
+
+
+def intermediate_guidance_loss(
+    head_preds: dict[int, torch.Tensor], target: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Σ over heads of `flow_matching_loss(head_k, target, mask)`, per sample (B,)."""
+    if not head_preds:
+        raise ValueError("intermediate_guidance_loss needs at least one head prediction")
+    return torch.stack([flow_matching_loss(p, target, mask) for p in head_preds.values()]).sum(dim=0)
+
+
+def future_frame_mask(num_frames: int, n_context: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(1, 1, t, 1, 1) mask that is 1 on future latent frames, 0 on the `n_context` context frames."""
+    return (torch.arange(num_frames, device=device) >= n_context).float().view(1, 1, -1, 1, 1)
+
+
+def video_training_losses(
+    model,
+    latents: torch.Tensor,
+    n_context: int,
+    cond,
+    loss_cfg: LossConfig,
+    generator: torch.Generator,
+) -> dict[str, torch.Tensor]:
+    """Stage-1 loss terms for clean latents (B, C, t, h, w) whose first `n_context` latent frames are context.
+
+    σ and ε are drawn on the CPU `generator`. Context frames stay clean (the model gives them timestep 0);
+    losses count future frames only. Returns scalars: `gen` (final velocity), `ig` (Σ heads; only when
+    `loss_cfg.lambda_ig > 0`, otherwise the heads are not run at all: vanilla) and
+    `total = gen + λ_ig · ig`. `model` is only called (so a DDP wrapper works).
+    """
+    b, _, t = latents.shape[:3]
+    if not 0 <= n_context < t:
+        raise ValueError(f"n_context={n_context} leaves no future latent frame out of {t}")
+    sigma = sample_sigmas(b, generator, loss_cfg.logit_mean, loss_cfg.logit_std, loss_cfg.shift, latents.device)
+    noise = torch.randn(latents.shape, generator=generator, device="cpu").to(latents)  # (B, C, t, h, w)
+    mask = future_frame_mask(t, n_context, latents.device)  # (1, 1, t, 1, 1)
+    s = sigma.to(latents.dtype).view(b, 1, 1, 1, 1)
+    # Context frames are kept exactly clean; only future frames are noised.
+    x_t = torch.where(mask.bool(), (1 - s) * latents + s * noise, latents)
+    target = noise - latents  # u = ε − x0
+
+    use_heads = loss_cfg.lambda_ig > 0
+    out = model(x_t, sigma, cond, n_context, return_heads=use_heads)
+    gen = flow_matching_loss(out.sample, target, mask).mean()
+    losses = {"gen": gen}
+    total = gen
+    if use_heads:
+        ig = intermediate_guidance_loss(out.head_samples, target, mask).mean()
+        losses["ig"] = ig
+        total = total + loss_cfg.lambda_ig * ig
+    losses["total"] = total
+    return losses

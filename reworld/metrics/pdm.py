@@ -1,0 +1,502 @@
+"""PDM score (NAVSIM v1 definition, DESIGN §3): PDMS = NC · DAC · (5·EP + 5·TTC + 2·C) / 12.
+
+Written from the definition; NAVSIM's devkit (nuPlan-based) is not available. Where we simplify:
+
+- **Interpolated, not tracked.** NAVSIM feeds the 2 Hz poses to an LQR controller driving a kinematic
+  bicycle model and scores the simulated states. We interpolate the 8 poses (plus the start pose at the
+  origin, heading 0, with the current speed and yaw rate as start derivatives) with a cubic Hermite
+  spline (finite-difference slopes) to 10 Hz over 4 s and score that. Why: it is a pure, vectorised linear
+  map (thousands of trajectories per second for training-time hard-negative mining), it has no tuning
+  of its own, and for the smooth trajectories planners emit the tracked and interpolated paths differ by
+  centimetres; dynamically infeasible plans still show up, as comfort violations, not as tracking error.
+- **At-fault rule.** Per agent only the first contact counts (as in NAVSIM). It is *not* at fault when
+  the agent already overlapped the ego at t=0 (such agents are ignored entirely), when the ego is
+  stopped (speed < `stop_speed_mps`), or when the agent is behind the ego (bearing from the ego more than
+  `rear_angle_deg` off its heading: the agent ran into the ego). Every other contact is at fault. NAVSIM
+  counts lateral contacts only when the ego straddles lanes or leaves the road; we have no lane graph,
+  so lateral contacts count (conservative).
+- **TTC.** At every 10 Hz step the ego box is pushed along its velocity by 0.3/0.6/0.9 s and tested
+  against agents at that later time; only agents ahead (bearing within `ttc_ahead_angle_deg`) and ego
+  speeds of at least `stop_speed_mps` count. NAVSIM's extra lateral case (multiple lanes) is dropped.
+- **EP reference.** NAVSIM divides by the best progress of its PDM-Closed proposals (IDM along the
+  centreline at several speed limits and lateral offsets, simulated). We use the expert (when the scene
+  has one) plus constant-speed / constant-acceleration proposals along the centreline that never speed
+  up beyond max(current speed, `proposal_cruise_speed_mps`) (no speed limit is known), keeping only those
+  with NC = DAC = 1. As in NAVSIM, the scored trajectory itself also counts when it is safe, so EP ≤ 1.
+- **Comfort.** Accelerations come from the spline, smoothed with a Savitzky-Golay filter; jerks and yaw
+  derivatives are Savitzky-Golay derivatives, as in NAVSIM's `pdm_comfort_metrics` (same windows/orders).
+- **Drivable area.** All four ego-box corners must lie in the union of the drivable polygons at every
+  step after t=0 (t=0 is not the planner's to choose).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import shapely
+from scipy.signal import savgol_filter
+
+from reworld.metrics.scene import PlanningScene, SceneFormatError, validate_poses
+
+DYNAMIC_TYPES = ("vehicle", "pedestrian", "cyclist")
+FAILURE_KINDS = ("collision", "off_road", "ttc")
+
+
+@dataclass(frozen=True)
+class PDMScorerConfig:
+    frequency_hz: float = 10.0  # [Hz] simulation / interpolation rate
+    horizon_s: float = 4.0  # [s]
+    pose_interval_s: float = 0.5  # [s] spacing of the 8 input poses
+    ego_center_offset_m: float = 0.0  # [m] box centre ahead of the pose point (nuScenes rear axle: ~1.4)
+    # collisions (NC) and time to collision (TTC)
+    static_collision_score: float = 0.5  # NC after an at-fault contact with a static object
+    stop_speed_mps: float = 5e-3  # [m/s] ego below this is stopped: no fault, no TTC
+    rear_angle_deg: float = 150.0  # [deg] agents at a bearing beyond this are behind (they hit the ego)
+    ttc_offsets_s: tuple[float, ...] = (0.3, 0.6, 0.9)  # [s] look-ahead of the pushed ego box
+    ttc_ahead_angle_deg: float = 30.0  # [deg] TTC counts agents within this bearing of the ego heading
+    # ego progress (EP)
+    ep_min_progress_m: float = 5.0  # [m] best reference progress below this gives EP = 1
+    proposal_accelerations: tuple[float, ...] = (-4.0, -2.0, -1.0, 0.0, 1.0, 2.0)  # [m/s²] reference proposals
+    proposal_cruise_speed_mps: float = 8.0  # [m/s] proposals accelerate up to max(v0, this)
+    proposal_merge_s: float = 2.0  # [s] proposals blend from the ego position onto the centreline
+    # comfort (C), DESIGN §3 / nuPlan limits
+    max_abs_lat_accel: float = 4.89  # [m/s²]
+    min_lon_accel: float = -4.05  # [m/s²]
+    max_lon_accel: float = 2.40  # [m/s²]
+    max_abs_jerk: float = 8.37  # [m/s³] derivative of the acceleration magnitude
+    max_abs_lon_jerk: float = 4.13  # [m/s³]
+    max_abs_yaw_rate: float = 0.95  # [rad/s]
+    max_abs_yaw_accel: float = 1.93  # [rad/s²]
+    accel_window: int = 8  # [steps] Savitzky-Golay smoothing of accelerations (polyorder 2)
+    jerk_window: int = 15  # [steps] Savitzky-Golay derivative window for jerks (polyorder 2)
+    yaw_window: int = 5  # [steps] Savitzky-Golay window for yaw rate (polyorder 2) / yaw accel (polyorder 3)
+    # PDMS weights
+    weight_ep: float = 5.0
+    weight_ttc: float = 5.0
+    weight_c: float = 2.0
+    chunk_pairs: int = 400_000  # ego-step x agent-step box pairs tested at once (memory bound)
+
+    @property
+    def dt(self) -> float:
+        return 1.0 / self.frequency_hz  # [s]
+
+    @property
+    def num_steps(self) -> int:
+        return int(round(self.horizon_s * self.frequency_hz))  # steps after t=0
+
+
+@dataclass(frozen=True)
+class PDMResults:
+    nc: float  # no at-fault collision: 1, 0.5 (static object) or 0
+    dac: float  # drivable-area compliance: 1 or 0
+    ttc: float  # time to collision within bound: 1 or 0
+    ep: float  # ego progress ratio in [0, 1]
+    c: float  # comfort: 1 or 0
+    pdms: float  # NC · DAC · (5 EP + 5 TTC + 2 C) / 12
+    progress_m: float  # [m] along the centreline, start to final pose
+    reference_progress_m: float  # [m] best progress of the safe references (NaN if none is safe)
+    collision_agent_id: str | None = None  # first at-fault collision
+    collision_time_s: float = math.nan  # [s]
+    ttc_agent_id: str | None = None  # first TTC violation
+    ttc_time_s: float = math.nan  # [s]
+    off_road_time_s: float = math.nan  # [s] first step with a corner off the drivable area
+    comfort_violations: tuple[str, ...] = ()  # names of the violated comfort limits
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: getattr(self, k) for k in ("nc", "dac", "ttc", "ep", "c", "pdms")}
+
+
+def failure_kind(result: PDMResults) -> str:
+    """'collision' (NC = 0), else 'off_road' (DAC = 0), else 'ttc' (TTC = 0), else 'safe'."""
+    if result.nc == 0:
+        return "collision"
+    if result.dac == 0:
+        return "off_road"
+    if result.ttc == 0:
+        return "ttc"
+    return "safe"
+
+
+# --------------------------------------------------------------------------- interpolation
+
+
+def _hermite_operators(config: PDMScorerConfig) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Linear maps from the 9 knots (origin + 8 poses) and the start slope to value / 1st / 2nd derivative.
+
+    out_d = A[d] @ knots + b[d] * start_slope at the 10 Hz times; slopes at the other knots are central
+    finite differences (second-order one-sided at the last knot).
+    """
+    h = config.pose_interval_s
+    n_knots = int(round(config.horizon_s / h)) + 1
+    t = np.arange(config.num_steps + 1) * config.dt
+    seg = np.minimum((t / h + 1e-9).astype(int), n_knots - 2)
+    s = t / h - seg
+    one, zero = np.ones_like(s), np.zeros_like(s)
+    # Hermite basis (p0, m0, p1, m1) and its derivatives with respect to t
+    basis = [
+        (2 * s**3 - 3 * s**2 + 1, h * (s**3 - 2 * s**2 + s), -2 * s**3 + 3 * s**2, h * (s**3 - s**2)),
+        ((6 * s**2 - 6 * s) / h, 3 * s**2 - 4 * s + one, (-6 * s**2 + 6 * s) / h, 3 * s**2 - 2 * s),
+        ((12 * s - 6) / h**2, (6 * s - 4) / h, (-12 * s + 6) / h**2, (6 * s - 2 * one + zero) / h),
+    ]
+    slopes = np.zeros((n_knots, n_knots))  # slope_k = slopes[k] @ knots (k >= 1)
+    for k in range(1, n_knots - 1):
+        slopes[k, k + 1], slopes[k, k - 1] = 1 / (2 * h), -1 / (2 * h)
+    slopes[-1, -1], slopes[-1, -2], slopes[-1, -3] = 3 / (2 * h), -4 / (2 * h), 1 / (2 * h)  # 2nd-order one-sided
+    rows = np.arange(len(t))
+    A, b = [], []
+    for bp0, bm0, bp1, bm1 in basis:
+        P = np.zeros((len(t), n_knots))
+        M = np.zeros((len(t), n_knots))
+        P[rows, seg], P[rows, seg + 1] = bp0, bp1
+        M[rows, seg], M[rows, seg + 1] = bm0, bm1
+        A.append(P + M @ slopes)
+        b.append(M[:, 0].copy())
+    return A, b
+
+
+@dataclass(frozen=True)
+class _States:
+    """Interpolated ego states at 10 Hz, t = 0 ... horizon: every array (N, T+1)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    heading: np.ndarray
+    vx: np.ndarray
+    vy: np.ndarray
+    ax: np.ndarray
+    ay: np.ndarray
+
+    @property
+    def speed(self) -> np.ndarray:
+        return np.hypot(self.vx, self.vy)
+
+
+def interpolate_trajectories(scene: PlanningScene, poses: np.ndarray, config: PDMScorerConfig) -> _States:
+    """(N, 8, 3) poses → 10 Hz states starting at the origin with the scene's speed and yaw rate."""
+    n = poses.shape[0]
+    knots = np.concatenate([np.zeros((n, 1, 3)), poses], axis=1)  # (N, 9, 3)
+    knots[..., 2] = np.unwrap(knots[..., 2], axis=1)
+    start_slope = np.array([scene.ego_speed, 0.0, scene.ego_yaw_rate])  # d/dt of (x, y, heading) at t=0
+    A, b = _hermite_operators(config)
+    out = [np.einsum("tk,nkc->ntc", A_d, knots) + b_d[None, :, None] * start_slope for A_d, b_d in zip(A, b)]
+    pos, vel, acc = out  # each (N, T+1, 3)
+    return _States(pos[..., 0], pos[..., 1], pos[..., 2], vel[..., 0], vel[..., 1], acc[..., 0], acc[..., 1])
+
+
+# --------------------------------------------------------------------------- agents and boxes
+
+
+@dataclass(frozen=True)
+class _AgentStates:
+    """Agents on the 10 Hz grid extended by the largest TTC offset: arrays (A, S)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    heading: np.ndarray
+    present: np.ndarray  # bool: the track has started
+    half_length: np.ndarray  # (A,)
+    half_width: np.ndarray  # (A,)
+    ids: list[str]
+    dynamic: np.ndarray  # (A,) bool: vehicle / pedestrian / cyclist
+
+
+def _agent_states(scene: PlanningScene, num_steps: int, config: PDMScorerConfig) -> _AgentStates:
+    t = np.arange(num_steps) * config.dt
+    rows = []
+    for a in scene.agents:
+        tr = a.track  # (R, 4); np.interp holds the first/last row outside the track's times
+        head = np.unwrap(tr[:, 3])
+        rows.append((np.interp(t, tr[:, 0], tr[:, 1]), np.interp(t, tr[:, 0], tr[:, 2]),
+                     np.interp(t, tr[:, 0], head), t >= tr[0, 0] - 1e-9))
+    if not rows:
+        empty = np.zeros((0, num_steps))
+        return _AgentStates(empty, empty, empty, empty.astype(bool), np.zeros(0), np.zeros(0), [], np.zeros(0, bool))
+    x, y, h, p = (np.stack(c) for c in zip(*rows))
+    return _AgentStates(
+        x, y, h, p,
+        half_length=np.array([a.length / 2 for a in scene.agents]),
+        half_width=np.array([a.width / 2 for a in scene.agents]),
+        ids=[a.id for a in scene.agents],
+        dynamic=np.array([a.type in DYNAMIC_TYPES for a in scene.agents]),
+    )
+
+
+def boxes_overlap(cx1, cy1, h1, hl1, hw1, cx2, cy2, h2, hl2, hw2) -> np.ndarray:
+    """Separating-axis test for oriented rectangles (centre, heading, half length/width); broadcasts."""
+    dx, dy = cx2 - cx1, cy2 - cy1
+    c1, s1, c2, s2 = np.cos(h1), np.sin(h1), np.cos(h2), np.sin(h2)
+    cd = np.abs(c1 * c2 + s1 * s2)  # |cos(h2 - h1)|
+    sd = np.abs(s2 * c1 - c2 * s1)  # |sin(h2 - h1)|
+    sep = np.abs(dx * c1 + dy * s1) > hl1 + hl2 * cd + hw2 * sd  # axis: box 1 forward
+    sep |= np.abs(-dx * s1 + dy * c1) > hw1 + hl2 * sd + hw2 * cd  # box 1 left
+    sep |= np.abs(dx * c2 + dy * s2) > hl2 + hl1 * cd + hw1 * sd  # box 2 forward
+    sep |= np.abs(-dx * s2 + dy * c2) > hw2 + hl1 * sd + hw1 * cd  # box 2 left
+    return ~sep
+
+
+def _bearing_off_heading(ex, ey, eh, ax, ay) -> np.ndarray:
+    """|angle| [rad] between the ego heading and the direction from the ego centre to the agent centre."""
+    ang = np.arctan2(ay - ey, ax - ex) - eh
+    return np.abs((ang + np.pi) % (2 * np.pi) - np.pi)
+
+
+def _ego_centres(states: _States, config: PDMScorerConfig) -> tuple[np.ndarray, np.ndarray]:
+    off = config.ego_center_offset_m
+    return states.x + off * np.cos(states.heading), states.y + off * np.sin(states.heading)
+
+
+def _overlaps(ex, ey, eh, ag: _AgentStates, lag: int, hl: float, hw: float, config: PDMScorerConfig) -> np.ndarray:
+    """(N, A, T) ego boxes at step t against agents at step t + lag, in chunks over N."""
+    n, t = ex.shape
+    out = np.zeros((n, len(ag.ids), t), dtype=bool)
+    if not ag.ids:
+        return out
+    sl = slice(lag, lag + t)
+    ax, ay, ah = ag.x[None, :, sl], ag.y[None, :, sl], ag.heading[None, :, sl]
+    ahl, ahw = ag.half_length[None, :, None], ag.half_width[None, :, None]
+    reach = math.hypot(hl, hw) + np.hypot(ahl, ahw)  # bounding circles first: most pairs end there
+    chunk = max(1, config.chunk_pairs // max(1, len(ag.ids) * t))
+    for i in range(0, n, chunk):
+        cx, cy, ch = ex[i:i + chunk, None], ey[i:i + chunk, None], eh[i:i + chunk, None]
+        near = ((ax - cx) ** 2 + (ay - cy) ** 2 <= reach**2) & ag.present[None, :, sl]
+        idx = np.nonzero(near)
+        if idx[0].size:
+            k, a, s = idx
+            hit = boxes_overlap(cx[k, 0, s], cy[k, 0, s], ch[k, 0, s], hl, hw,
+                                ax[0, a, s], ay[0, a, s], ah[0, a, s], ag.half_length[a], ag.half_width[a])
+            out[i + k[hit], a[hit], s[hit]] = True
+    return out
+
+
+# --------------------------------------------------------------------------- sub-metrics
+
+
+def _collisions(scene, states, ag, ignored, config):
+    """NC per trajectory, plus (first at-fault agent index, step) or -1."""
+    ex, ey = _ego_centres(states, config)
+    hl, hw = scene.ego_length / 2, scene.ego_width / 2
+    over = _overlaps(ex, ey, states.heading, ag, 0, hl, hw, config)  # (N, A, T+1)
+    over[:, ignored, :] = False
+    n = over.shape[0]
+    nc = np.ones(n)
+    first_agent, first_step = np.full(n, -1), np.full(n, -1)
+    if not ag.ids:
+        return nc, first_agent, first_step
+    touched = over.any(-1)  # (N, A)
+    step = over.argmax(-1)  # first contact per agent: only that one is judged (as in NAVSIM)
+    k = np.arange(n)[:, None]
+    moving = states.speed[k, step] >= config.stop_speed_mps
+    ai = np.arange(len(ag.ids))[None, :]
+    behind = _bearing_off_heading(ex[k, step], ey[k, step], states.heading[k, step],
+                                  ag.x[ai, step], ag.y[ai, step]) > math.radians(config.rear_angle_deg)
+    fault = touched & moving & ~behind  # (N, A)
+    nc = np.where((fault & ~ag.dynamic).any(1), config.static_collision_score, 1.0)
+    nc = np.where((fault & ag.dynamic).any(1), 0.0, nc)
+    fault_step = np.where(fault, step, np.iinfo(np.int64).max)
+    first_agent = np.where(fault.any(1), fault_step.argmin(1), -1)
+    first_step = np.where(fault.any(1), fault_step.min(1), -1)
+    return nc, first_agent, first_step
+
+
+def _time_to_collision(scene, states, ag, ignored, config):
+    """TTC per trajectory, plus (first agent index, step) or -1."""
+    ex, ey = _ego_centres(states, config)
+    hl, hw = scene.ego_length / 2, scene.ego_width / 2
+    n, t = ex.shape
+    first_step = np.full((n, max(1, len(ag.ids))), np.iinfo(np.int64).max)
+    moving = states.speed >= config.stop_speed_mps  # (N, T+1)
+    for offset in config.ttc_offsets_s:
+        lag = int(round(offset / config.dt))
+        over = _overlaps(ex + offset * states.vx, ey + offset * states.vy, states.heading, ag, lag, hl, hw, config)
+        if not over.any():
+            continue
+        sl = slice(lag, lag + t)
+        ahead = _bearing_off_heading(ex[:, None], ey[:, None], states.heading[:, None],
+                                     ag.x[None, :, sl], ag.y[None, :, sl]) <= math.radians(config.ttc_ahead_angle_deg)
+        hit = over & ahead & moving[:, None, :]
+        hit[:, ignored, :] = False
+        steps = np.where(hit.any(-1), hit.argmax(-1), np.iinfo(np.int64).max)
+        first_step = np.minimum(first_step, steps)
+    violated = first_step.min(1) < np.iinfo(np.int64).max
+    return (np.where(violated, 0.0, 1.0), np.where(violated, first_step.argmin(1), -1),
+            np.where(violated, first_step.min(1), -1))
+
+
+def _drivable(scene, states, config):
+    """DAC per trajectory and first off-road step (or -1), corners tested for steps 1 ... T."""
+    ex, ey = _ego_centres(states, config)
+    h = states.heading[:, 1:]
+    c, s = np.cos(h), np.sin(h)
+    hl, hw = scene.ego_length / 2, scene.ego_width / 2
+    inside = np.ones(h.shape, dtype=bool)
+    for fl, fw in ((1, 1), (1, -1), (-1, 1), (-1, -1)):
+        cx = ex[:, 1:] + fl * hl * c - fw * hw * s
+        cy = ey[:, 1:] + fl * hl * s + fw * hw * c
+        inside &= shapely.intersects_xy(scene.drivable_geometry, cx, cy)
+    off = ~inside
+    return np.where(off.any(1), 0.0, 1.0), np.where(off.any(1), off.argmax(1) + 1, -1)
+
+
+def _comfort(states, config):
+    """C per trajectory and, per trajectory, the names of the violated limits."""
+    dt = config.dt
+    n_t = states.x.shape[1]
+    c, s = np.cos(states.heading), np.sin(states.heading)
+
+    def smooth(v, window, poly=2, deriv=0):
+        window = min(window, n_t)
+        return savgol_filter(v, window, poly, deriv=deriv, delta=dt, axis=-1)
+
+    lon = smooth(states.ax * c + states.ay * s, config.accel_window)
+    lat = smooth(-states.ax * s + states.ay * c, config.accel_window)
+    mag = smooth(np.hypot(states.ax, states.ay), config.accel_window)
+    checks = {
+        "lat_accel": np.abs(lat) <= config.max_abs_lat_accel,
+        "lon_accel": (lon >= config.min_lon_accel) & (lon <= config.max_lon_accel),
+        "jerk": np.abs(smooth(mag, config.jerk_window, deriv=1)) <= config.max_abs_jerk,
+        "lon_jerk": np.abs(smooth(lon, config.jerk_window, deriv=1)) <= config.max_abs_lon_jerk,
+        "yaw_rate": np.abs(smooth(states.heading, config.yaw_window, deriv=1)) <= config.max_abs_yaw_rate,
+        "yaw_accel": np.abs(smooth(states.heading, config.yaw_window, poly=3, deriv=2)) <= config.max_abs_yaw_accel,
+    }
+    ok = {k: v.all(-1) for k, v in checks.items()}
+    comfortable = np.logical_and.reduce(list(ok.values()))
+    violations = [tuple(k for k, v in ok.items() if not v[i]) for i in range(len(comfortable))]
+    return comfortable.astype(float), violations
+
+
+def _progress(scene: PlanningScene, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """[m] progress of final positions along the centreline from the origin's projection (x if none)."""
+    line = scene.centerline_geometry
+    if line is None:
+        return x.copy()
+    start = shapely.line_locate_point(line, shapely.points(0.0, 0.0))
+    return shapely.line_locate_point(line, shapely.points(np.stack([x, y], -1))) - start
+
+
+def _safety(scene: PlanningScene, poses: np.ndarray, config: PDMScorerConfig):
+    states = interpolate_trajectories(scene, poses, config)
+    lag_max = max((int(round(o / config.dt)) for o in config.ttc_offsets_s), default=0)
+    ag = _agent_states(scene, config.num_steps + 1 + lag_max, config)
+    # agents overlapping the ego's box at t=0 are ignored entirely (not the planner's doing)
+    ox, oy = config.ego_center_offset_m, 0.0
+    ignored = boxes_overlap(ox, oy, 0.0, scene.ego_length / 2, scene.ego_width / 2,
+                            ag.x[:, 0], ag.y[:, 0], ag.heading[:, 0], ag.half_length, ag.half_width) & ag.present[:, 0]
+    return states, ag, _collisions(scene, states, ag, ignored, config), _drivable(scene, states, config), ignored
+
+
+# --------------------------------------------------------------------------- reference progress
+
+
+def _centerline_poses(scene: PlanningScene, dist: np.ndarray, config: PDMScorerConfig) -> np.ndarray:
+    """Poses (P, 8, 3) driving `dist` (P, 8) metres along the centreline, merging from the ego position."""
+    line = scene.centerline_geometry
+    t = np.arange(1, dist.shape[1] + 1) * config.pose_interval_s
+    if line is None:
+        return np.stack([dist, np.zeros_like(dist), np.zeros_like(dist)], -1)
+    pts = np.asarray(line.coords)
+    seg = np.diff(pts, axis=0)
+    seg_len = np.hypot(seg[:, 0], seg[:, 1])
+    keep = seg_len > 1e-9
+    seg, seg_len = seg[keep], seg_len[keep]
+    cum = np.concatenate([[0.0], np.cumsum(seg_len)])
+    s0 = float(shapely.line_locate_point(line, shapely.points(0.0, 0.0)))
+    s = s0 + dist
+    i = np.clip(np.searchsorted(cum, s, side="right") - 1, 0, len(seg) - 1)  # beyond the ends: extrapolate
+    u = (s - cum[i]) / seg_len[i]
+    base = pts[:-1][keep]
+    px = base[i, 0] + u * seg[i, 0]
+    py = base[i, 1] + u * seg[i, 1]
+    head = np.arctan2(seg[i, 1], seg[i, 0])
+    start = np.asarray(line.interpolate(s0).coords[0])
+    w = np.clip(1 - t / config.proposal_merge_s, 0, 1)
+    w = w * w * (3 - 2 * w)  # smoothstep: lateral offset of the ego fades out
+    return np.stack([px - w * start[0], py - w * start[1], np.unwrap(head, axis=-1)], -1)
+
+
+def reference_proposals(scene: PlanningScene, config: PDMScorerConfig | None = None) -> np.ndarray:
+    """(P, 8, 3) constant-speed / constant-acceleration proposals along the centreline (expert excluded)."""
+    config = config or PDMScorerConfig()
+    v0 = scene.ego_speed
+    vmax = max(v0, config.proposal_cruise_speed_mps)
+    fine = np.arange(config.num_steps + 1) * config.dt
+    dists = []
+    for a in config.proposal_accelerations:
+        v = np.clip(v0 + a * fine, 0.0, vmax)
+        d = np.concatenate([[0.0], np.cumsum((v[1:] + v[:-1]) / 2 * config.dt)])
+        dists.append(np.interp(np.arange(1, 9) * config.pose_interval_s, fine, d))
+    return _centerline_poses(scene, np.array(dists), config)
+
+
+def reference_progress(scene: PlanningScene, config: PDMScorerConfig | None = None,
+                       proposals: np.ndarray | None = None) -> float:
+    """[m] best progress among safe (NC = DAC = 1) references: the expert plus the proposals.
+
+    `proposals` (P, 8, 3) replaces the default constant-speed/acceleration set. NaN when none is safe.
+    """
+    config = config or PDMScorerConfig()
+    refs = reference_proposals(scene, config) if proposals is None else np.asarray(proposals, np.float64)
+    if scene.expert is not None:
+        refs = np.concatenate([scene.expert[None], refs.reshape(-1, 8, 3)])
+    states, _, (nc, _, _), (dac, _), _ = _safety(scene, refs, config)
+    progress = _progress(scene, states.x[:, -1], states.y[:, -1])
+    safe = (nc == 1) & (dac == 1)
+    return float(progress[safe].max()) if safe.any() else math.nan
+
+
+# --------------------------------------------------------------------------- public scorers
+
+
+def score_trajectories(scene: PlanningScene, poses_batch, config: PDMScorerConfig | None = None,
+                       reference: float | None = None) -> list[PDMResults]:
+    """Score (N, 8, 3) trajectories [x, y, heading] at 0.5 ... 4.0 s in one vectorised pass.
+
+    `reference`: best safe reference progress [m] from `reference_progress(scene, config)`; computed when
+    None (pass it when scoring many batches of one scene).
+    """
+    config = config or PDMScorerConfig()
+    if hasattr(poses_batch, "detach"):
+        poses_batch = poses_batch.detach().cpu().numpy()
+    try:
+        poses = np.asarray(poses_batch, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise SceneFormatError("poses: expected an (N, 8, 3) array of [x, y, heading]") from None
+    if poses.ndim != 3 or poses.shape[1:] != (8, 3):
+        raise SceneFormatError(f"poses: expected shape (N, 8, 3) [x, y, heading], got {poses.shape}")
+    bad = ~np.isfinite(poses).all(axis=(1, 2))
+    if bad.any():
+        raise SceneFormatError(f"poses[{int(bad.argmax())}]: contains NaN or inf")
+    if len(poses) == 0:
+        return []
+    if reference is None:
+        reference = reference_progress(scene, config)
+    states, ag, (nc, col_agent, col_step), (dac, off_step), ignored = _safety(scene, poses, config)
+    ttc, ttc_agent, ttc_step = _time_to_collision(scene, states, ag, ignored, config)
+    comfort, violations = _comfort(states, config)
+    progress = _progress(scene, states.x[:, -1], states.y[:, -1])
+    ref = -math.inf if math.isnan(reference) else reference
+    best = np.maximum(ref, progress * nc * dac)  # the scored trajectory counts too when it is safe
+    ep = np.where(best < config.ep_min_progress_m, 1.0,
+                  np.clip(progress / np.maximum(best, 1e-9), 0.0, 1.0))
+    w = config.weight_ep + config.weight_ttc + config.weight_c
+    pdms = nc * dac * (config.weight_ep * ep + config.weight_ttc * ttc + config.weight_c * comfort) / w
+    dt = config.dt
+    return [
+        PDMResults(
+            nc=float(nc[i]), dac=float(dac[i]), ttc=float(ttc[i]), ep=float(ep[i]), c=float(comfort[i]),
+            pdms=float(pdms[i]), progress_m=float(progress[i]), reference_progress_m=float(reference),
+            collision_agent_id=ag.ids[col_agent[i]] if col_agent[i] >= 0 else None,
+            collision_time_s=col_step[i] * dt if col_step[i] >= 0 else math.nan,
+            ttc_agent_id=ag.ids[ttc_agent[i]] if ttc_agent[i] >= 0 else None,
+            ttc_time_s=ttc_step[i] * dt if ttc_step[i] >= 0 else math.nan,
+            off_road_time_s=off_step[i] * dt if off_step[i] >= 0 else math.nan,
+            comfort_violations=violations[i],
+        )
+        for i in range(len(poses))
+    ]
+
+
+def score_trajectory(scene: PlanningScene, poses, config: PDMScorerConfig | None = None,
+                     reference: float | None = None) -> PDMResults:
+    """Score one (8, 3) trajectory; see `score_trajectories` and the module docstring."""
+    return score_trajectories(scene, validate_poses(poses)[None], config, reference)[0]

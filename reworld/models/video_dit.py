@@ -1,0 +1,292 @@
+"""Video DiT: diffusers' LTX-Video transformer with per-frame timesteps, command/ego conditioning tokens and
+intermediate velocity heads (DESIGN §2).
+
+The LTX model is wrapped, not forked: `self.transformer` is a stock `LTXVideoTransformer3DModel` (so LTX
+checkpoints load into it key for key), and `forward` runs its blocks itself so that hidden states of any
+block and the per-token timestep embedding are at hand.
+
+Tokens: latents (B, C, t, h, w) are packed frame-major into (B, S = t·h·w, C) (LTX's own order, patch 1),
+so the tokens of latent frame f are `[f·h·w, (f+1)·h·w)`. The first `n_context` latent frames are clean
+context (timestep 0); the others are future tokens at timestep σ·1000.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers import LTXVideoTransformer3DModel
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.utils import BaseOutput
+from torch import nn
+
+from reworld.config import VideoConfig
+from reworld.models.layers import AdaLNVelocityHead, CheckpointError, load_model_strict, load_state_dict_strict, read_state_dict
+
+TIMESTEP_SCALE = 1000.0  # LTX/diffusers flow-match convention: timestep = σ · 1000
+
+# Size presets (DiT_models style): keyword arguments of VideoDiT. `ltx-2b` is LTX-Video 2B (paper scale).
+VIDEO_DIT_PRESETS: dict[str, dict] = {
+    "tiny": dict(in_channels=8, num_layers=2, num_attention_heads=2, attention_head_dim=16, head_blocks=(0,)),
+    "default": dict(in_channels=16, num_layers=8, num_attention_heads=4, attention_head_dim=32, head_blocks=(2,)),
+    "ltx-2b": dict(
+        in_channels=128, num_layers=28, num_attention_heads=32, attention_head_dim=64, head_blocks=(9,),
+        caption_channels=4096, rope_interpolation_scale=(8 / 25, 32.0, 32.0),
+    ),
+}
+
+
+@dataclass
+class VideoCond:
+    """What the Video DiT is conditioned on besides the context latents."""
+
+    command: torch.Tensor  # (B,) long, index into reworld.data.types.COMMANDS
+    ego_status: torch.Tensor  # (B, 3) [speed m/s, longitudinal acceleration m/s², yaw rate rad/s]
+
+    @classmethod
+    def from_batch(cls, batch) -> "VideoCond":
+        return cls(command=batch.command, ego_status=batch.ego_status)
+
+    def to(self, device: torch.device | str) -> "VideoCond":
+        return VideoCond(command=self.command.to(device), ego_status=self.ego_status.to(device))
+
+
+@dataclass
+class VideoDiTOutput(BaseOutput):
+    """`sample`: velocity, same layout as the input latents. `head_samples[k]`: velocity of the head on
+    block k (only with `return_heads=True`). `hidden_states[k]`: output of block k, packed tokens
+    (B, S, D) (only for the blocks asked for in `return_hidden_states`)."""
+
+    sample: torch.Tensor
+    head_samples: dict[int, torch.Tensor] | None = None
+    hidden_states: dict[int, torch.Tensor] | None = None
+
+
+class CondTokens(nn.Module):
+    """`num_tokens` learned tokens = base + command embedding + ego-status MLP, width `channels` (the LTX
+    caption width; the transformer's caption projection maps them to its width)."""
+
+    def __init__(self, num_tokens: int, channels: int, num_commands: int, ego_dim: int, hidden: int):
+        super().__init__()
+        self.num_tokens, self.channels = num_tokens, channels
+        self.base = nn.Parameter(torch.zeros(num_tokens, channels))
+        self.command = nn.Embedding(num_commands, num_tokens * channels)
+        self.ego = nn.Sequential(nn.Linear(ego_dim, hidden), nn.SiLU(), nn.Linear(hidden, num_tokens * channels))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.base, std=0.02)
+        nn.init.normal_(self.command.weight, std=0.02)
+        for layer in (self.ego[0], self.ego[2]):
+            layer.reset_parameters()
+
+    def forward(self, command: torch.Tensor, ego_status: torch.Tensor) -> torch.Tensor:
+        b = command.shape[0]
+        tokens = self.command(command) + self.ego(ego_status.to(self.base.dtype))  # (B, N·Cc)
+        return self.base + tokens.view(b, self.num_tokens, self.channels)  # (B, N, Cc)
+
+
+class VideoDiT(ModelMixin, ConfigMixin):
+    """LTX-Video transformer + conditioning tokens + intermediate velocity heads (see module docstring)."""
+
+    _supports_gradient_checkpointing = True
+
+    @register_to_config
+    def __init__(
+        self,
+        in_channels: int = 16,  # latent channels of the VAE
+        num_layers: int = 8,
+        num_attention_heads: int = 4,
+        attention_head_dim: int = 32,
+        head_blocks: tuple[int, ...] = (2,),  # 0-based blocks whose output feeds a velocity head
+        num_cond_tokens: int = 4,
+        num_commands: int = 3,
+        ego_dim: int = 3,
+        caption_channels: int | None = None,  # width of the cond tokens; None = transformer width
+        rope_interpolation_scale: tuple[float, float, float] = (1.0, 32.0, 32.0),  # LTX RoPE (t, h, w) scale
+        activation_fn: str = "gelu-approximate",
+        norm_elementwise_affine: bool = False,
+        norm_eps: float = 1e-6,
+        attention_bias: bool = True,
+        attention_out_bias: bool = True,
+    ):
+        super().__init__()
+        dim = num_attention_heads * attention_head_dim
+        blocks = sorted(set(int(k) for k in head_blocks))
+        if any(k < 0 or k >= num_layers for k in blocks):
+            raise ValueError(f"head_blocks {tuple(head_blocks)} must lie in [0, {num_layers - 1}]")
+        caption_channels = caption_channels or dim
+        self.transformer = LTXVideoTransformer3DModel(
+            in_channels=in_channels,
+            out_channels=in_channels,
+            patch_size=1,
+            patch_size_t=1,
+            num_attention_heads=num_attention_heads,
+            attention_head_dim=attention_head_dim,
+            cross_attention_dim=dim,  # LTX requires cross_attention_dim == heads × head_dim
+            num_layers=num_layers,
+            activation_fn=activation_fn,
+            norm_elementwise_affine=norm_elementwise_affine,
+            norm_eps=norm_eps,
+            caption_channels=caption_channels,
+            attention_bias=attention_bias,
+            attention_out_bias=attention_out_bias,
+        )
+        self.cond = CondTokens(num_cond_tokens, caption_channels, num_commands, ego_dim, hidden=dim)
+        self.heads = nn.ModuleDict({str(k): AdaLNVelocityHead(dim, in_channels) for k in blocks})
+        self.head_block_ids: tuple[int, ...] = tuple(blocks)
+        self.rope_scale = tuple(float(s) for s in rope_interpolation_scale)
+
+    # ----------------------------------------------------------------------------------------------
+    def _timestep_embedding(self, sigma: torch.Tensor, n_context: int, t: int, tokens_per_frame: int, dtype):
+        """Per-frame timesteps (context 0, future σ·1000) → per-token (temb (B, S, 6D), embedded (B, S, D))."""
+        b = sigma.shape[0]
+        frame_is_future = (torch.arange(t, device=sigma.device) >= n_context).to(sigma.dtype)  # (t,)
+        timestep = sigma[:, None] * TIMESTEP_SCALE * frame_is_future[None, :]  # (B, t)
+        temb, embedded = self.transformer.time_embed(timestep.flatten(), batch_size=b, hidden_dtype=dtype)
+        temb = temb.view(b, t, -1).repeat_interleave(tokens_per_frame, dim=1)  # (B, S, 6D)
+        embedded = embedded.view(b, t, -1).repeat_interleave(tokens_per_frame, dim=1)  # (B, S, D)
+        return temb, embedded
+
+    def forward(
+        self,
+        latents: torch.Tensor,
+        sigma: torch.Tensor | float,
+        cond: VideoCond,
+        n_context: int,
+        *,
+        return_heads: bool = False,
+        return_hidden_states: Sequence[int] | None = None,
+    ) -> VideoDiTOutput:
+        """Velocity `v ≈ ε − x0` for latents (B, C, t, h, w) whose first `n_context` latent frames are clean
+        and the rest at noise level `sigma` (B,) or scalar in [0, 1]."""
+        if latents.ndim != 5:
+            raise ValueError(f"latents must be (B, C, t, h, w), got {tuple(latents.shape)}")
+        b, c, t, h, w = latents.shape
+        if not 0 <= n_context <= t:
+            raise ValueError(f"n_context={n_context} outside [0, {t}] latent frames")
+        keep = sorted(set(int(k) for k in (return_hidden_states or ())))
+        if any(k < 0 or k >= len(self.transformer.transformer_blocks) for k in keep):
+            raise ValueError(f"return_hidden_states {keep} outside the {len(self.transformer.transformer_blocks)} blocks")
+        tr = self.transformer
+        sigma = torch.as_tensor(sigma, dtype=latents.dtype, device=latents.device).expand(b)  # (B,)
+
+        x = latents.permute(0, 2, 3, 4, 1).reshape(b, t * h * w, c)  # (B, S, C) frame-major tokens
+        rotary = tr.rope(x, t, h, w, self.rope_scale, None)  # cos, sin: (B, S, D) each
+        x = tr.proj_in(x)  # (B, S, D)
+        temb, embedded = self._timestep_embedding(sigma, n_context, t, h * w, x.dtype)  # (B, S, 6D), (B, S, D)
+        context = tr.caption_projection(self.cond(cond.command, cond.ego_status))  # (B, N, D)
+
+        heads: dict[int, torch.Tensor] = {}
+        hidden: dict[int, torch.Tensor] = {}
+        for k, block in enumerate(tr.transformer_blocks):
+            if torch.is_grad_enabled() and tr.gradient_checkpointing:
+                x = tr._gradient_checkpointing_func(block, x, context, temb, rotary, None)
+            else:
+                x = block(hidden_states=x, encoder_hidden_states=context, temb=temb, image_rotary_emb=rotary)
+            # x: (B, S, D)
+            if k in keep:
+                hidden[k] = x
+            if return_heads and str(k) in self.heads:
+                heads[k] = self._unpack(self.heads[str(k)](x, embedded), t, h, w)  # (B, C, t, h, w)
+
+        shift, scale = (tr.scale_shift_table[None, None] + embedded[:, :, None]).unbind(dim=2)  # (B, S, D) each
+        x = tr.norm_out(x) * (1 + scale) + shift  # (B, S, D)
+        v = self._unpack(tr.proj_out(x), t, h, w)  # (B, S, C) → (B, C, t, h, w)
+        return VideoDiTOutput(
+            sample=v, head_samples=heads if return_heads else None, hidden_states=hidden if keep else None
+        )
+
+    @staticmethod
+    def _unpack(tokens: torch.Tensor, t: int, h: int, w: int) -> torch.Tensor:
+        b, _, c = tokens.shape
+        return tokens.view(b, t, h, w, c).permute(0, 4, 1, 2, 3)  # (B, C, t, h, w)
+
+    # ----------------------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, path: str | Path, *, dtype: torch.dtype | None = None) -> "VideoDiT":
+        """Strict load of a folder written by `save_pretrained` / `save_model_atomic` (CheckpointError on any
+        missing, unexpected or mis-shaped key; never random weights)."""
+        return load_model_strict(cls, path, dtype=dtype)
+
+    @classmethod
+    def from_preset(cls, name: str, *, meta: bool = False, **overrides) -> "VideoDiT":
+        """A VideoDiT of a `VIDEO_DIT_PRESETS` size; `meta=True` allocates nothing (parameters on the meta
+        device, to be filled by loading)."""
+        if name not in VIDEO_DIT_PRESETS:
+            raise KeyError(f"unknown Video DiT preset {name!r}; known: {sorted(VIDEO_DIT_PRESETS)}")
+        kwargs = {**VIDEO_DIT_PRESETS[name], **overrides}
+        if not meta:
+            return cls(**kwargs)
+        from accelerate import init_empty_weights
+
+        with init_empty_weights(include_buffers=False):
+            return cls(**kwargs)
+
+    @classmethod
+    def from_ltx_transformer(
+        cls, path: str | Path, *, dtype: torch.dtype | None = torch.float32, **new_args
+    ) -> "VideoDiT":
+        """A VideoDiT whose transformer is the `LTXVideoTransformer3DModel` saved in the local diffusers folder
+        `path` (e.g. LTX-Video's `transformer/`), loaded strictly; the conditioning tokens and heads are new.
+        Built on the meta device, so the transformer's weights are allocated once. `new_args`: VideoDiT
+        arguments that LTX has not (head_blocks, num_cond_tokens, rope_interpolation_scale, …)."""
+        from accelerate import init_empty_weights
+
+        path = Path(path)
+        if not (path / "config.json").is_file():
+            hint = " (pass its transformer/ subfolder)" if (path / "transformer" / "config.json").is_file() else ""
+            raise CheckpointError(f"no LTX transformer config.json in {path}{hint}")
+        ltx = LTXVideoTransformer3DModel.load_config(path)
+        inner = ltx["num_attention_heads"] * ltx["attention_head_dim"]
+        if ltx.get("patch_size", 1) != 1 or ltx.get("patch_size_t", 1) != 1:
+            raise CheckpointError(f"{path}: only patch_size = patch_size_t = 1 LTX transformers are supported")
+        if ltx.get("cross_attention_dim", inner) != inner or (ltx.get("out_channels") or ltx["in_channels"]) != ltx["in_channels"]:
+            raise CheckpointError(f"{path}: need cross_attention_dim == {inner} and out_channels == in_channels")
+        arch = {
+            k: ltx[k]
+            for k in ("in_channels", "num_layers", "num_attention_heads", "attention_head_dim", "caption_channels",
+                      "activation_fn", "norm_elementwise_affine", "norm_eps", "attention_bias", "attention_out_bias")
+            if k in ltx
+        }
+        clash = sorted(set(arch) & set(new_args))
+        if clash:
+            raise ValueError(f"{clash} come from the LTX checkpoint and cannot be overridden")
+        with init_empty_weights(include_buffers=False):
+            model = cls(**arch, **new_args)
+        state = read_state_dict(path)
+        if dtype is not None:
+            state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+        load_state_dict_strict(model.transformer, state, where=str(path), assign=True)
+        dtype = dtype or next(model.transformer.parameters()).dtype
+        for module in (model.cond, model.heads):  # new parts: real memory, fresh initialisation
+            module.to_empty(device="cpu")
+        model.cond.reset_parameters()
+        for head in model.heads.values():
+            head.reset_parameters()
+        model.cond.to(dtype), model.heads.to(dtype)
+        return model.eval()
+
+
+def video_dit_from_config(cfg: VideoConfig, in_channels: int) -> VideoDiT:
+    """The Video DiT of a run: from `cfg.pretrained` (an LTX transformer folder) when set, else new.
+    `in_channels` = VAE latent channels. `cfg.meta_init` without `pretrained` gives a meta-device model to
+    be filled by a strict load."""
+    new_args = dict(head_blocks=tuple(cfg.head_blocks), num_cond_tokens=cfg.num_cond_tokens)
+    if cfg.pretrained:
+        model = VideoDiT.from_ltx_transformer(cfg.pretrained, **new_args)
+        if model.config.in_channels != in_channels:
+            raise CheckpointError(
+                f"LTX transformer at {cfg.pretrained} has {model.config.in_channels} input channels, the VAE {in_channels}"
+            )
+        return model
+    kwargs = dict(in_channels=in_channels, num_layers=cfg.num_layers, num_attention_heads=cfg.num_attention_heads,
+                  attention_head_dim=cfg.attention_head_dim, **new_args)
+    if cfg.meta_init:
+        from accelerate import init_empty_weights
+
+        with init_empty_weights(include_buffers=False):
+            return VideoDiT(**kwargs)
+    return VideoDiT(**kwargs)

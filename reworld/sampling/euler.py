@@ -1,0 +1,157 @@
+"""The one Euler flow-matching sampler of the Video DiT, with intermediate-supervised guidance (DESIGN §2).
+
+Every caller (pipelines, evaluation, analysis, app) samples through `sample_future`.
+
+Convention: `x_t = (1 − σ) x0 + σ ε`, velocity `v ≈ ε − x0`, step `x ← x + (σ_next − σ) v`, σ from 1 to 0.
+Guidance: `v_w = v_i + w (v_f − v_i)` with `v_i` the velocity of an intermediate head and `v_f` the final
+one, both from the same forward pass; `w = 1` (or a step outside the guidance interval) uses `v_f`
+itself, so it is bitwise the unguided sampler.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from reworld.losses.flow import shift_sigmas
+
+
+class SamplingStopped(RuntimeError):
+    """Raised by `sample_future` when its `should_stop` callable answered True."""
+
+    def __init__(self, steps_done: int):
+        super().__init__(f"sampling stopped after {steps_done} step(s)")
+        self.steps_done = steps_done
+
+
+@dataclass
+class StepRecord:
+    """One Euler step, future latent frames only, on the CPU."""
+
+    step: int
+    sigma: float
+    sigma_next: float
+    guided: bool  # whether v_w (not v_f) moved the sample at this step
+    v_final: torch.Tensor  # (B, C, t_fut, h, w)
+    v_heads: dict[int, torch.Tensor]  # block → (B, C, t_fut, h, w)
+    x0_final: torch.Tensor  # x_t − σ v_f: the final output's prediction of the clean future
+    x0_heads: dict[int, torch.Tensor]  # x_t − σ v_i per head
+    decoded: dict[str, Any] = field(default_factory=dict)  # "final" / "head_<k>": decode_fn of the x0 previews
+
+
+@dataclass
+class SampleResult:
+    latents: torch.Tensor  # (B, C, n_ctx + n_future, h, w): context (exactly as given) then the sampled future
+    record: list[StepRecord] | None = None  # per step, when asked for
+    n_context: int = 0
+
+    @property
+    def future(self) -> torch.Tensor:
+        return self.latents[:, :, self.n_context :]  # (B, C, n_future, h, w)
+
+
+def flow_sigmas(steps: int, shift: float = 1.0) -> list[float]:
+    """steps + 1 noise levels, linear from 1 to 0, time-shifted as diffusers' FlowMatchEulerDiscreteScheduler
+    does (`shift·σ / (1 + (shift − 1)·σ)`); ends exactly at 0."""
+    if steps < 1:
+        raise ValueError(f"steps must be ≥ 1, got {steps}")
+    sigmas = shift_sigmas(torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64), shift)
+    return [float(s) for s in sigmas]
+
+
+def _to_cpu(x: Any) -> Any:
+    return x.detach().cpu() if isinstance(x, torch.Tensor) else x
+
+
+@torch.no_grad()
+def sample_future(
+    model,
+    context_latents: torch.Tensor,
+    cond,
+    n_future: int,
+    steps: int,
+    *,
+    generator: torch.Generator,
+    guidance: float = 1.0,
+    guidance_interval: tuple[float, float] | None = None,
+    guidance_head: int | None = None,
+    shift: float = 1.0,
+    record: bool = False,
+    decode_fn: Callable[[torch.Tensor], Any] | None = None,
+    callback: Callable[[int, int, float], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> SampleResult:
+    """Sample `n_future` latent frames after `context_latents` (B, C, n_ctx, h, w) with `steps` Euler steps.
+
+    generator: CPU `torch.Generator`; the initial noise is drawn on it and moved to the model's device.
+    guidance: w; 1.0 = plain sampler. guidance_interval: (σ_lo, σ_hi), guide only while σ_lo ≤ σ ≤ σ_hi.
+    guidance_head: block of the head that gives v_i (default: the shallowest head the model returns).
+    record: keep a `StepRecord` per step; `decode_fn(latents (B, C, t, h, w))` (e.g. VAE decoding) is then
+    applied to the x0 previews, with the context latents in front.
+    callback(step, steps, sigma) after each step; should_stop() before each step → `SamplingStopped`.
+    """
+    if context_latents.ndim != 5:
+        raise ValueError(f"context_latents must be (B, C, n_ctx, h, w), got {tuple(context_latents.shape)}")
+    if n_future < 1:
+        raise ValueError(f"n_future must be ≥ 1, got {n_future}")
+    if generator.device.type != "cpu":
+        raise ValueError("generator must be a CPU torch.Generator (noise is drawn on the CPU)")
+    b, c, n_ctx, h, w = context_latents.shape
+    device, dtype = context_latents.device, context_latents.dtype
+    noise = torch.randn((b, c, n_future, h, w), generator=generator, dtype=torch.float32)
+    x = noise.to(device=device, dtype=dtype)  # (B, C, n_future, h, w) future latents at σ = 1
+    sigmas = flow_sigmas(steps, shift)
+    guide_any = guidance != 1.0
+    need_heads = guide_any or record
+    history: list[StepRecord] | None = [] if record else None
+
+    for i in range(steps):
+        if should_stop is not None and should_stop():
+            raise SamplingStopped(i)
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        full = torch.cat([context_latents, x], dim=2)  # (B, C, n_ctx + n_future, h, w)
+        sigma_t = torch.full((b,), sigma, device=device, dtype=dtype)
+        out = model(full, sigma_t, cond, n_ctx, return_heads=need_heads)
+        v_f = out.sample[:, :, n_ctx:]  # (B, C, n_future, h, w)
+        v_heads = {k: v[:, :, n_ctx:] for k, v in (out.head_samples or {}).items()}
+        in_interval = guidance_interval is None or guidance_interval[0] <= sigma <= guidance_interval[1]
+        guided = guide_any and in_interval
+        if guided:
+            if not v_heads:
+                raise ValueError("guidance ≠ 1 needs a model with an intermediate velocity head")
+            k = min(v_heads) if guidance_head is None else guidance_head
+            if k not in v_heads:
+                raise ValueError(f"guidance_head {k} is not one of the model's heads {sorted(v_heads)}")
+            v = v_heads[k] + guidance * (v_f - v_heads[k])  # v_w, future tokens only
+        else:
+            v = v_f  # exactly the unguided velocity
+        if history is not None:
+            history.append(_record_step(i, sigma, sigma_next, guided, x, v_f, v_heads, context_latents, decode_fn))
+        x = x + (sigma_next - sigma) * v
+        if callback is not None:
+            callback(i + 1, steps, sigma_next)
+
+    return SampleResult(latents=torch.cat([context_latents, x], dim=2), record=history, n_context=n_ctx)
+
+
+def _record_step(step, sigma, sigma_next, guided, x, v_f, v_heads, context, decode_fn) -> StepRecord:
+    x0_f = x - sigma * v_f
+    x0_heads = {k: x - sigma * v for k, v in v_heads.items()}
+    decoded: dict[str, Any] = {}
+    if decode_fn is not None:
+        decoded["final"] = _to_cpu(decode_fn(torch.cat([context, x0_f], dim=2)))
+        for k, x0 in x0_heads.items():
+            decoded[f"head_{k}"] = _to_cpu(decode_fn(torch.cat([context, x0], dim=2)))
+    return StepRecord(
+        step=step,
+        sigma=sigma,
+        sigma_next=sigma_next,
+        guided=guided,
+        v_final=_to_cpu(v_f),
+        v_heads={k: _to_cpu(v) for k, v in v_heads.items()},
+        x0_final=_to_cpu(x0_f),
+        x0_heads={k: _to_cpu(v) for k, v in x0_heads.items()},
+        decoded=decoded,
+    )

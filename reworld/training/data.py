@@ -1,0 +1,51 @@
+"""Clip tensors held in memory for training (the synthetic world is small: a few hundred clips)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..config import DataConfig
+from ..data.loader import NuScenesClips
+
+
+@dataclass
+class ClipTensors:
+    frames: torch.Tensor  # (N, T_ctx + T_fut, 3, H, W) uint8
+    ego_status: torch.Tensor  # (N, 3)
+    command: torch.Tensor  # (N,) long
+    trajectory: torch.Tensor  # (N, 8, 3)
+    tokens: list[str]
+    n_context: int  # frames of context (the rest are future)
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def video(self, idx) -> torch.Tensor:
+        """(B, T, 3, H, W) float in [-1, 1]."""
+        return self.frames[idx].float() / 127.5 - 1.0
+
+
+def load_clip_tensors(cfg: DataConfig, split: str, limit: int | None = None) -> ClipTensors:
+    ds = NuScenesClips(cfg, split=split, geometry=False)
+    if len(ds) == 0:
+        raise ValueError(f"no {split} clips in {ds.root}/{ds.version}: the scenes are too short for "
+                         f"{cfg.context_frames} context frames and a {cfg.horizon_s:g} s future")
+    n = len(ds) if limit is None else min(limit, len(ds))
+    frames, ego, cmd, traj, tokens = [], [], [], [], []
+    for i in range(n):
+        clip = ds[i]
+        video = torch.cat([clip.observation.frames, clip.target.frames])  # (T, 3, H, W)
+        frames.append(((video + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8))
+        ego.append(clip.observation.ego_status)
+        cmd.append(clip.observation.command)
+        traj.append(clip.target.trajectory)
+        tokens.append(clip.sample_token)
+    return ClipTensors(torch.stack(frames), torch.stack(ego), torch.tensor(cmd, dtype=torch.long),
+                       torch.stack(traj), tokens, cfg.context_frames)
+
+
+def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-sample PSNR [dB] of images in [-1, 1] (peak-to-peak 2): (B, ...) → (B,)."""
+    mse = ((pred.float() - target.float()) ** 2).flatten(1).mean(1).clamp_min(1e-10)
+    return 10 * torch.log10(4.0 / mse)

@@ -1,0 +1,176 @@
+"""The training loop shared by every stage, on accelerate.
+
+Reads top to bottom in DiT's order: setup, model, optimizer, data, loop, checkpoint. What differs per
+stage (the models, the loss terms, the validation) comes in as a `StageSpec`.
+
+Determinism: the global batch of step `s` and the noise of step `s` are functions of (seed, s) alone,
+so a run resumed from a checkpoint at step `s` replays exactly the batches and noise of an
+uninterrupted run. Each rank takes its share of the global batch (`indices[rank::world]`), and DDP
+averages gradients, so `n` processes match one process on the same global batch.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..config import Config, config_to_dict
+from .checkpoint import latest_checkpoint, optimizer_state_from_files, save_checkpoint
+
+
+class TrainingError(RuntimeError):
+    pass
+
+
+@dataclass
+class StageSpec:
+    name: str
+    models: dict[str, torch.nn.Module]  # saved in every checkpoint under these names
+    params: list[dict]  # optimizer parameter groups
+    num_items: int  # size of the training set (clip or latent indices)
+    step_fn: Callable[[np.ndarray, torch.Generator], dict[str, torch.Tensor]]  # indices, noise → terms
+    validate_fn: Callable[[int], dict[str, float]] | None = None
+    export_fn: Callable[[], None] | None = None  # write the final models into the run folder
+    load_fn: Callable[[Path], None] | None = None  # restore models from a checkpoint folder
+    meta: dict = field(default_factory=dict)
+
+
+def global_batch(num_items: int, batch_size: int, seed: int, step: int) -> np.ndarray:
+    """Indices of the global batch of `step`: epochs are seeded permutations, walked in order."""
+    start = step * batch_size
+    out = []
+    while len(out) < batch_size:
+        epoch, pos = divmod(start + len(out), num_items)
+        perm = np.random.default_rng([seed, epoch]).permutation(num_items)
+        out.extend(perm[pos:pos + batch_size - len(out)].tolist())
+    return np.asarray(out)
+
+
+def step_generator(seed: int, step: int, rank: int, world: int) -> torch.Generator:
+    """CPU noise generator of one step on one rank (per-process seeds: seed·world + rank)."""
+    return torch.Generator().manual_seed(((seed * world + rank) * 1_000_003 + step) % (2**63 - 1))
+
+
+class RunLogger:
+    """Every loss term to CSV and TensorBoard (rank 0 only)."""
+
+    def __init__(self, out: Path, stage: str, enabled: bool):
+        self.enabled = enabled
+        self.path = out / "logs" / f"{stage}.csv"
+        self.writer = None
+        if enabled:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.writer = SummaryWriter(str(out / "tensorboard" / stage))
+            except ImportError:  # tensorboard is optional at run time; the CSV is the record
+                self.writer = None
+
+    def log(self, step: int, values: dict[str, float], kind: str = "train") -> None:
+        if not self.enabled:
+            return
+        row = {"step": step, "kind": kind, "time": round(time.time(), 3), **values}
+        new = not self.path.exists()
+        with open(self.path, "a", newline="") as f:
+            w = csv.writer(f)
+            if new:
+                w.writerow(["step", "kind", "time", "name", "value"])
+            for k, v in values.items():
+                w.writerow([step, kind, row["time"], k, f"{v:.6g}"])
+        if self.writer is not None:
+            for k, v in values.items():
+                self.writer.add_scalar(f"{kind}/{k}", v, step)
+            self.writer.flush()
+
+    def truncate_after(self, step: int) -> None:
+        """On resume: drop rows written after the checkpoint, so the log reads as one run."""
+        if not self.enabled or not self.path.exists():
+            return
+        with open(self.path) as f:
+            rows = list(csv.reader(f))
+        keep = [rows[0]] + [r for r in rows[1:] if int(r[0]) <= step]
+        with open(self.path, "w", newline="") as f:
+            csv.writer(f).writerows(keep)
+
+
+def run(spec: StageSpec, config: Config, out: Path, max_steps: int, resume: bool, accelerator) -> dict:
+    tcfg = config.train
+    out = Path(out)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    main = accelerator.is_main_process
+    if tcfg.batch_size % world:
+        raise TrainingError(f"batch_size {tcfg.batch_size} must divide by the number of processes {world}")
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(config_to_dict(config), indent=2))
+
+    # -- optimizer, resume --------------------------------------------------------------------
+    optimizer = torch.optim.AdamW(spec.params, lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    start = 0
+    ckpt = latest_checkpoint(out, spec.name) if resume else None
+    if resume and ckpt is None and main:
+        print(f"[{spec.name}] --resume: no complete checkpoint in {out}/checkpoints/{spec.name}; starting at step 0")
+    if ckpt is not None:
+        spec.load_fn(ckpt)
+        optimizer_state_from_files(optimizer, ckpt)
+        start = json.loads((ckpt / "meta.json").read_text())["step"]
+    trained = [m for m in spec.models.values() if any(p.requires_grad for p in m.parameters())]
+    prepared = accelerator.prepare(*trained, optimizer)
+    prepared = prepared if isinstance(prepared, (list, tuple)) else [prepared]
+    optimizer = prepared[-1]
+    logger = RunLogger(out, spec.name, main)
+    logger.truncate_after(start)
+
+    # -- loop ---------------------------------------------------------------------------------
+    from tqdm import tqdm
+
+    bar = tqdm(total=max_steps, initial=start, desc=f"{spec.name}", disable=not main, dynamic_ncols=True)
+    history: list[dict[str, float]] = []
+    t_start = time.time()
+    for step in range(start, max_steps):
+        for m in trained:
+            m.train()
+        idx = global_batch(spec.num_items, tcfg.batch_size, tcfg.seed, step)[rank::world]
+        terms = spec.step_fn(idx, step_generator(tcfg.seed, step, rank, world))
+        bad = [k for k, v in terms.items() if not torch.isfinite(v.detach()).all()]
+        if bad:
+            raise TrainingError(f"[{spec.name}] non-finite loss at step {step + 1}: term(s) {', '.join(bad)}; "
+                                f"the last good checkpoint is left as it was")
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(terms["total"])
+        accelerator.clip_grad_norm_([p for g in spec.params for p in g["params"]], 1.0)
+        optimizer.step()
+        values = {k: float(accelerator.reduce(v.detach(), reduction="mean")) for k, v in terms.items()}
+        history.append(values)
+        done = step + 1
+        if done % tcfg.log_every == 0 or done == max_steps:
+            logger.log(done, values)
+            bar.set_postfix({k: f"{v:.4f}" for k, v in values.items()})
+        bar.update(1)
+        if spec.validate_fn is not None and (done % tcfg.val_every == 0 or done == max_steps):
+            accelerator.wait_for_everyone()
+            if main:
+                val = spec.validate_fn(done)
+                logger.log(done, val, kind="val")
+                bar.write(f"[{spec.name}] step {done} val " + " ".join(f"{k}={v:.4g}" for k, v in val.items()))
+        if done % tcfg.ckpt_every == 0 or done == max_steps:
+            accelerator.wait_for_everyone()
+            if main:
+                save_checkpoint(out, spec.name, done, {k: accelerator.unwrap_model(m) for k, m in spec.models.items()},
+                                optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer,
+                                {"seconds": round(time.time() - t_start, 1), **spec.meta})
+    bar.close()
+    accelerator.wait_for_everyone()
+    if main and spec.export_fn is not None:
+        spec.export_fn()
+    last = history[-1] if history else {}
+    return {"stage": spec.name, "steps": max_steps, "start": start, "seconds": time.time() - t_start,
+            "last": last, "finite": all(math.isfinite(v) for v in last.values())}

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The two entry points of the README: `bash scripts/run.sh app` and `bash scripts/run.sh test`.
+# Each does all set-up first (a .venv with the pinned stack), so a fresh clone needs nothing else.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export GRADIO_ANALYTICS_ENABLED=False PYTHONUNBUFFERED=1
+PY=.venv/bin/python
+case "${1:-}" in
+  app)
+    shift
+    if [ -f app/__main__.py ]; then
+      exec $PY -m app "$@"
+    fi
+    # Until the app lands: make the embedded synthetic world if absent and show what exists.
+    if [ ! -f data/synth/v1.0-synth/scene.json ]; then
+      $PY -m reworld synth --out data/synth --scenes 24 --seed 0
+    fi
+    exec $PY -m reworld info --config configs/default.yaml
+    ;;
+  test)
+    shift
+    exec $PY -m pytest "$@"
+    ;;
+  *)
+    echo "usage: bash scripts/run.sh app|test [args]" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,299 @@
+"""VAE helpers, Video DiT, strict checkpoints and the stage-1 losses, on tiny real configs."""
+import dataclasses
+import json
+
+import pytest
+import torch
+from diffusers import LTXVideoTransformer3DModel
+from safetensors.torch import load_file, save_file
+
+from reworld.config import DataConfig, LossConfig, VAEConfig, VideoConfig
+from reworld.losses.flow import (
+    flow_matching_loss,
+    future_frame_mask,
+    intermediate_guidance_loss,
+    sample_sigmas,
+    video_training_losses,
+)
+from reworld.models.layers import CheckpointError, save_model_atomic
+from reworld.models.vae import (
+    build_vae,
+    decode_latents,
+    encode_frames,
+    fit_latent_stats,
+    latent_split,
+    load_pretrained_vae,
+    vae_ratios,
+)
+from reworld.models.video_dit import VIDEO_DIT_PRESETS, VideoCond, VideoDiT, video_dit_from_config
+
+TINY = dict(in_channels=4, num_layers=2, num_attention_heads=2, attention_head_dim=8, head_blocks=(0,),
+            num_cond_tokens=2)
+TINY_VAE = VAEConfig(block_out_channels=(8, 16, 16), latent_channels=4)
+
+
+def tiny_model(seed: int = 0, **overrides) -> VideoDiT:
+    torch.manual_seed(seed)
+    return VideoDiT(**{**TINY, **overrides}).eval()
+
+
+def inputs(b: int = 2, t: int = 3, seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    latents = torch.randn(b, 4, t, 4, 4, generator=g)
+    cond = VideoCond(command=torch.arange(b) % 3, ego_status=torch.randn(b, 3, generator=g))
+    return latents, torch.rand(b, generator=g), cond
+
+
+# --- VAE -----------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def vae():
+    torch.manual_seed(0)
+    return build_vae(TINY_VAE).eval()
+
+
+def test_vae_shapes_range_and_causal_split(vae):
+    spatial, temporal = vae_ratios(TINY_VAE)
+    assert (spatial, temporal) == (vae.spatial_compression_ratio, vae.temporal_compression_ratio) == (8, 4)
+    frames = torch.rand(2, 9, 3, 32, 64) * 2 - 1
+    with torch.no_grad():
+        latents = encode_frames(vae, frames)
+        assert latents.shape == (2, 4, 3, 4, 8)
+        decoded = decode_latents(vae, latents)
+        assert decoded.shape == frames.shape
+        assert decoded.min() >= -1 and decoded.max() <= 1
+        # causal encoder: the 5 context frames alone give the same 2 context latent frames
+        n_ctx, n_fut = latent_split(DataConfig(context_frames=5, future_frames=4), vae)
+        assert (n_ctx, n_fut) == (2, 1)
+        torch.testing.assert_close(encode_frames(vae, frames[:, :5]), latents[:, :, :n_ctx], rtol=0, atol=1e-5)
+
+
+def test_latent_split_rejects_misaligned_frames(vae):
+    assert latent_split(DataConfig(context_frames=9, future_frames=8), vae) == (3, 2)
+    with pytest.raises(ValueError, match="context_frames=4"):
+        latent_split(DataConfig(context_frames=4, future_frames=4), vae)
+    with pytest.raises(ValueError, match="future_frames=3"):
+        latent_split(DataConfig(context_frames=5, future_frames=3), vae)
+    with pytest.raises(ValueError, match="1 \\+ k"):
+        encode_frames(vae, torch.zeros(1, 8, 3, 32, 64))
+
+
+def test_latent_stats_normalise_and_survive_save(vae, tmp_path):
+    frames = torch.rand(2, 5, 3, 32, 64) * 2 - 1
+    fitted = build_vae(TINY_VAE)
+    fitted.load_state_dict(vae.state_dict())
+    fit_latent_stats(fitted, frames)
+    with torch.no_grad():
+        z = encode_frames(fitted, frames)
+    per_channel = z.transpose(0, 1).flatten(1)
+    torch.testing.assert_close(per_channel.mean(1), torch.zeros(4), atol=1e-4, rtol=0)
+    torch.testing.assert_close(per_channel.std(1), torch.ones(4), atol=1e-4, rtol=0)
+    save_model_atomic(fitted, tmp_path / "vae")
+    loaded = load_pretrained_vae(tmp_path / "vae")
+    torch.testing.assert_close(loaded.latents_std, fitted.latents_std, rtol=0, atol=0)
+    with torch.no_grad():
+        torch.testing.assert_close(encode_frames(loaded, frames), z, rtol=0, atol=0)
+
+
+def test_missing_vae_folder_is_an_error(tmp_path):
+    with pytest.raises(CheckpointError, match="not found|no config.json"):
+        load_pretrained_vae(tmp_path / "nope")
+    with pytest.raises(CheckpointError):
+        build_vae(dataclasses.replace(TINY_VAE, pretrained=str(tmp_path / "nope")))
+
+
+# --- Video DiT ---------------------------------------------------------------------------------------
+def test_forward_equals_stock_ltx_with_per_token_timesteps():
+    model = tiny_model()
+    latents, sigma, cond = inputs()
+    b, c, t, h, w = latents.shape
+    with torch.no_grad():
+        ours = model(latents, sigma, cond, n_context=2).sample
+        packed = latents.permute(0, 2, 3, 4, 1).reshape(b, t * h * w, c)
+        timestep = (sigma[:, None] * 1000 * (torch.arange(t) >= 2)).repeat_interleave(h * w, dim=1)
+        stock = model.transformer(
+            hidden_states=packed, encoder_hidden_states=model.cond(cond.command, cond.ego_status),
+            timestep=timestep, encoder_attention_mask=None, num_frames=t, height=h, width=w,
+            rope_interpolation_scale=model.rope_scale,
+        ).sample
+    assert ours.shape == latents.shape
+    torch.testing.assert_close(ours, stock.view(b, t, h, w, c).permute(0, 4, 1, 2, 3), rtol=0, atol=1e-5)
+
+
+def test_outputs_only_on_request_and_heads_zero_at_init():
+    model = tiny_model(head_blocks=(0, 1))
+    latents, sigma, cond = inputs()
+    with torch.no_grad():
+        plain = model(latents, sigma, cond, 2)
+        full = model(latents, sigma, cond, 2, return_heads=True, return_hidden_states=(1,))
+    assert plain.head_samples is None and plain.hidden_states is None
+    assert sorted(full.head_samples) == [0, 1]
+    for v in full.head_samples.values():
+        assert v.shape == latents.shape and torch.count_nonzero(v) == 0
+    assert full.hidden_states[1].shape == (2, 3 * 4 * 4, 16)
+    assert torch.equal(plain.sample, full.sample)
+    with pytest.raises(ValueError, match="head_blocks"):
+        VideoDiT(**{**TINY, "head_blocks": (2,)})
+
+
+def test_context_timestep_is_zero_whatever_sigma():
+    """With every frame context, σ must not matter (all timesteps 0)."""
+    model = tiny_model()
+    latents, _, cond = inputs()
+    with torch.no_grad():
+        a = model(latents, torch.tensor([0.1, 0.2]), cond, n_context=3).sample
+        b = model(latents, torch.tensor([0.9, 0.7]), cond, n_context=3).sample
+        c = model(latents, torch.tensor([0.9, 0.7]), cond, n_context=2).sample
+    assert torch.equal(a, b)
+    assert not torch.allclose(b, c)
+
+
+def test_save_load_round_trip_is_identical(tmp_path):
+    model = tiny_model()
+    with torch.no_grad():
+        for head in model.heads.values():
+            head.proj.weight.normal_()
+    latents, sigma, cond = inputs()
+    save_model_atomic(model, tmp_path / "dit")
+    save_model_atomic(model, tmp_path / "dit")  # overwrite in place
+    assert sorted(p.name for p in (tmp_path / "dit").iterdir()) == ["config.json", "diffusion_pytorch_model.safetensors"]
+    assert [p.name for p in tmp_path.iterdir()] == ["dit"]  # no temporary folder left behind
+    loaded = VideoDiT.from_pretrained(tmp_path / "dit")
+    assert tuple(loaded.config.head_blocks) == (0,)
+    with torch.no_grad():
+        a = model(latents, sigma, cond, 2, return_heads=True)
+        b = loaded(latents, sigma, cond, 2, return_heads=True)
+    assert torch.equal(a.sample, b.sample) and torch.equal(a.head_samples[0], b.head_samples[0])
+
+
+def _corrupt(folder, change):
+    path = folder / "diffusion_pytorch_model.safetensors"
+    state = load_file(path)
+    change(state)
+    save_file(state, path)
+
+
+def test_strict_loading_names_the_keys(tmp_path):
+    save_model_atomic(tiny_model(), tmp_path / "dit")
+    key = "heads.0.proj.weight"
+    _corrupt(tmp_path / "dit", lambda s: s.pop(key))
+    with pytest.raises(CheckpointError, match="missing 1 key.*heads.0.proj.weight"):
+        VideoDiT.from_pretrained(tmp_path / "dit")
+
+    save_model_atomic(tiny_model(), tmp_path / "dit")
+    _corrupt(tmp_path / "dit", lambda s: s.__setitem__("cond.base", torch.zeros(5, 5)))
+    with pytest.raises(CheckpointError, match=r"wrong shape.*cond.base: checkpoint \(5, 5\)"):
+        VideoDiT.from_pretrained(tmp_path / "dit")
+
+    save_model_atomic(tiny_model(), tmp_path / "dit")
+    _corrupt(tmp_path / "dit", lambda s: s.__setitem__("extra.weight", torch.zeros(1)))
+    with pytest.raises(CheckpointError, match="unexpected 1 key.*extra.weight"):
+        VideoDiT.from_pretrained(tmp_path / "dit")
+
+    with pytest.raises(CheckpointError, match="not found|no config.json"):
+        VideoDiT.from_pretrained(tmp_path / "missing")
+
+
+def test_paper_scale_preset_allocates_nothing():
+    model = VideoDiT.from_preset("ltx-2b", meta=True)
+    params = list(model.parameters())
+    assert all(p.device.type == "meta" for p in params)
+    n = sum(p.numel() for p in params)
+    assert 1.5e9 < n < 2.5e9  # LTX-Video 2B
+    assert model.config.num_layers == VIDEO_DIT_PRESETS["ltx-2b"]["num_layers"] == 28
+
+
+def test_from_ltx_transformer_loads_weights_exactly(tmp_path):
+    torch.manual_seed(3)
+    ltx = LTXVideoTransformer3DModel(
+        in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=8, cross_attention_dim=16,
+        num_layers=3, caption_channels=12,
+    )
+    ltx.save_pretrained(tmp_path / "transformer")
+    model = VideoDiT.from_ltx_transformer(tmp_path / "transformer", head_blocks=(1,), num_cond_tokens=3)
+    assert model.config.num_layers == 3 and model.config.caption_channels == 12
+    ours = model.transformer.state_dict()
+    for k, v in ltx.state_dict().items():
+        assert torch.equal(ours[k], v), k
+    assert all(p.device.type == "cpu" for p in model.parameters())
+    assert torch.count_nonzero(model.heads["1"].proj.weight) == 0
+    assert model.cond.base.abs().sum() > 0  # new parts initialised, not left empty
+    latents, sigma, cond = inputs()
+    with torch.no_grad():
+        assert torch.isfinite(model(latents, sigma, cond, 2).sample).all()
+    # The same path through the run config
+    cfg = VideoConfig(pretrained=str(tmp_path / "transformer"), head_blocks=(0,), num_cond_tokens=2)
+    assert tuple(video_dit_from_config(cfg, in_channels=4).config.head_blocks) == (0,)
+    with pytest.raises(CheckpointError, match="VAE 8"):
+        video_dit_from_config(cfg, in_channels=8)
+    # A missing key in the LTX folder is an error, not a random weight
+    _corrupt(tmp_path / "transformer", lambda s: s.pop("proj_in.weight"))
+    with pytest.raises(CheckpointError, match="proj_in.weight"):
+        VideoDiT.from_ltx_transformer(tmp_path / "transformer")
+    with pytest.raises(CheckpointError, match="transformer/ subfolder"):
+        VideoDiT.from_ltx_transformer(tmp_path)
+
+
+def test_video_dit_from_config_default_shapes():
+    model = video_dit_from_config(VideoConfig(num_layers=2, head_blocks=(1,)), in_channels=4)
+    assert model.config.in_channels == 4 and list(model.heads) == ["1"]
+    meta = video_dit_from_config(VideoConfig(meta_init=True), in_channels=16)
+    assert all(p.device.type == "meta" for p in meta.parameters())
+
+
+# --- losses ------------------------------------------------------------------------------------------
+def test_flow_matching_loss_known_answers():
+    x = torch.randn(3, 4, 3, 2, 2)
+    assert torch.equal(flow_matching_loss(x, x), torch.zeros(3))
+    torch.testing.assert_close(flow_matching_loss(x + 2.0, x), torch.full((3,), 4.0))
+    # an error on context frames only is invisible behind the future mask
+    y = x.clone()
+    y[:, :, :2] += 10.0
+    mask = future_frame_mask(3, n_context=2)
+    assert torch.equal(flow_matching_loss(y, x, mask), torch.zeros(3))
+    y[:, :, 2] += 1.0
+    torch.testing.assert_close(flow_matching_loss(y, x, mask), torch.ones(3))
+    heads = {0: x + 1.0, 3: x + 2.0}
+    torch.testing.assert_close(intermediate_guidance_loss(heads, x, mask), torch.full((3,), 5.0))
+
+
+def test_sample_sigmas_deterministic_and_shifted():
+    a = sample_sigmas(1000, torch.Generator().manual_seed(0), 0.0, 1.0, 1.0)
+    b = sample_sigmas(1000, torch.Generator().manual_seed(0), 0.0, 1.0, 1.0)
+    s = sample_sigmas(1000, torch.Generator().manual_seed(0), 0.0, 1.0, 3.0)
+    assert torch.equal(a, b) and ((a > 0) & (a < 1)).all()
+    assert abs(float(a.mean()) - 0.5) < 0.03 and (s > a).all()
+
+
+def test_video_training_losses_terms_and_vanilla_switch():
+    model = tiny_model()
+    model.train()
+    latents, _, cond = inputs()
+    with_ig = video_training_losses(model, latents, 2, cond, LossConfig(lambda_ig=0.5), torch.Generator().manual_seed(0))
+    torch.testing.assert_close(with_ig["total"], with_ig["gen"] + 0.5 * with_ig["ig"])
+    with_ig["total"].backward()
+    assert model.heads["0"].proj.weight.grad.abs().sum() > 0
+    model.zero_grad(set_to_none=True)
+
+    vanilla = video_training_losses(model, latents, 2, cond, LossConfig(lambda_ig=0.0), torch.Generator().manual_seed(0))
+    assert set(vanilla) == {"gen", "total"}
+    assert torch.equal(vanilla["gen"], with_ig["gen"])  # same σ, ε for the same seed
+    vanilla["total"].backward()
+    assert all(p.grad is None for p in model.heads.parameters())  # heads not even run
+
+
+def test_training_moves_the_loss():
+    model = tiny_model()
+    model.train()
+    latents, _, cond = inputs()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    first = None
+    for _ in range(30):
+        loss = video_training_losses(model, latents, 2, cond, LossConfig(), g)["total"]
+        first = float(loss.detach()) if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    eval_losses = [float(video_training_losses(model, latents, 2, cond, LossConfig(), torch.Generator().manual_seed(s))["gen"])
+                   for s in range(4)]
+    assert sum(eval_losses) / 4 < first
