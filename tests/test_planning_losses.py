@@ -114,7 +114,8 @@ def test_all_terms_and_weighted_total():
 )
 def test_switches_remove_terms(changes, absent):
     cfg = dataclasses.replace(FULL, **changes)
-    terms = planner_training_losses(tiny_model(), **batch(), loss_cfg=cfg, generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    terms = planner_training_losses(tiny_model(), **batch(), loss_cfg=cfg, generator=g)
     assert set(terms) == {"fm", "align", "hn", "hinge", "total"} - absent
 
 
@@ -169,7 +170,8 @@ def test_a_few_steps_reduce_flow_loss():
 
     def fm() -> torch.Tensor:
         with torch.no_grad():
-            return planner_training_losses(model, **b, loss_cfg=FULL, generator=torch.Generator().manual_seed(1))["fm"]
+            g = torch.Generator().manual_seed(1)
+            return planner_training_losses(model, **b, loss_cfg=FULL, generator=g)["fm"]
 
     before = fm()
     for step in range(30):

@@ -41,7 +41,8 @@ def hard_negative_loss(
     """InfoNCE on L2-normalised vectors with the positive at index 0.
     anchor (B, D), positive (B, D), negatives (B, K, D), mask (B, K) bool (False = left out of the
     softmax) → (B,). An obvious positive gives ≈ 0; a positive no closer than K negatives, log(K + 1)."""
-    if anchor.shape != positive.shape or negatives.ndim != 3 or (negatives.shape[0], negatives.shape[2]) != anchor.shape:
+    shapes_fit = negatives.ndim == 3 and (negatives.shape[0], negatives.shape[2]) == anchor.shape
+    if anchor.shape != positive.shape or not shapes_fit:
         raise ValueError(
             f"expected anchor/positive (B, D) and negatives (B, K, D), got {tuple(anchor.shape)}, "
             f"{tuple(positive.shape)}, {tuple(negatives.shape)}"
@@ -68,7 +69,8 @@ def hinge_repulsion_loss(
     farther than the margin (or masked out)."""
     if negatives.ndim != 4 or (negatives.shape[0], *negatives.shape[2:]) != tuple(pred_x0.shape):
         raise ValueError(
-            f"expected pred (B, N, P) and negatives (B, K, N, P), got {tuple(pred_x0.shape)}, {tuple(negatives.shape)}"
+            f"expected pred (B, N, P) and negatives (B, K, N, P), "
+            f"got {tuple(pred_x0.shape)}, {tuple(negatives.shape)}"
         )
     dist = (pred_x0[:, None].float() - negatives.float()).abs().mean(dim=(-1, -2))  # (B, K)
     hinge = F.relu(margin - dist)  # (B, K)
@@ -119,6 +121,14 @@ def planner_training_losses(
         raise ValueError("lambda_hn / the hinge are on but no negatives were given")
     if (use_align or use_hn) and video_target is None:
         raise ValueError("lambda_align / lambda_hn are on but no video_target was given")
+    if video_target is not None and not (
+        (video_target.ndim == 2 and video_target.shape[0] == poses.shape[0])
+        or (video_target.ndim == 3 and video_target.shape[:2] == poses.shape[:2])
+    ):
+        raise ValueError(
+            f"video_target: expected (B, D_video) or (B, {poses.shape[1]}, D_video) for poses "
+            f"{tuple(poses.shape)}, got {tuple(video_target.shape)}"
+        )
     if negatives is not None and neg_mask is None:
         neg_mask = torch.ones(negatives.shape[:2], dtype=torch.bool, device=negatives.device)
 

@@ -4,8 +4,9 @@ A seeded pool of expert perturbations is scored in one batch:
 
 - lateral: an offset along the path normal that grows with time (linear, quadratic or lane-change
   shaped), towards the road edge or into neighbours;
-- speed: the expert's path driven faster (arc length scaled, plus an optional extra speed so that even
-  a stopping expert runs into what it stopped for);
+- speed: the expert's path driven faster (arc length scaled, or an extra constant acceleration, which
+  gains more distance at the end for the same mean distance and moves even a stopping expert into what
+  it stopped for);
 - heading: the whole path rotated about the ego;
 - mixed: all three at once, smaller.
 
@@ -35,12 +36,12 @@ from reworld.metrics.scene import PlanningScene, validate_poses
 
 @dataclass(frozen=True)
 class HardNegativeConfig:
-    max_mean_l2_m: float = 4.0  # [m] candidates farther from the expert (mean over the 8 poses) are dropped
+    max_mean_l2_m: float = 5.0  # [m] candidates farther from the expert (mean over the 8 poses) are dropped
     min_separation_m: float = 0.3  # [m] chosen negatives differ from each other by at least this (mean L2)
     pool_per_family: int = 64  # candidates drawn per family per round
     max_lateral_m: float = 4.0  # [m] largest final lateral offset in round 0
     max_speed_scale: float = 2.0  # largest arc-length scale in round 0
-    max_extra_speed_mps: float = 4.0  # [m/s] largest extra speed added on top of the scale in round 0
+    max_extra_accel_mps2: float = 3.0  # [m/s²] largest extra acceleration on top of the scale in round 0
     max_heading_deg: float = 15.0  # [deg] largest rotation of the path in round 0
     rounds: int = 3  # later rounds widen every range by one more round-0 range
     scorer: PDMScorerConfig = field(default_factory=PDMScorerConfig)
@@ -86,10 +87,10 @@ class _Path:
         return np.stack([x + beyond * np.cos(h[-1]), y + beyond * np.sin(h[-1])], -1), head
 
 
-def _perturb(path: _Path, t: np.ndarray, scale: float, extra_speed: float, lateral: float, profile: str,
+def _perturb(path: _Path, t: np.ndarray, scale: float, extra_accel: float, lateral: float, profile: str,
              rotation: float) -> np.ndarray:
     """One candidate (8, 3): drive the expert path faster, offset it sideways, rotate it."""
-    s_new = scale * path.s[1:] + extra_speed * t
+    s_new = scale * path.s[1:] + 0.5 * extra_accel * t**2  # extra acceleration: moves even a stopping expert
     xy, head = path.sample(s_new)
     tau = t / t[-1]
     shape = {"linear": tau, "quadratic": tau**2, "lane_change": tau * tau * (3 - 2 * tau)}[profile]
@@ -115,13 +116,13 @@ def _draw_pool(path: _Path, t: np.ndarray, rng: np.random.Generator, widen: floa
         out.append(_perturb(path, t, 1.0, 0.0, sign() * rng.uniform(0.3, lat), profiles[rng.integers(3)], 0.0))
     for _ in range(n):  # speed
         scale = rng.uniform(1.05, 1.0 + (config.max_speed_scale - 1.0) * widen)
-        extra = rng.uniform(0.0, config.max_extra_speed_mps * widen) if rng.random() < 0.5 else 0.0
-        out.append(_perturb(path, t, scale, extra, 0.0, "linear", 0.0))
+        extra = rng.uniform(0.0, config.max_extra_accel_mps2 * widen) if rng.random() < 0.7 else 0.0
+        out.append(_perturb(path, t, scale if extra == 0.0 else 1.0, extra, 0.0, "linear", 0.0))
     for _ in range(n):  # heading
         out.append(_perturb(path, t, 1.0, 0.0, 0.0, "linear", sign() * rng.uniform(math.radians(1.0), rot)))
     for _ in range(n):  # mixed
         out.append(_perturb(path, t, rng.uniform(1.0, 1.0 + (config.max_speed_scale - 1.0) * widen / 2),
-                            rng.uniform(0.0, config.max_extra_speed_mps * widen / 2), rng.normal(0.0, lat / 3),
+                            rng.uniform(0.0, config.max_extra_accel_mps2 * widen / 2), rng.normal(0.0, lat / 3),
                             profiles[rng.integers(3)], rng.normal(0.0, rot / 3)))
     return np.stack(out)
 
@@ -150,6 +151,8 @@ def generate_hard_negatives(scene: PlanningScene, expert, k: int = 8, seed: int 
                             config: HardNegativeConfig | None = None) -> HardNegatives:
     """Up to k trajectories near `expert` (8, 3) that fail NC, DAC or TTC under the PDM scorer."""
     config = config or HardNegativeConfig()
+    if config.rounds < 1 or k < 1:
+        raise ValueError(f"generate_hard_negatives: need rounds >= 1 and k >= 1, got {config.rounds} and {k}")
     expert = validate_poses(expert, "expert")
     rng = np.random.default_rng(seed)
     path = _Path.from_expert(expert)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import shapely
@@ -121,6 +122,7 @@ def failure_kind(result: PDMResults) -> str:
 # --------------------------------------------------------------------------- interpolation
 
 
+@lru_cache(maxsize=8)  # pure function of a frozen config
 def _hermite_operators(config: PDMScorerConfig) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Linear maps from the 9 knots (origin + 8 poses) and the start slope to value / 1st / 2nd derivative.
 
@@ -338,15 +340,20 @@ def _drivable(scene, states, config):
     return np.where(off.any(1), 0.0, 1.0), np.where(off.any(1), off.argmax(1) + 1, -1)
 
 
+@lru_cache(maxsize=32)
+def _savgol_operator(n: int, window: int, poly: int, deriv: int, dt: float) -> np.ndarray:
+    """(n, n) matrix S with savgol_filter(v, ...) == v @ S (the filter is linear, edges included)."""
+    window = min(window, n)
+    return savgol_filter(np.eye(n), window, poly, deriv=deriv, delta=dt, axis=-1)
+
+
 def _comfort(states, config):
     """C per trajectory and, per trajectory, the names of the violated limits."""
-    dt = config.dt
     n_t = states.x.shape[1]
     c, s = np.cos(states.heading), np.sin(states.heading)
 
-    def smooth(v, window, poly=2, deriv=0):
-        window = min(window, n_t)
-        return savgol_filter(v, window, poly, deriv=deriv, delta=dt, axis=-1)
+    def smooth(v, window, poly=2, deriv=0):  # Savitzky-Golay along time, as a precomputed matrix
+        return v @ _savgol_operator(n_t, window, poly, deriv, config.dt)
 
     lon = smooth(states.ax * c + states.ay * s, config.accel_window)
     lat = smooth(-states.ax * s + states.ay * c, config.accel_window)

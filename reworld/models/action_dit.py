@@ -144,16 +144,11 @@ class ActionDiT(ModelMixin, ConfigMixin):
         super().__init__()
         if not 0 <= align_block < num_video_blocks:
             raise ValueError(f"align_block {align_block} is outside the {num_video_blocks} action blocks")
-        mean = torch.zeros(pose_dim) if pose_mean is None else torch.tensor(pose_mean, dtype=torch.float32)
-        scale = torch.ones(pose_dim) if pose_scale is None else torch.tensor(pose_scale, dtype=torch.float32)
-        if mean.shape != (pose_dim,) or scale.shape != (pose_dim,):
-            raise ValueError(f"pose_mean/pose_scale need {pose_dim} values, got {pose_mean} / {pose_scale}")
-        if (scale <= 0).any():
+        for name, stats in (("pose_mean", pose_mean), ("pose_scale", pose_scale)):
+            if stats is not None and len(stats) != pose_dim:
+                raise ValueError(f"{name} needs {pose_dim} values, got {stats}")
+        if pose_scale is not None and min(pose_scale) <= 0:
             raise ValueError(f"pose_scale must be positive, got {pose_scale}")
-        # Statistics live in the config; non-persistent buffers only carry them to the model's device
-        # (named apart from the config keys, which diffusers also exposes as attributes).
-        self.register_buffer("norm_mean", mean, persistent=False)
-        self.register_buffer("norm_scale", scale, persistent=False)
 
         self.pose_embed = nn.Linear(pose_dim, width)
         self.pos_embed = nn.Parameter(torch.zeros(1, num_waypoints, width))
@@ -186,12 +181,22 @@ class ActionDiT(ModelMixin, ConfigMixin):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
-    # normalised pose space
+    # normalised pose space; the statistics are read from the config (not buffers), so casting the
+    # model to bf16 leaves them exact
+    def _stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        cfg = self.config
+        mean = [0.0] * cfg.pose_dim if cfg.pose_mean is None else cfg.pose_mean
+        scale = [1.0] * cfg.pose_dim if cfg.pose_scale is None else cfg.pose_scale
+        kw = dict(device=like.device, dtype=like.dtype)
+        return torch.tensor(mean, **kw), torch.tensor(scale, **kw)
+
     def normalize(self, poses: torch.Tensor) -> torch.Tensor:
-        return (poses - self.norm_mean.to(poses.dtype)) / self.norm_scale.to(poses.dtype)
+        mean, scale = self._stats(poses)
+        return (poses - mean) / scale
 
     def denormalize(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.norm_scale.to(x.dtype) + self.norm_mean.to(x.dtype)
+        mean, scale = self._stats(x)
+        return x * scale + mean
 
     def project(self, h: torch.Tensor) -> torch.Tensor:
         """The alignment projector: (..., width) → (..., D_video)."""
@@ -287,22 +292,23 @@ def plan_sample(
     per block, computed once and reused for every step; ego_status (B, E); command (B,). Noise is
     drawn on the CPU `generator`, so a seed gives the same start on every device.
     Returns (B, num_samples, N, P) denormalised poses."""
-    if guidance is not None:
-        raise NotImplementedError("the Action DiT has no guidance branch; pass guidance=None")
+    if guidance not in (None, 1.0):
+        raise ValueError("the Action DiT has no guidance branch; pass guidance=None")
     if steps < 1 or num_samples < 1:
         raise ValueError(f"steps and num_samples must be ≥ 1, got {steps}, {num_samples}")
     cfg = model.config
     b = ego_status.shape[0]
-    device, dtype = model.pose_embed.weight.device, model.pose_embed.weight.dtype
+    device = model.pose_embed.weight.device
     noise = torch.randn((b, num_samples, cfg.num_waypoints, cfg.pose_dim), generator=generator)
-    x = noise.reshape(b * num_samples, cfg.num_waypoints, cfg.pose_dim).to(device=device, dtype=dtype)
+    # the state stays float32 even for a bf16 model; forward casts its input
+    x = noise.reshape(b * num_samples, cfg.num_waypoints, cfg.pose_dim).to(device)  # (B·S, N, P)
     ego = ego_status.to(device).repeat_interleave(num_samples, dim=0)  # (B·S, E)
     cmd = command.to(device).repeat_interleave(num_samples, dim=0)  # (B·S,)
     sigmas = torch.linspace(1.0, 0.0, steps + 1, device=device)
     for sigma, sigma_next in zip(sigmas[:-1], sigmas[1:]):
         v = model(x, sigma.expand(x.shape[0]), video_features, ego, cmd).sample  # (B·S, N, P)
-        x = x + (sigma_next - sigma) * v
-    poses = model.denormalize(x.float())  # (B·S, N, P)
+        x = x + (sigma_next - sigma) * v.float()
+    poses = model.denormalize(x)  # (B·S, N, P)
     return poses.reshape(b, num_samples, cfg.num_waypoints, cfg.pose_dim)
 
 

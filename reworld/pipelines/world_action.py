@@ -131,6 +131,82 @@ class WorldActionPipeline:
                                 seconds=time.perf_counter() - t0)
 
 
+    # ------------------------------------------------------------------------------------------
+    def _planner(self):
+        if self.action_dit is None:
+            raise CheckpointError(f"{self.path or 'this pipeline'} has no planner (action_dit/): train stage action")
+        return self.action_dit
+
+    @torch.no_grad()
+    def video_features(self, clip: Clip, command: str | None = None, sigma: float | None = None,
+                       seed: int = 0) -> list[torch.Tensor]:
+        """The Video DiT hidden states the planner reads: one (1, S', D) per feature block."""
+        from ..models.vae import encode_frames, latent_split
+        from ..training.planner_stages import feature_blocks, video_features
+
+        n_ctx, n_fut = latent_split(self.config.data, self.vae)
+        cond, _ = self._cond(clip, command)
+        context = self.encode_context(clip)  # (1, C, n_ctx, h, w)
+        # the future latents are replaced by noise at σ (1 by default), so their values never matter
+        shape = list(context.shape)
+        shape[2] = n_fut
+        latents = torch.cat([context, torch.zeros(shape, device=self.device)], dim=2)
+        sigma = self.config.action.feature_sigma if sigma is None else float(sigma)
+        return video_features(self.video_dit, latents, cond.command, cond.ego_status, n_ctx,
+                              feature_blocks(self.config, self.video_dit), sigma, self.config.action.feature_pool,
+                              torch.Generator().manual_seed(seed))
+
+    @torch.no_grad()
+    def plan(self, clip: Clip, steps: int = 10, num_samples: int = 1, seed: int = 0, guidance: float | None = None,
+             command: str | None = None, score: bool = True) -> PlanResult:
+        """Sample `num_samples` trajectories; with `score`, each gets its PDM sub-scores on the clip's scene."""
+        from ..models.action_dit import plan_sample
+
+        _check_steps(steps)
+        if guidance not in (None, 1.0):
+            raise ValueError("the Action DiT samples without guidance; pass guidance=None (or 1.0)")
+        if not isinstance(num_samples, int) or not 1 <= num_samples <= 256:
+            raise ValueError(f"num_samples must be an integer in [1, 256], got {num_samples!r}")
+        t0 = time.perf_counter()
+        planner = self._planner()
+        feats = self.video_features(clip, command=command, seed=seed)
+        cond, name = self._cond(clip, command)
+        poses = plan_sample(planner, feats, cond.ego_status, cond.command, steps=steps, num_samples=num_samples,
+                            generator=torch.Generator().manual_seed(seed))[0].cpu().numpy()
+        scores = []
+        if score and clip.target.drivable_area:
+            from ..metrics.pdm import score_trajectories
+            from ..metrics.scene import PlanningScene
+
+            scores = score_trajectories(PlanningScene.from_clip(clip), poses)
+        return PlanResult(trajectories=poses, scores=scores, command=name, device=str(self.device),
+                          seconds=time.perf_counter() - t0)
+
+    @torch.no_grad()
+    def features(self, clip: Clip, trajectories, block: int | None = None, sigma: float = 0.0,
+                 seed: int = 0) -> np.ndarray:
+        """Pooled Action DiT features (N, width) of any trajectories (N, 8, 3) at noise level `sigma`
+        (0 = the clean trajectory), from Action DiT block `block` (default: the alignment block)."""
+        planner = self._planner()
+        poses = torch.as_tensor(np.asarray(trajectories, dtype=np.float32), device=self.device)
+        if poses.ndim != 3 or poses.shape[1:] != (planner.config.num_waypoints, planner.config.pose_dim):
+            raise ValueError(f"trajectories must be (N, {planner.config.num_waypoints}, 3), got {tuple(poses.shape)}")
+        block = planner.config.align_block if block is None else int(block)
+        if not 0 <= block < planner.config.num_video_blocks:
+            raise ValueError(f"block must be in [0, {planner.config.num_video_blocks}), got {block}")
+        if not 0.0 <= sigma <= 1.0:
+            raise ValueError(f"sigma must be in [0, 1], got {sigma}")
+        feats = self.video_features(clip, seed=seed)
+        n = poses.shape[0]
+        x0 = planner.normalize(poses)
+        noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed)).to(x0)
+        x_t = (1 - sigma) * x0 + sigma * noise
+        cond, _ = self._cond(clip, None)
+        out = planner(x_t, torch.full((n,), sigma, device=self.device), feats,
+                      cond.ego_status.expand(n, -1), cond.command.expand(n), return_features=True)
+        return out.features[block].mean(dim=1).cpu().numpy()  # (N, width)
+
+
 def _check_steps(steps: int, limit: int = 1000) -> None:
     if not isinstance(steps, int) or not 1 <= steps <= limit:
         raise ValueError(f"steps must be an integer in [1, {limit}], got {steps!r}")

@@ -1,0 +1,93 @@
+"""PDM scorer throughput on this machine, printed as JSON (medians; absolute rates vary with load).
+
+A straight two-lane road with `--agents` vehicles (moving and parked) around the ego and trajectories
+jittered around the expert:
+
+- single: `score_trajectory` one at a time (reference progress computed once and passed, as a training
+  loop would), and one at a time with the reference recomputed per call (the default call);
+- batched: `score_trajectories` on `--batch` trajectories at once;
+- hard negatives: `generate_hard_negatives` calls per second (k = 8).
+
+    .venv/bin/python -m benchmarks.bench_pdm [--batch 1024] [--agents 10] [--repeats 5]   # from the repo root
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import numpy as np
+
+from reworld.data.types import AgentTrack
+from reworld.metrics.hard_negatives import generate_hard_negatives
+from reworld.metrics.pdm import reference_progress, score_trajectories, score_trajectory
+from reworld.metrics.scene import PlanningScene
+
+
+def bench_scene(num_agents: int, seed: int = 0) -> PlanningScene:
+    rng = np.random.default_rng(seed)
+    t = np.arange(1, 9) * 0.5
+    agents = []
+    for i in range(num_agents):
+        lane = rng.choice([0.0, 3.5])
+        x0, v = rng.uniform(-20, 80), rng.choice([0.0, rng.uniform(4, 12)])
+        agents.append(AgentTrack(f"a{i}", "vehicle", 4.5, 1.9,
+                                 np.array([[0.0, x0, lane, 0.0], [5.0, x0 + 5 * v, lane, 0.0]])))
+    agents = [a for a in agents if abs(a.track[0, 1]) > 6 or a.track[0, 2] != 0.0]  # none on top of the ego
+    return PlanningScene(
+        ego_speed=8.0, ego_acceleration=0.0, ego_yaw_rate=0.0, ego_length=4.5, ego_width=1.9, command="straight",
+        drivable_area=[np.array([[-50.0, -1.75], [200.0, -1.75], [200.0, 5.25], [-50.0, 5.25]])],
+        centerline=np.stack([np.linspace(-50, 200, 40), np.zeros(40)], -1),
+        agents=agents, expert=np.stack([8 * t, 0 * t, 0 * t], -1),
+    )
+
+
+def _median_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=1024)
+    parser.add_argument("--single", type=int, default=100, help="trajectories scored one at a time")
+    parser.add_argument("--agents", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+
+    scene = bench_scene(args.agents)
+    rng = np.random.default_rng(0)
+    batch = scene.expert[None] + rng.normal(0, 1.0, (args.batch, 8, 3)) * [2.0, 1.0, 0.05]
+    ref = reference_progress(scene)
+    score_trajectories(scene, batch[:8], reference=ref)  # warm-up (shapely prepare, caches)
+
+    single = batch[: args.single]
+    t_single = _median_time(lambda: [score_trajectory(scene, p, reference=ref) for p in single], args.repeats)
+    t_default = _median_time(lambda: [score_trajectory(scene, p) for p in single[:20]], args.repeats)
+    t_batch = _median_time(lambda: score_trajectories(scene, batch, reference=ref), args.repeats)
+    t_hn = _median_time(lambda: generate_hard_negatives(scene, scene.expert, k=8, seed=0), args.repeats)
+    results = score_trajectories(scene, batch, reference=ref)
+    print(json.dumps({
+        "agents": len(scene.agents),
+        "batch": args.batch,
+        "single_traj_per_s": round(len(single) / t_single, 1),
+        "single_with_reference_traj_per_s": round(20 / t_default, 1),
+        "batched_traj_per_s": round(args.batch / t_batch, 1),
+        "batched_speedup": round((args.batch / t_batch) / (len(single) / t_single), 1),
+        "hard_negative_scenes_per_s": round(1 / t_hn, 2),
+        "batch_failure_rates": {
+            "nc": float(np.mean([r.nc < 1 for r in results])),
+            "dac": float(np.mean([r.dac == 0 for r in results])),
+            "ttc": float(np.mean([r.ttc == 0 for r in results])),
+            "c": float(np.mean([r.c == 0 for r in results])),
+        },
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()

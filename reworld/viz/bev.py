@@ -1,0 +1,131 @@
+"""Bird's-eye view of a planning scene with plotly: x (forward) drawn up, y (left) drawn left.
+
+The horizontal plot axis is -y and the vertical one is x, so the picture reads like the driver's view.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import plotly.graph_objects as go
+
+from reworld.metrics.pdm import PDMResults, failure_kind
+from reworld.metrics.scene import PlanningScene
+
+LABEL_COLORS = {
+    "safe": "#1f77b4",
+    "collision": "#d62728",
+    "off_road": "#ff7f0e",
+    "ttc": "#9467bd",
+    "candidate": "#7f7f7f",
+}
+EXPERT_COLOR = "#2ca02c"
+AGENT_COLORS = {"vehicle": "#555555", "pedestrian": "#e377c2", "cyclist": "#17becf", "static": "#8c564b"}
+FUTURE_TIMES_S = (1.0, 2.0, 3.0, 4.0)  # [s] faded future agent boxes
+
+
+def _box(x: float, y: float, heading: float, length: float, width: float) -> np.ndarray:
+    """Closed outline (5, 2) of an oriented box in the ego frame."""
+    c, s = math.cos(heading), math.sin(heading)
+    corners = np.array([[1, 1], [1, -1], [-1, -1], [-1, 1], [1, 1]]) * [length / 2, width / 2]
+    return corners @ np.array([[c, s], [-s, c]]) + [x, y]
+
+
+def _plot_xy(xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ego-frame (…, 2) → plot coordinates (horizontal = -y, vertical = x)."""
+    return -xy[..., 1], xy[..., 0]
+
+
+def _agent_pose(track: np.ndarray, t: float) -> tuple[float, float, float]:
+    return (float(np.interp(t, track[:, 0], track[:, 1])), float(np.interp(t, track[:, 0], track[:, 2])),
+            float(np.interp(t, track[:, 0], np.unwrap(track[:, 3]))))
+
+
+def _hover(result: PDMResults | None) -> str:
+    if result is None:
+        return ""
+    text = (f"PDMS {result.pdms:.3f}<br>NC {result.nc:g} · DAC {result.dac:g} · TTC {result.ttc:g}"
+            f"<br>EP {result.ep:.2f} · C {result.c:g}<br>progress {result.progress_m:.1f} m")
+    if result.collision_agent_id is not None:
+        text += f"<br>collides with {result.collision_agent_id} at {result.collision_time_s:.1f} s"
+    if result.comfort_violations:
+        text += "<br>uncomfortable: " + ", ".join(result.comfort_violations)
+    return text
+
+
+def bev_figure(scene: PlanningScene, trajectories=None, labels: list[str] | None = None,
+               scores: list[PDMResults] | None = None, title: str | None = None) -> go.Figure:
+    """Drivable area, centreline, agents (now and faded future), ego, expert, and candidate trajectories.
+
+    `trajectories` (N, 8, 3); `labels` per trajectory (safe / collision / off_road / ttc); without labels
+    they are read from `scores` (`failure_kind`), else drawn as plain candidates. `scores` give hover text.
+    """
+    fig = go.Figure()
+    for i, poly in enumerate(scene.drivable_area):
+        ring = np.concatenate([poly, poly[:1]])
+        hx, vy = _plot_xy(ring)
+        fig.add_trace(go.Scatter(x=hx, y=vy, fill="toself", mode="lines", line=dict(color="#bbbbbb", width=1),
+                                 fillcolor="rgba(200,200,200,0.45)", hoverinfo="skip", name="drivable area",
+                                 legendgroup="drivable", showlegend=i == 0))
+    if len(scene.centerline) >= 2:
+        hx, vy = _plot_xy(scene.centerline)
+        fig.add_trace(go.Scatter(x=hx, y=vy, mode="lines", line=dict(color="#999999", dash="dash"),
+                                 name="centreline", hoverinfo="skip"))
+    for j, agent in enumerate(scene.agents):
+        color = AGENT_COLORS.get(agent.type, "#555555")
+        for t in FUTURE_TIMES_S:  # faded future boxes
+            if agent.track[0, 0] > t:
+                continue
+            hx, vy = _plot_xy(_box(*_agent_pose(agent.track, t), agent.length, agent.width))
+            fig.add_trace(go.Scatter(x=hx, y=vy, mode="lines", line=dict(color=color, width=1), opacity=0.25,
+                                     hoverinfo="skip", showlegend=False, legendgroup=agent.id))
+        times = np.linspace(agent.track[0, 0], max(agent.track[-1, 0], agent.track[0, 0]), 20)
+        centres = np.array([_agent_pose(agent.track, t)[:2] for t in times])
+        hx, vy = _plot_xy(centres)
+        fig.add_trace(go.Scatter(x=hx, y=vy, mode="lines", line=dict(color=color, width=1, dash="dot"),
+                                 hoverinfo="skip", showlegend=False, legendgroup=agent.id))
+        hx, vy = _plot_xy(_box(*_agent_pose(agent.track, agent.track[0, 0]), agent.length, agent.width))
+        fig.add_trace(go.Scatter(x=hx, y=vy, fill="toself", mode="lines", line=dict(color=color),
+                                 name=f"{agent.type} {agent.id}", legendgroup=agent.id, showlegend=j < 12,
+                                 hovertext=f"{agent.id} ({agent.type})", hoverinfo="text"))
+    hx, vy = _plot_xy(_box(0.0, 0.0, 0.0, scene.ego_length, scene.ego_width))
+    fig.add_trace(go.Scatter(x=hx, y=vy, fill="toself", mode="lines", line=dict(color=EXPERT_COLOR), name="ego",
+                             hovertext=f"ego {scene.ego_speed:.1f} m/s, command {scene.command}", hoverinfo="text"))
+
+    all_xy = [np.zeros((1, 2))]
+    if scene.expert is not None:
+        xy = np.concatenate([np.zeros((1, 2)), scene.expert[:, :2]])
+        all_xy.append(xy)
+        hx, vy = _plot_xy(xy)
+        fig.add_trace(go.Scatter(x=hx, y=vy, mode="lines+markers", line=dict(color=EXPERT_COLOR, width=3),
+                                 marker=dict(size=6), name="expert", hoverinfo="name"))
+    if trajectories is not None:
+        trajectories = np.asarray(trajectories, dtype=np.float64).reshape(-1, 8, 3)
+        if labels is None:
+            labels = [failure_kind(r) for r in scores] if scores is not None else ["candidate"] * len(trajectories)
+        if len(labels) != len(trajectories) or (scores is not None and len(scores) != len(trajectories)):
+            raise ValueError("bev_figure: trajectories, labels and scores must have the same length")
+        shown: set[str] = set()
+        for i, traj in enumerate(trajectories):
+            xy = np.concatenate([np.zeros((1, 2)), traj[:, :2]])
+            all_xy.append(xy)
+            hx, vy = _plot_xy(xy)
+            label = labels[i]
+            hover = _hover(scores[i] if scores is not None else None) or label
+            fig.add_trace(go.Scatter(x=hx, y=vy, mode="lines+markers", name=label, legendgroup=label,
+                                     showlegend=label not in shown, marker=dict(size=4),
+                                     line=dict(color=LABEL_COLORS.get(label, LABEL_COLORS["candidate"]), width=2),
+                                     hovertext=f"#{i} {label}<br>{hover}", hoverinfo="text"))
+            shown.add(label)
+
+    pts = np.concatenate(all_xy)
+    x_hi = max(40.0, float(pts[:, 0].max()) + 10.0)
+    x_lo = min(-10.0, float(pts[:, 0].min()) - 5.0)
+    half = max(20.0, float(np.abs(pts[:, 1]).max()) + 8.0, (x_hi - x_lo) * 0.4)
+    fig.update_layout(
+        title=title, template="plotly_white", height=700, legend=dict(itemsizing="constant"),
+        xaxis=dict(title="← left   lateral −y [m]   right →", range=[-half, half], zeroline=False),
+        yaxis=dict(title="forward x [m]", range=[x_lo, x_hi], scaleanchor="x", scaleratio=1, zeroline=False),
+        margin=dict(l=40, r=20, t=50 if title else 20, b=40),
+    )
+    return fig

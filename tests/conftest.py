@@ -1,0 +1,54 @@
+"""Shared fixtures: a tiny synthetic world (made once per test session) and the tiny config."""
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(Path(__file__).parent))  # nuscenes_fixture
+
+REPO = Path(__file__).resolve().parent.parent
+TINY_CONFIG = REPO / "configs" / "tiny.yaml"
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory):
+    """4 short synthetic scenes in nuScenes format (a few seconds to make)."""
+    from reworld.data.synth import generate_world
+
+    root = tmp_path_factory.mktemp("synth-tiny")
+    generate_world(root, num_scenes=4, seed=0, version="v1.0-synth", image_size=(64, 128), scene_seconds=10.0)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_config(tiny_world):
+    from reworld.config import load_config, replace
+
+    return replace(load_config(TINY_CONFIG), data={"dataroot": str(tiny_world), "version": "v1.0-synth"})
+
+
+@pytest.fixture(scope="session")
+def tiny_config_path(tiny_world, tmp_path_factory):
+    """configs/tiny.yaml with the data pointed at the session's tiny world."""
+    import yaml
+
+    doc = yaml.safe_load(TINY_CONFIG.read_text())
+    doc["data"]["dataroot"] = str(tiny_world)
+    path = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_config_path, tmp_path_factory):
+    """A run folder after 2-step runs of every stage (vae, video, action, joint)."""
+    from reworld.training import run_stage
+
+    out = tmp_path_factory.mktemp("run")
+    results = {}
+    for stage in ("vae", "video", "action", "joint"):
+        results[stage] = run_stage(stage, str(tiny_config_path), str(out), max_steps=2)
+    return out, results

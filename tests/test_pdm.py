@@ -1,0 +1,241 @@
+"""Known-answer tests of the PDM scorer and strict scene/trajectory parsing (hand-made scenes)."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from reworld.data.types import AgentTrack, Clip, Observation, Target
+from reworld.metrics.pdm import (
+    PDMScorerConfig,
+    boxes_overlap,
+    reference_progress,
+    score_trajectories,
+    score_trajectory,
+)
+from reworld.metrics.scene import PlanningScene, SceneFormatError, load_scene, load_trajectory
+
+T = np.arange(1, 9) * 0.5  # pose times [s]
+
+
+def straight(v: float, accel: float = 0.0, y: float = 0.0) -> np.ndarray:
+    return np.stack([v * T + 0.5 * accel * T**2, np.full(8, y), np.zeros(8)], -1)
+
+
+def road_scene(agents=(), speed=10.0, expert=None) -> PlanningScene:
+    """A straight road from y = -1.75 (right edge) to y = 5.25; the ego in the right lane at y = 0."""
+    return PlanningScene(
+        ego_speed=speed, ego_acceleration=0.0, ego_yaw_rate=0.0, ego_length=4.5, ego_width=1.9,
+        command="straight",
+        drivable_area=[np.array([[-30.0, -1.75], [200.0, -1.75], [200.0, 5.25], [-30.0, 5.25]])],
+        centerline=np.stack([np.linspace(-30, 200, 24), np.zeros(24)], -1),
+        agents=list(agents), expert=straight(speed) if expert is None else expert,
+    )
+
+
+def car(id_, x, y=0.0, speed=0.0, kind="vehicle"):
+    rows = [[0.0, x, y, 0.0]] if speed == 0 else [[0.0, x, y, 0.0], [5.0, x + 5.0 * speed, y, 0.0]]
+    return AgentTrack(id_, kind, 4.5, 1.9, np.array(rows))
+
+
+# ------------------------------------------------------------------------------------- scores
+
+
+def test_expert_on_free_road_scores_high():
+    scene = road_scene()
+    r = score_trajectory(scene, scene.expert)
+    assert (r.nc, r.dac, r.ttc, r.c) == (1.0, 1.0, 1.0, 1.0)
+    assert r.pdms >= 0.9
+    assert r.progress_m == pytest.approx(40.0, abs=1e-6)
+
+
+def test_driving_into_standing_car_is_a_collision():
+    scene = road_scene([car("parked", 25.0)])
+    r = score_trajectory(scene, straight(10.0))
+    assert r.nc == 0.0 and r.pdms == 0.0
+    assert r.collision_agent_id == "parked"
+    assert 1.5 < r.collision_time_s < 2.5  # front bumper 22.75 m - 2.25 m at 10 m/s: about 2.05 s
+    # stopping in time behind it is fine
+    stop = np.stack([np.minimum(10 * T - 2.5 * T**2, 10.0), np.zeros(8), np.zeros(8)], -1)
+    stop[T >= 2.0, 0] = 10.0
+    assert score_trajectory(scene, stop).nc == 1.0
+
+
+def test_static_object_collision_halves_nc_and_rear_end_is_not_at_fault():
+    cone = AgentTrack("cone", "static", 0.5, 0.5, np.array([[0.0, 20.0, 0.0, 0.0]]))
+    assert score_trajectory(road_scene([cone]), straight(10.0)).nc == 0.5
+    # a faster car from behind runs into the ego: not the ego's fault
+    chaser = car("chaser", -12.0, speed=16.0)
+    r = score_trajectory(road_scene([chaser]), straight(10.0))
+    assert r.nc == 1.0 and r.collision_agent_id is None
+    # an agent overlapping the ego at t = 0 is ignored
+    assert score_trajectory(road_scene([car("ghost", 1.0)]), straight(10.0)).nc == 1.0
+
+
+def test_leaving_the_road_fails_dac():
+    scene = road_scene()
+    veer = np.stack([10 * T, -0.25 * T**2, -0.05 * T], -1)  # to y = -4 m, over the right edge at -1.75 m
+    r = score_trajectory(scene, veer)
+    assert r.dac == 0.0 and r.pdms == 0.0 and r.nc == 1.0
+    assert 0.0 < r.off_road_time_s < 4.0
+    # the same manoeuvre to the left stays on the road (left edge at 5.25 m)
+    left = veer * [1, -0.5, -0.5]
+    assert score_trajectory(scene, left).dac == 1.0
+
+
+def test_hard_braking_is_uncomfortable():
+    scene = road_scene()
+    brake = np.stack([np.full(8, 2.5), np.zeros(8), np.zeros(8)], -1)  # 10 m/s to 0 within 0.5 s
+    r = score_trajectory(scene, brake)
+    assert r.c == 0.0 and "lon_accel" in r.comfort_violations
+    # an ordinary stop (-2.5 m/s^2) is comfortable
+    gentle = straight(10.0, accel=-2.5)
+    assert score_trajectory(scene, gentle).c == 1.0
+
+
+def test_closing_in_on_a_car_ahead_fails_ttc_without_colliding():
+    lead = car("lead", 22.5, speed=6.0)  # rear bumper 18 m ahead of the ego's front, 6 m/s
+    scene = road_scene([lead], speed=10.0)
+    # keeping 10 m/s closes the gap at 4 m/s: 2 m left at 4 s (no contact), under 0.9 s of closing
+    r = score_trajectory(scene, straight(10.0))
+    assert r.nc == 1.0 and r.ttc == 0.0 and r.ttc_agent_id == "lead"
+    assert 3.0 < r.ttc_time_s <= 4.0
+    assert r.pdms == pytest.approx((5 * r.ep + 2 * r.c) / 12)
+    # easing off at -1 m/s^2 keeps the distance
+    assert score_trajectory(scene, straight(10.0, accel=-1.0)).ttc == 1.0
+    # standing still: speeds under 5e-3 m/s are ignored
+    idle = road_scene([car("lead", 5.5)], speed=0.0, expert=np.zeros((8, 3)))
+    assert score_trajectory(idle, np.zeros((8, 3))).ttc == 1.0
+
+
+def test_progress_is_relative_to_safe_references():
+    scene = road_scene()
+    slow = straight(5.0)  # 20 m against the expert's 40 m (but: speed drop 10 -> 5 m/s at t=0)
+    r = score_trajectory(scene, slow)
+    assert r.ep == pytest.approx(0.5, abs=0.01)
+    assert r.reference_progress_m == pytest.approx(40.0, abs=1e-6)
+    # a standing car 20 m ahead makes the fast references unsafe: the best safe one brakes
+    blocked = road_scene([car("parked", 20.0)], expert=np.stack([np.full(8, 12.0), np.zeros(8), np.zeros(8)], -1))
+    assert reference_progress(blocked) < 15.0
+    # EP = 1 when the best safe progress is under 5 m (standing 3 m behind a standing car)
+    stopped = road_scene([car("queue", 7.5)], speed=0.0, expert=np.zeros((8, 3)))
+    r = score_trajectory(stopped, np.zeros((8, 3)))
+    assert r.reference_progress_m < 5.0 and r.ep == 1.0 and r.pdms == 1.0
+    # on a free road a standing ego is expected to move off: the references drive
+    free = road_scene(speed=0.0, expert=np.zeros((8, 3)))
+    assert score_trajectory(free, np.zeros((8, 3))).ep == 0.0
+
+
+def test_batch_matches_single_and_is_deterministic():
+    scene = road_scene([car("lead", 30.0, speed=5.0)])
+    rng = np.random.default_rng(0)
+    batch = straight(10.0)[None] + rng.normal(0, 0.6, (16, 8, 3)) * [1.0, 1.0, 0.02]
+    many = score_trajectories(scene, batch)
+    ones = [score_trajectory(scene, b) for b in batch]
+    assert [m.pdms for m in many] == [o.pdms for o in ones]
+    assert score_trajectories(scene, torch.as_tensor(batch))[3] == many[3]
+
+
+def test_boxes_overlap_known_cases():
+    assert boxes_overlap(0, 0, 0, 2, 1, 3.9, 0, 0, 2, 1)  # 4 m long boxes, 3.9 m apart
+    assert not boxes_overlap(0, 0, 0, 2, 1, 4.1, 0, 0, 2, 1)
+    # rotated by 45 degrees: the corner reaches sqrt(2^2+1^2)~2.24 diagonally but not 3 m
+    assert not boxes_overlap(0, 0, 0, 2, 1, 0, 3.3, math.pi / 4, 2, 1)
+    assert boxes_overlap(0, 0, 0, 2, 1, 0, 2.5, math.pi / 4, 2, 1)
+
+
+# ------------------------------------------------------------------------------------- parsing
+
+
+def test_json_round_trip(tmp_path):
+    scene = road_scene([car("lead", 30.0, speed=5.0), AgentTrack("p", "pedestrian", 0.6, 0.6,
+                                                                   np.array([[0.0, 15.0, -4.0, 1.57]]))])
+    path = tmp_path / "scene.json"
+    path.write_text(json.dumps(scene.to_json_dict()))
+    back = load_scene(path)
+    assert back.to_json_dict() == scene.to_json_dict()
+    assert score_trajectory(back, back.expert) == score_trajectory(scene, scene.expert)
+    traj = tmp_path / "traj.json"
+    traj.write_text(json.dumps({"poses": straight(8.0).tolist()}))
+    np.testing.assert_array_equal(load_trajectory(traj), straight(8.0))
+
+
+def _valid() -> dict:
+    return road_scene([car("a0", 30.0), car("a1", 40.0), car("a2", 50.0), car("a3", 60.0)]).to_json_dict()
+
+
+def _mutate(path, value):
+    d = _valid()
+    target = d
+    for key in path[:-1]:
+        target = target[key]
+    if value is KeyError:
+        del target[path[-1]]
+    else:
+        target[path[-1]] = value
+    return d
+
+
+@pytest.mark.parametrize("path, value, field", [
+    (("ego", "speed"), KeyError, "ego.speed"),
+    (("ego", "width"), "wide", "ego.width"),
+    (("ego", "length"), float("nan"), "ego.length"),
+    (("command",), "uturn", "command"),
+    (("drivable_area",), [[[0, 0], [1, 0]]], "drivable_area[0]"),
+    (("centerline",), [[0, 0, 0]], "centerline"),
+    (("agents", 3, "track"), [[0.0, 1.0, 2.0]], "agents[3].track: expected rows [t, x, y, heading]"),
+    (("agents", 2, "track"), [[0.0, 1.0, 2.0, 0.0], [0.0, 2.0, 2.0, 0.0]], "agents[2].track"),
+    (("agents", 1, "type"), "truck", "agents[1].type"),
+    (("agents", 0, "id"), KeyError, "agents[0].id"),
+    (("agents", 0, "length"), -1.0, "agents[0].length"),
+    (("expert",), straight(10.0)[:7].tolist(), "expert"),
+    (("expert",), [[float("inf"), 0, 0]] * 8, "expert"),
+])
+def test_malformed_scene_names_the_field(path, value, field):
+    with pytest.raises(SceneFormatError, match=field.replace("[", r"\[").replace("]", r"\]")):
+        PlanningScene.from_json_dict(_mutate(path, value))
+
+
+def test_malformed_trajectory_and_files(tmp_path):
+    bad = tmp_path / "traj.json"
+    for doc, field in [({"pose": []}, "poses: missing"), ({"poses": [[0, 0, 0]] * 7}, "expected 8 poses"),
+                       ({"poses": [[0, 0]] * 8}, "poses"), ({"poses": [[0, 0, "x"]] * 8}, "poses")]:
+        bad.write_text(json.dumps(doc))
+        with pytest.raises(SceneFormatError, match=field):
+            load_trajectory(bad)
+    bad.write_text('{"poses": [[0, 0, NaN]' + ", [0, 0, 0]" * 7 + "]}")
+    with pytest.raises(SceneFormatError, match="NaN or inf"):
+        load_trajectory(bad)
+    with pytest.raises(SceneFormatError, match="not valid JSON"):
+        bad.write_text("{")
+        load_scene(bad)
+    with pytest.raises(SceneFormatError, match="file not found"):
+        load_scene(tmp_path / "missing.json")
+    with pytest.raises(SceneFormatError, match=r"poses\[1\]"):
+        batch = np.zeros((2, 8, 3))
+        batch[1, 4, 2] = np.nan
+        score_trajectories(road_scene(), batch)
+
+
+def test_from_clip():
+    scene = road_scene([car("lead", 30.0, speed=5.0)])
+    clip = Clip(
+        scene_name="s", sample_token="tok", timestamp=0,
+        observation=Observation(frames=torch.zeros(1, 3, 4, 4), ego_status=torch.tensor([10.0, 0.5, 0.01]),
+                                command=2),
+        target=Target(frames=torch.zeros(1, 3, 4, 4), trajectory=torch.as_tensor(straight(10.0), dtype=torch.float32),
+                      agents=scene.agents, drivable_area=scene.drivable_area, centerline=scene.centerline,
+                      ego_size=(4.6, 1.95)),
+    )
+    s = PlanningScene.from_clip(clip)
+    assert (s.ego_speed, s.ego_acceleration, s.command, s.ego_length, s.ego_width) == (10.0, 0.5, "right", 4.6, 1.95)
+    assert s.ego_yaw_rate == pytest.approx(0.01)
+    np.testing.assert_allclose(s.expert, straight(10.0))
+    assert score_trajectory(s, s.expert).pdms >= 0.9
+
+
+def test_config_changes_the_answer():
+    scene = road_scene()
+    strict = PDMScorerConfig(min_lon_accel=-2.0)
+    assert score_trajectory(scene, straight(10.0, accel=-2.5), strict).c == 0.0

@@ -1,0 +1,165 @@
+"""Two-step runs of every stage on the tiny world; checkpoints, resume and faults."""
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from reworld.models.layers import CheckpointError
+from reworld.training import run_stage
+from reworld.training.checkpoint import complete_checkpoints, latest_checkpoint, save_checkpoint
+from reworld.training.loop import StageSpec, TrainingError, global_batch, run
+
+
+def test_every_stage_writes_a_loadable_checkpoint(tiny_run):
+    from reworld import WorldActionPipeline
+
+    out, results = tiny_run
+    for stage in ("vae", "video", "action", "joint"):
+        assert results[stage]["finite"], stage
+        ckpt = latest_checkpoint(out, stage)
+        assert ckpt is not None and (ckpt / "meta.json").is_file() and (ckpt / "optimizer.safetensors").is_file()
+        assert not list(ckpt.rglob("*.bin")) and not list(ckpt.rglob("*.pt"))  # safetensors only
+    pipe = WorldActionPipeline.from_pretrained(out, require_planner=True)
+    assert pipe.action_dit is not None
+    rows = list(csv.DictReader(open(out / "logs" / "video.csv")))
+    assert {"gen", "ig", "total", "flow_loss", "psnr_sampled", "psnr_repeat_last"} <= {r["name"] for r in rows}
+    assert {"fm", "align", "hn", "pdms"} <= {r["name"] for r in csv.DictReader(open(out / "logs" / "action.csv"))}
+
+
+def test_pipeline_generate_and_plan(tiny_run, tiny_config):
+    from reworld import WorldActionPipeline
+    from reworld.data.loader import NuScenesClips
+
+    out, _ = tiny_run
+    pipe = WorldActionPipeline.from_pretrained(out)
+    clip = NuScenesClips(tiny_config.data, split="val")[0]
+    gen = pipe.generate(clip, steps=2, guidance=1.4, seed=3)
+    assert gen.frames.shape == clip.target.frames.shape
+    assert torch.isfinite(gen.frames).all()
+    a = pipe.plan(clip, steps=3, num_samples=4, seed=7)
+    b = pipe.plan(clip, steps=3, num_samples=4, seed=7)
+    assert a.trajectories.shape == (4, 8, 3) and np.isfinite(a.trajectories).all()
+    np.testing.assert_array_equal(a.trajectories, b.trajectories)
+    assert len(a.scores) == 4 and all(0.0 <= s.pdms <= 1.0 for s in a.scores)
+    f = pipe.features(clip, np.stack([clip.target.trajectory.numpy()] * 3))
+    assert f.shape == (3, pipe.action_dit.config.width)
+
+
+def test_resume_reproduces_uninterrupted_losses(tiny_config_path, tiny_run, tmp_path):
+    src, _ = tiny_run
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d in (a, b):
+        d.mkdir()
+        shutil.copytree(src / "vae", d / "vae")
+        shutil.copy(src / "config.json", d / "config.json")
+    run_stage("video", str(tiny_config_path), str(a), max_steps=4)
+    run_stage("video", str(tiny_config_path), str(b), max_steps=2)
+    run_stage("video", str(tiny_config_path), str(b), max_steps=4, resume=True)
+
+    def losses(d):
+        return {(r["step"], r["name"]): float(r["value"]) for r in csv.DictReader(open(d / "logs" / "video.csv"))
+                if r["kind"] == "train"}
+
+    la, lb = losses(a), losses(b)
+    assert la.keys() == lb.keys() and ("4", "total") in la
+    for key in la:
+        assert la[key] == pytest.approx(lb[key], rel=1e-4, abs=1e-6), key
+
+
+def test_partial_checkpoint_is_never_picked(tmp_path):
+    model = torch.nn.Linear(2, 2)
+
+    class Saveable(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = model
+
+        def save_pretrained(self, path, safe_serialization=True):
+            from safetensors.torch import save_file
+            import os
+
+            os.makedirs(path, exist_ok=True)
+            save_file(self.state_dict(), os.path.join(path, "w.safetensors"))
+
+    save_checkpoint(tmp_path, "video", 2, {"m": Saveable()}, None, {})
+    partial = tmp_path / "checkpoints" / "video" / "step-0000004"
+    (partial / "m").mkdir(parents=True)  # a kill before meta.json was written
+    (tmp_path / "checkpoints" / "video" / ".tmp-step-0000006-x").mkdir()
+    assert latest_checkpoint(tmp_path, "video").name == "step-0000002"
+    assert [p.name for p in complete_checkpoints(tmp_path, "video")] == ["step-0000002"]
+
+
+def test_nonfinite_loss_stops_naming_step_and_term(tmp_path, tiny_config):
+    from accelerate import Accelerator
+
+    lin = torch.nn.Linear(3, 1)
+
+    class M(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = lin
+
+        def save_pretrained(self, path, safe_serialization=True):
+            from safetensors.torch import save_file
+            import os
+
+            os.makedirs(path, exist_ok=True)
+            save_file(self.state_dict(), os.path.join(path, "w.safetensors"))
+
+    def step_fn(idx, generator):
+        step_fn.calls += 1
+        x = lin(torch.ones(1, 3)).sum()
+        bad = x * float("nan") if step_fn.calls == 3 else x * 0
+        return {"gen": x ** 2, "ig": bad, "total": x ** 2 + bad}
+
+    step_fn.calls = 0
+    spec = StageSpec("video", {"m": M()}, [{"params": list(lin.parameters())}], 10, step_fn)
+    with pytest.raises(TrainingError, match=r"step 3: term\(s\) ig, total"):
+        run(spec, tiny_config, tmp_path, max_steps=6, resume=False, accelerator=Accelerator(cpu=True))
+    assert latest_checkpoint(tmp_path, "video").name == "step-0000002"  # the last good one, untouched
+
+
+def test_global_batch_is_a_function_of_step():
+    a = global_batch(10, 4, seed=0, step=3)
+    assert np.array_equal(a, global_batch(10, 4, seed=0, step=3))
+    seen = np.concatenate([global_batch(10, 5, seed=0, step=s) for s in range(2)])
+    assert sorted(seen.tolist()) == list(range(10))  # one epoch covers every clip once
+
+
+def test_feature_cache_rebuilt_when_checkpoint_changes(tiny_run, tiny_config):
+    from reworld.training.planner_stages import cache_key
+
+    out, _ = tiny_run
+    key = cache_key(out, tiny_config, ["a"], [0, 1], out / "vae")
+    assert key == cache_key(out, tiny_config, ["a"], [0, 1], out / "vae")
+    assert key != cache_key(out, tiny_config, ["b"], [0, 1], out / "vae")
+    weights = out / "video_dit" / "diffusion_pytorch_model.safetensors"
+    backup = weights.read_bytes()
+    try:
+        from safetensors.torch import load_file, save_file
+
+        state = load_file(str(weights))
+        name = next(iter(state))
+        state[name] = state[name] + 1.0
+        save_file(state, str(weights))
+        assert cache_key(out, tiny_config, ["a"], [0, 1], out / "vae") != key
+    finally:
+        weights.write_bytes(backup)
+
+
+def test_missing_or_pickle_checkpoint_is_an_error(tmp_path):
+    from reworld import WorldActionPipeline
+
+    with pytest.raises(CheckpointError, match="not found"):
+        WorldActionPipeline.from_pretrained(tmp_path / "nope")
+    (tmp_path / "ck").mkdir()
+    with pytest.raises(CheckpointError, match="no config.json"):
+        WorldActionPipeline.from_pretrained(tmp_path / "ck")
+
+
+def test_stage_without_earlier_stage_is_an_error(tiny_config_path, tmp_path):
+    with pytest.raises(CheckpointError, match="stage video needs a trained VAE"):
+        run_stage("video", str(tiny_config_path), str(tmp_path / "empty"), max_steps=1)
