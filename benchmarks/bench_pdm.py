@@ -1,7 +1,8 @@
 """PDM scorer throughput on this machine, printed as JSON (medians; absolute rates vary with load).
 
-A straight two-lane road with `--agents` vehicles (moving and parked) around the ego and trajectories
-jittered around the expert:
+A straight two-lane road with `--agents` vehicles (moving and parked in
+the next lane, moving ahead in the ego's) and trajectories
+made from the expert by a random speed scale and a sideways drift:
 
 - single: `score_trajectory` one at a time (reference progress computed once and passed, as a training
   loop would), and one at a time with the reference recomputed per call (the default call);
@@ -32,9 +33,10 @@ def bench_scene(num_agents: int, seed: int = 0) -> PlanningScene:
     for i in range(num_agents):
         lane = rng.choice([0.0, 3.5])
         x0, v = rng.uniform(-20, 80), rng.choice([0.0, rng.uniform(4, 12)])
+        if lane == 0.0:  # the ego's lane: traffic ahead, at least as fast as the expert
+            x0, v = rng.uniform(12, 80), rng.uniform(8, 12)
         agents.append(AgentTrack(f"a{i}", "vehicle", 4.5, 1.9,
                                  np.array([[0.0, x0, lane, 0.0], [5.0, x0 + 5 * v, lane, 0.0]])))
-    agents = [a for a in agents if abs(a.track[0, 1]) > 6 or a.track[0, 2] != 0.0]  # none on top of the ego
     return PlanningScene(
         ego_speed=8.0, ego_acceleration=0.0, ego_yaw_rate=0.0, ego_length=4.5, ego_width=1.9, command="straight",
         drivable_area=[np.array([[-50.0, -1.75], [200.0, -1.75], [200.0, 5.25], [-50.0, 5.25]])],
@@ -62,7 +64,11 @@ def main() -> None:
 
     scene = bench_scene(args.agents)
     rng = np.random.default_rng(0)
-    batch = scene.expert[None] + rng.normal(0, 1.0, (args.batch, 8, 3)) * [2.0, 1.0, 0.05]
+    t = np.arange(1, 9) * 0.5
+    scale = rng.uniform(0.6, 1.6, (args.batch, 1))  # speed scale
+    lateral = rng.normal(0.0, 1.0, (args.batch, 1)) * (t / 4) ** 2  # drifting sideways
+    batch = np.stack([scene.expert[None, :, 0] * scale, lateral, np.arctan2(np.gradient(lateral, t, axis=1),
+                                                                              8.0 * scale)], -1)
     ref = reference_progress(scene)
     score_trajectories(scene, batch[:8], reference=ref)  # warm-up (shapely prepare, caches)
 

@@ -125,8 +125,23 @@ def cmd_score(args) -> int:
     scene = load_scene(args.scene)
     poses = load_trajectory(args.trajectory)
     result = score_trajectory(scene, poses)
-    print(json.dumps({k: v for k, v in asdict(result).items()}, default=float))
+    print(json.dumps({k: _json_value(v) for k, v in asdict(result).items()}))
     return 0
+
+
+def _json_value(v):
+    """Strict JSON: NaN / inf (undefined diagnostics) become null; numpy scalars become floats."""
+    import math
+
+    if isinstance(v, (list, tuple)):
+        return [_json_value(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _json_value(x) for k, x in v.items()}
+    if hasattr(v, "item"):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
 
 
 # ---------------------------------------------------------------------------------------------- train

@@ -117,7 +117,7 @@ def test_plan_sample_deterministic_and_shaped():
     assert a.shape == (B, 4, 8, 3) and torch.isfinite(a).all()
     torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert not torch.allclose(a, c)
-    with pytest.raises(NotImplementedError):
+    with pytest.raises(ValueError, match="no guidance branch"):
         plan_sample(*args, steps=3, guidance=1.5)
 
 

@@ -70,3 +70,23 @@ def test_rejects_a_malformed_expert():
 
     with pytest.raises(SceneFormatError, match="expert"):
         generate_hard_negatives(follow_scene(), np.zeros((7, 3)))
+
+
+def test_bev_figure_draws_negatives_by_label_with_x_up():
+    from reworld.viz.bev import LABEL_COLORS, bev_figure
+
+    scene = follow_scene()
+    hn = generate_hard_negatives(scene, scene.expert, k=6, seed=0)
+    fig = bev_figure(scene, hn.trajectories, scores=hn.results, title="negatives")  # labels from the scores
+    lines = [t for t in fig.data if t.legendgroup in FAILURE_KINDS]
+    assert len(lines) == len(hn.trajectories)
+    for trace, label, traj in zip(lines, hn.labels, hn.trajectories):
+        assert trace.line.color == LABEL_COLORS[label] and "PDMS" in trace.hovertext
+        np.testing.assert_allclose(trace.y[1:], traj[:, 0])  # x forward drawn up
+        np.testing.assert_allclose(trace.x[1:], -traj[:, 1])  # y left drawn left
+    expert = next(t for t in fig.data if t.name == "expert")
+    np.testing.assert_allclose(expert.y[1:], scene.expert[:, 0])
+    assert fig.layout.yaxis.scaleanchor == "x"
+    assert fig.layout.yaxis.range[0] < 0 < scene.expert[-1, 0] < fig.layout.yaxis.range[1]
+    with pytest.raises(ValueError, match="same length"):
+        bev_figure(scene, hn.trajectories, labels=["safe"])

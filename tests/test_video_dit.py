@@ -1,6 +1,5 @@
 """VAE helpers, Video DiT, strict checkpoints and the stage-1 losses, on tiny real configs."""
 import dataclasses
-import json
 
 import pytest
 import torch

@@ -10,7 +10,7 @@ from reworld.config import LossConfig
 
 
 def shift_sigmas(sigma: torch.Tensor, shift: float) -> torch.Tensor:
-    """diffusers' time shift `σ' = shift·σ / (1 + (shift − 1)·σ)` (shift > 1 moves σ towards 1, i.e. noise)."""
+    """diffusers' time shift `σ' = shift·σ / (1 + (shift − 1)·σ)`; shift > 1 moves σ towards 1 (noise)."""
     return shift * sigma / (1 + (shift - 1) * sigma)
 
 

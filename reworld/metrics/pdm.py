@@ -181,7 +181,7 @@ def interpolate_trajectories(scene: PlanningScene, poses: np.ndarray, config: PD
     knots[..., 2] = np.unwrap(knots[..., 2], axis=1)
     start_slope = np.array([scene.ego_speed, 0.0, scene.ego_yaw_rate])  # d/dt of (x, y, heading) at t=0
     A, b = _hermite_operators(config)
-    out = [np.einsum("tk,nkc->ntc", A_d, knots) + b_d[None, :, None] * start_slope for A_d, b_d in zip(A, b)]
+    out = [A_d @ knots + b_d[None, :, None] * start_slope for A_d, b_d in zip(A, b)]  # (T+1, 9) @ (N, 9, 3)
     pos, vel, acc = out  # each (N, T+1, 3)
     return _States(pos[..., 0], pos[..., 1], pos[..., 2], vel[..., 0], vel[..., 1], acc[..., 0], acc[..., 1])
 
@@ -311,15 +311,14 @@ def _time_to_collision(scene, states, ag, ignored, config):
     for offset in config.ttc_offsets_s:
         lag = int(round(offset / config.dt))
         over = _overlaps(ex + offset * states.vx, ey + offset * states.vy, states.heading, ag, lag, hl, hw, config)
-        if not over.any():
+        over[:, ignored, :] = False
+        k, a, i = np.nonzero(over & moving[:, None, :])  # bearings only where boxes meet
+        if not k.size:
             continue
-        sl = slice(lag, lag + t)
-        ahead = _bearing_off_heading(ex[:, None], ey[:, None], states.heading[:, None],
-                                     ag.x[None, :, sl], ag.y[None, :, sl]) <= math.radians(config.ttc_ahead_angle_deg)
-        hit = over & ahead & moving[:, None, :]
-        hit[:, ignored, :] = False
-        steps = np.where(hit.any(-1), hit.argmax(-1), np.iinfo(np.int64).max)
-        first_step = np.minimum(first_step, steps)
+        ahead = _bearing_off_heading(ex[k, i], ey[k, i], states.heading[k, i], ag.x[a, i + lag],
+                                     ag.y[a, i + lag]) <= math.radians(config.ttc_ahead_angle_deg)
+        k, a, i = k[ahead], a[ahead], i[ahead]
+        np.minimum.at(first_step, (k, a), i)
     violated = first_step.min(1) < np.iinfo(np.int64).max
     return (np.where(violated, 0.0, 1.0), np.where(violated, first_step.argmin(1), -1),
             np.where(violated, first_step.min(1), -1))

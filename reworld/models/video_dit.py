@@ -23,7 +23,13 @@ from diffusers.utils import BaseOutput
 from torch import nn
 
 from reworld.config import VideoConfig
-from reworld.models.layers import AdaLNVelocityHead, CheckpointError, load_model_strict, load_state_dict_strict, read_state_dict
+from reworld.models.layers import (
+    AdaLNVelocityHead,
+    CheckpointError,
+    load_model_strict,
+    load_state_dict_strict,
+    read_state_dict,
+)
 
 TIMESTEP_SCALE = 1000.0  # LTX/diffusers flow-match convention: timestep = σ · 1000
 
@@ -169,7 +175,7 @@ class VideoDiT(ModelMixin, ConfigMixin):
             raise ValueError(f"n_context={n_context} outside [0, {t}] latent frames")
         keep = sorted(set(int(k) for k in (return_hidden_states or ())))
         if any(k < 0 or k >= len(self.transformer.transformer_blocks) for k in keep):
-            raise ValueError(f"return_hidden_states {keep} outside the {len(self.transformer.transformer_blocks)} blocks")
+            raise ValueError(f"return_hidden_states {keep} outside [0, {len(self.transformer.transformer_blocks) - 1}]")
         tr = self.transformer
         sigma = torch.as_tensor(sigma, dtype=latents.dtype, device=latents.device).expand(b)  # (B,)
 
@@ -243,12 +249,15 @@ class VideoDiT(ModelMixin, ConfigMixin):
         inner = ltx["num_attention_heads"] * ltx["attention_head_dim"]
         if ltx.get("patch_size", 1) != 1 or ltx.get("patch_size_t", 1) != 1:
             raise CheckpointError(f"{path}: only patch_size = patch_size_t = 1 LTX transformers are supported")
-        if ltx.get("cross_attention_dim", inner) != inner or (ltx.get("out_channels") or ltx["in_channels"]) != ltx["in_channels"]:
+        out_channels = ltx.get("out_channels") or ltx["in_channels"]
+        if ltx.get("cross_attention_dim", inner) != inner or out_channels != ltx["in_channels"]:
             raise CheckpointError(f"{path}: need cross_attention_dim == {inner} and out_channels == in_channels")
         arch = {
             k: ltx[k]
-            for k in ("in_channels", "num_layers", "num_attention_heads", "attention_head_dim", "caption_channels",
-                      "activation_fn", "norm_elementwise_affine", "norm_eps", "attention_bias", "attention_out_bias")
+            for k in (
+                "in_channels", "num_layers", "num_attention_heads", "attention_head_dim", "caption_channels",
+                "activation_fn", "norm_elementwise_affine", "norm_eps", "attention_bias", "attention_out_bias",
+            )
             if k in ltx
         }
         clash = sorted(set(arch) & set(new_args))
@@ -279,7 +288,8 @@ def video_dit_from_config(cfg: VideoConfig, in_channels: int) -> VideoDiT:
         model = VideoDiT.from_ltx_transformer(cfg.pretrained, **new_args)
         if model.config.in_channels != in_channels:
             raise CheckpointError(
-                f"LTX transformer at {cfg.pretrained} has {model.config.in_channels} input channels, the VAE {in_channels}"
+                f"LTX transformer at {cfg.pretrained} has {model.config.in_channels} input channels, "
+                f"the VAE {in_channels}"
             )
         return model
     kwargs = dict(in_channels=in_channels, num_layers=cfg.num_layers, num_attention_heads=cfg.num_attention_heads,

@@ -2,7 +2,7 @@
 
 Every caller (pipelines, evaluation, analysis, app) samples through `sample_future`.
 
-Convention: `x_t = (1 − σ) x0 + σ ε`, velocity `v ≈ ε − x0`, step `x ← x + (σ_next − σ) v`, σ from 1 to 0.
+Convention: `x_t = (1 − σ) x0 + σ ε`, velocity `v ≈ ε − x0`, step `x ← x + (σ_next − σ) v`, σ: 1 → 0.
 Guidance: `v_w = v_i + w (v_f − v_i)` with `v_i` the velocity of an intermediate head and `v_f` the final
 one, both from the same forward pass; `w = 1` (or a step outside the guidance interval) uses `v_f`
 itself, so it is bitwise the unguided sampler.

@@ -25,6 +25,7 @@ VEHICLE_TYPES = {
     "truck": ("vehicle.truck", (6.5, 9.0), (2.3, 2.5), (2.8, 3.4)),
     "bus": ("vehicle.bus.rigid", (10.5, 12.0), (2.5, 2.6), (3.0, 3.3)),
 }
+LOOK_STEP = 2  # [m] spacing of the points a driver checks ahead
 VEHICLE_MIX = (("car", 0.62), ("suv", 0.2), ("truck", 0.12), ("bus", 0.06))
 CAR_COLOURS = [(0.85, 0.85, 0.85), (0.12, 0.12, 0.14), (0.55, 0.08, 0.08), (0.12, 0.22, 0.5), (0.5, 0.52, 0.55),
                (0.88, 0.88, 0.9), (0.2, 0.35, 0.25), (0.75, 0.6, 0.2), (0.3, 0.3, 0.32), (0.6, 0.62, 0.66)]
@@ -63,7 +64,7 @@ def simulate_scene(rng: np.random.Generator, layout: Layout, p: SynthParams, n_s
     dt = 1.0 / p.sweep_hz
     ego = _ego_driver(rng, layout, p, n_steps)
     drivers = [ego] + _spawn_drivers(rng, layout, p, n_steps, ego)
-    statics = _spawn_parked(rng, layout, p, n_steps) + _spawn_stopped(rng, layout, p, n_steps)
+    statics = _spawn_parked(rng, layout, p, n_steps, _ego_centre(ego)) + _spawn_stopped(rng, layout, p, n_steps)
     ego_alone = _run(drivers[:1], [], p, n_steps, dt)[0]
     peds = _spawn_pedestrians(rng, layout, p, n_steps, dt, ego_alone)
     others = statics + peds
@@ -118,6 +119,7 @@ def _is_straight(layout: Layout, lane_id: str) -> bool:
 def _spawn_drivers(rng, layout: Layout, p: SynthParams, n_steps: int, ego: _Driver) -> list[_Driver]:
     drivers = []
     ego_lane = layout.ego_route[0]
+    centre = _ego_centre(ego)
     stopped_lanes = _queued_lanes(layout)
     for road in layout.roads:
         for lane_id in road.fwd + road.bwd:
@@ -129,13 +131,22 @@ def _spawn_drivers(rng, layout: Layout, p: SynthParams, n_steps: int, ego: _Driv
                 if lane_id == ego_lane and abs(s - ego.s0) < 30.0:
                     s = ego.s0 + 30.0 + float(rng.uniform(0.0, 25.0))
                     continue
-                if rng.random() < 0.55:
+                if rng.random() < 0.45 and _near(lane.path, s, centre, 220.0):
                     track = _vehicle(rng, f"veh{len(drivers)}", "moving", n_steps)
                     route = _lane_route(rng, layout, lane_id)
                     v_des = float(rng.uniform(6.5, 12.5))
                     drivers.append(_Driver(track, route_path(layout, route), s, v_des * 0.9, v_des))
                 s += float(rng.uniform(28.0, 75.0))
     return drivers
+
+
+def _ego_centre(ego: _Driver) -> np.ndarray:
+    """Roughly where the ego will be halfway through the scene: spawn traffic only around there."""
+    return ego.path.poses_at(np.array([ego.s0 + 90.0]))[0, :2]
+
+
+def _near(path: Path, s: float, centre: np.ndarray, radius: float) -> bool:
+    return bool(np.linalg.norm(path.poses_at(np.array([s]))[0, :2] - centre) < radius)
 
 
 def _queued_lanes(layout: Layout) -> set[str]:
@@ -161,7 +172,7 @@ def _spawn_stopped(rng, layout: Layout, p: SynthParams, n_steps: int) -> list[Tr
     return tracks
 
 
-def _spawn_parked(rng, layout: Layout, p: SynthParams, n_steps: int) -> list[Track]:
+def _spawn_parked(rng, layout: Layout, p: SynthParams, n_steps: int, centre: np.ndarray) -> list[Track]:
     tracks = []
     for road in layout.roads:
         n = len(road.fwd)
@@ -170,7 +181,7 @@ def _spawn_parked(rng, layout: Layout, p: SynthParams, n_steps: int) -> list[Tra
             path = edge if side < 0 else edge.reversed()
             s = float(rng.uniform(18.0, 60.0))
             while s < path.length - 18.0:
-                if rng.random() < 0.45:
+                if rng.random() < 0.35 and _near(path, s, centre, 200.0):
                     t = _vehicle(rng, f"park{len(tracks)}", "parked", n_steps, kinds=VEHICLE_MIX[:2])
                     t.width = min(t.width, 1.95)
                     _stand(t, path, s)
@@ -198,7 +209,8 @@ def _spawn_pedestrians(rng, layout: Layout, p: SynthParams, n_steps: int, dt: fl
                 if rng.random() < 0.5:
                     walk = walk.reversed()
                 v = float(rng.uniform(1.0, 1.6))
-                s = np.clip(float(rng.uniform(0.0, walk.length)) + v * times, 0.0, walk.length)
+                s_ego = float(np.argmin(np.linalg.norm(walk.sample(1.0)[:, :2] - ego.xy[len(ego.xy) // 2], axis=1)))
+                s = np.clip(s_ego + float(rng.uniform(-100.0, 100.0)) + v * times, 0.0, walk.length)
                 tracks.append(_ped_track(rng, f"ped{len(tracks)}", walk.poses_at(s), s, dt))
     crossings = _crossing_lines(layout, p, ego)
     for a, b, t_lo, t_hi in crossings:
@@ -290,7 +302,7 @@ def _run(drivers: list[_Driver], others: list[Track], p: SynthParams, n_steps: i
     acc = np.zeros(n_d)
     s_hist, v_hist = np.zeros((n_steps, n_d)), np.zeros((n_steps, n_d))
     rows = np.arange(n_d)
-    win = np.arange(look)
+    win = np.arange(0, look, LOOK_STEP)
     hl_all = np.concatenate([hl_d, hl_o])
     w_all = np.concatenate([w_d, w_o])
     ped_all = np.concatenate([np.zeros(n_d, bool), ped_o])
@@ -302,13 +314,17 @@ def _run(drivers: list[_Driver], others: list[Track], p: SynthParams, n_steps: i
         xy = np.concatenate([here[:, :2], np.array([o.xy[t] for o in others]).reshape(-1, 2)])
         hh = np.concatenate([here[:, 2], np.array([o.yaw[t] for o in others])])
         vv = np.concatenate([v, np.array([o.speed[t] for o in others])])
-        ahead = pts[rows[:, None], i0[:, None] + win[None]]  # (D, L, 3)
-        dist = np.linalg.norm(ahead[:, :, None, :2] - xy[None, None], axis=-1)  # (D, L, E)
-        cos = np.cos(hh[None, None] - ahead[:, :, 2:3])
-        hit = dist < 0.5 * (w_d[:, None, None] + w_all[None, None]) + 0.35
+        ahead = pts[rows[:, None], i0[:, None] + win[None]]  # (D, L, 3) every LOOK_STEP metres
+        ch, sh = np.cos(ahead[:, :, 2])[:, :, None], np.sin(ahead[:, :, 2])[:, :, None]
+        dx = xy[None, None, :, 0] - ahead[:, :, None, 0]  # (D, L, E)
+        dy = xy[None, None, :, 1] - ahead[:, :, None, 1]
+        lat = -sh * dx + ch * dy
+        lon = ch * dx + sh * dy
+        cos = ch * np.cos(hh)[None, None] + sh * np.sin(hh)[None, None]
+        hit = (np.abs(lat) < 0.5 * (w_d[:, None, None] + w_all[None, None]) + 0.35) & (np.abs(lon) <= LOOK_STEP / 2)
         hit &= ped_all[None, None] | (vv[None, None] < 0.5) | (cos > 0.5)
         hit[rows, :, rows] = False
-        gap = (win[None, :, None] - frac[:, None, None]) - hl_d[:, None, None] - hl_all[None, None]
+        gap = (win[None, :, None] - frac[:, None, None]) + lon - hl_d[:, None, None] - hl_all[None, None]
         gap = np.where(hit, gap, np.inf).reshape(n_d, -1)
         j = np.argmin(gap, axis=1)
         g = gap[rows, j]

@@ -1,0 +1,165 @@
+"""Video metrics (DESIGN §4): PSNR and SSIM against the true future, and a Fréchet distance on video features.
+
+The Fréchet distance is only as meaningful as the features it is computed on, so it never travels
+without its name: `video_frechet` asks the feature network for its `metric_name` and returns a
+`FrechetResult` that carries it.
+
+- `"FVD"`: features of the Kinetics-400 Inception-I3D (`reworld.models.i3d`, loaded from a local
+  checkpoint), as in Unterthiner et al. 2018.
+- `"FD-ReWorldNet"`: features of the project's own video network trained on the synthetic world
+  (`reworld.models.video_features`). This is the offline metric; it is *not* FVD and is never called so.
+
+All functions are pure: tensors in, per-sample tensors (or one float) out.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import linalg
+
+from ..training.data import psnr  # noqa: F401  (re-exported: one PSNR for training and evaluation)
+
+__all__ = ["psnr", "ssim", "frechet_distance", "FrechetResult", "VideoFeatureNet", "video_features", "video_frechet"]
+
+SSIM_WINDOW = 11  # [px] Gaussian window side (Wang et al. 2004)
+SSIM_SIGMA = 1.5  # [px]
+SSIM_K1 = 0.01
+SSIM_K2 = 0.03
+FRECHET_EPS = 1e-6  # diagonal offset when (Σa Σb)^½ is singular (as pytorch-fid)
+FRECHET_SQRTM_TOL = 1e-3  # relative residual ‖S² − ΣaΣb‖ / ‖ΣaΣb‖ above which sqrtm is retried with the offset
+FRECHET_IMAG_ATOL = 1e-3  # imaginary part of diag((ΣaΣb)^½) tolerated as round-off (as pytorch-fid)
+
+
+# ---------------------------------------------------------------------------------------------- SSIM
+def _gaussian_window(size: int, sigma: float, channels: int, dtype, device) -> torch.Tensor:
+    x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    g = g / g.sum()
+    window = torch.outer(g, g).to(dtype=dtype, device=device)  # (size, size), sums to 1
+    return window.expand(channels, 1, size, size).contiguous()  # depthwise: one filter per channel
+
+
+def ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-sample SSIM of images or videos in [-1, 1]: (B, 3, H, W) or (B, T, 3, H, W) → (B,).
+
+    Standard SSIM (Wang et al. 2004): 11×11 Gaussian window with σ 1.5, K1 0.01, K2 0.03, on RGB
+    rescaled to [0, 1] (data range 1); the map is taken over valid window positions only (no padding,
+    as the reference MATLAB code) and averaged over pixels, channels and frames. 1 means identical.
+    """
+    if pred.shape != target.shape:
+        raise ValueError(f"ssim: pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
+    if pred.dim() not in (4, 5):
+        raise ValueError(f"ssim: expected (B, 3, H, W) or (B, T, 3, H, W), got {tuple(pred.shape)}")
+    b, c, h, w = pred.shape[0], pred.shape[-3], pred.shape[-2], pred.shape[-1]
+    if h < SSIM_WINDOW or w < SSIM_WINDOW:
+        raise ValueError(f"ssim: images of {h}×{w} px are smaller than the {SSIM_WINDOW}×{SSIM_WINDOW} window")
+    x = (pred.float().reshape(-1, c, h, w) + 1) / 2  # (B·T, C, H, W) in [0, 1]
+    y = (target.float().reshape(-1, c, h, w) + 1) / 2
+    window = _gaussian_window(SSIM_WINDOW, SSIM_SIGMA, c, x.dtype, x.device)
+    c1, c2 = SSIM_K1**2, SSIM_K2**2  # (K · data range)², data range 1
+
+    def blur(z: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(z, window, groups=c)  # (B·T, C, H − 10, W − 10)
+
+    mu_x, mu_y = blur(x), blur(y)
+    var_x = blur(x * x) - mu_x**2
+    var_y = blur(y * y) - mu_y**2
+    cov = blur(x * y) - mu_x * mu_y
+    ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    return ssim_map.reshape(b, -1).mean(1)  # (B,)
+
+
+# ---------------------------------------------------------------------------------------------- Fréchet
+@dataclass(frozen=True)
+class FrechetResult:
+    name: str  # "FVD" (Kinetics-400 I3D features) or "FD-ReWorldNet" (offline features); never "FVD" offline
+    value: float  # [feature units²] ‖μa − μb‖² + Tr(Σa + Σb − 2(Σa Σb)^½); NaN when undefined
+    num_a: int  # videos in the first set (the real ones, by convention)
+    num_b: int  # videos in the second set (the generated ones)
+    feature_dim: int
+
+
+def _as_features(x, what: str) -> np.ndarray:
+    a = x.detach().cpu().double().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float64)
+    if a.ndim != 2:
+        raise ValueError(f"frechet_distance: {what} must be (N, D) features, got shape {a.shape}")
+    if a.shape[0] < 2:
+        raise ValueError(f"frechet_distance: {what} has {a.shape[0]} sample(s); a covariance needs N ≥ 2")
+    if not np.isfinite(a).all():
+        raise ValueError(f"frechet_distance: {what} contains NaN or inf")
+    return a
+
+
+def _sqrtm(m: np.ndarray) -> tuple[np.ndarray, float]:
+    """Principal square root and its relative residual; scipy's own singularity warning is replaced by
+    the residual, which the caller checks."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        root = linalg.sqrtm(m)
+    if not np.isfinite(root).all():
+        return root, math.inf
+    scale = max(np.linalg.norm(m), 1e-300)
+    return root, float(np.linalg.norm(root @ root - m) / scale)
+
+
+def frechet_distance(feats_a, feats_b, eps: float = FRECHET_EPS) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets, (N, D) and (M, D) → float.
+
+    `‖μa − μb‖² + Tr(Σa + Σb − 2(Σa Σb)^½)`, in float64, with `scipy.linalg.sqrtm`. As in pytorch-fid:
+    when the product is singular (e.g. N < D) the square root is retried with `eps·I` added to both
+    covariances, and a negligible imaginary part (round-off) is dropped; a large one is an error.
+    Round-off can make identical sets come out at −1e-12; the result is clamped at 0.
+    """
+    a, b = _as_features(feats_a, "feats_a"), _as_features(feats_b, "feats_b")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"frechet_distance: feature dims differ: feats_a has D={a.shape[1]}, feats_b D={b.shape[1]}")
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    sigma_a = np.atleast_2d(np.cov(a, rowvar=False))  # (D, D), unbiased as pytorch-fid
+    sigma_b = np.atleast_2d(np.cov(b, rowvar=False))
+    covmean, residual = _sqrtm(sigma_a @ sigma_b)
+    if residual > FRECHET_SQRTM_TOL:
+        offset = np.eye(sigma_a.shape[0]) * eps
+        covmean, residual = _sqrtm((sigma_a + offset) @ (sigma_b + offset))
+        if not np.isfinite(covmean).all():
+            raise ValueError("frechet_distance: (Σa Σb)^½ is not finite even with the eps offset")
+    if np.iscomplexobj(covmean):
+        imag = np.abs(np.diagonal(covmean).imag).max()
+        if imag > FRECHET_IMAG_ATOL:
+            raise ValueError(f"frechet_distance: (Σa Σb)^½ has an imaginary component of {imag:.3g}")
+        covmean = covmean.real
+    diff = mu_a - mu_b
+    value = float(diff @ diff + np.trace(sigma_a) + np.trace(sigma_b) - 2 * np.trace(covmean))
+    return max(value, 0.0)
+
+
+class VideoFeatureNet(Protocol):
+    """A network whose `features` define a Fréchet video metric and whose `metric_name` names it."""
+
+    metric_name: str
+
+    def features(self, videos: torch.Tensor) -> torch.Tensor:  # (B, T, 3, H, W) in [-1, 1] → (B, D)
+        ...
+
+
+@torch.no_grad()
+def video_features(net: VideoFeatureNet, videos: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
+    """`net.features` over `videos` (N, T, 3, H, W) in [-1, 1], in batches on the net's device → (N, D) CPU."""
+    device = next(net.parameters()).device  # type: ignore[attr-defined]
+    out = [net.features(videos[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(videos), batch_size)]
+    return torch.cat(out)
+
+
+def video_frechet(net: VideoFeatureNet, videos_a: torch.Tensor, videos_b: torch.Tensor,
+                  batch_size: int = 16) -> FrechetResult:
+    """Fréchet distance between two sets of videos (N, T, 3, H, W) and (M, T, 3, H, W) in [-1, 1] on the
+    features of `net`, named by the net (`"FVD"` only for the Kinetics-400 I3D)."""
+    fa = video_features(net, videos_a, batch_size)  # (N, D)
+    fb = video_features(net, videos_b, batch_size)  # (M, D)
+    return FrechetResult(name=net.metric_name, value=frechet_distance(fa, fb), num_a=len(fa), num_b=len(fb),
+                         feature_dim=fa.shape[1])
