@@ -81,6 +81,12 @@ def test_ssim_identity_and_noise():
     assert ssim(x[:, 0], x[:, 0]).shape == (3,)  # images (B, 3, H, W) too
 
 
+def test_ssim_known_answer_for_constant_images():
+    a, b = torch.zeros(1, 3, 16, 16), torch.full((1, 3, 16, 16), 0.5)  # 0.5 and 0.75 on [0, 1]
+    c1 = 0.01**2  # no variance: SSIM = (2 μx μy + C1) / (μx² + μy² + C1)
+    assert float(ssim(a, b)) == pytest.approx((2 * 0.5 * 0.75 + c1) / (0.5**2 + 0.75**2 + c1), rel=1e-5)
+
+
 def test_ssim_errors():
     with pytest.raises(ValueError, match="smaller than the 11×11 window"):
         ssim(videos(1, 0, h=8, w=8), videos(1, 1, h=8, w=8))
@@ -123,6 +129,23 @@ def test_i3d_missing_key_is_named(tmp_path):
     save_file(state, tmp_path / "i3d" / "diffusion_pytorch_model.safetensors")
     with pytest.raises(CheckpointError, match="Mixed_4c.b1b.conv3d.weight"):
         load_i3d(tmp_path / "i3d")
+
+
+def test_import_i3d_weights_from_a_pytorch_i3d_style_file(tmp_path):
+    """A DataParallel-saved state dict without `num_batches_tracked` (old PyTorch), as published, imports."""
+    from reworld.models.i3d import import_i3d_weights
+
+    torch.manual_seed(0)
+    ref = I3D().eval()
+    state = {f"module.{k}": v for k, v in ref.state_dict().items() if not k.endswith("num_batches_tracked")}
+    save_file(state, tmp_path / "i3d_rgb.safetensors")
+    model = load_i3d(import_i3d_weights(tmp_path / "i3d_rgb.safetensors", tmp_path / "i3d"))
+    assert model.metric_name == "FVD"
+    assert torch.equal(model.logits.conv3d.weight, ref.logits.conv3d.weight)
+    del state["module.logits.conv3d.bias"]
+    save_file(state, tmp_path / "broken.safetensors")
+    with pytest.raises(CheckpointError, match="logits.conv3d.bias"):
+        import_i3d_weights(tmp_path / "broken.safetensors", tmp_path / "i3d2")
 
 
 def test_i3d_rejects_unscaled_frames():

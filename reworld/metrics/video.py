@@ -59,8 +59,9 @@ def ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     b, c, h, w = pred.shape[0], pred.shape[-3], pred.shape[-2], pred.shape[-1]
     if h < SSIM_WINDOW or w < SSIM_WINDOW:
         raise ValueError(f"ssim: images of {h}×{w} px are smaller than the {SSIM_WINDOW}×{SSIM_WINDOW} window")
-    x = (pred.float().reshape(-1, c, h, w) + 1) / 2  # (B·T, C, H, W) in [0, 1]
-    y = (target.float().reshape(-1, c, h, w) + 1) / 2
+    # float64: σ² = E[x²] − μ² cancels catastrophically in float32 next to C2 = 9e-4
+    x = (pred.double().reshape(-1, c, h, w) + 1) / 2  # (B·T, C, H, W) in [0, 1]
+    y = (target.double().reshape(-1, c, h, w) + 1) / 2
     window = _gaussian_window(SSIM_WINDOW, SSIM_SIGMA, c, x.dtype, x.device)
     c1, c2 = SSIM_K1**2, SSIM_K2**2  # (K · data range)², data range 1
 
@@ -72,7 +73,7 @@ def ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     var_y = blur(y * y) - mu_y**2
     cov = blur(x * y) - mu_x * mu_y
     ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
-    return ssim_map.reshape(b, -1).mean(1)  # (B,)
+    return ssim_map.reshape(b, -1).mean(1).float()  # (B,)
 
 
 # ---------------------------------------------------------------------------------------------- Fréchet

@@ -15,7 +15,7 @@ from shapely.geometry.base import BaseGeometry
 from shapely.ops import unary_union
 from shapely.prepared import prep
 
-from reworld.data.synth.geometry import Path, connect, curve_with_peak, straight, wrap_angle
+from reworld.data.synth.geometry import Path, concat, connect, curve_with_peak, straight, wrap_angle
 from reworld.data.synth.params import SynthParams
 
 # labels of the top-down ground texture
@@ -74,8 +74,6 @@ class Layout:
 
 
 def route_path(layout: Layout, lane_ids: list[str]) -> Path:
-    from reworld.data.synth.geometry import concat
-
     return concat(*[layout.lanes[i].path for i in lane_ids])
 
 
@@ -143,8 +141,6 @@ def build_road(rng: np.random.Generator, p: SynthParams, curved: bool) -> Layout
             if max(abs(ex), abs(ey)) < 470.0:
                 break
             tail -= 10.0
-        from reworld.data.synth.geometry import concat
-
         ref = concat(a, c, straight(x, y, h, tail))
     else:
         ref = straight(-330.0, 0.0, 0.0, 660.0)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from reworld.data.synth.layout import ASPHALT, GRASS, SIDEWALK, WHITE, YELLOW, Layout
+from reworld.data.synth.layout import ASPHALT, GRASS, SIDEWALK, Layout
 from reworld.data.synth.params import SynthParams
 from reworld.data.synth.traffic import Track
 

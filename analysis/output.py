@@ -1,0 +1,44 @@
+"""Writing figures (self-contained offline HTML) and numbers (strict JSON) for the CLI and the app."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def to_jsonable(value: Any) -> Any:
+    """Plain JSON types; NaN and ±inf become null (strict JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return to_jsonable(value.tolist())
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, (np.integer, int)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    return value
+
+
+def write_json(data: Any, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(to_jsonable(data), indent=2, allow_nan=False))
+    return path
+
+
+def write_figure(fig, path: str | Path, self_contained: bool = False) -> Path:
+    """Write a plotly figure as HTML that opens without internet: plotly.js goes into the same folder
+    (`plotly.min.js`, shared by every figure there) or, with `self_contained`, into the file itself.
+    A CDN link is never used: viewers of these files are offline too."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.write_html(str(path), include_plotlyjs=True if self_contained else "directory", full_html=True)
+    return path

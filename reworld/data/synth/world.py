@@ -1,0 +1,121 @@
+"""`generate_world`: lay out, simulate, render and write every scene of the synthetic world."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import time
+from collections import Counter
+from pathlib import Path as FsPath
+from typing import Callable
+
+import numpy as np
+import shapely
+
+from reworld.data.synth.geometry import box_corners
+from reworld.data.synth.layout import Layout, build_junction, build_road
+from reworld.data.synth.params import GENERATOR_VERSION, MAP_LOCATION, SynthParams
+from reworld.data.synth.render import SceneRenderer, make_camera, random_lighting
+from reworld.data.synth.traffic import simulate_scene
+from reworld.data.synth.writer import CHANNEL, MapWriter, TableWriter, write_map_mask
+
+# layouts repeat in this order; junction scenes take the commands in turn, so any world of three or more
+# scenes has left and right turns, and any of five or more has all three commands
+KIND_CYCLE = ("junction4", "junction3", "straight", "junction4", "curve", "junction3")
+JUNCTION_COMMANDS = ("left", "right", "straight")
+
+
+def plan_scenes(num_scenes: int) -> list[tuple[str, str]]:
+    """(layout kind, route command) of each scene."""
+    plan, n_junction = [], 0
+    for i in range(num_scenes):
+        kind = KIND_CYCLE[i % len(KIND_CYCLE)]
+        if kind.startswith("junction"):
+            plan.append((kind, JUNCTION_COMMANDS[n_junction % 3]))
+            n_junction += 1
+        else:
+            plan.append((kind, "straight"))
+    return plan
+
+
+def build_layout(rng: np.random.Generator, kind: str, command: str, p: SynthParams) -> Layout:
+    if kind in ("straight", "curve"):
+        return build_road(rng, p, curved=kind == "curve")
+    return build_junction(rng, p, four_way=kind == "junction4", command=command)
+
+
+def scene_offset(idx: int, p: SynthParams) -> np.ndarray:
+    """Where scene idx's local origin lies on the shared map (its own square, never overlapping)."""
+    return np.array([(idx + 0.5) * p.scene_spacing, 0.5 * p.scene_spacing])
+
+
+def generate_world(out_dir: str | FsPath, num_scenes: int = 24, seed: int = 0, version: str = "v1.0-synth",
+                   image_size: tuple[int, int] = (128, 256), progress: Callable[[int, int], None] | None = None,
+                   scene_seconds: float | None = None, params: SynthParams | None = None) -> dict:
+    """Write a nuScenes-format synthetic world to out_dir and return a summary.
+
+    image_size is (height, width) in pixels. The same seed gives byte-identical tables and images.
+    """
+    p = params or SynthParams()
+    if scene_seconds is not None:
+        p = dataclasses.replace(p, scene_seconds=float(scene_seconds))
+    if num_scenes < 1:
+        raise ValueError(f"num_scenes must be at least 1, got {num_scenes}")
+    if len(image_size) != 2 or min(image_size) < 16:
+        raise ValueError(f"image_size must be (height, width) of at least 16 px, got {image_size}")
+    n_samples = int(round(p.scene_seconds * p.sweep_hz / p.keyframe_every)) + 1
+    if n_samples < 2:
+        raise ValueError(f"scene_seconds={p.scene_seconds} is shorter than one key-frame interval")
+    n_frames = (n_samples - 1) * p.keyframe_every + 1
+    root = FsPath(out_dir)
+    for stale in (root / version, root / "samples" / CHANNEL, root / "sweeps" / CHANNEL):
+        if stale.exists():
+            shutil.rmtree(stale)
+    for folder in ("samples", "sweeps"):
+        (root / folder / CHANNEL).mkdir(parents=True, exist_ok=True)
+
+    t_start = time.perf_counter()
+    cam = make_camera(p, tuple(image_size))
+    tables, maps = TableWriter(seed), MapWriter(seed, p)
+    placed, meta_scenes = [], []
+    counts = Counter()
+    for idx, (kind, command) in enumerate(plan_scenes(num_scenes)):
+        rng = np.random.default_rng([seed, idx])
+        layout = build_layout(rng, kind, command, p)
+        tracks = simulate_scene(rng, layout, p, n_frames)
+        _check_ego_on_road(layout, tracks[0], p, idx)
+        offset = scene_offset(idx, p)
+        name = f"scene-{idx:04d}"
+        info = tables.add_scene(idx, name, f"synthetic {layout.kind}, {layout.command}", tracks, offset,
+                                cam.intrinsic(), p, tuple(image_size))
+        renderer = SceneRenderer(layout, tracks, cam, random_lighting(rng), p, rng)
+        for k, fname in enumerate(info["files"]):
+            renderer.render(k).save(root / fname, quality=p.jpeg_quality)
+        maps.add_layout(idx, layout, offset)
+        placed.append((layout, offset))
+        counts["samples"] += info["samples"]
+        counts["sweeps"] += info["sweeps"]
+        counts["annotations"] += info["annotations"]
+        meta_scenes.append({"name": name, "token": info["token"], "layout": layout.kind, "command": layout.command,
+                            "route": layout.ego_route, "map_offset": offset.tolist(),
+                            "lanes_each_way": len(layout.roads[0].fwd), "agents": len(tracks) - 1})
+        if progress is not None:
+            progress(idx + 1, num_scenes)
+    canvas = (num_scenes * p.scene_spacing, p.scene_spacing)
+    mask = write_map_mask(root, seed, placed, canvas)
+    tables.write(root, version, mask)
+    maps.write(root, canvas)
+    meta = {"generator": GENERATOR_VERSION, "seed": seed, "num_scenes": num_scenes, "version": version,
+            "map_location": MAP_LOCATION, "image_size": list(image_size), "scene_seconds": p.scene_seconds,
+            "scenes": meta_scenes}
+    (root / "synth_meta.json").write_text(json.dumps(meta, indent=1))
+    return {"scenes": num_scenes, "samples": counts["samples"], "sweeps": counts["sweeps"],
+            "annotations": counts["annotations"], "layouts": dict(Counter(s["layout"] for s in meta_scenes)),
+            "commands": dict(Counter(s["command"] for s in meta_scenes)),
+            "seconds": round(time.perf_counter() - t_start, 2)}
+
+
+def _check_ego_on_road(layout: Layout, ego, p: SynthParams, idx: int) -> None:
+    corners = box_corners(ego.xy[:, 0], ego.xy[:, 1], ego.yaw, p.ego_length, p.ego_width).reshape(-1, 2)
+    if not shapely.contains_xy(layout.drivable, corners[:, 0], corners[:, 1]).all():
+        raise RuntimeError(f"scene {idx}: the ego's box leaves the drivable area (generator bug)")
