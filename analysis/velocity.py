@@ -105,8 +105,9 @@ def report_from_records(records, final_latents, *, scene_name: str = "", sample_
     previews: dict[str, list] = {}
     for r in records:
         v_f = r.v_final
+        v_f64 = _numpy(v_f).astype(np.float64)
         cos.append([cosine_similarity(r.v_heads[b], v_f).mean() for b in blocks])
-        diff.append([rms(v_f - r.v_heads[b]).mean() for b in blocks])
+        diff.append([rms(v_f64 - _numpy(r.v_heads[b])).mean() for b in blocks])
         head.append([rms(r.v_heads[b]).mean() for b in blocks])
         final.append(rms(v_f).mean())
         path.append(_numpy(r.x0_final + r.sigma * v_f)[0].reshape(-1))  # x_t = x0_f + σ v_f, first sample

@@ -88,7 +88,8 @@ class LossConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     seed: int = 0
-    batch_size: int = 4
+    batch_size: int = 4  # clips per step in stages vae / video / joint
+    action_batch_size: int = 32  # clips per step in stage action (cached features make steps cheap)
     lr: float = 3e-4
     lr_video_joint: float = 2e-5  # Video DiT learning rate in stage 3
     weight_decay: float = 0.0

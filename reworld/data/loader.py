@@ -343,16 +343,32 @@ class NuScenesClips(torch.utils.data.Dataset):
 
         end = min(track.t[-1], t0 + 2 * self.cfg.horizon_s)
         xy, _ = track.at(np.arange(t0, end + 1e-6, 0.25))
+        cache: dict[str, np.ndarray] = {}
+
+        def lane_points(token: str) -> np.ndarray:
+            if token not in cache:
+                cache[token] = np.array(discretize_lane(nmap.get_arcline_path(token), resolution_meters=0.5))[:, :2]
+            return cache[token]
+
+        def distance(token: str, p: np.ndarray) -> float:
+            return float(np.min(np.linalg.norm(lane_points(token) - p, axis=1)))
+
+        # Follow the lane graph: stay on the current lane while the path is on it, then take the successor
+        # nearest the path. Only with no usable successor fall back to the closest lane, whose ties at a
+        # junction entrance (all connectors start at one point) say nothing about the route.
         lanes: list[str] = []
-        for px, py in xy:
-            token = nmap.get_closest_lane(float(px), float(py), radius=4.0)
-            if token and (not lanes or lanes[-1] != token) and token not in lanes:
-                lanes.append(token)
-        points = []
-        for token in lanes:
-            path = nmap.get_arcline_path(token)
-            pts = np.array(discretize_lane(path, resolution_meters=0.5))[:, :2]
-            points.append(pts)
+        tol = 1.0  # [m]
+        for p in xy:
+            if lanes and distance(lanes[-1], p) <= tol:
+                continue
+            outgoing = nmap.connectivity.get(lanes[-1], {}).get("outgoing", []) if lanes else []
+            outgoing = [t for t in outgoing if t in nmap.arcline_path_3]
+            best = min(outgoing, key=lambda t: distance(t, p)) if outgoing else ""
+            if not best or distance(best, p) > tol:
+                best = nmap.get_closest_lane(float(p[0]), float(p[1]), radius=4.0)
+            if best and best not in lanes:
+                lanes.append(best)
+        points = [lane_points(token) for token in lanes]
         if not points:
             return np.zeros((0, 2))
         line = to_ego_frame(np.concatenate(points), origin, yaw0)

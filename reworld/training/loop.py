@@ -40,6 +40,7 @@ class StageSpec:
     export_fn: Callable[[], None] | None = None  # write the final models into the run folder
     load_fn: Callable[[Path], None] | None = None  # restore models from a checkpoint folder
     meta: dict = field(default_factory=dict)
+    batch_size: int | None = None  # overrides train.batch_size
 
 
 def global_batch(num_items: int, batch_size: int, seed: int, step: int) -> np.ndarray:
@@ -106,8 +107,9 @@ def run(spec: StageSpec, config: Config, out: Path, max_steps: int, resume: bool
     out = Path(out)
     rank, world = accelerator.process_index, accelerator.num_processes
     main = accelerator.is_main_process
-    if tcfg.batch_size % world:
-        raise TrainingError(f"batch_size {tcfg.batch_size} must divide by the number of processes {world}")
+    batch_size = spec.batch_size or tcfg.batch_size
+    if batch_size % world:
+        raise TrainingError(f"batch size {batch_size} must divide by the number of processes {world}")
     if main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(config_to_dict(config), indent=2))
@@ -138,7 +140,7 @@ def run(spec: StageSpec, config: Config, out: Path, max_steps: int, resume: bool
     for step in range(start, max_steps):
         for m in trained:
             m.train()
-        idx = global_batch(spec.num_items, tcfg.batch_size, tcfg.seed, step)[rank::world]
+        idx = global_batch(spec.num_items, batch_size, tcfg.seed, step)[rank::world]
         terms = spec.step_fn(idx, step_generator(tcfg.seed, step, rank, world))
         bad = [k for k, v in terms.items() if not torch.isfinite(v.detach()).all()]
         if bad:

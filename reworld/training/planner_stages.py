@@ -262,4 +262,5 @@ def planner_stage(stage: str, config: Config, out: Path, device, vae_path: str |
     meta = {"lambda_align": lcfg.lambda_align, "lambda_hn": lcfg.lambda_hn}
     if negatives is not None:
         meta["negatives"] = negatives.counts
-    return StageSpec(stage, models, params, len(train), step_fn, validate, export, load, meta)
+    return StageSpec(stage, models, params, len(train), step_fn, validate, export, load, meta,
+                     batch_size=config.train.action_batch_size if stage == "action" else None)

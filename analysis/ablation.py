@@ -1,0 +1,310 @@
+"""Ablation results: training curves and metric tables from CSV, overlays, steps to reach a target.
+
+Two CSV formats (header row required, extra columns ignored):
+
+**Training curves** (long / tidy: one row per logged value)::
+
+    step,run,seed,metric,value
+    0,vanilla,0,val/loss_fm,0.91
+    500,vanilla,0,val/loss_fm,0.42
+    0,reworld,0,val/loss_fm,0.90
+    ...
+
+`step`: integer optimiser step (≥ 0); `run`: ablation arm (e.g. vanilla, +IG, +align, +hn, full);
+`seed`: integer training seed (curves of one run over several seeds are averaged); `metric`: any name
+(loss terms, val PDMS, …); `value`: a finite number. `curves_from_run_logs` converts the run folders that
+`python -m reworld train` writes (`logs/<stage>.csv`: step, kind, time, name, value) into this format.
+
+**Metric tables** (wide: one row per run and seed)::
+
+    run,seed,pdms,nc,dac,l2_3s
+    vanilla,0,0.81,0.97,0.92,1.21
+    reworld,0,0.86,0.98,0.95,1.02
+
+`run` is required, `seed` optional; every other column is a numeric metric.
+
+`read_ablation_csv` tells the two apart (curves have step, metric and value columns).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+CURVE_COLUMNS = ("step", "run", "seed", "metric", "value")
+RUN_COLORS = ("#7f7f7f", "#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
+
+
+class AblationFormatError(ValueError):
+    """A CSV that does not follow the documented format; the message names the file and the problem."""
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _read_csv(path: str | Path) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"CSV not found: {path}")
+    try:
+        df = pd.read_csv(path)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise AblationFormatError(f"{path}: not a readable CSV ({str(e).splitlines()[0]})") from None
+    df.columns = [str(c).strip() for c in df.columns]
+    if df.empty:
+        raise AblationFormatError(f"{path}: no rows")
+    return df
+
+
+def _numeric(df: pd.DataFrame, column: str, where: str, integer: bool = False) -> pd.Series:
+    values = pd.to_numeric(df[column], errors="coerce")
+    bad = values.isna() | ~np.isfinite(values.astype(float))
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise AblationFormatError(f"{where}: column {column!r} row {row + 1}: expected a finite number, "
+                                  f"got {df[column].iloc[row]!r}")
+    if integer:
+        if (values != values.round()).any():
+            raise AblationFormatError(f"{where}: column {column!r} must hold integers")
+        return values.astype(np.int64)
+    return values.astype(np.float64)
+
+
+def validate_curves(df: pd.DataFrame, where: str = "curves") -> pd.DataFrame:
+    """A clean copy (typed, sorted by run, metric, seed, step) of a long-format curves frame."""
+    missing = [c for c in CURVE_COLUMNS if c not in df.columns]
+    if missing:
+        raise AblationFormatError(f"{where}: missing column(s) {missing}; training curves need columns "
+                                  f"{list(CURVE_COLUMNS)}")
+    out = pd.DataFrame({
+        "step": _numeric(df, "step", where, integer=True), "run": df["run"].astype(str),
+        "seed": _numeric(df, "seed", where, integer=True), "metric": df["metric"].astype(str),
+        "value": _numeric(df, "value", where),
+    })
+    if (out["step"] < 0).any():
+        raise AblationFormatError(f"{where}: steps must be ≥ 0")
+    dup = out.duplicated(["run", "seed", "metric", "step"])
+    if dup.any():
+        r = out[dup].iloc[0]
+        raise AblationFormatError(f"{where}: duplicate rows for run {r.run!r}, seed {r.seed}, metric {r.metric!r}, "
+                                  f"step {r.step}")
+    return out.sort_values(["run", "metric", "seed", "step"], kind="stable").reset_index(drop=True)
+
+
+def read_curves(path: str | Path) -> pd.DataFrame:
+    return validate_curves(_read_csv(path), str(path))
+
+
+def validate_metric_table(df: pd.DataFrame, where: str = "table") -> pd.DataFrame:
+    if "run" not in df.columns:
+        raise AblationFormatError(f"{where}: missing column 'run'; metric tables need run[, seed], metric columns")
+    metrics = [c for c in df.columns if c not in ("run", "seed")]
+    if not metrics:
+        raise AblationFormatError(f"{where}: no metric columns besides run/seed")
+    out = pd.DataFrame({"run": df["run"].astype(str)})
+    out["seed"] = _numeric(df, "seed", where, integer=True) if "seed" in df.columns else 0
+    for m in metrics:
+        out[m] = _numeric(df, m, where)
+    return out
+
+
+def read_metric_table(path: str | Path) -> pd.DataFrame:
+    return validate_metric_table(_read_csv(path), str(path))
+
+
+def read_ablation_csv(path: str | Path) -> tuple[str, pd.DataFrame]:
+    """("curves", frame) or ("table", frame), by the columns present."""
+    df = _read_csv(path)
+    if {"step", "metric", "value"} <= set(df.columns):
+        return "curves", validate_curves(df, str(path))
+    if "run" in df.columns:
+        return "table", validate_metric_table(df, str(path))
+    raise AblationFormatError(f"{path}: neither training curves (columns {list(CURVE_COLUMNS)}) nor a metric table "
+                              f"(a 'run' column and metric columns); got columns {list(df.columns)}")
+
+
+def curves_from_run_logs(run_dir: str | Path, run: str, seed: int = 0, kinds: tuple[str, ...] = ("train", "val"),
+                         ) -> pd.DataFrame:
+    """Training curves of one run folder (`logs/<stage>.csv` as written by `reworld train`): metric names
+    become `<stage>/<kind>/<name>`."""
+    logs = sorted((Path(run_dir) / "logs").glob("*.csv"))
+    if not logs:
+        raise FileNotFoundError(f"no training logs in {Path(run_dir) / 'logs'}")
+    frames = []
+    for path in logs:
+        df = _read_csv(path)
+        missing = [c for c in ("step", "kind", "name", "value") if c not in df.columns]
+        if missing:
+            raise AblationFormatError(f"{path}: missing column(s) {missing} of a training log")
+        df = df[df["kind"].astype(str).isin(kinds)]
+        frames.append(pd.DataFrame({"step": df["step"], "run": run, "seed": seed,
+                                    "metric": path.stem + "/" + df["kind"].astype(str) + "/" + df["name"].astype(str),
+                                    "value": df["value"]}))
+    out = pd.concat(frames, ignore_index=True)
+    # a resumed run may log a step twice; the later row is the one that counts
+    out = out.drop_duplicates(["run", "seed", "metric", "step"], keep="last")
+    return validate_curves(out, str(run_dir))
+
+
+# --------------------------------------------------------------------------- numbers
+
+
+def _steps_values(curve) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(curve, pd.DataFrame):
+        if not {"step", "value"} <= set(curve.columns):
+            raise ValueError("steps_to_reach: a DataFrame curve needs 'step' and 'value' columns")
+        steps, values = curve["step"].to_numpy(), curve["value"].to_numpy()
+    elif isinstance(curve, pd.Series):
+        steps, values = curve.index.to_numpy(), curve.to_numpy()
+    else:
+        steps, values = (np.asarray(a) for a in curve)
+    steps, values = np.asarray(steps, dtype=np.float64), np.asarray(values, dtype=np.float64)
+    if steps.shape != values.shape or steps.ndim != 1:
+        raise ValueError(f"steps_to_reach: steps and values must be 1-D of one length, got {steps.shape}, "
+                         f"{values.shape}")
+    order = np.argsort(steps, kind="stable")
+    return steps[order], values[order]
+
+
+def steps_to_reach(curve, target: float, mode: str = "min", smooth: int = 1) -> float:
+    """The first step at which a curve reaches `target`: value ≤ target for mode "min" (a loss going
+    down), value ≥ target for mode "max" (an accuracy/PDMS going up). NaN if it never does.
+
+    curve: a DataFrame with step and value columns, a Series indexed by step, or (steps, values).
+    smooth: trailing moving average over this many logged points first (uses no future values), so a
+    single noisy dip does not count as reaching the target."""
+    if mode not in ("min", "max"):
+        raise ValueError(f"steps_to_reach: mode must be 'min' or 'max', got {mode!r}")
+    if not isinstance(smooth, (int, np.integer)) or smooth < 1:
+        raise ValueError(f"steps_to_reach: smooth must be an integer ≥ 1, got {smooth!r}")
+    steps, values = _steps_values(curve)
+    if len(values) == 0:
+        return math.nan
+    if smooth > 1:
+        values = pd.Series(values).rolling(smooth, min_periods=1).mean().to_numpy()
+    hit = values <= target if mode == "min" else values >= target
+    idx = np.flatnonzero(hit)
+    return float(steps[idx[0]]) if len(idx) else math.nan
+
+
+def parse_target(text: str) -> tuple[str, float, str]:
+    """'val/loss<=0.2' → ('val/loss', 0.2, 'min'); 'pdms>=0.8' → ('pdms', 0.8, 'max'); 'x=0.1' means ≤."""
+    for op, mode in (("<=", "min"), (">=", "max"), ("=", "min")):
+        if op in text:
+            name, _, value = text.rpartition(op)
+            try:
+                return name.strip(), float(value), mode
+            except ValueError:
+                break
+    raise ValueError(f"target {text!r}: expected METRIC<=VALUE, METRIC>=VALUE or METRIC=VALUE (meaning ≤)")
+
+
+def curve_stats(df: pd.DataFrame, targets: dict[str, tuple[float, str]] | None = None, smooth: int = 1) -> dict:
+    """Per run and metric: seeds, last step, final value (mean, std over seeds), best value, and for the
+    metrics in `targets` ({metric: (target, mode)}) the steps to reach it per seed and their mean over the
+    seeds that reached it."""
+    targets = targets or {}
+    unknown = sorted(set(targets) - set(df["metric"]))
+    if unknown:
+        raise ValueError(f"target metric(s) {unknown} not in the curves; metrics: {sorted(df['metric'].unique())}")
+    out: dict = {}
+    for (run, metric), g in df.groupby(["run", "metric"], sort=True):
+        finals, bests, reach = [], [], {}
+        mode = targets.get(metric, (None, "min"))[1]
+        for seed, s in g.groupby("seed"):
+            finals.append(s["value"].iloc[-1])
+            bests.append(s["value"].min() if mode == "min" else s["value"].max())
+            if metric in targets:
+                reach[str(seed)] = steps_to_reach(s, targets[metric][0], mode, smooth)
+        entry = {"seeds": int(g["seed"].nunique()), "last_step": int(g["step"].max()),
+                 "final_mean": float(np.mean(finals)), "final_std": float(np.std(finals)),
+                 "best_mean": float(np.mean(bests))}
+        if metric in targets:
+            reached = [v for v in reach.values() if np.isfinite(v)]
+            entry.update(target=targets[metric][0], mode=mode, steps_to_reach=reach,
+                         steps_to_reach_mean=float(np.mean(reached)) if reached else math.nan,
+                         reached=f"{len(reached)}/{len(reach)}")
+        out.setdefault(run, {})[metric] = entry
+    return out
+
+
+def table_summary(df: pd.DataFrame) -> dict:
+    """Per run and metric of a metric table: mean, std (over seeds, ddof 0) and n."""
+    metrics = [c for c in df.columns if c not in ("run", "seed")]
+    out: dict = {}
+    for run, g in df.groupby("run", sort=False):
+        out[run] = {m: {"mean": float(g[m].mean()), "std": float(g[m].std(ddof=0)), "n": int(len(g))}
+                    for m in metrics}
+    return out
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def _mean_over_seeds(g: pd.DataFrame, smooth: int) -> pd.DataFrame:
+    if smooth > 1:
+        g = g.assign(value=g.groupby("seed")["value"].transform(lambda v: v.rolling(smooth, min_periods=1).mean()))
+    return g.groupby("step")["value"].agg(["mean", "std", "count"]).reset_index().fillna({"std": 0.0})
+
+
+def curves_figure(df: pd.DataFrame, metrics: list[str] | None = None, smooth: int = 1,
+                  targets: dict[str, tuple[float, str]] | None = None, log_y: bool = False) -> go.Figure:
+    """One panel per metric, one colour per run: mean over seeds with a ±std band where there are ≥ 2
+    seeds; dotted lines at the targets."""
+    metrics = list(metrics) if metrics else sorted(df["metric"].unique())
+    unknown = sorted(set(metrics) - set(df["metric"]))
+    if unknown:
+        raise ValueError(f"metric(s) {unknown} not in the curves; metrics: {sorted(df['metric'].unique())}")
+    runs = list(dict.fromkeys(df["run"]))
+    fig = make_subplots(rows=len(metrics), cols=1, subplot_titles=metrics, shared_xaxes=True,
+                        vertical_spacing=min(0.08, 0.3 / max(len(metrics), 1)))
+    for row, metric in enumerate(metrics, start=1):
+        for i, run in enumerate(runs):
+            g = df[(df["run"] == run) & (df["metric"] == metric)]
+            if g.empty:
+                continue
+            m = _mean_over_seeds(g, smooth)
+            color = RUN_COLORS[i % len(RUN_COLORS)]
+            seeds = g["seed"].nunique()
+            if seeds > 1:
+                x = m["step"].to_numpy()
+                fig.add_trace(go.Scatter(
+                    x=np.concatenate([x, x[::-1]]),
+                    y=np.concatenate([m["mean"] + m["std"], (m["mean"] - m["std"])[::-1]]),
+                    fill="toself", fillcolor=color, opacity=0.2, line=dict(width=0), hoverinfo="skip",
+                    showlegend=False, legendgroup=run), row=row, col=1)
+            fig.add_trace(go.Scatter(x=m["step"], y=m["mean"], mode="lines", line=dict(color=color),
+                                     name=f"{run} ({seeds} seed{'s' if seeds > 1 else ''})", legendgroup=run,
+                                     showlegend=row == 1,
+                                     hovertemplate=f"{run}<br>step %{{x}}: %{{y:.4g}}<extra></extra>"), row=row, col=1)
+        if targets and metric in targets:
+            fig.add_hline(y=targets[metric][0], line_dash="dot", line_color="#444444", row=row, col=1,
+                          annotation_text=f"target {targets[metric][0]:g}")
+    fig.update_xaxes(title_text="step", row=len(metrics), col=1)
+    if log_y:
+        fig.update_yaxes(type="log")
+    fig.update_layout(title="Training curves" + (f" (moving average over {smooth})" if smooth > 1 else ""),
+                      height=max(360, 260 * len(metrics)))
+    return fig
+
+
+def table_figure(df: pd.DataFrame, metrics: list[str] | None = None) -> go.Figure:
+    """Grouped bars: metrics on the x axis, one colour per run, ±std over seeds."""
+    summary = table_summary(df)
+    available = [c for c in df.columns if c not in ("run", "seed")]
+    metrics = list(metrics) if metrics else available
+    unknown = sorted(set(metrics) - set(available))
+    if unknown:
+        raise ValueError(f"metric(s) {unknown} not in the table; metrics: {available}")
+    fig = go.Figure()
+    for i, (run, values) in enumerate(summary.items()):
+        fig.add_trace(go.Bar(x=metrics, y=[values[m]["mean"] for m in metrics], name=run,
+                             marker_color=RUN_COLORS[i % len(RUN_COLORS)],
+                             error_y=dict(type="data", array=[values[m]["std"] for m in metrics]),
+                             text=[f"{values[m]['mean']:.3g}" for m in metrics], textposition="outside"))
+    fig.update_layout(barmode="group", title="Ablation metrics (mean ± std over seeds)", height=450)
+    return fig

@@ -1,0 +1,267 @@
+"""`python -m analysis velocity|embedding|ablation …`: every figure to HTML (offline), every number to JSON.
+
+    python -m analysis velocity  --checkpoint RUN [--dataroot D --version V] [--split val --clips 4
+                                 --steps 20 --guidance 1.4 --seed 0] --out DIR
+    python -m analysis embedding --checkpoint VANILLA [--checkpoint REWORLD] [--label vanilla --label ReWorld]
+                                 [--clips 32 --k 8 --block B --sigma 0 --n-components 2] --out DIR
+    python -m analysis ablation  --csv curves.csv [--csv table.csv] [--target 'val/loss<=0.2'] --out DIR
+
+HTML files load plotly.js from `plotly.min.js` beside them (written once per folder; no CDN, viewers
+may be offline); `--self-contained` embeds it in every file instead. A user's mistake (a missing
+checkpoint or CSV, a malformed file, too few points) prints one `error: …` line and exits 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .output import write_figure, write_json
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from reworld.models.layers import CheckpointError
+
+    return (CheckpointError, FileNotFoundError, ValueError)  # DatasetError, ConfigError, … are ValueErrors
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _resolve_dataroot(path: str) -> str:
+    p = Path(path)
+    return str(p if p.is_absolute() or p.exists() else REPO_ROOT / p)
+
+
+def _pipeline(path: str, device: str | None, require_planner: bool = False):
+    from reworld.pipelines import WorldActionPipeline
+
+    return WorldActionPipeline.from_pretrained(path, device=device, require_planner=require_planner)
+
+
+def load_clips(data_cfg, split: str, n: int, geometry: bool, dataroot: str | None = None,
+               version: str | None = None) -> list:
+    """`n` clips spread evenly over the split (index order: scenes by name, then time)."""
+    from reworld.data.loader import NuScenesClips
+
+    if n < 1:
+        raise ValueError(f"--clips must be ≥ 1, got {n}")
+    ds = NuScenesClips(data_cfg, split, geometry=geometry, dataroot=_resolve_dataroot(dataroot or data_cfg.dataroot),
+                       version=version)
+    if len(ds) == 0:
+        raise ValueError(f"no clips in split {split!r} of {ds.root}")
+    idx = sorted({int(round(i)) for i in np.linspace(0, len(ds) - 1, min(n, len(ds)))})
+    return [ds[i] for i in idx]
+
+
+# --------------------------------------------------------------------------- velocity
+
+
+def cmd_velocity(args) -> int:
+    from PIL import Image
+
+    from . import velocity as V
+
+    out = Path(args.out)
+    pipe = _pipeline(args.checkpoint, args.device)
+    clips = load_clips(pipe.config.data, args.split, args.clips, geometry=False, dataroot=args.dataroot,
+                       version=args.version)
+    _log(f"velocity: {len(clips)} clip(s), {args.steps} steps, w = {args.guidance:g} on {pipe.device}")
+    t0 = time.perf_counter()
+    reports = []
+    for i, clip in enumerate(clips):
+        reports.append(V.velocity_discrepancy(pipe, clip, args.steps, args.guidance, args.seed,
+                                              decode_previews=i == 0))
+        _log(f"  clip {i + 1}/{len(clips)} {clip.scene_name} {clip.sample_token[:8]}")
+    summary = V.summarize(reports)
+    first = reports[0]
+    plain = V.velocity_discrepancy(pipe, clips[0], args.steps, 1.0, args.seed, decode_previews=False)
+    comparison = V.guidance_comparison(first, plain)
+    kw = dict(self_contained=args.self_contained)
+    files = [
+        write_figure(V.cosine_heatmap(summary, "cosine"), out / "velocity_cosine_heatmap.html", **kw),
+        write_figure(V.cosine_heatmap(summary, "diff_rms"), out / "velocity_diff_heatmap.html", **kw),
+        write_figure(V.discrepancy_curves(summary), out / "velocity_curves.html", **kw),
+        write_figure(V.preview_strip_figure(first), out / "velocity_previews.html", **kw),
+        write_figure(V.guidance_figure(comparison), out / "velocity_guidance.html", **kw),
+    ]
+    strip = out / "velocity_previews.png"
+    Image.fromarray(V.preview_strip(first)).save(strip)
+    files.append(strip)
+    numbers = {"checkpoint": str(Path(args.checkpoint).resolve()), "split": args.split, "device": str(pipe.device),
+               "seconds": time.perf_counter() - t0, "summary": summary.to_dict(),
+               "clips": [r.to_dict() for r in reports], "guidance_comparison": comparison.to_dict(),
+               "preview_columns": V.preview_columns(first)}
+    files.append(write_json(numbers, out / "velocity.json"))
+    _print_files(files)
+    return 0
+
+
+# --------------------------------------------------------------------------- embedding
+
+
+def cmd_embedding(args) -> int:
+    from . import representations as R
+
+    out = Path(args.out)
+    labels = args.label or []
+    if labels and len(labels) != len(args.checkpoint):
+        raise ValueError(f"give one --label per --checkpoint ({len(args.checkpoint)}), got {len(labels)}")
+    if not labels:
+        labels = [Path(c).resolve().name for c in args.checkpoint]
+        if len(set(labels)) != len(labels):
+            labels = [f"{name} ({i + 1})" for i, name in enumerate(labels)]
+    for path in args.checkpoint:  # fail before any slow work
+        if not Path(path).is_dir():
+            from reworld.models.layers import CheckpointError
+
+            raise CheckpointError(f"checkpoint folder not found: {path}")
+    cache_dir = Path(args.cache_dir) if args.cache_dir else out / "cache"
+    clips, clips_data = None, None
+    files, numbers, separations = [], {"checkpoints": {}}, {}
+    for label, path in zip(labels, args.checkpoint):
+        t0 = time.perf_counter()
+        pipe = _pipeline(path, args.device, require_planner=True)
+        if clips is None or pipe.config.data != clips_data:  # same clips for every checkpoint when they fit
+            clips = load_clips(pipe.config.data, args.split, args.clips, geometry=True, dataroot=args.dataroot,
+                               version=args.version)
+            clips_data = pipe.config.data
+        _log(f"embedding [{label}]: features of {len(clips)} clip(s) × (expert + ≤{args.k} hard negatives)")
+        fs = R.collect_features(pipe, clips, k=args.k, block=args.block, sigma=args.sigma, seed=args.seed,
+                                callback=lambda i, n: _log(f"  clip {i}/{n}"))
+        del pipe
+        slug = _slug(label)
+        fs.save(out / f"features_{slug}")
+        key = f"{Path(path).resolve()}|block={args.block}|sigma={args.sigma}|split={args.split}"
+        coords = R.umap_embedding(fs.feats, n_components=args.n_components, random_state=args.seed,
+                                  n_neighbors=args.n_neighbors, cache_dir=cache_dir, cache_key=key)
+        sep = R.separation_metrics(fs.feats, fs.labels, folds=args.folds, seed=args.seed)
+        separations[label] = sep
+        block = args.block if args.block is not None else "align"
+        title = f"UMAP of Action DiT features — {label} (block {block}, σ = {args.sigma:g}; " \
+                f"probe AUC {sep.probe_auc:.3f})"
+        files.append(write_figure(R.embedding_figure(coords, fs.labels, fs.meta, title),
+                                  out / f"embedding_{slug}.html", self_contained=args.self_contained))
+        numbers["checkpoints"][label] = {
+            "path": str(Path(path).resolve()), "points": len(fs.labels), "counts": fs.counts,
+            "feature_dim": int(fs.feats.shape[1]), "separation": sep.to_dict(), "seconds": time.perf_counter() - t0,
+            "umap": {"n_components": args.n_components, "n_neighbors": args.n_neighbors, "random_state": args.seed,
+                     "coords": coords},
+        }
+    numbers.update(split=args.split, clips=len(clips), k=args.k, block=args.block, sigma=args.sigma, seed=args.seed)
+    files.append(write_figure(R.separation_figure(separations), out / "separation.html",
+                              self_contained=args.self_contained))
+    files.append(write_json(numbers, out / "embedding.json"))
+    _print_files(files)
+    return 0
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text) or "checkpoint"
+
+
+# --------------------------------------------------------------------------- ablation
+
+
+def cmd_ablation(args) -> int:
+    from . import ablation as A
+
+    out = Path(args.out)
+    targets: dict[str, tuple[float, str]] = {}
+    for text in args.target or []:
+        name, value, mode = A.parse_target(text)
+        targets[name] = (value, mode)
+    stems = [Path(p).stem for p in args.csv]
+    names = [stem if stems.count(stem) == 1 else f"{stem}_{i}" for i, stem in enumerate(stems)]
+    loaded = [A.read_ablation_csv(path) for path in args.csv]  # every file checked before anything is written
+    curve_metrics = {m for kind, df in loaded if kind == "curves" for m in df["metric"]}
+    missing = sorted(set(targets) - curve_metrics)
+    if missing:
+        raise ValueError(f"target metric(s) {missing} are in none of the curve CSVs")
+    files, numbers = [], {"files": {}}
+    for path, name, (kind, df) in zip(args.csv, names, loaded):
+        if kind == "curves":
+            stats = A.curve_stats(df, {m: t for m, t in targets.items() if m in set(df["metric"])}, args.smooth)
+            fig = A.curves_figure(df, args.metric or None, args.smooth, targets, log_y=args.log_y)
+            files.append(write_figure(fig, out / f"{name}_curves.html", self_contained=args.self_contained))
+            numbers["files"][name] = {"path": str(path), "kind": kind, "runs": sorted(df["run"].unique()),
+                                      "metrics": sorted(df["metric"].unique()), "stats": stats}
+        else:
+            files.append(write_figure(A.table_figure(df, args.metric or None), out / f"{name}_table.html",
+                                      self_contained=args.self_contained))
+            numbers["files"][name] = {"path": str(path), "kind": kind, "summary": A.table_summary(df)}
+    numbers["targets"] = {m: {"value": v, "mode": mode} for m, (v, mode) in targets.items()}
+    numbers["smooth"] = args.smooth
+    files.append(write_json(numbers, out / "ablation.json"))
+    _print_files(files)
+    return 0
+
+
+def _print_files(files) -> None:
+    for f in files:
+        print(f)
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m analysis", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(s, clips: int):
+        s.add_argument("--dataroot", help="nuScenes-format root (default: the checkpoint's config)")
+        s.add_argument("--version", help="table folder, e.g. v1.0-synth or v1.0-mini")
+        s.add_argument("--split", default="val", choices=["train", "val", "all"])
+        s.add_argument("--clips", type=int, default=clips, help="clips spread evenly over the split")
+        s.add_argument("--seed", type=int, default=0)
+        s.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+        s.add_argument("--out", required=True, help="output folder (created)")
+        s.add_argument("--self-contained", action="store_true", help="embed plotly.js in every HTML file")
+
+    s = sub.add_parser("velocity", help="intermediate vs final velocity per step and block, x0 previews, guidance")
+    s.add_argument("--checkpoint", required=True, help="run folder or shipped checkpoint")
+    common(s, clips=4)
+    s.add_argument("--steps", type=int, default=20)
+    s.add_argument("--guidance", type=float, default=1.4, help="w of intermediate-supervised guidance")
+    s.set_defaults(func=cmd_velocity)
+
+    s = sub.add_parser("embedding", help="UMAP and separation of experts vs hard negatives (Action DiT features)")
+    s.add_argument("--checkpoint", required=True, action="append", help="repeat to compare (vanilla vs ReWorld)")
+    s.add_argument("--label", action="append", help="name per --checkpoint (default: folder names)")
+    common(s, clips=32)
+    s.add_argument("--k", type=int, default=8, help="hard negatives per clip")
+    s.add_argument("--block", type=int, default=None, help="Action DiT block (default: the alignment block)")
+    s.add_argument("--sigma", type=float, default=0.0, help="noise level of the trajectories (0 = clean)")
+    s.add_argument("--n-components", type=int, default=2, choices=[2, 3])
+    s.add_argument("--n-neighbors", type=int, default=15)
+    s.add_argument("--folds", type=int, default=5, help="cross-validation folds of the separation metrics")
+    s.add_argument("--cache-dir", default=None, help="UMAP cache (default: OUT/cache)")
+    s.set_defaults(func=cmd_embedding)
+
+    s = sub.add_parser("ablation", help="training curves / metric tables from CSV (format: analysis/ablation.py)")
+    s.add_argument("--csv", required=True, action="append", help="curves (step,run,seed,metric,value) or table "
+                                                                  "(run[,seed],metric…); repeatable")
+    s.add_argument("--out", required=True)
+    s.add_argument("--metric", action="append", help="only these metrics (repeatable)")
+    s.add_argument("--target", action="append", help="'METRIC<=VALUE' or 'METRIC>=VALUE': steps to reach it")
+    s.add_argument("--smooth", type=int, default=1, help="trailing moving average over this many points")
+    s.add_argument("--log-y", action="store_true")
+    s.add_argument("--self-contained", action="store_true", help="embed plotly.js in every HTML file")
+    s.set_defaults(func=cmd_ablation)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except _user_errors() as e:
+        print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        return 2

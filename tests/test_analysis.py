@@ -1,0 +1,382 @@
+"""The analysis toolkit: separation metrics, UMAP (seeded, cached, clear errors), velocity discrepancy on a
+tiny untrained pipeline, ablation curves, and the CLI's error path."""
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from analysis import ablation as A
+from analysis import representations as R
+from analysis import velocity as V
+
+STEPS = 3
+
+
+# --------------------------------------------------------------------------- separation metrics
+
+
+def _blobs(n=200, d=16, gap=0.0, seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.array(["expert"] * (n // 4) + ["collision"] * (n - n // 4))
+    x = rng.normal(size=(n, d))
+    x[y == "expert", 0] += gap
+    return x, list(y)
+
+
+def test_probe_auc_is_chance_for_shuffled_labels_and_one_when_separable():
+    x, y = _blobs(n=400, gap=0.0)
+    chance = R.separation_metrics(x, list(np.random.default_rng(1).permutation(y)))
+    assert abs(chance.probe_auc - 0.5) < 0.1, chance
+    assert abs(chance.knn_balanced_accuracy - 0.5) < 0.1
+    x, y = _blobs(n=400, gap=12.0)
+    sep = R.separation_metrics(x, y)
+    assert sep.probe_auc > 0.99 and sep.knn_balanced_accuracy > 0.95 and sep.silhouette > 0.2, sep
+    assert (sep.n_expert, sep.n_negative, sep.folds) == (100, 300, 5)
+    assert sep.per_kind_auc["collision"] > 0.99
+
+
+def test_separation_errors_are_clear():
+    x, y = _blobs(n=40)
+    with pytest.raises(ValueError, match="needs both classes"):
+        R.separation_metrics(x, ["expert"] * 40)
+    with pytest.raises(ValueError, match="at least 2 points per class"):
+        R.separation_metrics(x, ["expert"] + ["ttc"] * 39)
+    with pytest.raises(ValueError, match="40 feature vectors but 39 labels"):
+        R.separation_metrics(x, y[:39])
+    # few experts: the folds shrink to fit instead of failing
+    assert R.separation_metrics(x, ["expert"] * 3 + ["ttc"] * 37).folds == 3
+
+
+# --------------------------------------------------------------------------- UMAP
+
+
+@pytest.fixture(scope="module")
+def small_feats():
+    x, y = _blobs(n=60, d=8, gap=6.0, seed=3)
+    return x.astype(np.float32), y
+
+
+def test_umap_is_reproducible_with_a_seed(small_feats):
+    x, _ = small_feats
+    a = R.umap_embedding(x, random_state=0, n_neighbors=10)  # first call pays numba's JIT
+    b = R.umap_embedding(x, random_state=0, n_neighbors=10)
+    assert a.shape == (60, 2) and np.isfinite(a).all()
+    np.testing.assert_array_equal(a, b)
+    assert R.umap_embedding(x, n_components=3, random_state=0, n_neighbors=10).shape == (60, 3)
+
+
+def test_umap_errors_are_clear(small_feats):
+    x, _ = small_feats
+    with pytest.raises(ValueError, match=r"10 points are too few for n_neighbors=15.*n_neighbors ≤ 9"):
+        R.umap_embedding(x[:10], n_neighbors=15)
+    with pytest.raises(ValueError, match="identical \\(constant features\\)"):
+        R.umap_embedding(np.ones((40, 8)), n_neighbors=5)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        R.umap_embedding(np.where(np.eye(60, 8) > 0, np.nan, x), n_neighbors=5)
+    with pytest.raises(ValueError, match="n_components must be 2 or 3"):
+        R.umap_embedding(x, n_components=4)
+    with pytest.raises(ValueError, match="2-D array"):
+        R.umap_embedding(x[0])
+
+
+def test_umap_cache_returns_the_same_coordinates_without_refitting(small_feats, tmp_path, monkeypatch):
+    x, _ = small_feats
+    first = R.umap_embedding(x, random_state=0, n_neighbors=10, cache_dir=tmp_path, cache_key="ckpt-a|block1")
+    files = list(tmp_path.glob("umap-*.npy"))
+    assert len(files) == 1
+
+    calls = []
+
+    def fake_fit(feats, **params):
+        calls.append(params)
+        return np.zeros((len(feats), params["n_components"]), dtype=np.float32)
+
+    monkeypatch.setattr(R, "_fit_umap", fake_fit)
+    t0 = time.perf_counter()
+    again = R.umap_embedding(x, random_state=0, n_neighbors=10, cache_dir=tmp_path, cache_key="ckpt-a|block1")
+    assert time.perf_counter() - t0 < 1.0 and not calls
+    np.testing.assert_array_equal(first, again)
+    # another checkpoint/layer key, another seed or other features are other entries, fitted anew
+    R.umap_embedding(x, random_state=0, n_neighbors=10, cache_dir=tmp_path, cache_key="ckpt-b|block1")
+    R.umap_embedding(x, random_state=1, n_neighbors=10, cache_dir=tmp_path, cache_key="ckpt-a|block1")
+    R.umap_embedding(x + 1, random_state=0, n_neighbors=10, cache_dir=tmp_path, cache_key="ckpt-a|block1")
+    assert len(calls) == 3 and len(list(tmp_path.glob("umap-*.npy"))) == 4
+
+
+def test_embedding_figures(small_feats):
+    x, y = small_feats
+    meta = [{"scene": f"scene-{i}", "sample_token": "abcdef0123", "summary": "end (20.0, 0.0) m",
+             "pdm": {"nc": 1.0, "dac": 0.0, "ttc": 1.0, "ep": 0.5, "c": 1.0, "pdms": 0.0}, "mean_l2_m": 1.5}
+            for i in range(len(y))]
+    fig = R.embedding_figure(x[:, :2], y, meta)
+    assert [t.name.split(" ")[0] for t in fig.data] == ["expert", "collision"]
+    assert "scene-0" in fig.data[0].text[0] and "DAC 0" in fig.data[0].text[0]
+    assert R.embedding_figure(x[:, :3], y).data[0].type == "scatter3d"
+    reps = {"vanilla": R.separation_metrics(*_blobs(gap=0.0)), "ReWorld": R.separation_metrics(*_blobs(gap=8.0))}
+    bars = R.separation_figure(reps)
+    assert [t.name.split(" ")[0] for t in bars.data] == ["vanilla", "ReWorld"]
+    assert bars.data[1].y[2] > bars.data[0].y[2]  # probe AUC bar
+
+
+# --------------------------------------------------------------------------- velocity (tiny pipeline)
+
+
+def test_cosine_similarity_known_answers():
+    v = torch.randn(3, 8, 1, 4, 8)
+    np.testing.assert_allclose(V.cosine_similarity(v, v), 1.0, atol=1e-12)
+    np.testing.assert_allclose(V.cosine_similarity(v, -2 * v), -1.0, atol=1e-12)
+    a, b = torch.zeros(1, 4), torch.zeros(1, 4)
+    a[0, 0], b[0, 1] = 1.0, 3.0
+    assert V.cosine_similarity(a, b)[0] == 0.0
+    assert np.isnan(V.cosine_similarity(torch.zeros(1, 4), b)[0])  # undefined for a zero velocity
+
+
+@pytest.fixture(scope="module")
+def tiny_pipe():
+    from reworld.config import load_config
+    from reworld.models.action_dit import build_action_dit
+    from reworld.models.vae import build_vae
+    from reworld.models.video_dit import video_dit_from_config
+    from reworld.pipelines import WorldActionPipeline
+
+    cfg = load_config(Path(__file__).resolve().parent.parent / "configs" / "tiny.yaml")
+    torch.manual_seed(0)
+    vae = build_vae(cfg.vae)
+    video = video_dit_from_config(cfg.video, cfg.vae.latent_channels)
+    with torch.no_grad():  # heads are zero-initialised; perturb them so that cosines mean something
+        for p in video.heads.parameters():
+            p.normal_(std=0.1)
+    tr = video.transformer.config
+    action = build_action_dit(cfg.action, tr.num_attention_heads * tr.attention_head_dim,
+                              len(video.transformer.transformer_blocks))
+    return WorldActionPipeline(cfg, vae, video, action, device="cpu")
+
+
+def _fake_clip(cfg, seed=0, name="scene-fake"):
+    """Random frames of the config's sizes; a straight two-lane road with a lead car (hard negatives exist)."""
+    from reworld.data.types import AgentTrack, Clip, Observation, Target
+
+    g = torch.Generator().manual_seed(seed)
+    d = cfg.data
+    t = np.arange(1, 9) * 0.5
+    expert = np.stack([8.0 * t - 0.125 * t**2, 0 * t, 0 * t], -1).astype(np.float32)
+    obs = Observation(frames=torch.rand(d.context_frames, 3, d.image_height, d.image_width, generator=g) * 2 - 1,
+                      ego_status=torch.tensor([8.0, -0.25, 0.0]), command=1)
+    lead = AgentTrack("lead", "vehicle", 4.5, 1.9, np.array([[0.0, 15.0, 0.0, 0.0], [5.0, 50.0, 0.0, 0.0]]))
+    target = Target(frames=torch.rand(d.future_frames, 3, d.image_height, d.image_width, generator=g) * 2 - 1,
+                    trajectory=torch.from_numpy(expert), agents=[lead],
+                    drivable_area=[np.array([[-30.0, -1.75], [200.0, -1.75], [200.0, 5.25], [-30.0, 5.25]])],
+                    centerline=np.stack([np.linspace(-30, 200, 24), np.zeros(24)], -1))
+    return Clip(name, f"token{seed:04d}", 0, obs, target)
+
+
+def test_velocity_report_shapes_and_values(tiny_pipe):
+    cfg = tiny_pipe.config
+    clip = _fake_clip(cfg)
+    rep = V.velocity_discrepancy(tiny_pipe, clip, steps=STEPS, guidance=1.4, seed=0)
+    assert rep.blocks == (1,) and rep.steps == STEPS
+    assert rep.cosine.shape == rep.diff_rms.shape == rep.head_rms.shape == (STEPS, 1)
+    assert rep.final_rms.shape == rep.sigmas.shape == rep.guided.shape == (STEPS,)
+    np.testing.assert_allclose(rep.sigmas, [1.0, 2 / 3, 1 / 3])
+    assert rep.guided.all()
+    assert np.isfinite(rep.cosine).all() and (np.abs(rep.cosine) <= 1).all()
+    assert (rep.diff_rms > 0).all() and (rep.final_rms > 0).all()
+    for key in ("final", "head_1"):
+        assert rep.previews[key].shape == (STEPS, cfg.data.future_frames, cfg.data.image_height,
+                                           cfg.data.image_width, 3)
+        assert rep.previews[key].dtype == np.uint8
+    # independent recomputation from the sampler's own records
+    res = tiny_pipe.generate(clip, steps=STEPS, guidance=1.4, seed=0, record=True)
+    for s, r in enumerate(res.record):
+        a, b = r.v_heads[1].flatten().double(), r.v_final.flatten().double()
+        assert rep.cosine[s, 0] == pytest.approx(float(a @ b / (a.norm() * b.norm())), abs=1e-9)
+        assert rep.diff_rms[s, 0] == pytest.approx(float((b - a).pow(2).mean().sqrt()), rel=1e-9)
+    # the latent path starts at the seed's noise and ends at the sample
+    c = cfg.vae.latent_channels
+    noise = torch.randn(rep.latent_path.shape[1], generator=torch.Generator().manual_seed(0))
+    assert rep.latent_path.shape[0] == STEPS + 1
+    np.testing.assert_allclose(rep.latent_path[0], noise.numpy(), atol=1e-5)
+    np.testing.assert_array_equal(rep.latent_path[-1], res.latents[:, -res.record[0].v_final.shape[2]:].reshape(-1))
+    assert res.latents.shape[0] == c
+    json.dumps(rep.to_dict(), default=lambda o: o.tolist())  # numbers only
+
+    strip = V.preview_strip(rep, max_columns=2)
+    h, w = cfg.data.image_height, cfg.data.image_width
+    assert strip.shape == (2 * h + 2, 2 * w + 2, 3)
+    np.testing.assert_array_equal(strip[h + 2:, :w], rep.previews["final"][0, -1])
+    assert len(V.preview_strip_figure(rep).data) == 1
+    assert V.cosine_heatmap(rep).data[0].z.shape == (1, STEPS)
+    assert len(V.discrepancy_curves(rep).data) == 4  # 3 head curves + final, no bands for one clip
+
+
+def test_mean_curves_and_guidance_comparison(tiny_pipe):
+    cfg = tiny_pipe.config
+    clips = [_fake_clip(cfg, 0), _fake_clip(cfg, 1)]
+    both = V.mean_curves(tiny_pipe, clips, steps=STEPS, guidance=1.0, seed=0)
+    assert both.n_clips == 2 and both.cosine_mean.shape == (STEPS, 1) and np.all(both.cosine_std > 0)
+    assert any(t.fill == "toself" for t in V.discrepancy_curves(both).data)  # spread bands
+    plain = V.velocity_discrepancy(tiny_pipe, clips[0], STEPS, 1.0, 0, decode_previews=False)
+    assert not plain.guided.any() and not plain.previews
+    assert np.all(V.summarize([plain, plain]).cosine_std == 0)  # the same clip twice
+    np.testing.assert_array_equal(V.guidance_comparison(plain, plain).distance_rms, 0.0)
+
+    cmp = V.compare_guidance(tiny_pipe, clips[0], steps=STEPS, guidance=2.0, seed=0)
+    assert cmp.distance_rms[0] == 0.0 and (cmp.distance_rms[1:] > 0).all()  # same noise, then apart
+    assert cmp.guided_pca.shape == cmp.unguided_pca.shape == (STEPS + 1, 2)
+    assert 0.0 < cmp.explained_variance_ratio.sum() <= 1.0 + 1e-9
+    assert len(V.guidance_figure(cmp).data) == 4
+
+
+def test_collect_features_on_a_tiny_pipeline(tiny_pipe):
+    cfg = tiny_pipe.config
+    fs = R.collect_features(tiny_pipe, [_fake_clip(cfg, 0), _fake_clip(cfg, 1)], k=6, seed=0)
+    n = len(fs.labels)
+    assert fs.feats.shape == (n, cfg.action.width) and n > 2
+    assert fs.labels.count("expert") == 2 and set(fs.labels) <= set(R.LABELS)
+    assert sum(fs.counts.values()) == n
+    first = fs.meta[0]
+    assert first["scene"] == "scene-fake" and first["sample_token"] == "token0000"
+    assert np.array(first["trajectory"]).shape == (8, 3) and first["mean_l2_m"] == 0.0
+    assert set(first["pdm"]) == {"nc", "dac", "ttc", "ep", "c", "pdms"}
+    assert all(m["failure"] == lab for m, lab in zip(fs.meta, fs.labels) if lab != "expert")
+    # the expert and its perturbations get different features
+    assert not np.allclose(fs.feats[0], fs.feats[1])
+
+
+# --------------------------------------------------------------------------- ablation
+
+
+def test_steps_to_reach_known_answers():
+    steps = np.arange(0, 500, 100)
+    loss = np.array([1.0, 0.6, 0.35, 0.5, 0.2])
+    assert A.steps_to_reach((steps, loss), 0.4) == 200
+    assert A.steps_to_reach((steps, loss), 0.4, smooth=2) == 400  # (0.35 + 0.5) / 2 > 0.4 at step 300
+    assert np.isnan(A.steps_to_reach((steps, loss), 0.1))
+    assert A.steps_to_reach((steps, 1 - loss), 0.6, mode="max") == 200
+    assert A.steps_to_reach((steps[::-1], loss[::-1]), 0.4) == 200  # order of rows does not matter
+    with pytest.raises(ValueError, match="mode must be"):
+        A.steps_to_reach((steps, loss), 0.4, mode="down")
+    assert A.parse_target("val/loss<=0.2") == ("val/loss", 0.2, "min")
+    assert A.parse_target("pdms>=0.8") == ("pdms", 0.8, "max")
+
+
+def _write_curves(path):
+    rows = ["step,run,seed,metric,value"]
+    for run, rate in (("vanilla", 0.6), ("reworld", 1.0)):
+        for seed in (0, 1):
+            for step in range(0, 1000, 100):
+                rows.append(f"{step},{run},{seed},val/loss,{np.exp(-rate * step / 300) + 0.01 * seed:.5f}")
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_ablation_curves_and_tables(tmp_path):
+    df = A.read_curves(_write_curves(tmp_path / "curves.csv"))
+    stats = A.curve_stats(df, {"val/loss": (0.2, "min")})
+    assert stats["reworld"]["val/loss"]["steps_to_reach_mean"] < stats["vanilla"]["val/loss"]["steps_to_reach_mean"]
+    assert stats["vanilla"]["val/loss"]["steps_to_reach_mean"] == 900.0
+    assert stats["reworld"]["val/loss"]["seeds"] == 2 and stats["reworld"]["val/loss"]["reached"] == "2/2"
+    fig = A.curves_figure(df, targets={"val/loss": (0.2, "min")})
+    assert sum(t.fill == "toself" for t in fig.data) == 2 and sum(t.mode == "lines" for t in fig.data) == 2
+    bad = tmp_path / "bad.csv"
+    bad.write_text("step,run,metric,value\n0,a,loss,1\n")
+    with pytest.raises(A.AblationFormatError, match=r"missing column\(s\) \['seed'\]"):
+        A.read_curves(bad)
+    bad.write_text("step,run,seed,metric,value\n0,a,0,loss,oops\n")
+    with pytest.raises(A.AblationFormatError, match="row 1: expected a finite number"):
+        A.read_curves(bad)
+    table = tmp_path / "table.csv"
+    table.write_text("run,seed,pdms,nc\nvanilla,0,0.80,0.97\nvanilla,1,0.82,0.99\nreworld,0,0.86,0.98\n")
+    kind, tdf = A.read_ablation_csv(table)
+    assert kind == "table"
+    s = A.table_summary(tdf)
+    assert s["vanilla"]["pdms"]["mean"] == pytest.approx(0.81) and s["reworld"]["nc"]["n"] == 1
+    assert len(A.table_figure(tdf).data) == 2
+    with pytest.raises(ValueError, match=r"metric\(s\) \['l2'\] not in the table"):
+        A.table_figure(tdf, ["l2"])
+
+
+def test_curves_from_run_logs(tmp_path):
+    logs = tmp_path / "run" / "logs"
+    logs.mkdir(parents=True)
+    (logs / "action.csv").write_text("step,kind,time,name,value\n1,train,0,loss_fm,0.9\n2,train,0,loss_fm,0.7\n"
+                                     "2,val,0,loss_fm,0.8\n2,train,0,loss_fm,0.6\n")  # step 2 logged again on resume
+    df = A.curves_from_run_logs(tmp_path / "run", run="full", seed=3)
+    assert list(df.columns) == list(A.CURVE_COLUMNS)
+    train = df[df["metric"] == "action/train/loss_fm"]
+    assert train["step"].tolist() == [1, 2] and train["value"].tolist() == [0.9, 0.6]
+    assert set(df["run"]) == {"full"} and set(df["seed"]) == {3}
+    with pytest.raises(FileNotFoundError, match="no training logs"):
+        A.curves_from_run_logs(tmp_path / "elsewhere", run="x")
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_cli_ablation_writes_offline_html_and_json(tmp_path, capsys):
+    from analysis.cli import main
+
+    csv = _write_curves(tmp_path / "curves.csv")
+    out = tmp_path / "out"
+    assert main(["ablation", "--csv", str(csv), "--target", "val/loss<=0.2", "--out", str(out)]) == 0
+    html = (out / "curves_curves.html").read_text()
+    assert "cdn.plot.ly" not in html and "plotly.min.js" in html and (out / "plotly.min.js").is_file()
+    numbers = json.loads((out / "ablation.json").read_text())
+    stats = numbers["files"]["curves"]["stats"]
+    assert stats["reworld"]["val/loss"]["steps_to_reach"]["0"] == 500.0
+
+
+def test_cli_user_errors_are_one_line_exit_2(tmp_path, capsys):
+    from analysis.cli import main
+
+    out, nope = str(tmp_path / "o"), str(tmp_path / "nope")
+    cases = [
+        (["velocity", "--checkpoint", nope, "--out", out], "checkpoint folder not found"),
+        (["embedding", "--checkpoint", nope, "--out", out], "checkpoint folder not found"),
+        (["ablation", "--csv", str(tmp_path / "none.csv"), "--out", out], "CSV not found"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and message in err and "\n" not in err, err
+
+
+@pytest.mark.slow
+def test_cli_velocity_and_embedding_end_to_end(tiny_config, tiny_pipe, tmp_path, capsys):
+    """A saved (untrained) tiny checkpoint on the session's tiny synthetic world, through the CLI."""
+    from analysis.cli import main
+    from reworld.config import save_config_json
+
+    ckpt = tmp_path / "ckpt"
+    tiny_pipe.vae.save_pretrained(ckpt / "vae")
+    tiny_pipe.video_dit.save_pretrained(ckpt / "video_dit")
+    tiny_pipe.action_dit.save_pretrained(ckpt / "action_dit")
+    save_config_json(tiny_config, ckpt / "config.json")
+
+    out = tmp_path / "velocity"
+    assert main(["velocity", "--checkpoint", str(ckpt), "--split", "all", "--clips", "1", "--steps", "2",
+                 "--out", str(out)]) == 0
+    numbers = json.loads((out / "velocity.json").read_text())
+    assert numbers["summary"]["n_clips"] == 1 and len(numbers["summary"]["per_block"]["1"]["cosine_mean"]) == 2
+    assert numbers["guidance_comparison"]["distance_rms"][0] == 0.0
+    for name in ("cosine_heatmap", "diff_heatmap", "curves", "previews", "guidance"):
+        assert "cdn.plot.ly" not in (out / f"velocity_{name}.html").read_text()
+    assert (out / "velocity_previews.png").is_file()
+
+    out = tmp_path / "embedding"
+    argv = ["embedding", "--checkpoint", str(ckpt), "--checkpoint", str(ckpt), "--label", "vanilla", "--label",
+            "ReWorld", "--split", "all", "--clips", "2", "--k", "4", "--n-neighbors", "4", "--out", str(out)]
+    assert main(argv) == 0
+    numbers = json.loads((out / "embedding.json").read_text())
+    a, b = numbers["checkpoints"]["vanilla"], numbers["checkpoints"]["ReWorld"]
+    assert a["counts"]["expert"] == 2 and a["points"] > 5
+    assert a["separation"] == {**b["separation"], "seconds": a["separation"]["seconds"]}  # same weights
+    assert {p.name for p in out.glob("*.html")} == {"embedding_vanilla.html", "embedding_ReWorld.html",
+                                                     "separation.html"}
+    assert len(list((out / "cache").glob("umap-*.npy"))) == 1  # the second checkpoint hit the cache
+    # too many neighbours for the points collected: one clear line, exit 2
+    assert main(argv[:-4] + ["--n-neighbors", "50", "--out", str(out)]) == 2
+    assert "too few for n_neighbors=50" in capsys.readouterr().err
