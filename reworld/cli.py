@@ -153,6 +153,32 @@ def cmd_train(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------- eval
+def cmd_eval(args) -> int:
+    from .evaluation import evaluate, write_report
+
+    feature_net = args.feature_net
+    default_net = REPO_ROOT / "assets" / "checkpoints" / "video_net"
+    if feature_net is None and (default_net / "config.json").is_file():
+        feature_net = str(default_net)
+    report = evaluate(args.checkpoint, args.dataroot, args.version, args.split, limit=args.limit,
+                      video_clips=args.video_clips, steps=args.steps, guidance=args.guidance, seed=args.seed,
+                      i3d=args.i3d, feature_net=feature_net)
+    print(report.markdown())
+    if args.json:
+        write_report(report, args.json)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_train_video_net(args) -> int:
+    from .models.video_features import train_feature_net
+
+    result = train_feature_net(args.config, args.out, args.steps, args.dataroot, args.version)
+    print(json.dumps({k: v for k, v in result.items() if k != "log"}, indent=2, default=str))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m reworld", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -194,6 +220,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--version")
     s.add_argument("--vae", help="local diffusers folder of a pretrained LTX-Video VAE (stage video)")
     s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("eval", help="planning (PDMS, L2, collisions) and video (PSNR, SSIM, Fréchet) figures")
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--dataroot")
+    s.add_argument("--version")
+    s.add_argument("--split", default="val", choices=["train", "val", "all"])
+    s.add_argument("--limit", type=int, default=None, help="evaluate the first N clips of the split")
+    s.add_argument("--video-clips", type=int, default=32, help="clips whose futures are sampled (0 = none)")
+    s.add_argument("--steps", type=int, default=20, help="video sampling steps")
+    s.add_argument("--guidance", type=float, default=None, help="w (default: the config's, 1 without heads)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--i3d", help="local I3D folder (save_pretrained) for a real FVD")
+    s.add_argument("--feature-net", help="ReWorldVideoNet folder (default assets/checkpoints/video_net)")
+    s.add_argument("--json", help="write the report as JSON")
+    s.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("train-video-net", help="train the offline Fréchet feature network (FD-ReWorldNet)")
+    s.add_argument("--config", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--steps", type=int, default=1500)
+    s.add_argument("--dataroot")
+    s.add_argument("--version")
+    s.set_defaults(func=cmd_train_video_net)
     return p
 
 

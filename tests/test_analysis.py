@@ -377,6 +377,8 @@ def test_cli_velocity_and_embedding_end_to_end(tiny_config, tiny_pipe, tmp_path,
     assert {p.name for p in out.glob("*.html")} == {"embedding_vanilla.html", "embedding_ReWorld.html",
                                                      "separation.html"}
     assert len(list((out / "cache").glob("umap-*.npy"))) == 1  # the second checkpoint hit the cache
+    saved = R.FeatureSet.load(out / "features_vanilla")
+    assert saved.counts == a["counts"] and saved.feats.shape == (a["points"], a["feature_dim"])
     # too many neighbours for the points collected: one clear line, exit 2
     assert main(argv[:-4] + ["--n-neighbors", "50", "--out", str(out)]) == 2
     assert "too few for n_neighbors=50" in capsys.readouterr().err

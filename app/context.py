@@ -1,0 +1,149 @@
+"""What the callbacks share: the loaded pipelines and dataset (read-only), caches that never change what a
+user sees, the model lock, and per-session stop flags keyed by Gradio's session hash. Nothing here is a
+module global; `create_demo` makes one `AppContext` per app."""
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import validate as V
+
+DATA_FIELDS = ("image_height", "image_width", "context_frames", "future_frames", "frame_rate", "num_poses",
+               "horizon_s")
+
+
+class LRU:
+    """A small thread-safe memo (clips, feature sets): a cache, never state a user can change for another."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._data: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key, make):
+        with self._lock:
+            if key in self._data:
+                self._data.move_to_end(key)
+                return self._data[key]
+        value = make()
+        with self._lock:
+            self._data[key] = value
+            while len(self._data) > self.size:
+                self._data.popitem(last=False)
+        return value
+
+
+@dataclass
+class _Session:
+    event: threading.Event
+    pending: int = 0  # UI clicks whose job has not started yet
+    running: bool = False
+
+
+class StopFlags:
+    """Per-session stop requests. A job calls `start` first (before validation) and `finish` in `finally`;
+    `stop` only sets the flag while that session has a job pending or running, so a stray click never
+    stops the next run."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._sessions: dict[str, _Session] = {}
+
+    def _get(self, session: str) -> _Session:
+        return self._sessions.setdefault(session, _Session(threading.Event()))
+
+    def arm(self, session: str) -> None:
+        """A UI click queued a job (called from an unqueued step before the heavy one)."""
+        with self._lock:
+            self._get(session).pending += 1
+
+    def start(self, session: str) -> threading.Event:
+        with self._lock:
+            s = self._get(session)
+            s.pending = max(0, s.pending - 1)
+            s.running = True
+            return s.event
+
+    def finish(self, session: str) -> None:
+        with self._lock:
+            s = self._get(session)
+            s.running = False
+            if s.pending == 0:
+                s.event.clear()
+            if not s.running and s.pending == 0:
+                del self._sessions[session]
+
+    def stop(self, session: str) -> bool:
+        """True if there was something to stop."""
+        with self._lock:
+            s = self._sessions.get(session)
+            if s is None or not (s.running or s.pending):
+                return False
+            s.event.set()
+            return True
+
+
+class AppContext:
+    def __init__(self, pipelines: dict, dataset, out_dir: str | Path, ablation_dir: str | Path | None = None,
+                 cache_dir: str | Path | None = None):
+        if not pipelines:
+            raise ValueError("create_demo needs at least one loaded pipeline")
+        self.pipelines = dict(pipelines)
+        self.dataset = dataset
+        self.data_cfg = dataset.cfg
+        for name, pipe in self.pipelines.items():
+            V.name(name, "checkpoint", [name])  # names are shown and typed: no paths
+            diff = [f for f in DATA_FIELDS if getattr(pipe.config.data, f) != getattr(self.data_cfg, f)]
+            if diff:
+                raise ValueError(f"checkpoint {name!r} was trained on other clip shapes than the dataset: "
+                                 + ", ".join(f"{f} {getattr(pipe.config.data, f)} ≠ {getattr(self.data_cfg, f)}"
+                                             for f in diff))
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.ablation_dir = Path(ablation_dir) if ablation_dir else None
+        self.cache_dir = Path(cache_dir) if cache_dir else self.out_dir / "cache"
+        self.model_lock = threading.Lock()  # one job on the models at a time, whatever the queue does
+        self.stops = StopFlags()
+        self.clips = LRU(64)
+        self.features = LRU(8)
+        self.scenes: dict[str, list[int]] = {}
+        for i, ref in enumerate(dataset.samples):
+            self.scenes.setdefault(ref.scene_name, []).append(i)
+        if not self.scenes:
+            raise ValueError("the dataset has no usable samples (scenes too short for the clip length?)")
+        nusc = getattr(dataset, "nusc", None)
+        self.descriptions = {s["name"]: s.get("description", "") for s in nusc.scene} if nusc is not None else {}
+        splits = getattr(dataset, "split_scenes", {}) or {}
+        self.split_of = {n: split for split, names in splits.items() for n in names}
+
+    # ---------------------------------------------------------------------------------------------
+    @property
+    def names(self) -> list[str]:
+        return list(self.pipelines)
+
+    def pipeline(self, name):
+        return self.pipelines[V.name(name, "checkpoint", self.pipelines)]
+
+    def scene_choices(self) -> list[tuple[str, str]]:
+        out = []
+        for name in self.scenes:
+            desc = self.descriptions.get(name, "")
+            out.append((f"{name} — {desc}" if desc else name, name))
+        return out
+
+    def sample_index(self, scene, index) -> int:
+        """The dataset index of sample `index` of `scene`, validated."""
+        scene = V.name(scene, "scene", self.scenes)
+        samples = self.scenes[scene]
+        k = V.count(index, f"sample index of {scene}", 0, len(samples) - 1)
+        return samples[k]
+
+    def clip(self, scene, index):
+        i = self.sample_index(scene, index)
+        return self.clips.get(i, lambda: self.dataset[i])
+
+    def new_path(self, suffix: str) -> Path:
+        return self.out_dir / f"{uuid.uuid4().hex}{suffix}"

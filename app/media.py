@@ -1,0 +1,121 @@
+"""Frames to pictures and browser-playable video: H.264 / yuv420p MP4 written with PyAV (libx264 ships in its
+wheels; Chromium does not play OpenCV's mp4v), frames upscaled so that 64 × 128 model frames are visible."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+LABEL_HEIGHT = 22  # [px] caption strip above a panel
+GAP = 4  # [px] between panels
+
+
+def to_uint8(frames) -> np.ndarray:
+    """(T, 3, H, W) tensor/array in [-1, 1] → (T, H, W, 3) uint8."""
+    f = frames.detach().cpu().float().numpy() if hasattr(frames, "detach") else np.asarray(frames, dtype=np.float32)
+    return np.clip((f.transpose(0, 2, 3, 1) + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+
+
+def upscale(img: np.ndarray, factor: int) -> np.ndarray:
+    """Nearest-neighbour ×factor of (…, H, W, 3): every model pixel stays a visible square, nothing invented."""
+    return np.repeat(np.repeat(img, factor, axis=-3), factor, axis=-2) if factor > 1 else img
+
+
+def _font(size: int = 14):
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow without FreeType sizes
+        return ImageFont.load_default()
+
+
+def caption(img: np.ndarray, text: str, color=(255, 255, 255), background=(40, 40, 40)) -> np.ndarray:
+    """`img` (H, W, 3) with a caption strip on top."""
+    strip = Image.new("RGB", (img.shape[1], LABEL_HEIGHT), background)
+    ImageDraw.Draw(strip).text((6, 3), text, fill=color, font=_font())
+    return np.concatenate([np.asarray(strip), img], axis=0)
+
+
+def hstack(panels: list[np.ndarray], gap: int = GAP) -> np.ndarray:
+    h = max(p.shape[0] for p in panels)
+    out = []
+    for i, p in enumerate(panels):
+        if p.shape[0] < h:
+            p = np.pad(p, ((0, h - p.shape[0]), (0, 0), (0, 0)), constant_values=255)
+        out.append(p)
+        if i < len(panels) - 1:
+            out.append(np.full((h, gap, 3), 255, np.uint8))
+    return np.concatenate(out, axis=1)
+
+
+def vstack(rows: list[np.ndarray], gap: int = GAP) -> np.ndarray:
+    w = max(r.shape[1] for r in rows)
+    out = []
+    for i, r in enumerate(rows):
+        if r.shape[1] < w:
+            r = np.pad(r, ((0, 0), (0, w - r.shape[1]), (0, 0)), constant_values=255)
+        out.append(r)
+        if i < len(rows) - 1:
+            out.append(np.full((gap, w, 3), 255, np.uint8))
+    return np.concatenate(out, axis=0)
+
+
+def frame_times(n_context: int, n_future: int, frame_rate: float) -> list[float]:
+    """[s] relative to t=0 (the last context frame) of each context then future frame."""
+    return [(i - (n_context - 1)) / frame_rate for i in range(n_context + n_future)]
+
+
+def frame_strip(frames: np.ndarray, times: list[float], scale: int = 2) -> np.ndarray:
+    """One row of captioned frames (T, H, W, 3) uint8."""
+    return hstack([caption(upscale(f, scale), f"t = {t:+.2f} s") for f, t in zip(frames, times)])
+
+
+def _even(img: np.ndarray) -> np.ndarray:
+    """yuv420p needs even width and height."""
+    h, w = img.shape[:2]
+    return np.pad(img, ((0, h % 2), (0, w % 2), (0, 0)), constant_values=255) if (h % 2 or w % 2) else img
+
+
+def side_by_side_frames(context, generated, true_future, frame_rate: float, scale: int = 4,
+                        left: str = "generated", right: str = "true future") -> np.ndarray:
+    """(T_ctx + T_fut, H', W', 3): each frame shows the model's future (left) beside the logged one (right);
+    during the context both panels show the same observed frame."""
+    ctx, gen, true = to_uint8(context), to_uint8(generated), to_uint8(true_future)
+    times = frame_times(len(ctx), len(gen), frame_rate)
+    out = []
+    for i, t in enumerate(times):
+        if i < len(ctx):
+            a = b = ctx[i]
+            la, lb = f"context  t = {t:+.2f} s", f"context  t = {t:+.2f} s"
+            colors = ((200, 200, 200), (200, 200, 200))
+        else:
+            a, b = gen[i - len(ctx)], true[i - len(ctx)]
+            la, lb = f"{left}  t = {t:+.2f} s", f"{right}  t = {t:+.2f} s"
+            colors = ((255, 210, 80), (120, 220, 120))
+        out.append(_even(hstack([caption(upscale(a, scale), la, colors[0]), caption(upscale(b, scale), lb, colors[1])])))
+    return np.stack(out)
+
+
+def write_mp4(frames: np.ndarray, path: str | Path, fps: float) -> Path:
+    """(T, H, W, 3) uint8 → H.264 yuv420p MP4 that browsers play; width and height must be even."""
+    import av
+    from fractions import Fraction
+
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"write_mp4: need (T, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
+    t, h, w, _ = frames.shape
+    if h % 2 or w % 2:
+        raise ValueError(f"write_mp4: yuv420p needs even sizes, got {h}×{w}")
+    path = Path(path)
+    rate = Fraction(fps).limit_denominator(1000)
+    with av.open(str(path), mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
+        stream = container.add_stream("h264", rate=rate)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.options = {"crf": "18", "preset": "veryfast"}
+        for f in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path

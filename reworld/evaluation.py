@@ -1,0 +1,141 @@
+"""`python -m reworld eval`: planning and video figures of a checkpoint, beside honest baselines.
+
+Planning, per clip of the split: one trajectory sampled with a fixed seed, PDM score and sub-scores,
+L2 at 1/2/3 s, collision rate (share of clips with an at-fault collision, NC < 1). Reference planners:
+constant velocity (the current speed held along the current heading) and the expert (upper bound).
+Video, on the first `video_clips` clips: PSNR/SSIM of the sampled future against the truth, beside the
+repeat-last-context-frame baseline, and a Fréchet distance between sampled and true futures on the
+features of the project's own video network (`FD-ReWorldNet`), or of a local I3D (`FVD`) with `--i3d`.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+PLAN_KEYS = ("pdms", "nc", "dac", "ttc", "ep", "c", "l2_1s", "l2_2s", "l2_3s", "collision_rate")
+
+
+@dataclass
+class EvalReport:
+    checkpoint: str
+    split: str
+    num_clips: int
+    planners: dict[str, dict[str, float]] = field(default_factory=dict)  # name → PLAN_KEYS
+    video: dict[str, float] = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    def markdown(self) -> str:
+        lines = ["| planner | " + " | ".join(PLAN_KEYS) + " |", "|---" * (len(PLAN_KEYS) + 1) + "|"]
+        for name, row in self.planners.items():
+            lines.append(f"| {name} | " + " | ".join(f"{row[k]:.3f}" for k in PLAN_KEYS) + " |")
+        if self.video:
+            lines += ["", "| video | value |", "|---|---|"]
+            lines += [f"| {k} | {v:.3f} |" for k, v in self.video.items()]
+        return "\n".join(lines)
+
+
+def constant_velocity(ego_status: np.ndarray, num_poses: int = 8, dt: float = 0.5) -> np.ndarray:
+    """(8, 3): the current speed held straight ahead."""
+    t = dt * np.arange(1, num_poses + 1)
+    return np.stack([float(ego_status[0]) * t, np.zeros_like(t), np.zeros_like(t)], axis=1)
+
+
+def plan_metrics(scenes, trajectories: np.ndarray, experts: np.ndarray) -> dict[str, float]:
+    from .metrics.pdm import score_trajectory
+
+    results = [score_trajectory(s, p) for s, p in zip(scenes, trajectories)]
+    l2 = np.linalg.norm(trajectories[:, :, :2] - experts[:, :, :2], axis=-1)  # (N, 8) at 0.5 … 4 s
+    out = {k: float(np.mean([getattr(r, k) for r in results])) for k in ("pdms", "nc", "dac", "ttc", "ep", "c")}
+    out.update(l2_1s=float(l2[:, 1].mean()), l2_2s=float(l2[:, 3].mean()), l2_3s=float(l2[:, 5].mean()),
+               collision_rate=float(np.mean([r.nc < 1.0 for r in results])))
+    return out
+
+
+def evaluate(checkpoint: str, dataroot: str | None = None, version: str | None = None, split: str = "val",
+             limit: int | None = None, video_clips: int = 32, steps: int = 20, guidance: float | None = None,
+             plan_steps: int = 10, seed: int = 0, i3d: str | None = None, feature_net: str | None = None,
+             device=None) -> EvalReport:
+    from .config import replace
+    from .data.loader import NuScenesClips
+    from .metrics.scene import PlanningScene
+    from .pipelines.world_action import WorldActionPipeline
+
+    t0 = time.time()
+    pipe = WorldActionPipeline.from_pretrained(checkpoint, device=device)
+    from .cli import resolve_dataroot
+
+    data = replace(pipe.config, data={"dataroot": resolve_dataroot(dataroot or pipe.config.data.dataroot),
+                                      **({"version": version} if version else {})}).data
+    ds = NuScenesClips(data, split=split, geometry=True)
+    n = len(ds) if limit is None else min(limit, len(ds))
+    if n == 0:
+        raise ValueError(f"no {split} clips in {data.dataroot}")
+    clips = [ds[i] for i in range(n)]
+    scenes = [PlanningScene.from_clip(c) for c in clips]
+    experts = np.stack([c.target.trajectory.numpy() for c in clips])
+    report = EvalReport(checkpoint=str(checkpoint), split=split, num_clips=n,
+                        settings={"seed": seed, "plan_steps": plan_steps, "video_steps": steps,
+                                  "dataroot": str(data.dataroot), "version": data.version})
+
+    if pipe.action_dit is not None:
+        planned = np.stack([pipe.plan(c, steps=plan_steps, num_samples=1, seed=seed, score=False).trajectories[0]
+                            for c in clips])
+        report.planners[f"ReWorld planner ({pipe.config.name})"] = plan_metrics(scenes, planned, experts)
+    report.planners["constant velocity"] = plan_metrics(
+        scenes, np.stack([constant_velocity(c.observation.ego_status.numpy()) for c in clips]), experts)
+    report.planners["expert (upper bound)"] = plan_metrics(scenes, experts, experts)
+
+    if video_clips > 0:
+        report.video = video_metrics(pipe, clips[:video_clips], steps, guidance, seed, i3d, feature_net)
+        report.settings["video_clips"] = min(video_clips, n)
+        report.settings["guidance"] = guidance if guidance is not None else _default_guidance(pipe)
+    report.seconds = round(time.time() - t0, 1)
+    return report
+
+
+def _default_guidance(pipe) -> float:
+    heads = pipe.video_dit.config.head_blocks
+    return pipe.config.train.guidance if (heads and pipe.config.loss.lambda_ig > 0) else 1.0
+
+
+def video_metrics(pipe, clips, steps: int, guidance: float | None, seed: int, i3d: str | None,
+                  feature_net: str | None) -> dict[str, float]:
+    from .metrics.video import psnr, ssim, video_frechet
+
+    w = _default_guidance(pipe) if guidance is None else guidance
+    gen = torch.stack([pipe.generate(c, steps=steps, guidance=w, seed=seed + i).frames for i, c in enumerate(clips)])
+    truth = torch.stack([c.target.frames for c in clips])
+    last = torch.stack([c.observation.frames[-1:] for c in clips]).expand_as(truth)
+    out = {"psnr": float(psnr(gen, truth).mean()), "ssim": float(ssim(gen, truth).mean()),
+           "psnr_repeat_last": float(psnr(last, truth).mean()), "ssim_repeat_last": float(ssim(last, truth).mean())}
+    ctx_last = torch.stack([c.observation.frames[-1:] for c in clips])
+    # Fréchet features see the last context frame and the future, as the feature net was trained
+    real, fake, still = (torch.cat([ctx_last, v], dim=1) for v in (truth, gen, last))
+    nets = []
+    if feature_net:
+        from .models.video_features import load_video_net
+
+        nets.append(load_video_net(feature_net))
+    if i3d:
+        from .models.i3d import load_i3d
+
+        nets.append(load_i3d(i3d))
+    for net in nets:
+        net = net.to(pipe.device).eval()
+        res = video_frechet(net, fake, real)
+        out[res.name] = res.value
+        out[f"{res.name}_repeat_last"] = video_frechet(net, still, real).value
+    return out
+
+
+def write_report(report: EvalReport, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(report.to_json(), indent=2))

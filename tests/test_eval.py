@@ -1,0 +1,42 @@
+"""`reworld eval` on the tiny run: every key, honest baselines, and the Markdown table."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+
+from reworld.evaluation import PLAN_KEYS, constant_velocity, evaluate
+
+
+def test_constant_velocity_holds_speed():
+    cv = constant_velocity(np.array([8.0, 1.0, 0.2]))
+    np.testing.assert_allclose(cv[:, 0], 8.0 * 0.5 * np.arange(1, 9))
+    assert np.all(cv[:, 1:] == 0)
+
+
+def test_eval_report(tiny_run, tiny_world):
+    out, _ = tiny_run
+    report = evaluate(str(out), dataroot=str(tiny_world), split="val", limit=3, video_clips=2, steps=2)
+    assert report.num_clips == 3
+    names = list(report.planners)
+    assert names[0].startswith("ReWorld planner") and "constant velocity" in names and "expert (upper bound)" in names
+    for row in report.planners.values():
+        assert set(PLAN_KEYS) <= set(row)
+        assert all(0.0 <= row[k] <= 1.0 for k in ("pdms", "nc", "dac", "ttc", "ep", "c", "collision_rate"))
+    expert = report.planners["expert (upper bound)"]
+    assert expert["l2_1s"] == 0.0 and expert["pdms"] >= 0.8
+    assert {"psnr", "ssim", "psnr_repeat_last", "ssim_repeat_last"} <= set(report.video)
+    table = report.markdown()
+    assert table.count("\n|") >= 4 and "constant velocity" in table
+
+
+def test_eval_cli_json(tiny_run, tiny_world, tmp_path):
+    out, _ = tiny_run
+    path = tmp_path / "eval.json"
+    res = subprocess.run([sys.executable, "-m", "reworld", "eval", "--checkpoint", str(out), "--dataroot",
+                          str(tiny_world), "--limit", "2", "--video-clips", "0", "--json", str(path)],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "| planner |" in res.stdout
+    doc = json.loads(path.read_text())
+    assert set(PLAN_KEYS) <= set(doc["planners"]["constant velocity"])
