@@ -71,9 +71,7 @@ class StopFlags:
         with self._lock:
             s = self._get(session)
             s.running = False
-            if s.pending == 0:
-                s.event.clear()
-            if not s.running and s.pending == 0:
+            if s.pending == 0:  # nothing else queued by this session: forget it (and any stop request)
                 del self._sessions[session]
 
     def stop(self, session: str) -> bool:

@@ -372,6 +372,9 @@ class NuScenesClips(torch.utils.data.Dataset):
         if not points:
             return np.zeros((0, 2))
         line = to_ego_frame(np.concatenate(points), origin, yaw0)
+        # lanes meet end to start: drop repeated points, which make zero-length segments
+        step_len = np.linalg.norm(np.diff(line, axis=0), axis=1)
+        line = line[np.concatenate([[True], step_len > 1e-6])]
         # keep the stretch from a little behind the ego to well past the horizon
         s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(line, axis=0), axis=1))])
         s0 = s[np.argmin(np.linalg.norm(line, axis=1))]

@@ -1,0 +1,343 @@
+"""The app's actions. Each one checks its inputs (`validate`, `gr.Error`), calls one library function,
+and formats the result for the UI and the API. `ctx` is the app's `AppContext`, `session` Gradio's
+session hash, `progress(fraction, desc)` an optional progress reporter."""
+from __future__ import annotations
+
+import functools
+import math
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import pandas as pd
+
+from . import media
+from . import validate as V
+
+PDM_COLUMNS = ["sample", "failure", "NC", "DAC", "TTC", "EP", "C", "PDMS", "progress [m]"]
+
+
+def user_errors(fn):
+    """The library's own input errors (bad dataset, checkpoint without planner, …) become `gr.Error`."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from reworld.data.loader import DatasetError
+        from reworld.metrics.scene import SceneFormatError
+        from reworld.models.layers import CheckpointError
+
+        try:
+            return fn(*args, **kwargs)
+        except (DatasetError, SceneFormatError, CheckpointError, ValueError) as e:
+            if isinstance(e, gr.Error):
+                raise
+            raise gr.Error(str(e)) from e
+
+    return wrapper
+
+
+def _status(result, what: str, extra: str = "") -> str:
+    return f"**{what}** on `{result.device}` in **{result.seconds:.2f} s**" + (f" · {extra}" if extra else "")
+
+
+def _command_text(clip, command: str | None, used: str) -> str:
+    from reworld.data.types import COMMANDS
+
+    logged = COMMANDS[clip.observation.command]
+    return f"command {used}" + (" (logged)" if command is None else f" (override; logged {logged})")
+
+
+# --------------------------------------------------------------------------- scenes
+
+
+def list_scenes(ctx) -> list[dict]:
+    return [{"scene": name, "description": ctx.descriptions.get(name, ""), "samples": len(idx),
+             "split": ctx.split_of.get(name, "")} for name, idx in ctx.scenes.items()]
+
+
+@user_errors
+def scene_view(ctx, scene, index):
+    """Camera frames (context, then the logged future), the BEV, and facts about the sample."""
+    from reworld.data.types import COMMANDS
+    from reworld.metrics.scene import PlanningScene
+    from reworld.viz.bev import bev_figure
+
+    clip = ctx.clip(scene, index)
+    d = ctx.data_cfg
+    times = media.frame_times(d.context_frames, d.future_frames, d.frame_rate)
+    frames = media.vstack([
+        media.caption(media.frame_strip(media.to_uint8(clip.observation.frames), times[: d.context_frames]),
+                      "observed context (what the model sees)"),
+        media.caption(media.frame_strip(media.to_uint8(clip.target.frames), times[d.context_frames:]),
+                      "logged future (ground truth)"),
+    ])
+    fig = None
+    if clip.target.drivable_area:
+        fig = bev_figure(PlanningScene.from_clip(clip), title=f"{clip.scene_name} · sample {int(index)}")
+    speed, accel, yaw_rate = (float(v) for v in clip.observation.ego_status)
+    info = {"scene": clip.scene_name, "description": ctx.descriptions.get(clip.scene_name, ""),
+            "sample_index": int(index), "samples_in_scene": len(ctx.scenes[clip.scene_name]),
+            "sample_token": clip.sample_token, "timestamp_us": int(clip.timestamp),
+            "split": ctx.split_of.get(clip.scene_name, ""), "command": COMMANDS[clip.observation.command],
+            "ego_speed_mps": round(speed, 2), "ego_accel_mps2": round(accel, 2), "ego_yaw_rate_rps": round(yaw_rate, 3),
+            "agents": len(clip.target.agents), "has_map": bool(clip.target.drivable_area)}
+    return frames, fig, info
+
+
+# --------------------------------------------------------------------------- generate & plan
+
+
+def _sampler_progress(progress, what: str):
+    if progress is None:
+        return None
+    return lambda step, steps, sigma: progress(step / steps, desc=f"{what}: step {step}/{steps} (σ = {sigma:.2f})")
+
+
+def _check_guidance(pipe, w: float) -> None:
+    if w != 1.0 and not tuple(pipe.video_dit.config.head_blocks):
+        raise gr.Error("this checkpoint's Video DiT has no intermediate head: guidance w must be 1")
+
+
+def _run_stoppable(ctx, session: str, steps: int, job):
+    """Run `job(should_stop)` under the model lock; a stop request ends it between two sampler steps."""
+    from reworld.sampling.euler import SamplingStopped
+
+    event = ctx.stops.start(session)
+    try:
+        with ctx.model_lock:
+            return job(event.is_set)
+    except SamplingStopped as e:
+        raise gr.Error(f"Stopped after {e.steps_done} of {steps} steps.") from None
+    finally:
+        ctx.stops.finish(session)
+
+
+@user_errors
+def generate(ctx, checkpoint, scene, index, steps, guidance, seed, command, session: str = "", progress=None):
+    """Imagine the future; an MP4 with the generated future beside the logged one, and a status line."""
+    pipe = ctx.pipeline(checkpoint)
+    steps, w, seed, cmd = V.steps(steps), V.guidance(guidance), V.seed(seed), V.command(command)
+    _check_guidance(pipe, w)
+    clip = ctx.clip(scene, index)
+    result = _run_stoppable(ctx, session, steps, lambda should_stop: pipe.generate(
+        clip, steps=steps, guidance=w, seed=seed, command=cmd, callback=_sampler_progress(progress, "generating"),
+        should_stop=should_stop))
+    path = _video(ctx, clip, result.frames, f"generated ({checkpoint})")
+    return str(path), _status(result, "generated", f"{steps} steps · w = {w:g} · seed {seed} · "
+                              + _command_text(clip, cmd, result.command))
+
+
+def _video(ctx, clip, generated, label: str) -> Path:
+    frames = media.side_by_side_frames(clip.observation.frames, generated, clip.target.frames,
+                                       ctx.data_cfg.frame_rate, left=label)
+    return media.write_mp4(frames, ctx.new_path(".mp4"), fps=ctx.data_cfg.frame_rate)
+
+
+def _pdm_table(result) -> pd.DataFrame:
+    from reworld.metrics.pdm import failure_kind
+
+    rows = [[i, failure_kind(r), r.nc, r.dac, r.ttc, round(r.ep, 3), r.c, round(r.pdms, 3),
+             round(r.progress_m, 1) if math.isfinite(r.progress_m) else None] for i, r in enumerate(result.scores)]
+    return pd.DataFrame(rows, columns=PDM_COLUMNS)
+
+
+@user_errors
+def plan(ctx, checkpoint, scene, index, num_samples, seed, command, session: str = ""):
+    """Sample trajectories, score them (PDM); the BEV with every sample, the sub-score table, a status line."""
+    from reworld.metrics.scene import PlanningScene
+    from reworld.viz.bev import bev_figure
+
+    pipe = ctx.pipeline(checkpoint)
+    n, seed, cmd = V.num_samples(num_samples), V.seed(seed), V.command(command)
+    clip = ctx.clip(scene, index)
+    steps = pipe.config.action.plan_steps
+    result = _run_stoppable(ctx, session, steps, lambda _: pipe.plan(clip, steps=steps, num_samples=n, seed=seed,
+                                                                     command=cmd))
+    table = _pdm_table(result)
+    fig = None
+    if clip.target.drivable_area:
+        fig = bev_figure(PlanningScene.from_clip(clip), result.trajectories, scores=result.scores or None,
+                         title=f"{checkpoint}: {n} sampled trajectories · {clip.scene_name} · sample {int(index)}")
+    extra = f"{n} samples · seed {seed} · " + _command_text(clip, cmd, result.command)
+    if len(table):
+        extra += f" · mean PDMS {table['PDMS'].mean():.3f} · best {table['PDMS'].max():.3f}"
+    else:
+        extra += " · not scored (no map geometry)"
+    return fig, table, _status(result, "planned", extra)
+
+
+# --------------------------------------------------------------------------- velocity
+
+
+def preview_image(report, step) -> np.ndarray:
+    """x0 previews at one denoising step: rows = head blocks (shallow first) then the final output,
+    columns = future frames."""
+    from analysis.velocity import FINAL, head_key
+
+    if report is None:
+        raise gr.Error("run the velocity analysis first")
+    s = V.count(step, "step", 0, report.steps - 1)
+    if not report.previews:
+        raise gr.Error("this analysis has no decoded previews")
+    rows = []
+    for key in [head_key(b) for b in report.blocks] + [FINAL]:
+        title = "final output" if key == FINAL else key.replace("head_", "head at block ")
+        strip = media.hstack([media.upscale(f, 2) for f in report.previews[key][s]])
+        rows.append(media.caption(strip, f"{title} — x0 prediction at step {s} (σ = {report.sigmas[s]:.2f})"))
+    return media.vstack(rows)
+
+
+@user_errors
+def velocity(ctx, checkpoint, scene, index, steps, guidance, seed, command, session: str = "", progress=None):
+    """Intermediate vs final velocity: heatmap, curves, the report (for the step scrubber), its numbers."""
+    from analysis import velocity as AV
+    from analysis.output import to_jsonable
+
+    pipe = ctx.pipeline(checkpoint)
+    steps, w, seed, cmd = V.steps(steps), V.guidance(guidance), V.seed(seed), V.command(command)
+    _check_guidance(pipe, w)
+    if not tuple(pipe.video_dit.config.head_blocks):
+        raise gr.Error(f"checkpoint {checkpoint!r} has no intermediate velocity head: nothing to compare v_f with")
+    clip = ctx.clip(scene, index)
+
+    def job(should_stop):
+        result = pipe.generate(clip, steps=steps, guidance=w, seed=seed, command=cmd, record=True, decode_previews=True,
+                               callback=_sampler_progress(progress, "sampling with records"), should_stop=should_stop)
+        return AV.report_from_records(result.record, result.latents, scene_name=clip.scene_name,
+                                      sample_token=clip.sample_token, guidance=w, seed=seed), result
+
+    report, result = _run_stoppable(ctx, session, steps, job)
+    numbers = to_jsonable({**report.to_dict(), "checkpoint": checkpoint, "device": result.device,
+                           "seconds": result.seconds})
+    status = _status(result, "sampled with records", f"{steps} steps · w = {w:g} · seed {seed}")
+    return AV.cosine_heatmap(report), AV.discrepancy_curves(report), report, numbers, status
+
+
+# --------------------------------------------------------------------------- representations
+
+
+def embedding_clips(ctx, n: int) -> list[int]:
+    """`n` dataset indices spread evenly over every sample (the same clips for every checkpoint)."""
+    total = len(ctx.dataset.samples)
+    return sorted({int(round(v)) for v in np.linspace(0, total - 1, min(n, total))})
+
+
+@user_errors
+def embedding(ctx, checkpoints, n_clips, k, dims, seed, session: str = "", progress=None):
+    """UMAP of Action DiT features (experts and hard negatives) per checkpoint, and separation metrics."""
+    from analysis import representations as R
+    from analysis.output import to_jsonable
+
+    names = V.names(checkpoints, "checkpoint", ctx.pipelines, 1, 2)
+    n_clips, k, seed = V.count(n_clips, "number of clips", 2, 64), V.count(k, "hard negatives per clip", 1, 16), V.seed(seed)
+    dims = V.count(dims, "UMAP dimensions", 2, 3)
+    indices = embedding_clips(ctx, n_clips)
+    figures, reports, numbers = [], {}, {"clips": len(indices), "k": k, "seed": seed, "checkpoints": {}}
+    for j, name in enumerate(names):
+        pipe = ctx.pipelines[name]
+
+        def collect(pipe=pipe, j=j):
+            clips = [ctx.dataset[i] for i in indices]
+            tick = None if progress is None else (
+                lambda i, n: progress((j + i / n) / len(names), desc=f"{name}: features of clip {i}/{n}"))
+            with ctx.model_lock:
+                return R.collect_features(pipe, clips, k=k, seed=seed, callback=tick)
+
+        fs = ctx.features.get((name, tuple(indices), k, seed), collect)
+        coords = R.umap_embedding(fs.feats, n_components=dims, random_state=seed,
+                                  n_neighbors=max(2, min(15, len(fs.labels) - 1)), cache_dir=ctx.cache_dir,
+                                  cache_key=f"{name}|{ctx.pipelines[name].path}|k={k}")
+        entry = {"points": len(fs.labels), "counts": fs.counts}
+        try:
+            reports[name] = R.separation_metrics(fs.feats, fs.labels, seed=seed)
+            entry["separation"] = reports[name].to_dict()
+            auc = f"probe AUC {reports[name].probe_auc:.3f}"
+        except ValueError as e:  # e.g. no hard negative in these clips: the picture stands, the numbers cannot
+            entry["separation_error"] = str(e)
+            auc = "no separation numbers"
+        numbers["checkpoints"][name] = entry
+        figures.append(R.embedding_figure(coords, fs.labels, fs.meta,
+                                          f"UMAP of Action DiT features — {name} ({len(indices)} clips; {auc})"))
+    separation = R.separation_figure(reports) if reports else None
+    second = figures[1] if len(figures) > 1 else None
+    return figures[0], second, separation, to_jsonable(numbers)
+
+
+# --------------------------------------------------------------------------- ablation compare
+
+
+@user_errors
+def compare(ctx, checkpoint_a, checkpoint_b, scene, index, steps, guidance, seed, num_samples, command,
+            session: str = "", progress=None):
+    """Two checkpoints on the same clip, seed and settings: video, trajectories, PDMS, velocity curves."""
+    from analysis import velocity as AV
+    from reworld.metrics.scene import PlanningScene
+    from reworld.viz.bev import bev_figure
+
+    names = [V.name(c, "checkpoint", ctx.pipelines) for c in (checkpoint_a, checkpoint_b)]
+    steps, w, seed = V.steps(steps), V.guidance(guidance), V.seed(seed)
+    n, cmd = V.num_samples(num_samples), V.command(command)
+    for name in names:
+        _check_guidance(ctx.pipelines[name], w)
+    clip = ctx.clip(scene, index)
+    videos, bevs, curves, rows = [], [], [], []
+    for j, name in enumerate(names):
+        pipe = ctx.pipelines[name]
+        tick = None if progress is None else (
+            lambda s, total, sigma, j=j, name=name: progress((j + s / total) / 2, desc=f"{name}: step {s}/{total}"))
+
+        def job(should_stop, pipe=pipe, tick=tick):
+            gen = pipe.generate(clip, steps=steps, guidance=w, seed=seed, command=cmd, record=True, callback=tick,
+                                should_stop=should_stop)
+            return gen, pipe.plan(clip, steps=pipe.config.action.plan_steps, num_samples=n, seed=seed, command=cmd)
+
+        gen, planned = _run_stoppable(ctx, session, steps, job)
+        videos.append(str(_video(ctx, clip, gen.frames, name)))
+        table = _pdm_table(planned)
+        scene_ok = bool(clip.target.drivable_area)
+        bevs.append(bev_figure(PlanningScene.from_clip(clip), planned.trajectories, scores=planned.scores or None,
+                               title=f"{name}: {n} samples") if scene_ok else None)
+        curves.append(AV.discrepancy_curves(AV.report_from_records(
+            gen.record, gen.latents, scene_name=clip.scene_name, sample_token=clip.sample_token, guidance=w, seed=seed))
+            if gen.record and gen.record[0].v_heads else None)
+        row = {"checkpoint": name, "device": gen.device, "generate [s]": round(gen.seconds, 2),
+               "plan [s]": round(planned.seconds, 2)}
+        for col in ("PDMS", "NC", "DAC", "TTC", "EP", "C"):
+            row[f"mean {col}"] = round(float(table[col].mean()), 3) if len(table) else None
+        row["best PDMS"] = round(float(table["PDMS"].max()), 3) if len(table) else None
+        row["collisions"] = int((table["failure"] == "collision").sum()) if len(table) else None
+        rows.append(row)
+    return videos[0], videos[1], bevs[0], bevs[1], pd.DataFrame(rows), curves[0], curves[1]
+
+
+# --------------------------------------------------------------------------- ablation curves
+
+
+def ablation_files(ctx) -> list[str]:
+    d = ctx.ablation_dir
+    return sorted(p.name for p in d.glob("*.csv")) if d is not None and d.is_dir() else []
+
+
+def no_ablation_note(ctx) -> str:
+    where = ctx.ablation_dir if ctx.ablation_dir is not None else "assets/ablation/"
+    return (f"**No ablation data**: there is no CSV in `{where}`. The ablation runs export their training curves "
+            "there (`step,run,seed,metric,value`, see `analysis/ablation.py`); until then this panel stays empty.")
+
+
+@user_errors
+def ablation(ctx, csv_name):
+    """Training curves (or a metric table) of one ablation CSV from the app's asset folder."""
+    from analysis import ablation as AB
+
+    files = ablation_files(ctx)
+    if not files:
+        return None, no_ablation_note(ctx)
+    name = V.name(csv_name or files[0], "ablation CSV", files)
+    kind, df = AB.read_ablation_csv(ctx.ablation_dir / name)
+    if kind == "curves":
+        fig = AB.curves_figure(df)
+        note = f"`{name}`: training curves of runs {', '.join(map(str, df['run'].unique()))}"
+    else:
+        fig = AB.table_figure(df)
+        note = f"`{name}`: metric table of runs {', '.join(map(str, df['run'].unique()))}"
+    return fig, note

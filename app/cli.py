@@ -1,0 +1,147 @@
+"""`python -m app`: load the checkpoints and the dataset (making the embedded synthetic world on first
+start), build the demo, and serve it on 127.0.0.1 unless told otherwise."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CHECKPOINTS = (REPO_ROOT / "assets" / "checkpoints" / "reworld", REPO_ROOT / "assets" / "checkpoints" / "vanilla")
+ASSETS = REPO_ROOT / "assets"
+MAX_FILE_SIZE = "5mb"  # the app takes no uploads; anything larger is refused by Gradio
+
+
+def _log(msg: str) -> None:
+    print(f"[app] {msg}", file=sys.stderr, flush=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m app", description="ReWorld Studio: the Gradio app.")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--checkpoint", action="append", metavar="DIR",
+                   help="checkpoint folder (repeatable; default: the embedded reworld and vanilla checkpoints)")
+    p.add_argument("--dataroot", help="nuScenes-format root (default: the checkpoint's, the synthetic world)")
+    p.add_argument("--version", help="table version under --dataroot, e.g. v1.0-mini")
+    p.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    p.add_argument("--share", action="store_true", help="public Gradio link; needs --auth")
+    p.add_argument("--auth", metavar="USER:PASS", help="require this login")
+    return p
+
+
+def parse_auth(text: str | None) -> tuple[str, str] | None:
+    if text is None:
+        return None
+    user, sep, password = text.partition(":")
+    if not sep or not user or not password:
+        raise ValueError("--auth must be USER:PASS with both parts non-empty")
+    return user, password
+
+
+def _names(paths: list[Path]) -> list[str]:
+    names = [p.resolve().name for p in paths]
+    return [n if names.count(n) == 1 else f"{n}-{i + 1}" for i, n in enumerate(names)]
+
+
+def load_pipelines(paths: list[str | Path] | None, device: str | None = None) -> dict:
+    """name → WorldActionPipeline. Explicit folders must all exist; of the embedded defaults, those present."""
+    from reworld.models.layers import CheckpointError
+    from reworld.pipelines import WorldActionPipeline
+
+    if paths:
+        folders = [Path(p) for p in paths]
+    else:
+        folders = [p for p in DEFAULT_CHECKPOINTS if (p / "config.json").is_file()]
+        if not folders:
+            raise CheckpointError(
+                "no embedded checkpoint yet: " + " and ".join(str(p) for p in DEFAULT_CHECKPOINTS)
+                + " are missing. Train them (python -m reworld train …) or pass --checkpoint DIR.")
+    out = {}
+    for name, folder in zip(_names(folders), folders):
+        t0 = time.perf_counter()
+        out[name] = WorldActionPipeline.from_pretrained(folder, device=device)
+        _log(f"loaded {name} from {folder} on {out[name].device} in {time.perf_counter() - t0:.1f} s")
+    return out
+
+
+def open_dataset(data_cfg, dataroot: str | None = None, version: str | None = None):
+    """The clips of every scene; the embedded synthetic world is generated first if it is absent."""
+    from reworld.config import DataConfig
+    from reworld.data.loader import NuScenesClips
+
+    changes = {k: v for k, v in (("dataroot", dataroot), ("version", version)) if v}
+    cfg = DataConfig(**{**{f: getattr(data_cfg, f) for f in data_cfg.__dataclass_fields__}, **changes})
+    root = Path(cfg.dataroot)
+    if not root.is_absolute() and not root.exists():
+        root = REPO_ROOT / root
+    is_default_world = root.resolve() == (REPO_ROOT / DataConfig.dataroot).resolve() and cfg.version == DataConfig.version
+    if is_default_world and not (root / cfg.version / "scene.json").is_file():
+        _make_world(root, cfg)
+    return NuScenesClips(cfg, split="all", dataroot=str(root), version=cfg.version)
+
+
+def _make_world(root: Path, cfg) -> None:
+    from tqdm import tqdm
+
+    from reworld.data.synth import generate_world
+
+    _log(f"first start: generating the synthetic world in {root} ({cfg.synth_scenes} scenes)")
+    bar = tqdm(total=cfg.synth_scenes, desc="synthetic world", unit="scene")
+
+    def progress(done: int, total: int) -> None:
+        bar.n = done
+        bar.refresh()
+
+    generate_world(root, num_scenes=cfg.synth_scenes, seed=cfg.synth_seed, version=cfg.version,
+                   image_size=(cfg.synth_image_height, cfg.synth_image_width), progress=progress)
+    bar.close()
+
+
+def serve(demo, host: str = "127.0.0.1", port: int | None = 7860, share: bool = False, auth=None,
+          prevent_thread_lock: bool = False):
+    """Launch with the app's safety settings: heavy jobs one at a time, files served only from the app's
+    output folder and the assets, no share without auth, a small upload limit."""
+    if share and not auth:
+        raise ValueError("--share makes the app public: it needs --auth USER:PASS")
+    ctx = demo.reworld_context
+    demo.queue(default_concurrency_limit=1)
+    return demo.launch(server_name=host, server_port=port, share=share, auth=auth,
+                       allowed_paths=[str(ctx.out_dir), str(ASSETS)], max_file_size=MAX_FILE_SIZE,
+                       prevent_thread_lock=prevent_thread_lock, show_error=False, ssr_mode=False,
+                       quiet=prevent_thread_lock, css=_css())
+
+
+def _css() -> str:
+    from .demo import CSS
+
+    return CSS
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    args = build_parser().parse_args(argv)
+    from reworld.models.layers import CheckpointError
+
+    t0 = time.perf_counter()
+    try:
+        auth = parse_auth(args.auth)
+        if args.share and not auth:
+            raise ValueError("--share makes the app public: it needs --auth USER:PASS")
+        if args.version and not args.dataroot:
+            raise ValueError("--version needs --dataroot")
+        pipelines = load_pipelines(args.checkpoint, args.device)
+        first = next(iter(pipelines.values()))
+        dataset = open_dataset(first.config.data, args.dataroot, args.version)
+        _log(f"dataset {dataset.root} ({dataset.version}): {len(dataset.samples)} samples")
+        from .demo import create_demo
+
+        demo = create_demo(pipelines, dataset)
+    except (ValueError, OSError, CheckpointError) as e:  # DatasetError, ConfigError are ValueErrors
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    _log(f"ready to serve after {time.perf_counter() - t0:.1f} s; http://{args.host}:{args.port}")
+    serve(demo, args.host, args.port, args.share, auth)
+    return 0

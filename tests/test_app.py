@@ -1,0 +1,282 @@
+"""Callback tests of the app on tiny untrained pipelines over the tiny synthetic world."""
+from __future__ import annotations
+
+import math
+
+import gradio as gr
+import numpy as np
+import pytest
+
+from test_app_support import tiny_demo, tiny_pipeline
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+@pytest.fixture(scope="module")
+def app(tiny_config, tmp_path_factory):
+    out = tmp_path_factory.mktemp("app-out")
+    demo, ctx = tiny_demo(tiny_config, out)
+    return demo, ctx
+
+
+@pytest.fixture(scope="module")
+def ctx(app):
+    return app[1]
+
+
+@pytest.fixture(scope="module")
+def scene(ctx):
+    return next(iter(ctx.scenes))
+
+
+def test_list_scenes_and_scene_view(ctx, scene):
+    from app import callbacks as C
+
+    listed = C.list_scenes(ctx)
+    assert [s["scene"] for s in listed] == sorted(ctx.scenes) and len(listed) == 4
+    assert all(s["samples"] >= 1 and s["split"] in ("train", "val") for s in listed)
+    img, fig, info = C.scene_view(ctx, scene, 0)
+    d = ctx.data_cfg
+    assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[1] >= d.context_frames * d.image_width * 2
+    names = {t.name for t in fig.data}
+    assert {"drivable area", "ego", "expert"} <= names
+    assert info["scene"] == scene and info["sample_index"] == 0 and info["has_map"]
+    assert info["command"] in ("left", "straight", "right")
+
+
+def test_generate_writes_browser_playable_h264(ctx, scene):
+    import av
+
+    from app import callbacks as C
+
+    path, status = C.generate(ctx, "reworld", scene, 0, 3, 1.4, 7, "logged", session="s-gen")
+    assert path.endswith(".mp4") and str(ctx.out_dir) in path
+    with av.open(path) as f:
+        s = f.streams.video[0]
+        assert s.codec_context.name == "h264" and s.codec_context.pix_fmt == "yuv420p"
+        frames = [fr.to_ndarray(format="rgb24") for fr in f.decode(video=0)]
+    d = ctx.data_cfg
+    assert len(frames) == d.context_frames + d.future_frames
+    h, w = frames[0].shape[:2]
+    assert h % 2 == 0 and w % 2 == 0 and w >= 2 * 4 * d.image_width and h >= 4 * d.image_height
+    # during the context both panels show the same observed frame
+    left, right = frames[0][30:, : w // 2 - 4].astype(int), frames[0][30:, w // 2 + 2: w - 2].astype(int)
+    assert np.abs(left[:, : right.shape[1]] - right[:, : left.shape[1]]).mean() < 8
+    assert "`cpu`" in status and " s**" in status and "3 steps" in status and "seed 7" in status
+    # same seed, same video
+    path2, _ = C.generate(ctx, "reworld", scene, 0, 3, 1.4, 7, "logged", session="s-gen")
+    with av.open(path) as a, av.open(path2) as b:
+        fa = [x.to_ndarray() for x in a.decode(video=0)]
+        fb = [x.to_ndarray() for x in b.decode(video=0)]
+    assert all(np.array_equal(x, y) for x, y in zip(fa, fb))
+
+
+def test_plan_draws_and_scores_every_sample(ctx, scene):
+    from app import callbacks as C
+
+    fig, table, status = C.plan(ctx, "reworld", scene, 0, 5, 1, "left", session="s-plan")
+    assert len(table) == 5 and list(table.columns) == C.PDM_COLUMNS
+    assert table["PDMS"].between(0, 1).all() and set(table["failure"]) <= {"safe", "collision", "off_road", "ttc"}
+    drawn = [t for t in fig.data if t.name in ("safe", "collision", "off_road", "ttc")]
+    assert len(drawn) == 5
+    assert "5 samples" in status and "command left (override" in status and "`cpu`" in status
+
+
+BAD = [
+    ("generate", dict(steps=0), "steps"),
+    ("generate", dict(steps=201), "steps"),
+    ("generate", dict(steps=2.5), "whole number"),
+    ("generate", dict(guidance=math.nan), "guidance"),
+    ("generate", dict(guidance=math.inf), "guidance"),
+    ("generate", dict(guidance=5.5), "guidance"),
+    ("generate", dict(seed=-1), "seed"),
+    ("generate", dict(seed=2**40), "seed"),
+    ("generate", dict(seed="12"), "seed"),
+    ("generate", dict(command="north"), "command"),
+    ("generate", dict(checkpoint="nope"), "unknown checkpoint"),
+    ("generate", dict(checkpoint="../reworld"), "not a path"),
+    ("generate", dict(checkpoint="/etc/passwd"), "not a path"),
+    ("generate", dict(scene="scene-9999"), "unknown scene"),
+    ("generate", dict(scene="../../etc"), "not a path"),
+    ("generate", dict(scene="http://example.com/x"), "not a path"),
+    ("generate", dict(index=999), "sample index"),
+    ("generate", dict(index=-1), "sample index"),
+    ("plan", dict(num_samples=0), "trajectory samples"),
+    ("plan", dict(num_samples=65), "trajectory samples"),
+    ("plan", dict(seed=math.nan), "seed"),
+    ("velocity", dict(steps=-3), "steps"),
+    ("velocity", dict(guidance=-0.1), "guidance"),
+]
+
+
+@pytest.mark.parametrize("fn,bad,message", BAD, ids=[f"{f}-{list(b)[0]}={b[list(b)[0]]!r}" for f, b, _ in BAD])
+def test_bad_values_are_rejected_before_the_model_runs(ctx, scene, monkeypatch, fn, bad, message):
+    from app import callbacks as C
+
+    calls = []
+    for pipe in ctx.pipelines.values():
+        for method in ("generate", "plan", "features", "encode_context"):
+            monkeypatch.setattr(pipe, method, lambda *a, _m=method, **k: calls.append(_m))
+    args = dict(checkpoint="reworld", scene=scene, index=0, steps=2, guidance=1.0, seed=0, command="logged",
+                num_samples=2)
+    args.update(bad)
+    with pytest.raises(gr.Error, match=message):
+        if fn == "plan":
+            C.plan(ctx, args["checkpoint"], args["scene"], args["index"], args["num_samples"], args["seed"],
+                   args["command"], session="bad")
+        else:
+            getattr(C, fn)(ctx, args["checkpoint"], args["scene"], args["index"], args["steps"], args["guidance"],
+                           args["seed"], args["command"], session="bad")
+    assert calls == []
+
+
+def test_bad_embedding_and_compare_values(ctx, scene, monkeypatch):
+    from app import callbacks as C
+
+    calls = []
+    for pipe in ctx.pipelines.values():
+        monkeypatch.setattr(pipe, "features", lambda *a, **k: calls.append("features"))
+        monkeypatch.setattr(pipe, "generate", lambda *a, **k: calls.append("generate"))
+    for ckpts, n, k, dims, message in ((["reworld", "vanilla", "reworld"], 4, 4, 2, "pick 1 to 2"),
+                                       (["reworld", "reworld"], 4, 4, 2, "twice"), (["x/y"], 4, 4, 2, "not a path"),
+                                       (["reworld"], 1, 4, 2, "clips"), (["reworld"], 4, 0, 2, "hard negatives"),
+                                       (["reworld"], 4, 4, 4, "UMAP dimensions")):
+        with pytest.raises(gr.Error, match=message):
+            C.embedding(ctx, ckpts, n, k, dims, 0)
+    with pytest.raises(gr.Error, match="unknown checkpoint"):
+        C.compare(ctx, "reworld", "other", scene, 0, 2, 1.0, 0, 2, "logged")
+    with pytest.raises(gr.Error, match="trajectory samples"):
+        C.compare(ctx, "reworld", "vanilla", scene, 0, 2, 1.0, 0, 100, "logged")
+    with pytest.raises(gr.Error, match="ablation CSV|No ablation"):
+        C.ablation(ctx, "../secrets.csv")
+    assert calls == []
+
+
+def test_stop_really_stops_between_steps_and_a_stray_stop_is_harmless(ctx, scene):
+    from app import callbacks as C
+
+    session = "s-stop"
+
+    def progress(fraction, desc=""):
+        if "step 2/" in desc:
+            assert ctx.stops.stop(session)  # the job is running: the request is taken
+
+    with pytest.raises(gr.Error, match="Stopped after 2 of 50 steps"):
+        C.generate(ctx, "reworld", scene, 0, 50, 1.0, 0, "logged", session=session, progress=progress)
+    assert not ctx.model_lock.locked()
+    assert not ctx.stops.stop(session)  # nothing runs now: nothing to stop, nothing remembered
+    path, _ = C.generate(ctx, "reworld", scene, 0, 2, 1.0, 0, "logged", session=session)
+    assert path.endswith(".mp4")
+    # another session's stop does not touch this one
+    other = []
+    C.generate(ctx, "reworld", scene, 0, 3, 1.0, 0, "logged", session="a",
+               progress=lambda f, desc="": other.append(ctx.stops.stop("b")))
+    assert other and not any(other)
+    # a stop clicked while the job still waits in the queue stops it before its first step
+    ctx.stops.arm("queued")
+    assert ctx.stops.stop("queued")
+    with pytest.raises(gr.Error, match="Stopped after 0 of 3 steps"):
+        C.generate(ctx, "reworld", scene, 0, 3, 1.0, 0, "logged", session="queued")
+
+
+def test_velocity_view_and_scrubber(ctx, scene):
+    from app import callbacks as C
+
+    heatmap, curves, report, numbers, status = C.velocity(ctx, "reworld", scene, 0, 3, 1.4, 0, "logged", session="v")
+    assert heatmap.data[0].z.shape == (1, 3) and len(curves.data) == 4
+    assert numbers["steps"] == 3 and numbers["device"] == "cpu" and len(numbers["per_block"]["1"]["cosine"]) == 3
+    d = ctx.data_cfg
+    img0, img2 = C.preview_image(report, 0), C.preview_image(report, 2)
+    assert img0.shape == img2.shape and img0.shape[0] >= 2 * 2 * d.image_height  # head row + final row, ×2
+    assert not np.array_equal(img0, img2)  # the x0 prediction changes over the run
+    with pytest.raises(gr.Error, match="step"):
+        C.preview_image(report, 3)
+    with pytest.raises(gr.Error, match="run the velocity analysis first"):
+        C.preview_image(None, 0)
+
+
+def test_embedding_one_and_two_checkpoints_cached(ctx, monkeypatch):
+    from analysis import representations as R
+
+    from app import callbacks as C
+
+    fits = []
+
+    def fake_fit(feats, n_components, **kw):  # UMAP itself is tested in test_analysis; keep this test fast
+        fits.append(len(feats))
+        return np.asarray(feats[:, :n_components], dtype=np.float32)
+
+    monkeypatch.setattr(R, "_fit_umap", fake_fit)
+    a, b, sep, numbers = C.embedding(ctx, ["reworld"], 3, 4, 2, 0)
+    assert b is None and a.data and numbers["clips"] == 3
+    entry = numbers["checkpoints"]["reworld"]
+    assert entry["points"] == sum(entry["counts"].values()) and entry["counts"]["expert"] == 3
+    calls = []
+    pipe = ctx.pipelines["reworld"]
+    original = pipe.features
+    monkeypatch.setattr(pipe, "features", lambda *a, **k: calls.append(1) or original(*a, **k))
+    a, b, sep, numbers = C.embedding(ctx, ["reworld", "vanilla"], 3, 4, 3, 0)
+    assert calls == []  # the first checkpoint's features came from the cache
+    assert b is not None and a.data[0].type == "scatter3d"
+    assert set(numbers["checkpoints"]) == {"reworld", "vanilla"}
+
+
+def test_compare_two_checkpoints_on_the_same_sample(ctx, scene):
+    from app import callbacks as C
+
+    va, vb, bev_a, bev_b, table, curves_a, curves_b = C.compare(ctx, "reworld", "vanilla", scene, 0, 2, 1.0, 3, 3,
+                                                                "logged")
+    assert va.endswith(".mp4") and vb.endswith(".mp4") and va != vb
+    assert list(table["checkpoint"]) == ["reworld", "vanilla"] and table["mean PDMS"].notna().all()
+    assert bev_a is not None and bev_b is not None and curves_a is not None and curves_b is not None
+
+
+def test_ablation_panel_with_and_without_data(ctx, tmp_path, monkeypatch):
+    from app import callbacks as C
+
+    monkeypatch.setattr(ctx, "ablation_dir", tmp_path / "absent")
+    fig, note = C.ablation(ctx, None)
+    assert fig is None and "No ablation data" in note
+    monkeypatch.setattr(ctx, "ablation_dir", tmp_path)
+    (tmp_path / "curves.csv").write_text("step,run,seed,metric,value\n0,vanilla,0,val/loss,1.0\n10,vanilla,0,val/loss,0.5\n"
+                                         "0,reworld,0,val/loss,1.0\n10,reworld,0,val/loss,0.4\n")
+    fig, note = C.ablation(ctx, "curves.csv")
+    assert len(fig.data) == 2 and "vanilla" in note
+    with pytest.raises(gr.Error, match="unknown ablation CSV"):
+        C.ablation(ctx, "other.csv")
+
+
+def test_create_demo_refuses_mismatched_or_path_named_checkpoints(tiny_config, tmp_path):
+    from reworld.config import replace
+    from reworld.data.loader import NuScenesClips
+
+    from app.demo import create_demo
+
+    dataset = NuScenesClips(tiny_config.data, split="all")
+    pipe = tiny_pipeline(0, tiny_config.data)
+    with pytest.raises(gr.Error, match="not a path"):
+        create_demo({"../x": pipe}, dataset, out_dir=tmp_path)
+    pipe.config = replace(pipe.config, data={"image_height": 48})
+    with pytest.raises(ValueError, match="image_height 48"):
+        create_demo({"a": pipe}, dataset, out_dir=tmp_path)
+    with pytest.raises(ValueError, match="at least one"):
+        create_demo({}, dataset, out_dir=tmp_path)
+
+
+def test_cli_refuses_share_without_auth_and_missing_checkpoints(tmp_path, capsys):
+    from app.cli import main, parse_auth
+
+    assert main(["--share"]) == 2 and "needs --auth" in capsys.readouterr().err
+    assert main(["--checkpoint", str(tmp_path / "missing")]) == 2
+    assert "checkpoint folder not found" in capsys.readouterr().err
+    assert parse_auth("me:pw") == ("me", "pw")
+    for bad in ("me", ":pw", "me:"):
+        with pytest.raises(ValueError):
+            parse_auth(bad)
+
+
+def test_write_mp4_refuses_odd_sizes(tmp_path):
+    from app.media import write_mp4
+
+    with pytest.raises(ValueError, match="even"):
+        write_mp4(np.zeros((2, 15, 16, 3), np.uint8), tmp_path / "x.mp4", 6.0)
