@@ -330,7 +330,7 @@ def ablation(ctx, csv_name):
     from analysis import ablation as AB
 
     files = ablation_files(ctx)
-    if not files:
+    if not csv_name and not files:
         return None, no_ablation_note(ctx)
     name = V.name(csv_name or files[0], "ablation CSV", files)
     kind, df = AB.read_ablation_csv(ctx.ablation_dir / name)

@@ -179,6 +179,19 @@ def cmd_train_video_net(args) -> int:
     return 0
 
 
+def cmd_ablate(args) -> int:
+    from .ablation import ablate_planner, ablate_video
+
+    if args.what == "video":
+        result = ablate_video(args.config, args.vae, args.seeds, args.steps, args.val_every, args.out, args.assets,
+                              args.jobs)
+    else:
+        result = ablate_planner(args.config, args.video_run, args.seeds[0], args.steps, args.val_every, args.out,
+                                args.assets, args.jobs)
+    print(json.dumps(result, indent=2, default=float))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m reworld", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -243,6 +256,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dataroot")
     s.add_argument("--version")
     s.set_defaults(func=cmd_train_video_net)
+
+    s = sub.add_parser("ablate", help="ablation study: video (IG on/off over seeds) or planner (4 loss arms)")
+    s.add_argument("what", choices=["video", "planner"])
+    s.add_argument("--config", default=str(DEFAULT_CONFIG))
+    s.add_argument("--vae", help="trained VAE folder shared by every video arm (video)")
+    s.add_argument("--video-run", help="run folder with a trained Video DiT (planner)")
+    s.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    s.add_argument("--steps", type=int, default=800)
+    s.add_argument("--val-every", type=int, default=100)
+    s.add_argument("--out", default="runs/ablation")
+    s.add_argument("--assets", default=str(REPO_ROOT / "assets" / "ablation"))
+    s.add_argument("--jobs", type=int, default=2, help="runs at a time (one thread each)")
+    s.set_defaults(func=cmd_ablate)
     return p
 
 

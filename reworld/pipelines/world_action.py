@@ -69,7 +69,7 @@ class WorldActionPipeline:
         if not (path / "config.json").is_file():
             raise CheckpointError(f"{path} is not a ReWorld checkpoint: no config.json")
         config = config_from_dict(json.loads((path / "config.json").read_text()))
-        vae = load_pretrained_vae(path / "vae")
+        vae = load_pretrained_vae(component_dir(path, "vae"))
         video = VideoDiT.from_pretrained(path / "video_dit")
         action = None
         if (path / "action_dit").is_dir():
@@ -205,6 +205,22 @@ class WorldActionPipeline:
         out = planner(x_t, torch.full((n,), sigma, device=self.device), feats,
                       cond.ego_status.expand(n, -1), cond.command.expand(n), return_features=True)
         return out.features[block].mean(dim=1).cpu().numpy()  # (N, width)
+
+
+def component_dir(path: Path, name: str) -> Path:
+    """`path/name`, or where `path/components.json` points for it (e.g. `{"vae": "../vae"}`: two shipped
+    checkpoints sharing one VAE). A pointer may only lead to a sibling of `path`."""
+    own = path / name
+    pointers = path / "components.json"
+    if own.exists() or not pointers.is_file():
+        return own
+    target = json.loads(pointers.read_text()).get(name)
+    if target is None:
+        return own
+    resolved = (path / target).resolve()
+    if resolved.parent != path.resolve().parent:
+        raise CheckpointError(f"{pointers}: {name} must point to a sibling folder of {path}, got {target!r}")
+    return resolved
 
 
 def _check_steps(steps: int, limit: int = 1000) -> None:
