@@ -65,10 +65,10 @@ def create_demo(pipelines: dict, dataset, out_dir: str | Path | None = None,
                 gr.Markdown("The observed context and the logged future of the front camera; the bird's-eye view "
                             "with the drivable area, the other road users (now, and faded at 1–4 s) and the expert's "
                             "trajectory.")
-                frames = gr.Image(label="Camera frames", type="numpy", format="png", interactive=False)
+                frames = gr.Image(label="Camera frames", elem_id="scene-frames", type="numpy", format="png", interactive=False)
                 with gr.Row():
-                    bev = gr.Plot(label="Bird's-eye view", scale=3)
-                    info = gr.JSON(label="Sample", scale=1)
+                    bev = gr.Plot(label="Bird's-eye view", elem_id="scene-bev", scale=3)
+                    info = gr.JSON(label="Sample", elem_id="scene-info", scale=1)
                 with gr.Accordion("All scenes", open=False):
                     scenes_json = gr.JSON(label="Scenes")
 
@@ -84,13 +84,13 @@ def create_demo(pipelines: dict, dataset, out_dir: str | Path | None = None,
                     randomise = gr.Button("🎲 Randomise seed", scale=1)
                     run_btn = gr.Button("Generate & plan", variant="primary", scale=2)
                     stop_btn = gr.Button("Stop", variant="stop", scale=1)
-                gen_status = gr.Markdown(elem_classes="status-line")
-                plan_status = gr.Markdown(elem_classes="status-line")
+                gen_status = gr.Markdown(elem_id="gen-status", elem_classes="status-line")
+                plan_status = gr.Markdown(elem_id="plan-status", elem_classes="status-line")
                 with gr.Row():
-                    video = gr.Video(label="Generated future (left) beside the logged future (right)", autoplay=True,
+                    video = gr.Video(label="Generated future (left) beside the logged future (right)", elem_id="gen-video", autoplay=True,
                                      loop=True, interactive=False, scale=2)
-                    plan_bev = gr.Plot(label="Sampled trajectories (hover: PDM sub-scores)", scale=2)
-                pdm_table = gr.Dataframe(label="PDM sub-scores per sampled trajectory", interactive=False)
+                    plan_bev = gr.Plot(label="Sampled trajectories (hover: PDM sub-scores)", elem_id="plan-bev", scale=2)
+                pdm_table = gr.Dataframe(label="PDM sub-scores per sampled trajectory", elem_id="pdm-table", interactive=False)
 
             with gr.Tab("Intermediate vs final velocity", id="velocity"):
                 gr.Markdown("At each denoising step, the velocity `v_i` of each intermediate head against the final "
@@ -100,10 +100,10 @@ def create_demo(pipelines: dict, dataset, out_dir: str | Path | None = None,
                     vel_btn = gr.Button("Analyse this sample", variant="primary")
                     vel_stop = gr.Button("Stop", variant="stop")
                 vel_status = gr.Markdown(elem_classes="status-line")
-                heatmap = gr.Plot(label="cos(v_i, v_f) per step and head block")
-                curves = gr.Plot(label="Curves per step")
+                heatmap = gr.Plot(label="cos(v_i, v_f) per step and head block", elem_id="vel-heatmap")
+                curves = gr.Plot(label="Curves per step", elem_id="vel-curves")
                 step = gr.Slider(0, V.MAX_STEPS - 1, value=0, step=1, label="Denoising step of the x0 previews")
-                preview = gr.Image(label="x0 previews: heads and final output", type="numpy", format="png",
+                preview = gr.Image(label="x0 previews: heads and final output", elem_id="vel-preview", type="numpy", format="png",
                                    interactive=False)
                 with gr.Accordion("Numbers (JSON)", open=False):
                     vel_json = gr.JSON()
@@ -121,9 +121,9 @@ def create_demo(pipelines: dict, dataset, out_dir: str | Path | None = None,
                     dims = gr.Radio([2, 3], value=2, label="UMAP dimensions")
                     emb_btn = gr.Button("Embed", variant="primary")
                 with gr.Row():
-                    emb_a = gr.Plot(label="UMAP (first checkpoint)")
+                    emb_a = gr.Plot(label="UMAP (first checkpoint)", elem_id="emb-a")
                     emb_b = gr.Plot(label="UMAP (second checkpoint)")
-                separation = gr.Plot(label="Separation of experts from hard negatives")
+                separation = gr.Plot(label="Separation of experts from hard negatives", elem_id="emb-separation")
                 with gr.Accordion("Numbers (JSON)", open=False):
                     emb_json = gr.JSON()
 
@@ -136,19 +136,19 @@ def create_demo(pipelines: dict, dataset, out_dir: str | Path | None = None,
                     cmp_stop = gr.Button("Stop", variant="stop")
                 cmp_status = gr.Markdown(elem_classes="status-line")
                 with gr.Row():
-                    video_a = gr.Video(label="A: generated vs logged", autoplay=True, loop=True, interactive=False)
-                    video_b = gr.Video(label="B: generated vs logged", autoplay=True, loop=True, interactive=False)
+                    video_a = gr.Video(label="A: generated vs logged", elem_id="cmp-video-a", autoplay=True, loop=True, interactive=False)
+                    video_b = gr.Video(label="B: generated vs logged", elem_id="cmp-video-b", autoplay=True, loop=True, interactive=False)
                 with gr.Row():
-                    bev_a = gr.Plot(label="A: trajectories")
+                    bev_a = gr.Plot(label="A: trajectories", elem_id="cmp-bev-a")
                     bev_b = gr.Plot(label="B: trajectories")
-                cmp_table = gr.Dataframe(label="Side by side", interactive=False)
+                cmp_table = gr.Dataframe(label="Side by side", elem_id="cmp-table", interactive=False)
                 with gr.Row():
                     curves_a = gr.Plot(label="A: intermediate vs final velocity")
                     curves_b = gr.Plot(label="B: intermediate vs final velocity")
                 gr.Markdown("### Ablation training curves")
                 files = C.ablation_files(ctx)
                 csv = gr.Dropdown(files, value=files[0] if files else None, label="Ablation CSV (assets/ablation/)")
-                abl_note = gr.Markdown()
+                abl_note = gr.Markdown(elem_id="abl-note")
                 abl_plot = gr.Plot(label="Training curves")
 
         # ------------------------------------------------------------------ wiring

@@ -192,6 +192,21 @@ def cmd_ablate(args) -> int:
     return 0
 
 
+def cmd_ship(args) -> int:
+    from .evaluation import evaluate
+    from .ship import ship
+
+    report = None
+    if not args.no_eval:
+        feature_net = REPO_ROOT / "assets" / "checkpoints" / "video_net"
+        report = evaluate(args.run, split="val", video_clips=args.video_clips, seed=0,
+                          feature_net=str(feature_net) if (feature_net / "config.json").is_file() else None).to_json()
+    commands = Path(args.commands).read_text().strip().splitlines() if args.commands else []
+    dest = ship(args.run, args.to, args.shared_vae, args.config, report, commands)
+    print(f"shipped {args.run} -> {dest}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m reworld", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -269,6 +284,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--assets", default=str(REPO_ROOT / "assets" / "ablation"))
     s.add_argument("--jobs", type=int, default=2, help="runs at a time (one thread each)")
     s.set_defaults(func=cmd_ablate)
+
+    s = sub.add_parser("ship", help="copy a run folder into a shipped checkpoint with eval.json and a model card")
+    s.add_argument("--run", required=True)
+    s.add_argument("--to", required=True)
+    s.add_argument("--config", required=True, help="the config the run was trained with (for the card)")
+    s.add_argument("--shared-vae", help="sibling folder holding the VAE shared by several checkpoints")
+    s.add_argument("--commands", help="text file with the exact commands that trained the run")
+    s.add_argument("--video-clips", type=int, default=32)
+    s.add_argument("--no-eval", action="store_true")
+    s.set_defaults(func=cmd_ship)
     return p
 
 

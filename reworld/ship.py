@@ -1,0 +1,99 @@
+"""`python -m reworld ship`: copy a trained run folder into a shipped checkpoint with its model card.
+
+A shipped checkpoint holds `config.json`, `video_dit/`, `action_dit/` and either its own `vae/` or a
+`components.json` pointing at a shared sibling VAE folder, plus `eval.json` (the figures of
+`python -m reworld eval` on the held-out split) and `MODEL_CARD.md` (commands, seeds, steps, wall time,
+figures). Everything is safetensors + JSON.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+STAGE_ORDER = ("vae", "video", "action", "joint")
+
+
+def _stage_meta(run: Path) -> dict[str, dict]:
+    from .training.checkpoint import latest_checkpoint
+
+    out = {}
+    for stage in STAGE_ORDER:
+        ckpt = latest_checkpoint(run, stage)
+        if ckpt is not None:
+            out[stage] = json.loads((ckpt / "meta.json").read_text())
+    return out
+
+
+def ship(run: str, dest: str, shared_vae: str | None, config_path: str, eval_report: dict | None,
+         commands: list[str]) -> Path:
+    run_dir, dest_dir = Path(run), Path(dest)
+    if not (run_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run folder (no config.json)")
+    tmp = dest_dir.with_name(f".{dest_dir.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    shutil.copy(run_dir / "config.json", tmp / "config.json")
+    for part in ("video_dit", "action_dit"):
+        shutil.copytree(run_dir / part, tmp / part)
+    if shared_vae:
+        shared = Path(shared_vae)
+        if not shared.is_dir():
+            shutil.copytree(run_dir / "vae", shared)
+        (tmp / "components.json").write_text(json.dumps({"vae": f"../{shared.name}"}))
+    else:
+        shutil.copytree(run_dir / "vae", tmp / "vae")
+    meta = _stage_meta(run_dir)
+    if eval_report is not None:
+        (tmp / "eval.json").write_text(json.dumps(eval_report, indent=2))
+    (tmp / "MODEL_CARD.md").write_text(model_card(json.loads((run_dir / "config.json").read_text()), meta,
+                                                  eval_report, commands, config_path))
+    if dest_dir.exists():
+        shutil.rmtree(dest_dir)
+    tmp.replace(dest_dir)
+    return dest_dir
+
+
+def model_card(config: dict, meta: dict[str, dict], report: dict | None, commands: list[str],
+               config_path: str) -> str:
+    loss = config["loss"]
+    lines = [
+        f"# ReWorld checkpoint `{config['name']}`",
+        "",
+        "Trained by this repository's own commands on the synthetic world (`python -m reworld synth --out "
+        f"data/synth --scenes {config['data']['synth_scenes']} --seed {config['data']['synth_seed']}`), split by "
+        f"scene (val_fraction {config['data']['val_fraction']}, split_seed {config['data']['split_seed']}).",
+        "",
+        f"Losses: λ_ig = {loss['lambda_ig']} (intermediate guidance), λ_align = {loss['lambda_align']} "
+        f"(cross-modal alignment), λ_hn = {loss['lambda_hn']} (hard-negative InfoNCE). Seed "
+        f"{config['train']['seed']}. Config: `{config_path}`.",
+        "",
+        "## Commands",
+        "",
+        "```bash",
+        *commands,
+        "```",
+        "",
+        "## Stages",
+        "",
+        "| stage | steps | wall time of the last run segment [s] |",
+        "|---|---|---|",
+    ]
+    for stage in STAGE_ORDER:
+        if stage in meta:
+            lines.append(f"| {stage} | {meta[stage]['step']} | {meta[stage].get('seconds', float('nan'))} |")
+    if report is not None:
+        from .evaluation import PLAN_KEYS
+
+        s = report["settings"]
+        lines += ["", "## Evaluation", "",
+                  f"`python -m reworld eval --checkpoint <this folder> --split {report['split']} "
+                  f"--seed {s['seed']}` on {report['num_clips']} held-out clips (video on {s.get('video_clips', 0)} "
+                  f"clips, {s['video_steps']} steps, w = {s.get('guidance')}):", "",
+                  "| planner | " + " | ".join(PLAN_KEYS) + " |", "|---" * (len(PLAN_KEYS) + 1) + "|"]
+        for name, row in report["planners"].items():
+            lines.append(f"| {name} | " + " | ".join(f"{row[k]:.3f}" for k in PLAN_KEYS) + " |")
+        if report.get("video"):
+            lines += ["", "| video | value |", "|---|---|"]
+            lines += [f"| {k} | {v:.3f} |" for k, v in report["video"].items()]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,156 @@
+"""The app in a real browser: Python Playwright driving Debian's Chromium. Picks a scene, runs generation
+and planning, waits for the video to be playable (readyState 4) and the plots to render, runs every view,
+and saves a small screenshot of each into assets/readme/app_*.png (the README's pictures).
+
+Runs on the tiny untrained pipelines by default (seconds); set APP_BROWSER_CHECKPOINTS=dir1,dir2 to take
+the screenshots with trained checkpoints on the default synthetic world instead."""
+from __future__ import annotations
+
+import io
+import os
+import re
+import socket
+from pathlib import Path
+
+import pytest
+
+from test_app_support import tiny_demo
+
+CHROMIUM = Path("/usr/bin/chromium")
+README = Path(__file__).resolve().parent.parent / "assets" / "readme"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run", "--disable-quic"]
+TIMEOUT_MS = 240_000
+
+pytestmark = [pytest.mark.browser, pytest.mark.filterwarnings("ignore::UserWarning")]
+
+
+def _skip_reason() -> str | None:
+    if not CHROMIUM.is_file():
+        return f"{CHROMIUM} is missing (apt-get install -y chromium)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "Python playwright is not installed (pip install playwright)"
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def url(tiny_config, tmp_path_factory):
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    from app.cli import serve
+
+    out = tmp_path_factory.mktemp("app-browser")
+    if os.environ.get("APP_BROWSER_CHECKPOINTS"):
+        from app.cli import load_pipelines, open_dataset
+        from app.demo import create_demo
+
+        pipes = load_pipelines(os.environ["APP_BROWSER_CHECKPOINTS"].split(","))
+        dataset = open_dataset(next(iter(pipes.values())).config.data)
+        demo = create_demo(pipes, dataset, out_dir=out)
+    else:
+        demo, _ = tiny_demo(tiny_config, out)
+    port = _free_port()
+    serve(demo, "127.0.0.1", port, prevent_thread_lock=True)
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+def _shot(page, name: str, width: int = 1100) -> Path:
+    """A small PNG: the page, scaled to `width` and reduced to a 256-colour palette."""
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(page.screenshot(full_page=True))).convert("RGB")
+    if img.width > width:
+        img = img.resize((width, round(img.height * width / img.width)), Image.LANCZOS)
+    README.mkdir(parents=True, exist_ok=True)
+    path = README / f"app_{name}.png"
+    img.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+    return path
+
+
+def _wait_plot(page, elem_id: str) -> None:
+    page.wait_for_selector(f"#{elem_id} .js-plotly-plot .main-svg", timeout=TIMEOUT_MS)
+
+
+def _wait_video(page, elem_id: str) -> None:
+    page.wait_for_function(
+        f"() => {{ const v = document.querySelector('#{elem_id} video'); return v && v.readyState === 4; }}",
+        timeout=TIMEOUT_MS)
+
+
+def _wait_image(page, elem_id: str) -> None:
+    page.wait_for_function(
+        f"() => {{ const i = document.querySelector('#{elem_id} img'); return i && i.complete && i.naturalWidth > 0; }}",
+        timeout=TIMEOUT_MS)
+
+
+def test_browser_views_and_screenshots(url):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(url, timeout=TIMEOUT_MS)
+
+        # Scene: pick the second scene from the dropdown (a combobox: click it, then the option by role)
+        _wait_image(page, "scene-frames")
+        page.get_by_label("Scene", exact=True).click()
+        option = page.get_by_role("option").nth(1)
+        scene_name = re.match(r"(scene-\d+)", option.inner_text()).group(1)
+        option.click()
+        expect(page.locator("#scene-info")).to_contain_text(scene_name, timeout=TIMEOUT_MS)
+        _wait_plot(page, "scene-bev")
+        _wait_image(page, "scene-frames")
+        shots = [_shot(page, "scene")]
+
+        # Generate & plan
+        page.get_by_role("tab", name="Generate & plan").click()
+        page.get_by_role("button", name="Generate & plan", exact=True).click()
+        _wait_video(page, "gen-video")
+        _wait_plot(page, "plan-bev")
+        expect(page.locator("#plan-status")).to_contain_text("planned", timeout=TIMEOUT_MS)
+        expect(page.locator("#gen-status")).to_contain_text("generated on", timeout=TIMEOUT_MS)
+        playing = page.evaluate("() => { const v = document.querySelector('#gen-video video'); "
+                                "return {w: v.videoWidth, h: v.videoHeight, d: v.duration}; }")
+        assert playing["w"] > 0 and playing["h"] > 0 and playing["d"] > 0
+        shots.append(_shot(page, "generate"))
+
+        # Intermediate vs final velocity
+        page.get_by_role("tab", name="Intermediate vs final velocity").click()
+        page.get_by_role("button", name="Analyse this sample").click()
+        _wait_plot(page, "vel-heatmap")
+        _wait_plot(page, "vel-curves")
+        _wait_image(page, "vel-preview")
+        shots.append(_shot(page, "velocity"))
+
+        # Representations (real UMAP: the first fit imports numba, tens of seconds)
+        page.get_by_role("tab", name="Representations").click()
+        page.get_by_role("button", name="Embed").click()
+        _wait_plot(page, "emb-a")
+        _wait_plot(page, "emb-separation")
+        shots.append(_shot(page, "representations"))
+
+        # Ablation compare
+        page.get_by_role("tab", name="Ablation compare").click()
+        page.get_by_role("button", name="Compare", exact=True).click()
+        _wait_video(page, "cmp-video-a")
+        _wait_video(page, "cmp-video-b")
+        _wait_plot(page, "cmp-bev-a")
+        expect(page.locator("#abl-note")).not_to_be_empty(timeout=TIMEOUT_MS)
+        shots.append(_shot(page, "compare"))
+        browser.close()
+
+    assert not errors, errors
+    for path in shots:
+        assert path.is_file() and 5_000 < path.stat().st_size < 600_000, (path, path.stat().st_size)

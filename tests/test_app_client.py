@@ -1,0 +1,153 @@
+"""The launched app, scripted with `gradio_client`: every named endpoint, bad values, two clients at once."""
+from __future__ import annotations
+
+import math
+import socket
+import threading
+
+import numpy as np
+import pytest
+
+from test_app_support import tiny_demo
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+ENDPOINTS = {"/list_scenes", "/scene", "/generate", "/plan", "/stop", "/velocity", "/velocity_preview", "/embedding",
+             "/compare", "/ablation"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(tiny_config, tmp_path_factory):
+    from app.cli import serve
+
+    out = tmp_path_factory.mktemp("app-client")
+    abl = tmp_path_factory.mktemp("ablation")
+    (abl / "curves.csv").write_text("step,run,seed,metric,value\n0,vanilla,0,val/loss,1.0\n10,vanilla,0,val/loss,0.5\n")
+    demo, ctx = tiny_demo(tiny_config, out, ablation_dir=abl)
+    port = _free_port()
+    serve(demo, "127.0.0.1", port, prevent_thread_lock=True)
+    yield f"http://127.0.0.1:{port}/", ctx
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(served):
+    from gradio_client import Client
+
+    return Client(served[0], verbose=False)
+
+
+def test_every_named_endpoint_answers(served, client, monkeypatch):
+    from analysis import representations as R
+
+    url, ctx = served
+    api = client.view_api(print_info=False, return_format="dict")
+    assert ENDPOINTS <= set(api["named_endpoints"])
+
+    scenes = client.predict(api_name="/list_scenes")
+    assert len(scenes) == 4
+    name = scenes[0]["scene"]
+    img, bev, info = client.predict(name, 1, api_name="/scene")
+    assert img.endswith(".png") and info["sample_index"] == 1 and bev is not None
+
+    video, status = client.predict("reworld", name, 0, 2, 1.4, 3, "logged", api_name="/generate")
+    path = video["video"] if isinstance(video, dict) else video
+    assert path.endswith(".mp4") and "`cpu`" in status
+    import av
+
+    with av.open(path) as f:
+        assert f.streams.video[0].codec_context.name == "h264"
+
+    bev, table, status = client.predict("reworld", name, 0, 4, 3, "right", api_name="/plan")
+    assert len(table["data"]) == 4 and "PDMS" in table["headers"] and "4 samples" in status
+
+    heat, curves, numbers, status = client.predict("reworld", name, 0, 3, 1.0, 0, "logged", api_name="/velocity")
+    assert numbers["steps"] == 3 and heat is not None
+    preview = client.predict(1, api_name="/velocity_preview")  # this client's own last analysis
+    assert preview.endswith(".png")
+
+    monkeypatch.setattr(R, "_fit_umap", lambda feats, n_components, **kw: np.asarray(feats[:, :n_components]))
+    a, b, sep, numbers = client.predict(["reworld", "vanilla"], 2, 4, 2, 0, api_name="/embedding")
+    assert a is not None and b is not None and set(numbers["checkpoints"]) == {"reworld", "vanilla"}
+
+    out = client.predict("reworld", "vanilla", name, 0, 2, 1.0, 0, 2, "logged", api_name="/compare")
+    assert len(out) == 7 and [r[0] for r in out[4]["data"]] == ["reworld", "vanilla"]
+
+    fig, note = client.predict("curves.csv", api_name="/ablation")
+    assert fig is not None and "vanilla" in note
+    assert client.predict(api_name="/stop") == "Nothing is running."
+
+
+BAD = [
+    ("/generate", ("reworld", "scene-9999", 0, 2, 1.0, 0, "logged"), "scene-9999"),
+    ("/generate", ("reworld", "S", 0, 0, 1.0, 0, "logged"), "steps|minimum"),
+    ("/generate", ("reworld", "S", 0, 500, 1.0, 0, "logged"), "steps|maximum"),
+    ("/generate", ("reworld", "S", 0, 2, 1.0, -5, "logged"), "seed"),
+    ("/generate", ("reworld", "S", 0, 2, 1.0, 2**40, "logged"), "seed"),
+    ("/generate", ("../reworld", "S", 0, 2, 1.0, 0, "logged"), "reworld"),
+    ("/plan", ("reworld", "S", 0, 0, 0, "logged"), "samples|minimum"),
+    ("/plan", ("reworld", "S", 0, 2, 0, "sideways"), "sideways"),
+    ("/velocity", ("reworld", "S", 0, 2, 9.0, 0, "logged"), "guidance|maximum"),
+    ("/ablation", ("../../etc/passwd",), "passwd"),
+]
+
+
+@pytest.mark.parametrize("endpoint,args,message", BAD, ids=[f"{e}-{i}" for i, (e, _, _) in enumerate(BAD)])
+def test_bad_api_values_are_clear_errors_and_the_model_is_not_touched(served, client, monkeypatch, endpoint, args,
+                                                                      message):
+    from gradio_client.exceptions import AppError
+
+    url, ctx = served
+    scene = next(iter(ctx.scenes))
+    args = tuple(scene if a == "S" else a for a in args)
+    calls = []
+    for pipe in ctx.pipelines.values():
+        for method in ("generate", "plan"):
+            monkeypatch.setattr(pipe, method, lambda *a, _m=method, **k: calls.append(_m))
+    with pytest.raises(AppError, match=message):
+        client.predict(*args, api_name=endpoint)
+    assert calls == []
+
+
+def test_nan_guidance_over_raw_http_is_a_clear_error(served):
+    """gradio_client cannot send NaN (strict JSON), but a raw HTTP client can: the server must refuse it."""
+    import httpx
+
+    url, ctx = served
+    scene = next(iter(ctx.scenes))
+    body = '{"data": ["reworld", "%s", 0, 2, NaN, 0, "logged"]}' % scene
+    r = httpx.post(url + "gradio_api/call/generate", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 200, r.text
+    events = httpx.get(url + f"gradio_api/call/generate/{r.json()['event_id']}", timeout=60).text
+    assert "event: error" in events and "guidance w must be a finite number" in events
+
+
+def test_two_clients_at_once_both_get_their_answers(served):
+    from gradio_client import Client
+
+    url, ctx = served
+    scene = next(iter(ctx.scenes))
+    clients = [Client(url, verbose=False) for _ in range(2)]
+    results, errors = [None, None], []
+
+    def call(i):
+        try:
+            results[i] = clients[i].predict("reworld", scene, 0, 3, 1.0, i, "logged", api_name="/generate")
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    paths = [r[0]["video"] if isinstance(r[0], dict) else r[0] for r in results]
+    assert all(p.endswith(".mp4") for p in paths) and paths[0] != paths[1]
+    assert "seed 0" in results[0][1] and "seed 1" in results[1][1]
