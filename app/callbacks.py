@@ -183,7 +183,7 @@ def preview_image(report, step) -> np.ndarray:
     for key in [head_key(b) for b in report.blocks] + [FINAL]:
         title = "final output" if key == FINAL else key.replace("head_", "head at block ")
         strip = media.hstack([media.upscale(f, 2) for f in report.previews[key][s]])
-        rows.append(media.caption(strip, f"{title} — x0 prediction at step {s} (σ = {report.sigmas[s]:.2f})"))
+        rows.append(media.caption(strip, f"{title}: x0 prediction at step {s} (sigma = {report.sigmas[s]:.2f})"))
     return media.vstack(rows)
 
 
@@ -229,7 +229,8 @@ def embedding(ctx, checkpoints, n_clips, k, dims, seed, session: str = "", progr
     from analysis.output import to_jsonable
 
     names = V.names(checkpoints, "checkpoint", ctx.pipelines, 1, 2)
-    n_clips, k, seed = V.count(n_clips, "number of clips", 2, 64), V.count(k, "hard negatives per clip", 1, 16), V.seed(seed)
+    n_clips, k = V.count(n_clips, "number of clips", 2, 64), V.count(k, "hard negatives per clip", 1, 16)
+    seed = V.seed(seed)
     dims = V.count(dims, "UMAP dimensions", 2, 3)
     indices = embedding_clips(ctx, n_clips)
     figures, reports, numbers = [], {}, {"clips": len(indices), "k": k, "seed": seed, "checkpoints": {}}

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CHECKPOINTS = (REPO_ROOT / "assets" / "checkpoints" / "reworld", REPO_ROOT / "assets" / "checkpoints" / "vanilla")
+DEFAULT_CHECKPOINTS = tuple(REPO_ROOT / "assets" / "checkpoints" / name for name in ("reworld", "vanilla"))
 ASSETS = REPO_ROOT / "assets"
 MAX_FILE_SIZE = "5mb"  # the app takes no uploads; anything larger is refused by Gradio
 
@@ -27,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataroot", help="nuScenes-format root (default: the checkpoint's, the synthetic world)")
     p.add_argument("--version", help="table version under --dataroot, e.g. v1.0-mini")
     p.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: the embedded models are small, and with other jobs on the "
+                        "cores more threads spin-wait and run many times slower; 0 = torch's default)")
     p.add_argument("--share", action="store_true", help="public Gradio link; needs --auth")
     p.add_argument("--auth", metavar="USER:PASS", help="require this login")
     return p
@@ -77,7 +80,8 @@ def open_dataset(data_cfg, dataroot: str | None = None, version: str | None = No
     root = Path(cfg.dataroot)
     if not root.is_absolute() and not root.exists():
         root = REPO_ROOT / root
-    is_default_world = root.resolve() == (REPO_ROOT / DataConfig.dataroot).resolve() and cfg.version == DataConfig.version
+    default_root = (REPO_ROOT / DataConfig.dataroot).resolve()
+    is_default_world = root.resolve() == default_root and cfg.version == DataConfig.version
     if is_default_world and not (root / cfg.version / "scene.json").is_file():
         _make_world(root, cfg)
     return NuScenesClips(cfg, split="all", dataroot=str(root), version=cfg.version)
@@ -132,6 +136,12 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--share makes the app public: it needs --auth USER:PASS")
         if args.version and not args.dataroot:
             raise ValueError("--version needs --dataroot")
+        if args.threads < 0:
+            raise ValueError("--threads must be ≥ 0")
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
         pipelines = load_pipelines(args.checkpoint, args.device)
         first = next(iter(pipelines.values()))
         dataset = open_dataset(first.config.data, args.dataroot, args.version)

@@ -65,7 +65,8 @@ def create_demo(pipelines: dict, dataset, out_dir: str | Path | None = None,
                 gr.Markdown("The observed context and the logged future of the front camera; the bird's-eye view "
                             "with the drivable area, the other road users (now, and faded at 1–4 s) and the expert's "
                             "trajectory.")
-                frames = gr.Image(label="Camera frames", elem_id="scene-frames", type="numpy", format="png", interactive=False)
+                frames = gr.Image(label="Camera frames", elem_id="scene-frames", type="numpy", format="png",
+                                  interactive=False)
                 with gr.Row():
                     bev = gr.Plot(label="Bird's-eye view", elem_id="scene-bev", scale=3)
                     info = gr.JSON(label="Sample", elem_id="scene-info", scale=1)
@@ -81,16 +82,18 @@ def create_demo(pipelines: dict, dataset, out_dir: str | Path | None = None,
                     samples = gr.Slider(*V.SAMPLES_RANGE, value=16, step=1, label="Trajectory samples")
                 with gr.Row():
                     seed = gr.Number(0, label="Seed", precision=None, scale=2)
-                    randomise = gr.Button("🎲 Randomise seed", scale=1)
+                    randomise = gr.Button("Randomise seed", scale=1)
                     run_btn = gr.Button("Generate & plan", variant="primary", scale=2)
                     stop_btn = gr.Button("Stop", variant="stop", scale=1)
                 gen_status = gr.Markdown(elem_id="gen-status", elem_classes="status-line")
                 plan_status = gr.Markdown(elem_id="plan-status", elem_classes="status-line")
                 with gr.Row():
-                    video = gr.Video(label="Generated future (left) beside the logged future (right)", elem_id="gen-video", autoplay=True,
-                                     loop=True, interactive=False, scale=2)
-                    plan_bev = gr.Plot(label="Sampled trajectories (hover: PDM sub-scores)", elem_id="plan-bev", scale=2)
-                pdm_table = gr.Dataframe(label="PDM sub-scores per sampled trajectory", elem_id="pdm-table", interactive=False)
+                    video = gr.Video(label="Generated future (left) beside the logged future (right)",
+                                     elem_id="gen-video", autoplay=True, loop=True, interactive=False, scale=2)
+                    plan_bev = gr.Plot(label="Sampled trajectories (hover: PDM sub-scores)", elem_id="plan-bev",
+                                       scale=2)
+                pdm_table = gr.Dataframe(label="PDM sub-scores per sampled trajectory", elem_id="pdm-table",
+                                         interactive=False)
 
             with gr.Tab("Intermediate vs final velocity", id="velocity"):
                 gr.Markdown("At each denoising step, the velocity `v_i` of each intermediate head against the final "
@@ -103,7 +106,8 @@ def create_demo(pipelines: dict, dataset, out_dir: str | Path | None = None,
                 heatmap = gr.Plot(label="cos(v_i, v_f) per step and head block", elem_id="vel-heatmap")
                 curves = gr.Plot(label="Curves per step", elem_id="vel-curves")
                 step = gr.Slider(0, V.MAX_STEPS - 1, value=0, step=1, label="Denoising step of the x0 previews")
-                preview = gr.Image(label="x0 previews: heads and final output", elem_id="vel-preview", type="numpy", format="png",
+                preview = gr.Image(label="x0 previews: heads and final output", elem_id="vel-preview", type="numpy",
+                                   format="png",
                                    interactive=False)
                 with gr.Accordion("Numbers (JSON)", open=False):
                     vel_json = gr.JSON()
@@ -136,8 +140,10 @@ def create_demo(pipelines: dict, dataset, out_dir: str | Path | None = None,
                     cmp_stop = gr.Button("Stop", variant="stop")
                 cmp_status = gr.Markdown(elem_classes="status-line")
                 with gr.Row():
-                    video_a = gr.Video(label="A: generated vs logged", elem_id="cmp-video-a", autoplay=True, loop=True, interactive=False)
-                    video_b = gr.Video(label="B: generated vs logged", elem_id="cmp-video-b", autoplay=True, loop=True, interactive=False)
+                    video_a = gr.Video(label="A: generated vs logged", elem_id="cmp-video-a", autoplay=True, loop=True,
+                                       interactive=False)
+                    video_b = gr.Video(label="B: generated vs logged", elem_id="cmp-video-b", autoplay=True, loop=True,
+                                       interactive=False)
                 with gr.Row():
                     bev_a = gr.Plot(label="A: trajectories", elem_id="cmp-bev-a")
                     bev_b = gr.Plot(label="B: trajectories")

@@ -92,7 +92,8 @@ def side_by_side_frames(context, generated, true_future, frame_rate: float, scal
             a, b = gen[i - len(ctx)], true[i - len(ctx)]
             la, lb = f"{left}  t = {t:+.2f} s", f"{right}  t = {t:+.2f} s"
             colors = ((255, 210, 80), (120, 220, 120))
-        out.append(_even(hstack([caption(upscale(a, scale), la, colors[0]), caption(upscale(b, scale), lb, colors[1])])))
+        panels = [caption(upscale(a, scale), la, colors[0]), caption(upscale(b, scale), lb, colors[1])]
+        out.append(_even(hstack(panels)))
     return np.stack(out)
 
 

@@ -20,6 +20,11 @@ case "${1:-}" in
     ;;
   test)
     shift
+    # The browser test drives Debian's Chromium through Playwright (never `playwright install`).
+    if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+        || echo "warning: could not install chromium; the browser test will be skipped" >&2
+    fi
     exec $PY -m pytest "$@"
     ;;
   *)

@@ -238,7 +238,8 @@ def test_ablation_panel_with_and_without_data(ctx, tmp_path, monkeypatch):
     fig, note = C.ablation(ctx, None)
     assert fig is None and "No ablation data" in note
     monkeypatch.setattr(ctx, "ablation_dir", tmp_path)
-    (tmp_path / "curves.csv").write_text("step,run,seed,metric,value\n0,vanilla,0,val/loss,1.0\n10,vanilla,0,val/loss,0.5\n"
+    (tmp_path / "curves.csv").write_text("step,run,seed,metric,value\n0,vanilla,0,val/loss,1.0\n"
+                                         "10,vanilla,0,val/loss,0.5\n"
                                          "0,reworld,0,val/loss,1.0\n10,reworld,0,val/loss,0.4\n")
     fig, note = C.ablation(ctx, "curves.csv")
     assert len(fig.data) == 2 and "vanilla" in note

@@ -89,7 +89,8 @@ def _wait_video(page, elem_id: str) -> None:
 
 def _wait_image(page, elem_id: str) -> None:
     page.wait_for_function(
-        f"() => {{ const i = document.querySelector('#{elem_id} img'); return i && i.complete && i.naturalWidth > 0; }}",
+        f"() => {{ const i = document.querySelector('#{elem_id} img'); "
+        "return i && i.complete && i.naturalWidth > 0; }",
         timeout=TIMEOUT_MS)
 
 

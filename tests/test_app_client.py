@@ -1,9 +1,9 @@
 """The launched app, scripted with `gradio_client`: every named endpoint, bad values, two clients at once."""
 from __future__ import annotations
 
-import math
 import socket
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -126,6 +126,19 @@ def test_nan_guidance_over_raw_http_is_a_clear_error(served):
     assert r.status_code == 200, r.text
     events = httpx.get(url + f"gradio_api/call/generate/{r.json()['event_id']}", timeout=60).text
     assert "event: error" in events and "guidance w must be a finite number" in events
+
+
+def test_files_are_served_only_from_the_app_folders(served):
+    import httpx
+
+    url, ctx = served
+    repo = Path(__file__).resolve().parent.parent
+    for path in ("/etc/passwd", repo / "pyproject.toml", repo / "app" / "cli.py", ctx.out_dir / ".." / "x"):
+        r = httpx.get(f"{url}gradio_api/file={path}")
+        assert r.status_code in (403, 404), (path, r.status_code)
+    probe = ctx.out_dir / "probe.txt"
+    probe.write_text("ok")
+    assert httpx.get(f"{url}gradio_api/file={probe}").text == "ok"
 
 
 def test_two_clients_at_once_both_get_their_answers(served):

@@ -1,4 +1,5 @@
-"""Shared by the app tests (no tests here): tiny, untrained pipelines (configs/tiny.yaml), real classes, seconds on a CPU."""
+"""Shared by the app tests (no tests here): tiny, untrained pipelines (configs/tiny.yaml), real classes,
+seconds on a CPU."""
 from __future__ import annotations
 
 from pathlib import Path

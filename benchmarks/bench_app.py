@@ -1,0 +1,169 @@
+"""App speed: ready time after `python -m app` starts, and pick scene → generated video + planned trajectories.
+
+    python benchmarks/bench_app.py [--checkpoint DIR …] [--runs 5] [--starts 1] [--out bench_app.json]
+
+Starts the real app in a subprocess (the embedded checkpoints by default) and measures:
+- ready_s: from process start to the first HTTP 200 of the page (excluding first-time world generation:
+  generate it once beforehand);
+- pick_to_results_s: with `gradio_client`, /scene (a fresh scene) + /generate + /plan at the app's default
+  settings (the checkpoint's sampling steps and w, 16 trajectory samples): median over `--runs`
+  different scenes, after one warm-up call that is reported on its own.
+Targets (issue 8, embedded default on CPU): ready ≤ 20 s, pick → results ≤ 5 s.
+
+`--untrained-default` times an untrained model of exactly the embedded default's architecture and sizes
+(configs/default.yaml), for when the trained checkpoints are not there yet; the JSON says so.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+TARGETS = {"ready_s": 20.0, "pick_to_results_s": 5.0}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_untrained_default(folder: Path) -> Path:
+    """A checkpoint folder (config.json, vae/, video_dit/, action_dit/) of untrained default-size models."""
+    sys.path.insert(0, str(REPO))
+    from reworld.config import load_config, save_config_json
+    from reworld.models.action_dit import build_action_dit
+    from reworld.models.vae import build_vae
+    from reworld.models.video_dit import video_dit_from_config
+
+    cfg = load_config(REPO / "configs" / "default.yaml")
+    vae = build_vae(cfg.vae)
+    video = video_dit_from_config(cfg.video, in_channels=cfg.vae.latent_channels)
+    action = build_action_dit(cfg.action, video_dim=cfg.video.num_attention_heads * cfg.video.attention_head_dim,
+                              num_video_blocks=cfg.video.num_layers)
+    folder.mkdir(parents=True, exist_ok=True)
+    vae.save_pretrained(folder / "vae")
+    video.save_pretrained(folder / "video_dit")
+    action.save_pretrained(folder / "action_dit")
+    save_config_json(cfg, folder / "config.json")
+    return folder
+
+
+def start_app(port: int, checkpoints: list[str], log, threads: int | None = None) -> tuple[subprocess.Popen, float]:
+    cmd = [sys.executable, "-m", "app", "--port", str(port)] + ([] if threads is None else ["--threads", str(threads)])
+    for c in checkpoints:
+        cmd += ["--checkpoint", c]
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the app exited with code {proc.returncode}; see {log.name}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return proc, time.perf_counter() - t0
+        except OSError:
+            pass
+        if time.perf_counter() - t0 > 300:
+            proc.kill()
+            raise RuntimeError("the app did not answer within 300 s")
+        time.sleep(0.1)
+
+
+def pick_to_results(client, checkpoint: str, scene: str, steps: int, guidance: float, samples: int) -> dict:
+    t0 = time.perf_counter()
+    client.predict(scene, 0, api_name="/scene")
+    t1 = time.perf_counter()
+    _, gen_status = client.predict(checkpoint, scene, 0, steps, guidance, 0, "logged", api_name="/generate")
+    t2 = time.perf_counter()
+    _, _, plan_status = client.predict(checkpoint, scene, 0, samples, 0, "logged", api_name="/plan")
+    t3 = time.perf_counter()
+    return {"total_s": t3 - t0, "scene_s": t1 - t0, "generate_s": t2 - t1, "plan_s": t3 - t2,
+            "generate_status": gen_status, "plan_status": plan_status}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", action="append", help="checkpoint folder(s); default: the embedded ones")
+    p.add_argument("--untrained-default", action="store_true",
+                   help="time an untrained model of the embedded default's sizes (before training finishes)")
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--starts", type=int, default=1, help="app starts to time (median)")
+    p.add_argument("--samples", type=int, default=16, help="trajectory samples per plan (the app's default)")
+    p.add_argument("--threads", type=int, help="pass --threads to the app (default: the app's default)")
+    p.add_argument("--out", help="also write the JSON here")
+    args = p.parse_args(argv)
+
+    from gradio_client import Client
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-app-"))
+    checkpoints = list(args.checkpoint or [])
+    label = "embedded"
+    if args.untrained_default:
+        checkpoints = [str(make_untrained_default(tmp / "untrained-default"))]
+        label = "untrained, configs/default.yaml sizes (timing only)"
+    elif checkpoints:
+        label = ", ".join(checkpoints)
+    log = open(tmp / "app.log", "w")
+    ready, proc = [], None
+    try:
+        for i in range(args.starts):
+            if proc is not None:
+                proc.terminate()
+                proc.wait(30)
+            port = free_port()
+            proc, seconds = start_app(port, checkpoints, log, args.threads)
+            ready.append(seconds)
+            print(f"start {i + 1}: ready after {seconds:.2f} s", file=sys.stderr)
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        # the app's defaults are the first checkpoint's sampling settings
+        first = Path(checkpoints[0]) if checkpoints else REPO / "assets" / "checkpoints" / "reworld"
+        train = json.loads((first / "config.json").read_text())["train"]
+        checkpoint, steps, guidance = first.resolve().name, int(train["sample_steps"]), float(train["guidance"])
+        scenes = [s["scene"] for s in client.predict(api_name="/list_scenes")]
+        warm = pick_to_results(client, checkpoint, scenes[0], steps, guidance, args.samples)
+        runs = [pick_to_results(client, checkpoint, scenes[(i + 1) % len(scenes)], steps, guidance, args.samples)
+                for i in range(args.runs)]
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(30)
+        log.close()
+
+    def med(key):
+        return statistics.median(r[key] for r in runs)
+
+    result = {
+        "checkpoints": label, "cpu_count": os.cpu_count(),
+        "load_average_1min": os.getloadavg()[0],
+        "settings": {"steps": steps, "guidance": guidance, "samples": args.samples, "runs": args.runs,
+                     "threads": "app default" if args.threads is None else args.threads},
+        "ready_s": statistics.median(ready), "ready_runs_s": ready,
+        "pick_to_results_s": med("total_s"),
+        "parts_median_s": {k: med(k) for k in ("scene_s", "generate_s", "plan_s")},
+        "warmup_pick_to_results_s": warm["total_s"],
+        "runs_s": [r["total_s"] for r in runs],
+        "status_example": {"generate": runs[0]["generate_status"], "plan": runs[0]["plan_status"]},
+        "targets": TARGETS,
+    }
+    result["meets_targets"] = {k: result[k] <= v for k, v in TARGETS.items()}
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
