@@ -2,7 +2,9 @@
 heavy ones share the concurrency group "model" (one at a time, queue position shown)."""
 from __future__ import annotations
 
+import atexit
 import secrets
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -22,9 +24,12 @@ footer { display: none !important; }
 
 
 def default_out_dir() -> Path:
+    """A fresh folder under outputs/app/ for this app's videos, removed when the process exits."""
     root = REPO_ROOT / "outputs" / "app"
     root.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix="run-", dir=root))
+    path = Path(tempfile.mkdtemp(prefix="run-", dir=root))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def _session(request: gr.Request | None) -> str:
@@ -40,10 +45,11 @@ def _header(ctx: AppContext) -> str:
 
 def create_demo(pipelines: dict, dataset, out_dir: str | Path | None = None,
                 ablation_dir: str | Path | None = REPO_ROOT / "assets" / "ablation",
-                cache_dir: str | Path | None = None) -> gr.Blocks:
+                cache_dir: str | Path | None = REPO_ROOT / "outputs" / "app" / "cache") -> gr.Blocks:
     """The app over loaded `WorldActionPipeline`s (name → pipeline) and a `NuScenesClips` dataset.
 
     out_dir: where videos are written (serve it with `allowed_paths`); a fresh folder under outputs/app/ by default.
+    ablation_dir: the ablation CSVs; cache_dir: UMAP coordinates, kept between launches.
     """
     ctx = AppContext(pipelines, dataset, out_dir or default_out_dir(), ablation_dir, cache_dir)
     first = ctx.pipelines[ctx.names[0]].config
@@ -51,7 +57,8 @@ def create_demo(pipelines: dict, dataset, out_dir: str | Path | None = None,
     scene_names = list(ctx.scenes)
     most = max(len(v) for v in ctx.scenes.values())
 
-    with gr.Blocks(title="ReWorld Studio") as demo:
+    # Gradio's own copies of served files: swept hourly, kept a day
+    with gr.Blocks(title="ReWorld Studio", delete_cache=(3600, 86400)) as demo:
         gr.Markdown(_header(ctx))
         with gr.Row():
             scene = gr.Dropdown(ctx.scene_choices(), value=scene_names[0], label="Scene", scale=3)
@@ -75,7 +82,8 @@ def create_demo(pipelines: dict, dataset, out_dir: str | Path | None = None,
 
             with gr.Tab("Generate & plan", id="generate"):
                 with gr.Row():
-                    steps = gr.Slider(1, V.MAX_STEPS, value=first.train.sample_steps, step=1, label="Denoising steps")
+                    steps = gr.Slider(1, V.MAX_STEPS, value=first.train.sample_steps, step=1, label="Denoising steps",
+                                      elem_id="gen-steps")
                     guidance = gr.Slider(*V.GUIDANCE_RANGE, value=first.train.guidance if has_heads else 1.0, step=0.05,
                                          label="Guidance w (1 = unguided)")
                     command = gr.Dropdown(list(V.COMMAND_CHOICES), value=V.LOGGED, label="Driving command")
@@ -120,7 +128,7 @@ def create_demo(pipelines: dict, dataset, out_dir: str | Path | None = None,
                 with gr.Row():
                     emb_ckpts = gr.Dropdown(ctx.names, value=ctx.names[:2], multiselect=True, max_choices=2,
                                             label="Checkpoints (one or two)")
-                    n_clips = gr.Slider(2, 64, value=16, step=1, label="Clips")
+                    n_clips = gr.Slider(2, 64, value=16, step=1, label="Clips", elem_id="emb-clips")
                     k = gr.Slider(1, 16, value=8, step=1, label="Hard negatives per clip")
                     dims = gr.Radio([2, 3], value=2, label="UMAP dimensions")
                     emb_btn = gr.Button("Embed", variant="primary")

@@ -127,6 +127,15 @@ def test_browser_views_and_screenshots(url):
         assert playing["w"] > 0 and playing["h"] > 0 and playing["d"] > 0
         shots.append(_shot(page, "generate"))
 
+        # Stop really stops: a long run, stopped from the page, ends early with a clear message
+        steps_box = page.locator("#gen-steps input[type=number]")
+        steps_box.fill("200")
+        steps_box.press("Enter")
+        page.get_by_role("button", name="Generate & plan", exact=True).click()
+        page.wait_for_timeout(400)
+        page.get_by_role("button", name="Stop", exact=True).first.click()
+        expect(page.get_by_text(re.compile(r"Stopped after \d+ of 200 steps")).first).to_be_visible(timeout=TIMEOUT_MS)
+
         # Intermediate vs final velocity
         page.get_by_role("tab", name="Intermediate vs final velocity").click()
         page.get_by_role("button", name="Analyse this sample").click()
@@ -137,6 +146,9 @@ def test_browser_views_and_screenshots(url):
 
         # Representations (real UMAP: the first fit imports numba, tens of seconds)
         page.get_by_role("tab", name="Representations").click()
+        clips_box = page.locator("#emb-clips input[type=number]")
+        clips_box.fill("6")
+        clips_box.press("Enter")
         page.get_by_role("button", name="Embed").click()
         _wait_plot(page, "emb-a")
         _wait_plot(page, "emb-separation")

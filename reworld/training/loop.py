@@ -54,6 +54,46 @@ def global_batch(num_items: int, batch_size: int, seed: int, step: int) -> np.nd
     return np.asarray(out)
 
 
+def average_gradients(params: list[torch.nn.Parameter], accelerator, bucket: int = 1 << 24) -> None:
+    """Mean of every gradient over the processes, in place.
+
+    DDP only all-reduces gradients of a forward run through its wrapper, and the step functions call the
+    raw modules (`vae.encode`/`vae.decode`, the Video DiT twice per `joint` step), so the loop averages
+    them itself. A parameter with no gradient on any rank (an unused head, λ_ig = 0) keeps none, as in
+    one process; one unused on some ranks only gets the mean with zeros there, as DDP would give it.
+    """
+    if accelerator.num_processes == 1:
+        return
+    import torch.distributed as dist
+
+    has = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=accelerator.device)
+    dist.all_reduce(has)
+    live = [p for p, h in zip(params, has.tolist()) if h > 0]
+    for p in live:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    chunk: list[torch.nn.Parameter] = []
+    for p in live:  # one all-reduce per ~`bucket` elements, not one per tensor
+        chunk.append(p)
+        if sum(q.numel() for q in chunk) >= bucket:
+            _all_reduce_mean(chunk, accelerator.num_processes)
+            chunk = []
+    if chunk:
+        _all_reduce_mean(chunk, accelerator.num_processes)
+
+
+def _all_reduce_mean(params: list[torch.nn.Parameter], world: int) -> None:
+    import torch.distributed as dist
+
+    flat = torch.cat([p.grad.reshape(-1) for p in params])
+    dist.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for p in params:
+        p.grad.copy_(flat[offset:offset + p.numel()].view_as(p.grad))
+        offset += p.numel()
+
+
 def step_generator(seed: int, step: int, rank: int, world: int) -> torch.Generator:
     """CPU noise generator of one step on one rank (per-process seeds: seed·world + rank)."""
     return torch.Generator().manual_seed(((seed * world + rank) * 1_000_003 + step) % (2**63 - 1))
@@ -108,6 +148,9 @@ def run(spec: StageSpec, config: Config, out: Path, max_steps: int, resume: bool
     rank, world = accelerator.process_index, accelerator.num_processes
     main = accelerator.is_main_process
     batch_size = spec.batch_size or tcfg.batch_size
+    if accelerator.distributed_type.name in ("DEEPSPEED", "FSDP"):
+        raise TrainingError(f"{accelerator.distributed_type.name} is not supported: the step functions call the raw "
+                            f"modules, which only plain data parallelism (DDP, `--multi_gpu`) allows")
     if batch_size % world:
         raise TrainingError(f"batch size {batch_size} must divide by the number of processes {world}")
     if main:
@@ -125,6 +168,7 @@ def run(spec: StageSpec, config: Config, out: Path, max_steps: int, resume: bool
         optimizer_state_from_files(optimizer, ckpt)
         start = json.loads((ckpt / "meta.json").read_text())["step"]
     trained = [m for m in spec.models.values() if any(p.requires_grad for p in m.parameters())]
+    grad_params = [p for g in spec.params for p in g["params"] if p.requires_grad]
     prepared = accelerator.prepare(*trained, optimizer)
     prepared = prepared if isinstance(prepared, (list, tuple)) else [prepared]
     optimizer = prepared[-1]
@@ -148,6 +192,7 @@ def run(spec: StageSpec, config: Config, out: Path, max_steps: int, resume: bool
                                 f"the last good checkpoint is left as it was")
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(terms["total"])
+        average_gradients(grad_params, accelerator)
         accelerator.clip_grad_norm_([p for g in spec.params for p in g["params"]], 1.0)
         optimizer.step()
         values = {k: float(accelerator.reduce(v.detach(), reduction="mean")) for k, v in terms.items()}

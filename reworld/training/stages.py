@@ -26,9 +26,12 @@ STAGES = ("vae", "video", "action", "joint")
 
 
 def make_accelerator():
-    from accelerate import Accelerator
+    """One process, or one of many under `accelerate launch` (DDP on NCCL, or gloo on CPU-only machines)."""
+    from accelerate import Accelerator, DistributedDataParallelKwargs
 
-    return Accelerator(cpu=not torch.cuda.is_available())
+    # with λ_ig = 0 the intermediate heads get no gradient; DDP must not wait for them
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    return Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp])
 
 
 def _require(folder: Path, what: str, stage: str) -> Path:

@@ -71,23 +71,25 @@ def bev_figure(scene: PlanningScene, trajectories=None, labels: list[str] | None
         hx, vy = _plot_xy(scene.centerline)
         fig.add_trace(go.Scatter(x=hx, y=vy, mode="lines", line=dict(color="#999999", dash="dash"),
                                  name="centreline", hoverinfo="skip"))
-    for j, agent in enumerate(scene.agents):
+    legend_types: set[str] = set()
+    for agent in scene.agents:
         color = AGENT_COLORS.get(agent.type, "#555555")
         for t in FUTURE_TIMES_S:  # faded future boxes
             if agent.track[0, 0] > t:
                 continue
             hx, vy = _plot_xy(_box(*_agent_pose(agent.track, t), agent.length, agent.width))
             fig.add_trace(go.Scatter(x=hx, y=vy, mode="lines", line=dict(color=color, width=1), opacity=0.25,
-                                     hoverinfo="skip", showlegend=False, legendgroup=agent.id))
+                                     hoverinfo="skip", showlegend=False, legendgroup=agent.type))
         times = np.linspace(agent.track[0, 0], max(agent.track[-1, 0], agent.track[0, 0]), 20)
         centres = np.array([_agent_pose(agent.track, t)[:2] for t in times])
         hx, vy = _plot_xy(centres)
         fig.add_trace(go.Scatter(x=hx, y=vy, mode="lines", line=dict(color=color, width=1, dash="dot"),
-                                 hoverinfo="skip", showlegend=False, legendgroup=agent.id))
+                                 hoverinfo="skip", showlegend=False, legendgroup=agent.type))
         hx, vy = _plot_xy(_box(*_agent_pose(agent.track, agent.track[0, 0]), agent.length, agent.width))
         fig.add_trace(go.Scatter(x=hx, y=vy, fill="toself", mode="lines", line=dict(color=color),
-                                 name=f"{agent.type} {agent.id}", legendgroup=agent.id, showlegend=j < 12,
+                                 name=agent.type, legendgroup=agent.type, showlegend=agent.type not in legend_types,
                                  hovertext=f"{agent.id} ({agent.type})", hoverinfo="text"))
+        legend_types.add(agent.type)
     hx, vy = _plot_xy(_box(0.0, 0.0, 0.0, scene.ego_length, scene.ego_width))
     fig.add_trace(go.Scatter(x=hx, y=vy, fill="toself", mode="lines", line=dict(color=EXPERT_COLOR), name="ego",
                              hovertext=f"ego {scene.ego_speed:.1f} m/s, command {scene.command}", hoverinfo="text"))

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The exact commands that produced assets/checkpoints/{vae,vanilla,reworld} (see each MODEL_CARD.md).
+# Two runs share one VAE, data, seed and budget; they differ only in the `loss` section of their config.
+# On 2 CPU cores the two Video DiT runs go side by side with one thread each (about 40 min).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+export OMP_NUM_THREADS=1
+[ -f data/synth/v1.0-synth/scene.json ] || $PY -m reworld synth --out data/synth --scenes 24 --seed 0
+$PY -m reworld train --stage vae --config configs/default.yaml --out runs/shared --max-steps 750
+for run in reworld vanilla; do mkdir -p runs/$run && rm -rf runs/$run/vae && cp -r runs/shared/vae runs/$run/vae; done
+$PY -m reworld train --stage video --config configs/default.yaml --out runs/reworld &
+$PY -m reworld train --stage video --config configs/vanilla.yaml --out runs/vanilla &
+wait
+$PY -m reworld train --stage action --config configs/default.yaml --out runs/reworld &
+$PY -m reworld train --stage action --config configs/vanilla.yaml --out runs/vanilla &
+wait
+$PY -m reworld train --stage joint --config configs/default.yaml --out runs/reworld &
+$PY -m reworld train --stage joint --config configs/vanilla.yaml --out runs/vanilla &
+wait
+$PY -m reworld train-video-net --config configs/default.yaml --out assets/checkpoints/video_net --steps 1500
+sed -n '/^\$PY -m reworld synth/,/^\$PY -m reworld train-video-net/p' "$0" | sed 's/^\$PY/python/' > runs/commands.txt
+$PY -m reworld ship --run runs/reworld --to assets/checkpoints/reworld --config configs/default.yaml \
+  --shared-vae assets/checkpoints/vae --commands runs/commands.txt
+$PY -m reworld ship --run runs/vanilla --to assets/checkpoints/vanilla --config configs/vanilla.yaml \
+  --shared-vae assets/checkpoints/vae --commands runs/commands.txt

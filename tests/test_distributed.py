@@ -1,0 +1,287 @@
+"""Training under `accelerate launch` (two CPU processes on gloo), and runs killed with SIGKILL.
+
+Every run here is the tiny config on the tiny world, a few steps; subprocesses get one thread each.
+"""
+import csv
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from reworld.training import run_stage
+from reworld.training.checkpoint import complete_checkpoints, latest_checkpoint
+
+REPO = Path(__file__).resolve().parent.parent
+ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch"]
+LAUNCH_TIMEOUT = 300  # [s] a launch that takes longer has hung (a normal one takes ~20 s)
+
+
+def _env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "TOKENIZERS_PARALLELISM": "false"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch(args: list[str], processes: int, cwd: Path) -> subprocess.CompletedProcess:
+    """`accelerate launch` with the flags from STACK-NOTES (`--multi_gpu` + Accelerator(cpu=True) → MULTI_CPU)."""
+    if processes == 1:
+        flags = ["--cpu", "--num_processes", "1"]
+    else:
+        flags = ["--multi_gpu", "--num_processes", str(processes), "--num_machines", "1",
+                 "--main_process_port", str(_free_port())]
+    cmd = ACCELERATE + flags + ["--mixed_precision", "no", "--dynamo_backend", "no"] + args
+    out = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=LAUNCH_TIMEOUT)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out
+
+
+# Wraps the real CLI (`python -m reworld …`): after `run` returns, each rank writes its trained parameters.
+RANK_DUMP = textwrap.dedent('''
+    import os, sys
+    from safetensors.torch import save_file
+    import reworld.training.stages as stages
+
+    _run = stages.run
+
+    def run(spec, config, out, max_steps, resume, accelerator):
+        result = _run(spec, config, out, max_steps, resume, accelerator)
+        state = {f"{k}.{n}": t.detach().cpu().contiguous() for k, m in spec.models.items()
+                 for n, t in m.state_dict().items()}
+        name = f"rank{accelerator.process_index}-of-{accelerator.num_processes}.safetensors"
+        save_file(state, os.path.join(out, name), metadata={"type": accelerator.distributed_type.name})
+        return result
+
+    stages.run = run
+    from reworld.cli import main
+    sys.exit(main(sys.argv[1:]))
+''')
+
+# A noise-free stage through the real loop: a regression whose step is a function of the batch alone, so
+# n processes must match one process on the same global batch. `head` never gets a gradient; weight decay
+# is on, so a zero gradient in its place (instead of none) would move it.
+NOISE_FREE = textwrap.dedent('''
+    import os, sys
+    import torch
+    from safetensors.torch import save_file
+    from reworld.config import load_config, replace
+    from reworld.training.loop import StageSpec, run
+    from reworld.training.stages import make_accelerator
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2))
+            self.head = torch.nn.Linear(16, 2)  # unused, like the IG heads at lambda_ig = 0
+
+        def save_pretrained(self, path, safe_serialization=True):
+            os.makedirs(path, exist_ok=True)
+            save_file({k: v.contiguous() for k, v in self.state_dict().items()}, os.path.join(path, "w.safetensors"))
+
+    out = sys.argv[2]
+    config = replace(load_config(sys.argv[1]), train={"weight_decay": 0.1, "lr": 1e-2})
+    torch.manual_seed(0)
+    net = Net()
+    x, y = torch.randn(16, 4), torch.randn(16, 2)
+
+    def step_fn(idx, generator):
+        idx = torch.as_tensor(idx)
+        return {"total": ((net.body(x[idx]) - y[idx]) ** 2).mean()}
+
+    acc = make_accelerator()
+    spec = StageSpec("toy", {"net": net}, [{"params": list(net.parameters())}], 16, step_fn, batch_size=4)
+    run(spec, config, out, 5, False, acc)
+    heads = [p.grad is None for p in net.head.parameters()]
+    save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()},
+              os.path.join(out, f"rank{acc.process_index}-of-{acc.num_processes}.safetensors"),
+              metadata={"type": acc.distributed_type.name, "head_grad_none": str(all(heads))})
+''')
+
+
+@pytest.fixture(scope="module")
+def vae_run(tiny_config_path, tmp_path_factory):
+    """A run folder holding a 1-step VAE (stage vae, one process)."""
+    out = tmp_path_factory.mktemp("vae-run")
+    run_stage("vae", str(tiny_config_path), str(out), max_steps=1)
+    return out
+
+
+def _fresh(vae_run: Path, dest: Path) -> Path:
+    dest.mkdir(parents=True)
+    shutil.copytree(vae_run / "vae", dest / "vae")
+    shutil.copy(vae_run / "config.json", dest / "config.json")
+    return dest
+
+
+def _train_losses(out: Path) -> dict:
+    rows = csv.DictReader(open(out / "logs" / "video.csv"))
+    return {(int(r["step"]), r["name"]): float(r["value"]) for r in rows if r["kind"] == "train"}
+
+
+# ---------------------------------------------------------------------------------------------- distributed
+def test_two_processes_keep_identical_parameters(vae_run, tiny_config_path, tmp_path):
+    out = _fresh(vae_run, tmp_path / "ddp")
+    script = tmp_path / "rank_dump.py"
+    script.write_text(RANK_DUMP)
+    _launch([str(script), "train", "--stage", "video", "--config", str(tiny_config_path), "--out", str(out),
+             "--max-steps", "3"], processes=2, cwd=REPO)
+    from safetensors import safe_open
+
+    with safe_open(str(out / "rank0-of-2.safetensors"), "pt") as f:
+        assert f.metadata()["type"] == "MULTI_CPU"
+    r0, r1 = load_file(str(out / "rank0-of-2.safetensors")), load_file(str(out / "rank1-of-2.safetensors"))
+    assert r0.keys() == r1.keys() and len(r0) > 10
+    for k in r0:  # gradients are averaged, so every rank takes the same optimizer step, bit for bit
+        assert torch.equal(r0[k], r1[k]), k
+    # rank 0 wrote the checkpoint (step 3) and the exported model, from those same parameters
+    ckpt = latest_checkpoint(out, "video")
+    assert ckpt.name == "step-0000003" and json.loads((ckpt / "meta.json").read_text())["step"] == 3
+    saved = load_file(str(ckpt / "video_dit" / "diffusion_pytorch_model.safetensors"))
+    for k, v in saved.items():
+        assert torch.equal(v, r0[f"video_dit.{k}"]), k
+    assert sorted({s for s, _ in _train_losses(out)}) == [1, 2, 3]  # one log, from rank 0
+
+
+def test_two_processes_match_one_on_the_same_global_batch(tiny_config_path, tmp_path):
+    script = tmp_path / "noise_free.py"
+    script.write_text(NOISE_FREE)
+    one, two = tmp_path / "one", tmp_path / "two"
+    _launch([str(script), str(tiny_config_path), str(one)], processes=1, cwd=REPO)
+    _launch([str(script), str(tiny_config_path), str(two)], processes=2, cwd=REPO)
+    from safetensors import safe_open
+
+    ref = load_file(str(one / "rank0-of-1.safetensors"))
+    with safe_open(str(one / "rank0-of-1.safetensors"), "pt") as f:
+        assert f.metadata()["type"] == "NO"
+    for rank in (0, 1):
+        path = two / f"rank{rank}-of-2.safetensors"
+        with safe_open(str(path), "pt") as f:
+            assert f.metadata() == {"type": "MULTI_CPU", "head_grad_none": "True"}
+        got = load_file(str(path))
+        for k in ref:
+            torch.testing.assert_close(got[k], ref[k], atol=1e-6, rtol=1e-5, msg=f"rank {rank} {k}")
+    torch.manual_seed(0)
+    fresh = torch.nn.Linear(4, 16), torch.nn.Linear(16, 2), torch.nn.Linear(16, 2)  # Net's init order
+    assert not torch.allclose(ref["body.0.weight"], fresh[0].weight)  # the body trained …
+    assert torch.equal(ref["head.weight"], fresh[2].weight)  # … the unused head kept its initial values
+    losses_one = [r for r in csv.DictReader(open(one / "logs" / "toy.csv"))]
+    losses_two = [r for r in csv.DictReader(open(two / "logs" / "toy.csv"))]
+    assert [(r["step"], r["name"]) for r in losses_one] == [(r["step"], r["name"]) for r in losses_two]
+    for a, b in zip(losses_one, losses_two):
+        assert float(a["value"]) == pytest.approx(float(b["value"]), rel=1e-5)
+
+
+def test_cpu_flag_runs_one_process(vae_run, tiny_config_path, tmp_path):
+    out = _fresh(vae_run, tmp_path / "cpu")
+    res = _launch(["-m", "reworld", "train", "--stage", "video", "--config", str(tiny_config_path), "--out",
+                   str(out), "--max-steps", "2"], processes=1, cwd=REPO)
+    result = json.loads(res.stdout.strip().splitlines()[-1])
+    assert result["steps"] == 2 and result["finite"]
+    assert latest_checkpoint(out, "video").name == "step-0000002"
+
+
+# ---------------------------------------------------------------------------------------------- faults
+STEPS = 12  # the killed and the uninterrupted runs; tiny.yaml checkpoints every 2 steps
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(vae_run, tiny_config_path, tmp_path_factory):
+    out = _fresh(vae_run, tmp_path_factory.mktemp("uninterrupted") / "run")
+    run_stage("video", str(tiny_config_path), str(out), max_steps=STEPS)
+    return _train_losses(out)
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = LAUNCH_TIMEOUT) -> None:
+    t0 = time.time()
+    while not path.exists():
+        assert proc.poll() is None, f"the run ended (rc {proc.returncode}) before {path} appeared"
+        assert time.time() - t0 < timeout, f"{path} did not appear in {timeout} s"
+        time.sleep(0.01)
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait(30) == -signal.SIGKILL
+
+
+def test_kill_9_mid_run_then_resume_reproduces_the_losses(vae_run, tiny_config_path, tmp_path, uninterrupted):
+    out = _fresh(vae_run, tmp_path / "killed")
+    cmd = [sys.executable, "-m", "reworld", "train", "--stage", "video", "--config", str(tiny_config_path),
+           "--out", str(out), "--max-steps", str(STEPS)]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for(out / "checkpoints" / "video" / "step-0000004" / "meta.json", proc)
+    _kill(proc)
+    done = [int(p.name.split("-")[1]) for p in complete_checkpoints(out, "video")]
+    assert done and max(done) < STEPS  # killed mid-run
+    res = subprocess.run(cmd + ["--resume"], cwd=REPO, env=_env(), capture_output=True, text=True,
+                         timeout=LAUNCH_TIMEOUT)
+    assert res.returncode == 0, res.stderr[-3000:]
+    result = json.loads(res.stdout.strip().splitlines()[-1])
+    assert result["start"] == max(done) and result["steps"] == STEPS
+    got = _train_losses(out)
+    assert got.keys() == uninterrupted.keys() and (STEPS, "total") in got
+    for key, value in uninterrupted.items():
+        assert got[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+
+
+# Kills itself nowhere: it only makes the checkpoint of step 4 hang half-written (one file, no meta.json),
+# after saying so in a marker file, so that the test can SIGKILL it at exactly that moment.
+SLOW_SAVE = textwrap.dedent('''
+    import sys, time
+    from pathlib import Path
+    from diffusers import ModelMixin
+
+    _save = ModelMixin.save_pretrained
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        _save(self, save_directory, *args, **kwargs)
+        if ".tmp-step-0000004-" in str(save_directory):
+            Path(sys.argv[-1]).with_name("writing").write_text(str(save_directory))
+            time.sleep(600)
+
+    ModelMixin.save_pretrained = save_pretrained
+    from reworld.cli import main
+    sys.exit(main(sys.argv[1:-1]))
+''')
+
+
+def test_kill_during_checkpoint_write_keeps_the_previous_one(vae_run, tiny_config_path, tmp_path, uninterrupted):
+    from reworld.models.video_dit import VideoDiT
+
+    out = _fresh(vae_run, tmp_path / "killed-writing")
+    script = tmp_path / "slow_save.py"
+    script.write_text(SLOW_SAVE)
+    marker = tmp_path / "writing"
+    proc = subprocess.Popen([sys.executable, str(script), "train", "--stage", "video", "--config",
+                             str(tiny_config_path), "--out", str(out), "--max-steps", "6", str(tmp_path / "x")],
+                            cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for(marker, proc)
+    _kill(proc)
+    parent = out / "checkpoints" / "video"
+    partial = Path(marker.read_text())
+    assert partial.parent == parent and (partial / "video_dit").is_dir() and not (partial / "meta.json").exists()
+    assert not (parent / "step-0000004").exists()
+    previous = latest_checkpoint(out, "video")
+    assert previous.name == "step-0000002" and [p.name for p in complete_checkpoints(out, "video")] == [previous.name]
+    VideoDiT.from_pretrained(previous / "video_dit")  # intact: loads strictly
+    result = run_stage("video", str(tiny_config_path), str(out), max_steps=4, resume=True)
+    assert result["start"] == 2
+    got = _train_losses(out)
+    assert sorted(got) == sorted(k for k in uninterrupted if k[0] <= 4)
+    for key, value in got.items():
+        assert value == pytest.approx(uninterrupted[key], rel=1e-4, abs=1e-6), key
+    assert latest_checkpoint(out, "video").name == "step-0000004"
