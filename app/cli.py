@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -153,5 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     _log(f"ready to serve after {time.perf_counter() - t0:.1f} s; http://{args.host}:{args.port}")
+    # a plain `kill` ends the app like Ctrl-C does, so exit handlers remove the app's output folder
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     serve(demo, args.host, args.port, args.share, auth)
     return 0

@@ -127,15 +127,6 @@ def test_browser_views_and_screenshots(url):
         assert playing["w"] > 0 and playing["h"] > 0 and playing["d"] > 0
         shots.append(_shot(page, "generate"))
 
-        # Stop really stops: a long run, stopped from the page, ends early with a clear message
-        steps_box = page.locator("#gen-steps input[type=number]")
-        steps_box.fill("200")
-        steps_box.press("Enter")
-        page.get_by_role("button", name="Generate & plan", exact=True).click()
-        page.wait_for_timeout(400)
-        page.get_by_role("button", name="Stop", exact=True).first.click()
-        expect(page.get_by_text(re.compile(r"Stopped after \d+ of 200 steps")).first).to_be_visible(timeout=TIMEOUT_MS)
-
         # Intermediate vs final velocity
         page.get_by_role("tab", name="Intermediate vs final velocity").click()
         page.get_by_role("button", name="Analyse this sample").click()
@@ -162,6 +153,16 @@ def test_browser_views_and_screenshots(url):
         _wait_plot(page, "cmp-bev-a")
         expect(page.locator("#abl-note")).not_to_be_empty(timeout=TIMEOUT_MS)
         shots.append(_shot(page, "compare"))
+
+        # Stop really stops: a long run, stopped from the page, ends early with a clear message
+        page.get_by_role("tab", name="Generate & plan").click()
+        steps_box = page.locator("#gen-steps input[type=number]")
+        steps_box.fill("200")
+        steps_box.press("Enter")
+        page.get_by_role("button", name="Generate & plan", exact=True).click()
+        page.get_by_text(re.compile(r"generating: step \d+/200")).first.wait_for(timeout=TIMEOUT_MS)  # it runs
+        page.get_by_role("button", name="Stop", exact=True).first.click()
+        expect(page.get_by_text(re.compile(r"Stopped after \d+ of 200 steps")).first).to_be_visible(timeout=TIMEOUT_MS)
         browser.close()
 
     assert not errors, errors

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
@@ -43,16 +44,30 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"checkpoint folder not found: {path}")
     single, index = path / WEIGHTS_NAME, path / WEIGHTS_INDEX_NAME
     if single.is_file():
-        return load_file(single, device="cpu")
+        return _load_safetensors(single)
     if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        try:
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+            raise CheckpointError(f"{index}: not a safetensors index ({type(e).__name__}: {e})") from None
         state: dict[str, torch.Tensor] = {}
         for shard in shards:
+            if Path(shard).name != shard:  # a hostile index must not make us read outside the folder
+                raise CheckpointError(f"{index}: shard name {shard!r} is not a file name in {path}")
             if not (path / shard).is_file():
                 raise CheckpointError(f"{path}: shard {shard} named in {WEIGHTS_INDEX_NAME} is missing")
-            state.update(load_file(path / shard, device="cpu"))
+            state.update(_load_safetensors(path / shard))
         return state
     raise CheckpointError(f"{path}: no {WEIGHTS_NAME} or {WEIGHTS_INDEX_NAME} (only safetensors are read)")
+
+
+def _load_safetensors(file: Path) -> dict[str, torch.Tensor]:
+    """One safetensors file; a truncated, empty or foreign file (pickle bytes under this name) is a
+    `CheckpointError` naming it. safetensors parses only a JSON header and raw tensor bytes: nothing runs."""
+    try:
+        return load_file(file, device="cpu")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{file}: not a readable safetensors file ({e})") from None
 
 
 def load_state_dict_strict(
