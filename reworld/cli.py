@@ -12,6 +12,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "default.yaml"
+CHECK_CLIPS = 8  # clips of the shipped checkpoints' quick re-evaluation
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -199,8 +200,11 @@ def cmd_ship(args) -> int:
     report = None
     if not args.no_eval:
         feature_net = REPO_ROOT / "assets" / "checkpoints" / "video_net"
-        report = evaluate(args.run, split="val", video_clips=args.video_clips, seed=0,
-                          feature_net=str(feature_net) if (feature_net / "config.json").is_file() else None).to_json()
+        net = str(feature_net) if (feature_net / "config.json").is_file() else None
+        report = evaluate(args.run, split="val", video_clips=args.video_clips, seed=0, feature_net=net).to_json()
+        # a small, quick re-evaluation that tests/test_shipped.py repeats and compares within tolerance
+        report["check"] = evaluate(args.run, split="val", limit=CHECK_CLIPS, video_clips=2, steps=10,
+                                   seed=0).to_json()
     commands = Path(args.commands).read_text().strip().splitlines() if args.commands else []
     dest = ship(args.run, args.to, args.shared_vae, args.config, report, commands)
     print(f"shipped {args.run} -> {dest}")

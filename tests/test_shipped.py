@@ -1,0 +1,57 @@
+"""The shipped checkpoints load, and re-evaluating a few validation clips matches their model cards."""
+import json
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHIPPED = [REPO / "assets" / "checkpoints" / name for name in ("reworld", "vanilla")]
+TOLERANCE = 1e-3  # same code, same CPU kind: differences are float round-off only
+
+
+@pytest.fixture(scope="module")
+def synth_world(tmp_path_factory):
+    """The default world (24 scenes, seed 0), from data/synth when present, else made here (~2 min)."""
+    from reworld.data.synth import generate_world
+
+    local = REPO / "data" / "synth"
+    meta = local / "synth_meta.json"
+    if meta.is_file():
+        doc = json.loads(meta.read_text())
+        if doc.get("num_scenes") == 24 and doc.get("seed") == 0 and list(doc.get("image_size", [])) == [128, 256]:
+            return local
+    root = tmp_path_factory.mktemp("synth-default")
+    generate_world(root, num_scenes=24, seed=0)
+    return root
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_shipped_checkpoint_loads(path):
+    from reworld import WorldActionPipeline
+
+    pipe = WorldActionPipeline.from_pretrained(path, device="cpu", require_planner=True)
+    assert (path / "MODEL_CARD.md").is_file() and (path / "eval.json").is_file()
+    assert pipe.config.name == path.name or (path.name == "reworld" and pipe.config.name == "default")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_quick_reevaluation_matches_card(path, synth_world):
+    from reworld.cli import CHECK_CLIPS
+    from reworld.evaluation import evaluate
+
+    stored = json.loads((path / "eval.json").read_text())["check"]
+    report = evaluate(str(path), dataroot=str(synth_world), split="val", limit=CHECK_CLIPS, video_clips=2,
+                      steps=10, seed=0, device="cpu").to_json()
+    for planner, row in stored["planners"].items():
+        for key, value in row.items():
+            assert report["planners"][planner][key] == pytest.approx(value, abs=TOLERANCE), (planner, key)
+    for key, value in stored["video"].items():
+        assert report["video"][key] == pytest.approx(value, abs=10 * TOLERANCE), key
+
+
+def test_shipped_reworld_planner_beats_constant_velocity():
+    report = json.loads((SHIPPED[0] / "eval.json").read_text())
+    planners = report["planners"]
+    ours = next(v for k, v in planners.items() if k.startswith("ReWorld planner"))
+    assert ours["pdms"] >= planners["constant velocity"]["pdms"] + 0.05
