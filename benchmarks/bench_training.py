@@ -68,6 +68,7 @@ def stage2(cfg: Config, repeats: int, clips: int) -> dict:
     from reworld.training.planner_stages import feature_blocks, future_token_mean, video_features
 
     batch = cfg.train.action_batch_size
+    clips = max(clips, batch)  # a batch draws distinct clips, as in training
     shape, n_ctx = latent_shape(cfg, clips)
     video_dit = video_dit_from_config(dataclasses.replace(cfg.video, pretrained=None, meta_init=False), shape[1])
     video_dit.requires_grad_(False).eval()  # frozen in stage 2
@@ -134,7 +135,8 @@ def stage2(cfg: Config, repeats: int, clips: int) -> dict:
 
 
 def stage1_memory_child(config: str) -> None:
-    """Run in a fresh process: baseline RSS after imports, then peak RSS after one stage-1 step."""
+    """Run in a fresh process: peak RSS before the Video DiT is built (imports, a VAE for the latent shape),
+    then after one stage-1 step (forward, backward, AdamW)."""
     from reworld.losses.flow import video_training_losses
     from reworld.models.video_dit import VideoCond, video_dit_from_config
 
@@ -155,7 +157,7 @@ def stage1_memory_child(config: str) -> None:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     print(json.dumps({"batch": shape[0], "latent_shape": list(shape),
                       "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
-                      "rss_after_imports_MB": round(base / 1024, 1), "peak_rss_MB": round(peak / 1024, 1),
+                      "rss_before_model_MB": round(base / 1024, 1), "peak_rss_MB": round(peak / 1024, 1),
                       "step_added_MB": round((peak - base) / 1024, 1), "first_step_s": round(step_s, 3)}))
 
 

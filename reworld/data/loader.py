@@ -82,6 +82,10 @@ def _open_nuscenes(root: Path, version: str):
             return NuScenes(version=version, dataroot=str(root), verbose=False)
     except AssertionError as e:
         raise DatasetError(f"{root}: nuscenes-devkit refused the root ({e or 'a map mask is missing'})") from None
+    except json.JSONDecodeError:
+        for name in REQUIRED_TABLES:  # name the broken table (the devkit's error does not)
+            _read_table(root, version, name)
+        raise
     except (KeyError, IndexError, FileNotFoundError) as e:
         raise DatasetError(f"{root}/{version}: inconsistent tables ({type(e).__name__}: {e})") from None
 

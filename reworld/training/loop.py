@@ -73,11 +73,13 @@ def average_gradients(params: list[torch.nn.Parameter], accelerator, bucket: int
         if p.grad is None:
             p.grad = torch.zeros_like(p)
     chunk: list[torch.nn.Parameter] = []
+    size = 0
     for p in live:  # one all-reduce per ~`bucket` elements, not one per tensor
         chunk.append(p)
-        if sum(q.numel() for q in chunk) >= bucket:
+        size += p.numel()
+        if size >= bucket:
             _all_reduce_mean(chunk, accelerator.num_processes)
-            chunk = []
+            chunk, size = [], 0
     if chunk:
         _all_reduce_mean(chunk, accelerator.num_processes)
 

@@ -107,6 +107,20 @@ def cached_features(out: Path, config: Config, video_dit, latents: torch.Tensor,
     return [tensors[f"block{k}"].float().to(device) for k in blocks]
 
 
+def rank0_first(build):
+    """Run `build` on rank 0 first (it writes the cache), then on the other ranks (they read it)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return build()
+    if dist.get_rank() == 0:
+        out = build()
+        dist.barrier()
+        return out
+    dist.barrier()
+    return build()
+
+
 # ---------------------------------------------------------------------------------------------- negatives
 @dataclass
 class Negatives:
@@ -195,7 +209,7 @@ def planner_stage(stage: str, config: Config, out: Path, device, vae_path: str |
     lcfg, acfg = config.loss, config.action
     align_pos = blocks.index(acfg.align_video_block) if acfg.align_video_block in blocks else len(blocks) // 2
     use_neg = lcfg.lambda_hn > 0 or (lcfg.lambda_hinge > 0 and lcfg.hn_hinge_margin > 0)
-    negatives = hard_negatives_for(config, "train", train.tokens, out) if use_neg else None
+    negatives = rank0_first(lambda: hard_negatives_for(config, "train", train.tokens, out)) if use_neg else None
     val_scenes = planning_scenes(config, "val", val.tokens)
 
     if stage == "action":
@@ -204,9 +218,10 @@ def planner_stage(stage: str, config: Config, out: Path, device, vae_path: str |
                                       * video_dit.transformer.config.attention_head_dim,
                                       num_video_blocks=len(blocks), pose_mean=mean, pose_scale=scale).to(device)
         video_dit.requires_grad_(False).eval()
-        train_feats = cached_features(out, config, video_dit, train_lat, train, n_ctx, blocks, vae_dir, "features-train",
-                                      device)
-        val_feats = cached_features(out, config, video_dit, val_lat, val, n_ctx, blocks, vae_dir, "features-val", device)
+        train_feats = rank0_first(lambda: cached_features(out, config, video_dit, train_lat, train, n_ctx, blocks,
+                                                          vae_dir, "features-train", device))
+        val_feats = rank0_first(lambda: cached_features(out, config, video_dit, val_lat, val, n_ctx, blocks, vae_dir,
+                                                        "features-val", device))
         models = {"action_dit": action_dit}
         params = [{"params": list(action_dit.parameters())}]
     else:
