@@ -12,15 +12,23 @@ for run in reworld vanilla; do mkdir -p runs/$run && rm -rf runs/$run/vae && cp 
 $PY -m reworld train --stage video --config configs/default.yaml --out runs/reworld &
 $PY -m reworld train --stage video --config configs/vanilla.yaml --out runs/vanilla &
 wait
+mkdir -p runs/reworld-stage2 && cp -r runs/reworld/vae runs/reworld/video_dit runs/reworld-stage2/
 $PY -m reworld train --stage action --config configs/default.yaml --out runs/reworld &
 $PY -m reworld train --stage action --config configs/vanilla.yaml --out runs/vanilla &
 wait
+cp -r runs/reworld/cache runs/reworld/config.json runs/reworld-stage2/
 $PY -m reworld train --stage joint --config configs/default.yaml --out runs/reworld &
 $PY -m reworld train --stage joint --config configs/vanilla.yaml --out runs/vanilla &
 wait
-$PY -m reworld train-video-net --config configs/default.yaml --out assets/checkpoints/video_net --steps 1500
+$PY -m reworld train-video-net --config configs/default.yaml --out assets/checkpoints/video_net --steps 500
 sed -n '/^\$PY -m reworld synth/,/^\$PY -m reworld train-video-net/p' "$0" | sed 's/^\$PY/python/' > runs/commands.txt
 $PY -m reworld ship --run runs/reworld --to assets/checkpoints/reworld --config configs/default.yaml \
   --shared-vae assets/checkpoints/vae --commands runs/commands.txt
 $PY -m reworld ship --run runs/vanilla --to assets/checkpoints/vanilla --config configs/vanilla.yaml \
   --shared-vae assets/checkpoints/vae --commands runs/commands.txt
+# The ablation study (assets/ablation/): IG on/off from scratch over two seeds (a 4-block Video DiT), and four
+# planner arms on the ReWorld stage-1 Video DiT (a copy taken before stage 3 changed it).
+$PY -m reworld ablate video --config configs/ablation.yaml --vae runs/shared/vae --seeds 0 1 --steps 600 \
+  --val-every 100 --out runs/ablation --jobs 1
+$PY -m reworld ablate planner --config configs/default.yaml --video-run runs/reworld-stage2 --seeds 0 \
+  --steps 500 --val-every 100 --out runs/ablation --jobs 1
