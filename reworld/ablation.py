@@ -106,7 +106,7 @@ def ablate_video(base_config: str, vae_dir: str, seeds: list[int], steps: int, v
         reach = {arm: steps_to_reach([s for s, _ in c], [v for _, v in c], target) for arm, c in curves.items()}
         summary["per_seed"][str(seed)] = {"vanilla_final_flow_loss": target, "steps_to_reach": reach,
                                           "final": {arm: c[-1][1] for arm, c in curves.items()}}
-    (assets_dir / "video_convergence.json").write_text(json.dumps(summary, indent=2))
+    (assets_dir / "video_convergence.json").write_text(json.dumps(_finite(summary), indent=2))
     return summary
 
 
@@ -137,6 +137,15 @@ def ablate_planner(base_config: str, video_run: str, seed: int, steps: int, val_
         w.writeheader()
         w.writerows(table)
     return {"steps": steps, "seed": seed, "table": table}
+
+
+def _finite(value):
+    """Strict JSON: NaN (a target never reached) becomes null."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, float) and value != value:
+        return None
+    return value
 
 
 def _write_rows(path: Path, rows: list[list]) -> None:
