@@ -21,7 +21,8 @@ $PY -m reworld train --stage joint --config configs/default.yaml --out runs/rewo
 $PY -m reworld train --stage joint --config configs/vanilla.yaml --out runs/vanilla &
 wait
 $PY -m reworld train-video-net --config configs/default.yaml --out assets/checkpoints/video_net --steps 500
-sed -n '/^\$PY -m reworld synth/,/^\$PY -m reworld train-video-net/p' "$0" | sed 's/^\$PY/python/' > runs/commands.txt
+awk '/reworld synth/{f=1} f{print} /train-video-net/{exit}' "$0" | sed 's/^\[ -f [^]]*\] || //; s/^\$PY/python/' \
+  > runs/commands.txt
 $PY -m reworld ship --run runs/reworld --to assets/checkpoints/reworld --config configs/default.yaml \
   --shared-vae assets/checkpoints/vae --commands runs/commands.txt
 $PY -m reworld ship --run runs/vanilla --to assets/checkpoints/vanilla --config configs/vanilla.yaml \
