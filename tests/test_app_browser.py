@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import os
+import tempfile
+import time
 import re
 import socket
 from pathlib import Path
@@ -18,6 +20,7 @@ from test_app_support import tiny_demo
 
 CHROMIUM = Path("/usr/bin/chromium")
 README = Path(__file__).resolve().parent.parent / "assets" / "readme"
+SCRATCH = Path(tempfile.gettempdir()) / "reworld-browser-shots"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run", "--disable-quic"]
 TIMEOUT_MS = 240_000
@@ -57,7 +60,11 @@ def url(tiny_config, tmp_path_factory):
         dataset = open_dataset(next(iter(pipes.values())).config.data)
         demo = create_demo(pipes, dataset, out_dir=out)
     else:
-        demo, _ = tiny_demo(tiny_config, out)
+        demo, ctx = tiny_demo(tiny_config, out)
+        # The tiny Video DiT samples 200 steps in about a second, faster than a click travels; slow each
+        # forward a little so that the Stop check below races a run that is really still going.
+        for pipe in ctx.pipelines.values():
+            pipe.video_dit.register_forward_pre_hook(lambda *_: time.sleep(0.03))
     port = _free_port()
     serve(demo, "127.0.0.1", port, prevent_thread_lock=True)
     yield f"http://127.0.0.1:{port}/"
@@ -71,8 +78,10 @@ def _shot(page, name: str, width: int = 1100) -> Path:
     img = Image.open(io.BytesIO(page.screenshot(full_page=True))).convert("RGB")
     if img.width > width:
         img = img.resize((width, round(img.height * width / img.width)), Image.LANCZOS)
-    README.mkdir(parents=True, exist_ok=True)
-    path = README / f"app_{name}.png"
+    # the README's pictures come from the embedded checkpoints; tiny untrained runs write elsewhere
+    folder = README if os.environ.get("APP_BROWSER_CHECKPOINTS") else SCRATCH
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"app_{name}.png"
     img.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
     return path
 
