@@ -24,31 +24,10 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.timing import paired_times, ratio, timed
 from reworld.config import Config, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def timed(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
-def paired_times(fn_a, fn_b, repeats: int) -> tuple[list[float], list[float]]:
-    """A B B A order, so that drift in machine load falls on both alike."""
-    a, b = [], []
-    for i in range(repeats):
-        if i % 2 == 0:
-            a.append(timed(fn_a)), b.append(timed(fn_b))
-        else:
-            b.append(timed(fn_b)), a.append(timed(fn_a))
-    return a, b
-
-
-def ratio(num: list[float], den: list[float]) -> dict[str, float]:
-    """Ratio of medians, and of minima (the least load-disturbed runs)."""
-    return {"median": round(statistics.median(num) / statistics.median(den), 3), "min": round(min(num) / min(den), 3)}
 
 
 def latent_shape(cfg: Config, batch: int) -> tuple[tuple[int, ...], int]:

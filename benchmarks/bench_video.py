@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
+from benchmarks.timing import paired_times, ratio, timed
 from reworld.config import Config, load_config
 from reworld.losses.flow import video_training_losses
 from reworld.models.vae import build_vae, latent_split
@@ -54,29 +55,6 @@ def matmul_peak_flops(n: int = 1024, repeats: int = 15) -> float:
         a @ b
         times.append(time.perf_counter() - t0)
     return 2 * n**3 / statistics.median(times)
-
-
-def timed(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
-def paired_times(fn_a, fn_b, repeats: int) -> tuple[list[float], list[float]]:
-    """Times of a and b in A B B A order, so that drift in machine load (other jobs on 2 shared cores)
-    falls on both alike."""
-    a, b = [], []
-    for i in range(repeats):
-        if i % 2 == 0:
-            a.append(timed(fn_a)), b.append(timed(fn_b))
-        else:
-            b.append(timed(fn_b)), a.append(timed(fn_a))
-    return a, b
-
-
-def ratio(num: list[float], den: list[float]) -> dict[str, float]:
-    """Ratio of medians, and of minima (the least load-disturbed runs)."""
-    return {"median": round(statistics.median(num) / statistics.median(den), 3), "min": round(min(num) / min(den), 3)}
 
 
 def main() -> None:

@@ -13,6 +13,22 @@ from reworld.training.checkpoint import complete_checkpoints, latest_checkpoint,
 from reworld.training.loop import StageSpec, TrainingError, global_batch, run
 
 
+class SafetensorsModule(torch.nn.Module):
+    """A plain module with the `save_pretrained` that checkpoints call (safetensors into a folder)."""
+
+    def __init__(self, inner: torch.nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def save_pretrained(self, path, safe_serialization=True):
+        import os
+
+        from safetensors.torch import save_file
+
+        os.makedirs(path, exist_ok=True)
+        save_file(self.state_dict(), os.path.join(path, "w.safetensors"))
+
+
 def test_every_stage_writes_a_loadable_checkpoint(tiny_run):
     from reworld import WorldActionPipeline
 
@@ -70,21 +86,7 @@ def test_resume_reproduces_uninterrupted_losses(tiny_config_path, tiny_run, tmp_
 
 
 def test_partial_checkpoint_is_never_picked(tmp_path):
-    model = torch.nn.Linear(2, 2)
-
-    class Saveable(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.lin = model
-
-        def save_pretrained(self, path, safe_serialization=True):
-            from safetensors.torch import save_file
-            import os
-
-            os.makedirs(path, exist_ok=True)
-            save_file(self.state_dict(), os.path.join(path, "w.safetensors"))
-
-    save_checkpoint(tmp_path, "video", 2, {"m": Saveable()}, None, {})
+    save_checkpoint(tmp_path, "video", 2, {"m": SafetensorsModule(torch.nn.Linear(2, 2))}, None, {})
     partial = tmp_path / "checkpoints" / "video" / "step-0000004"
     (partial / "m").mkdir(parents=True)  # a kill before meta.json was written
     (tmp_path / "checkpoints" / "video" / ".tmp-step-0000006-x").mkdir()
@@ -97,18 +99,6 @@ def test_nonfinite_loss_stops_naming_step_and_term(tmp_path, tiny_config):
 
     lin = torch.nn.Linear(3, 1)
 
-    class M(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.lin = lin
-
-        def save_pretrained(self, path, safe_serialization=True):
-            from safetensors.torch import save_file
-            import os
-
-            os.makedirs(path, exist_ok=True)
-            save_file(self.state_dict(), os.path.join(path, "w.safetensors"))
-
     def step_fn(idx, generator):
         step_fn.calls += 1
         x = lin(torch.ones(1, 3)).sum()
@@ -116,7 +106,7 @@ def test_nonfinite_loss_stops_naming_step_and_term(tmp_path, tiny_config):
         return {"gen": x ** 2, "ig": bad, "total": x ** 2 + bad}
 
     step_fn.calls = 0
-    spec = StageSpec("video", {"m": M()}, [{"params": list(lin.parameters())}], 10, step_fn)
+    spec = StageSpec("video", {"m": SafetensorsModule(lin)}, [{"params": list(lin.parameters())}], 10, step_fn)
     with pytest.raises(TrainingError, match=r"step 3: term\(s\) ig, total"):
         run(spec, tiny_config, tmp_path, max_steps=6, resume=False, accelerator=Accelerator(cpu=True))
     assert latest_checkpoint(tmp_path, "video").name == "step-0000002"  # the last good one, untouched
