@@ -93,6 +93,16 @@ def pick_to_results(client, checkpoint: str, scene: str, steps: int, guidance: f
             "generate_status": gen_status, "plan_status": plan_status}
 
 
+def process_memory_mb(pid: int) -> dict[str, float]:
+    """Peak (VmHWM) and current (VmRSS) resident memory of a running process, from /proc (Linux), in MB."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmHWM", "VmRSS"):
+            fields[key] = round(int(value.split()[0]) / 1024, 1)  # kB → MB
+    return {"peak_rss_MB": fields["VmHWM"], "rss_MB": fields["VmRSS"]}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", action="append", help="checkpoint folder(s); default: the embedded ones")
@@ -135,6 +145,7 @@ def main(argv=None) -> int:
         warm = pick_to_results(client, checkpoint, scenes[0], steps, guidance, args.samples)
         runs = [pick_to_results(client, checkpoint, scenes[(i + 1) % len(scenes)], steps, guidance, args.samples)
                 for i in range(args.runs)]
+        memory = process_memory_mb(proc.pid)  # the server's peak after every job above
     finally:
         if proc is not None:
             proc.terminate()
@@ -153,6 +164,7 @@ def main(argv=None) -> int:
         "pick_to_results_s": med("total_s"),
         "parts_median_s": {k: med(k) for k in ("scene_s", "generate_s", "plan_s")},
         "warmup_pick_to_results_s": warm["total_s"],
+        "app_peak_rss_MB": memory["peak_rss_MB"], "app_rss_after_runs_MB": memory["rss_MB"],
         "runs_s": [r["total_s"] for r in runs],
         "status_example": {"generate": runs[0]["generate_status"], "plan": runs[0]["plan_status"]},
         "targets": TARGETS,

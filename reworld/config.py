@@ -69,6 +69,8 @@ class ActionConfig:
     align_block: int = 1  # Action DiT block whose tokens are aligned
     align_video_block: int = 2  # Video DiT block that is the alignment target
     plan_steps: int = 10  # Euler steps of the planner at inference
+    anchor: str = "constant_velocity"  # predict the residual from this kinematic anchor ("none": raw poses)
+    per_waypoint_stats: bool = True  # normalise each waypoint with its own centre and half-range
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,8 @@ class LossConfig:
     lambda_align: float = 0.5  # cross-modal alignment (0 = off)
     lambda_hn: float = 0.2  # hard-negative InfoNCE (0 = off)
     hn_temperature: float = 0.1
-    hn_num_negatives: int = 8
+    hn_num_negatives: int = 8  # K hard negatives made per clip (cached)
+    hn_negatives_per_step: int = 4  # of those, drawn per sample and step (0 = all K)
     hn_hinge_margin: float = 0.0  # [m] output-space repulsion margin (0 = off)
     lambda_hinge: float = 1.0  # weight of the output-space repulsion (0 = off)
     logit_mean: float = 0.0  # shifted logit-normal σ sampling

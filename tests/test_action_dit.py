@@ -135,3 +135,49 @@ def test_plan_sample_integrates_a_known_velocity():
     out = plan_sample(model, x["video_features"], x["ego_status"], x["command"], steps=5,
                       generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(out[:, 0], model.denormalize(target).expand(B, 8, 3), rtol=1e-5, atol=1e-5)
+
+
+def test_constant_velocity_anchor_and_per_waypoint_statistics():
+    """With the anchor, the constant-velocity trajectory is the residual 0, and per-waypoint statistics
+    make every waypoint's residuals span [−1, 1] however small they are near t = 0."""
+    from reworld.models.action_dit import anchor_trajectory
+
+    g = torch.Generator().manual_seed(0)
+    ego = torch.rand(30, 3, generator=g) * torch.tensor([12.0, 1.0, 0.2])
+    t = 0.5 * torch.arange(1, 9)
+    cv = torch.zeros(30, 8, 3)
+    cv[..., 0] = ego[:, :1] * t
+    torch.testing.assert_close(anchor_trajectory(ego, 8, 3, 0.5, "constant_velocity"), cv)
+    # residuals that grow with t (as accelerations do): 5 cm at 0.5 s, 3 m at 4 s
+    residual = torch.randn(30, 8, 3, generator=g) * torch.linspace(0.05, 3.0, 8)[:, None]
+    trajs = cv + residual
+    mean, scale = pose_statistics(residual, per_waypoint=True)
+    assert torch.tensor(scale).shape == (8, 3) and scale[0][0] < 0.3 < 3.0 < scale[-1][0]
+    model = tiny_model(pose_mean=mean, pose_scale=scale, anchor="constant_velocity")
+    x = model.normalize(trajs, ego)
+    per_waypoint_max = x.abs().amax(dim=(0, 2))  # (8,)
+    assert (per_waypoint_max <= 1 + 1e-5).all() and (per_waypoint_max > 0.99).all()
+    torch.testing.assert_close(model.denormalize(x, ego), trajs, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="pass ego_status"):
+        model.normalize(trajs)
+    with pytest.raises(ValueError, match="unknown anchor"):
+        tiny_model(anchor="ballistic")
+    with pytest.raises(ValueError, match="pose_mean needs"):
+        tiny_model(pose_mean=[[0.0] * 3] * 7)
+
+
+def test_forward_with_negatives_equals_separate_passes():
+    """The negatives' short path (with the expert up to the alignment block) gives exactly the expert's
+    `forward` output and the negatives' `forward(...).pooled`."""
+    model = tiny_model(randomize=True, align_block=0)
+    x = inputs()
+    k = 3
+    negs = torch.randn(B, k, 8, 3, generator=torch.Generator().manual_seed(5))
+    out, neg_pooled = model.forward_with_negatives(x["noisy_poses"], negs, x["sigma"], x["video_features"],
+                                                   x["ego_status"], x["command"])
+    expected = model(**x, return_features=True)
+    for name in ("sample", "pooled", "projected"):
+        torch.testing.assert_close(getattr(out, name), getattr(expected, name), rtol=1e-5, atol=1e-6)
+    rep = {n: x[n].repeat_interleave(k, dim=0) for n in ("sigma", "ego_status", "command")}
+    separate = model(negs.flatten(0, 1), video_features=x["video_features"], return_features=True, **rep)
+    torch.testing.assert_close(neg_pooled, separate.pooled.unflatten(0, (B, k)), rtol=1e-5, atol=1e-6)

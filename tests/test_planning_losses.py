@@ -131,22 +131,34 @@ def test_vanilla_runs_without_negatives_or_target():
 def test_negatives_share_sigma_and_noise():
     model = tiny_model()
     seen = {}
-    forward = model.forward
+    fwd = model.forward_with_negatives
 
-    def spy(noisy_poses, sigma, *args, **kwargs):
-        seen.update(x=noisy_poses.detach(), sigma=sigma.detach())
-        return forward(noisy_poses, sigma, *args, **kwargs)
+    def spy(noisy_poses, noisy_negatives, sigma, *args, **kwargs):
+        seen.update(x=noisy_poses.detach(), neg=noisy_negatives.detach(), sigma=sigma.detach())
+        return fwd(noisy_poses, noisy_negatives, sigma, *args, **kwargs)
 
-    model.forward = spy
+    model.forward_with_negatives = spy
     b = batch()
-    planner_training_losses(model, **b, loss_cfg=FULL, generator=torch.Generator().manual_seed(0))
-    x = seen["x"].unflatten(0, (B, 1 + K))  # (B, 1+K, 8, 3)
-    sigma = seen["sigma"].unflatten(0, (B, 1 + K))
-    assert (sigma == sigma[:, :1]).all()
-    s = sigma[:, 1:, None, None]
+    cfg = dataclasses.replace(FULL, hn_negatives_per_step=0)  # all K, in order
+    planner_training_losses(model, **b, loss_cfg=cfg, generator=torch.Generator().manual_seed(0))
+    s = seen["sigma"][:, None, None, None]
     # x_neg − x_exp = (1 − σ)(neg0 − x0): the noise cancels only when it is shared
-    diff = model.normalize(b["negatives"]) - model.normalize(b["poses"])[:, None]
-    torch.testing.assert_close(x[:, 1:] - x[:, :1], (1 - s) * diff, rtol=1e-4, atol=1e-5)
+    ego = b["ego_status"]
+    diff = model.normalize(b["negatives"], ego[:, None]) - model.normalize(b["poses"], ego)[:, None]
+    torch.testing.assert_close(seen["neg"] - seen["x"][:, None], (1 - s) * diff, rtol=1e-4, atol=1e-5)
+
+
+def test_select_negatives_prefers_usable_ones():
+    from reworld.losses.planning import select_negatives
+
+    negs = torch.arange(2 * 6, dtype=torch.float32).reshape(2, 6, 1, 1).expand(2, 6, 8, 3)
+    mask = torch.tensor([[True, False, True, False, True, False], [False] * 5 + [True]])
+    picked, m = select_negatives(negs, mask, 3, torch.Generator().manual_seed(0))
+    assert picked.shape == (2, 3, 8, 3)
+    assert sorted(picked[0, :, 0, 0].tolist()) == [0.0, 2.0, 4.0] and m[0].all()  # exactly the usable three
+    assert picked[1, 0, 0, 0] == 11.0 and m[1].tolist() == [True, False, False]  # the one usable comes first
+    same, m_all = select_negatives(negs, mask, 0)
+    assert same is negs and m_all is mask
 
 
 def test_projector_gets_gradient_through_student_only():

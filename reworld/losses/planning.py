@@ -1,8 +1,8 @@
 """Stage-2 planner losses (DESIGN §2): trajectory flow matching, cross-modal alignment, hard negatives.
 
 The loss functions are pure: tensors in, one value per sample out. `planner_training_losses` runs the
-Action DiT once on the expert (and, when the hard-negative term is on, its negatives in the same batch)
-and returns every term by name, plus their weighted sum under `total`.
+Action DiT once on the expert (and, when the hard-negative term is on, its negatives up to the alignment
+block, the only features the contrastive term reads) and returns every term by name, plus their weighted sum under `total`.
 """
 from __future__ import annotations
 
@@ -82,6 +82,19 @@ def hinge_repulsion_loss(
     return (hinge * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)
 
 
+def select_negatives(negatives: torch.Tensor, mask: torch.Tensor, per_step: int,
+                     generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """`per_step` of the K negatives (B, K, N, P) of every sample, drawn at random from its usable ones
+    (mask (B, K) True) before unusable ones: (B, k, N, P), (B, k). `per_step` 0 or ≥ K keeps them all."""
+    k = negatives.shape[1]
+    if per_step <= 0 or per_step >= k:
+        return negatives, mask
+    order = torch.rand(mask.shape, generator=generator).to(mask.device) - mask.float()  # usable first
+    idx = order.argsort(dim=1)[:, :per_step]  # (B, k)
+    picked = negatives.gather(1, idx[..., None, None].expand(-1, -1, *negatives.shape[2:]))
+    return picked, mask.gather(1, idx)
+
+
 def sample_sigma(batch: int, loss_cfg: LossConfig, generator: torch.Generator | None = None) -> torch.Tensor:
     """σ ∈ (0, 1) from a shifted logit-normal, drawn on the CPU generator: (batch,)."""
     u = torch.sigmoid(loss_cfg.logit_mean + loss_cfg.logit_std * torch.randn(batch, generator=generator))
@@ -112,7 +125,8 @@ def planner_training_losses(
     (B, D_video) pooled or (B, N, D_video) per-waypoint representation of video block `l_v`, a
     stop-gradient target. Returns `fm`, and `align`, `hn`, `hinge` only when their weight is non-zero
     (a switched-off term is not computed), and `total` = fm + λ_a·align + λ_h·hn + λ_hinge·hinge.
-    Negatives are noised with the expert's σ and ε and run in the same forward pass.
+    Negatives (`hn_negatives_per_step` of the K per sample) are noised with the expert's σ and ε and run
+    with it up to the alignment block only.
     """
     use_align = loss_cfg.lambda_align > 0
     use_hn = loss_cfg.lambda_hn > 0
@@ -134,43 +148,37 @@ def planner_training_losses(
 
     b = poses.shape[0]
     device = poses.device
-    x0 = model.normalize(poses)  # (B, N, P)
+    x0 = model.normalize(poses, ego_status)  # (B, N, P)
     sigma = sample_sigma(b, loss_cfg, generator).to(device)  # (B,)
     eps = torch.randn(x0.shape, generator=generator).to(device=device, dtype=x0.dtype)  # (B, N, P)
     s = sigma[:, None, None].to(x0.dtype)
     x_t = (1 - s) * x0 + s * eps  # (B, N, P)
 
-    inputs, repeats = x_t, 1
     if use_hn:
-        neg0 = model.normalize(negatives)  # (B, K, N, P)
-        neg_t = (1 - s[:, None]) * neg0 + s[:, None] * eps[:, None]  # same σ and ε as the expert
-        inputs = torch.cat([x_t[:, None], neg_t], dim=1).flatten(0, 1)  # (B·(1+K), N, P)
-        repeats = 1 + negatives.shape[1]
-    out = model(
-        inputs,
-        sigma.repeat_interleave(repeats),
-        video_features,
-        ego_status.repeat_interleave(repeats, dim=0),
-        command.repeat_interleave(repeats, dim=0),
-        return_features=use_align or use_hn,
-    )
-    v = out.sample.unflatten(0, (b, repeats))[:, 0]  # (B, N, P) expert velocity
+        # Negatives are noised with the expert's σ and ε and run with it, up to the alignment block only.
+        negatives, neg_mask = select_negatives(negatives, neg_mask, loss_cfg.hn_negatives_per_step, generator)
+        neg0 = model.normalize(negatives, ego_status[:, None])  # (B, K, N, P)
+        neg_t = (1 - s[:, None]) * neg0 + s[:, None] * eps[:, None]  # (B, K, N, P)
+        out, neg_pooled = model.forward_with_negatives(x_t, neg_t, sigma, video_features, ego_status, command)
+    else:
+        out = model(x_t, sigma, video_features, ego_status, command, return_features=use_align)
+    v = out.sample  # (B, N, P) expert velocity
 
     terms = {"fm": trajectory_flow_loss(v, eps - x0).mean()}
     total = terms["fm"]
     if use_align:
-        student = out.projected.unflatten(0, (b, repeats))[:, 0]  # (B, N, D_video)
-        teacher = video_target if video_target.ndim == 3 else video_target[:, None].expand_as(student)
-        terms["align"] = alignment_loss(student, teacher).mean()
+        teacher = video_target if video_target.ndim == 3 else video_target[:, None].expand_as(out.projected)
+        terms["align"] = alignment_loss(out.projected, teacher).mean()
         total = total + loss_cfg.lambda_align * terms["align"]
     if use_hn:
-        z = model.project(out.pooled).unflatten(0, (b, repeats))  # (B, 1+K, D_video)
+        z_pos = model.project(out.pooled)  # (B, D_video)
+        z_neg = model.project(neg_pooled)  # (B, K, D_video)
         anchor = _pooled_target(video_target).detach()  # (B, D_video)
-        hn = hard_negative_loss(anchor, z[:, 0], z[:, 1:], loss_cfg.hn_temperature, mask=neg_mask)
+        hn = hard_negative_loss(anchor, z_pos, z_neg, loss_cfg.hn_temperature, mask=neg_mask)
         terms["hn"] = hn.mean()
         total = total + loss_cfg.lambda_hn * terms["hn"]
     if use_hinge:
-        pred_x0 = model.denormalize(x_t - s * v)  # (B, N, P) raw, same units as the margin
+        pred_x0 = model.denormalize(x_t - s * v, ego_status)  # (B, N, P) raw, same units as the margin
         hinge = hinge_repulsion_loss(pred_x0, negatives, loss_cfg.hn_hinge_margin, mask=neg_mask)
         terms["hinge"] = hinge.mean()
         total = total + loss_cfg.lambda_hinge * terms["hinge"]

@@ -3,8 +3,12 @@ action expert, DESIGN §2).
 
 One action block per Video DiT block it reads: adaLN-Zero from (action timestep + ego/command embedding)
 → self-attention over the waypoint tokens → cross-attention to that video block's hidden states → MLP.
-Poses are flow-matched in a normalised space (per coordinate to about [−1, 1], statistics in the config):
-`x_t = (1 − σ) x0 + σ ε`, the model predicts `v = ε − x0`.
+Poses are flow-matched in a normalised space: the residual from a kinematic anchor (with
+`anchor="constant_velocity"`, the current speed held straight ahead — the constant-velocity baseline), scaled
+per waypoint and coordinate to about [−1, 1] (statistics in the config): `x_t = (1 − σ) x0 + σ ε`, the model
+predicts `v = ε − x0`. Anchoring makes the near waypoints, whose residuals are centimetres, as precise in
+metres as the far ones: with one scale for the whole horizon, an error that is small in normalised units
+is a few decimetres at 0.5 s, which the comfort limits see as a jerk.
 
 Video features may have a smaller batch than the waypoints: with video batch B, every other input may
 have batch B·R, sample i reading video sample i // R (the order of `repeat_interleave(R, dim=0)`). The
@@ -37,13 +41,31 @@ class ActionDiTOutput(BaseOutput):
     projected: torch.Tensor | None = None  # (B, N, D_video) projector(block `align_block` tokens)
 
 
-def pose_statistics(trajectories: torch.Tensor) -> tuple[list[float], list[float]]:
-    """Per-coordinate centre and half-range of (M, N, P) trajectories, so that
-    `(pose − mean) / scale` lies in [−1, 1] on these trajectories."""
+ANCHORS = ("none", "constant_velocity")
+
+
+def anchor_trajectory(ego_status: torch.Tensor, num_waypoints: int, pose_dim: int, interval_s: float,
+                      kind: str) -> torch.Tensor | float:
+    """The kinematic anchor the planner predicts a residual from: (..., E) ego status → (..., N, P) poses.
+    "constant_velocity": the current speed (ego_status[..., 0]) held straight ahead, heading 0; "none": 0."""
+    if kind == "none":
+        return 0.0
+    if kind != "constant_velocity":
+        raise ValueError(f"unknown anchor {kind!r}; expected one of {ANCHORS}")
+    t = interval_s * torch.arange(1, num_waypoints + 1, device=ego_status.device, dtype=ego_status.dtype)  # (N,)
+    anchor = ego_status.new_zeros((*ego_status.shape[:-1], num_waypoints, pose_dim))  # (..., N, P)
+    anchor[..., 0] = ego_status[..., 0, None] * t
+    return anchor
+
+
+def pose_statistics(trajectories: torch.Tensor, per_waypoint: bool = False) -> tuple[list, list]:
+    """Centre and half-range of (M, N, P) trajectories (or anchor residuals), so that `(pose − mean) / scale`
+    lies in [−1, 1] on them: per coordinate (P values each), or with `per_waypoint` per waypoint and
+    coordinate (N lists of P values)."""
     if trajectories.ndim != 3 or trajectories.shape[0] == 0:
         raise ValueError(f"expected non-empty (M, N, P) trajectories, got {tuple(trajectories.shape)}")
-    flat = trajectories.reshape(-1, trajectories.shape[-1]).double()
-    lo, hi = flat.min(dim=0).values, flat.max(dim=0).values
+    flat = trajectories.double() if per_waypoint else trajectories.reshape(-1, trajectories.shape[-1]).double()
+    lo, hi = flat.min(dim=0).values, flat.max(dim=0).values  # (N, P) or (P,)
     mean = (hi + lo) / 2
     scale = ((hi - lo) / 2).clamp_min(_STAT_EPS)
     return mean.tolist(), scale.tolist()
@@ -138,16 +160,21 @@ class ActionDiT(ModelMixin, ConfigMixin):
         align_block: int = 1,
         projector_hidden_dim: int | None = None,  # None = 2 · width (REPA-style MLP d → 2d → D_video)
         projector_out_dim: int | None = None,  # None = video_dim
-        pose_mean: list[float] | None = None,  # per coordinate; None = zeros
-        pose_scale: list[float] | None = None,  # per coordinate half-range; None = ones
+        pose_mean: list | None = None,  # P values, or N lists of P (per waypoint); None = zeros
+        pose_scale: list | None = None,  # half-ranges, same shapes; None = ones
+        anchor: str = "none",  # residual from a kinematic anchor (see `anchor_trajectory`)
+        waypoint_interval_s: float = 0.5,  # [s] spacing of the waypoints (for the anchor)
     ):
         super().__init__()
         if not 0 <= align_block < num_video_blocks:
             raise ValueError(f"align_block {align_block} is outside the {num_video_blocks} action blocks")
+        if anchor not in ANCHORS:
+            raise ValueError(f"unknown anchor {anchor!r}; expected one of {ANCHORS}")
         for name, stats in (("pose_mean", pose_mean), ("pose_scale", pose_scale)):
-            if stats is not None and len(stats) != pose_dim:
-                raise ValueError(f"{name} needs {pose_dim} values, got {stats}")
-        if pose_scale is not None and min(pose_scale) <= 0:
+            shape = None if stats is None else tuple(torch.tensor(stats, dtype=torch.float64).shape)
+            if shape not in (None, (pose_dim,), (num_waypoints, pose_dim)):
+                raise ValueError(f"{name} needs {pose_dim} or {num_waypoints}×{pose_dim} values, got shape {shape}")
+        if pose_scale is not None and torch.tensor(pose_scale).min() <= 0:
             raise ValueError(f"pose_scale must be positive, got {pose_scale}")
 
         self.pose_embed = nn.Linear(pose_dim, width)
@@ -190,13 +217,23 @@ class ActionDiT(ModelMixin, ConfigMixin):
         kw = dict(device=like.device, dtype=like.dtype)
         return torch.tensor(mean, **kw), torch.tensor(scale, **kw)
 
-    def normalize(self, poses: torch.Tensor) -> torch.Tensor:
-        mean, scale = self._stats(poses)
-        return (poses - mean) / scale
+    def _anchor(self, ego_status: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | float:
+        cfg = self.config
+        if cfg.anchor == "none":
+            return 0.0
+        if ego_status is None:
+            raise ValueError(f"this planner predicts residuals from a {cfg.anchor} anchor: pass ego_status")
+        return anchor_trajectory(ego_status.to(like), cfg.num_waypoints, cfg.pose_dim, cfg.waypoint_interval_s,
+                                 cfg.anchor)
 
-    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+    def normalize(self, poses: torch.Tensor, ego_status: torch.Tensor | None = None) -> torch.Tensor:
+        """Raw (..., N, P) poses → normalised; ego_status (..., E) broadcasts against the leading dims."""
+        mean, scale = self._stats(poses)
+        return (poses - self._anchor(ego_status, poses) - mean) / scale
+
+    def denormalize(self, x: torch.Tensor, ego_status: torch.Tensor | None = None) -> torch.Tensor:
         mean, scale = self._stats(x)
-        return x * scale + mean
+        return x * scale + mean + self._anchor(ego_status, x)
 
     def project(self, h: torch.Tensor) -> torch.Tensor:
         """The alignment projector: (..., width) → (..., D_video)."""
@@ -223,6 +260,45 @@ class ActionDiT(ModelMixin, ConfigMixin):
                     f"batch {b}, got {tuple(f.shape)}"
                 )
 
+    def _embed(self, noisy_poses, sigma, ego_status, command) -> tuple[torch.Tensor, torch.Tensor]:
+        dtype = self.pose_embed.weight.dtype
+        x = self.pose_embed(noisy_poses.to(dtype)) + self.pos_embed  # (B·R, N, W)
+        t = self.time_embed(self.time_proj(sigma * TIMESTEP_SCALE).to(dtype))  # (B·R, W)
+        c = t + self.ego_embed(ego_status.to(dtype)) + self.command_embed(command)  # (B·R, W)
+        return x, c
+
+    def forward_with_negatives(
+        self,
+        noisy_poses: torch.Tensor,
+        noisy_negatives: torch.Tensor,
+        sigma: torch.Tensor,
+        video_features: list[torch.Tensor],
+        ego_status: torch.Tensor,
+        command: torch.Tensor,
+    ) -> tuple[ActionDiTOutput, torch.Tensor]:
+        """`forward(noisy_poses, ..., return_features=True)` for the expert (B, N, P), plus the pooled
+        alignment-block features (B, K, W) of its K noised negatives (B, K, N, P), which share the
+        expert's σ, ego status and command. The hard-negative loss reads nothing else of the negatives,
+        so they run with the expert (sharing its video keys/values) only up to `align_block`; the
+        remaining blocks and the output layer see the expert alone. Exactly equal to separate passes."""
+        b, k = noisy_negatives.shape[:2]
+        r = 1 + k
+        rows = torch.cat([noisy_poses[:, None], noisy_negatives], dim=1).flatten(0, 1)  # (B·R, N, P)
+        sig, ego, cmd = (t.repeat_interleave(r, dim=0) for t in (sigma, ego_status, command))
+        self._check_inputs(rows, sig, video_features, ego, cmd)
+        x, c = self._embed(rows, sig, ego, cmd)  # (B·R, N, W), (B·R, W)
+        la = self.config.align_block
+        features: dict[int, torch.Tensor] = {}
+        for i, (block, video) in enumerate(zip(self.blocks[: la + 1], video_features)):
+            x = block(x, c, video)  # (B·R, N, W)
+            features[i] = x.unflatten(0, (b, r))[:, 0]
+        neg_pooled = x.unflatten(0, (b, r))[:, 1:].mean(dim=2)  # (B, K, W)
+        x, c = features[la], c.unflatten(0, (b, r))[:, 0]  # the expert alone from here
+        for i in range(la + 1, len(self.blocks)):
+            x = self.blocks[i](x, c, video_features[i])
+            features[i] = x
+        return self._output(x, c, features), neg_pooled
+
     def forward(
         self,
         noisy_poses: torch.Tensor,
@@ -235,21 +311,20 @@ class ActionDiT(ModelMixin, ConfigMixin):
         """noisy_poses (B·R, N, P) normalised; sigma (B·R,); video_features: one (B, S, D_video) per
         block; ego_status (B·R, E); command (B·R,) long. Returns the velocity (B·R, N, P)."""
         self._check_inputs(noisy_poses, sigma, video_features, ego_status, command)
-        dtype = self.pose_embed.weight.dtype
-        x = self.pose_embed(noisy_poses.to(dtype)) + self.pos_embed  # (B·R, N, W)
-        t = self.time_embed(self.time_proj(sigma * TIMESTEP_SCALE).to(dtype))  # (B·R, W)
-        c = t + self.ego_embed(ego_status.to(dtype)) + self.command_embed(command)  # (B·R, W)
+        x, c = self._embed(noisy_poses, sigma, ego_status, command)
         features: dict[int, torch.Tensor] = {}
         for i, (block, video) in enumerate(zip(self.blocks, video_features)):
             x = block(x, c, video)  # (B·R, N, W)
             if return_features:
                 features[i] = x
-        sample = self.final(x, c)  # (B·R, N, P)
         if not return_features:
-            return ActionDiTOutput(sample=sample)
+            return ActionDiTOutput(sample=self.final(x, c))  # (B·R, N, P)
+        return self._output(x, c, features)
+
+    def _output(self, x: torch.Tensor, c: torch.Tensor, features: dict[int, torch.Tensor]) -> ActionDiTOutput:
         h = features[self.config.align_block]  # (B·R, N, W)
         return ActionDiTOutput(
-            sample=sample,
+            sample=self.final(x, c),  # (B·R, N, P)
             features=features,
             pooled=h.mean(dim=1),  # (B·R, W)
             projected=self.project(h),  # (B·R, N, D_video)
@@ -260,8 +335,9 @@ def build_action_dit(
     cfg: ActionConfig,
     video_dim: int,
     num_video_blocks: int,
-    pose_mean: list[float] | None = None,
-    pose_scale: list[float] | None = None,
+    pose_mean: list | None = None,
+    pose_scale: list | None = None,
+    waypoint_interval_s: float = 0.5,
 ) -> ActionDiT:
     """An ActionDiT sized by the config's `action` section, for a Video DiT of width `video_dim` whose
     `num_video_blocks` chosen blocks it reads."""
@@ -274,6 +350,8 @@ def build_action_dit(
         align_block=cfg.align_block,
         pose_mean=pose_mean,
         pose_scale=pose_scale,
+        anchor=cfg.anchor,
+        waypoint_interval_s=waypoint_interval_s,
     )
 
 
@@ -308,13 +386,14 @@ def plan_sample(
     for sigma, sigma_next in zip(sigmas[:-1], sigmas[1:]):
         v = model(x, sigma.expand(x.shape[0]), video_features, ego, cmd).sample  # (B·S, N, P)
         x = x + (sigma_next - sigma) * v.float()
-    poses = model.denormalize(x)  # (B·S, N, P)
+    poses = model.denormalize(x, ego)  # (B·S, N, P)
     return poses.reshape(b, num_samples, cfg.num_waypoints, cfg.pose_dim)
 
 
 __all__ = [
     "ActionDiT",
     "ActionDiTOutput",
+    "anchor_trajectory",
     "build_action_dit",
     "plan_sample",
     "pose_statistics",

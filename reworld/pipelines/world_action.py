@@ -198,10 +198,10 @@ class WorldActionPipeline:
             raise ValueError(f"sigma must be in [0, 1], got {sigma}")
         feats = self.video_features(clip, seed=seed)
         n = poses.shape[0]
-        x0 = planner.normalize(poses)
+        cond, _ = self._cond(clip, None)
+        x0 = planner.normalize(poses, cond.ego_status.to(poses))  # (N, 8, 3); ego (1, E) broadcasts
         noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed)).to(x0)
         x_t = (1 - sigma) * x0 + sigma * noise
-        cond, _ = self._cond(clip, None)
         out = planner(x_t, torch.full((n,), sigma, device=self.device), feats,
                       cond.ego_status.expand(n, -1), cond.command.expand(n), return_features=True)
         return out.features[block].mean(dim=1).cpu().numpy()  # (N, width)

@@ -191,7 +191,7 @@ def planning_scenes(config: Config, split: str, tokens: list[str]) -> list:
 def planner_stage(stage: str, config: Config, out: Path, device, vae_path: str | None) -> StageSpec:
     from ..losses.flow import video_training_losses
     from ..losses.planning import planner_training_losses
-    from ..models.action_dit import ActionDiT, build_action_dit, pose_statistics
+    from ..models.action_dit import ActionDiT, anchor_trajectory, build_action_dit, pose_statistics
     from ..models.layers import load_model_strict
     from ..models.vae import latent_split
     from ..models.video_dit import VideoCond, VideoDiT
@@ -213,10 +213,14 @@ def planner_stage(stage: str, config: Config, out: Path, device, vae_path: str |
     val_scenes = planning_scenes(config, "val", val.tokens)
 
     if stage == "action":
-        mean, scale = pose_statistics(train.trajectory)
+        interval = config.data.horizon_s / config.data.num_poses
+        residual = train.trajectory - anchor_trajectory(train.ego_status, acfg.num_waypoints,
+                                                        train.trajectory.shape[-1], interval, acfg.anchor)
+        mean, scale = pose_statistics(residual, per_waypoint=acfg.per_waypoint_stats)
         action_dit = build_action_dit(acfg, video_dim=video_dit.transformer.config.num_attention_heads
                                       * video_dit.transformer.config.attention_head_dim,
-                                      num_video_blocks=len(blocks), pose_mean=mean, pose_scale=scale).to(device)
+                                      num_video_blocks=len(blocks), pose_mean=mean, pose_scale=scale,
+                                      waypoint_interval_s=interval).to(device)
         video_dit.requires_grad_(False).eval()
         train_feats = rank0_first(lambda: cached_features(out, config, video_dit, train_lat, train, n_ctx, blocks,
                                                           vae_dir, "features-train", device))
