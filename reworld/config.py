@@ -95,6 +95,9 @@ class TrainConfig:
     action_batch_size: int = 32  # clips per step in stage action (cached features make steps cheap)
     lr: float = 3e-4
     lr_video_joint: float = 2e-5  # Video DiT learning rate in stage 3
+    # Action DiT learning rate in stage 3: `lr` scaled linearly from action_batch_size to batch_size (the
+    # joint step's batch), 3e-4 × 4/32; at `lr` itself the 8× noisier steps undo stage 2's precision
+    lr_action_joint: float = 4e-5
     weight_decay: float = 0.0
     max_steps: dict = field(default_factory=lambda: {"vae": 2000, "video": 6000, "action": 3000, "joint": 500})
     log_every: int = 10
@@ -104,6 +107,7 @@ class TrainConfig:
     sample_steps: int = 20
     guidance: float = 1.4  # intermediate-supervised guidance w at sampling
     num_workers: int = 0
+    sharding: str = "ddp"  # with several processes: "ddp" (replicated) or "fsdp" (fully sharded, paper scale)
 
 
 @dataclass(frozen=True)

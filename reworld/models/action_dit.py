@@ -145,6 +145,8 @@ class FinalLayer(nn.Module):
 class ActionDiT(ModelMixin, ConfigMixin):
     """Trajectory flow-matching transformer conditioned layer-wise on Video DiT hidden states."""
 
+    _fsdp_units = ("projector",)  # `project` is called outside forward (reworld.training.sharding)
+
     @register_to_config
     def __init__(
         self,
@@ -171,10 +173,10 @@ class ActionDiT(ModelMixin, ConfigMixin):
         if anchor not in ANCHORS:
             raise ValueError(f"unknown anchor {anchor!r}; expected one of {ANCHORS}")
         for name, stats in (("pose_mean", pose_mean), ("pose_scale", pose_scale)):
-            shape = None if stats is None else tuple(torch.tensor(stats, dtype=torch.float64).shape)
+            shape = None if stats is None else tuple(torch.tensor(stats, dtype=torch.float64, device="cpu").shape)
             if shape not in (None, (pose_dim,), (num_waypoints, pose_dim)):
                 raise ValueError(f"{name} needs {pose_dim} or {num_waypoints}×{pose_dim} values, got shape {shape}")
-        if pose_scale is not None and torch.tensor(pose_scale).min() <= 0:
+        if pose_scale is not None and torch.tensor(pose_scale, device="cpu").min() <= 0:  # also under meta init
             raise ValueError(f"pose_scale must be positive, got {pose_scale}")
 
         self.pose_embed = nn.Linear(pose_dim, width)

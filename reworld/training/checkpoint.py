@@ -21,8 +21,9 @@ from ..models.layers import CheckpointError
 META = "meta.json"
 
 
-def optimizer_state_to_files(optimizer: torch.optim.Optimizer, folder: Path) -> None:
-    state = optimizer.state_dict()
+def optimizer_state_to_files(optimizer: torch.optim.Optimizer | dict, folder: Path) -> None:
+    """An optimizer (or its `state_dict()`, e.g. gathered from shards) as safetensors + JSON."""
+    state = optimizer if isinstance(optimizer, dict) else optimizer.state_dict()
     tensors, scalars = {}, {}
     for pid, pstate in state["state"].items():
         for key, value in pstate.items():
@@ -47,12 +48,19 @@ def optimizer_state_from_files(optimizer: torch.optim.Optimizer, folder: Path) -
     expected = optimizer.state_dict()["param_groups"]
     if [len(g["params"]) for g in expected] != [len(g["params"]) for g in doc["param_groups"]]:
         raise CheckpointError(f"{folder}: optimizer state is for a different set of parameters")
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    if any(type(p).__name__ == "DTensor" for p in params):  # a sharded run (train.sharding: fsdp)
+        from .sharding import shard_like
+
+        state = {pid: {k: shard_like(v, params[pid]) if torch.is_tensor(v) else v for k, v in entry.items()}
+                 for pid, entry in state.items()}
     optimizer.load_state_dict({"state": state, "param_groups": doc["param_groups"]})
 
 
 def save_checkpoint(root: Path, stage: str, step: int, models: dict[str, torch.nn.Module],
-                    optimizer: torch.optim.Optimizer | None, meta: dict, keep: int = 2) -> Path:
-    """Write `root/checkpoints/<stage>/step-<step>` atomically; keep the newest `keep`."""
+                    optimizer: torch.optim.Optimizer | dict | None, meta: dict, keep: int = 2) -> Path:
+    """Write `root/checkpoints/<stage>/step-<step>` atomically; keep the newest `keep`. `optimizer` may be
+    an optimizer or its state dict."""
     parent = Path(root) / "checkpoints" / stage
     parent.mkdir(parents=True, exist_ok=True)
     final = parent / f"step-{step:07d}"

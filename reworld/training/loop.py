@@ -5,8 +5,9 @@ stage (the models, the loss terms, the validation) comes in as a `StageSpec`.
 
 Determinism: the global batch of step `s` and the noise of step `s` are functions of (seed, s) alone,
 so a run resumed from a checkpoint at step `s` replays exactly the batches and noise of an
-uninterrupted run. Each rank takes its share of the global batch (`indices[rank::world]`), and DDP
-averages gradients, so `n` processes match one process on the same global batch.
+uninterrupted run. Each rank takes its share of the global batch (`indices[rank::world]`), and the
+gradients are averaged (by the loop with `train.sharding: ddp`, by FSDP's reduce-scatter with `fsdp`, see
+`sharding.py`), so `n` processes match one process on the same global batch.
 """
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ class StageSpec:
     num_items: int  # size of the training set (clip or latent indices)
     step_fn: Callable[[np.ndarray, torch.Generator], dict[str, torch.Tensor]]  # indices, noise → terms
     validate_fn: Callable[[int], dict[str, float]] | None = None
-    export_fn: Callable[[], None] | None = None  # write the final models into the run folder
+    # write the final models into the run folder, given {name: plain (unsharded, unwrapped) module}
+    export_fn: Callable[[dict[str, torch.nn.Module]], None] | None = None
     load_fn: Callable[[Path], None] | None = None  # restore models from a checkpoint folder
     meta: dict = field(default_factory=dict)
     batch_size: int | None = None  # overrides train.batch_size
@@ -151,29 +153,51 @@ def run(spec: StageSpec, config: Config, out: Path, max_steps: int, resume: bool
     main = accelerator.is_main_process
     batch_size = spec.batch_size or tcfg.batch_size
     if accelerator.distributed_type.name in ("DEEPSPEED", "FSDP"):
-        raise TrainingError(f"{accelerator.distributed_type.name} is not supported: the step functions call the raw "
-                            f"modules, which only plain data parallelism (DDP, `--multi_gpu`) allows")
+        raise TrainingError(f"accelerate's {accelerator.distributed_type.name} is not used: launch with --multi_gpu and "
+                            f"set `train.sharding: fsdp` in the config for fully sharded training")
+    if tcfg.sharding not in ("ddp", "fsdp"):
+        raise TrainingError(f"train.sharding must be 'ddp' or 'fsdp', got {tcfg.sharding!r}")
+    sharded = tcfg.sharding == "fsdp" and world > 1
     if batch_size % world:
         raise TrainingError(f"batch size {batch_size} must divide by the number of processes {world}")
     if main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(config_to_dict(config), indent=2))
 
-    # -- optimizer, resume --------------------------------------------------------------------
-    optimizer = torch.optim.AdamW(spec.params, lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    # -- resume, sharding, optimizer ------------------------------------------------------------
     start = 0
     ckpt = latest_checkpoint(out, spec.name) if resume else None
     if resume and ckpt is None and main:
         print(f"[{spec.name}] --resume: no complete checkpoint in {out}/checkpoints/{spec.name}; starting at step 0")
     if ckpt is not None:
-        spec.load_fn(ckpt)
-        optimizer_state_from_files(optimizer, ckpt)
+        spec.load_fn(ckpt)  # into the plain models, before any sharding
         start = json.loads((ckpt / "meta.json").read_text())["step"]
-    trained = [m for m in spec.models.values() if any(p.requires_grad for p in m.parameters())]
-    grad_params = [p for g in spec.params for p in g["params"] if p.requires_grad]
-    prepared = accelerator.prepare(*trained, optimizer)
-    prepared = prepared if isinstance(prepared, (list, tuple)) else [prepared]
-    optimizer = prepared[-1]
+    trained = {k: m for k, m in spec.models.items() if any(p.requires_grad for p in m.parameters())}
+    param_groups = spec.params
+    if sharded:
+        from .sharding import shard_models
+
+        param_groups = shard_models(trained, spec.params, accelerator.device)
+    optimizer = torch.optim.AdamW(param_groups, lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    if ckpt is not None:
+        optimizer_state_from_files(optimizer, ckpt)
+    all_params = [p for g in param_groups for p in g["params"]]
+    grad_params = [p for p in all_params if p.requires_grad]
+    if not sharded:
+        prepared = accelerator.prepare(*trained.values(), optimizer)
+        prepared = prepared if isinstance(prepared, (list, tuple)) else [prepared]
+        optimizer = prepared[-1]
+    raw_optimizer = optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer
+
+    def plain_models() -> dict[str, torch.nn.Module]:
+        """The models as plain modules; with sharding, gathered in full on rank 0 (every rank must call)."""
+        if not sharded:
+            return {k: accelerator.unwrap_model(m) for k, m in spec.models.items()}
+        from .sharding import gather_state_dict, plain_copy
+
+        states = {k: gather_state_dict(m, main) for k, m in trained.items()}
+        return {k: plain_copy(m, states[k]) if k in trained and main else m for k, m in spec.models.items()}
+
     logger = RunLogger(out, spec.name, main)
     logger.truncate_after(start)
 
@@ -184,7 +208,7 @@ def run(spec: StageSpec, config: Config, out: Path, max_steps: int, resume: bool
     history: list[dict[str, float]] = []
     t_start = time.time()
     for step in range(start, max_steps):
-        for m in trained:
+        for m in trained.values():
             m.train()
         idx = global_batch(spec.num_items, batch_size, tcfg.seed, step)[rank::world]
         terms = spec.step_fn(idx, step_generator(tcfg.seed, step, rank, world))
@@ -194,8 +218,9 @@ def run(spec: StageSpec, config: Config, out: Path, max_steps: int, resume: bool
                                 f"the last good checkpoint is left as it was")
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(terms["total"])
-        average_gradients(grad_params, accelerator)
-        accelerator.clip_grad_norm_([p for g in spec.params for p in g["params"]], 1.0)
+        if not sharded:  # FSDP reduce-scatters (averages) the gradients itself
+            average_gradients(grad_params, accelerator)
+        accelerator.clip_grad_norm_(all_params, 1.0)
         optimizer.step()
         values = {k: float(accelerator.reduce(v.detach(), reduction="mean")) for k, v in terms.items()}
         history.append(values)
@@ -206,20 +231,32 @@ def run(spec: StageSpec, config: Config, out: Path, max_steps: int, resume: bool
         bar.update(1)
         if spec.validate_fn is not None and (done % tcfg.val_every == 0 or done == max_steps):
             accelerator.wait_for_everyone()
-            if main:
+            if main or sharded:  # a sharded forward needs every rank; rank 0 logs
                 val = spec.validate_fn(done)
-                logger.log(done, val, kind="val")
-                bar.write(f"[{spec.name}] step {done} val " + " ".join(f"{k}={v:.4g}" for k, v in val.items()))
+                if main:
+                    logger.log(done, val, kind="val")
+                    bar.write(f"[{spec.name}] step {done} val " + " ".join(f"{k}={v:.4g}" for k, v in val.items()))
         if done % tcfg.ckpt_every == 0 or done == max_steps:
             accelerator.wait_for_everyone()
+            models = plain_models()
+            if sharded:
+                from .sharding import gather_optimizer_state
+
+                opt_state = gather_optimizer_state(raw_optimizer, main)
+            else:
+                opt_state = raw_optimizer
             if main:
-                save_checkpoint(out, spec.name, done, {k: accelerator.unwrap_model(m) for k, m in spec.models.items()},
-                                optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer,
-                                {"seconds": round(time.time() - t_start, 1), **spec.meta})
+                save_checkpoint(out, spec.name, done, models, opt_state,
+                                {"seconds": round(time.time() - t_start, 1), "sharding": tcfg.sharding if world > 1
+                                 else "none", **spec.meta})
+            accelerator.wait_for_everyone()
     bar.close()
     accelerator.wait_for_everyone()
-    if main and spec.export_fn is not None:
-        spec.export_fn()
+    if spec.export_fn is not None:
+        models = plain_models()
+        if main:
+            spec.export_fn(models)
+    accelerator.wait_for_everyone()
     last = history[-1] if history else {}
     return {"stage": spec.name, "steps": max_steps, "start": start, "seconds": time.time() - t_start,
             "last": last, "finite": all(math.isfinite(v) for v in last.values())}

@@ -233,7 +233,7 @@ def planner_stage(stage: str, config: Config, out: Path, device, vae_path: str |
                                                            stage)).to(device)
         video_dit.requires_grad_(True)
         models = {"action_dit": action_dit, "video_dit": video_dit}
-        params = [{"params": list(action_dit.parameters())},
+        params = [{"params": list(action_dit.parameters()), "lr": config.train.lr_action_joint},
                   {"params": list(video_dit.parameters()), "lr": config.train.lr_video_joint}]
         train_feats = val_feats = None
 
@@ -268,10 +268,10 @@ def planner_stage(stage: str, config: Config, out: Path, device, vae_path: str |
             fn = lambda: feats_of(val, val_lat, slice(None), torch.Generator().manual_seed(config.train.seed))  # noqa: E731
         return planning_validation(config, action_dit, fn, val, val_scenes)
 
-    def export():
-        save_model_atomic(action_dit, out / "action_dit")
+    def export(models):
+        save_model_atomic(models["action_dit"], out / "action_dit")
         if stage == "joint":
-            save_model_atomic(video_dit, out / "video_dit")
+            save_model_atomic(models["video_dit"], out / "video_dit")
 
     def load(ckpt: Path):
         action_dit.load_state_dict(load_model_strict(ActionDiT, ckpt / "action_dit").state_dict())

@@ -78,10 +78,10 @@ def vae_stage(config: Config, out: Path, device) -> StageSpec:
         return {"psnr": float(psnr(rec.clamp(-1, 1), x).mean())}
 
     @torch.no_grad()
-    def export():
-        vae.eval()
-        fit_latent_stats(vae, train.video(slice(0, min(len(train), 64))).to(device))
-        save_model_atomic(vae, out / "vae")
+    def export(models):
+        final = models["vae"].to(device).eval()
+        fit_latent_stats(final, train.video(slice(0, min(len(train), 64))).to(device))
+        save_model_atomic(final, out / "vae")
 
     def load(ckpt: Path):
         vae.load_state_dict(load_model_strict(type(vae), ckpt / "vae").state_dict())
@@ -134,8 +134,8 @@ def video_stage(config: Config, out: Path, device, vae_path: str | None = None) 
         return {"flow_loss": float(terms["gen"]), "psnr_sampled": float(psnr(frames, truth).mean()),
                 "psnr_repeat_last": float(psnr(last.expand_as(truth), truth).mean())}
 
-    def export():
-        save_model_atomic(model, out / "video_dit")
+    def export(models):
+        save_model_atomic(models["video_dit"], out / "video_dit")
 
     def load(ckpt: Path):
         model.load_state_dict(VideoDiT.from_pretrained(ckpt / "video_dit").state_dict())
