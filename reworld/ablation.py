@@ -33,9 +33,12 @@ PLANNER_ARMS = {
 }
 
 
-def _write_config(base: Path, out: Path, seed: int, steps: int, stage: str, val_every: int, loss: dict) -> Path:
+def _write_config(base: Path, out: Path, seed: int, steps: int, stage: str, val_every: int, loss: dict,
+                  val_clips: int | None = None) -> Path:
     doc = yaml.safe_load(base.read_text())
     train = doc.setdefault("train", {})
+    if val_clips is not None:
+        train["val_clips"] = val_clips
     train["seed"] = seed
     train["val_every"] = val_every
     train["ckpt_every"] = max(val_every, steps // 4)
@@ -111,12 +114,12 @@ def ablate_video(base_config: str, vae_dir: str, seeds: list[int], steps: int, v
 
 
 def ablate_planner(base_config: str, video_run: str, seed: int, steps: int, val_every: int, out: str, assets: str,
-                   jobs: int = 2) -> dict:
+                   jobs: int = 2, val_clips: int | None = None) -> dict:
     out_root, assets_dir, src = Path(out), Path(assets), Path(video_run)
     commands, runs = [], []
     for arm, loss in PLANNER_ARMS.items():
         run_dir = out_root / f"planner-{arm.strip('+').lower()}"
-        cfg = _write_config(Path(base_config), run_dir, seed, steps, "action", val_every, loss)
+        cfg = _write_config(Path(base_config), run_dir, seed, steps, "action", val_every, loss, val_clips)
         for part in ("vae", "video_dit", "cache"):
             if (src / part).is_dir() and not (run_dir / part).is_dir():
                 shutil.copytree(src / part, run_dir / part)  # the same frozen Video DiT and its feature cache
@@ -126,7 +129,7 @@ def ablate_planner(base_config: str, video_run: str, seed: int, steps: int, val_
     _run_all(commands, jobs)
     rows, table = [], []
     for arm, run_dir in runs:
-        got = _val_rows(run_dir, "action", arm, seed, ("pdms", "nc", "dac", "l2"))
+        got = _val_rows(run_dir, "action", arm, seed, ("pdms", "nc", "dac", "c", "l2"))
         rows += got
         last = max(r[0] for r in got)
         table.append({"run": arm, "seed": seed, **{r[3].split("/")[1]: r[4] for r in got if r[0] == last}})

@@ -188,7 +188,7 @@ def cmd_ablate(args) -> int:
                               args.jobs)
     else:
         result = ablate_planner(args.config, args.video_run, args.seeds[0], args.steps, args.val_every, args.out,
-                                args.assets, args.jobs)
+                                args.assets, args.jobs, val_clips=args.val_clips)
     print(json.dumps(result, indent=2, default=float))
     return 0
 
@@ -287,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="runs/ablation")
     s.add_argument("--assets", default=str(REPO_ROOT / "assets" / "ablation"))
     s.add_argument("--jobs", type=int, default=2, help="runs at a time (one thread each)")
+    s.add_argument("--val-clips", type=int, help="held-out clips each validation scores (default: the config's)")
     s.set_defaults(func=cmd_ablate)
 
     s = sub.add_parser("ship", help="copy a run folder into a shipped checkpoint with eval.json and a model card")

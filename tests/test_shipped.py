@@ -50,11 +50,14 @@ def test_quick_reevaluation_matches_card(path, synth_world):
         assert report["video"][key] == pytest.approx(value, abs=10 * TOLERANCE), key
 
 
-@pytest.mark.xfail(strict=True, reason="known gap (README, Results): the shipped planners' samples are not smooth "
-                   "enough for the comfort term (C = 0), so PDMS stays below constant velocity although NC, DAC "
-                   "and EP are higher")
-def test_shipped_reworld_planner_beats_constant_velocity():
-    report = json.loads((SHIPPED[0] / "eval.json").read_text())
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_shipped_planner_beats_constant_velocity(path):
+    """On every held-out clip (the card's full evaluation), by a clear margin, and not by trading safety:
+    the planner collides and leaves the road less often than holding the current speed."""
+    report = json.loads((path / "eval.json").read_text())
+    assert report["num_clips"] >= 100
     planners = report["planners"]
     ours = next(v for k, v in planners.items() if k.startswith("ReWorld planner"))
-    assert ours["pdms"] >= planners["constant velocity"]["pdms"] + 0.05
+    cv = planners["constant velocity"]
+    assert ours["pdms"] >= cv["pdms"] + 0.05
+    assert ours["nc"] >= cv["nc"] and ours["dac"] >= cv["dac"]

@@ -175,8 +175,8 @@ def planning_validation(config: Config, action_dit, features_fn, clips: ClipTens
                         steps=steps, num_samples=1, generator=torch.Generator().manual_seed(0))[:, 0].cpu()
     results = [score_trajectory(s, p.numpy()) for s, p in zip(scenes, poses)]
     l2 = (poses[..., :2] - clips.trajectory[..., :2]).norm(dim=-1).mean()
-    return {"pdms": float(np.mean([r.pdms for r in results])), "nc": float(np.mean([r.nc for r in results])),
-            "dac": float(np.mean([r.dac for r in results])), "l2": float(l2)}
+    return {**{k: float(np.mean([getattr(r, k) for r in results])) for k in ("pdms", "nc", "dac", "c")},
+            "l2": float(l2)}
 
 
 def planning_scenes(config: Config, split: str, tokens: list[str]) -> list:
