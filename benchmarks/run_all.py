@@ -36,7 +36,8 @@ QUICK_ARGS = {
 # The figures shown in the Markdown table (dotted paths into each benchmark's JSON); every key whose name
 # says it is a ratio (`_over_`, `speedup`, `mfu`) is shown as well.
 KEY_FIGURES = {
-    "app": ["ready_s", "pick_to_results_s", "parts_median_s.generate_s", "parts_median_s.plan_s", "checkpoints"],
+    "app": ["ready_s", "pick_to_results_s", "parts_median_s.generate_s", "parts_median_s.plan_s", "app_peak_rss_MB",
+            "checkpoints"],
     "pdm": ["single_traj_per_s", "batched_traj_per_s", "hard_negative_scenes_per_s"],
     "synth": ["render_and_write_s", "ms_per_frame", "generate_world_one_scene_s"],
     "training": ["stage2.step_cached_s", "stage2.step_uncached_s", "stage2.step_hn_s", "stage2.step_no_hn_s",
