@@ -32,4 +32,4 @@ $PY -m reworld ship --run runs/vanilla --to assets/checkpoints/vanilla --config 
 $PY -m reworld ablate video --config configs/ablation.yaml --vae runs/shared/vae --seeds 0 1 --steps 600 \
   --val-every 100 --out runs/ablation --jobs 1
 $PY -m reworld ablate planner --config configs/default.yaml --video-run runs/reworld-stage2 --seeds 0 \
-  --steps 500 --val-every 100 --out runs/ablation --jobs 1
+  --steps 2000 --val-every 250 --val-clips 155 --out runs/ablation --jobs 2
