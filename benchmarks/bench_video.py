@@ -57,6 +57,25 @@ def matmul_peak_flops(n: int = 1024, repeats: int = 15) -> float:
     return 2 * n**3 / statistics.median(times)
 
 
+def stage1_inputs(cfg: Config):
+    """An untrained Video DiT of the config's size and one random training batch of its latent shape:
+    (model, latents (B, C, t, h, w), cond, n_ctx, n_fut, generator)."""
+    torch.manual_seed(0)
+    vae = build_vae(dataclasses.replace(cfg.vae, pretrained=None))
+    n_ctx, n_fut = latent_split(cfg.data, vae)
+    s = vae.spatial_compression_ratio
+    shape = (cfg.train.batch_size, cfg.vae.latent_channels, n_ctx + n_fut,
+             cfg.data.image_height // s, cfg.data.image_width // s)
+    model = video_dit_from_config(dataclasses.replace(cfg.video, pretrained=None, meta_init=False), shape[1])
+    with torch.no_grad():  # heads as after training (zero-initialised heads would make guidance trivial)
+        for p in model.heads.parameters():
+            p.normal_(std=0.02)
+    g = torch.Generator().manual_seed(0)
+    latents = torch.randn(shape, generator=g)
+    cond = VideoCond(command=torch.randint(0, 3, (shape[0],), generator=g), ego_status=torch.randn(shape[0], 3, generator=g))
+    return model, latents, cond, n_ctx, n_fut, g
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(ROOT / "configs" / "default.yaml"))
@@ -64,21 +83,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="sampling steps, equal for both samplers")
     args = parser.parse_args()
     cfg = load_config(args.config) if Path(args.config).is_file() else Config()
-    torch.manual_seed(0)
-
-    vae = build_vae(dataclasses.replace(cfg.vae, pretrained=None))
-    n_ctx, n_fut = latent_split(cfg.data, vae)
-    s = vae.spatial_compression_ratio
-    shape = (cfg.train.batch_size, cfg.vae.latent_channels, n_ctx + n_fut,
-             cfg.data.image_height // s, cfg.data.image_width // s)
-    model = video_dit_from_config(dataclasses.replace(cfg.video, pretrained=None, meta_init=False), shape[1])
-    del vae
-    with torch.no_grad():  # heads as after training (zero-initialised heads would make guidance trivial)
-        for p in model.heads.parameters():
-            p.normal_(std=0.02)
-    g = torch.Generator().manual_seed(0)
-    latents = torch.randn(shape, generator=g)
-    cond = VideoCond(command=torch.randint(0, 3, (shape[0],), generator=g), ego_status=torch.randn(shape[0], 3, generator=g))
+    model, latents, cond, n_ctx, n_fut, g = stage1_inputs(cfg)
+    shape = latents.shape
 
     # --- sampling: guided vs unguided, interleaved so that load changes hit both alike -----------------
     model.eval()

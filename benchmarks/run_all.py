@@ -27,6 +27,7 @@ ROOT = HERE.parent
 # Small settings for --quick (a check that every benchmark still runs end to end).
 QUICK_ARGS = {
     "app": ["--untrained-default", "--runs", "1"],
+    "loader": ["--repeats", "2"],
     "pdm": ["--batch", "64", "--single", "10", "--repeats", "1"],
     "training": ["--repeats", "2", "--clips", "32"],
     "umap": ["--points", "300", "--repeats", "1"],
@@ -38,6 +39,7 @@ QUICK_ARGS = {
 KEY_FIGURES = {
     "app": ["ready_s", "pick_to_results_s", "parts_median_s.generate_s", "parts_median_s.plan_s", "app_peak_rss_MB",
             "checkpoints"],
+    "loader": ["clips_per_s", "clips_per_s_with_geometry", "clips_per_s_a_step_consumes", "step_s", "train_clips"],
     "pdm": ["single_traj_per_s", "batched_traj_per_s", "hard_negative_scenes_per_s"],
     "synth": ["render_and_write_s", "ms_per_frame", "generate_world_one_scene_s"],
     "training": ["stage2.step_cached_s", "stage2.step_uncached_s", "stage2.step_hn_s", "stage2.step_no_hn_s",
