@@ -44,9 +44,11 @@ class EvalReport:
 
 
 def constant_velocity(ego_status: np.ndarray, num_poses: int = 8, dt: float = 0.5) -> np.ndarray:
-    """(8, 3): the current speed held straight ahead."""
-    t = dt * np.arange(1, num_poses + 1)
-    return np.stack([float(ego_status[0]) * t, np.zeros_like(t), np.zeros_like(t)], axis=1)
+    """(8, 3): the current speed held straight ahead (the planner's anchor, `anchor_trajectory`)."""
+    from .models.action_dit import anchor_trajectory
+
+    ego = torch.as_tensor(np.asarray(ego_status, dtype=np.float64))
+    return anchor_trajectory(ego, num_poses, 3, dt, "constant_velocity").numpy()
 
 
 def plan_metrics(scenes, trajectories: np.ndarray, experts: np.ndarray) -> dict[str, float]:

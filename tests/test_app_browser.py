@@ -11,11 +11,11 @@ import os
 import tempfile
 import time
 import re
-import socket
 from pathlib import Path
 
 import pytest
 
+from ports import free_port
 from test_app_support import tiny_demo
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -36,12 +36,6 @@ def _skip_reason() -> str | None:
     except ImportError:
         return "Python playwright is not installed (pip install playwright)"
     return None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +59,7 @@ def url(tiny_config, tmp_path_factory):
         # forward a little so that the Stop check below races a run that is really still going.
         for pipe in ctx.pipelines.values():
             pipe.video_dit.register_forward_pre_hook(lambda *_: time.sleep(0.03))
-    port = _free_port()
+    port = free_port()
     serve(demo, "127.0.0.1", port, prevent_thread_lock=True)
     yield f"http://127.0.0.1:{port}/"
     demo.close()

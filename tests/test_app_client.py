@@ -1,25 +1,19 @@
 """The launched app, scripted with `gradio_client`: every named endpoint, bad values, two clients at once."""
 from __future__ import annotations
 
-import socket
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from ports import free_port
 from test_app_support import tiny_demo
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 ENDPOINTS = {"/list_scenes", "/scene", "/generate", "/plan", "/stop", "/velocity", "/velocity_preview", "/embedding",
              "/compare", "/ablation"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +24,7 @@ def served(tiny_config, tmp_path_factory):
     abl = tmp_path_factory.mktemp("ablation")
     (abl / "curves.csv").write_text("step,run,seed,metric,value\n0,vanilla,0,val/loss,1.0\n10,vanilla,0,val/loss,0.5\n")
     demo, ctx = tiny_demo(tiny_config, out, ablation_dir=abl)
-    port = _free_port()
+    port = free_port()
     serve(demo, "127.0.0.1", port, prevent_thread_lock=True)
     yield f"http://127.0.0.1:{port}/", ctx
     demo.close()

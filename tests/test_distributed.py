@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -18,6 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from ports import free_port
 from reworld.training import run_stage
 from reworld.training.checkpoint import complete_checkpoints, latest_checkpoint
 
@@ -30,19 +30,13 @@ def _env() -> dict:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "TOKENIZERS_PARALLELISM": "false"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _launch(args: list[str], processes: int, cwd: Path) -> subprocess.CompletedProcess:
     """`accelerate launch` with the flags from STACK-NOTES (`--multi_gpu` + Accelerator(cpu=True) → MULTI_CPU)."""
     if processes == 1:
         flags = ["--cpu", "--num_processes", "1"]
     else:
         flags = ["--multi_gpu", "--num_processes", str(processes), "--num_machines", "1",
-                 "--main_process_port", str(_free_port())]
+                 "--main_process_port", str(free_port())]
     cmd = ACCELERATE + flags + ["--mixed_precision", "no", "--dynamo_backend", "no"] + args
     out = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=LAUNCH_TIMEOUT)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]

@@ -48,12 +48,11 @@ def optimizer_state_from_files(optimizer: torch.optim.Optimizer, folder: Path) -
     expected = optimizer.state_dict()["param_groups"]
     if [len(g["params"]) for g in expected] != [len(g["params"]) for g in doc["param_groups"]]:
         raise CheckpointError(f"{folder}: optimizer state is for a different set of parameters")
-    params = [p for g in optimizer.param_groups for p in g["params"]]
-    if any(type(p).__name__ == "DTensor" for p in params):  # a sharded run (train.sharding: fsdp)
-        from .sharding import shard_like
+    from .sharding import shard_like  # a no-op unless the run is sharded (train.sharding: fsdp)
 
-        state = {pid: {k: shard_like(v, params[pid]) if torch.is_tensor(v) else v for k, v in entry.items()}
-                 for pid, entry in state.items()}
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    state = {pid: {k: shard_like(v, params[pid]) if torch.is_tensor(v) else v for k, v in entry.items()}
+             for pid, entry in state.items()}
     optimizer.load_state_dict({"state": state, "param_groups": doc["param_groups"]})
 
 

@@ -206,6 +206,7 @@ def run(spec: StageSpec, config: Config, out: Path, max_steps: int, resume: bool
 
     bar = tqdm(total=max_steps, initial=start, desc=f"{spec.name}", disable=not main, dynamic_ncols=True)
     history: list[dict[str, float]] = []
+    final_models = None  # the plain models of the last checkpoint (with sharding: gathered), reused for export
     t_start = time.time()
     for step in range(start, max_steps):
         for m in trained.values():
@@ -238,7 +239,7 @@ def run(spec: StageSpec, config: Config, out: Path, max_steps: int, resume: bool
                     bar.write(f"[{spec.name}] step {done} val " + " ".join(f"{k}={v:.4g}" for k, v in val.items()))
         if done % tcfg.ckpt_every == 0 or done == max_steps:
             accelerator.wait_for_everyone()
-            models = plain_models()
+            models = final_models = plain_models()
             if sharded:
                 from .sharding import gather_optimizer_state
 
@@ -253,7 +254,7 @@ def run(spec: StageSpec, config: Config, out: Path, max_steps: int, resume: bool
     bar.close()
     accelerator.wait_for_everyone()
     if spec.export_fn is not None:
-        models = plain_models()
+        models = final_models if final_models is not None else plain_models()  # the loop ends on a checkpoint
         if main:
             spec.export_fn(models)
     accelerator.wait_for_everyone()

@@ -119,7 +119,8 @@ def gather_optimizer_state(optimizer: torch.optim.Optimizer, main: bool) -> dict
     for pid in sorted(state["state"]):
         entry = {}
         for key, value in state["state"][pid].items():
-            entry[key] = _full(value).detach().cpu() if torch.is_tensor(value) else value
+            full = _full(value).detach() if torch.is_tensor(value) else value  # every rank joins the gather
+            entry[key] = full.cpu() if main and torch.is_tensor(full) else full
         gathered[pid] = entry
     return {"state": gathered if main else {}, "param_groups": state["param_groups"]}
 
