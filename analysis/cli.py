@@ -19,10 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from reworld.paths import resolve_dataroot
+
 from .output import write_figure, write_json
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from reworld.models.layers import CheckpointError
@@ -32,11 +31,6 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def _resolve_dataroot(path: str) -> str:
-    p = Path(path)
-    return str(p if p.is_absolute() or p.exists() else REPO_ROOT / p)
 
 
 def _pipeline(path: str, device: str | None, require_planner: bool = False):
@@ -52,7 +46,7 @@ def load_clips(data_cfg, split: str, n: int, geometry: bool, dataroot: str | Non
 
     if n < 1:
         raise ValueError(f"--clips must be ≥ 1, got {n}")
-    ds = NuScenesClips(data_cfg, split, geometry=geometry, dataroot=_resolve_dataroot(dataroot or data_cfg.dataroot),
+    ds = NuScenesClips(data_cfg, split, geometry=geometry, dataroot=resolve_dataroot(dataroot or data_cfg.dataroot),
                        version=version)
     if len(ds) == 0:
         raise ValueError(f"no clips in split {split!r} of {ds.root}")

@@ -1,7 +1,7 @@
-"""How the Action DiT's representation separates expert trajectories from hard negatives (DESIGN §2, §7).
+"""How the Action DiT's representation separates expert trajectories from hard negatives (docs/design.md §2, §7).
 
 - `collect_features`: per clip, the expert and up to k hard negatives (`generate_hard_negatives`, labelled
-  by the PDM failure kind), fed through the Action DiT (`WorldActionPipeline.features`): one pooled feature
+  by the PDM failure kind), fed through the Action DiT (`WorldActionPipeline.planner_features`): one pooled feature
   vector per trajectory, with its label and metadata (scene, sample token, trajectory, PDM sub-scores).
 - `umap_embedding`: a 2-D or 3-D UMAP of the features, seeded, cached on disk under a hash of the
   features and every parameter (plus a caller's `cache_key`, e.g. checkpoint and block).
@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import plotly.graph_objects as go
 
-from reworld.metrics.pdm import FAILURE_KINDS, failure_kind, score_trajectories
+from reworld.evaluation.video import feature_matrix
+from reworld.planning.pdm import FAILURE_KINDS, failure_kind, score_trajectories
 from reworld.viz.bev import EXPERT_COLOR, LABEL_COLORS
 
 EXPERT = "expert"
@@ -96,8 +97,8 @@ def collect_features(pipe, clips, k: int = 8, block: int | None = None, sigma: f
 
     Clips need map geometry (drivable area; the loader's geometry=True). A clip where no hard negative
     exists contributes its expert only. `callback(i, n)` after each clip."""
-    from reworld.metrics.hard_negatives import generate_hard_negatives
-    from reworld.metrics.scene import PlanningScene
+    from reworld.planning.hard_negatives import generate_hard_negatives
+    from reworld.planning.scene import PlanningScene
 
     clips = list(clips)
     if not clips:
@@ -112,7 +113,7 @@ def collect_features(pipe, clips, k: int = 8, block: int | None = None, sigma: f
         hn = generate_hard_negatives(scene, expert, k=k, seed=seed + i)
         trajectories = np.concatenate([expert[None], hn.trajectories]).astype(np.float32)  # (1 + M, 8, 3)
         results = score_trajectories(scene, expert[None])[:1] + list(hn.results)
-        f = pipe.features(clip, trajectories, block=block, sigma=sigma, seed=seed)  # (1 + M, D)
+        f = pipe.planner_features(clip, trajectories, block=block, sigma=sigma, seed=seed)  # (1 + M, D)
         feats.append(np.asarray(f, dtype=np.float32))
         labels += [EXPERT] + list(hn.labels)
         l2 = np.concatenate([[0.0], hn.mean_l2_m])
@@ -123,17 +124,6 @@ def collect_features(pipe, clips, k: int = 8, block: int | None = None, sigma: f
 
 
 # --------------------------------------------------------------------------- UMAP
-
-
-def _check_features(feats, what: str) -> np.ndarray:
-    x = np.asarray(feats, dtype=np.float32)
-    if x.ndim != 2:
-        raise ValueError(f"{what}: features must be a 2-D array (N points, D dims), got shape {x.shape}")
-    if x.shape[1] < 1:
-        raise ValueError(f"{what}: features have no dimensions (shape {x.shape})")
-    if not np.isfinite(x).all():
-        raise ValueError(f"{what}: features contain NaN or inf")
-    return x
 
 
 def _fit_umap(feats: np.ndarray, n_components: int, n_neighbors: int, min_dist: float, metric: str,
@@ -167,7 +157,7 @@ def umap_embedding(feats, n_components: int = 2, random_state: int = 0, n_neighb
     version and `cache_key` (pass the checkpoint and block there), and read back instead of refitting.
     Raises ValueError with a plain message for: fewer than n_neighbors + 1 points, identical feature
     vectors (nothing to embed), NaN/inf, a bad n_components."""
-    x = _check_features(feats, "umap_embedding")
+    x = feature_matrix(feats, "umap_embedding", dtype=np.float32)
     if n_components not in (2, 3):
         raise ValueError(f"umap_embedding: n_components must be 2 or 3, got {n_components}")
     if not isinstance(n_neighbors, (int, np.integer)) or n_neighbors < 2:
@@ -272,7 +262,7 @@ def separation_metrics(feats, labels, positive: str = EXPERT, folds: int = 5, k:
     from sklearn.neighbors import KNeighborsClassifier
 
     t0 = time.perf_counter()
-    x = _check_features(feats, "separation_metrics").astype(np.float64)
+    x = feature_matrix(feats, "separation_metrics", dtype=np.float32).astype(np.float64)
     labels = list(labels)
     if len(labels) != len(x):
         raise ValueError(f"separation_metrics: {len(x)} feature vectors but {len(labels)} labels")

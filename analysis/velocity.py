@@ -1,4 +1,4 @@
-"""Intermediate vs final velocity of the Video DiT, per denoising step and per head block (DESIGN §2, §7).
+"""Intermediate vs final velocity of the Video DiT, per denoising step and per head block (docs/design.md §2, §7).
 
 One sampling run through the library's pipeline (`WorldActionPipeline.generate(record=True)`, which calls
 the one Euler sampler) gives, at every step, the final velocity `v_f` and each head's `v_i` from the same

@@ -1,4 +1,4 @@
-"""ReWorld Studio: the Gradio app over loaded `WorldActionPipeline`s (`python -m app`, DESIGN §7).
+"""ReWorld Studio: the Gradio app over loaded `WorldActionPipeline`s (`python -m app`, docs/design.md §7).
 
 Views: Scene · Generate & plan · Intermediate vs final velocity · Representations · Ablation compare.
 

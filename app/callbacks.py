@@ -23,7 +23,7 @@ def user_errors(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         from reworld.data.loader import DatasetError
-        from reworld.metrics.scene import SceneFormatError
+        from reworld.planning.scene import SceneFormatError
         from reworld.models.layers import CheckpointError
 
         try:
@@ -59,7 +59,7 @@ def list_scenes(ctx) -> list[dict]:
 def scene_view(ctx, scene, index):
     """Camera frames (context, then the logged future), the BEV, and facts about the sample."""
     from reworld.data.types import COMMANDS
-    from reworld.metrics.scene import PlanningScene
+    from reworld.planning.scene import PlanningScene
     from reworld.viz.bev import bev_figure
 
     clip = ctx.clip(scene, index)
@@ -94,7 +94,7 @@ def _sampler_progress(progress, what: str):
 
 
 def _check_guidance(pipe, w: float) -> None:
-    if w != 1.0 and not tuple(pipe.video_dit.config.head_blocks):
+    if w != 1.0 and not pipe.heads:
         raise gr.Error("this checkpoint's Video DiT has no intermediate head: guidance w must be 1")
 
 
@@ -134,7 +134,7 @@ def _video(ctx, clip, generated, label: str) -> Path:
 
 
 def _pdm_table(result) -> pd.DataFrame:
-    from reworld.metrics.pdm import failure_kind
+    from reworld.planning.pdm import failure_kind
 
     rows = [[i, failure_kind(r), r.nc, r.dac, r.ttc, round(r.ep, 3), r.c, round(r.pdms, 3),
              round(r.progress_m, 1) if math.isfinite(r.progress_m) else None] for i, r in enumerate(result.scores)]
@@ -144,13 +144,13 @@ def _pdm_table(result) -> pd.DataFrame:
 @user_errors
 def plan(ctx, checkpoint, scene, index, num_samples, seed, command, session: str = ""):
     """Sample trajectories, score them (PDM); the BEV with every sample, the sub-score table, a status line."""
-    from reworld.metrics.scene import PlanningScene
+    from reworld.planning.scene import PlanningScene
     from reworld.viz.bev import bev_figure
 
     pipe = ctx.pipeline(checkpoint)
     n, seed, cmd = V.num_samples(num_samples), V.seed(seed), V.command(command)
     clip = ctx.clip(scene, index)
-    steps = pipe.config.action.plan_steps
+    steps = pipe.plan_steps
     result = _run_stoppable(ctx, session, steps, lambda _: pipe.plan(clip, steps=steps, num_samples=n, seed=seed,
                                                                      command=cmd))
     table = _pdm_table(result)
@@ -196,7 +196,7 @@ def velocity(ctx, checkpoint, scene, index, steps, guidance, seed, command, sess
     pipe = ctx.pipeline(checkpoint)
     steps, w, seed, cmd = V.steps(steps), V.guidance(guidance), V.seed(seed), V.command(command)
     _check_guidance(pipe, w)
-    if not tuple(pipe.video_dit.config.head_blocks):
+    if not pipe.heads:
         raise gr.Error(f"checkpoint {checkpoint!r} has no intermediate velocity head: nothing to compare v_f with")
     clip = ctx.clip(scene, index)
 
@@ -272,7 +272,7 @@ def compare(ctx, checkpoint_a, checkpoint_b, scene, index, steps, guidance, seed
             session: str = "", progress=None):
     """Two checkpoints on the same clip, seed and settings: video, trajectories, PDMS, velocity curves."""
     from analysis import velocity as AV
-    from reworld.metrics.scene import PlanningScene
+    from reworld.planning.scene import PlanningScene
     from reworld.viz.bev import bev_figure
 
     names = [V.name(c, "checkpoint", ctx.pipelines) for c in (checkpoint_a, checkpoint_b)]
@@ -290,7 +290,7 @@ def compare(ctx, checkpoint_a, checkpoint_b, scene, index, steps, guidance, seed
         def job(should_stop, pipe=pipe, tick=tick):
             gen = pipe.generate(clip, steps=steps, guidance=w, seed=seed, command=cmd, record=True, callback=tick,
                                 should_stop=should_stop)
-            return gen, pipe.plan(clip, steps=pipe.config.action.plan_steps, num_samples=n, seed=seed, command=cmd)
+            return gen, pipe.plan(clip, steps=pipe.plan_steps, num_samples=n, seed=seed, command=cmd)
 
         gen, planned = _run_stoppable(ctx, session, steps, job)
         videos.append(str(_video(ctx, clip, gen.frames, name)))

@@ -9,9 +9,9 @@ import sys
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CHECKPOINTS = tuple(REPO_ROOT / "assets" / "checkpoints" / name for name in ("reworld", "vanilla"))
-ASSETS = REPO_ROOT / "assets"
+from reworld.paths import ASSETS, CHECKPOINTS, REPO_ROOT, resolve_dataroot
+
+DEFAULT_CHECKPOINTS = tuple(CHECKPOINTS / name for name in ("reworld", "vanilla"))
 MAX_FILE_SIZE = "5mb"  # the app takes no uploads; anything larger is refused by Gradio
 
 
@@ -78,9 +78,7 @@ def open_dataset(data_cfg, dataroot: str | None = None, version: str | None = No
 
     changes = {k: v for k, v in (("dataroot", dataroot), ("version", version)) if v}
     cfg = DataConfig(**{**{f: getattr(data_cfg, f) for f in data_cfg.__dataclass_fields__}, **changes})
-    root = Path(cfg.dataroot)
-    if not root.is_absolute() and not root.exists():
-        root = REPO_ROOT / root
+    root = Path(resolve_dataroot(cfg.dataroot))
     default_root = (REPO_ROOT / DataConfig.dataroot).resolve()
     is_default_world = root.resolve() == default_root and cfg.version == DataConfig.version
     if is_default_world and not (root / cfg.version / "scene.json").is_file():
@@ -145,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             torch.set_num_threads(args.threads)
         pipelines = load_pipelines(args.checkpoint, args.device)
         first = next(iter(pipelines.values()))
-        dataset = open_dataset(first.config.data, args.dataroot, args.version)
+        dataset = open_dataset(first.clip_spec, args.dataroot, args.version)
         _log(f"dataset {dataset.root} ({dataset.version}): {len(dataset.samples)} samples")
         from .demo import create_demo
 

@@ -94,10 +94,10 @@ class AppContext:
         self.data_cfg = dataset.cfg
         for name, pipe in self.pipelines.items():
             V.name(name, "checkpoint", [name])  # names are shown and typed: no paths
-            diff = [f for f in DATA_FIELDS if getattr(pipe.config.data, f) != getattr(self.data_cfg, f)]
+            diff = [f for f in DATA_FIELDS if getattr(pipe.clip_spec, f) != getattr(self.data_cfg, f)]
             if diff:
                 raise ValueError(f"checkpoint {name!r} was trained on other clip shapes than the dataset: "
-                                 + ", ".join(f"{f} {getattr(pipe.config.data, f)} ≠ {getattr(self.data_cfg, f)}"
+                                 + ", ".join(f"{f} {getattr(pipe.clip_spec, f)} ≠ {getattr(self.data_cfg, f)}"
                                              for f in diff))
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)

@@ -1,20 +1,25 @@
-"""`create_demo`: the Blocks layout and its wiring. Every callback is a thin wrapper around `callbacks`;
-heavy ones share the concurrency group "model" (one at a time, queue position shown)."""
+"""`create_demo`: the Blocks layout and its wiring. `create_demo` makes the context, the header and the
+scene/sample/checkpoint pickers every tab shares, then one builder per tab (in the order shown) makes that
+tab's components and wires its events. Every callback is a thin wrapper around `callbacks`; heavy ones share
+the concurrency group "model" (one at a time, queue position shown)."""
 from __future__ import annotations
 
 import atexit
 import secrets
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import gradio as gr
+
+from reworld.paths import ASSETS, REPO_ROOT
 
 from . import callbacks as C
 from . import validate as V
 from .context import AppContext
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 HEAVY = dict(concurrency_id="model", concurrency_limit=1)
 PRIVATE = dict(api_visibility="private")
 CSS = """
@@ -43,8 +48,31 @@ def _header(ctx: AppContext) -> str:
             f"{len(d.samples)} samples. Pick a scene and a moment on its timeline above; every tab works on it.")
 
 
+@dataclass
+class _Shared:
+    """What every tab reads: the app's context, the Blocks (for load events), the pickers above the tabs,
+    and the per-session stop actions (`stop` answers a Stop button, `arm` precedes a stoppable job)."""
+    ctx: AppContext
+    demo: gr.Blocks
+    scene: gr.Dropdown
+    sample: gr.Slider
+    checkpoint: gr.Dropdown
+    stop: Callable
+    arm: Callable
+
+
+@dataclass
+class _Settings:
+    """The *Generate & plan* controls that the velocity and compare tabs reuse."""
+    steps: gr.Slider
+    guidance: gr.Slider
+    command: gr.Dropdown
+    samples: gr.Slider
+    seed: gr.Number
+
+
 def create_demo(pipelines: dict, dataset, out_dir: str | Path | None = None,
-                ablation_dir: str | Path | None = REPO_ROOT / "assets" / "ablation",
+                ablation_dir: str | Path | None = ASSETS / "ablation",
                 cache_dir: str | Path | None = REPO_ROOT / "outputs" / "app" / "cache") -> gr.Blocks:
     """The app over loaded `WorldActionPipeline`s (name → pipeline) and a `NuScenesClips` dataset.
 
@@ -52,185 +80,211 @@ def create_demo(pipelines: dict, dataset, out_dir: str | Path | None = None,
     ablation_dir: the ablation CSVs; cache_dir: UMAP coordinates, kept between launches.
     """
     ctx = AppContext(pipelines, dataset, out_dir or default_out_dir(), ablation_dir, cache_dir)
-    first = ctx.pipelines[ctx.names[0]].config
-    has_heads = bool(tuple(ctx.pipelines[ctx.names[0]].video_dit.config.head_blocks))
-    scene_names = list(ctx.scenes)
-    most = max(len(v) for v in ctx.scenes.values())
 
     # Gradio's own copies of served files: swept hourly, kept a day
     with gr.Blocks(title="ReWorld Studio", delete_cache=(3600, 86400)) as demo:
         gr.Markdown(_header(ctx))
-        with gr.Row():
-            scene = gr.Dropdown(ctx.scene_choices(), value=scene_names[0], label="Scene", scale=3)
-            # the bound is the longest scene's; picking a scene narrows it for this session
-            sample = gr.Slider(0, most - 1, value=0, step=1, label="Sample on the scene's timeline (2 Hz key frames)",
-                               scale=3)
-            checkpoint = gr.Dropdown(ctx.names, value=ctx.names[0], label="Checkpoint", scale=1)
-
+        shared = _pickers(ctx, demo)
         with gr.Tabs():
-            with gr.Tab("Scene", id="scene"):
-                gr.Markdown("The observed context and the logged future of the front camera; the bird's-eye view "
-                            "with the drivable area, the other road users (now, and faded at 1–4 s) and the expert's "
-                            "trajectory.")
-                frames = gr.Image(label="Camera frames", elem_id="scene-frames", type="numpy", format="png",
-                                  interactive=False)
-                with gr.Row():
-                    bev = gr.Plot(label="Bird's-eye view", elem_id="scene-bev", scale=3)
-                    info = gr.JSON(label="Sample", elem_id="scene-info", scale=1)
-                with gr.Accordion("All scenes", open=False):
-                    scenes_json = gr.JSON(label="Scenes")
-
-            with gr.Tab("Generate & plan", id="generate"):
-                with gr.Row():
-                    steps = gr.Slider(1, V.MAX_STEPS, value=first.train.sample_steps, step=1, label="Denoising steps",
-                                      elem_id="gen-steps")
-                    guidance = gr.Slider(*V.GUIDANCE_RANGE, value=first.train.guidance if has_heads else 1.0, step=0.05,
-                                         label="Guidance w (1 = unguided)")
-                    command = gr.Dropdown(list(V.COMMAND_CHOICES), value=V.LOGGED, label="Driving command")
-                    samples = gr.Slider(*V.SAMPLES_RANGE, value=16, step=1, label="Trajectory samples")
-                with gr.Row():
-                    seed = gr.Number(0, label="Seed", precision=None, scale=2)
-                    randomise = gr.Button("Randomise seed", scale=1)
-                    run_btn = gr.Button("Generate & plan", variant="primary", scale=2)
-                    stop_btn = gr.Button("Stop", variant="stop", scale=1)
-                gen_status = gr.Markdown(elem_id="gen-status", elem_classes="status-line")
-                plan_status = gr.Markdown(elem_id="plan-status", elem_classes="status-line")
-                with gr.Row():
-                    video = gr.Video(label="Generated future (left) beside the logged future (right)",
-                                     elem_id="gen-video", autoplay=True, loop=True, interactive=False, scale=2)
-                    plan_bev = gr.Plot(label="Sampled trajectories (hover: PDM sub-scores)", elem_id="plan-bev",
-                                       scale=2)
-                pdm_table = gr.Dataframe(label="PDM sub-scores per sampled trajectory", elem_id="pdm-table",
-                                         interactive=False)
-
-            with gr.Tab("Intermediate vs final velocity", id="velocity"):
-                gr.Markdown("At each denoising step, the velocity `v_i` of each intermediate head against the final "
-                            "`v_f` of the same forward pass (the quantities that guidance `v_i + w (v_f − v_i)` "
-                            "mixes), and what each layer would output if sampling stopped there (decoded x0).")
-                with gr.Row():
-                    vel_btn = gr.Button("Analyse this sample", variant="primary")
-                    vel_stop = gr.Button("Stop", variant="stop")
-                vel_status = gr.Markdown(elem_classes="status-line")
-                heatmap = gr.Plot(label="cos(v_i, v_f) per step and head block", elem_id="vel-heatmap")
-                curves = gr.Plot(label="Curves per step", elem_id="vel-curves")
-                step = gr.Slider(0, V.MAX_STEPS - 1, value=0, step=1, label="Denoising step of the x0 previews")
-                preview = gr.Image(label="x0 previews: heads and final output", elem_id="vel-preview", type="numpy",
-                                   format="png",
-                                   interactive=False)
-                with gr.Accordion("Numbers (JSON)", open=False):
-                    vel_json = gr.JSON()
-                report = gr.State(None)
-
-            with gr.Tab("Representations", id="representations"):
-                gr.Markdown("Action DiT features of each clip's expert trajectory and its hard negatives (labelled "
-                            "by PDM failure), embedded with UMAP; the separation numbers are measured on the raw "
-                            "features, so they do not depend on the picture.")
-                with gr.Row():
-                    emb_ckpts = gr.Dropdown(ctx.names, value=ctx.names[:2], multiselect=True, max_choices=2,
-                                            label="Checkpoints (one or two)")
-                    n_clips = gr.Slider(2, 64, value=16, step=1, label="Clips", elem_id="emb-clips")
-                    k = gr.Slider(1, 16, value=8, step=1, label="Hard negatives per clip")
-                    dims = gr.Radio([2, 3], value=2, label="UMAP dimensions")
-                    emb_btn = gr.Button("Embed", variant="primary")
-                with gr.Row():
-                    emb_a = gr.Plot(label="UMAP (first checkpoint)", elem_id="emb-a")
-                    emb_b = gr.Plot(label="UMAP (second checkpoint)")
-                separation = gr.Plot(label="Separation of experts from hard negatives", elem_id="emb-separation")
-                with gr.Accordion("Numbers (JSON)", open=False):
-                    emb_json = gr.JSON()
-
-            with gr.Tab("Ablation compare", id="compare"):
-                gr.Markdown("Two checkpoints on the same sample, seed and settings (those of *Generate & plan*).")
-                with gr.Row():
-                    ckpt_a = gr.Dropdown(ctx.names, value=ctx.names[0], label="Checkpoint A")
-                    ckpt_b = gr.Dropdown(ctx.names, value=ctx.names[-1], label="Checkpoint B")
-                    cmp_btn = gr.Button("Compare", variant="primary")
-                    cmp_stop = gr.Button("Stop", variant="stop")
-                cmp_status = gr.Markdown(elem_classes="status-line")
-                with gr.Row():
-                    video_a = gr.Video(label="A: generated vs logged", elem_id="cmp-video-a", autoplay=True, loop=True,
-                                       interactive=False)
-                    video_b = gr.Video(label="B: generated vs logged", elem_id="cmp-video-b", autoplay=True, loop=True,
-                                       interactive=False)
-                with gr.Row():
-                    bev_a = gr.Plot(label="A: trajectories", elem_id="cmp-bev-a")
-                    bev_b = gr.Plot(label="B: trajectories")
-                cmp_table = gr.Dataframe(label="Side by side", elem_id="cmp-table", interactive=False)
-                with gr.Row():
-                    curves_a = gr.Plot(label="A: intermediate vs final velocity")
-                    curves_b = gr.Plot(label="B: intermediate vs final velocity")
-                gr.Markdown("### Ablation training curves")
-                files = C.ablation_files(ctx)
-                csv = gr.Dropdown(files, value=files[0] if files else None, label="Ablation CSV (assets/ablation/)")
-                abl_note = gr.Markdown(elem_id="abl-note")
-                abl_plot = gr.Plot(label="Training curves")
-
-        # ------------------------------------------------------------------ wiring
-        def on_scene(scene_name):
-            n = len(ctx.scenes[V.name(scene_name, "scene", ctx.scenes)])
-            return gr.Slider(maximum=n - 1, value=0)
-
-        def show_scene(scene_name, index):
-            return C.scene_view(ctx, scene_name, index)
-
-        def stop(request: gr.Request):
-            return "Stop requested." if ctx.stops.stop(_session(request)) else "Nothing is running."
-
-        def arm(request: gr.Request):
-            ctx.stops.arm(_session(request))
-
-        def run_generate(ckpt, scene_name, index, n_steps, w, s, cmd, request: gr.Request, progress=gr.Progress()):
-            return C.generate(ctx, ckpt, scene_name, index, n_steps, w, s, cmd, _session(request), progress)
-
-        def run_plan(ckpt, scene_name, index, n, s, cmd, request: gr.Request):
-            return C.plan(ctx, ckpt, scene_name, index, n, s, cmd, _session(request))
-
-        def run_velocity(ckpt, scene_name, index, n_steps, w, s, cmd, request: gr.Request, progress=gr.Progress()):
-            return C.velocity(ctx, ckpt, scene_name, index, n_steps, w, s, cmd, _session(request), progress)
-
-        def show_preview(rep, at_step):
-            return C.preview_image(rep, at_step)
-
-        def last_preview(rep):
-            return gr.Slider(maximum=rep.steps - 1, value=rep.steps - 1), C.preview_image(rep, rep.steps - 1)
-
-        def run_embedding(ckpts, n, kk, d, s, request: gr.Request, progress=gr.Progress()):
-            return C.embedding(ctx, ckpts, n, kk, d, s, _session(request), progress)
-
-        def run_compare(a, b, scene_name, index, n_steps, w, s, n, cmd, request: gr.Request, progress=gr.Progress()):
-            return C.compare(ctx, a, b, scene_name, index, n_steps, w, s, n, cmd, _session(request), progress)
-
-        where = [scene, sample]
-        scene.change(on_scene, scene, sample, **PRIVATE).then(show_scene, where, [frames, bev, info], **PRIVATE)
-        gr.on([sample.release, sample.input], show_scene, where, [frames, bev, info], api_name="scene",
-              trigger_mode="always_last")
-        demo.load(on_scene, scene, sample, **PRIVATE).then(show_scene, where, [frames, bev, info], **PRIVATE)
-        demo.load(lambda: C.list_scenes(ctx), None, scenes_json, api_name="list_scenes")
-
-        randomise.click(lambda: secrets.randbelow(V.MAX_SEED + 1), None, seed, queue=False, **PRIVATE)
-        run_btn.click(arm, None, None, queue=False, **PRIVATE).then(
-            run_generate, [checkpoint, scene, sample, steps, guidance, seed, command], [video, gen_status],
-            api_name="generate", **HEAVY).success(
-            run_plan, [checkpoint, scene, sample, samples, seed, command], [plan_bev, pdm_table, plan_status],
-            api_name="plan", **HEAVY)
-        stop_btn.click(stop, None, gen_status, queue=False, api_name="stop")
-        vel_stop.click(stop, None, vel_status, queue=False, **PRIVATE)
-        cmp_stop.click(stop, None, cmp_status, queue=False, **PRIVATE)
-
-        vel_btn.click(arm, None, None, queue=False, **PRIVATE).then(
-            run_velocity, [checkpoint, scene, sample, steps, guidance, seed, command],
-            [heatmap, curves, report, vel_json, vel_status], api_name="velocity", **HEAVY).success(
-            last_preview, report, [step, preview], **PRIVATE)
-        step.release(show_preview, [report, step], preview, api_name="velocity_preview")
-
-        emb_btn.click(run_embedding, [emb_ckpts, n_clips, k, dims, seed], [emb_a, emb_b, separation, emb_json],
-                      api_name="embedding", **HEAVY)
-
-        cmp_btn.click(arm, None, None, queue=False, **PRIVATE).then(
-            run_compare, [ckpt_a, ckpt_b, scene, sample, steps, guidance, seed, samples, command],
-            [video_a, video_b, bev_a, bev_b, cmp_table, curves_a, curves_b], api_name="compare", **HEAVY)
-        csv.change(lambda name: C.ablation(ctx, name), csv, [abl_plot, abl_note], api_name="ablation")
-        demo.load(lambda name: C.ablation(ctx, name), csv, [abl_plot, abl_note], **PRIVATE)
+            _scene_tab(shared)
+            settings = _generate_tab(shared, ctx.pipelines[ctx.names[0]])
+            _velocity_tab(shared, settings)
+            _representations_tab(shared, settings.seed)
+            _compare_tab(shared, settings)
 
     demo.reworld_context = ctx  # for tests and the launcher (allowed output folder)
     return demo
+
+
+def _pickers(ctx: AppContext, demo: gr.Blocks) -> _Shared:
+    """The row above the tabs: scene, sample on its timeline, checkpoint; and the session's stop actions."""
+    most = max(len(v) for v in ctx.scenes.values())
+    with gr.Row():
+        scene = gr.Dropdown(ctx.scene_choices(), value=list(ctx.scenes)[0], label="Scene", scale=3)
+        # the bound is the longest scene's; picking a scene narrows it for this session
+        sample = gr.Slider(0, most - 1, value=0, step=1, label="Sample on the scene's timeline (2 Hz key frames)",
+                           scale=3)
+        checkpoint = gr.Dropdown(ctx.names, value=ctx.names[0], label="Checkpoint", scale=1)
+
+    def stop(request: gr.Request):
+        return "Stop requested." if ctx.stops.stop(_session(request)) else "Nothing is running."
+
+    def arm(request: gr.Request):
+        ctx.stops.arm(_session(request))
+
+    return _Shared(ctx, demo, scene, sample, checkpoint, stop, arm)
+
+
+def _scene_tab(shared: _Shared) -> None:
+    ctx, scene, sample = shared.ctx, shared.scene, shared.sample
+    with gr.Tab("Scene", id="scene"):
+        gr.Markdown("The observed context and the logged future of the front camera; the bird's-eye view "
+                    "with the drivable area, the other road users (now, and faded at 1–4 s) and the expert's "
+                    "trajectory.")
+        frames = gr.Image(label="Camera frames", elem_id="scene-frames", type="numpy", format="png",
+                          interactive=False)
+        with gr.Row():
+            bev = gr.Plot(label="Bird's-eye view", elem_id="scene-bev", scale=3)
+            info = gr.JSON(label="Sample", elem_id="scene-info", scale=1)
+        with gr.Accordion("All scenes", open=False):
+            scenes_json = gr.JSON(label="Scenes")
+
+    def on_scene(scene_name):
+        n = len(ctx.scenes[V.name(scene_name, "scene", ctx.scenes)])
+        return gr.Slider(maximum=n - 1, value=0)
+
+    def show_scene(scene_name, index):
+        return C.scene_view(ctx, scene_name, index)
+
+    where = [scene, sample]
+    scene.change(on_scene, scene, sample, **PRIVATE).then(show_scene, where, [frames, bev, info], **PRIVATE)
+    gr.on([sample.release, sample.input], show_scene, where, [frames, bev, info], api_name="scene",
+          trigger_mode="always_last")
+    shared.demo.load(on_scene, scene, sample, **PRIVATE).then(show_scene, where, [frames, bev, info], **PRIVATE)
+    shared.demo.load(lambda: C.list_scenes(ctx), None, scenes_json, api_name="list_scenes")
+
+
+def _generate_tab(shared: _Shared, first_pipe) -> _Settings:
+    """Generate & plan; its sampler settings (defaults: the first checkpoint's) serve the later tabs too."""
+    ctx, where = shared.ctx, [shared.checkpoint, shared.scene, shared.sample]
+    with gr.Tab("Generate & plan", id="generate"):
+        with gr.Row():
+            steps = gr.Slider(1, V.MAX_STEPS, value=first_pipe.default_steps, step=1,
+                              label="Denoising steps", elem_id="gen-steps")
+            guidance = gr.Slider(*V.GUIDANCE_RANGE, value=first_pipe.default_guidance, step=0.05,
+                                 label="Guidance w (1 = unguided)")
+            command = gr.Dropdown(list(V.COMMAND_CHOICES), value=V.LOGGED, label="Driving command")
+            samples = gr.Slider(*V.SAMPLES_RANGE, value=16, step=1, label="Trajectory samples")
+        with gr.Row():
+            seed = gr.Number(0, label="Seed", precision=None, scale=2)
+            randomise = gr.Button("Randomise seed", scale=1)
+            run_btn = gr.Button("Generate & plan", variant="primary", scale=2)
+            stop_btn = gr.Button("Stop", variant="stop", scale=1)
+        gen_status = gr.Markdown(elem_id="gen-status", elem_classes="status-line")
+        plan_status = gr.Markdown(elem_id="plan-status", elem_classes="status-line")
+        with gr.Row():
+            video = gr.Video(label="Generated future (left) beside the logged future (right)",
+                             elem_id="gen-video", autoplay=True, loop=True, interactive=False, scale=2)
+            plan_bev = gr.Plot(label="Sampled trajectories (hover: PDM sub-scores)", elem_id="plan-bev", scale=2)
+        pdm_table = gr.Dataframe(label="PDM sub-scores per sampled trajectory", elem_id="pdm-table",
+                                 interactive=False)
+
+    def run_generate(ckpt, scene_name, index, n_steps, w, s, cmd, request: gr.Request, progress=gr.Progress()):
+        return C.generate(ctx, ckpt, scene_name, index, n_steps, w, s, cmd, _session(request), progress)
+
+    def run_plan(ckpt, scene_name, index, n, s, cmd, request: gr.Request):
+        return C.plan(ctx, ckpt, scene_name, index, n, s, cmd, _session(request))
+
+    randomise.click(lambda: secrets.randbelow(V.MAX_SEED + 1), None, seed, queue=False, **PRIVATE)
+    run_btn.click(shared.arm, None, None, queue=False, **PRIVATE).then(
+        run_generate, [*where, steps, guidance, seed, command], [video, gen_status], api_name="generate",
+        **HEAVY).success(
+        run_plan, [*where, samples, seed, command], [plan_bev, pdm_table, plan_status], api_name="plan", **HEAVY)
+    stop_btn.click(shared.stop, None, gen_status, queue=False, api_name="stop")
+    return _Settings(steps, guidance, command, samples, seed)
+
+
+def _velocity_tab(shared: _Shared, settings: _Settings) -> None:
+    ctx = shared.ctx
+    with gr.Tab("Intermediate vs final velocity", id="velocity"):
+        gr.Markdown("At each denoising step, the velocity `v_i` of each intermediate head against the final "
+                    "`v_f` of the same forward pass (the quantities that guidance `v_i + w (v_f − v_i)` "
+                    "mixes), and what each layer would output if sampling stopped there (decoded x0).")
+        with gr.Row():
+            vel_btn = gr.Button("Analyse this sample", variant="primary")
+            vel_stop = gr.Button("Stop", variant="stop")
+        vel_status = gr.Markdown(elem_classes="status-line")
+        heatmap = gr.Plot(label="cos(v_i, v_f) per step and head block", elem_id="vel-heatmap")
+        curves = gr.Plot(label="Curves per step", elem_id="vel-curves")
+        step = gr.Slider(0, V.MAX_STEPS - 1, value=0, step=1, label="Denoising step of the x0 previews")
+        preview = gr.Image(label="x0 previews: heads and final output", elem_id="vel-preview", type="numpy",
+                           format="png", interactive=False)
+        with gr.Accordion("Numbers (JSON)", open=False):
+            vel_json = gr.JSON()
+        report = gr.State(None)
+
+    def run_velocity(ckpt, scene_name, index, n_steps, w, s, cmd, request: gr.Request, progress=gr.Progress()):
+        return C.velocity(ctx, ckpt, scene_name, index, n_steps, w, s, cmd, _session(request), progress)
+
+    def show_preview(rep, at_step):
+        return C.preview_image(rep, at_step)
+
+    def last_preview(rep):
+        return gr.Slider(maximum=rep.steps - 1, value=rep.steps - 1), C.preview_image(rep, rep.steps - 1)
+
+    inputs = [shared.checkpoint, shared.scene, shared.sample, settings.steps, settings.guidance, settings.seed,
+              settings.command]
+    vel_stop.click(shared.stop, None, vel_status, queue=False, **PRIVATE)
+    vel_btn.click(shared.arm, None, None, queue=False, **PRIVATE).then(
+        run_velocity, inputs, [heatmap, curves, report, vel_json, vel_status], api_name="velocity", **HEAVY).success(
+        last_preview, report, [step, preview], **PRIVATE)
+    step.release(show_preview, [report, step], preview, api_name="velocity_preview")
+
+
+def _representations_tab(shared: _Shared, seed: gr.Number) -> None:
+    ctx = shared.ctx
+    with gr.Tab("Representations", id="representations"):
+        gr.Markdown("Action DiT features of each clip's expert trajectory and its hard negatives (labelled "
+                    "by PDM failure), embedded with UMAP; the separation numbers are measured on the raw "
+                    "features, so they do not depend on the picture.")
+        with gr.Row():
+            emb_ckpts = gr.Dropdown(ctx.names, value=ctx.names[:2], multiselect=True, max_choices=2,
+                                    label="Checkpoints (one or two)")
+            n_clips = gr.Slider(2, 64, value=16, step=1, label="Clips", elem_id="emb-clips")
+            k = gr.Slider(1, 16, value=8, step=1, label="Hard negatives per clip")
+            dims = gr.Radio([2, 3], value=2, label="UMAP dimensions")
+            emb_btn = gr.Button("Embed", variant="primary")
+        with gr.Row():
+            emb_a = gr.Plot(label="UMAP (first checkpoint)", elem_id="emb-a")
+            emb_b = gr.Plot(label="UMAP (second checkpoint)")
+        separation = gr.Plot(label="Separation of experts from hard negatives", elem_id="emb-separation")
+        with gr.Accordion("Numbers (JSON)", open=False):
+            emb_json = gr.JSON()
+
+    def run_embedding(ckpts, n, kk, d, s, request: gr.Request, progress=gr.Progress()):
+        return C.embedding(ctx, ckpts, n, kk, d, s, _session(request), progress)
+
+    emb_btn.click(run_embedding, [emb_ckpts, n_clips, k, dims, seed], [emb_a, emb_b, separation, emb_json],
+                  api_name="embedding", **HEAVY)
+
+
+def _compare_tab(shared: _Shared, settings: _Settings) -> None:
+    """Two checkpoints side by side with the *Generate & plan* settings; below, the ablation training curves."""
+    ctx = shared.ctx
+    with gr.Tab("Ablation compare", id="compare"):
+        gr.Markdown("Two checkpoints on the same sample, seed and settings (those of *Generate & plan*).")
+        with gr.Row():
+            ckpt_a = gr.Dropdown(ctx.names, value=ctx.names[0], label="Checkpoint A")
+            ckpt_b = gr.Dropdown(ctx.names, value=ctx.names[-1], label="Checkpoint B")
+            cmp_btn = gr.Button("Compare", variant="primary")
+            cmp_stop = gr.Button("Stop", variant="stop")
+        cmp_status = gr.Markdown(elem_classes="status-line")
+        with gr.Row():
+            video_a = gr.Video(label="A: generated vs logged", elem_id="cmp-video-a", autoplay=True, loop=True,
+                               interactive=False)
+            video_b = gr.Video(label="B: generated vs logged", elem_id="cmp-video-b", autoplay=True, loop=True,
+                               interactive=False)
+        with gr.Row():
+            bev_a = gr.Plot(label="A: trajectories", elem_id="cmp-bev-a")
+            bev_b = gr.Plot(label="B: trajectories")
+        cmp_table = gr.Dataframe(label="Side by side", elem_id="cmp-table", interactive=False)
+        with gr.Row():
+            curves_a = gr.Plot(label="A: intermediate vs final velocity")
+            curves_b = gr.Plot(label="B: intermediate vs final velocity")
+        gr.Markdown("### Ablation training curves")
+        files = C.ablation_files(ctx)
+        csv = gr.Dropdown(files, value=files[0] if files else None, label="Ablation CSV (assets/ablation/)")
+        abl_note = gr.Markdown(elem_id="abl-note")
+        abl_plot = gr.Plot(label="Training curves")
+
+    def run_compare(a, b, scene_name, index, n_steps, w, s, n, cmd, request: gr.Request, progress=gr.Progress()):
+        return C.compare(ctx, a, b, scene_name, index, n_steps, w, s, n, cmd, _session(request), progress)
+
+    inputs = [ckpt_a, ckpt_b, shared.scene, shared.sample, settings.steps, settings.guidance, settings.seed,
+              settings.samples, settings.command]
+    cmp_stop.click(shared.stop, None, cmp_status, queue=False, **PRIVATE)
+    cmp_btn.click(shared.arm, None, None, queue=False, **PRIVATE).then(
+        run_compare, inputs, [video_a, video_b, bev_a, bev_b, cmp_table, curves_a, curves_b], api_name="compare",
+        **HEAVY)
+    csv.change(lambda name: C.ablation(ctx, name), csv, [abl_plot, abl_note], api_name="ablation")
+    shared.demo.load(lambda name: C.ablation(ctx, name), csv, [abl_plot, abl_note], **PRIVATE)

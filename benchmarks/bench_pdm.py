@@ -21,9 +21,9 @@ import time
 import numpy as np
 
 from reworld.data.types import AgentTrack
-from reworld.metrics.hard_negatives import generate_hard_negatives
-from reworld.metrics.pdm import reference_progress, score_trajectories, score_trajectory
-from reworld.metrics.scene import PlanningScene
+from reworld.planning.hard_negatives import generate_hard_negatives
+from reworld.planning.pdm import reference_progress, score_trajectories, score_trajectory
+from reworld.planning.scene import PlanningScene
 
 
 def bench_scene(num_agents: int, seed: int = 0) -> PlanningScene:

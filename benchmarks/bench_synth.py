@@ -3,7 +3,7 @@
     python benchmarks/bench_synth.py [--scene-index 0] [--seed 0]
 
 Phases: layout + traffic simulation, then rendering + JPEG writing of every 12 Hz frame (the budget in
-DESIGN §5 is <= 5 s for the latter), then the whole `generate_world` call for that one scene.
+docs/design.md §5 is <= 5 s for the latter), then the whole `generate_world` call for that one scene.
 """
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.timing import paired_times, ratio, timed
+from benchmarks.timing import paired_times, ratio
 from reworld.config import Config, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,14 +44,14 @@ def stage2(cfg: Config, repeats: int, clips: int) -> dict:
     from reworld.losses.planning import planner_training_losses
     from reworld.models.action_dit import build_action_dit
     from reworld.models.video_dit import video_dit_from_config
-    from reworld.training.planner_stages import feature_blocks, future_token_mean, video_features
+    from reworld.pipelines.hidden_states import future_token_mean, hidden_state_blocks, video_hidden_states
 
     batch = cfg.train.action_batch_size
     clips = max(clips, batch)  # a batch draws distinct clips, as in training
     shape, n_ctx = latent_shape(cfg, clips)
-    video_dit = video_dit_from_config(dataclasses.replace(cfg.video, pretrained=None, meta_init=False), shape[1])
+    video_dit = video_dit_from_config(dataclasses.replace(cfg.video, pretrained=None), shape[1])
     video_dit.requires_grad_(False).eval()  # frozen in stage 2
-    blocks = feature_blocks(cfg, video_dit)
+    blocks = hidden_state_blocks(cfg, video_dit)
     acfg = cfg.action
     align_pos = blocks.index(acfg.align_video_block) if acfg.align_video_block in blocks else len(blocks) // 2
     width = video_dit.transformer.config.num_attention_heads * video_dit.transformer.config.attention_head_dim
@@ -69,7 +69,7 @@ def stage2(cfg: Config, repeats: int, clips: int) -> dict:
     t0 = time.perf_counter()
     with torch.no_grad():  # the cache: features of every clip, once
         cache = [torch.cat(parts) for parts in zip(*[
-            video_features(video_dit, latents[i:i + 8], command[i:i + 8], ego[i:i + 8], n_ctx, blocks,
+            video_hidden_states(video_dit, latents[i:i + 8], command[i:i + 8], ego[i:i + 8], n_ctx, blocks,
                            acfg.feature_sigma, acfg.feature_pool, torch.Generator().manual_seed(i))
             for i in range(0, clips, 8)])]
     cache_s_per_clip = (time.perf_counter() - t0) / clips
@@ -85,7 +85,7 @@ def stage2(cfg: Config, repeats: int, clips: int) -> dict:
             feats = [f[idx] for f in cache]
         else:
             with torch.no_grad():
-                feats = video_features(video_dit, latents[idx], command[idx], ego[idx], n_ctx, blocks,
+                feats = video_hidden_states(video_dit, latents[idx], command[idx], ego[idx], n_ctx, blocks,
                                        acfg.feature_sigma, acfg.feature_pool, gen)
         target = future_token_mean(feats[align_pos], n_ctx, shape[2]).detach()
         use_neg = loss_cfg.lambda_hn > 0 or (loss_cfg.lambda_hinge > 0 and loss_cfg.hn_hinge_margin > 0)
@@ -122,7 +122,7 @@ def stage1_memory_child(config: str) -> None:
     cfg = load_config(config) if Path(config).is_file() else Config()
     shape, n_ctx = latent_shape(cfg, cfg.train.batch_size)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    model = video_dit_from_config(dataclasses.replace(cfg.video, pretrained=None, meta_init=False), shape[1])
+    model = video_dit_from_config(dataclasses.replace(cfg.video, pretrained=None), shape[1])
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr)
     g = torch.Generator().manual_seed(0)
     latents = torch.randn(shape, generator=g)

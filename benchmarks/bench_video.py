@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
-from benchmarks.timing import paired_times, ratio, timed
+from benchmarks.timing import paired_times, ratio
 from reworld.config import Config, load_config
 from reworld.losses.flow import video_training_losses
 from reworld.models.vae import build_vae, latent_split
@@ -66,7 +66,7 @@ def stage1_inputs(cfg: Config):
     s = vae.spatial_compression_ratio
     shape = (cfg.train.batch_size, cfg.vae.latent_channels, n_ctx + n_fut,
              cfg.data.image_height // s, cfg.data.image_width // s)
-    model = video_dit_from_config(dataclasses.replace(cfg.video, pretrained=None, meta_init=False), shape[1])
+    model = video_dit_from_config(dataclasses.replace(cfg.video, pretrained=None), shape[1])
     with torch.no_grad():  # heads as after training (zero-initialised heads would make guidance trivial)
         for p in model.heads.parameters():
             p.normal_(std=0.02)

@@ -7,7 +7,7 @@ __version__ = "0.1.0"
 
 def __getattr__(name):
     if name == "WorldActionPipeline":
-        from .pipelines.world_action import WorldActionPipeline
+        from reworld.pipelines.world_action import WorldActionPipeline
 
         return WorldActionPipeline
     raise AttributeError(f"module 'reworld' has no attribute {name!r}")

@@ -10,26 +10,25 @@ import json
 import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG = REPO_ROOT / "configs" / "default.yaml"
+from reworld.config import STAGES
+from reworld.paths import ASSETS, CHECKPOINTS, DEFAULT_CONFIG, default_clip_net, resolve_dataroot
+
+__all__ = ["build_parser", "main", "resolve_dataroot"]  # resolve_dataroot: kept importable from here
+
 CHECK_CLIPS = 8  # clips of the shipped checkpoints' quick re-evaluation
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from .config import ConfigError
-    from .data.loader import DatasetError
+    from reworld.config import ConfigError
+    from reworld.data.loader import DatasetError
+    from reworld.models.layers import CheckpointError
+    from reworld.planning.scene import SceneFormatError
 
-    errors: list[type[BaseException]] = [ConfigError, DatasetError, FileNotFoundError]
-    for module, name in (("reworld.metrics.scene", "SceneFormatError"), ("reworld.models.layers", "CheckpointError")):
-        try:
-            errors.append(getattr(__import__(module, fromlist=[name]), name))
-        except (ImportError, AttributeError):
-            pass
-    return tuple(errors)
+    return (ConfigError, DatasetError, FileNotFoundError, SceneFormatError, CheckpointError)
 
 
 def _data_config(args):
-    from .config import load_config, replace
+    from reworld.config import load_config, replace
 
     cfg = load_config(args.config)
     changes = {}
@@ -42,16 +41,11 @@ def _data_config(args):
     return cfg
 
 
-def resolve_dataroot(path: str) -> str:
-    p = Path(path)
-    return str(p if p.is_absolute() or p.exists() else REPO_ROOT / p)
-
-
 # ---------------------------------------------------------------------------------------------- synth
 def cmd_synth(args) -> int:
     from tqdm import tqdm
 
-    from .data.synth import generate_world
+    from reworld.data.synth import generate_world
 
     bar = tqdm(total=args.scenes, desc="synth scenes", unit="scene")
 
@@ -70,8 +64,8 @@ def cmd_synth(args) -> int:
 def cmd_info(args) -> int:
     from collections import Counter
 
-    from .data.loader import NuScenesClips
-    from .data.types import COMMANDS
+    from reworld.data.loader import NuScenesClips
+    from reworld.data.types import COMMANDS
 
     cfg = _data_config(args)
     ds = {split: NuScenesClips(cfg.data, split=split, geometry=False) for split in ("train", "val")}
@@ -92,17 +86,16 @@ def cmd_info(args) -> int:
             "image": [cfg.data.image_height, cfg.data.image_width],
         },
     }
-    ckpt_root = REPO_ROOT / "assets" / "checkpoints"
-    info["checkpoints"] = sorted(p.name for p in ckpt_root.iterdir() if p.is_dir()) if ckpt_root.is_dir() else []
+    info["checkpoints"] = sorted(p.name for p in CHECKPOINTS.iterdir() if p.is_dir()) if CHECKPOINTS.is_dir() else []
     print(json.dumps(info, indent=2))
     return 0
 
 
 # ---------------------------------------------------------------------------------------------- scenes
 def cmd_export_scene(args) -> int:
-    from .config import DataConfig
-    from .data.loader import NuScenesClips
-    from .metrics.scene import PlanningScene
+    from reworld.config import DataConfig
+    from reworld.data.loader import NuScenesClips
+    from reworld.planning.scene import PlanningScene
 
     ds = NuScenesClips(DataConfig(dataroot=args.dataroot, version=args.version), split="all")
     index = {ref.sample_token: i for i, ref in enumerate(ds.samples)}
@@ -120,8 +113,8 @@ def cmd_export_scene(args) -> int:
 def cmd_score(args) -> int:
     from dataclasses import asdict
 
-    from .metrics.pdm import score_trajectory
-    from .metrics.scene import load_scene, load_trajectory
+    from reworld.planning.pdm import score_trajectory
+    from reworld.planning.scene import load_scene, load_trajectory
 
     scene = load_scene(args.scene)
     poses = load_trajectory(args.trajectory)
@@ -147,7 +140,7 @@ def _json_value(v):
 
 # ---------------------------------------------------------------------------------------------- train
 def cmd_train(args) -> int:
-    from .training import run_stage
+    from reworld.training import run_stage
 
     run_stage(stage=args.stage, config_path=args.config, out=args.out, max_steps=args.max_steps,
               resume=args.resume, dataroot=args.dataroot, version=args.version, vae_path=args.vae)
@@ -156,12 +149,9 @@ def cmd_train(args) -> int:
 
 # ---------------------------------------------------------------------------------------------- eval
 def cmd_eval(args) -> int:
-    from .evaluation import evaluate, write_report
+    from reworld.evaluation.evaluate import evaluate, write_report
 
-    feature_net = args.feature_net
-    default_net = REPO_ROOT / "assets" / "checkpoints" / "video_net"
-    if feature_net is None and (default_net / "config.json").is_file():
-        feature_net = str(default_net)
+    feature_net = args.feature_net if args.feature_net is not None else default_clip_net()
     report = evaluate(args.checkpoint, args.dataroot, args.version, args.split, limit=args.limit,
                       video_clips=args.video_clips, steps=args.steps, guidance=args.guidance, seed=args.seed,
                       i3d=args.i3d, feature_net=feature_net)
@@ -173,7 +163,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_train_video_net(args) -> int:
-    from .models.video_features import train_feature_net
+    from reworld.training.clip_net import train_feature_net
 
     result = train_feature_net(args.config, args.out, args.steps, args.dataroot, args.version)
     print(json.dumps({k: v for k, v in result.items() if k != "log"}, indent=2, default=str))
@@ -181,7 +171,7 @@ def cmd_train_video_net(args) -> int:
 
 
 def cmd_ablate(args) -> int:
-    from .ablation import ablate_planner, ablate_video
+    from reworld.training.ablation import ablate_planner, ablate_video
 
     if args.what == "video":
         result = ablate_video(args.config, args.vae, args.seeds, args.steps, args.val_every, args.out, args.assets,
@@ -194,13 +184,12 @@ def cmd_ablate(args) -> int:
 
 
 def cmd_ship(args) -> int:
-    from .evaluation import evaluate
-    from .ship import ship
+    from reworld.evaluation.evaluate import evaluate
+    from reworld.ship import ship
 
     report = None
     if not args.no_eval:
-        feature_net = REPO_ROOT / "assets" / "checkpoints" / "video_net"
-        net = str(feature_net) if (feature_net / "config.json").is_file() else None
+        net = default_clip_net()
         report = evaluate(args.run, split="val", video_clips=args.video_clips, seed=0, feature_net=net).to_json()
         # a small, quick re-evaluation that tests/test_shipped.py repeats and compares within tolerance
         report["check"] = evaluate(args.run, split="val", limit=CHECK_CLIPS, video_clips=2, steps=10,
@@ -243,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_score)
 
     s = sub.add_parser("train", help="train one stage: vae, video, action or joint")
-    s.add_argument("--stage", required=True, choices=["vae", "video", "action", "joint"])
+    s.add_argument("--stage", required=True, choices=STAGES)
     s.add_argument("--config", required=True)
     s.add_argument("--out", required=True, help="run folder shared by all stages")
     s.add_argument("--max-steps", type=int, default=None)
@@ -285,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=int, default=800)
     s.add_argument("--val-every", type=int, default=100)
     s.add_argument("--out", default="runs/ablation")
-    s.add_argument("--assets", default=str(REPO_ROOT / "assets" / "ablation"))
+    s.add_argument("--assets", default=str(ASSETS / "ablation"))
     s.add_argument("--jobs", type=int, default=2, help="runs at a time (one thread each)")
     s.add_argument("--val-clips", type=int, help="held-out clips each validation scores (default: the config's)")
     s.set_defaults(func=cmd_ablate)

@@ -9,6 +9,15 @@ from typing import Any
 
 import yaml
 
+STAGES = ("vae", "video", "action", "joint")  # the training stages, in the order a run goes through them
+
+# Keys that older configs (and the config.json of checkpoints written before them) carry but that no code
+# reads any more; loading drops them, so such a checkpoint opens as it is. section → {key: why}
+RETIRED_KEYS: dict[str, dict[str, str]] = {
+    "video": {"meta_init": "never filled by a load; LTX weights go through video.pretrained"},
+    "train": {"num_workers": "never read: clips are held in memory"},
+}
+
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -56,7 +65,6 @@ class VideoConfig:
     feature_blocks: tuple[int, ...] = ()  # blocks whose hidden states the planner reads; () = all
     num_cond_tokens: int = 4  # learned tokens from command + ego status
     pretrained: str | None = None  # local diffusers folder with LTX-Video transformer weights
-    meta_init: bool = False  # build on the meta device (paper scale) before loading weights
 
 
 @dataclass(frozen=True)
@@ -99,14 +107,13 @@ class TrainConfig:
     # joint step's batch), 3e-4 × 4/32; at `lr` itself the 8× noisier steps undo stage 2's precision
     lr_action_joint: float = 4e-5
     weight_decay: float = 0.0
-    max_steps: dict = field(default_factory=lambda: {"vae": 2000, "video": 6000, "action": 3000, "joint": 500})
+    max_steps: dict = field(default_factory=lambda: dict(zip(STAGES, (2000, 6000, 3000, 500))))  # per stage
     log_every: int = 10
     val_every: int = 500
     ckpt_every: int = 500
     val_clips: int = 16
     sample_steps: int = 20
     guidance: float = 1.4  # intermediate-supervised guidance w at sampling
-    num_workers: int = 0
     sharding: str = "ddp"  # with several processes: "ddp" (replicated) or "fsdp" (fully sharded, paper scale)
 
 
@@ -143,8 +150,17 @@ def _build(cls, values: dict[str, Any], where: str):
     return cls(**kwargs)
 
 
+def drop_retired_keys(values: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a config mapping without the `RETIRED_KEYS` (the converter applied to every config loaded)."""
+    out = dict(values)
+    for section, keys in RETIRED_KEYS.items():
+        if isinstance(out.get(section), dict):
+            out[section] = {k: v for k, v in out[section].items() if k not in keys}
+    return out
+
+
 def config_from_dict(values: dict[str, Any]) -> Config:
-    return _build(Config, values, "config")
+    return _build(Config, drop_retired_keys(values) if isinstance(values, dict) else values, "config")
 
 
 def load_config(path: str | Path) -> Config:

@@ -11,14 +11,14 @@ import json
 import shutil
 from pathlib import Path
 
-STAGE_ORDER = ("vae", "video", "action", "joint")
+from reworld.config import STAGES
+from reworld.evaluation.evaluate import report_tables
+from reworld.training.checkpoint import latest_checkpoint
 
 
 def _stage_meta(run: Path) -> dict[str, dict]:
-    from .training.checkpoint import latest_checkpoint
-
     out = {}
-    for stage in STAGE_ORDER:
+    for stage in STAGES:
         ckpt = latest_checkpoint(run, stage)
         if ckpt is not None:
             out[stage] = json.loads((ckpt / "meta.json").read_text())
@@ -79,21 +79,14 @@ def model_card(config: dict, meta: dict[str, dict], report: dict | None, command
         "| stage | steps | wall time of the last run segment [s] |",
         "|---|---|---|",
     ]
-    for stage in STAGE_ORDER:
+    for stage in STAGES:
         if stage in meta:
             lines.append(f"| {stage} | {meta[stage]['step']} | {meta[stage].get('seconds', float('nan'))} |")
     if report is not None:
-        from .evaluation import PLAN_KEYS
-
         s = report["settings"]
         lines += ["", "## Evaluation", "",
                   f"`python -m reworld eval --checkpoint <this folder> --split {report['split']} "
                   f"--seed {s['seed']}` on {report['num_clips']} held-out clips (video on {s.get('video_clips', 0)} "
                   f"clips, {s['video_steps']} steps, w = {s.get('guidance')}):", "",
-                  "| planner | " + " | ".join(PLAN_KEYS) + " |", "|---" * (len(PLAN_KEYS) + 1) + "|"]
-        for name, row in report["planners"].items():
-            lines.append(f"| {name} | " + " | ".join(f"{row[k]:.3f}" for k in PLAN_KEYS) + " |")
-        if report.get("video"):
-            lines += ["", "| video | value |", "|---|---|"]
-            lines += [f"| {k} | {v:.3f} |" for k, v in report["video"].items()]
+                  *report_tables(report["planners"], report.get("video") or {})]
     return "\n".join(lines) + "\n"

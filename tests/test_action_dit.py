@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from reworld.config import ActionConfig
-from reworld.models.action_dit import ActionDiT, build_action_dit, plan_sample, pose_statistics
+from reworld.models.action_dit import ActionDiT, build_action_dit, pose_statistics
+from reworld.sampling import plan_sample
 
 VIDEO_DIM, BLOCKS, TOKENS, B = 16, 2, 6, 2
 
@@ -28,7 +29,7 @@ def inputs(batch: int = B, video_batch: int | None = None, seed: int = 1):
     return dict(
         noisy_poses=torch.randn(batch, 8, 3, generator=g),
         sigma=torch.rand(batch, generator=g),
-        video_features=video,
+        video_hidden_states=video,
         ego_status=torch.randn(batch, 3, generator=g),
         command=torch.randint(0, 3, (batch,), generator=g),
     )
@@ -54,21 +55,21 @@ def test_video_batch_folding_matches_repeated_features():
     r = 3
     x = inputs(batch=B * r, video_batch=B)
     folded = model(**x, return_features=True)
-    repeated = dict(x, video_features=[f.repeat_interleave(r, dim=0) for f in x["video_features"]])
+    repeated = dict(x, video_hidden_states=[f.repeat_interleave(r, dim=0) for f in x["video_hidden_states"]])
     expected = model(**repeated, return_features=True)
     torch.testing.assert_close(folded.sample, expected.sample, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(folded.projected, expected.projected, rtol=1e-5, atol=1e-5)
     # and sample i really reads video sample i // r
-    swapped = dict(x, video_features=[f.flip(0) for f in x["video_features"]])
+    swapped = dict(x, video_hidden_states=[f.flip(0) for f in x["video_hidden_states"]])
     assert not torch.allclose(model(**swapped).sample[:r], folded.sample[:r])
 
 
 def test_shape_errors_name_the_input():
     model = tiny_model()
-    with pytest.raises(ValueError, match="video_features"):
+    with pytest.raises(ValueError, match="video_hidden_states"):
         model(**inputs(batch=3, video_batch=2))
-    with pytest.raises(ValueError, match="expected 2 video feature"):
-        model(**dict(inputs(), video_features=inputs()["video_features"][:1]))
+    with pytest.raises(ValueError, match="expected 2 video hidden-state"):
+        model(**dict(inputs(), video_hidden_states=inputs()["video_hidden_states"][:1]))
     with pytest.raises(ValueError, match="align_block"):
         tiny_model(align_block=2)
 
@@ -110,7 +111,7 @@ def test_build_from_config():
 def test_plan_sample_deterministic_and_shaped():
     model = tiny_model(randomize=True)
     x = inputs()
-    args = (model, x["video_features"], x["ego_status"], x["command"])
+    args = (model, x["video_hidden_states"], x["ego_status"], x["command"])
     a = plan_sample(*args, steps=3, num_samples=4, generator=torch.Generator().manual_seed(7))
     b = plan_sample(*args, steps=3, num_samples=4, generator=torch.Generator().manual_seed(7))
     c = plan_sample(*args, steps=3, num_samples=4, generator=torch.Generator().manual_seed(8))
@@ -132,7 +133,7 @@ def test_plan_sample_integrates_a_known_velocity():
 
     model.forward = velocity
     x = inputs()
-    out = plan_sample(model, x["video_features"], x["ego_status"], x["command"], steps=5,
+    out = plan_sample(model, x["video_hidden_states"], x["ego_status"], x["command"], steps=5,
                       generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(out[:, 0], model.denormalize(target).expand(B, 8, 3), rtol=1e-5, atol=1e-5)
 
@@ -173,11 +174,11 @@ def test_forward_with_negatives_equals_separate_passes():
     x = inputs()
     k = 3
     negs = torch.randn(B, k, 8, 3, generator=torch.Generator().manual_seed(5))
-    out, neg_pooled = model.forward_with_negatives(x["noisy_poses"], negs, x["sigma"], x["video_features"],
+    out, neg_pooled = model.forward_with_negatives(x["noisy_poses"], negs, x["sigma"], x["video_hidden_states"],
                                                    x["ego_status"], x["command"])
     expected = model(**x, return_features=True)
     for name in ("sample", "pooled", "projected"):
         torch.testing.assert_close(getattr(out, name), getattr(expected, name), rtol=1e-5, atol=1e-6)
     rep = {n: x[n].repeat_interleave(k, dim=0) for n in ("sigma", "ego_status", "command")}
-    separate = model(negs.flatten(0, 1), video_features=x["video_features"], return_features=True, **rep)
+    separate = model(negs.flatten(0, 1), video_hidden_states=x["video_hidden_states"], return_features=True, **rep)
     torch.testing.assert_close(neg_pooled, separate.pooled.unflatten(0, (B, k)), rtol=1e-5, atol=1e-6)

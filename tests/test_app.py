@@ -115,7 +115,7 @@ def test_bad_values_are_rejected_before_the_model_runs(ctx, scene, monkeypatch, 
 
     calls = []
     for pipe in ctx.pipelines.values():
-        for method in ("generate", "plan", "features", "encode_context"):
+        for method in ("generate", "plan", "planner_features", "encode_context"):
             monkeypatch.setattr(pipe, method, lambda *a, _m=method, **k: calls.append(_m))
     args = dict(checkpoint="reworld", scene=scene, index=0, steps=2, guidance=1.0, seed=0, command="logged",
                 num_samples=2)
@@ -135,7 +135,7 @@ def test_bad_embedding_and_compare_values(ctx, scene, monkeypatch):
 
     calls = []
     for pipe in ctx.pipelines.values():
-        monkeypatch.setattr(pipe, "features", lambda *a, **k: calls.append("features"))
+        monkeypatch.setattr(pipe, "planner_features", lambda *a, **k: calls.append("planner_features"))
         monkeypatch.setattr(pipe, "generate", lambda *a, **k: calls.append("generate"))
     for ckpts, n, k, dims, message in ((["reworld", "vanilla", "reworld"], 4, 4, 2, "pick 1 to 2"),
                                        (["reworld", "reworld"], 4, 4, 2, "twice"), (["x/y"], 4, 4, 2, "not a path"),
@@ -213,8 +213,8 @@ def test_embedding_one_and_two_checkpoints_cached(ctx, monkeypatch):
     assert entry["points"] == sum(entry["counts"].values()) and entry["counts"]["expert"] == 3
     calls = []
     pipe = ctx.pipelines["reworld"]
-    original = pipe.features
-    monkeypatch.setattr(pipe, "features", lambda *a, **k: calls.append(1) or original(*a, **k))
+    original = pipe.planner_features
+    monkeypatch.setattr(pipe, "planner_features", lambda *a, **k: calls.append(1) or original(*a, **k))
     a, b, sep, numbers = C.embedding(ctx, ["reworld", "vanilla"], 3, 4, 3, 0)
     assert calls == []  # the first checkpoint's features came from the cache
     assert b is not None and a.data[0].type == "scatter3d"

@@ -73,7 +73,7 @@ NOISE_FREE = textwrap.dedent('''
     from safetensors.torch import save_file
     from reworld.config import load_config, replace
     from reworld.training.loop import StageSpec, run
-    from reworld.training.stages import make_accelerator
+    from reworld.training.stages.common import make_accelerator
 
     class Net(torch.nn.Module):
         def __init__(self):

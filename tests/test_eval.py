@@ -5,7 +5,7 @@ import sys
 
 import numpy as np
 
-from reworld.evaluation import PLAN_KEYS, constant_velocity, evaluate
+from reworld.evaluation.evaluate import PLAN_KEYS, constant_velocity, evaluate
 
 
 def test_constant_velocity_holds_speed():

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 
 from reworld.data.types import AgentTrack
-from reworld.metrics.hard_negatives import HardNegativeConfig, generate_hard_negatives
-from reworld.metrics.pdm import FAILURE_KINDS, score_trajectories, score_trajectory
-from reworld.metrics.scene import PlanningScene
+from reworld.planning.hard_negatives import HardNegativeConfig, generate_hard_negatives
+from reworld.planning.pdm import FAILURE_KINDS, score_trajectories, score_trajectory
+from reworld.planning.scene import PlanningScene
 
 T = np.arange(1, 9) * 0.5
 
@@ -66,7 +66,7 @@ def test_fewer_only_when_none_exist():
 
 
 def test_rejects_a_malformed_expert():
-    from reworld.metrics.scene import SceneFormatError
+    from reworld.planning.scene import SceneFormatError
 
     with pytest.raises(SceneFormatError, match="expert"):
         generate_hard_negatives(follow_scene(), np.zeros((7, 3)))

@@ -1,5 +1,4 @@
 """The loader on a hand-made real-format nuScenes root (not built by our generator)."""
-import json
 import subprocess
 import sys
 
@@ -9,7 +8,7 @@ import pytest
 import nuscenes_fixture as fx
 from reworld.config import DataConfig
 from reworld.data.loader import DatasetError, NuScenesClips, split_scenes
-from reworld.data.types import COMMANDS, collate_clips
+from reworld.data.types import COMMANDS
 
 
 @pytest.fixture(scope="module")
@@ -86,11 +85,6 @@ def test_split_by_scene_is_fixed():
     assert split_scenes(list(reversed(names)), 0.2, seed=0) == a
     assert len(a["val"]) == 2 and not set(a["val"]) & set(a["train"])
     assert set(a["val"]) | set(a["train"]) == set(names)
-
-
-def test_collate(clips):
-    batch = collate_clips([clips[0], clips[1]])
-    assert batch.context.shape[0] == 2 and batch.trajectory.shape == (2, 8, 3)
 
 
 # ------------------------------------------------------------------------------ bad input

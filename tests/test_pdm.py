@@ -7,14 +7,14 @@ import pytest
 import torch
 
 from reworld.data.types import AgentTrack, Clip, Observation, Target
-from reworld.metrics.pdm import (
+from reworld.planning.pdm import (
     PDMScorerConfig,
     boxes_overlap,
     reference_progress,
     score_trajectories,
     score_trajectory,
 )
-from reworld.metrics.scene import PlanningScene, SceneFormatError, load_scene, load_trajectory
+from reworld.planning.scene import PlanningScene, SceneFormatError, load_scene, load_trajectory
 
 T = np.arange(1, 9) * 0.5  # pose times [s]
 

@@ -80,7 +80,7 @@ def batch(seed: int = 0) -> dict:
     g = torch.Generator().manual_seed(seed)
     poses = torch.cumsum(torch.rand(B, 8, 3, generator=g), dim=1)
     return dict(
-        video_features=[torch.randn(B, 6, VIDEO_DIM, generator=g) for _ in range(2)],
+        video_hidden_states=[torch.randn(B, 6, VIDEO_DIM, generator=g) for _ in range(2)],
         poses=poses,
         ego_status=torch.randn(B, 3, generator=g),
         command=torch.randint(0, 3, (B,), generator=g),

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from reworld.models.video_dit import VideoCond, VideoDiT
-from reworld.sampling import SamplingStopped, flow_sigmas, sample_future
+from reworld.sampling import SamplingStopped, sample_future
+from reworld.schedulers import flow_sigmas
 
 STEPS = 4
 

@@ -38,7 +38,7 @@ def test_shipped_checkpoint_loads(path):
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
 def test_quick_reevaluation_matches_card(path, synth_world):
     from reworld.cli import CHECK_CLIPS
-    from reworld.evaluation import evaluate
+    from reworld.evaluation.evaluate import evaluate
 
     stored = json.loads((path / "eval.json").read_text())["check"]
     report = evaluate(str(path), dataroot=str(synth_world), split="val", limit=CHECK_CLIPS, video_clips=2,

@@ -1,6 +1,5 @@
 """Two-step runs of every stage on the tiny world; checkpoints, resume and faults."""
 import csv
-import json
 import shutil
 
 import numpy as np
@@ -60,8 +59,26 @@ def test_pipeline_generate_and_plan(tiny_run, tiny_config):
     assert a.trajectories.shape == (4, 8, 3) and np.isfinite(a.trajectories).all()
     np.testing.assert_array_equal(a.trajectories, b.trajectories)
     assert len(a.scores) == 4 and all(0.0 <= s.pdms <= 1.0 for s in a.scores)
-    f = pipe.features(clip, np.stack([clip.target.trajectory.numpy()] * 3))
+    f = pipe.planner_features(clip, np.stack([clip.target.trajectory.numpy()] * 3))
     assert f.shape == (3, pipe.action_dit.config.width)
+
+
+def test_pipeline_says_what_callers_need(tiny_run, tiny_config):
+    """Callers (eval, analysis, the app) read the run through these, never through the models' configs."""
+    import dataclasses
+
+    from reworld import WorldActionPipeline
+    from reworld.config import replace
+
+    out, _ = tiny_run
+    pipe = WorldActionPipeline.from_pretrained(out)
+    assert pipe.heads == (1,) and pipe.has_planner
+    assert pipe.default_guidance == tiny_config.train.guidance  # a trained head (λ_ig > 0)
+    assert (pipe.plan_steps, pipe.default_steps) == (tiny_config.action.plan_steps, tiny_config.train.sample_steps)
+    assert dataclasses.asdict(pipe.clip_spec) == {**dataclasses.asdict(tiny_config.data),
+                                                  "dataroot": pipe.clip_spec.dataroot}
+    pipe.config = replace(pipe.config, loss={"lambda_ig": 0.0})  # vanilla: its head was never trained
+    assert pipe.heads == (1,) and pipe.default_guidance == 1.0
 
 
 def test_resume_reproduces_uninterrupted_losses(tiny_config_path, tiny_run, tmp_path):
@@ -120,7 +137,7 @@ def test_global_batch_is_a_function_of_step():
 
 
 def test_feature_cache_rebuilt_when_checkpoint_changes(tiny_run, tiny_config):
-    from reworld.training.planner_stages import cache_key
+    from reworld.training.stages.planner import cache_key
 
     out, _ = tiny_run
     key = cache_key(out, tiny_config, ["a"], [0, 1], out / "vae")

@@ -6,18 +6,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from reworld.metrics.video import frechet_distance, psnr, ssim, video_frechet
-from reworld.models.i3d import I3D, convert_i3d_state_dict, load_i3d
+from reworld.evaluation.video import frechet_distance, psnr, ssim, video_frechet
+from reworld.evaluation.i3d import I3D, convert_i3d_state_dict, load_i3d
 from reworld.models.layers import CheckpointError, load_state_dict_strict
-from reworld.models.video_features import (
-    ReWorldVideoNet,
-    corrupt_order,
-    load_video_net,
-    train_feature_net,
-    train_video_net,
-    video_net_losses,
-)
-from reworld.training.data import ClipTensors
+from reworld.evaluation.clip_net import ReWorldVideoNet, load_video_net
+from reworld.training.clip_net import corrupt_order, train_feature_net, train_video_net, video_net_losses
+from reworld.data.clips import ClipTensors
 
 TINY_I3D = dict(width_mult=1 / 16, input_size=32)
 TINY_NET = dict(widths=(8, 16), feature_dim=16, num_frames=5, frame_size=(16, 16))
@@ -102,8 +96,8 @@ def test_i3d_round_trip_and_fvd(tmp_path):
     loaded = load_i3d(tmp_path / "i3d")
     x = videos(2, 0, t=8, h=20, w=40)
     with torch.no_grad():
-        assert torch.equal(model.features(x), loaded.features(x))
-        assert loaded.features(x).shape == (2, 400)
+        assert torch.equal(model.clip_embedding(x), loaded.clip_embedding(x))
+        assert loaded.clip_embedding(x).shape == (2, 400)
     result = video_frechet(loaded, videos(4, 1), videos(4, 2), batch_size=3)
     assert math.isfinite(result.value) and result.value >= 0
     assert result.name != "FVD" and result.name.startswith("FD-I3D")  # a tiny I3D is not FVD's network
@@ -133,7 +127,7 @@ def test_i3d_missing_key_is_named(tmp_path):
 
 def test_import_i3d_weights_from_a_pytorch_i3d_style_file(tmp_path):
     """A DataParallel-saved state dict without `num_batches_tracked` (old PyTorch), as published, imports."""
-    from reworld.models.i3d import import_i3d_weights
+    from reworld.evaluation.i3d import import_i3d_weights
 
     torch.manual_seed(0)
     ref = I3D().eval()
@@ -150,7 +144,7 @@ def test_import_i3d_weights_from_a_pytorch_i3d_style_file(tmp_path):
 
 def test_i3d_rejects_unscaled_frames():
     with pytest.raises(ValueError, match=r"\[-1, 1\]"):
-        I3D(**TINY_I3D).features(videos(1, 0) * 127.5 + 127.5)
+        I3D(**TINY_I3D).clip_embedding(videos(1, 0) * 127.5 + 127.5)
 
 
 # --- ReWorldVideoNet (offline features) -----------------------------------------------------------------
@@ -168,15 +162,15 @@ def toy_clips(n: int = 12, seed: int = 0) -> ClipTensors:
 def test_video_net_trains_and_features_have_the_right_shape(tmp_path):
     model, log = train_video_net(toy_clips(), steps=3, seed=0, lr=1e-3)
     assert [row["step"] for row in log] == [1, 3] and {"command", "speed", "order"} <= set(log[0])
-    feats = model.features(toy_clips().video(slice(0, 4))[:, 4:])
+    feats = model.clip_embedding(toy_clips().video(slice(0, 4))[:, 4:])
     assert feats.shape == (4, 128) and torch.isfinite(feats).all()
     assert model.metric_name == "FD-ReWorldNet"
     model.save_pretrained(tmp_path / "net", safe_serialization=True)
     x = toy_clips().video(slice(0, 2))[:, 4:]
     with torch.no_grad():
-        assert torch.equal(load_video_net(tmp_path / "net").features(x), model.features(x))
+        assert torch.equal(load_video_net(tmp_path / "net").clip_embedding(x), model.clip_embedding(x))
     with pytest.raises(ValueError, match=r"expected \(B, 5, 3, H, W\)"):
-        model.features(toy_clips().video(slice(0, 2)))  # all 9 frames
+        model.clip_embedding(toy_clips().video(slice(0, 2)))  # all 9 frames
 
 
 def test_corrupt_order_labels():
@@ -215,7 +209,7 @@ def test_train_feature_net_writes_a_loadable_checkpoint(tiny_config_path, tmp_pa
 
 
 def test_fit_video_net_saves_a_loadable_checkpoint_with_val_metrics(tmp_path):
-    from reworld.models.video_features import fit_video_net
+    from reworld.training.clip_net import fit_video_net
 
     result = fit_video_net(toy_clips(8, seed=0), toy_clips(6, seed=1), tmp_path / "video_net", steps=2,
                            meta={"note": "toy"})

@@ -4,9 +4,9 @@ import pytest
 
 from reworld.config import DataConfig
 from reworld.data.loader import NuScenesClips
-from reworld.metrics.hard_negatives import generate_hard_negatives
-from reworld.metrics.pdm import score_trajectory
-from reworld.metrics.scene import PlanningScene
+from reworld.planning.hard_negatives import generate_hard_negatives
+from reworld.planning.pdm import score_trajectory
+from reworld.planning.scene import PlanningScene
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ import io
 import json
 import os
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +21,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from pyquaternion import Quaternion
 
-from ..config import DataConfig
-from .types import AgentTrack, Clip, COMMANDS, Observation, Target
+from reworld.config import DataConfig
+from reworld.data.types import AgentTrack, Clip, COMMANDS, Observation, Target
 
 REQUIRED_TABLES = (
     "attribute", "calibrated_sensor", "category", "ego_pose", "instance", "log", "map", "sample",
@@ -411,13 +410,3 @@ def load_image(path: Path, height: int, width: int) -> torch.Tensor:
         im = im.resize((width, height), Image.BILINEAR)
     arr = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1)
     return arr.float() / 127.5 - 1.0
-
-
-@lru_cache(maxsize=8)
-def _cached_dataset(cfg: DataConfig, split: str, geometry: bool) -> NuScenesClips:
-    return NuScenesClips(cfg, split=split, geometry=geometry)
-
-
-def open_clips(cfg: DataConfig, split: str = "all", geometry: bool = True) -> NuScenesClips:
-    """A dataset shared within one process (the devkit's table load is the slow part)."""
-    return _cached_dataset(cfg, split, geometry)

@@ -53,36 +53,3 @@ class Clip:
     timestamp: int  # [µs] of the t=0 key frame
     observation: Observation
     target: Target
-
-
-@dataclass
-class Batch:
-    """Collated clips for training: tensors only, the model-visible part first."""
-
-    context: torch.Tensor  # (B, T_ctx, 3, H, W) in [-1, 1]
-    ego_status: torch.Tensor  # (B, 3)
-    command: torch.Tensor  # (B,) long, index into COMMANDS
-    future: torch.Tensor  # (B, T_fut, 3, H, W) in [-1, 1]
-    trajectory: torch.Tensor  # (B, 8, 3)
-    sample_tokens: list[str] = field(default_factory=list)
-
-    def to(self, device: torch.device | str) -> "Batch":
-        return Batch(
-            context=self.context.to(device),
-            ego_status=self.ego_status.to(device),
-            command=self.command.to(device),
-            future=self.future.to(device),
-            trajectory=self.trajectory.to(device),
-            sample_tokens=list(self.sample_tokens),
-        )
-
-
-def collate_clips(clips: list[Clip]) -> Batch:
-    return Batch(
-        context=torch.stack([c.observation.frames for c in clips]),
-        ego_status=torch.stack([c.observation.ego_status for c in clips]),
-        command=torch.tensor([c.observation.command for c in clips], dtype=torch.long),
-        future=torch.stack([c.target.frames for c in clips]),
-        trajectory=torch.stack([c.target.trajectory for c in clips]),
-        sample_tokens=[c.sample_token for c in clips],
-    )

@@ -1,4 +1,4 @@
-"""Flow-matching losses of the Video DiT (stage 1, DESIGN §2). Pure functions: tensors in, per-sample out.
+"""Flow-matching losses of the Video DiT (stage 1, docs/design.md §2). Pure functions: tensors in, per-sample out.
 
 Convention (diffusers flow match): `x_t = (1 − σ) x0 + σ ε`, target velocity `u = ε − x0`, σ ∈ [0, 1].
 """
@@ -7,24 +7,7 @@ from __future__ import annotations
 import torch
 
 from reworld.config import LossConfig
-
-
-def shift_sigmas(sigma: torch.Tensor, shift: float) -> torch.Tensor:
-    """diffusers' time shift `σ' = shift·σ / (1 + (shift − 1)·σ)`; shift > 1 moves σ towards 1 (noise)."""
-    return shift * sigma / (1 + (shift - 1) * sigma)
-
-
-def sample_sigmas(
-    batch: int,
-    generator: torch.Generator,
-    logit_mean: float,
-    logit_std: float,
-    shift: float,
-    device: torch.device | str = "cpu",
-) -> torch.Tensor:
-    """(batch,) σ from a shifted logit-normal, drawn on the CPU `generator` (same σ on every device)."""
-    u = torch.randn(batch, generator=generator, device="cpu") * logit_std + logit_mean
-    return shift_sigmas(torch.sigmoid(u), shift).to(device)
+from reworld.schedulers.flow_match import sample_sigmas
 
 
 def flow_matching_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Stage-2 planner losses (DESIGN §2): trajectory flow matching, cross-modal alignment, hard negatives.
+"""Stage-2 planner losses (docs/design.md §2): trajectory flow matching, cross-modal alignment, hard negatives.
 
 The loss functions are pure: tensors in, one value per sample out. `planner_training_losses` runs the
 Action DiT once on the expert (and, when the hard-negative term is on, its negatives up to the alignment
@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from reworld.config import LossConfig
+from reworld.schedulers.flow_match import sample_sigmas
 
 
 def trajectory_flow_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -95,19 +96,13 @@ def select_negatives(negatives: torch.Tensor, mask: torch.Tensor, per_step: int,
     return picked, mask.gather(1, idx)
 
 
-def sample_sigma(batch: int, loss_cfg: LossConfig, generator: torch.Generator | None = None) -> torch.Tensor:
-    """σ ∈ (0, 1) from a shifted logit-normal, drawn on the CPU generator: (batch,)."""
-    u = torch.sigmoid(loss_cfg.logit_mean + loss_cfg.logit_std * torch.randn(batch, generator=generator))
-    return loss_cfg.shift * u / (1 + (loss_cfg.shift - 1) * u)
-
-
 def _pooled_target(video_target: torch.Tensor) -> torch.Tensor:
     return video_target.mean(dim=1) if video_target.ndim == 3 else video_target  # (B, D_video)
 
 
 def planner_training_losses(
     model,
-    video_features: list[torch.Tensor],
+    video_hidden_states: list[torch.Tensor],
     poses: torch.Tensor,
     ego_status: torch.Tensor,
     command: torch.Tensor,
@@ -119,7 +114,7 @@ def planner_training_losses(
 ) -> dict[str, torch.Tensor]:
     """Stage-2 loss terms (batch means) for an `ActionDiT` `model`.
 
-    video_features: one (B, S, D_video) per action block (cached, frozen Video DiT); poses (B, N, P) raw
+    video_hidden_states: one (B, S, D_video) per action block (cached, frozen Video DiT); poses (B, N, P) raw
     expert trajectories; ego_status (B, E); command (B,); negatives (B, K, N, P) raw hard negatives or
     None; neg_mask (B, K) bool (False = not a usable negative; None = all usable); video_target
     (B, D_video) pooled or (B, N, D_video) per-waypoint representation of video block `l_v`, a
@@ -149,7 +144,7 @@ def planner_training_losses(
     b = poses.shape[0]
     device = poses.device
     x0 = model.normalize(poses, ego_status)  # (B, N, P)
-    sigma = sample_sigma(b, loss_cfg, generator).to(device)  # (B,)
+    sigma = sample_sigmas(b, generator, loss_cfg.logit_mean, loss_cfg.logit_std, loss_cfg.shift, device)  # (B,)
     eps = torch.randn(x0.shape, generator=generator).to(device=device, dtype=x0.dtype)  # (B, N, P)
     s = sigma[:, None, None].to(x0.dtype)
     x_t = (1 - s) * x0 + s * eps  # (B, N, P)
@@ -159,9 +154,9 @@ def planner_training_losses(
         negatives, neg_mask = select_negatives(negatives, neg_mask, loss_cfg.hn_negatives_per_step, generator)
         neg0 = model.normalize(negatives, ego_status[:, None])  # (B, K, N, P)
         neg_t = (1 - s[:, None]) * neg0 + s[:, None] * eps[:, None]  # (B, K, N, P)
-        out, neg_pooled = model.forward_with_negatives(x_t, neg_t, sigma, video_features, ego_status, command)
+        out, neg_pooled = model.forward_with_negatives(x_t, neg_t, sigma, video_hidden_states, ego_status, command)
     else:
-        out = model(x_t, sigma, video_features, ego_status, command, return_features=use_align)
+        out = model(x_t, sigma, video_hidden_states, ego_status, command, return_features=use_align)
     v = out.sample  # (B, N, P) expert velocity
 
     terms = {"fm": trajectory_flow_loss(v, eps - x0).mean()}

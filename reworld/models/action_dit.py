@@ -1,5 +1,5 @@
 """Action DiT: a trajectory diffusion transformer that reads the Video DiT layer by layer (DriveLaW's
-action expert, DESIGN §2).
+action expert, docs/design.md §2).
 
 One action block per Video DiT block it reads: adaLN-Zero from (action timestep + ego/command embedding)
 → self-attention over the waypoint tokens → cross-attention to that video block's hidden states → MLP.
@@ -28,8 +28,8 @@ from diffusers.utils import BaseOutput
 from torch import nn
 
 from reworld.config import ActionConfig
+from reworld.models.layers import TIMESTEP_SCALE
 
-TIMESTEP_SCALE = 1000.0  # diffusers' flow-match convention: timestep = σ × 1000
 _STAT_EPS = 1e-3  # smallest half-range of a coordinate, so a constant coordinate does not divide by 0
 
 
@@ -241,7 +241,7 @@ class ActionDiT(ModelMixin, ConfigMixin):
         """The alignment projector: (..., width) → (..., D_video)."""
         return self.projector(h)
 
-    def _check_inputs(self, noisy_poses, sigma, video_features, ego_status, command) -> None:
+    def _check_inputs(self, noisy_poses, sigma, video_hidden_states, ego_status, command) -> None:
         cfg = self.config
         b = noisy_poses.shape[0]
         expected = {
@@ -253,12 +253,12 @@ class ActionDiT(ModelMixin, ConfigMixin):
         for name, (t, shape) in expected.items():
             if tuple(t.shape) != shape:
                 raise ValueError(f"{name}: expected {shape}, got {tuple(t.shape)}")
-        if len(video_features) != cfg.num_video_blocks:
-            raise ValueError(f"expected {cfg.num_video_blocks} video feature tensors, got {len(video_features)}")
-        for i, f in enumerate(video_features):
+        if len(video_hidden_states) != cfg.num_video_blocks:
+            raise ValueError(f"expected {cfg.num_video_blocks} video hidden-state tensors, got {len(video_hidden_states)}")
+        for i, f in enumerate(video_hidden_states):
             if f.ndim != 3 or f.shape[-1] != cfg.video_dim or f.shape[0] == 0 or b % f.shape[0]:
                 raise ValueError(
-                    f"video_features[{i}]: expected (B_v, S, {cfg.video_dim}) with B_v dividing the pose "
+                    f"video_hidden_states[{i}]: expected (B_v, S, {cfg.video_dim}) with B_v dividing the pose "
                     f"batch {b}, got {tuple(f.shape)}"
                 )
 
@@ -274,7 +274,7 @@ class ActionDiT(ModelMixin, ConfigMixin):
         noisy_poses: torch.Tensor,
         noisy_negatives: torch.Tensor,
         sigma: torch.Tensor,
-        video_features: list[torch.Tensor],
+        video_hidden_states: list[torch.Tensor],
         ego_status: torch.Tensor,
         command: torch.Tensor,
     ) -> tuple[ActionDiTOutput, torch.Tensor]:
@@ -287,17 +287,17 @@ class ActionDiT(ModelMixin, ConfigMixin):
         r = 1 + k
         rows = torch.cat([noisy_poses[:, None], noisy_negatives], dim=1).flatten(0, 1)  # (B·R, N, P)
         sig, ego, cmd = (t.repeat_interleave(r, dim=0) for t in (sigma, ego_status, command))
-        self._check_inputs(rows, sig, video_features, ego, cmd)
+        self._check_inputs(rows, sig, video_hidden_states, ego, cmd)
         x, c = self._embed(rows, sig, ego, cmd)  # (B·R, N, W), (B·R, W)
         la = self.config.align_block
         features: dict[int, torch.Tensor] = {}
-        for i, (block, video) in enumerate(zip(self.blocks[: la + 1], video_features)):
+        for i, (block, video) in enumerate(zip(self.blocks[: la + 1], video_hidden_states)):
             x = block(x, c, video)  # (B·R, N, W)
             features[i] = x.unflatten(0, (b, r))[:, 0]
         neg_pooled = x.unflatten(0, (b, r))[:, 1:].mean(dim=2)  # (B, K, W)
         x, c = features[la], c.unflatten(0, (b, r))[:, 0]  # the expert alone from here
         for i in range(la + 1, len(self.blocks)):
-            x = self.blocks[i](x, c, video_features[i])
+            x = self.blocks[i](x, c, video_hidden_states[i])
             features[i] = x
         return self._output(x, c, features), neg_pooled
 
@@ -305,17 +305,17 @@ class ActionDiT(ModelMixin, ConfigMixin):
         self,
         noisy_poses: torch.Tensor,
         sigma: torch.Tensor,
-        video_features: list[torch.Tensor],
+        video_hidden_states: list[torch.Tensor],
         ego_status: torch.Tensor,
         command: torch.Tensor,
         return_features: bool = False,
     ) -> ActionDiTOutput:
-        """noisy_poses (B·R, N, P) normalised; sigma (B·R,); video_features: one (B, S, D_video) per
+        """noisy_poses (B·R, N, P) normalised; sigma (B·R,); video_hidden_states: one (B, S, D_video) per
         block; ego_status (B·R, E); command (B·R,) long. Returns the velocity (B·R, N, P)."""
-        self._check_inputs(noisy_poses, sigma, video_features, ego_status, command)
+        self._check_inputs(noisy_poses, sigma, video_hidden_states, ego_status, command)
         x, c = self._embed(noisy_poses, sigma, ego_status, command)
         features: dict[int, torch.Tensor] = {}
-        for i, (block, video) in enumerate(zip(self.blocks, video_features)):
+        for i, (block, video) in enumerate(zip(self.blocks, video_hidden_states)):
             x = block(x, c, video)  # (B·R, N, W)
             if return_features:
                 features[i] = x
@@ -357,46 +357,10 @@ def build_action_dit(
     )
 
 
-@torch.no_grad()
-def plan_sample(
-    model: ActionDiT,
-    video_features: list[torch.Tensor],
-    ego_status: torch.Tensor,
-    command: torch.Tensor,
-    steps: int = 10,
-    num_samples: int = 1,
-    generator: torch.Generator | None = None,
-    guidance: float | None = None,
-) -> torch.Tensor:
-    """Sample trajectories with `steps` Euler steps (σ 1 → 0). video_features: one (B, S, D_video)
-    per block, computed once and reused for every step; ego_status (B, E); command (B,). Noise is
-    drawn on the CPU `generator`, so a seed gives the same start on every device.
-    Returns (B, num_samples, N, P) denormalised poses."""
-    if guidance not in (None, 1.0):
-        raise ValueError("the Action DiT has no guidance branch; pass guidance=None")
-    if steps < 1 or num_samples < 1:
-        raise ValueError(f"steps and num_samples must be ≥ 1, got {steps}, {num_samples}")
-    cfg = model.config
-    b = ego_status.shape[0]
-    device = model.pose_embed.weight.device
-    noise = torch.randn((b, num_samples, cfg.num_waypoints, cfg.pose_dim), generator=generator)
-    # the state stays float32 even for a bf16 model; forward casts its input
-    x = noise.reshape(b * num_samples, cfg.num_waypoints, cfg.pose_dim).to(device)  # (B·S, N, P)
-    ego = ego_status.to(device).repeat_interleave(num_samples, dim=0)  # (B·S, E)
-    cmd = command.to(device).repeat_interleave(num_samples, dim=0)  # (B·S,)
-    sigmas = torch.linspace(1.0, 0.0, steps + 1, device=device)
-    for sigma, sigma_next in zip(sigmas[:-1], sigmas[1:]):
-        v = model(x, sigma.expand(x.shape[0]), video_features, ego, cmd).sample  # (B·S, N, P)
-        x = x + (sigma_next - sigma) * v.float()
-    poses = model.denormalize(x, ego)  # (B·S, N, P)
-    return poses.reshape(b, num_samples, cfg.num_waypoints, cfg.pose_dim)
-
-
 __all__ = [
     "ActionDiT",
     "ActionDiTOutput",
     "anchor_trajectory",
     "build_action_dit",
-    "plan_sample",
     "pose_statistics",
 ]

@@ -22,6 +22,7 @@ from torch import nn
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 WEIGHTS_INDEX_NAME = "diffusion_pytorch_model.safetensors.index.json"
 CONFIG_NAME = "config.json"
+TIMESTEP_SCALE = 1000.0  # diffusers / LTX flow-match convention: timestep = σ · 1000 (both DiTs)
 _MAX_KEYS_SHOWN = 20
 
 M = TypeVar("M", bound=nn.Module)

@@ -1,5 +1,5 @@
 """Video DiT: diffusers' LTX-Video transformer with per-frame timesteps, command/ego conditioning tokens and
-intermediate velocity heads (DESIGN §2).
+intermediate velocity heads (docs/design.md §2).
 
 The LTX model is wrapped, not forked: `self.transformer` is a stock `LTXVideoTransformer3DModel` (so LTX
 checkpoints load into it key for key), and `forward` runs its blocks itself so that hidden states of any
@@ -25,13 +25,13 @@ from torch import nn
 from reworld.config import VideoConfig
 from reworld.models.layers import (
     AdaLNVelocityHead,
+    TIMESTEP_SCALE,
     CheckpointError,
     load_model_strict,
     load_state_dict_strict,
     read_state_dict,
 )
 
-TIMESTEP_SCALE = 1000.0  # LTX/diffusers flow-match convention: timestep = σ · 1000
 
 # Size presets (DiT_models style): keyword arguments of VideoDiT. `ltx-2b` is LTX-Video 2B (paper scale).
 VIDEO_DIT_PRESETS: dict[str, dict] = {
@@ -281,8 +281,7 @@ class VideoDiT(ModelMixin, ConfigMixin):
 
 def video_dit_from_config(cfg: VideoConfig, in_channels: int) -> VideoDiT:
     """The Video DiT of a run: from `cfg.pretrained` (an LTX transformer folder) when set, else new.
-    `in_channels` = VAE latent channels. `cfg.meta_init` without `pretrained` gives a meta-device model to
-    be filled by a strict load."""
+    `in_channels` = VAE latent channels."""
     new_args = dict(head_blocks=tuple(cfg.head_blocks), num_cond_tokens=cfg.num_cond_tokens)
     if cfg.pretrained:
         model = VideoDiT.from_ltx_transformer(cfg.pretrained, **new_args)
@@ -294,9 +293,4 @@ def video_dit_from_config(cfg: VideoConfig, in_channels: int) -> VideoDiT:
         return model
     kwargs = dict(in_channels=in_channels, num_layers=cfg.num_layers, num_attention_heads=cfg.num_attention_heads,
                   attention_head_dim=cfg.attention_head_dim, **new_args)
-    if cfg.meta_init:
-        from accelerate import init_empty_weights
-
-        with init_empty_weights(include_buffers=False):
-            return VideoDiT(**kwargs)
     return VideoDiT(**kwargs)

@@ -1,28 +1,29 @@
 """`WorldActionPipeline`: the loaded models of one run folder, and the jobs users run on them.
 
 `generate` imagines the future of a clip (optionally under another driving command), `plan` samples
-trajectories and scores them with the PDM scorer, `features` gives Action DiT features of any
-trajectories for the representation view. The sampling loops are the library's own
-(`reworld.sampling.euler.sample_future`, `reworld.models.action_dit.plan_sample`).
+trajectories and scores them with the PDM scorer, `planner_features` gives Action DiT features of any
+trajectories for the representation view, `video_hidden_states` the Video DiT block outputs the planner
+reads. The sampling loops are the library's own (`reworld.sampling.sample_future`, `reworld.sampling.plan_sample`).
+What a caller needs to know about the loaded run (its heads, its default guidance, its planner's steps, the
+clip shape it expects) is a property here, so no caller reads the models' configs.
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
 
-from ..config import Config, config_from_dict
-from ..data.types import COMMANDS, Clip
-from ..models.layers import CheckpointError
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+from reworld.config import Config, DataConfig
+from reworld.data.types import COMMANDS, Clip
+from reworld.models.layers import CheckpointError
+from reworld.pipelines.hidden_states import hidden_state_blocks, video_hidden_states
+from reworld.pipelines.run_folder import component_dir, read_run_config
+from reworld.runtime import default_device
+from reworld.sampling import default_guidance, plan_sample, sample_future
 
 
 @dataclass
@@ -60,21 +61,17 @@ class WorldActionPipeline:
     def from_pretrained(cls, path: str | Path, device: torch.device | str | None = None,
                         require_planner: bool = False) -> "WorldActionPipeline":
         """Load a run folder (or a shipped checkpoint) strictly; a missing folder is an error."""
-        from ..models.vae import load_pretrained_vae
-        from ..models.video_dit import VideoDiT
+        from reworld.models.vae import load_pretrained_vae
+        from reworld.models.video_dit import VideoDiT
 
         path = Path(path)
-        if not path.is_dir():
-            raise CheckpointError(f"checkpoint folder not found: {path}")
-        if not (path / "config.json").is_file():
-            raise CheckpointError(f"{path} is not a ReWorld checkpoint: no config.json")
-        config = config_from_dict(json.loads((path / "config.json").read_text()))
+        config = read_run_config(path)
         vae = load_pretrained_vae(component_dir(path, "vae"))
         video = VideoDiT.from_pretrained(path / "video_dit")
         action = None
         if (path / "action_dit").is_dir():
-            from ..models.action_dit import ActionDiT
-            from ..models.layers import load_model_strict
+            from reworld.models.action_dit import ActionDiT
+            from reworld.models.layers import load_model_strict
 
             action = load_model_strict(ActionDiT, path / "action_dit")
         elif require_planner:
@@ -82,8 +79,38 @@ class WorldActionPipeline:
         return cls(config, vae, video, action, device=device, path=str(path))
 
     # ------------------------------------------------------------------------------------------
+    @property
+    def heads(self) -> tuple[int, ...]:
+        """Blocks of the Video DiT with an intermediate velocity head (empty: none)."""
+        return tuple(self.video_dit.config.head_blocks)
+
+    @property
+    def default_guidance(self) -> float:
+        """The guidance w this run samples with unless told otherwise (1 without a trained head)."""
+        return default_guidance(self.config)
+
+    @property
+    def default_steps(self) -> int:
+        """Euler steps of the Video DiT sampler this run was validated with (`train.sample_steps`)."""
+        return self.config.train.sample_steps
+
+    @property
+    def plan_steps(self) -> int:
+        """Euler steps of the planner at inference."""
+        return self.config.action.plan_steps
+
+    @property
+    def clip_spec(self) -> DataConfig:
+        """The clips this run was trained on: frames, size, rate, horizon (the `data` section of its config)."""
+        return self.config.data
+
+    @property
+    def has_planner(self) -> bool:
+        return self.action_dit is not None
+
+    # ------------------------------------------------------------------------------------------
     def _cond(self, clip: Clip, command: str | None):
-        from ..models.video_dit import VideoCond
+        from reworld.models.video_dit import VideoCond
 
         if command is not None and command not in COMMANDS:
             raise ValueError(f"command must be one of {COMMANDS}, got {command!r}")
@@ -95,7 +122,7 @@ class WorldActionPipeline:
     @torch.no_grad()
     def encode_context(self, clip: Clip) -> torch.Tensor:
         """Context latents (1, C, n_ctx, h, w)."""
-        from ..models.vae import encode_frames, latent_split
+        from reworld.models.vae import encode_frames, latent_split
 
         n_ctx, _ = latent_split(self.config.data, self.vae)
         # the causal encoder sees context frames only, so no future leaks into the context latents
@@ -106,8 +133,7 @@ class WorldActionPipeline:
                  guidance_interval: tuple[float, float] | None = None, record: bool = False,
                  decode_previews: bool = False, callback: Callable | None = None,
                  should_stop: Callable[[], bool] | None = None) -> GenerationResult:
-        from ..models.vae import decode_latents, latent_split
-        from ..sampling.euler import sample_future
+        from reworld.models.vae import decode_latents, latent_split
 
         _check_steps(steps)
         t0 = time.perf_counter()
@@ -138,11 +164,10 @@ class WorldActionPipeline:
         return self.action_dit
 
     @torch.no_grad()
-    def video_features(self, clip: Clip, command: str | None = None, sigma: float | None = None,
-                       seed: int = 0) -> list[torch.Tensor]:
-        """The Video DiT hidden states the planner reads: one (1, S', D) per feature block."""
-        from ..models.vae import encode_frames, latent_split
-        from ..training.planner_stages import feature_blocks, video_features
+    def video_hidden_states(self, clip: Clip, command: str | None = None, sigma: float | None = None,
+                            seed: int = 0) -> list[torch.Tensor]:
+        """The Video DiT hidden states the planner reads: one (1, S', D) per block in `video.feature_blocks`."""
+        from reworld.models.vae import latent_split
 
         n_ctx, n_fut = latent_split(self.config.data, self.vae)
         cond, _ = self._cond(clip, command)
@@ -152,16 +177,14 @@ class WorldActionPipeline:
         shape[2] = n_fut
         latents = torch.cat([context, torch.zeros(shape, device=self.device)], dim=2)
         sigma = self.config.action.feature_sigma if sigma is None else float(sigma)
-        return video_features(self.video_dit, latents, cond.command, cond.ego_status, n_ctx,
-                              feature_blocks(self.config, self.video_dit), sigma, self.config.action.feature_pool,
-                              torch.Generator().manual_seed(seed))
+        return video_hidden_states(self.video_dit, latents, cond.command, cond.ego_status, n_ctx,
+                                   hidden_state_blocks(self.config, self.video_dit), sigma,
+                                   self.config.action.feature_pool, torch.Generator().manual_seed(seed))
 
     @torch.no_grad()
     def plan(self, clip: Clip, steps: int = 10, num_samples: int = 1, seed: int = 0, guidance: float | None = None,
              command: str | None = None, score: bool = True) -> PlanResult:
         """Sample `num_samples` trajectories; with `score`, each gets its PDM sub-scores on the clip's scene."""
-        from ..models.action_dit import plan_sample
-
         _check_steps(steps)
         if guidance not in (None, 1.0):
             raise ValueError("the Action DiT samples without guidance; pass guidance=None (or 1.0)")
@@ -169,22 +192,22 @@ class WorldActionPipeline:
             raise ValueError(f"num_samples must be an integer in [1, 256], got {num_samples!r}")
         t0 = time.perf_counter()
         planner = self._planner()
-        feats = self.video_features(clip, command=command, seed=seed)
+        hidden = self.video_hidden_states(clip, command=command, seed=seed)
         cond, name = self._cond(clip, command)
-        poses = plan_sample(planner, feats, cond.ego_status, cond.command, steps=steps, num_samples=num_samples,
+        poses = plan_sample(planner, hidden, cond.ego_status, cond.command, steps=steps, num_samples=num_samples,
                             generator=torch.Generator().manual_seed(seed))[0].cpu().numpy()
         scores = []
         if score and clip.target.drivable_area:
-            from ..metrics.pdm import score_trajectories
-            from ..metrics.scene import PlanningScene
+            from reworld.planning.pdm import score_trajectories
+            from reworld.planning.scene import PlanningScene
 
             scores = score_trajectories(PlanningScene.from_clip(clip), poses)
         return PlanResult(trajectories=poses, scores=scores, command=name, device=str(self.device),
                           seconds=time.perf_counter() - t0)
 
     @torch.no_grad()
-    def features(self, clip: Clip, trajectories, block: int | None = None, sigma: float = 0.0,
-                 seed: int = 0) -> np.ndarray:
+    def planner_features(self, clip: Clip, trajectories, block: int | None = None, sigma: float = 0.0,
+                         seed: int = 0) -> np.ndarray:
         """Pooled Action DiT features (N, width) of any trajectories (N, 8, 3) at noise level `sigma`
         (0 = the clean trajectory), from Action DiT block `block` (default: the alignment block)."""
         planner = self._planner()
@@ -196,31 +219,15 @@ class WorldActionPipeline:
             raise ValueError(f"block must be in [0, {planner.config.num_video_blocks}), got {block}")
         if not 0.0 <= sigma <= 1.0:
             raise ValueError(f"sigma must be in [0, 1], got {sigma}")
-        feats = self.video_features(clip, seed=seed)
+        hidden = self.video_hidden_states(clip, seed=seed)
         n = poses.shape[0]
         cond, _ = self._cond(clip, None)
         x0 = planner.normalize(poses, cond.ego_status.to(poses))  # (N, 8, 3); ego (1, E) broadcasts
         noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed)).to(x0)
         x_t = (1 - sigma) * x0 + sigma * noise
-        out = planner(x_t, torch.full((n,), sigma, device=self.device), feats,
+        out = planner(x_t, torch.full((n,), sigma, device=self.device), hidden,
                       cond.ego_status.expand(n, -1), cond.command.expand(n), return_features=True)
         return out.features[block].mean(dim=1).cpu().numpy()  # (N, width)
-
-
-def component_dir(path: Path, name: str) -> Path:
-    """`path/name`, or where `path/components.json` points for it (e.g. `{"vae": "../vae"}`: two shipped
-    checkpoints sharing one VAE). A pointer may only lead to a sibling of `path`."""
-    own = path / name
-    pointers = path / "components.json"
-    if own.exists() or not pointers.is_file():
-        return own
-    target = json.loads(pointers.read_text()).get(name)
-    if target is None:
-        return own
-    resolved = (path / target).resolve()
-    if resolved.parent != path.resolve().parent:
-        raise CheckpointError(f"{pointers}: {name} must point to a sibling folder of {path}, got {target!r}")
-    return resolved
 
 
 def _check_steps(steps: int, limit: int = 1000) -> None:

@@ -1,4 +1,5 @@
-"""The one Euler flow-matching sampler of the Video DiT, with intermediate-supervised guidance (DESIGN §2).
+"""The one Euler flow-matching sampler of the Video DiT, with intermediate-supervised guidance
+(docs/design.md §2).
 
 Every caller (pipelines, evaluation, analysis, app) samples through `sample_future`.
 
@@ -15,7 +16,14 @@ from typing import Any
 
 import torch
 
-from reworld.losses.flow import shift_sigmas
+from reworld.config import Config
+from reworld.schedulers.flow_match import flow_sigmas
+
+
+def default_guidance(config: Config) -> float:
+    """The guidance w a run samples with unless told otherwise: `train.guidance` when its Video DiT has an
+    intermediate head that was trained (λ_ig > 0), else 1 (the plain sampler). The one copy of this rule."""
+    return config.train.guidance if (tuple(config.video.head_blocks) and config.loss.lambda_ig > 0) else 1.0
 
 
 class SamplingStopped(RuntimeError):
@@ -50,15 +58,6 @@ class SampleResult:
     @property
     def future(self) -> torch.Tensor:
         return self.latents[:, :, self.n_context :]  # (B, C, n_future, h, w)
-
-
-def flow_sigmas(steps: int, shift: float = 1.0) -> list[float]:
-    """steps + 1 noise levels, linear from 1 to 0, time-shifted as diffusers' FlowMatchEulerDiscreteScheduler
-    does (`shift·σ / (1 + (shift − 1)·σ)`); ends exactly at 0."""
-    if steps < 1:
-        raise ValueError(f"steps must be ≥ 1, got {steps}")
-    sigmas = shift_sigmas(torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64), shift)
-    return [float(s) for s in sigmas]
 
 
 def _to_cpu(x: Any) -> Any:

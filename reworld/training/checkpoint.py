@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..models.layers import CheckpointError
+from reworld.models.layers import CheckpointError
 
 META = "meta.json"
 
@@ -48,7 +48,7 @@ def optimizer_state_from_files(optimizer: torch.optim.Optimizer, folder: Path) -
     expected = optimizer.state_dict()["param_groups"]
     if [len(g["params"]) for g in expected] != [len(g["params"]) for g in doc["param_groups"]]:
         raise CheckpointError(f"{folder}: optimizer state is for a different set of parameters")
-    from .sharding import shard_like  # a no-op unless the run is sharded (train.sharding: fsdp)
+    from reworld.training.sharding import shard_like  # a no-op unless the run is sharded (train.sharding: fsdp)
 
     params = [p for g in optimizer.param_groups for p in g["params"]]
     state = {pid: {k: shard_like(v, params[pid]) if torch.is_tensor(v) else v for k, v in entry.items()}

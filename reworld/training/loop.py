@@ -17,13 +17,13 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from ..config import Config, config_to_dict
-from .checkpoint import latest_checkpoint, optimizer_state_from_files, save_checkpoint
+from reworld.config import Config, config_to_dict
+from reworld.training.checkpoint import latest_checkpoint, optimizer_state_from_files, save_checkpoint
 
 
 class TrainingError(RuntimeError):
@@ -146,25 +146,112 @@ class RunLogger:
             csv.writer(f).writerows(keep)
 
 
-def run(spec: StageSpec, config: Config, out: Path, max_steps: int, resume: bool, accelerator) -> dict:
-    tcfg = config.train
-    out = Path(out)
-    rank, world = accelerator.process_index, accelerator.num_processes
-    main = accelerator.is_main_process
-    batch_size = spec.batch_size or tcfg.batch_size
+@dataclass
+class _Optimization:
+    """The trained modules (wrapped or sharded) and their optimizer, as the loop steps them."""
+
+    optimizer: Any  # accelerate's wrapper, or the plain AdamW with sharding
+    raw_optimizer: torch.optim.Optimizer
+    trained: dict[str, torch.nn.Module]  # the models with trainable parameters
+    all_params: list[torch.nn.Parameter]
+    grad_params: list[torch.nn.Parameter]
+    sharded: bool
+
+
+def _check_launch(accelerator, tcfg, batch_size: int) -> bool:
+    """Whether this run is fully sharded; a launch the loop does not support is a `TrainingError`."""
+    world = accelerator.num_processes
     if accelerator.distributed_type.name in ("DEEPSPEED", "FSDP"):
         raise TrainingError(f"accelerate's {accelerator.distributed_type.name} is not used: launch with --multi_gpu and "
                             f"set `train.sharding: fsdp` in the config for fully sharded training")
     if tcfg.sharding not in ("ddp", "fsdp"):
         raise TrainingError(f"train.sharding must be 'ddp' or 'fsdp', got {tcfg.sharding!r}")
-    sharded = tcfg.sharding == "fsdp" and world > 1
     if batch_size % world:
         raise TrainingError(f"batch size {batch_size} must divide by the number of processes {world}")
+    return tcfg.sharding == "fsdp" and world > 1
+
+
+def _optimization(spec: StageSpec, tcfg, accelerator, sharded: bool, ckpt: Path | None) -> _Optimization:
+    """Shard or prepare the trained models and build AdamW over them, restored from `ckpt` when resuming."""
+    trained = {k: m for k, m in spec.models.items() if any(p.requires_grad for p in m.parameters())}
+    param_groups = spec.params
+    if sharded:
+        from reworld.training.sharding import shard_models
+
+        param_groups = shard_models(trained, spec.params, accelerator.device)
+    optimizer = torch.optim.AdamW(param_groups, lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    if ckpt is not None:
+        optimizer_state_from_files(optimizer, ckpt)
+    all_params = [p for g in param_groups for p in g["params"]]
+    if not sharded:
+        prepared = accelerator.prepare(*trained.values(), optimizer)
+        prepared = prepared if isinstance(prepared, (list, tuple)) else [prepared]
+        optimizer = prepared[-1]
+    raw_optimizer = optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer
+    return _Optimization(optimizer, raw_optimizer, trained, all_params,
+                         [p for p in all_params if p.requires_grad], sharded)
+
+
+def _train_step(spec: StageSpec, opt: _Optimization, accelerator, idx: np.ndarray,
+                generator: torch.Generator, step: int) -> dict[str, float]:
+    """One optimizer step on this rank's share `idx` of the global batch; the loss terms averaged over ranks."""
+    for m in opt.trained.values():
+        m.train()
+    terms = spec.step_fn(idx, generator)
+    bad = [k for k, v in terms.items() if not torch.isfinite(v.detach()).all()]
+    if bad:
+        raise TrainingError(f"[{spec.name}] non-finite loss at step {step + 1}: term(s) {', '.join(bad)}; "
+                            f"the last good checkpoint is left as it was")
+    opt.optimizer.zero_grad(set_to_none=True)
+    accelerator.backward(terms["total"])
+    if not opt.sharded:  # FSDP reduce-scatters (averages) the gradients itself
+        average_gradients(opt.grad_params, accelerator)
+    accelerator.clip_grad_norm_(opt.all_params, 1.0)
+    opt.optimizer.step()
+    return {k: float(accelerator.reduce(v.detach(), reduction="mean")) for k, v in terms.items()}
+
+
+def _plain_models(spec: StageSpec, opt: _Optimization, accelerator) -> dict[str, torch.nn.Module]:
+    """The models as plain modules; with sharding, gathered in full on rank 0 (every rank must call)."""
+    if not opt.sharded:
+        return {k: accelerator.unwrap_model(m) for k, m in spec.models.items()}
+    from reworld.training.sharding import gather_state_dict, plain_copy
+
+    main = accelerator.is_main_process
+    states = {k: gather_state_dict(m, main) for k, m in opt.trained.items()}
+    return {k: plain_copy(m, states[k]) if k in opt.trained and main else m for k, m in spec.models.items()}
+
+
+def _checkpoint(spec: StageSpec, opt: _Optimization, accelerator, out: Path, done: int, meta: dict
+                ) -> dict[str, torch.nn.Module]:
+    """Write the checkpoint of step `done` (rank 0) and return the plain models it holds (every rank calls)."""
+    accelerator.wait_for_everyone()
+    models = _plain_models(spec, opt, accelerator)
+    if opt.sharded:
+        from reworld.training.sharding import gather_optimizer_state
+
+        opt_state = gather_optimizer_state(opt.raw_optimizer, accelerator.is_main_process)
+    else:
+        opt_state = opt.raw_optimizer
+    if accelerator.is_main_process:
+        save_checkpoint(out, spec.name, done, models, opt_state, meta)
+    accelerator.wait_for_everyone()
+    return models
+
+
+def run(spec: StageSpec, config: Config, out: Path, max_steps: int, resume: bool, accelerator) -> dict:
+    # -- setup ----------------------------------------------------------------------------------
+    tcfg = config.train
+    out = Path(out)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    main = accelerator.is_main_process
+    batch_size = spec.batch_size or tcfg.batch_size
+    sharded = _check_launch(accelerator, tcfg, batch_size)
     if main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(config_to_dict(config), indent=2))
 
-    # -- resume, sharding, optimizer ------------------------------------------------------------
+    # -- model and optimizer, resumed from the last complete checkpoint ----------------------------
     start = 0
     ckpt = latest_checkpoint(out, spec.name) if resume else None
     if resume and ckpt is None and main:
@@ -172,36 +259,11 @@ def run(spec: StageSpec, config: Config, out: Path, max_steps: int, resume: bool
     if ckpt is not None:
         spec.load_fn(ckpt)  # into the plain models, before any sharding
         start = json.loads((ckpt / "meta.json").read_text())["step"]
-    trained = {k: m for k, m in spec.models.items() if any(p.requires_grad for p in m.parameters())}
-    param_groups = spec.params
-    if sharded:
-        from .sharding import shard_models
-
-        param_groups = shard_models(trained, spec.params, accelerator.device)
-    optimizer = torch.optim.AdamW(param_groups, lr=tcfg.lr, weight_decay=tcfg.weight_decay)
-    if ckpt is not None:
-        optimizer_state_from_files(optimizer, ckpt)
-    all_params = [p for g in param_groups for p in g["params"]]
-    grad_params = [p for p in all_params if p.requires_grad]
-    if not sharded:
-        prepared = accelerator.prepare(*trained.values(), optimizer)
-        prepared = prepared if isinstance(prepared, (list, tuple)) else [prepared]
-        optimizer = prepared[-1]
-    raw_optimizer = optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer
-
-    def plain_models() -> dict[str, torch.nn.Module]:
-        """The models as plain modules; with sharding, gathered in full on rank 0 (every rank must call)."""
-        if not sharded:
-            return {k: accelerator.unwrap_model(m) for k, m in spec.models.items()}
-        from .sharding import gather_state_dict, plain_copy
-
-        states = {k: gather_state_dict(m, main) for k, m in trained.items()}
-        return {k: plain_copy(m, states[k]) if k in trained and main else m for k, m in spec.models.items()}
-
+    opt = _optimization(spec, tcfg, accelerator, sharded, ckpt)
     logger = RunLogger(out, spec.name, main)
     logger.truncate_after(start)
 
-    # -- loop ---------------------------------------------------------------------------------
+    # -- loop -------------------------------------------------------------------------------------
     from tqdm import tqdm
 
     bar = tqdm(total=max_steps, initial=start, desc=f"{spec.name}", disable=not main, dynamic_ncols=True)
@@ -209,21 +271,8 @@ def run(spec: StageSpec, config: Config, out: Path, max_steps: int, resume: bool
     final_models = None  # the plain models of the last checkpoint (with sharding: gathered), reused for export
     t_start = time.time()
     for step in range(start, max_steps):
-        for m in trained.values():
-            m.train()
         idx = global_batch(spec.num_items, batch_size, tcfg.seed, step)[rank::world]
-        terms = spec.step_fn(idx, step_generator(tcfg.seed, step, rank, world))
-        bad = [k for k, v in terms.items() if not torch.isfinite(v.detach()).all()]
-        if bad:
-            raise TrainingError(f"[{spec.name}] non-finite loss at step {step + 1}: term(s) {', '.join(bad)}; "
-                                f"the last good checkpoint is left as it was")
-        optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(terms["total"])
-        if not sharded:  # FSDP reduce-scatters (averages) the gradients itself
-            average_gradients(grad_params, accelerator)
-        accelerator.clip_grad_norm_(all_params, 1.0)
-        optimizer.step()
-        values = {k: float(accelerator.reduce(v.detach(), reduction="mean")) for k, v in terms.items()}
+        values = _train_step(spec, opt, accelerator, idx, step_generator(tcfg.seed, step, rank, world), step)
         history.append(values)
         done = step + 1
         if done % tcfg.log_every == 0 or done == max_steps:
@@ -238,23 +287,15 @@ def run(spec: StageSpec, config: Config, out: Path, max_steps: int, resume: bool
                     logger.log(done, val, kind="val")
                     bar.write(f"[{spec.name}] step {done} val " + " ".join(f"{k}={v:.4g}" for k, v in val.items()))
         if done % tcfg.ckpt_every == 0 or done == max_steps:
-            accelerator.wait_for_everyone()
-            models = final_models = plain_models()
-            if sharded:
-                from .sharding import gather_optimizer_state
-
-                opt_state = gather_optimizer_state(raw_optimizer, main)
-            else:
-                opt_state = raw_optimizer
-            if main:
-                save_checkpoint(out, spec.name, done, models, opt_state,
-                                {"seconds": round(time.time() - t_start, 1), "sharding": tcfg.sharding if world > 1
-                                 else "none", **spec.meta})
-            accelerator.wait_for_everyone()
+            meta = {"seconds": round(time.time() - t_start, 1), "sharding": tcfg.sharding if world > 1 else "none",
+                    **spec.meta}
+            final_models = _checkpoint(spec, opt, accelerator, out, done, meta)
     bar.close()
+
+    # -- export -----------------------------------------------------------------------------------
     accelerator.wait_for_everyone()
     if spec.export_fn is not None:
-        models = final_models if final_models is not None else plain_models()  # the loop ends on a checkpoint
+        models = final_models if final_models is not None else _plain_models(spec, opt, accelerator)
         if main:
             spec.export_fn(models)
     accelerator.wait_for_everyone()

@@ -9,8 +9,8 @@ import math
 import numpy as np
 import plotly.graph_objects as go
 
-from reworld.metrics.pdm import PDMResults, failure_kind
-from reworld.metrics.scene import PlanningScene
+from reworld.planning.pdm import PDMResults, failure_kind
+from reworld.planning.scene import PlanningScene
 
 LABEL_COLORS = {
     "safe": "#1f77b4",

@@ -1,4 +1,4 @@
-"""The embedded synthetic driving world, written as a nuScenes v1.0 root (see DESIGN.md §5)."""
+"""The embedded synthetic driving world, written as a nuScenes v1.0 root (docs/design.md §5)."""
 from reworld.data.synth.params import GENERATOR_VERSION, SynthParams
 from reworld.data.synth.world import generate_world, plan_scenes
 

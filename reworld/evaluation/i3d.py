@@ -29,7 +29,8 @@ from diffusers.models.modeling_utils import ModelMixin
 from safetensors.torch import load_file
 from torch import nn
 
-from .layers import CheckpointError, load_model_strict, load_state_dict_strict, save_model_atomic
+from reworld.evaluation.video import check_videos
+from reworld.models.layers import CheckpointError, load_model_strict, load_state_dict_strict, save_model_atomic
 
 # Output channels of the six branches of each Inception module: b0 1×1; b1a 1×1 → b1b 3×3;
 # b2a 1×1 → b2b 3×3; max pool → b3b 1×1 (Inception-v1, Szegedy et al. 2015, table 1).
@@ -47,7 +48,6 @@ MIXED_CHANNELS: dict[str, tuple[int, ...]] = {
 BN_EPS = 1e-3  # as DeepMind's Sonnet BatchNorm
 BN_MOMENTUM = 0.01
 AVG_POOL = (2, 7, 7)  # final average pool (valid), shrunk to the feature map for short or small inputs
-RANGE_TOL = 1e-3  # inputs outside [-1 − tol, 1 + tol] are rejected (uint8 or [0, 255] frames)
 
 
 def _same_pad(x: torch.Tensor, kernel: tuple[int, ...], stride: tuple[int, ...]) -> torch.Tensor:
@@ -152,13 +152,10 @@ class I3D(ModelMixin, ConfigMixin):
         x = self.logits(x)  # (B, classes, T', h', w')
         return x.mean(dim=(3, 4))  # (B, classes, T')
 
-    def features(self, videos: torch.Tensor) -> torch.Tensor:
+    def clip_embedding(self, videos: torch.Tensor) -> torch.Tensor:
         """FVD features: videos (B, T, 3, H, W) in [-1, 1] → logits before softmax averaged over time (B, classes).
         Frames are resized (bilinear) to `input_size`² as in the reference FVD."""
-        if videos.dim() != 5 or videos.shape[2] != self.config.in_channels:
-            raise ValueError(f"I3D.features: expected (B, T, {self.config.in_channels}, H, W), got {tuple(videos.shape)}")
-        if not videos.is_floating_point() or videos.min() < -1 - RANGE_TOL or videos.max() > 1 + RANGE_TOL:
-            raise ValueError("I3D.features: videos must be float in [-1, 1]")
+        check_videos(videos, "I3D.clip_embedding", channels=self.config.in_channels)
         b, t, c, h, w = videos.shape
         size = self.config.input_size
         x = videos.reshape(b * t, c, h, w).to(self.dtype)

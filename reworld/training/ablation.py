@@ -24,6 +24,8 @@ from pathlib import Path
 
 import yaml
 
+from reworld.evaluation.curves import steps_to_reach
+
 VIDEO_ARMS = {"vanilla": {"lambda_ig": 0.0}, "+IG": {"lambda_ig": 0.5}}
 PLANNER_ARMS = {
     "vanilla": {"lambda_align": 0.0, "lambda_hn": 0.0},
@@ -74,14 +76,6 @@ def _val_rows(run_dir: Path, stage: str, run: str, seed: int, metrics: tuple[str
     return rows
 
 
-def steps_to_reach(steps: list[int], values: list[float], target: float) -> float:
-    """First logged step whose value is ≤ target (NaN if never)."""
-    for s, v in zip(steps, values):
-        if v <= target:
-            return float(s)
-    return float("nan")
-
-
 def ablate_video(base_config: str, vae_dir: str, seeds: list[int], steps: int, val_every: int, out: str,
                  assets: str, jobs: int = 2) -> dict:
     out_root, assets_dir = Path(out), Path(assets)
@@ -106,7 +100,7 @@ def ablate_video(base_config: str, vae_dir: str, seeds: list[int], steps: int, v
         curves = {arm: sorted((r[0], r[4]) for r in rows if r[1] == arm and r[2] == seed and r[3] == "val/flow_loss")
                   for arm in VIDEO_ARMS}
         target = curves["vanilla"][-1][1]
-        reach = {arm: steps_to_reach([s for s, _ in c], [v for _, v in c], target) for arm, c in curves.items()}
+        reach = {arm: steps_to_reach(([s for s, _ in c], [v for _, v in c]), target) for arm, c in curves.items()}
         summary["per_seed"][str(seed)] = {"vanilla_final_flow_loss": target, "steps_to_reach": reach,
                                           "final": {arm: c[-1][1] for arm, c in curves.items()}}
     (assets_dir / "video_convergence.json").write_text(json.dumps(_finite(summary), indent=2))

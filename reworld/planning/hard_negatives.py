@@ -1,4 +1,4 @@
-"""Hard-negative trajectories: close to the expert, yet failing safety under the PDM scorer (DESIGN §2).
+"""Hard-negative trajectories: close to the expert, yet failing safety under the PDM scorer (docs/design.md §2).
 
 A seeded pool of expert perturbations is scored in one batch:
 
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from reworld.metrics.pdm import (
+from reworld.planning.pdm import (
     FAILURE_KINDS,
     PDMResults,
     PDMScorerConfig,
@@ -31,7 +31,7 @@ from reworld.metrics.pdm import (
     reference_progress,
     score_trajectories,
 )
-from reworld.metrics.scene import PlanningScene, validate_poses
+from reworld.planning.scene import PlanningScene, validate_poses
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,13 @@
-"""Clip tensors held in memory for training (the synthetic world is small: a few hundred clips)."""
+"""Clip tensors held in memory for training and the metric network (the synthetic world is small: a few
+hundred clips): frames as uint8, the observation and the expert trajectory, stacked over a split."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
 
-from ..config import DataConfig
-from ..data.loader import NuScenesClips
+from reworld.config import DataConfig
+from reworld.data.loader import NuScenesClips
 
 
 @dataclass
@@ -43,9 +44,3 @@ def load_clip_tensors(cfg: DataConfig, split: str, limit: int | None = None) -> 
         tokens.append(clip.sample_token)
     return ClipTensors(torch.stack(frames), torch.stack(ego), torch.tensor(cmd, dtype=torch.long),
                        torch.stack(traj), tokens, cfg.context_frames)
-
-
-def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-sample PSNR [dB] of images in [-1, 1] (peak-to-peak 2): (B, ...) → (B,)."""
-    mse = ((pred.float() - target.float()) ** 2).flatten(1).mean(1).clamp_min(1e-10)
-    return 10 * torch.log10(4.0 / mse)

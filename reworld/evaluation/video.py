@@ -1,13 +1,14 @@
-"""Video metrics (DESIGN §4): PSNR and SSIM against the true future, and a Fréchet distance on video features.
+"""Video metrics (docs/design.md §4): PSNR and SSIM against the true future, and a Fréchet distance on clip
+embeddings (the penultimate features of a video network).
 
 The Fréchet distance is only as meaningful as the features it is computed on, so it never travels
 without its name: `video_frechet` asks the feature network for its `metric_name` and returns a
 `FrechetResult` that carries it.
 
-- `"FVD"`: features of the Kinetics-400 Inception-I3D (`reworld.models.i3d`, loaded from a local
+- `"FVD"`: features of the Kinetics-400 Inception-I3D (`reworld.evaluation.i3d`, loaded from a local
   checkpoint), as in Unterthiner et al. 2018.
 - `"FD-ReWorldNet"`: features of the project's own video network trained on the synthetic world
-  (`reworld.models.video_features`). This is the offline metric; it is *not* FVD and is never called so.
+  (`reworld.evaluation.clip_net`). This is the offline metric; it is *not* FVD and is never called so.
 
 All functions are pure: tensors in, per-sample tensors (or one float) out.
 """
@@ -23,9 +24,8 @@ import torch
 import torch.nn.functional as F
 from scipy import linalg
 
-from ..training.data import psnr  # noqa: F401  (re-exported: one PSNR for training and evaluation)
-
-__all__ = ["psnr", "ssim", "frechet_distance", "FrechetResult", "VideoFeatureNet", "video_features", "video_frechet"]
+__all__ = ["psnr", "ssim", "frechet_distance", "FrechetResult", "ClipEmbeddingNet", "check_videos", "clip_embeddings",
+           "feature_matrix", "video_frechet"]
 
 SSIM_WINDOW = 11  # [px] Gaussian window side (Wang et al. 2004)
 SSIM_SIGMA = 1.5  # [px]
@@ -34,6 +34,23 @@ SSIM_K2 = 0.03
 FRECHET_EPS = 1e-6  # diagonal offset when (Σa Σb)^½ is singular (as pytorch-fid)
 FRECHET_SQRTM_TOL = 1e-3  # relative residual ‖S² − ΣaΣb‖ / ‖ΣaΣb‖ above which sqrtm is retried with the offset
 FRECHET_IMAG_ATOL = 1e-3  # imaginary part of diag((ΣaΣb)^½) tolerated as round-off (as pytorch-fid)
+RANGE_TOL = 1e-3  # video inputs outside [-1 − tol, 1 + tol] are rejected (uint8 or [0, 255] frames)
+
+
+def check_videos(videos: torch.Tensor, where: str, channels: int = 3, frames: int | None = None) -> None:
+    """The input contract of every video network here: float (B, T, channels, H, W) in [-1, 1]."""
+    t = "T" if frames is None else str(frames)
+    if videos.dim() != 5 or videos.shape[2] != channels or (frames is not None and videos.shape[1] != frames):
+        raise ValueError(f"{where}: expected (B, {t}, {channels}, H, W), got {tuple(videos.shape)}")
+    if not videos.is_floating_point() or videos.min() < -1 - RANGE_TOL or videos.max() > 1 + RANGE_TOL:
+        raise ValueError(f"{where}: videos must be float in [-1, 1]")
+
+
+# ---------------------------------------------------------------------------------------------- PSNR
+def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-sample PSNR [dB] of images in [-1, 1] (peak-to-peak 2): (B, ...) → (B,)."""
+    mse = ((pred.float() - target.float()) ** 2).flatten(1).mean(1).clamp_min(1e-10)
+    return 10 * torch.log10(4.0 / mse)
 
 
 # ---------------------------------------------------------------------------------------------- SSIM
@@ -86,14 +103,18 @@ class FrechetResult:
     feature_dim: int
 
 
-def _as_features(x, what: str) -> np.ndarray:
-    a = x.detach().cpu().double().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float64)
+def feature_matrix(x, where: str, min_rows: int = 1, dtype=np.float64) -> np.ndarray:
+    """`x` (a tensor or array-like) as a finite (N, D) array with N ≥ `min_rows` and D ≥ 1, or a short
+    `ValueError` that starts with `where`. The one check of feature sets (Fréchet distance, UMAP)."""
+    a = x.detach().cpu().double().numpy().astype(dtype) if isinstance(x, torch.Tensor) else np.asarray(x, dtype=dtype)
     if a.ndim != 2:
-        raise ValueError(f"frechet_distance: {what} must be (N, D) features, got shape {a.shape}")
-    if a.shape[0] < 2:
-        raise ValueError(f"frechet_distance: {what} has {a.shape[0]} sample(s); a covariance needs N ≥ 2")
+        raise ValueError(f"{where}: features must be a 2-D array (N, D), got shape {a.shape}")
+    if a.shape[1] < 1:
+        raise ValueError(f"{where}: features have no dimensions (shape {a.shape})")
+    if a.shape[0] < min_rows:
+        raise ValueError(f"{where}: {a.shape[0]} sample(s); needs N ≥ {min_rows}")
     if not np.isfinite(a).all():
-        raise ValueError(f"frechet_distance: {what} contains NaN or inf")
+        raise ValueError(f"{where}: features contain NaN or inf")
     return a
 
 
@@ -117,7 +138,9 @@ def frechet_distance(feats_a, feats_b, eps: float = FRECHET_EPS) -> float:
     covariances, and a negligible imaginary part (round-off) is dropped; a large one is an error.
     Round-off can make identical sets come out at −1e-12; the result is clamped at 0.
     """
-    a, b = _as_features(feats_a, "feats_a"), _as_features(feats_b, "feats_b")
+    # a covariance needs N ≥ 2
+    a = feature_matrix(feats_a, "frechet_distance: feats_a", min_rows=2)
+    b = feature_matrix(feats_b, "frechet_distance: feats_b", min_rows=2)
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"frechet_distance: feature dims differ: feats_a has D={a.shape[1]}, feats_b D={b.shape[1]}")
     mu_a, mu_b = a.mean(0), b.mean(0)
@@ -139,28 +162,29 @@ def frechet_distance(feats_a, feats_b, eps: float = FRECHET_EPS) -> float:
     return max(value, 0.0)
 
 
-class VideoFeatureNet(Protocol):
-    """A network whose `features` define a Fréchet video metric and whose `metric_name` names it."""
+class ClipEmbeddingNet(Protocol):
+    """A network whose `clip_embedding` defines a Fréchet video metric and whose `metric_name` names it."""
 
     metric_name: str
 
-    def features(self, videos: torch.Tensor) -> torch.Tensor:  # (B, T, 3, H, W) in [-1, 1] → (B, D)
+    def clip_embedding(self, videos: torch.Tensor) -> torch.Tensor:  # (B, T, 3, H, W) in [-1, 1] → (B, D)
         ...
 
 
 @torch.no_grad()
-def video_features(net: VideoFeatureNet, videos: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
-    """`net.features` over `videos` (N, T, 3, H, W) in [-1, 1], in batches on the net's device → (N, D) CPU."""
+def clip_embeddings(net: ClipEmbeddingNet, videos: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
+    """`net.clip_embedding` over `videos` (N, T, 3, H, W) in [-1, 1], in batches on the net's device → (N, D) CPU."""
     device = next(net.parameters()).device  # type: ignore[attr-defined]
-    out = [net.features(videos[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(videos), batch_size)]
+    out = [net.clip_embedding(videos[i : i + batch_size].to(device)).float().cpu()
+           for i in range(0, len(videos), batch_size)]
     return torch.cat(out)
 
 
-def video_frechet(net: VideoFeatureNet, videos_a: torch.Tensor, videos_b: torch.Tensor,
+def video_frechet(net: ClipEmbeddingNet, videos_a: torch.Tensor, videos_b: torch.Tensor,
                   batch_size: int = 16) -> FrechetResult:
     """Fréchet distance between two sets of videos (N, T, 3, H, W) and (M, T, 3, H, W) in [-1, 1] on the
-    features of `net`, named by the net (`"FVD"` only for the Kinetics-400 I3D)."""
-    fa = video_features(net, videos_a, batch_size)  # (N, D)
-    fb = video_features(net, videos_b, batch_size)  # (M, D)
+    clip embeddings of `net`, named by the net (`"FVD"` only for the Kinetics-400 I3D)."""
+    fa = clip_embeddings(net, videos_a, batch_size)  # (N, D)
+    fb = clip_embeddings(net, videos_b, batch_size)  # (M, D)
     return FrechetResult(name=net.metric_name, value=frechet_distance(fa, fb), num_a=len(fa), num_b=len(fb),
                          feature_dim=fa.shape[1])

@@ -17,6 +17,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from reworld.config import replace
+from reworld.data.loader import NuScenesClips
+from reworld.evaluation.clip_net import load_video_net
+from reworld.evaluation.i3d import load_i3d
+from reworld.evaluation.video import psnr, ssim, video_frechet
+from reworld.models.action_dit import anchor_trajectory
+from reworld.paths import resolve_dataroot
+from reworld.pipelines.world_action import WorldActionPipeline
+from reworld.planning.pdm import score_trajectory
+from reworld.planning.scene import PlanningScene
+
 PLAN_KEYS = ("pdms", "nc", "dac", "ttc", "ep", "c", "l2_1s", "l2_2s", "l2_3s", "collision_rate")
 
 
@@ -34,26 +45,28 @@ class EvalReport:
         return asdict(self)
 
     def markdown(self) -> str:
-        lines = ["| planner | " + " | ".join(PLAN_KEYS) + " |", "|---" * (len(PLAN_KEYS) + 1) + "|"]
-        for name, row in self.planners.items():
-            lines.append(f"| {name} | " + " | ".join(f"{row[k]:.3f}" for k in PLAN_KEYS) + " |")
-        if self.video:
-            lines += ["", "| video | value |", "|---|---|"]
-            lines += [f"| {k} | {v:.3f} |" for k, v in self.video.items()]
-        return "\n".join(lines)
+        return "\n".join(report_tables(self.planners, self.video))
+
+
+def report_tables(planners: dict[str, dict[str, float]], video: dict[str, float]) -> list[str]:
+    """The report as Markdown lines: a planner table (PLAN_KEYS) and, when there is one, a video table.
+    The one renderer of eval figures (the console and the model cards)."""
+    lines = ["| planner | " + " | ".join(PLAN_KEYS) + " |", "|---" * (len(PLAN_KEYS) + 1) + "|"]
+    for name, row in planners.items():
+        lines.append(f"| {name} | " + " | ".join(f"{row[k]:.3f}" for k in PLAN_KEYS) + " |")
+    if video:
+        lines += ["", "| video | value |", "|---|---|"]
+        lines += [f"| {k} | {v:.3f} |" for k, v in video.items()]
+    return lines
 
 
 def constant_velocity(ego_status: np.ndarray, num_poses: int = 8, dt: float = 0.5) -> np.ndarray:
     """(8, 3): the current speed held straight ahead (the planner's anchor, `anchor_trajectory`)."""
-    from .models.action_dit import anchor_trajectory
-
     ego = torch.as_tensor(np.asarray(ego_status, dtype=np.float64))
     return anchor_trajectory(ego, num_poses, 3, dt, "constant_velocity").numpy()
 
 
 def plan_metrics(scenes, trajectories: np.ndarray, experts: np.ndarray) -> dict[str, float]:
-    from .metrics.pdm import score_trajectory
-
     results = [score_trajectory(s, p) for s, p in zip(scenes, trajectories)]
     l2 = np.linalg.norm(trajectories[:, :, :2] - experts[:, :, :2], axis=-1)  # (N, 8) at 0.5 … 4 s
     out = {k: float(np.mean([getattr(r, k) for r in results])) for k in ("pdms", "nc", "dac", "ttc", "ep", "c")}
@@ -66,15 +79,8 @@ def evaluate(checkpoint: str, dataroot: str | None = None, version: str | None =
              limit: int | None = None, video_clips: int = 32, steps: int = 20, guidance: float | None = None,
              plan_steps: int = 10, seed: int = 0, i3d: str | None = None, feature_net: str | None = None,
              device=None) -> EvalReport:
-    from .config import replace
-    from .data.loader import NuScenesClips
-    from .metrics.scene import PlanningScene
-    from .pipelines.world_action import WorldActionPipeline
-
     t0 = time.time()
     pipe = WorldActionPipeline.from_pretrained(checkpoint, device=device)
-    from .cli import resolve_dataroot
-
     data = replace(pipe.config, data={"dataroot": resolve_dataroot(dataroot or pipe.config.data.dataroot),
                                       **({"version": version} if version else {})}).data
     ds = NuScenesClips(data, split=split, geometry=True)
@@ -88,7 +94,7 @@ def evaluate(checkpoint: str, dataroot: str | None = None, version: str | None =
                         settings={"seed": seed, "plan_steps": plan_steps, "video_steps": steps,
                                   "dataroot": str(data.dataroot), "version": data.version})
 
-    if pipe.action_dit is not None:
+    if pipe.has_planner:
         planned = np.stack([pipe.plan(c, steps=plan_steps, num_samples=1, seed=seed, score=False).trajectories[0]
                             for c in clips])
         report.planners[f"ReWorld planner ({pipe.config.name})"] = plan_metrics(scenes, planned, experts)
@@ -99,21 +105,14 @@ def evaluate(checkpoint: str, dataroot: str | None = None, version: str | None =
     if video_clips > 0:
         report.video = video_metrics(pipe, clips[:video_clips], steps, guidance, seed, i3d, feature_net)
         report.settings["video_clips"] = min(video_clips, n)
-        report.settings["guidance"] = guidance if guidance is not None else _default_guidance(pipe)
+        report.settings["guidance"] = guidance if guidance is not None else pipe.default_guidance
     report.seconds = round(time.time() - t0, 1)
     return report
 
 
-def _default_guidance(pipe) -> float:
-    heads = pipe.video_dit.config.head_blocks
-    return pipe.config.train.guidance if (heads and pipe.config.loss.lambda_ig > 0) else 1.0
-
-
 def video_metrics(pipe, clips, steps: int, guidance: float | None, seed: int, i3d: str | None,
                   feature_net: str | None) -> dict[str, float]:
-    from .metrics.video import psnr, ssim, video_frechet
-
-    w = _default_guidance(pipe) if guidance is None else guidance
+    w = pipe.default_guidance if guidance is None else guidance
     gen = torch.stack([pipe.generate(c, steps=steps, guidance=w, seed=seed + i).frames for i, c in enumerate(clips)])
     truth = torch.stack([c.target.frames for c in clips])
     last = torch.stack([c.observation.frames[-1:] for c in clips]).expand_as(truth)
@@ -124,12 +123,8 @@ def video_metrics(pipe, clips, steps: int, guidance: float | None, seed: int, i3
     real, fake, still = (torch.cat([ctx_last, v], dim=1) for v in (truth, gen, last))
     nets = []
     if feature_net:
-        from .models.video_features import load_video_net
-
         nets.append(load_video_net(feature_net))
     if i3d:
-        from .models.i3d import load_i3d
-
         nets.append(load_i3d(i3d))
     for net in nets:
         net = net.to(pipe.device).eval()

@@ -1,4 +1,4 @@
-"""PDM score (NAVSIM v1 definition, DESIGN §3): PDMS = NC · DAC · (5·EP + 5·TTC + 2·C) / 12.
+"""PDM score (NAVSIM v1 definition, docs/design.md §3): PDMS = NC · DAC · (5·EP + 5·TTC + 2·C) / 12.
 
 Written from the definition; NAVSIM's devkit (nuPlan-based) is not available. Where we simplify:
 
@@ -38,7 +38,7 @@ import numpy as np
 import shapely
 from scipy.signal import savgol_filter
 
-from reworld.metrics.scene import PlanningScene, SceneFormatError, validate_poses
+from reworld.planning.scene import PlanningScene, SceneFormatError, validate_poses
 
 DYNAMIC_TYPES = ("vehicle", "pedestrian", "cyclist")
 FAILURE_KINDS = ("collision", "off_road", "ttc")
@@ -61,7 +61,7 @@ class PDMScorerConfig:
     proposal_accelerations: tuple[float, ...] = (-4.0, -2.0, -1.0, 0.0, 1.0, 2.0)  # [m/s²] reference proposals
     proposal_cruise_speed_mps: float = 8.0  # [m/s] proposals accelerate up to max(v0, this)
     proposal_merge_s: float = 2.0  # [s] proposals blend from the ego position onto the centreline
-    # comfort (C), DESIGN §3 / nuPlan limits
+    # comfort (C), docs/design.md §3 / nuPlan limits
     max_abs_lat_accel: float = 4.89  # [m/s²]
     min_lon_accel: float = -4.05  # [m/s²]
     max_lon_accel: float = 2.40  # [m/s²]

@@ -1,0 +1,1 @@
+"""Metrics and the networks that define them (I3D, ReWorldVideoNet), and `evaluate` over a checkpoint."""

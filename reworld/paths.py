@@ -1,0 +1,23 @@
+"""Where things live on disk: the repository root, its default config and assets, and how a dataroot given
+relative to the repository resolves. The one copy every layer and entry point uses."""
+from __future__ import annotations
+
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO_ROOT / "configs" / "default.yaml"
+ASSETS = REPO_ROOT / "assets"
+CHECKPOINTS = ASSETS / "checkpoints"  # the embedded default: shipped checkpoints and the metric network
+CLIP_NET_CHECKPOINT = CHECKPOINTS / "video_net"  # the offline metric network (`ReWorldVideoNet`)
+
+
+def resolve_dataroot(path: str | Path) -> str:
+    """An absolute or existing path as it is; otherwise the path relative to the repository root (so the
+    configs' `data/synth` works from any working directory)."""
+    p = Path(path)
+    return str(p if p.is_absolute() or p.exists() else REPO_ROOT / p)
+
+
+def default_clip_net() -> str | None:
+    """The shipped metric network's folder, when it is there."""
+    return str(CLIP_NET_CHECKPOINT) if (CLIP_NET_CHECKPOINT / "config.json").is_file() else None

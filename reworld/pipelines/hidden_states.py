@@ -1,0 +1,49 @@
+"""The Video DiT hidden states that the Action DiT reads: one forward pass of the Video DiT with the context
+latents clean and the future latents noised to σ (`action.feature_sigma`, 1 by default: pure noise), keeping
+the outputs of the chosen blocks (`video.feature_blocks`), average-pooled over `action.feature_pool`² latent
+pixels. Inference (the pipeline) and training (stages `action` and `joint`, and the stage-2 cache) take them
+from here, so the planner sees the same inputs in both.
+"""
+from __future__ import annotations
+
+import torch
+
+from reworld.config import Config
+from reworld.models.video_dit import VideoCond
+
+
+def hidden_state_blocks(config: Config, video_dit) -> list[int]:
+    """The Video DiT blocks whose outputs the planner reads (`video.feature_blocks`; empty = every block)."""
+    n = len(video_dit.transformer.transformer_blocks)
+    blocks = list(config.video.feature_blocks) or list(range(n))
+    if any(b < 0 or b >= n for b in blocks):
+        raise ValueError(f"video.feature_blocks {blocks} outside the Video DiT's {n} blocks")
+    return blocks
+
+
+def video_hidden_states(video_dit, latents: torch.Tensor, command: torch.Tensor, ego: torch.Tensor, n_ctx: int,
+                        blocks: list[int], sigma: float, pool: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """Hidden states of `blocks` for clean latents (B, C, t, h, w): future frames noised to `sigma`.
+    Returns one (B, S', D) per block, S' = t · (h/pool) · (w/pool)."""
+    b, c, t, h, w = latents.shape
+    noise = torch.randn(latents[:, :, n_ctx:].shape, generator=generator).to(latents)
+    future = (1 - sigma) * latents[:, :, n_ctx:] + sigma * noise
+    x = torch.cat([latents[:, :, :n_ctx], future], dim=2)  # (B, C, t, h, w)
+    out = video_dit(x, torch.full((b,), sigma, device=latents.device), VideoCond(command, ego), n_ctx,
+                    return_hidden_states=blocks)
+    states = []
+    for k in blocks:
+        hs = out.hidden_states[k]  # (B, t·h·w, D)
+        if pool > 1:
+            d = hs.shape[-1]
+            hs = hs.view(b * t, h, w, d).permute(0, 3, 1, 2)
+            hs = torch.nn.functional.avg_pool2d(hs, pool)  # (B·t, D, h/p, w/p)
+            hs = hs.permute(0, 2, 3, 1).reshape(b, -1, d)  # (B, S', D)
+        states.append(hs)
+    return states
+
+
+def future_token_mean(hidden_states: torch.Tensor, n_ctx: int, t: int) -> torch.Tensor:
+    """Mean over the future latent frames' tokens: (B, S', D) → (B, D)."""
+    per_frame = hidden_states.shape[1] // t
+    return hidden_states[:, n_ctx * per_frame:].mean(dim=1)

@@ -1,0 +1,43 @@
+"""A run folder (or a shipped checkpoint) on disk: its `config.json` and where each component lives.
+
+```
+RUN/config.json        the run's configuration (`reworld.config`)
+RUN/vae/               AutoencoderKLLTXVideo (save_pretrained), or a pointer in RUN/components.json
+RUN/video_dit/         VideoDiT
+RUN/action_dit/        ActionDiT (after stage action)
+```
+Training writes this layout (`reworld.training.stages`); the pipeline, evaluation, analysis and the app read it
+through here.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from reworld.config import Config, config_from_dict
+from reworld.models.layers import CheckpointError
+
+
+def read_run_config(path: Path) -> Config:
+    """The configuration of the run folder `path`; a missing folder or config is a `CheckpointError`."""
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint folder not found: {path}")
+    if not (path / "config.json").is_file():
+        raise CheckpointError(f"{path} is not a ReWorld checkpoint: no config.json")
+    return config_from_dict(json.loads((path / "config.json").read_text()))
+
+
+def component_dir(path: Path, name: str) -> Path:
+    """`path/name`, or where `path/components.json` points for it (e.g. `{"vae": "../vae"}`: two shipped
+    checkpoints sharing one VAE). A pointer may only lead to a sibling of `path`."""
+    own = path / name
+    pointers = path / "components.json"
+    if own.exists() or not pointers.is_file():
+        return own
+    target = json.loads(pointers.read_text()).get(name)
+    if target is None:
+        return own
+    resolved = (path / target).resolve()
+    if resolved.parent != path.resolve().parent:
+        raise CheckpointError(f"{pointers}: {name} must point to a sibling folder of {path}, got {target!r}")
+    return resolved

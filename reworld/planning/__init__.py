@@ -1,0 +1,1 @@
+"""The planning problem and its judge: scenes, the PDM scorer, hard-negative trajectories. No torch, no models."""

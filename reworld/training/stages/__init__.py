@@ -1,0 +1,61 @@
+"""The training stages, in order: `vae`, `video` (stage 1), `action` (stage 2), `joint` (stage 3).
+
+All write into one run folder, where each stage finds what the earlier ones left:
+```
+OUT/config.json          the run's configuration
+OUT/vae/                 AutoencoderKLLTXVideo (save_pretrained, safetensors), with latent statistics
+OUT/video_dit/           VideoDiT
+OUT/action_dit/          ActionDiT (stages action / joint)
+OUT/checkpoints/<stage>/step-N/   models + optimizer state, for --resume
+OUT/logs/<stage>.csv, OUT/tensorboard/<stage>/
+```
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from reworld.config import STAGES, load_config, replace
+from reworld.paths import resolve_dataroot
+from reworld.training.loop import run
+from reworld.training.stages.common import check_same_model, make_accelerator
+from reworld.training.stages.planner import action_stage, joint_stage
+from reworld.training.stages.vae import vae_stage
+from reworld.training.stages.video import video_stage
+
+__all__ = ["STAGES", "run_stage"]
+
+
+def run_stage(stage: str, config_path: str, out: str, max_steps: int | None = None, resume: bool = False,
+              dataroot: str | None = None, version: str | None = None, vae_path: str | None = None) -> dict:
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; expected one of {STAGES}")
+    config = load_config(config_path)
+    changes = {k: v for k, v in (("dataroot", dataroot), ("version", version)) if v}
+    if changes:
+        config = replace(config, data=changes)
+    config = replace(config, data={"dataroot": resolve_dataroot(config.data.dataroot)})
+    out = Path(out)
+    previous = out / "config.json"
+    if stage != "vae" and previous.is_file():
+        check_same_model(json.loads(previous.read_text()), config, stage)
+    torch.manual_seed(config.train.seed)  # parameter initialisation
+    accelerator = make_accelerator()
+    device = accelerator.device
+    if stage == "vae":
+        spec = vae_stage(config, out, device)
+    elif stage == "video":
+        spec = video_stage(config, out, device, vae_path)
+    elif stage == "action":
+        spec = action_stage(config, out, device, vae_path)
+    else:
+        spec = joint_stage(config, out, device, vae_path)
+    steps = max_steps if max_steps is not None else int(config.train.max_steps[stage])
+    if steps < 1:
+        raise ValueError(f"--max-steps must be ≥ 1, got {steps}")
+    result = run(spec, config, out, steps, resume, accelerator)
+    if accelerator.is_main_process:
+        print(json.dumps({k: v for k, v in result.items()}, default=float))
+    return result

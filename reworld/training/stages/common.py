@@ -1,0 +1,60 @@
+"""What every stage shares: the accelerator, the run folder's components, clips encoded to latents."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from reworld.config import Config
+from reworld.data.clips import ClipTensors
+from reworld.models.layers import CheckpointError
+from reworld.models.vae import encode_frames, load_pretrained_vae
+from reworld.training.loop import TrainingError
+
+
+def make_accelerator():
+    """One process, or one of many under `accelerate launch` (DDP on NCCL, or gloo on CPU-only machines)."""
+    from accelerate import Accelerator, DistributedDataParallelKwargs
+
+    # with λ_ig = 0 the intermediate heads get no gradient; DDP must not wait for them
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    return Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp])
+
+
+def require_component(folder: Path, what: str, stage: str) -> Path:
+    """`folder` when it holds a saved model; otherwise a `CheckpointError` naming the stage that makes it."""
+    if not (folder / "config.json").is_file():
+        raise CheckpointError(f"stage {stage} needs {what} in {folder}: run the earlier stage with the same --out first")
+    return folder
+
+
+def vae_dir(out: Path, config: Config, vae_path: str | None) -> Path:
+    """Where the run's VAE lives: `--vae`, else `vae.pretrained`, else the run folder's own `vae/`."""
+    if vae_path:
+        return Path(vae_path)
+    if config.vae.pretrained:
+        return Path(config.vae.pretrained)
+    return out / "vae"
+
+
+def load_run_vae(out: Path, config: Config, vae_path: str | None, stage: str):
+    folder = vae_dir(out, config, vae_path)
+    if folder == out / "vae":
+        require_component(folder, "a trained VAE (stage vae)", stage)
+    return load_pretrained_vae(folder)
+
+
+@torch.no_grad()
+def encode_clips(vae, clips: ClipTensors, device, batch: int = 16) -> torch.Tensor:
+    vae.eval()
+    out = [encode_frames(vae, clips.video(slice(i, i + batch)).to(device)) for i in range(0, len(clips), batch)]
+    return torch.cat(out)  # (N, C, t, h, w)
+
+
+def check_same_model(previous: dict, config: Config, stage: str) -> None:
+    for section in ("vae", "video"):
+        now = json.loads(json.dumps(getattr(config, section).__dict__, default=list))
+        if previous.get(section) != now:
+            raise TrainingError(f"stage {stage}: the {section} section of the config differs from the one this "
+                                f"run folder was trained with ({previous.get('name')!r}); use a new --out")

@@ -1,0 +1,51 @@
+"""Stage `vae`: the AutoencoderKLLTXVideo trained from scratch on the clips (L1 + MSE + a tiny KL), then its
+latent statistics fitted so the Video DiT sees unit-scale latents."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from reworld.config import Config
+from reworld.data.clips import load_clip_tensors
+from reworld.evaluation.video import psnr
+from reworld.models.layers import load_model_strict, save_model_atomic
+from reworld.models.vae import build_vae, fit_latent_stats
+from reworld.training.loop import StageSpec
+
+
+def vae_stage(config: Config, out: Path, device) -> StageSpec:
+    train = load_clip_tensors(config.data, "train")
+    val = load_clip_tensors(config.data, "val", limit=config.train.val_clips)
+    vae = build_vae(config.vae).to(device)
+    kl_weight = 1e-6  # a near-deterministic autoencoder; the KL only keeps latents bounded
+
+    def step_fn(idx, generator):
+        x = train.video(idx).to(device).permute(0, 2, 1, 3, 4)  # (B, 3, T, H, W)
+        posterior = vae.encode(x).latent_dist
+        eps = torch.randn(posterior.mean.shape, generator=generator).to(device)
+        z = posterior.mean + posterior.std * eps
+        rec = vae.decode(z).sample
+        l1 = (rec - x).abs().mean()
+        mse = ((rec - x) ** 2).mean()
+        kl = posterior.kl().mean() / posterior.mean[0].numel()
+        return {"l1": l1, "mse": mse, "kl": kl, "total": l1 + mse + kl_weight * kl}
+
+    @torch.no_grad()
+    def validate(step):
+        vae.eval()
+        x = val.video(slice(None)).to(device)
+        rec = vae.decode(vae.encode(x.permute(0, 2, 1, 3, 4)).latent_dist.mode()).sample.permute(0, 2, 1, 3, 4)
+        return {"psnr": float(psnr(rec.clamp(-1, 1), x).mean())}
+
+    @torch.no_grad()
+    def export(models):
+        final = models["vae"].to(device).eval()
+        fit_latent_stats(final, train.video(slice(0, min(len(train), 64))).to(device))
+        save_model_atomic(final, out / "vae")
+
+    def load(ckpt: Path):
+        vae.load_state_dict(load_model_strict(type(vae), ckpt / "vae").state_dict())
+
+    return StageSpec("vae", {"vae": vae}, [{"params": list(vae.parameters())}], len(train), step_fn,
+                     validate, export, load)

@@ -1,0 +1,57 @@
+"""Stage `video` (stage 1): the Video DiT trained with flow matching plus the intermediate-guidance heads
+(`losses.flow.video_training_losses`), the VAE frozen; validation samples futures with the run's guidance."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from reworld.config import Config
+from reworld.data.clips import ClipTensors, load_clip_tensors
+from reworld.evaluation.video import psnr
+from reworld.losses.flow import video_training_losses
+from reworld.models.layers import save_model_atomic
+from reworld.models.vae import decode_latents, latent_split
+from reworld.models.video_dit import VideoCond, VideoDiT, video_dit_from_config
+from reworld.sampling import default_guidance, sample_future
+from reworld.training.loop import StageSpec
+from reworld.training.stages.common import encode_clips, load_run_vae
+
+
+def video_stage(config: Config, out: Path, device, vae_path: str | None = None) -> StageSpec:
+    vae = load_run_vae(out, config, vae_path, "video").to(device).requires_grad_(False)
+    n_ctx, n_fut = latent_split(config.data, vae)
+    train = load_clip_tensors(config.data, "train")
+    val = load_clip_tensors(config.data, "val", limit=config.train.val_clips)
+    train_lat, val_lat = encode_clips(vae, train, device), encode_clips(vae, val, device)
+    model = video_dit_from_config(config.video, in_channels=train_lat.shape[1]).to(device)
+    lcfg = config.loss
+
+    def cond_of(clips: ClipTensors, idx):
+        return VideoCond(command=clips.command[idx].to(device), ego_status=clips.ego_status[idx].to(device))
+
+    def step_fn(idx, generator):
+        return video_training_losses(model, train_lat[idx], n_ctx, cond_of(train, idx), lcfg, generator)
+
+    @torch.no_grad()
+    def validate(step):
+        model.eval()
+        terms = video_training_losses(model, val_lat, n_ctx, cond_of(val, slice(None)), lcfg,
+                                      torch.Generator().manual_seed(1234))
+        res = sample_future(model, val_lat[:, :, :n_ctx], cond_of(val, slice(None)), n_fut,
+                            config.train.sample_steps, generator=torch.Generator().manual_seed(0),
+                            guidance=default_guidance(config))
+        frames = decode_latents(vae, res.latents)[:, config.data.context_frames:]
+        truth = val.video(slice(None))[:, config.data.context_frames:].to(device)
+        last = val.video(slice(None))[:, config.data.context_frames - 1:config.data.context_frames].to(device)
+        return {"flow_loss": float(terms["gen"]), "psnr_sampled": float(psnr(frames, truth).mean()),
+                "psnr_repeat_last": float(psnr(last.expand_as(truth), truth).mean())}
+
+    def export(models):
+        save_model_atomic(models["video_dit"], out / "video_dit")
+
+    def load(ckpt: Path):
+        model.load_state_dict(VideoDiT.from_pretrained(ckpt / "video_dit").state_dict())
+
+    return StageSpec("video", {"video_dit": model}, [{"params": list(model.parameters())}], len(train),
+                     step_fn, validate, export, load, meta={"lambda_ig": lcfg.lambda_ig})
