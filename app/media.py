@@ -97,6 +97,31 @@ def side_by_side_frames(context, generated, true_future, frame_rate: float, scal
     return np.stack(out)
 
 
+def yuv420p_frame(rgb: np.ndarray):
+    """(H, W, 3) uint8 RGB → an `av.VideoFrame` in yuv420p (BT.601, limited range, 2×2 chroma means) with every
+    byte of its planes set, row padding included. libswscale's converter and x264 read past the end of a row
+    into that padding, which PyAV leaves uninitialised, so the same frames gave a different video from call
+    to call; converting here and zeroing the padding makes the video a function of the frames."""
+    import av
+
+    x = rgb.astype(np.float32)
+    r, g, b = x[..., 0], x[..., 1], x[..., 2]
+    h, w = r.shape
+
+    def sub(c: np.ndarray) -> np.ndarray:  # (H, W) → (H/2, W/2): 2×2 means
+        return c.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
+
+    planes = (16 + (65.481 * r + 128.553 * g + 24.966 * b) / 255,
+              sub(128 + (-37.797 * r - 74.203 * g + 112.0 * b) / 255),
+              sub(128 + (112.0 * r - 93.786 * g - 18.214 * b) / 255))
+    frame = av.VideoFrame(w, h, "yuv420p")
+    for plane, data in zip(frame.planes, planes):
+        padded = np.zeros((plane.height, plane.line_size), dtype=np.uint8)
+        padded[:, : data.shape[1]] = np.clip(np.rint(data), 0, 255)
+        plane.update(padded)
+    return frame
+
+
 def write_mp4(frames: np.ndarray, path: str | Path, fps: float) -> Path:
     """(T, H, W, 3) uint8 → H.264 yuv420p MP4 that browsers play; width and height must be even."""
     import av
@@ -115,7 +140,7 @@ def write_mp4(frames: np.ndarray, path: str | Path, fps: float) -> Path:
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         stream.options = {"crf": "18", "preset": "veryfast"}
         for f in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+            for packet in stream.encode(yuv420p_frame(f)):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
