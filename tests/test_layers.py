@@ -17,7 +17,7 @@ PACKAGES = ("reworld", "analysis", "app")
 
 # Lowest first. A module belongs to the layer of the longest prefix that names it.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("foundation", ("reworld.config", "reworld.paths", "reworld.runtime")),
+    ("foundation", ("reworld.config", "reworld.paths", "reworld.runtime", "reworld.arrays")),
     ("data", ("reworld.data",)),
     ("planning", ("reworld.planning",)),
     ("models", ("reworld.models",)),

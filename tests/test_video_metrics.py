@@ -51,7 +51,7 @@ def test_frechet_singular_covariances_stay_finite():
 
 
 def test_frechet_errors():
-    with pytest.raises(ValueError, match="N ≥ 2"):
+    with pytest.raises(ValueError, match="at least 2 rows"):
         frechet_distance(gaussian(1, 4, 0), gaussian(5, 4, 1))
     with pytest.raises(ValueError, match="feature dims differ.*D=4.*D=5"):
         frechet_distance(gaussian(5, 4, 0), gaussian(5, 5, 1))

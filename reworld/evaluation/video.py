@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from scipy import linalg
 
+from reworld.arrays import finite_rows
+
 __all__ = ["psnr", "ssim", "frechet_distance", "FrechetResult", "ClipEmbeddingNet", "check_videos", "clip_embeddings",
            "feature_matrix", "video_frechet"]
 
@@ -105,17 +107,8 @@ class FrechetResult:
 
 def feature_matrix(x, where: str, min_rows: int = 1, dtype=np.float64) -> np.ndarray:
     """`x` (a tensor or array-like) as a finite (N, D) array with N ≥ `min_rows` and D ≥ 1, or a short
-    `ValueError` that starts with `where`. The one check of feature sets (Fréchet distance, UMAP)."""
-    a = x.detach().cpu().double().numpy().astype(dtype) if isinstance(x, torch.Tensor) else np.asarray(x, dtype=dtype)
-    if a.ndim != 2:
-        raise ValueError(f"{where}: features must be a 2-D array (N, D), got shape {a.shape}")
-    if a.shape[1] < 1:
-        raise ValueError(f"{where}: features have no dimensions (shape {a.shape})")
-    if a.shape[0] < min_rows:
-        raise ValueError(f"{where}: {a.shape[0]} sample(s); needs N ≥ {min_rows}")
-    if not np.isfinite(a).all():
-        raise ValueError(f"{where}: features contain NaN or inf")
-    return a
+    `ValueError` that starts with `where` (Fréchet distance, UMAP, separation figures)."""
+    return finite_rows(x, where, "of D features, as a 2-D array (N, D)", min_rows=min_rows, dtype=dtype)
 
 
 def _sqrtm(m: np.ndarray) -> tuple[np.ndarray, float]:

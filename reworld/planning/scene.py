@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import shapely
 
+from reworld.arrays import finite_rows
 from reworld.data.types import AGENT_TYPES, COMMANDS, AgentTrack, Clip
 
 SCENE_COMMANDS = (*COMMANDS, "unknown")
@@ -54,17 +55,7 @@ def _number(value: Any, where: str, positive: bool = False) -> float:
 
 def _array(value: Any, where: str, cols: int, what: str, min_rows: int = 1) -> np.ndarray:
     """A finite float (R, cols) array with R >= min_rows; `what` describes a row for the message."""
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise SceneFormatError(f"{where}: expected rows {what}") from None
-    if arr.ndim != 2 or arr.shape[1] != cols:
-        raise SceneFormatError(f"{where}: expected rows {what}, got shape {arr.shape}")
-    if arr.shape[0] < min_rows:
-        raise SceneFormatError(f"{where}: expected at least {min_rows} rows {what}, got {arr.shape[0]}")
-    if not np.isfinite(arr).all():
-        raise SceneFormatError(f"{where}: contains NaN or inf")
-    return arr
+    return finite_rows(value, where, what, cols=cols, min_rows=min_rows, error=SceneFormatError)
 
 
 def validate_poses(poses: Any, where: str = "poses") -> np.ndarray:
