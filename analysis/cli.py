@@ -64,7 +64,7 @@ def cmd_velocity(args) -> int:
 
     out = Path(args.out)
     pipe = _pipeline(args.checkpoint, args.device)
-    clips = load_clips(pipe.config.data, args.split, args.clips, geometry=False, dataroot=args.dataroot,
+    clips = load_clips(pipe.clip_spec, args.split, args.clips, geometry=False, dataroot=args.dataroot,
                        version=args.version)
     _log(f"velocity: {len(clips)} clip(s), {args.steps} steps, w = {args.guidance:g} on {pipe.device}")
     t0 = time.perf_counter()
@@ -122,10 +122,10 @@ def cmd_embedding(args) -> int:
     for label, path in zip(labels, args.checkpoint):
         t0 = time.perf_counter()
         pipe = _pipeline(path, args.device, require_planner=True)
-        if clips is None or pipe.config.data != clips_data:  # same clips for every checkpoint when they fit
-            clips = load_clips(pipe.config.data, args.split, args.clips, geometry=True, dataroot=args.dataroot,
+        if clips is None or pipe.clip_spec != clips_data:  # same clips for every checkpoint when they fit
+            clips = load_clips(pipe.clip_spec, args.split, args.clips, geometry=True, dataroot=args.dataroot,
                                version=args.version)
-            clips_data = pipe.config.data
+            clips_data = pipe.clip_spec
         _log(f"embedding [{label}]: features of {len(clips)} clip(s) × (expert + ≤{args.k} hard negatives)")
         fs = R.collect_features(pipe, clips, k=args.k, block=args.block, sigma=args.sigma, seed=args.seed,
                                 callback=lambda i, n: _log(f"  clip {i}/{n}"))

@@ -53,7 +53,11 @@ class VAEConfig:
     latent_channels: int = 16
     patch_size: int = 2
     spatio_temporal_scaling: tuple[bool, ...] = (True, True, False)
-    pretrained: str | None = None  # local diffusers folder of a pretrained AutoencoderKLLTXVideo
+    pretrained: str | None = None  # local diffusers folder of a pretrained AutoencoderKLLTXVideo (or its pipeline)
+    # decoding a timestep-conditioned VAE (LTX-Video ≥ 0.9.1; ignored by others): the decoder's timestep and the
+    # share of noise mixed into the latents first (LTX-Video's inference settings for 0.9.1)
+    decode_timestep: float = 0.05
+    decode_noise_scale: float = 0.025
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """`python -m reworld ship`: copy a trained run folder into a shipped checkpoint with its model card.
 
-A shipped checkpoint holds `config.json`, `video_dit/`, `action_dit/` and either its own `vae/` or a
-`components.json` pointing at a shared sibling VAE folder, plus `eval.json` (the figures of
+A shipped checkpoint holds `config.json`, `video_dit/`, `action_dit/` (when the run has a planner) and its
+own `vae/`, or a `components.json` pointing at a shared sibling VAE folder, or, for a pretrained VAE, nothing:
+its config's `vae.pretrained` names it; plus `eval.json` (the figures of
 `python -m reworld eval` on the held-out split) and `MODEL_CARD.md` (commands, seeds, steps, wall time,
 figures). Everything is safetensors + JSON.
 """
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from reworld.config import STAGES
 from reworld.evaluation.evaluate import report_tables
+from reworld.pipelines.run_folder import read_run_config
 from reworld.training.checkpoint import latest_checkpoint
 
 
@@ -30,19 +32,23 @@ def ship(run: str, dest: str, shared_vae: str | None, config_path: str, eval_rep
     run_dir, dest_dir = Path(run), Path(dest)
     if not (run_dir / "config.json").is_file():
         raise FileNotFoundError(f"{run_dir} is not a run folder (no config.json)")
+    config = read_run_config(run_dir)
     tmp = dest_dir.with_name(f".{dest_dir.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     shutil.copy(run_dir / "config.json", tmp / "config.json")
-    for part in ("video_dit", "action_dit"):
-        shutil.copytree(run_dir / part, tmp / part)
-    if shared_vae:
-        shared = Path(shared_vae)
-        if not shared.is_dir():
-            shutil.copytree(run_dir / "vae", shared)
-        (tmp / "components.json").write_text(json.dumps({"vae": f"../{shared.name}"}))
-    else:
-        shutil.copytree(run_dir / "vae", tmp / "vae")
+    shutil.copytree(run_dir / "video_dit", tmp / "video_dit")
+    if (run_dir / "action_dit").is_dir():  # a run stopped after stage video ships as a world model alone
+        shutil.copytree(run_dir / "action_dit", tmp / "action_dit")
+    # a pretrained VAE (no vae/ in the run) stays where the config's `vae.pretrained` says: nothing to copy
+    if (run_dir / "vae").is_dir() or not config.vae.pretrained:
+        if shared_vae:
+            shared = Path(shared_vae)
+            if not shared.is_dir():
+                shutil.copytree(run_dir / "vae", shared)
+            (tmp / "components.json").write_text(json.dumps({"vae": f"../{shared.name}"}))
+        else:
+            shutil.copytree(run_dir / "vae", tmp / "vae")
     meta = _stage_meta(run_dir)
     if eval_report is not None:
         (tmp / "eval.json").write_text(json.dumps(eval_report, indent=2))

@@ -140,7 +140,7 @@ def test_missing_checkpoint_directory_is_an_error(checkpoint, tiny_config_path, 
     res = _cli("train", "--stage", "video", "--config", str(tiny_config_path), "--out", str(out),
                "--vae", str(tmp_path / "no-vae"), "--max-steps", "1")
     assert res.returncode == 2 and "Traceback" not in res.stderr
-    assert res.stderr.strip().splitlines() == [f"error: checkpoint folder {tmp_path / 'no-vae'} has no config.json"]
+    assert res.stderr.strip().splitlines() == [f"error: checkpoint folder not found: {tmp_path / 'no-vae'}"]
     assert not (out / "checkpoints").exists() and not (out / "video_dit").exists()
 
 

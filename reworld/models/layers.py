@@ -99,6 +99,38 @@ def load_state_dict_strict(
         raise CheckpointError(f"{where}: tensors left uninitialised on the meta device: {_show(still_meta)}")
 
 
+def diffusers_component(path: str | Path, subfolder: str, class_name: str) -> Path:
+    """The folder of one model in `path`: `path` itself when it holds the model (`config.json`), or
+    `path/subfolder` when `path` is a diffusers pipeline folder (`model_index.json`, e.g. LTX-Video's, whose
+    `transformer/` and `vae/` are the components). A folder that is neither, or whose config or index names
+    another class, is a `CheckpointError` naming the file."""
+    path = Path(path)
+    index = path / "model_index.json"
+    if not (path / CONFIG_NAME).is_file() and index.is_file():
+        try:
+            doc = json.loads(index.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"{index}: not valid JSON ({e})") from None
+        entry = doc.get(subfolder) if isinstance(doc, dict) else None
+        if not isinstance(entry, list) or not entry or entry[-1] is None:
+            listed = sorted(k for k in doc if not k.startswith("_")) if isinstance(doc, dict) else []
+            raise CheckpointError(f"{index}: no {subfolder!r} component (it lists {listed})")
+        if entry[-1] != class_name:
+            raise CheckpointError(f"{index}: {subfolder} is a {entry[-1]}, expected {class_name}")
+        path = path / subfolder
+    config = path / CONFIG_NAME
+    if not config.is_file():
+        raise CheckpointError(f"{path} is neither a diffusers {class_name} folder ({CONFIG_NAME}) nor a pipeline "
+                              f"folder (model_index.json)")
+    try:
+        name = json.loads(config.read_text()).get("_class_name")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
+        raise CheckpointError(f"{config}: not a model config ({e})") from None
+    if name is not None and name != class_name:
+        raise CheckpointError(f"{config}: a {name}, expected {class_name}")
+    return path
+
+
 def load_model_strict(cls: type[M], path: str | Path, *, dtype: torch.dtype | None = None) -> M:
     """Build `cls` (a diffusers ModelMixin + ConfigMixin) from `path/config.json` and load its
     safetensors strictly. The model is built on the meta device, so nothing is allocated twice and no

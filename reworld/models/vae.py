@@ -17,7 +17,7 @@ import torch
 from diffusers import AutoencoderKLLTXVideo
 
 from reworld.config import DataConfig, VAEConfig
-from reworld.models.layers import load_model_strict
+from reworld.models.layers import CheckpointError, diffusers_component, load_model_strict
 
 
 def vae_ratios(cfg: VAEConfig) -> tuple[int, int]:
@@ -62,9 +62,12 @@ def build_vae(cfg: VAEConfig) -> AutoencoderKLLTXVideo:
 
 
 def load_pretrained_vae(path: str | Path) -> AutoencoderKLLTXVideo:
-    """A VAE from a local diffusers folder (e.g. LTX-Video's `vae/`), loaded strictly; a missing folder or
-    key raises `CheckpointError`."""
-    return load_model_strict(AutoencoderKLLTXVideo, path)
+    """A VAE from a local diffusers folder, loaded strictly: the component folder (e.g. LTX-Video's `vae/`) or
+    the pipeline folder around it (`model_index.json`). A missing folder or key is a `CheckpointError`."""
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint folder not found: {path}")
+    return load_model_strict(AutoencoderKLLTXVideo, diffusers_component(path, "vae", "AutoencoderKLLTXVideo"))
 
 
 def latent_split(data_cfg: DataConfig, vae: AutoencoderKLLTXVideo) -> tuple[int, int]:
@@ -113,14 +116,26 @@ def encode_frames(vae: AutoencoderKLLTXVideo, frames: torch.Tensor, *, normalize
     return (mu - mean) / std * scaling
 
 
-def decode_latents(vae: AutoencoderKLLTXVideo, latents: torch.Tensor) -> torch.Tensor:
+def decode_latents(vae: AutoencoderKLLTXVideo, latents: torch.Tensor, *, decode_timestep: float = 0.0,
+                   decode_noise_scale: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
     """latents (B, C, t, h, w), normalised as `encode_frames` makes them → frames (B, T, 3, H, W) in [-1, 1],
-    T = 1 + (t − 1)·r."""
+    T = 1 + (t − 1)·r.
+
+    A timestep-conditioned decoder (LTX-Video's VAE from 0.9.1 on) is decoded as diffusers' `LTXPipeline`
+    does: the latents are mixed with noise, `(1 − s) z + s ε` with s = `decode_noise_scale` (default: the
+    decode timestep), and the decoder is told `decode_timestep`; the run's values are `vae.decode_timestep`
+    and `vae.decode_noise_scale` of its config. ε is drawn on the CPU `generator`. Other decoders ignore them."""
     if latents.ndim != 5:
         raise ValueError(f"latents must be (B, C, t, h, w), got {tuple(latents.shape)}")
     mean, std, scaling = _scale(vae, latents)
     z = latents / scaling * std + mean
-    x = vae.decode(z).sample  # (B, 3, T, H, W)
+    temb = None
+    if getattr(vae.config, "timestep_conditioning", False):
+        s = decode_timestep if decode_noise_scale is None else decode_noise_scale
+        noise = torch.randn(z.shape, generator=generator, dtype=torch.float32).to(z)
+        z = (1 - s) * z + s * noise
+        temb = torch.full((z.shape[0],), float(decode_timestep), device=z.device, dtype=z.dtype)
+    x = vae.decode(z, temb).sample  # (B, 3, T, H, W)
     return x.permute(0, 2, 1, 3, 4).clamp(-1.0, 1.0)  # (B, T, 3, H, W)
 
 

@@ -27,6 +27,7 @@ from reworld.models.layers import (
     AdaLNVelocityHead,
     TIMESTEP_SCALE,
     CheckpointError,
+    diffusers_component,
     load_model_strict,
     load_state_dict_strict,
     read_state_dict,
@@ -236,15 +237,18 @@ class VideoDiT(ModelMixin, ConfigMixin):
         cls, path: str | Path, *, dtype: torch.dtype | None = torch.float32, **new_args
     ) -> "VideoDiT":
         """A VideoDiT whose transformer is the `LTXVideoTransformer3DModel` saved in the local diffusers folder
-        `path` (e.g. LTX-Video's `transformer/`), loaded strictly; the conditioning tokens and heads are new.
+        `path` (LTX-Video's `transformer/`, or the pipeline folder around it), loaded strictly; the conditioning tokens and heads are new.
         Built on the meta device, so the transformer's weights are allocated once. `new_args`: VideoDiT
         arguments that LTX has not (head_blocks, num_cond_tokens, rope_interpolation_scale, …)."""
         from accelerate import init_empty_weights
 
         path = Path(path)
-        if not (path / "config.json").is_file():
+        if not path.is_dir():
+            raise CheckpointError(f"checkpoint folder not found: {path}")
+        if not (path / "config.json").is_file() and not (path / "model_index.json").is_file():
             hint = " (pass its transformer/ subfolder)" if (path / "transformer" / "config.json").is_file() else ""
             raise CheckpointError(f"no LTX transformer config.json in {path}{hint}")
+        path = diffusers_component(path, "transformer", "LTXVideoTransformer3DModel")  # a pipeline folder too
         ltx = LTXVideoTransformer3DModel.load_config(path)
         inner = ltx["num_attention_heads"] * ltx["attention_head_dim"]
         if ltx.get("patch_size", 1) != 1 or ltx.get("patch_size_t", 1) != 1:

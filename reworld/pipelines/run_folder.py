@@ -2,7 +2,8 @@
 
 ```
 RUN/config.json        the run's configuration (`reworld.config`)
-RUN/vae/               AutoencoderKLLTXVideo (save_pretrained), or a pointer in RUN/components.json
+RUN/vae/               AutoencoderKLLTXVideo (save_pretrained); or a pointer in RUN/components.json; or none,
+                       when the run uses a pretrained VAE (`vae.pretrained` in its config: an LTX-Video folder)
 RUN/video_dit/         VideoDiT
 RUN/action_dit/        ActionDiT (after stage action)
 ```
@@ -15,7 +16,7 @@ import json
 from pathlib import Path
 
 from reworld.config import Config, config_from_dict
-from reworld.models.layers import CheckpointError
+from reworld.models.layers import CheckpointError, diffusers_component
 
 
 def read_run_config(path: Path) -> Config:
@@ -25,6 +26,16 @@ def read_run_config(path: Path) -> Config:
     if not (path / "config.json").is_file():
         raise CheckpointError(f"{path} is not a ReWorld checkpoint: no config.json")
     return config_from_dict(json.loads((path / "config.json").read_text()))
+
+
+def vae_folder(path: Path, config: Config) -> Path:
+    """Where the VAE of the run folder `path` lives: its own `vae/`, else where `components.json` points,
+    else the pretrained folder its config names (`vae.pretrained`), else `path/vae` (missing: the loader says so)."""
+    own = component_dir(path, "vae")
+    if not own.exists() and config.vae.pretrained:
+        pretrained = Path(config.vae.pretrained)
+        return diffusers_component(pretrained, "vae", "AutoencoderKLLTXVideo") if pretrained.is_dir() else pretrained
+    return own
 
 
 def component_dir(path: Path, name: str) -> Path:

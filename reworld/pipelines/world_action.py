@@ -19,9 +19,14 @@ import torch
 
 from reworld.config import Config, DataConfig
 from reworld.data.types import COMMANDS, Clip
-from reworld.models.layers import CheckpointError
+from reworld.models.action_dit import ActionDiT
+from reworld.models.layers import CheckpointError, load_model_strict
+from reworld.models.vae import decode_latents, encode_frames, latent_split, load_pretrained_vae
+from reworld.models.video_dit import VideoCond, VideoDiT
 from reworld.pipelines.hidden_states import hidden_state_blocks, video_hidden_states
-from reworld.pipelines.run_folder import component_dir, read_run_config
+from reworld.pipelines.run_folder import read_run_config, vae_folder
+from reworld.planning.pdm import score_trajectories
+from reworld.planning.scene import PlanningScene
 from reworld.runtime import default_device
 from reworld.sampling import default_guidance, plan_sample, sample_future
 
@@ -61,18 +66,12 @@ class WorldActionPipeline:
     def from_pretrained(cls, path: str | Path, device: torch.device | str | None = None,
                         require_planner: bool = False) -> "WorldActionPipeline":
         """Load a run folder (or a shipped checkpoint) strictly; a missing folder is an error."""
-        from reworld.models.vae import load_pretrained_vae
-        from reworld.models.video_dit import VideoDiT
-
         path = Path(path)
         config = read_run_config(path)
-        vae = load_pretrained_vae(component_dir(path, "vae"))
+        vae = load_pretrained_vae(vae_folder(path, config))
         video = VideoDiT.from_pretrained(path / "video_dit")
         action = None
         if (path / "action_dit").is_dir():
-            from reworld.models.action_dit import ActionDiT
-            from reworld.models.layers import load_model_strict
-
             action = load_model_strict(ActionDiT, path / "action_dit")
         elif require_planner:
             raise CheckpointError(f"{path} has no action_dit/: train stage action first")
@@ -110,8 +109,6 @@ class WorldActionPipeline:
 
     # ------------------------------------------------------------------------------------------
     def _cond(self, clip: Clip, command: str | None):
-        from reworld.models.video_dit import VideoCond
-
         if command is not None and command not in COMMANDS:
             raise ValueError(f"command must be one of {COMMANDS}, got {command!r}")
         index = COMMANDS.index(command) if command is not None else clip.observation.command
@@ -122,19 +119,23 @@ class WorldActionPipeline:
     @torch.no_grad()
     def encode_context(self, clip: Clip) -> torch.Tensor:
         """Context latents (1, C, n_ctx, h, w)."""
-        from reworld.models.vae import encode_frames, latent_split
-
         n_ctx, _ = latent_split(self.config.data, self.vae)
         # the causal encoder sees context frames only, so no future leaks into the context latents
         return encode_frames(self.vae, clip.observation.frames[None].to(self.device))[:, :, :n_ctx]
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, seed: int = 0) -> torch.Tensor:
+        """Latents (B, C, t, h, w) → frames (B, T, 3, H, W) in [-1, 1], with the run's decode settings."""
+        vcfg = self.config.vae
+        return decode_latents(self.vae, latents, decode_timestep=vcfg.decode_timestep,
+                              decode_noise_scale=vcfg.decode_noise_scale,
+                              generator=torch.Generator().manual_seed(seed))
 
     @torch.no_grad()
     def generate(self, clip: Clip, steps: int = 20, guidance: float = 1.0, seed: int = 0, command: str | None = None,
                  guidance_interval: tuple[float, float] | None = None, record: bool = False,
                  decode_previews: bool = False, callback: Callable | None = None,
                  should_stop: Callable[[], bool] | None = None) -> GenerationResult:
-        from reworld.models.vae import decode_latents, latent_split
-
         _check_steps(steps)
         t0 = time.perf_counter()
         _, n_fut = latent_split(self.config.data, self.vae)
@@ -143,7 +144,7 @@ class WorldActionPipeline:
         n_ctx_frames = self.config.data.context_frames
 
         def decode(latents):
-            return decode_latents(self.vae, latents)[0, n_ctx_frames:].cpu()
+            return self.decode(latents, seed)[0, n_ctx_frames:].cpu()
 
         res = sample_future(self.video_dit, context, cond, n_fut, steps, generator=torch.Generator().manual_seed(seed),
                             guidance=guidance, guidance_interval=guidance_interval, record=record,
@@ -167,8 +168,6 @@ class WorldActionPipeline:
     def video_hidden_states(self, clip: Clip, command: str | None = None, sigma: float | None = None,
                             seed: int = 0) -> list[torch.Tensor]:
         """The Video DiT hidden states the planner reads: one (1, S', D) per block in `video.feature_blocks`."""
-        from reworld.models.vae import latent_split
-
         n_ctx, n_fut = latent_split(self.config.data, self.vae)
         cond, _ = self._cond(clip, command)
         context = self.encode_context(clip)  # (1, C, n_ctx, h, w)
@@ -198,9 +197,6 @@ class WorldActionPipeline:
                             generator=torch.Generator().manual_seed(seed))[0].cpu().numpy()
         scores = []
         if score and clip.target.drivable_area:
-            from reworld.planning.pdm import score_trajectories
-            from reworld.planning.scene import PlanningScene
-
             scores = score_trajectories(PlanningScene.from_clip(clip), poses)
         return PlanResult(trajectories=poses, scores=scores, command=name, device=str(self.device),
                           seconds=time.perf_counter() - t0)

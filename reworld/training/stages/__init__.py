@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from reworld.config import STAGES, load_config, replace
+from reworld.config import STAGES, config_from_dict, load_config, replace
 from reworld.paths import resolve_dataroot
 from reworld.training.loop import run
 from reworld.training.stages.common import check_same_model, make_accelerator
@@ -37,21 +37,26 @@ def run_stage(stage: str, config_path: str, out: str, max_steps: int | None = No
     if changes:
         config = replace(config, data=changes)
     config = replace(config, data={"dataroot": resolve_dataroot(config.data.dataroot)})
+    if vae_path:  # recorded in the run's config, so later stages and the pipeline find the VAE too
+        config = replace(config, vae={"pretrained": str(Path(vae_path).resolve())})
     out = Path(out)
     previous = out / "config.json"
     if stage != "vae" and previous.is_file():
-        check_same_model(json.loads(previous.read_text()), config, stage)
+        before = config_from_dict(json.loads(previous.read_text()))
+        if config.vae.pretrained is None and before.vae.pretrained:  # the run remembers its pretrained VAE
+            config = replace(config, vae={"pretrained": before.vae.pretrained})
+        check_same_model(before, config, stage)
     torch.manual_seed(config.train.seed)  # parameter initialisation
     accelerator = make_accelerator()
     device = accelerator.device
     if stage == "vae":
         spec = vae_stage(config, out, device)
     elif stage == "video":
-        spec = video_stage(config, out, device, vae_path)
+        spec = video_stage(config, out, device)
     elif stage == "action":
-        spec = action_stage(config, out, device, vae_path)
+        spec = action_stage(config, out, device)
     else:
-        spec = joint_stage(config, out, device, vae_path)
+        spec = joint_stage(config, out, device)
     steps = max_steps if max_steps is not None else int(config.train.max_steps[stage])
     if steps < 1:
         raise ValueError(f"--max-steps must be ≥ 1, got {steps}")

@@ -1,7 +1,6 @@
 """What every stage shares: the accelerator, the run folder's components, clips encoded to latents."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -10,6 +9,7 @@ from reworld.config import Config
 from reworld.data.clips import ClipTensors
 from reworld.models.layers import CheckpointError
 from reworld.models.vae import encode_frames, load_pretrained_vae
+from reworld.pipelines.run_folder import vae_folder
 from reworld.training.loop import TrainingError
 
 
@@ -29,17 +29,9 @@ def require_component(folder: Path, what: str, stage: str) -> Path:
     return folder
 
 
-def vae_dir(out: Path, config: Config, vae_path: str | None) -> Path:
-    """Where the run's VAE lives: `--vae`, else `vae.pretrained`, else the run folder's own `vae/`."""
-    if vae_path:
-        return Path(vae_path)
-    if config.vae.pretrained:
-        return Path(config.vae.pretrained)
-    return out / "vae"
-
-
-def load_run_vae(out: Path, config: Config, vae_path: str | None, stage: str):
-    folder = vae_dir(out, config, vae_path)
+def load_run_vae(out: Path, config: Config, stage: str):
+    """The run's VAE (`reworld.pipelines.run_folder.vae_folder`: its own `vae/`, or the pretrained one)."""
+    folder = vae_folder(out, config)
     if folder == out / "vae":
         require_component(folder, "a trained VAE (stage vae)", stage)
     return load_pretrained_vae(folder)
@@ -52,9 +44,9 @@ def encode_clips(vae, clips: ClipTensors, device, batch: int = 16) -> torch.Tens
     return torch.cat(out)  # (N, C, t, h, w)
 
 
-def check_same_model(previous: dict, config: Config, stage: str) -> None:
+def check_same_model(before: Config, config: Config, stage: str) -> None:
+    """A later stage must train on the VAE and Video DiT the run folder was made with."""
     for section in ("vae", "video"):
-        now = json.loads(json.dumps(getattr(config, section).__dict__, default=list))
-        if previous.get(section) != now:
+        if getattr(before, section) != getattr(config, section):
             raise TrainingError(f"stage {stage}: the {section} section of the config differs from the one this "
-                                f"run folder was trained with ({previous.get('name')!r}); use a new --out")
+                                f"run folder was trained with ({before.name!r}); use a new --out")

@@ -33,7 +33,8 @@ from reworld.planning.pdm import score_trajectory
 from reworld.planning.scene import PlanningScene
 from reworld.sampling import plan_sample
 from reworld.training.loop import StageSpec
-from reworld.training.stages.common import encode_clips, load_run_vae, require_component, vae_dir
+from reworld.pipelines.run_folder import vae_folder
+from reworld.training.stages.common import encode_clips, load_run_vae, require_component
 
 
 # ---------------------------------------------------------------------------------------------- hidden-state cache
@@ -199,8 +200,8 @@ class PlannerSetup:
         return meta
 
 
-def planner_setup(config: Config, out: Path, device, vae_path: str | None, stage: str) -> PlannerSetup:
-    vae = load_run_vae(out, config, vae_path, stage).to(device).requires_grad_(False)
+def planner_setup(config: Config, out: Path, device, stage: str) -> PlannerSetup:
+    vae = load_run_vae(out, config, stage).to(device).requires_grad_(False)
     video_dit = VideoDiT.from_pretrained(require_component(out / "video_dit", "a trained Video DiT (stage video)",
                                                            stage)).to(device)
     n_ctx, _ = latent_split(config.data, vae)
@@ -212,13 +213,13 @@ def planner_setup(config: Config, out: Path, device, vae_path: str | None, stage
     align_pos = blocks.index(acfg.align_video_block) if acfg.align_video_block in blocks else len(blocks) // 2
     use_neg = lcfg.lambda_hn > 0 or (lcfg.lambda_hinge > 0 and lcfg.hn_hinge_margin > 0)
     negatives = rank0_first(lambda: hard_negatives_for(config, "train", train.tokens, out)) if use_neg else None
-    return PlannerSetup(config, out, device, vae_dir(out, config, vae_path), video_dit, n_ctx, blocks, align_pos,
+    return PlannerSetup(config, out, device, vae_folder(out, config), video_dit, n_ctx, blocks, align_pos,
                         train, val, train_lat, val_lat, negatives, planning_scenes(config, "val", val.tokens))
 
 
-def action_stage(config: Config, out: Path, device, vae_path: str | None = None) -> StageSpec:
+def action_stage(config: Config, out: Path, device) -> StageSpec:
     """Stage 2: a new Action DiT on the frozen Video DiT's cached hidden states."""
-    s = planner_setup(config, out, device, vae_path, "action")
+    s = planner_setup(config, out, device, "action")
     acfg = config.action
     interval = config.data.horizon_s / config.data.num_poses
     residual = s.train.trajectory - anchor_trajectory(s.train.ego_status, acfg.num_waypoints,
@@ -251,10 +252,10 @@ def action_stage(config: Config, out: Path, device, vae_path: str | None = None)
                      len(s.train), step_fn, validate, export, load, s.meta(), batch_size=config.train.action_batch_size)
 
 
-def joint_stage(config: Config, out: Path, device, vae_path: str | None = None) -> StageSpec:
+def joint_stage(config: Config, out: Path, device) -> StageSpec:
     """Stage 3: the stage-2 Action DiT and the Video DiT fine-tuned together, each at its own learning rate;
     the Video DiT keeps its flow loss so it stays a world model while it adapts to planning."""
-    s = planner_setup(config, out, device, vae_path, "joint")
+    s = planner_setup(config, out, device, "joint")
     action_dit = load_model_strict(ActionDiT, require_component(out / "action_dit",
                                                                 "a trained Action DiT (stage action)", "joint"))
     action_dit = action_dit.to(device)

@@ -18,8 +18,8 @@ from reworld.training.loop import StageSpec
 from reworld.training.stages.common import encode_clips, load_run_vae
 
 
-def video_stage(config: Config, out: Path, device, vae_path: str | None = None) -> StageSpec:
-    vae = load_run_vae(out, config, vae_path, "video").to(device).requires_grad_(False)
+def video_stage(config: Config, out: Path, device) -> StageSpec:
+    vae = load_run_vae(out, config, "video").to(device).requires_grad_(False)
     n_ctx, n_fut = latent_split(config.data, vae)
     train = load_clip_tensors(config.data, "train")
     val = load_clip_tensors(config.data, "val", limit=config.train.val_clips)
@@ -41,7 +41,9 @@ def video_stage(config: Config, out: Path, device, vae_path: str | None = None) 
         res = sample_future(model, val_lat[:, :, :n_ctx], cond_of(val, slice(None)), n_fut,
                             config.train.sample_steps, generator=torch.Generator().manual_seed(0),
                             guidance=default_guidance(config))
-        frames = decode_latents(vae, res.latents)[:, config.data.context_frames:]
+        frames = decode_latents(vae, res.latents, decode_timestep=config.vae.decode_timestep,
+                                decode_noise_scale=config.vae.decode_noise_scale,
+                                generator=torch.Generator().manual_seed(0))[:, config.data.context_frames:]
         truth = val.video(slice(None))[:, config.data.context_frames:].to(device)
         last = val.video(slice(None))[:, config.data.context_frames - 1:config.data.context_frames].to(device)
         return {"flow_loss": float(terms["gen"]), "psnr_sampled": float(psnr(frames, truth).mean()),

@@ -1,0 +1,129 @@
+"""Pretrained LTX-Video weights from a local diffusers folder, laid out as the real one is (`model_index.json`,
+`transformer/`, `vae/`), with a timestep-conditioned VAE as LTX-Video 0.9.1 and later ship it: training
+reads it, and the run folder opens in the pipeline, eval, the app and ship."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+from diffusers import AutoencoderKLLTXVideo, LTXVideoTransformer3DModel
+
+from reworld.config import load_config
+from reworld.models.layers import CheckpointError
+from reworld.models.vae import decode_latents, load_pretrained_vae
+
+LATENT = 8  # tiny.yaml's latent channels
+
+
+def write_ltx_pipeline(root, transformer_channels: int = LATENT):
+    """A tiny LTX-Video pipeline folder: what `LTXPipeline.save_pretrained` writes, minus the text parts'
+    weights (ReWorld reads only the transformer and the VAE)."""
+    torch.manual_seed(0)
+    # LTX-Video 0.9.1's decoder layout in miniature: timestep conditioning, residual depth-to-space upsampling
+    # (channels halve as the resolution doubles), so that no up block changes width before it upsamples
+    AutoencoderKLLTXVideo(
+        in_channels=3, out_channels=3, latent_channels=LATENT, block_out_channels=(8, 16, 16),
+        down_block_types=("LTXVideoDownBlock3D",) * 3, decoder_block_out_channels=(16, 32, 32),
+        layers_per_block=(1, 1, 1, 1), decoder_layers_per_block=(1, 1, 1, 1),
+        spatio_temporal_scaling=(True, True, False), decoder_spatio_temporal_scaling=(True, True, False),
+        decoder_inject_noise=(False,) * 4, downsample_type=("conv",) * 3, upsample_residual=(True, True, False),
+        upsample_factor=(2, 2, 1), timestep_conditioning=True, patch_size=2, patch_size_t=1,
+        encoder_causal=True, decoder_causal=False,
+    ).save_pretrained(root / "vae")
+    LTXVideoTransformer3DModel(in_channels=transformer_channels, out_channels=transformer_channels,
+                               num_attention_heads=2, attention_head_dim=16, cross_attention_dim=32,
+                               num_layers=2, caption_channels=32).save_pretrained(root / "transformer")
+    (root / "model_index.json").write_text(json.dumps({
+        "_class_name": "LTXPipeline", "_diffusers_version": "0.42.1",
+        "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"], "text_encoder": ["transformers", "T5EncoderModel"],
+        "tokenizer": ["transformers", "T5TokenizerFast"], "transformer": ["diffusers", "LTXVideoTransformer3DModel"],
+        "vae": ["diffusers", "AutoencoderKLLTXVideo"]}))
+    return root
+
+
+@pytest.fixture(scope="module")
+def ltx(tmp_path_factory):
+    return write_ltx_pipeline(tmp_path_factory.mktemp("LTX-Video"))
+
+
+def test_timestep_conditioned_vae_decodes_as_diffusers_does(ltx):
+    vae = load_pretrained_vae(ltx)  # the pipeline folder itself
+    assert vae.config.timestep_conditioning
+    z = torch.randn(1, LATENT, 2, 4, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        a = decode_latents(vae, z, decode_timestep=0.05, decode_noise_scale=0.025, generator=torch.Generator().manual_seed(0))
+        b = decode_latents(vae, z, decode_timestep=0.05, decode_noise_scale=0.025, generator=torch.Generator().manual_seed(0))
+        c = decode_latents(vae, z, decode_timestep=0.5, decode_noise_scale=0.025, generator=torch.Generator().manual_seed(0))
+        # by hand, as LTXPipeline: noise mixed in, then the decoder told the timestep
+        noise = torch.randn(z.shape, generator=torch.Generator().manual_seed(0))
+        ref = vae.decode((1 - 0.025) * z + 0.025 * noise, torch.tensor([0.05])).sample.permute(0, 2, 1, 3, 4).clamp(-1, 1)
+    assert a.shape == (1, 5, 3, 32, 64) and torch.equal(a, b)
+    torch.testing.assert_close(a, ref)
+    assert not torch.allclose(a, c)  # the timestep reaches the decoder
+
+
+def test_a_run_on_an_ltx_folder_trains_and_opens_everywhere(ltx, tiny_config_path, tmp_path):
+    from app.cli import load_pipelines
+    from reworld import WorldActionPipeline
+    from reworld.data.loader import NuScenesClips
+    from reworld.evaluation.evaluate import evaluate
+    from reworld.ship import ship
+    from reworld.training import run_stage
+
+    doc = yaml.safe_load(tiny_config_path.read_text())
+    doc["vae"]["pretrained"] = str(ltx)
+    doc["video"]["pretrained"] = str(ltx)  # the pipeline folder: its transformer/ is found through model_index.json
+    config = tmp_path / "ltx.yaml"
+    config.write_text(yaml.safe_dump(doc))
+    run = tmp_path / "run"
+    result = run_stage("video", str(config), str(run), max_steps=2)
+    assert result["finite"] and not (run / "vae").exists()  # the pretrained VAE is not copied into the run
+
+    pipe = WorldActionPipeline.from_pretrained(run)
+    assert pipe.vae.config.timestep_conditioning and pipe.video_dit.config.num_layers == 2
+    clip = NuScenesClips(pipe.clip_spec, split="val")[0]
+    gen = pipe.generate(clip, steps=2, guidance=1.4, seed=0)
+    assert torch.isfinite(gen.frames).all() and gen.frames.shape == clip.target.frames.shape
+    report = evaluate(str(run), split="val", limit=2, video_clips=2, steps=2, device="cpu")
+    assert report.video["psnr"] > 0 and "constant velocity" in report.planners
+    assert set(load_pipelines([run], device="cpu")) == {"run"}
+    shipped = ship(str(run), str(tmp_path / "shipped"), None, str(config), None, [])
+    assert not (shipped / "vae").exists() and WorldActionPipeline.from_pretrained(shipped).vae.config.timestep_conditioning
+
+
+def test_a_vae_given_with_train_vae_is_remembered_by_the_run(ltx, tiny_config_path, tmp_path):
+    """`train --stage video --vae PATH`: the later stages and the pipeline find the VAE without being told again."""
+    from reworld import WorldActionPipeline
+    from reworld.training import run_stage
+
+    run = tmp_path / "run"
+    run_stage("video", str(tiny_config_path), str(run), max_steps=1, vae_path=str(ltx / "vae"))
+    assert json.loads((run / "config.json").read_text())["vae"]["pretrained"] == str((ltx / "vae").resolve())
+    run_stage("action", str(tiny_config_path), str(run), max_steps=1)
+    assert WorldActionPipeline.from_pretrained(run, require_planner=True).vae.config.timestep_conditioning
+
+
+def test_folders_that_are_not_ltx_are_named(ltx, tmp_path):
+    from reworld.models.video_dit import VideoDiT, video_dit_from_config
+
+    not_a_pipeline = tmp_path / "other"
+    not_a_pipeline.mkdir()
+    (not_a_pipeline / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline",
+                                                                  "unet": ["diffusers", "UNet2DConditionModel"]}))
+    with pytest.raises(CheckpointError, match=r"model_index.json: no 'vae' component \(it lists \['unet'\]\)"):
+        load_pretrained_vae(not_a_pipeline)
+    with pytest.raises(CheckpointError, match="is neither a diffusers AutoencoderKLLTXVideo folder"):
+        load_pretrained_vae(tmp_path)
+    with pytest.raises(CheckpointError, match="transformer/config.json: a LTXVideoTransformer3DModel, expected "
+                                              "AutoencoderKLLTXVideo"):
+        load_pretrained_vae(ltx / "transformer")
+    (not_a_pipeline / "model_index.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="model_index.json: not valid JSON"):
+        VideoDiT.from_ltx_transformer(not_a_pipeline)
+    # a transformer whose channels do not match the VAE's latents
+    write_ltx_pipeline(tmp_path / "mismatch", transformer_channels=4)
+    cfg = load_config("configs/tiny.yaml").video
+    with pytest.raises(CheckpointError, match="has 4 input channels, the VAE 8"):
+        video_dit_from_config(type(cfg)(**{**cfg.__dict__, "pretrained": str(tmp_path / "mismatch")}), in_channels=8)
