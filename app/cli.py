@@ -63,10 +63,10 @@ def load_pipelines(paths: list[str | Path] | None, device: str | None = None) ->
             raise CheckpointError(
                 "no embedded checkpoint yet: " + " and ".join(str(p) for p in DEFAULT_CHECKPOINTS)
                 + " are missing. Train them (python -m reworld train …) or pass --checkpoint DIR.")
-    out = {}
+    out, shared = {}, {}  # checkpoints with the same VAE folder share one VAE object
     for name, folder in zip(_names(folders), folders):
         t0 = time.perf_counter()
-        out[name] = WorldActionPipeline.from_pretrained(folder, device=device)
+        out[name] = WorldActionPipeline.from_pretrained(folder, device=device, shared_vaes=shared)
         _log(f"loaded {name} from {folder} on {out[name].device} in {time.perf_counter() - t0:.1f} s")
     return out
 

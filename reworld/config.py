@@ -68,7 +68,10 @@ class VideoConfig:
     head_blocks: tuple[int, ...] = (2,)  # blocks with an intermediate velocity head
     feature_blocks: tuple[int, ...] = ()  # blocks whose hidden states the planner reads; () = all
     num_cond_tokens: int = 4  # learned tokens from command + ego status
-    pretrained: str | None = None  # local diffusers folder with LTX-Video transformer weights
+    pretrained: str | None = None  # local diffusers folder with LTX-Video transformer weights (or its pipeline)
+    # LTX RoPE (t, h, w) interpolation scale; None: derived from the clips and the VAE as diffusers' LTXPipeline
+    # does, (temporal ratio / frame rate, spatial ratio, spatial ratio) (`models.video_dit.ltx_rope_scale`)
+    rope_interpolation_scale: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -148,7 +151,7 @@ def _build(cls, values: dict[str, Any], where: str):
         default = getattr(cls(), name)
         if dataclasses.is_dataclass(default):
             value = _build(type(default), value, f"{where}.{name}")
-        elif isinstance(default, tuple) and isinstance(value, list):
+        elif isinstance(value, list) and (isinstance(default, tuple) or "tuple" in str(known[name].type)):
             value = tuple(value)
         kwargs[name] = value
     return cls(**kwargs)

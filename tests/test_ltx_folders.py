@@ -83,6 +83,8 @@ def test_a_run_on_an_ltx_folder_trains_and_opens_everywhere(ltx, tiny_config_pat
 
     pipe = WorldActionPipeline.from_pretrained(run)
     assert pipe.vae.config.timestep_conditioning and pipe.video_dit.config.num_layers == 2
+    # LTX's RoPE scale for these clips (6 Hz) and this VAE (4× in time, 8× in space), stored with the model
+    assert tuple(pipe.video_dit.config.rope_interpolation_scale) == pytest.approx((4 / 6, 8.0, 8.0))
     clip = NuScenesClips(pipe.clip_spec, split="val")[0]
     gen = pipe.generate(clip, steps=2, guidance=1.4, seed=0)
     assert torch.isfinite(gen.frames).all() and gen.frames.shape == clip.target.frames.shape
@@ -127,3 +129,29 @@ def test_folders_that_are_not_ltx_are_named(ltx, tmp_path):
     cfg = load_config("configs/tiny.yaml").video
     with pytest.raises(CheckpointError, match="has 4 input channels, the VAE 8"):
         video_dit_from_config(type(cfg)(**{**cfg.__dict__, "pretrained": str(tmp_path / "mismatch")}), in_channels=8)
+
+
+def test_rope_scale_is_ltx_s_and_a_config_may_pin_it():
+    from reworld.models.video_dit import VIDEO_DIT_PRESETS, ltx_rope_scale, video_dit_from_config
+
+    # LTX-Video 2B: 25 fps through its 8× (time) / 32× (space) VAE, as diffusers' LTXPipeline computes it
+    assert ltx_rope_scale(25.0, 8, 32) == pytest.approx(VIDEO_DIT_PRESETS["ltx-2b"]["rope_interpolation_scale"])
+    assert ltx_rope_scale(12.0, 8, 32) == pytest.approx((2 / 3, 32.0, 32.0))  # configs/paper.yaml's clips
+    tiny = load_config("configs/tiny.yaml").video
+    assert tiny.rope_interpolation_scale is None  # derived per run
+    derived = video_dit_from_config(tiny, in_channels=LATENT, rope_scale=(0.5, 8.0, 8.0))
+    assert tuple(derived.config.rope_interpolation_scale) == (0.5, 8.0, 8.0)
+    pinned = load_config("configs/default.yaml").video  # the shipped checkpoints' scale, kept for reproducibility
+    model = video_dit_from_config(pinned, in_channels=16, rope_scale=(0.5, 8.0, 8.0))
+    assert tuple(model.config.rope_interpolation_scale) == (1.0, 32.0, 32.0)
+    with pytest.raises(ValueError, match="frame_rate"):
+        ltx_rope_scale(0.0, 8, 32)
+
+
+def test_the_app_shares_one_vae_between_checkpoints_that_share_its_folder():
+    from app.cli import load_pipelines
+    from reworld.paths import CHECKPOINTS
+
+    pipes = load_pipelines([CHECKPOINTS / "reworld", CHECKPOINTS / "vanilla"], device="cpu")
+    assert pipes["reworld"].vae is pipes["vanilla"].vae  # both point at assets/checkpoints/vae
+    assert pipes["reworld"].video_dit is not pipes["vanilla"].video_dit

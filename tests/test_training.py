@@ -28,6 +28,10 @@ class SafetensorsModule(torch.nn.Module):
         save_file(self.state_dict(), os.path.join(path, "w.safetensors"))
 
 
+PSNR_BF16_MIN_DB = 30.0  # bf16 vs fp32 frames of the same sample (bf16 keeps ~3 significant digits)
+TRAJ_BF16_MAX_M = 0.5  # [m] largest difference of a planned waypoint
+
+
 def test_every_stage_writes_a_loadable_checkpoint(tiny_run):
     from reworld import WorldActionPipeline
 
@@ -79,6 +83,28 @@ def test_pipeline_says_what_callers_need(tiny_run, tiny_config):
                                                   "dataroot": pipe.clip_spec.dataroot}
     pipe.config = replace(pipe.config, loss={"lambda_ig": 0.0})  # vanilla: its head was never trained
     assert pipe.heads == (1,) and pipe.default_guidance == 1.0
+
+
+def test_bf16_pipeline_generates_and_plans_like_fp32(tiny_run, tiny_config):
+    """VAE and Video DiT in bfloat16 (on the CPU here), the planner in float32: no dtype errors at any module
+    boundary, and the results stay close to the float32 pipeline's."""
+    from reworld import WorldActionPipeline
+    from reworld.data.loader import NuScenesClips
+    from reworld.evaluation.video import psnr
+
+    out, _ = tiny_run
+    p32 = WorldActionPipeline.from_pretrained(out, device="cpu")
+    p16 = WorldActionPipeline.from_pretrained(out, device="cpu", torch_dtype=torch.bfloat16)
+    assert p16.vae.dtype == p16.video_dit.dtype == torch.bfloat16
+    assert next(p16.action_dit.parameters()).dtype == torch.float32
+    clip = NuScenesClips(tiny_config.data, split="val")[0]
+    g32, g16 = (p.generate(clip, steps=3, guidance=1.4, seed=1, record=True) for p in (p32, p16))
+    assert g16.frames.dtype == torch.float32 and torch.isfinite(g16.frames).all()
+    assert float(psnr(g16.frames[None], g32.frames[None])) > PSNR_BF16_MIN_DB
+    a, b = (p.plan(clip, steps=3, num_samples=4, seed=2) for p in (p32, p16))
+    assert np.isfinite(b.trajectories).all() and len(b.scores) == 4
+    assert np.abs(a.trajectories - b.trajectories)[..., :2].max() < TRAJ_BF16_MAX_M
+    assert p16.planner_features(clip, a.trajectories).shape == (4, p16.action_dit.config.width)
 
 
 def test_resume_reproduces_uninterrupted_losses(tiny_config_path, tiny_run, tmp_path):

@@ -61,13 +61,15 @@ def build_vae(cfg: VAEConfig) -> AutoencoderKLLTXVideo:
     )
 
 
-def load_pretrained_vae(path: str | Path) -> AutoencoderKLLTXVideo:
+def load_pretrained_vae(path: str | Path, torch_dtype: torch.dtype | None = None) -> AutoencoderKLLTXVideo:
     """A VAE from a local diffusers folder, loaded strictly: the component folder (e.g. LTX-Video's `vae/`) or
-    the pipeline folder around it (`model_index.json`). A missing folder or key is a `CheckpointError`."""
+    the pipeline folder around it (`model_index.json`); `torch_dtype` casts its weights (e.g. bfloat16). A
+    missing folder or key is a `CheckpointError`."""
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"checkpoint folder not found: {path}")
-    return load_model_strict(AutoencoderKLLTXVideo, diffusers_component(path, "vae", "AutoencoderKLLTXVideo"))
+    return load_model_strict(AutoencoderKLLTXVideo, diffusers_component(path, "vae", "AutoencoderKLLTXVideo"),
+                             dtype=torch_dtype)
 
 
 def latent_split(data_cfg: DataConfig, vae: AutoencoderKLLTXVideo) -> tuple[int, int]:
@@ -108,7 +110,7 @@ def _scale(vae: AutoencoderKLLTXVideo, like: torch.Tensor) -> tuple[torch.Tensor
 def encode_frames(vae: AutoencoderKLLTXVideo, frames: torch.Tensor, *, normalize: bool = True) -> torch.Tensor:
     """frames (B, T, 3, H, W) in [-1, 1] → latents (B, C, t, h, w): posterior mode, normalised (see module)."""
     _check_frames(vae, frames)
-    x = frames.permute(0, 2, 1, 3, 4)  # (B, 3, T, H, W)
+    x = frames.permute(0, 2, 1, 3, 4).to(vae.dtype)  # (B, 3, T, H, W)
     mu = vae.encode(x).latent_dist.mode()  # (B, C, t, h, w)
     if not normalize:
         return mu
@@ -135,8 +137,8 @@ def decode_latents(vae: AutoencoderKLLTXVideo, latents: torch.Tensor, *, decode_
         noise = torch.randn(z.shape, generator=generator, dtype=torch.float32).to(z)
         z = (1 - s) * z + s * noise
         temb = torch.full((z.shape[0],), float(decode_timestep), device=z.device, dtype=z.dtype)
-    x = vae.decode(z, temb).sample  # (B, 3, T, H, W)
-    return x.permute(0, 2, 1, 3, 4).clamp(-1.0, 1.0)  # (B, T, 3, H, W)
+    x = vae.decode(z.to(vae.dtype), None if temb is None else temb.to(vae.dtype)).sample  # (B, 3, T, H, W)
+    return x.permute(0, 2, 1, 3, 4).float().clamp(-1.0, 1.0)  # (B, T, 3, H, W), float32 frames
 
 
 @torch.no_grad()

@@ -178,9 +178,12 @@ class VideoDiT(ModelMixin, ConfigMixin):
         if any(k < 0 or k >= len(self.transformer.transformer_blocks) for k in keep):
             raise ValueError(f"return_hidden_states {keep} outside [0, {len(self.transformer.transformer_blocks) - 1}]")
         tr = self.transformer
-        sigma = torch.as_tensor(sigma, dtype=latents.dtype, device=latents.device).expand(b)  # (B,)
+        # σ stays at least float32 (a bf16 σ·1000 would round the timestep); the tokens take the weights' dtype
+        sigma_dtype = torch.promote_types(latents.dtype, torch.float32)
+        sigma = torch.as_tensor(sigma, dtype=sigma_dtype, device=latents.device).expand(b)  # (B,)
 
         x = latents.permute(0, 2, 3, 4, 1).reshape(b, t * h * w, c)  # (B, S, C) frame-major tokens
+        x = x.to(tr.proj_in.weight.dtype)
         rotary = tr.rope(x, t, h, w, self.rope_scale, None)  # cos, sin: (B, S, D) each
         x = tr.proj_in(x)  # (B, S, D)
         temb, embedded = self._timestep_embedding(sigma, n_context, t, h * w, x.dtype)  # (B, S, 6D), (B, S, D)
@@ -283,10 +286,26 @@ class VideoDiT(ModelMixin, ConfigMixin):
         return model.eval()
 
 
-def video_dit_from_config(cfg: VideoConfig, in_channels: int) -> VideoDiT:
+def ltx_rope_scale(frame_rate: float, temporal_ratio: int, spatial_ratio: int) -> tuple[float, float, float]:
+    """LTX's RoPE interpolation scale for clips at `frame_rate` [Hz] through a VAE with these compression ratios:
+    one latent frame spans `temporal_ratio / frame_rate` seconds and one latent pixel `spatial_ratio` pixels
+    (diffusers' `LTXPipeline` and finetrainers' LTX recipe use the same). The one place it is computed."""
+    if frame_rate <= 0:
+        raise ValueError(f"frame_rate must be > 0, got {frame_rate}")
+    return (temporal_ratio / frame_rate, float(spatial_ratio), float(spatial_ratio))
+
+
+def video_dit_from_config(cfg: VideoConfig, in_channels: int,
+                          rope_scale: tuple[float, float, float] | None = None) -> VideoDiT:
     """The Video DiT of a run: from `cfg.pretrained` (an LTX transformer folder) when set, else new.
-    `in_channels` = VAE latent channels."""
+    `in_channels` = VAE latent channels. RoPE scale: `cfg.rope_interpolation_scale` when the config pins one, else
+    `rope_scale` (the run's, from `ltx_rope_scale`), else VideoDiT's default; stored in the model's config."""
     new_args = dict(head_blocks=tuple(cfg.head_blocks), num_cond_tokens=cfg.num_cond_tokens)
+    scale = cfg.rope_interpolation_scale or rope_scale
+    if scale is not None:
+        if len(scale) != 3:
+            raise ValueError(f"video.rope_interpolation_scale must be (t, h, w), got {tuple(scale)}")
+        new_args["rope_interpolation_scale"] = tuple(float(s) for s in scale)
     if cfg.pretrained:
         model = VideoDiT.from_ltx_transformer(cfg.pretrained, **new_args)
         if model.config.in_channels != in_channels:

@@ -64,12 +64,25 @@ class WorldActionPipeline:
     # ------------------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, path: str | Path, device: torch.device | str | None = None,
-                        require_planner: bool = False) -> "WorldActionPipeline":
-        """Load a run folder (or a shipped checkpoint) strictly; a missing folder is an error."""
+                        require_planner: bool = False, torch_dtype: torch.dtype | None = None,
+                        shared_vaes: dict | None = None) -> "WorldActionPipeline":
+        """Load a run folder (or a shipped checkpoint) strictly; a missing folder is an error.
+
+        torch_dtype: the VAE and the Video DiT in this dtype (e.g. `torch.bfloat16` on a GPU); the Action DiT
+        stays float32 (it is small, and its pose statistics are in metres, which bf16 would round by decimetres).
+        Samplers keep their state in float32 and every model casts its inputs.
+        shared_vaes: a dict kept across calls; checkpoints whose VAE is the same folder then share one VAE object
+        (the shipped checkpoints share one through `components.json`); the app loads its checkpoints so."""
         path = Path(path)
         config = read_run_config(path)
-        vae = load_pretrained_vae(vae_folder(path, config))
-        video = VideoDiT.from_pretrained(path / "video_dit")
+        folder = vae_folder(path, config).resolve()
+        if shared_vaes is not None and (folder, torch_dtype) in shared_vaes:
+            vae = shared_vaes[(folder, torch_dtype)]
+        else:
+            vae = load_pretrained_vae(folder, torch_dtype=torch_dtype)
+            if shared_vaes is not None:
+                shared_vaes[(folder, torch_dtype)] = vae
+        video = VideoDiT.from_pretrained(path / "video_dit", dtype=torch_dtype)
         action = None
         if (path / "action_dit").is_dir():
             action = load_model_strict(ActionDiT, path / "action_dit")
@@ -174,7 +187,7 @@ class WorldActionPipeline:
         # the future latents are replaced by noise at σ (1 by default), so their values never matter
         shape = list(context.shape)
         shape[2] = n_fut
-        latents = torch.cat([context, torch.zeros(shape, device=self.device)], dim=2)
+        latents = torch.cat([context, torch.zeros(shape, device=self.device, dtype=context.dtype)], dim=2)
         sigma = self.config.action.feature_sigma if sigma is None else float(sigma)
         return video_hidden_states(self.video_dit, latents, cond.command, cond.ego_status, n_ctx,
                                    hidden_state_blocks(self.config, self.video_dit), sigma,

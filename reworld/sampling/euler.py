@@ -98,7 +98,9 @@ def sample_future(
     if generator.device.type != "cpu":
         raise ValueError("generator must be a CPU torch.Generator (noise is drawn on the CPU)")
     b, c, n_ctx, h, w = context_latents.shape
-    device, dtype = context_latents.device, context_latents.dtype
+    # the sampler's state is at least float32 whatever the model computes in (bf16 steps would drift)
+    device, dtype = context_latents.device, torch.promote_types(context_latents.dtype, torch.float32)
+    context_latents = context_latents.to(dtype)
     noise = torch.randn((b, c, n_future, h, w), generator=generator, dtype=torch.float32)
     x = noise.to(device=device, dtype=dtype)  # (B, C, n_future, h, w) future latents at σ = 1
     sigmas = flow_sigmas(steps, shift)
@@ -113,8 +115,8 @@ def sample_future(
         full = torch.cat([context_latents, x], dim=2)  # (B, C, n_ctx + n_future, h, w)
         sigma_t = torch.full((b,), sigma, device=device, dtype=dtype)
         out = model(full, sigma_t, cond, n_ctx, return_heads=need_heads)
-        v_f = out.sample[:, :, n_ctx:]  # (B, C, n_future, h, w)
-        v_heads = {k: v[:, :, n_ctx:] for k, v in (out.head_samples or {}).items()}
+        v_f = out.sample[:, :, n_ctx:].to(dtype)  # (B, C, n_future, h, w)
+        v_heads = {k: v[:, :, n_ctx:].to(dtype) for k, v in (out.head_samples or {}).items()}
         in_interval = guidance_interval is None or guidance_interval[0] <= sigma <= guidance_interval[1]
         guided = guide_any and in_interval
         if guided:

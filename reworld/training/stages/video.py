@@ -12,7 +12,7 @@ from reworld.evaluation.video import psnr
 from reworld.losses.flow import video_training_losses
 from reworld.models.layers import save_model_atomic
 from reworld.models.vae import decode_latents, latent_split
-from reworld.models.video_dit import VideoCond, VideoDiT, video_dit_from_config
+from reworld.models.video_dit import VideoCond, VideoDiT, ltx_rope_scale, video_dit_from_config
 from reworld.sampling import default_guidance, sample_future
 from reworld.training.loop import StageSpec
 from reworld.training.stages.common import encode_clips, load_run_vae
@@ -24,7 +24,8 @@ def video_stage(config: Config, out: Path, device) -> StageSpec:
     train = load_clip_tensors(config.data, "train")
     val = load_clip_tensors(config.data, "val", limit=config.train.val_clips)
     train_lat, val_lat = encode_clips(vae, train, device), encode_clips(vae, val, device)
-    model = video_dit_from_config(config.video, in_channels=train_lat.shape[1]).to(device)
+    rope = ltx_rope_scale(config.data.frame_rate, vae.temporal_compression_ratio, vae.spatial_compression_ratio)
+    model = video_dit_from_config(config.video, in_channels=train_lat.shape[1], rope_scale=rope).to(device)
     lcfg = config.loss
 
     def cond_of(clips: ClipTensors, idx):
