@@ -122,6 +122,9 @@ class TrainConfig:
     sample_steps: int = 20
     guidance: float = 1.4  # intermediate-supervised guidance w at sampling
     sharding: str = "ddp"  # with several processes: "ddp" (replicated) or "fsdp" (fully sharded, paper scale)
+    mixed_precision: str = "no"  # "no" | "bf16" | "fp16" (CUDA only): every step under autocast, fp32 master weights
+    tf32: bool = True  # on CUDA: TF32 matmuls and convolutions (fp32 runs ~8× faster on tensor cores; CPU: no effect)
+    gradient_checkpointing: bool = False  # recompute the Video DiT's blocks in backward: memory for ~30 % more time
 
 
 @dataclass(frozen=True)

@@ -155,3 +155,16 @@ def test_the_app_shares_one_vae_between_checkpoints_that_share_its_folder():
     pipes = load_pipelines([CHECKPOINTS / "reworld", CHECKPOINTS / "vanilla"], device="cpu")
     assert pipes["reworld"].vae is pipes["vanilla"].vae  # both point at assets/checkpoints/vae
     assert pipes["reworld"].video_dit is not pipes["vanilla"].video_dit
+
+
+def test_app_dtype_flag():
+    import torch
+
+    from app.cli import build_parser, load_pipelines, model_dtype
+    from reworld.paths import CHECKPOINTS
+
+    assert model_dtype("auto", "cpu") is None and model_dtype("auto", "cuda") is torch.bfloat16
+    assert model_dtype("float32", "cuda") is None and model_dtype("bfloat16", "cpu") is torch.bfloat16
+    assert build_parser().parse_args([]).dtype == "auto"
+    pipe = load_pipelines([CHECKPOINTS / "reworld"], device="cpu", dtype="bfloat16")["reworld"]
+    assert pipe.video_dit.dtype == pipe.vae.dtype == torch.bfloat16

@@ -194,10 +194,11 @@ def _optimization(spec: StageSpec, tcfg, accelerator, sharded: bool, ckpt: Path 
 
 def _train_step(spec: StageSpec, opt: _Optimization, accelerator, idx: np.ndarray,
                 generator: torch.Generator, step: int) -> dict[str, float]:
-    """One optimizer step on this rank's share `idx` of the global batch; the loss terms averaged over ranks."""
+    """One optimizer step on this rank's share `idx` of the global batch; returns this rank's loss terms."""
     for m in opt.trained.values():
         m.train()
-    terms = spec.step_fn(idx, generator)
+    with accelerator.autocast():  # train.mixed_precision (a no-op for "no"); the weights stay fp32
+        terms = spec.step_fn(idx, generator)
     bad = [k for k, v in terms.items() if not torch.isfinite(v.detach()).all()]
     if bad:
         raise TrainingError(f"[{spec.name}] non-finite loss at step {step + 1}: term(s) {', '.join(bad)}; "
@@ -208,7 +209,7 @@ def _train_step(spec: StageSpec, opt: _Optimization, accelerator, idx: np.ndarra
         average_gradients(opt.grad_params, accelerator)
     accelerator.clip_grad_norm_(opt.all_params, 1.0)
     opt.optimizer.step()
-    return {k: float(accelerator.reduce(v.detach(), reduction="mean")) for k, v in terms.items()}
+    return {k: v.detach() for k, v in terms.items()}
 
 
 def _plain_models(spec: StageSpec, opt: _Optimization, accelerator) -> dict[str, torch.nn.Module]:
@@ -267,17 +268,17 @@ def run(spec: StageSpec, config: Config, out: Path, max_steps: int, resume: bool
     from tqdm import tqdm
 
     bar = tqdm(total=max_steps, initial=start, desc=f"{spec.name}", disable=not main, dynamic_ncols=True)
-    history: list[dict[str, float]] = []
+    last: dict[str, float] = {}  # the loss terms of the last logged step, averaged over ranks
     final_models = None  # the plain models of the last checkpoint (with sharding: gathered), reused for export
     t_start = time.time()
     for step in range(start, max_steps):
         idx = global_batch(spec.num_items, batch_size, tcfg.seed, step)[rank::world]
-        values = _train_step(spec, opt, accelerator, idx, step_generator(tcfg.seed, step, rank, world), step)
-        history.append(values)
+        terms = _train_step(spec, opt, accelerator, idx, step_generator(tcfg.seed, step, rank, world), step)
         done = step + 1
-        if done % tcfg.log_every == 0 or done == max_steps:
-            logger.log(done, values)
-            bar.set_postfix({k: f"{v:.4f}" for k, v in values.items()})
+        if done % tcfg.log_every == 0 or done == max_steps:  # one all-reduce and host sync per log, not per step
+            last = {k: float(accelerator.reduce(v, reduction="mean")) for k, v in terms.items()}
+            logger.log(done, last)
+            bar.set_postfix({k: f"{v:.4f}" for k, v in last.items()})
         bar.update(1)
         if spec.validate_fn is not None and (done % tcfg.val_every == 0 or done == max_steps):
             accelerator.wait_for_everyone()
@@ -299,6 +300,5 @@ def run(spec: StageSpec, config: Config, out: Path, max_steps: int, resume: bool
         if main:
             spec.export_fn(models)
     accelerator.wait_for_everyone()
-    last = history[-1] if history else {}
     return {"stage": spec.name, "steps": max_steps, "start": start, "seconds": time.time() - t_start,
             "last": last, "finite": all(math.isfinite(v) for v in last.values())}

@@ -47,7 +47,7 @@ def run_stage(stage: str, config_path: str, out: str, max_steps: int | None = No
             config = replace(config, vae={"pretrained": before.vae.pretrained})
         check_same_model(before, config, stage)
     torch.manual_seed(config.train.seed)  # parameter initialisation
-    accelerator = make_accelerator()
+    accelerator = make_accelerator(config.train)
     device = accelerator.device
     if stage == "vae":
         spec = vae_stage(config, out, device)

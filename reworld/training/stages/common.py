@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from reworld.config import Config
+from reworld.config import Config, TrainConfig
 from reworld.data.clips import ClipTensors
 from reworld.models.layers import CheckpointError
 from reworld.models.vae import encode_frames, load_pretrained_vae
@@ -13,13 +13,23 @@ from reworld.pipelines.run_folder import vae_folder
 from reworld.training.loop import TrainingError
 
 
-def make_accelerator():
-    """One process, or one of many under `accelerate launch` (DDP on NCCL, or gloo on CPU-only machines)."""
+def make_accelerator(tcfg: TrainConfig | None = None):
+    """One process, or one of many under `accelerate launch` (DDP on NCCL, or gloo on CPU-only machines), with
+    the run's precision: `train.mixed_precision` through accelerate's autocast, TF32 on CUDA when `train.tf32`."""
     from accelerate import Accelerator, DistributedDataParallelKwargs
 
+    tcfg = tcfg if tcfg is not None else TrainConfig()
+    cuda = torch.cuda.is_available()
+    if tcfg.mixed_precision not in ("no", "bf16", "fp16"):
+        raise TrainingError(f"train.mixed_precision must be 'no', 'bf16' or 'fp16', got {tcfg.mixed_precision!r}")
+    if tcfg.mixed_precision == "fp16" and not cuda:
+        raise TrainingError("train.mixed_precision: fp16 needs CUDA; use bf16 on the CPU")
+    if cuda and tcfg.tf32:  # set when a run starts, never at import
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     # with λ_ig = 0 the intermediate heads get no gradient; DDP must not wait for them
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
-    return Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp])
+    return Accelerator(cpu=not cuda, mixed_precision=tcfg.mixed_precision, kwargs_handlers=[ddp])
 
 
 def require_component(folder: Path, what: str, stage: str) -> Path:

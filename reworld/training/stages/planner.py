@@ -260,6 +260,8 @@ def joint_stage(config: Config, out: Path, device) -> StageSpec:
                                                                 "a trained Action DiT (stage action)", "joint"))
     action_dit = action_dit.to(device)
     video_dit = s.video_dit.requires_grad_(True)
+    if config.train.gradient_checkpointing:
+        video_dit.enable_gradient_checkpointing()
     params = [{"params": list(action_dit.parameters()), "lr": config.train.lr_action_joint},
               {"params": list(video_dit.parameters()), "lr": config.train.lr_video_joint}]
 

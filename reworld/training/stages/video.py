@@ -26,6 +26,8 @@ def video_stage(config: Config, out: Path, device) -> StageSpec:
     train_lat, val_lat = encode_clips(vae, train, device), encode_clips(vae, val, device)
     rope = ltx_rope_scale(config.data.frame_rate, vae.temporal_compression_ratio, vae.spatial_compression_ratio)
     model = video_dit_from_config(config.video, in_channels=train_lat.shape[1], rope_scale=rope).to(device)
+    if config.train.gradient_checkpointing:
+        model.enable_gradient_checkpointing()
     lcfg = config.loss
 
     def cond_of(clips: ClipTensors, idx):
