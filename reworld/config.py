@@ -58,6 +58,7 @@ class VAEConfig:
     # share of noise mixed into the latents first (LTX-Video's inference settings for 0.9.1)
     decode_timestep: float = 0.05
     decode_noise_scale: float = 0.025
+    tiling: bool = False  # decode (and encode) in overlapping spatial tiles: large frames in bounded memory
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,7 @@ class TrainConfig:
     mixed_precision: str = "no"  # "no" | "bf16" | "fp16" (CUDA only): every step under autocast, fp32 master weights
     tf32: bool = True  # on CUDA: TF32 matmuls and convolutions (fp32 runs ~8× faster on tensor cores; CPU: no effect)
     gradient_checkpointing: bool = False  # recompute the Video DiT's blocks in backward: memory for ~30 % more time
+    process_group_timeout_s: int = 1800  # [s] collectives wait this long (NCCL's 600 s default aborts long waits)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from reworld.config import STAGES
 from reworld.evaluation.evaluate import report_tables
-from reworld.pipelines.run_folder import read_run_config
+from reworld.pipelines.run_folder import read_run_config, write_model_index
 from reworld.training.checkpoint import latest_checkpoint
 
 
@@ -49,6 +49,7 @@ def ship(run: str, dest: str, shared_vae: str | None, config_path: str, eval_rep
             (tmp / "components.json").write_text(json.dumps({"vae": f"../{shared.name}"}))
         else:
             shutil.copytree(run_dir / "vae", tmp / "vae")
+    write_model_index(tmp, config)
     meta = _stage_meta(run_dir)
     if eval_report is not None:
         (tmp / "eval.json").write_text(json.dumps(eval_report, indent=2))

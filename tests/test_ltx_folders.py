@@ -91,8 +91,12 @@ def test_a_run_on_an_ltx_folder_trains_and_opens_everywhere(ltx, tiny_config_pat
     report = evaluate(str(run), split="val", limit=2, video_clips=2, steps=2, device="cpu")
     assert report.video["psnr"] > 0 and "constant velocity" in report.planners
     assert set(load_pipelines([run], device="cpu")) == {"run"}
+    index = json.loads((run / "model_index.json").read_text())
+    assert index["video_dit"] == ["reworld.models.video_dit", "VideoDiT"] and index["action_dit"] == [None, None]
+    assert index["vae"] == ["diffusers", "AutoencoderKLLTXVideo"] and index["_vae_folder"] == str(ltx)
     shipped = ship(str(run), str(tmp_path / "shipped"), None, str(config), None, [])
     assert not (shipped / "vae").exists() and WorldActionPipeline.from_pretrained(shipped).vae.config.timestep_conditioning
+    assert json.loads((shipped / "model_index.json").read_text()) == index
 
 
 def test_a_vae_given_with_train_vae_is_remembered_by_the_run(ltx, tiny_config_path, tmp_path):
@@ -168,3 +172,12 @@ def test_app_dtype_flag():
     assert build_parser().parse_args([]).dtype == "auto"
     pipe = load_pipelines([CHECKPOINTS / "reworld"], device="cpu", dtype="bfloat16")["reworld"]
     assert pipe.video_dit.dtype == pipe.vae.dtype == torch.bfloat16
+
+
+def test_vae_slicing_always_and_tiling_on_request(ltx):
+    from reworld.config import VAEConfig
+    from reworld.models.vae import configure_vae
+
+    vae = configure_vae(load_pretrained_vae(ltx), VAEConfig())
+    assert vae.use_slicing and not vae.use_tiling
+    assert configure_vae(load_pretrained_vae(ltx), VAEConfig(tiling=True)).use_tiling

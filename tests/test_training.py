@@ -1,5 +1,6 @@
 """Two-step runs of every stage on the tiny world; checkpoints, resume and faults."""
 import csv
+import json
 import shutil
 
 import numpy as np
@@ -43,6 +44,10 @@ def test_every_stage_writes_a_loadable_checkpoint(tiny_run):
         assert not list(ckpt.rglob("*.bin")) and not list(ckpt.rglob("*.pt"))  # safetensors only
     pipe = WorldActionPipeline.from_pretrained(out, require_planner=True)
     assert pipe.action_dit is not None
+    index = json.loads((out / "model_index.json").read_text())
+    assert index["_class_name"] == "WorldActionPipeline" and index["action_dit"] == ["reworld.models.action_dit",
+                                                                                       "ActionDiT"]
+    assert index["vae"] == ["diffusers", "AutoencoderKLLTXVideo"] and "_vae_folder" not in index
     rows = list(csv.DictReader(open(out / "logs" / "video.csv")))
     assert {"gen", "ig", "total", "flow_loss", "psnr_sampled", "psnr_repeat_last"} <= {r["name"] for r in rows}
     assert {"fm", "align", "hn", "pdms"} <= {r["name"] for r in csv.DictReader(open(out / "logs" / "action.csv"))}

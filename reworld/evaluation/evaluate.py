@@ -87,23 +87,29 @@ def evaluate(checkpoint: str, dataroot: str | None = None, version: str | None =
     n = len(ds) if limit is None else min(limit, len(ds))
     if n == 0:
         raise ValueError(f"no {split} clips in {data.dataroot}")
-    clips = [ds[i] for i in range(n)]
-    scenes = [PlanningScene.from_clip(c) for c in clips]
-    experts = np.stack([c.target.trajectory.numpy() for c in clips])
     report = EvalReport(checkpoint=str(checkpoint), split=split, num_clips=n,
                         settings={"seed": seed, "plan_steps": plan_steps, "video_steps": steps,
                                   "dataroot": str(data.dataroot), "version": data.version})
-
-    if pipe.has_planner:
-        planned = np.stack([pipe.plan(c, steps=plan_steps, num_samples=1, seed=seed, score=False).trajectories[0]
-                            for c in clips])
-        report.planners[f"ReWorld planner ({pipe.config.name})"] = plan_metrics(scenes, planned, experts)
-    report.planners["constant velocity"] = plan_metrics(
-        scenes, np.stack([constant_velocity(c.observation.ego_status.numpy()) for c in clips]), experts)
+    # one clip at a time: of each, only its scene and trajectories are kept (its frames only for the video clips),
+    # so memory does not grow with the split's frames
+    scenes, experts, still, planned, video_set = [], [], [], [], []
+    for i in range(n):
+        clip = ds[i]
+        scenes.append(PlanningScene.from_clip(clip))
+        experts.append(clip.target.trajectory.numpy())
+        still.append(constant_velocity(clip.observation.ego_status.numpy()))
+        if pipe.has_planner:
+            planned.append(pipe.plan(clip, steps=plan_steps, num_samples=1, seed=seed, score=False).trajectories[0])
+        if i < video_clips:
+            video_set.append(clip)
+    experts = np.stack(experts)
+    if planned:
+        report.planners[f"ReWorld planner ({pipe.config.name})"] = plan_metrics(scenes, np.stack(planned), experts)
+    report.planners["constant velocity"] = plan_metrics(scenes, np.stack(still), experts)
     report.planners["expert (upper bound)"] = plan_metrics(scenes, experts, experts)
 
     if video_clips > 0:
-        report.video = video_metrics(pipe, clips[:video_clips], steps, guidance, seed, i3d, feature_net)
+        report.video = video_metrics(pipe, video_set, steps, guidance, seed, i3d, feature_net)
         report.settings["video_clips"] = min(video_clips, n)
         report.settings["guidance"] = guidance if guidance is not None else pipe.default_guidance
     report.seconds = round(time.time() - t0, 1)

@@ -72,6 +72,15 @@ def load_pretrained_vae(path: str | Path, torch_dtype: torch.dtype | None = None
                              dtype=torch_dtype)
 
 
+def configure_vae(vae: AutoencoderKLLTXVideo, cfg: VAEConfig) -> AutoencoderKLLTXVideo:
+    """Batch slicing always (a batch of clips is decoded one clip at a time, so validation and evaluation never
+    decode all their clips in one call) and spatial tiling when `cfg.tiling`, with diffusers' own switches."""
+    vae.enable_slicing()
+    if cfg.tiling:
+        vae.enable_tiling()
+    return vae
+
+
 def latent_split(data_cfg: DataConfig, vae: AutoencoderKLLTXVideo) -> tuple[int, int]:
     """(n_ctx_latent, n_fut_latent): how many latent frames are context and future for this clip layout.
     Raises ValueError when the frame counts do not fall on latent-frame boundaries."""
@@ -137,7 +146,12 @@ def decode_latents(vae: AutoencoderKLLTXVideo, latents: torch.Tensor, *, decode_
         noise = torch.randn(z.shape, generator=generator, dtype=torch.float32).to(z)
         z = (1 - s) * z + s * noise
         temb = torch.full((z.shape[0],), float(decode_timestep), device=z.device, dtype=z.dtype)
-    x = vae.decode(z.to(vae.dtype), None if temb is None else temb.to(vae.dtype)).sample  # (B, 3, T, H, W)
+    z = z.to(vae.dtype)
+    if temb is None:
+        x = vae.decode(z).sample  # (B, 3, T, H, W)
+    else:  # one clip at a time: diffusers' batch slicing hands every slice the whole batch's timesteps
+        temb = temb.to(vae.dtype)
+        x = torch.cat([vae.decode(zi, ti).sample for zi, ti in zip(z.split(1), temb.split(1))])
     return x.permute(0, 2, 1, 3, 4).float().clamp(-1.0, 1.0)  # (B, T, 3, H, W), float32 frames
 
 

@@ -6,6 +6,7 @@ RUN/vae/               AutoencoderKLLTXVideo (save_pretrained); or a pointer in 
                        when the run uses a pretrained VAE (`vae.pretrained` in its config: an LTX-Video folder)
 RUN/video_dit/         VideoDiT
 RUN/action_dit/        ActionDiT (after stage action)
+RUN/model_index.json   diffusers-style index of the components (written after every stage and by ship)
 ```
 Training writes this layout (`reworld.training.stages`); the pipeline, evaluation, analysis and the app read it
 through here.
@@ -52,3 +53,29 @@ def component_dir(path: Path, name: str) -> Path:
     if resolved.parent != path.resolve().parent:
         raise CheckpointError(f"{pointers}: {name} must point to a sibling folder of {path}, got {target!r}")
     return resolved
+
+
+MODEL_INDEX = "model_index.json"
+COMPONENTS = {  # name → (library, class), as diffusers' model_index.json lists a pipeline's components
+    "vae": ("diffusers", "AutoencoderKLLTXVideo"),
+    "video_dit": ("reworld.models.video_dit", "VideoDiT"),
+    "action_dit": ("reworld.models.action_dit", "ActionDiT"),
+}
+
+
+def write_model_index(path: Path, config: Config) -> Path:
+    """`path/model_index.json`: the pipeline class and, per component, its library and class, or
+    `[null, null]` when the run has none yet (diffusers' layout). A pretrained VAE outside the folder is named
+    under `_vae_folder`. Written atomically."""
+    import diffusers
+
+    doc: dict = {"_class_name": "WorldActionPipeline", "_diffusers_version": diffusers.__version__}
+    for name, entry in COMPONENTS.items():
+        folder = vae_folder(path, config) if name == "vae" else path / name
+        doc[name] = list(entry) if (folder / "config.json").is_file() else [None, None]
+    if not (path / "vae").is_dir() and config.vae.pretrained:
+        doc["_vae_folder"] = str(config.vae.pretrained)
+    tmp = path / f".{MODEL_INDEX}.tmp"
+    tmp.write_text(json.dumps(doc, indent=2))
+    tmp.replace(path / MODEL_INDEX)
+    return path / MODEL_INDEX

@@ -21,7 +21,7 @@ from reworld.config import Config, DataConfig
 from reworld.data.types import COMMANDS, Clip
 from reworld.models.action_dit import ActionDiT
 from reworld.models.layers import CheckpointError, load_model_strict
-from reworld.models.vae import decode_latents, encode_frames, latent_split, load_pretrained_vae
+from reworld.models.vae import configure_vae, decode_latents, encode_frames, latent_split, load_pretrained_vae
 from reworld.models.video_dit import VideoCond, VideoDiT
 from reworld.pipelines.hidden_states import hidden_state_blocks, video_hidden_states
 from reworld.pipelines.run_folder import read_run_config, vae_folder
@@ -79,7 +79,7 @@ class WorldActionPipeline:
         if shared_vaes is not None and (folder, torch_dtype) in shared_vaes:
             vae = shared_vaes[(folder, torch_dtype)]
         else:
-            vae = load_pretrained_vae(folder, torch_dtype=torch_dtype)
+            vae = configure_vae(load_pretrained_vae(folder, torch_dtype=torch_dtype), config.vae)
             if shared_vaes is not None:
                 shared_vaes[(folder, torch_dtype)] = vae
         video = VideoDiT.from_pretrained(path / "video_dit", dtype=torch_dtype)

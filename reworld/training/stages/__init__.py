@@ -19,6 +19,7 @@ import torch
 
 from reworld.config import STAGES, config_from_dict, load_config, replace
 from reworld.paths import resolve_dataroot
+from reworld.pipelines.run_folder import write_model_index
 from reworld.training.loop import run
 from reworld.training.stages.common import check_same_model, make_accelerator
 from reworld.training.stages.planner import action_stage, joint_stage
@@ -62,5 +63,6 @@ def run_stage(stage: str, config_path: str, out: str, max_steps: int | None = No
         raise ValueError(f"--max-steps must be ≥ 1, got {steps}")
     result = run(spec, config, out, steps, resume, accelerator)
     if accelerator.is_main_process:
+        write_model_index(out, config)
         print(json.dumps({k: v for k, v in result.items()}, default=float))
     return result

@@ -8,7 +8,7 @@ import torch
 from reworld.config import Config, TrainConfig
 from reworld.data.clips import ClipTensors
 from reworld.models.layers import CheckpointError
-from reworld.models.vae import encode_frames, load_pretrained_vae
+from reworld.models.vae import configure_vae, encode_frames, load_pretrained_vae
 from reworld.pipelines.run_folder import vae_folder
 from reworld.training.loop import TrainingError
 
@@ -16,7 +16,9 @@ from reworld.training.loop import TrainingError
 def make_accelerator(tcfg: TrainConfig | None = None):
     """One process, or one of many under `accelerate launch` (DDP on NCCL, or gloo on CPU-only machines), with
     the run's precision: `train.mixed_precision` through accelerate's autocast, TF32 on CUDA when `train.tf32`."""
-    from accelerate import Accelerator, DistributedDataParallelKwargs
+    from datetime import timedelta
+
+    from accelerate import Accelerator, DistributedDataParallelKwargs, InitProcessGroupKwargs
 
     tcfg = tcfg if tcfg is not None else TrainConfig()
     cuda = torch.cuda.is_available()
@@ -29,7 +31,8 @@ def make_accelerator(tcfg: TrainConfig | None = None):
         torch.backends.cudnn.allow_tf32 = True
     # with λ_ig = 0 the intermediate heads get no gradient; DDP must not wait for them
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
-    return Accelerator(cpu=not cuda, mixed_precision=tcfg.mixed_precision, kwargs_handlers=[ddp])
+    group = InitProcessGroupKwargs(timeout=timedelta(seconds=tcfg.process_group_timeout_s))
+    return Accelerator(cpu=not cuda, mixed_precision=tcfg.mixed_precision, kwargs_handlers=[ddp, group])
 
 
 def require_component(folder: Path, what: str, stage: str) -> Path:
@@ -44,7 +47,7 @@ def load_run_vae(out: Path, config: Config, stage: str):
     folder = vae_folder(out, config)
     if folder == out / "vae":
         require_component(folder, "a trained VAE (stage vae)", stage)
-    return load_pretrained_vae(folder)
+    return configure_vae(load_pretrained_vae(folder), config.vae)
 
 
 @torch.no_grad()
