@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import numpy as np
+import torch
 import pytest
 
 import nuscenes_fixture as fx
@@ -31,6 +32,21 @@ def test_clip_shapes_and_frames(clips):
     assert -1.0 <= float(clip.observation.frames.min()) and float(clip.observation.frames.max()) <= 1.0
     # frames differ over time (the moving stripe), so the clip is not one frame repeated
     assert not np.allclose(clip.observation.frames[0], clip.observation.frames[-1])
+
+
+def test_geometry_without_images_is_the_same_clip_minus_its_frames(root, clips, monkeypatch):
+    import reworld.data.loader as L
+
+    reads = []
+    original = L.load_image
+    monkeypatch.setattr(L, "load_image", lambda *a, **k: reads.append(a[0]) or original(*a, **k))
+    bare = NuScenesClips(clips.cfg, frames=False)[4]
+    assert reads == []  # no image is opened
+    full = clips[4]
+    assert bare.observation.frames.shape == (0, 3, 32, 64) and bare.target.frames.shape == (0, 3, 32, 64)
+    assert torch.equal(bare.target.trajectory, full.target.trajectory)
+    assert torch.equal(bare.observation.ego_status, full.observation.ego_status)
+    assert [a.track.tolist() for a in bare.target.agents] == [a.track.tolist() for a in full.target.agents]
 
 
 def test_expert_trajectory_matches_ego_poses(clips):

@@ -183,17 +183,20 @@ class SampleRef:
 class NuScenesClips(torch.utils.data.Dataset):
     """Clips from a nuScenes-format root; `split` is 'train', 'val' or 'all' (split by scene).
 
-    `geometry=False` skips agents and map (what video training needs), which is much faster.
+    `geometry=False` skips agents and map (what video training needs), which is much faster; `frames=False` skips
+    decoding the camera images (what the scorer and the hard-negative generator need: their clips carry empty
+    frame tensors, (0, 3, H, W)).
     """
 
     def __init__(self, cfg: DataConfig, split: str = "all", geometry: bool = True, dataroot: str | None = None,
-                 version: str | None = None):
+                 version: str | None = None, frames: bool = True):
         if split not in ("train", "val", "all"):
             raise ValueError(f"split must be train, val or all, got {split!r}")
         self.cfg = cfg
         self.root = check_root(dataroot or cfg.dataroot, version or cfg.version)
         self.version = version or cfg.version
         self.geometry = geometry
+        self.frames = frames
         self.nusc = _open_nuscenes(self.root, self.version)
         self._maps: dict[str, object] = {}
         self._chains: dict[str, tuple[list[int], list[str]]] = {}  # scene token → camera (times µs, files)
@@ -261,8 +264,11 @@ class NuScenesClips(torch.utils.data.Dataset):
         step = 1.0 / cfg.frame_rate
         ctx_t = t0 + step * np.arange(-(cfg.context_frames - 1), 1)
         fut_t = t0 + step * np.arange(1, cfg.future_frames + 1)
-        context = torch.stack([self._frame(times, files, t) for t in ctx_t])
-        future = torch.stack([self._frame(times, files, t) for t in fut_t])
+        if self.frames:
+            context = torch.stack([self._frame(times, files, t) for t in ctx_t])
+            future = torch.stack([self._frame(times, files, t) for t in fut_t])
+        else:  # geometry only: no image is read
+            context = future = torch.zeros((0, 3, cfg.image_height, cfg.image_width))
 
         (origin,), (yaw0,) = track.at(np.array([t0]))
         pose_t = t0 + cfg.horizon_s / cfg.num_poses * np.arange(1, cfg.num_poses + 1)

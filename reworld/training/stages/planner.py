@@ -112,7 +112,7 @@ def hard_negatives_for(config: Config, split: str, tokens: list[str], out: Path)
         stored = load_file(str(path))
         counts = json.loads((path.with_suffix(".json")).read_text())
         return Negatives(stored["trajectories"], stored["mask"].bool(), counts)
-    ds = NuScenesClips(config.data, split=split, geometry=True)
+    ds = NuScenesClips(config.data, split=split, geometry=True, frames=False)  # geometry only: no image decoded
     index = {ref.sample_token: i for i, ref in enumerate(ds.samples)}
     trajs = torch.zeros(len(tokens), k, 8, 3)
     mask = torch.zeros(len(tokens), k, dtype=torch.bool)
@@ -148,7 +148,7 @@ def planning_validation(config: Config, action_dit, hidden_states_fn, clips: Cli
 
 
 def planning_scenes(config: Config, split: str, tokens: list[str]) -> list:
-    ds = NuScenesClips(config.data, split=split, geometry=True)
+    ds = NuScenesClips(config.data, split=split, geometry=True, frames=False)  # geometry only: no image decoded
     index = {ref.sample_token: i for i, ref in enumerate(ds.samples)}
     return [PlanningScene.from_clip(ds[index[t]]) for t in tokens]
 
