@@ -254,7 +254,8 @@ class ActionDiT(ModelMixin, ConfigMixin):
             if tuple(t.shape) != shape:
                 raise ValueError(f"{name}: expected {shape}, got {tuple(t.shape)}")
         if len(video_hidden_states) != cfg.num_video_blocks:
-            raise ValueError(f"expected {cfg.num_video_blocks} video hidden-state tensors, got {len(video_hidden_states)}")
+            raise ValueError(f"expected {cfg.num_video_blocks} video hidden-state tensors, "
+                             f"got {len(video_hidden_states)}")
         for i, f in enumerate(video_hidden_states):
             if f.ndim != 3 or f.shape[-1] != cfg.video_dim or f.shape[0] == 0 or b % f.shape[0]:
                 raise ValueError(

@@ -24,15 +24,14 @@ from torch import nn
 
 from reworld.config import VideoConfig
 from reworld.models.layers import (
-    AdaLNVelocityHead,
     TIMESTEP_SCALE,
+    AdaLNVelocityHead,
     CheckpointError,
     diffusers_component,
     load_model_strict,
     load_state_dict_strict,
     read_state_dict,
 )
-
 
 # Size presets (DiT_models style): keyword arguments of VideoDiT. `ltx-2b` is LTX-Video 2B (paper scale).
 VIDEO_DIT_PRESETS: dict[str, dict] = {

@@ -23,17 +23,26 @@ from reworld.data.clips import ClipTensors, load_clip_tensors
 from reworld.data.loader import NuScenesClips
 from reworld.losses.flow import video_training_losses
 from reworld.losses.planning import planner_training_losses
-from reworld.models.action_dit import ActionDiT, anchor_trajectory, build_action_dit, pose_statistics
+from reworld.models.action_dit import (
+    ActionDiT,
+    anchor_trajectory,
+    build_action_dit,
+    pose_statistics,
+)
 from reworld.models.layers import load_model_strict, save_model_atomic
 from reworld.models.vae import latent_split
 from reworld.models.video_dit import VideoCond, VideoDiT
-from reworld.pipelines.hidden_states import future_token_mean, hidden_state_blocks, video_hidden_states
+from reworld.pipelines.hidden_states import (
+    future_token_mean,
+    hidden_state_blocks,
+    video_hidden_states,
+)
+from reworld.pipelines.run_folder import vae_folder
 from reworld.planning.hard_negatives import generate_hard_negatives
 from reworld.planning.pdm import score_trajectory
 from reworld.planning.scene import PlanningScene
 from reworld.sampling import plan_sample
 from reworld.training.loop import StageSpec
-from reworld.pipelines.run_folder import vae_folder
 from reworld.training.stages.common import encode_clips, load_run_vae, require_component
 
 
@@ -54,8 +63,9 @@ def cache_key(out: Path, config: Config, tokens: list[str], blocks: list[int], v
 
 
 @torch.no_grad()
-def cached_hidden_states(out: Path, config: Config, video_dit, latents: torch.Tensor, clips: ClipTensors, n_ctx: int,
-                    blocks: list[int], vae_dir: Path, name: str, device, batch: int = 8) -> list[torch.Tensor]:
+def cached_hidden_states(out: Path, config: Config, video_dit, latents: torch.Tensor, clips: ClipTensors,
+                         n_ctx: int, blocks: list[int], vae_dir: Path, name: str, device,
+                         batch: int = 8) -> list[torch.Tensor]:
     """Video DiT hidden states of every clip, from `OUT/cache/<name>-<key>.safetensors` when its key matches."""
     key = cache_key(out, config, clips.tokens, blocks, vae_dir)
     path = out / "cache" / f"{name}-{key}.safetensors"
@@ -67,8 +77,9 @@ def cached_hidden_states(out: Path, config: Config, video_dit, latents: torch.Te
     for i in range(0, len(clips), batch):
         sl = slice(i, i + batch)
         g = torch.Generator().manual_seed(config.train.seed * 7919 + i)
-        feats = video_hidden_states(video_dit, latents[sl], clips.command[sl].to(device), clips.ego_status[sl].to(device),
-                               n_ctx, blocks, config.action.feature_sigma, config.action.feature_pool, g)
+        feats = video_hidden_states(video_dit, latents[sl], clips.command[sl].to(device),
+                                    clips.ego_status[sl].to(device), n_ctx, blocks, config.action.feature_sigma,
+                                    config.action.feature_pool, g)
         for j, f in enumerate(feats):
             parts[j].append(f.half().cpu())
     tensors = {f"block{k}": torch.cat(p) for k, p in zip(blocks, parts)}
