@@ -147,6 +147,13 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_prepare(args) -> int:
+    from reworld.training.stages import prepare_run
+
+    prepare_run(args.config, args.out, dataroot=args.dataroot, version=args.version, vae_path=args.vae)
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------- eval
 def cmd_eval(args) -> int:
     from reworld.evaluation.evaluate import evaluate, write_report
@@ -241,6 +248,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--version")
     s.add_argument("--vae", help="local diffusers folder of a pretrained LTX-Video VAE (stage video)")
     s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("prepare", help="encode the train split's clips to per-clip latent files (stages video, "
+                                       "action and joint do it when they are missing)")
+    s.add_argument("--config", required=True)
+    s.add_argument("--out", required=True, help="run folder (with its VAE, or --vae)")
+    s.add_argument("--dataroot")
+    s.add_argument("--version")
+    s.add_argument("--vae", help="local diffusers folder of a pretrained LTX-Video VAE")
+    s.set_defaults(func=cmd_prepare)
 
     s = sub.add_parser("eval", help="planning (PDMS, L2, collisions) and video (PSNR, SSIM, Fréchet) figures")
     s.add_argument("--checkpoint", required=True)

@@ -15,7 +15,6 @@ STAGES = ("vae", "video", "action", "joint")  # the training stages, in the orde
 # reads any more; loading drops them, so such a checkpoint opens as it is. section → {key: why}
 RETIRED_KEYS: dict[str, dict[str, str]] = {
     "video": {"meta_init": "never filled by a load; LTX weights go through video.pretrained"},
-    "train": {"num_workers": "never read: clips are held in memory"},
 }
 
 
@@ -126,6 +125,7 @@ class TrainConfig:
     mixed_precision: str = "no"  # "no" | "bf16" | "fp16" (CUDA only): every step under autocast, fp32 master weights
     tf32: bool = True  # on CUDA: TF32 matmuls and convolutions (fp32 runs ~8× faster on tensor cores; CPU: no effect)
     gradient_checkpointing: bool = False  # recompute the Video DiT's blocks in backward: memory for ~30 % more time
+    num_workers: int = 0  # DataLoader processes decoding clips while the latents are prepared (0: in this process)
     process_group_timeout_s: int = 1800  # [s] collectives wait this long (NCCL's 600 s default aborts long waits)
 
 

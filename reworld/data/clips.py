@@ -1,5 +1,6 @@
-"""Clip tensors held in memory for training and the metric network (the synthetic world is small: a few
-hundred clips): frames as uint8, the observation and the expert trajectory, stacked over a split."""
+"""Clip tensors held in memory for training and the metric network: the observation and the expert trajectory
+stacked over a split, and, when asked for, the frames as uint8 (the VAE stage, validation sets, the metric
+network; the Video DiT and planner stages read prepared latents instead, `reworld.training.prepare`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from reworld.data.loader import NuScenesClips
 
 @dataclass
 class ClipTensors:
-    frames: torch.Tensor  # (N, T_ctx + T_fut, 3, H, W) uint8
+    frames: torch.Tensor | None  # (N, T_ctx + T_fut, 3, H, W) uint8; None when loaded without frames
     ego_status: torch.Tensor  # (N, 3)
     command: torch.Tensor  # (N,) long
     trajectory: torch.Tensor  # (N, 8, 3)
@@ -24,23 +25,27 @@ class ClipTensors:
 
     def video(self, idx) -> torch.Tensor:
         """(B, T, 3, H, W) float in [-1, 1]."""
+        if self.frames is None:
+            raise ValueError("these clips were loaded without frames (load_clip_tensors(..., frames=False))")
         return self.frames[idx].float() / 127.5 - 1.0
 
 
-def load_clip_tensors(cfg: DataConfig, split: str, limit: int | None = None) -> ClipTensors:
-    ds = NuScenesClips(cfg, split=split, geometry=False)
+def load_clip_tensors(cfg: DataConfig, split: str, limit: int | None = None, frames: bool = True) -> ClipTensors:
+    """The first `limit` clips of `split` (all by default); `frames=False` reads no image at all."""
+    ds = NuScenesClips(cfg, split=split, geometry=False, frames=frames)
     if len(ds) == 0:
         raise ValueError(f"no {split} clips in {ds.root}/{ds.version}: the scenes are too short for "
                          f"{cfg.context_frames} context frames and a {cfg.horizon_s:g} s future")
     n = len(ds) if limit is None else min(limit, len(ds))
-    frames, ego, cmd, traj, tokens = [], [], [], [], []
+    video_u8, ego, cmd, traj, tokens = [], [], [], [], []
     for i in range(n):
         clip = ds[i]
-        video = torch.cat([clip.observation.frames, clip.target.frames])  # (T, 3, H, W)
-        frames.append(((video + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8))
+        if frames:
+            video = torch.cat([clip.observation.frames, clip.target.frames])  # (T, 3, H, W)
+            video_u8.append(((video + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8))
         ego.append(clip.observation.ego_status)
         cmd.append(clip.observation.command)
         traj.append(clip.target.trajectory)
         tokens.append(clip.sample_token)
-    return ClipTensors(torch.stack(frames), torch.stack(ego), torch.tensor(cmd, dtype=torch.long),
+    return ClipTensors(torch.stack(video_u8) if frames else None, torch.stack(ego), torch.tensor(cmd, dtype=torch.long),
                        torch.stack(traj), tokens, cfg.context_frames)

@@ -43,19 +43,13 @@ from reworld.planning.pdm import score_trajectory
 from reworld.planning.scene import PlanningScene
 from reworld.sampling import plan_sample
 from reworld.training.loop import StageSpec
+from reworld.training.prepare import LatentStore, file_digest, prepare_latents
 from reworld.training.stages.common import encode_clips, load_run_vae, require_component
 
 
 # ---------------------------------------------------------------------------------------------- hidden-state cache
-def _file_digest(folder: Path) -> str:
-    h = hashlib.sha256()
-    for f in sorted(folder.glob("*.safetensors")):
-        h.update(f.read_bytes())
-    return h.hexdigest()[:16]
-
-
 def cache_key(out: Path, config: Config, tokens: list[str], blocks: list[int], vae_dir: Path) -> str:
-    doc = {"video": _file_digest(out / "video_dit"), "vae": _file_digest(vae_dir), "tokens": tokens,
+    doc = {"video": file_digest(out / "video_dit"), "vae": file_digest(vae_dir), "tokens": tokens,
            "blocks": blocks, "sigma": config.action.feature_sigma, "pool": config.action.feature_pool,
            "data": [config.data.image_height, config.data.image_width, config.data.context_frames,
                     config.data.future_frames, config.data.frame_rate]}
@@ -180,7 +174,7 @@ class PlannerSetup:
     align_pos: int  # index into `blocks` of the alignment target block
     train: ClipTensors
     val: ClipTensors
-    train_lat: torch.Tensor  # (N, C, t, h, w)
+    train_lat: LatentStore  # (N, C, t, h, w), read from the prepared files by index
     val_lat: torch.Tensor
     negatives: Negatives | None
     val_scenes: list
@@ -217,9 +211,10 @@ def planner_setup(config: Config, out: Path, device, stage: str) -> PlannerSetup
                                                            stage)).to(device)
     n_ctx, _ = latent_split(config.data, vae)
     blocks = hidden_state_blocks(config, video_dit)
-    train = load_clip_tensors(config.data, "train")
+    train = load_clip_tensors(config.data, "train", frames=False)  # conditions only: latents come from files
     val = load_clip_tensors(config.data, "val", limit=config.train.val_clips)
-    train_lat, val_lat = encode_clips(vae, train, device), encode_clips(vae, val, device)
+    folder = prepare_latents(config, out, vae, vae_folder(out, config), "train", train.tokens, device)
+    train_lat, val_lat = LatentStore(folder, train.tokens, device), encode_clips(vae, val, device)
     lcfg, acfg = config.loss, config.action
     align_pos = blocks.index(acfg.align_video_block) if acfg.align_video_block in blocks else len(blocks) // 2
     use_neg = lcfg.lambda_hn > 0 or (lcfg.lambda_hinge > 0 and lcfg.hn_hinge_margin > 0)

@@ -12,18 +12,26 @@ from reworld.evaluation.video import psnr
 from reworld.losses.flow import video_training_losses
 from reworld.models.layers import save_model_atomic
 from reworld.models.vae import decode_latents, latent_split
-from reworld.models.video_dit import VideoCond, VideoDiT, ltx_rope_scale, video_dit_from_config
+from reworld.models.video_dit import (
+    VideoCond,
+    VideoDiT,
+    ltx_rope_scale,
+    video_dit_from_config,
+)
+from reworld.pipelines.run_folder import vae_folder
 from reworld.sampling import default_guidance, sample_future
 from reworld.training.loop import StageSpec
+from reworld.training.prepare import LatentStore, prepare_latents
 from reworld.training.stages.common import encode_clips, load_run_vae
 
 
 def video_stage(config: Config, out: Path, device) -> StageSpec:
     vae = load_run_vae(out, config, "video").to(device).requires_grad_(False)
     n_ctx, n_fut = latent_split(config.data, vae)
-    train = load_clip_tensors(config.data, "train")
-    val = load_clip_tensors(config.data, "val", limit=config.train.val_clips)
-    train_lat, val_lat = encode_clips(vae, train, device), encode_clips(vae, val, device)
+    train = load_clip_tensors(config.data, "train", frames=False)  # conditions only: latents come from files
+    val = load_clip_tensors(config.data, "val", limit=config.train.val_clips)  # a few clips, frames for PSNR
+    folder = prepare_latents(config, out, vae, vae_folder(out, config), "train", train.tokens, device)
+    train_lat, val_lat = LatentStore(folder, train.tokens, device), encode_clips(vae, val, device)
     rope = ltx_rope_scale(config.data.frame_rate, vae.temporal_compression_ratio, vae.spatial_compression_ratio)
     model = video_dit_from_config(config.video, in_channels=train_lat.shape[1], rope_scale=rope).to(device)
     if config.train.gradient_checkpointing:

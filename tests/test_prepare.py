@@ -1,0 +1,76 @@
+"""Prepared latents: each rank encodes its share of the clips, a re-run does no work, a damaged file is named."""
+from pathlib import Path
+
+import pytest
+import torch
+
+from reworld.data.clips import load_clip_tensors
+from reworld.models.layers import CheckpointError
+from reworld.models.vae import build_vae, configure_vae, encode_frames
+from reworld.training import prepare as P
+
+
+@pytest.fixture()
+def setup(tiny_config, tmp_path):
+    torch.manual_seed(0)
+    vae = configure_vae(build_vae(tiny_config.vae), tiny_config.vae).eval()
+    vae.save_pretrained(tmp_path / "vae")
+    tokens = load_clip_tensors(tiny_config.data, "train", frames=False).tokens
+    return tiny_config, tmp_path, vae, tokens
+
+
+def test_ranks_split_the_clips_and_a_rerun_encodes_nothing(setup, monkeypatch):
+    config, out, vae, tokens = setup
+    encoded = []
+    monkeypatch.setattr(P, "encode_frames", lambda v, f: encoded.append(len(f)) or encode_frames(v, f))
+    for rank in (0, 1):  # two processes, one after the other: each writes only its share
+        monkeypatch.setattr(P, "_rank_world", lambda r=rank: (r, 2))
+        folder = P.prepare_latents(config, out, vae, out / "vae", "train", tokens, "cpu")
+        assert sum(encoded) == (len(tokens[0::2]) if rank == 0 else len(tokens))
+    assert sorted(p.stem for p in folder.glob("*.safetensors")) == sorted(tokens)
+    encoded.clear()
+    monkeypatch.setattr(P, "_rank_world", lambda: (0, 1))
+    assert P.prepare_latents(config, out, vae, out / "vae", "train", tokens, "cpu") == folder and encoded == []
+    # the files hold exactly what encoding the clips gives
+    store = P.LatentStore(folder, tokens, "cpu")
+    clips = load_clip_tensors(config.data, "train", limit=3)
+    with torch.no_grad():
+        torch.testing.assert_close(store[[0, 1, 2]], encode_frames(vae, clips.video(slice(0, 3))))
+    assert store[slice(0, 2)].shape == (2, *store.shape[1:]) and store.shape[0] == len(tokens)
+
+
+def test_a_damaged_or_missing_latent_file_is_named(setup):
+    config, out, vae, tokens = setup
+    folder = P.prepare_latents(config, out, vae, out / "vae", "train", tokens[:4], "cpu")
+    victim = folder / f"{tokens[1]}.safetensors"
+    victim.write_bytes(victim.read_bytes()[:100])  # truncated
+    store = P.LatentStore(folder, tokens[:4], "cpu")
+    with pytest.raises(CheckpointError, match=f"{tokens[1]}.safetensors: not a readable latent file"):
+        store[[1]]
+    with pytest.raises(CheckpointError, match=f"no latents for {len(tokens) - 4} clip"):
+        P.LatentStore(folder, tokens, "cpu")
+    # another VAE (or clip layout) never reads these files
+    other = configure_vae(build_vae(config.vae), config.vae)
+    with torch.no_grad():
+        next(other.parameters()).add_(1.0)
+    other.save_pretrained(out / "vae2")
+    assert P.latents_folder(out, config, out / "vae2", "train") != folder
+
+
+def test_prepare_command_on_a_run_folder(tiny_run, tiny_config_path, tmp_path, capsys):
+    """`python -m reworld prepare`: the run's train latents; after stage video made them it has nothing to do."""
+    import json
+    import shutil
+
+    from reworld.cli import main
+
+    src, _ = tiny_run
+    out = tmp_path / "run"
+    shutil.copytree(src / "vae", out / "vae")
+    assert main(["prepare", "--config", str(tiny_config_path), "--out", str(out)]) == 0
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    files = sorted(Path(first["folder"]).glob("*.safetensors"))
+    assert len(files) == first["clips"] > 0
+    stamps = [f.stat().st_mtime_ns for f in files]
+    assert main(["prepare", "--config", str(tiny_config_path), "--out", str(out)]) == 0
+    assert [f.stat().st_mtime_ns for f in files] == stamps  # nothing written again
