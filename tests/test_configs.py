@@ -45,8 +45,8 @@ def test_unknown_key_is_named():
 
 
 def test_retired_keys_of_older_configs_are_dropped_on_load():
-    """Checkpoints written before a key was retired (the shipped ones carry video.meta_init and
-    train.num_workers) still open; a key that was never ours is still an error."""
+    """Checkpoints written before a key was retired (the shipped ones carry video.meta_init) still open; a key
+    that was never ours is still an error."""
     from reworld.config import RETIRED_KEYS, config_to_dict
 
     old = config_to_dict(load_config(CONFIGS[0].parent / "default.yaml"))
@@ -57,7 +57,7 @@ def test_retired_keys_of_older_configs_are_dropped_on_load():
     assert cfg == load_config(CONFIGS[0].parent / "default.yaml")
     shipped = Path(__file__).parent.parent / "assets" / "checkpoints" / "vanilla" / "config.json"
     doc = json.loads(shipped.read_text())
-    assert "meta_init" in doc["video"] and "num_workers" in doc["train"]  # written before the retirement
+    assert "meta_init" in doc["video"]  # written before the retirement
     assert config_from_dict(doc).loss.lambda_ig == 0.0
     with pytest.raises(ConfigError, match="meta_nit"):
         config_from_dict({"video": {"meta_nit": True}})
