@@ -54,7 +54,8 @@ class VAEConfig:
     spatio_temporal_scaling: tuple[bool, ...] = (True, True, False)
     pretrained: str | None = None  # local diffusers folder of a pretrained AutoencoderKLLTXVideo (or its pipeline)
     # decoding a timestep-conditioned VAE (LTX-Video ≥ 0.9.1; ignored by others): the decoder's timestep and the
-    # share of noise mixed into the latents first (LTX-Video's inference settings for 0.9.1)
+    # share of noise mixed into the latents first (the defaults of diffusers' LTX long-video pipeline; plain
+    # LTXPipeline defaults to 0, i.e. no noise and timestep 0)
     decode_timestep: float = 0.05
     decode_noise_scale: float = 0.025
     tiling: bool = False  # decode (and encode) in overlapping spatial tiles: large frames in bounded memory

@@ -239,8 +239,8 @@ class VideoDiT(ModelMixin, ConfigMixin):
         cls, path: str | Path, *, dtype: torch.dtype | None = torch.float32, **new_args
     ) -> "VideoDiT":
         """A VideoDiT whose transformer is the `LTXVideoTransformer3DModel` saved in the local diffusers folder
-        `path` (LTX-Video's `transformer/`, or the pipeline folder around it), loaded strictly; the conditioning tokens and heads are new.
-        Built on the meta device, so the transformer's weights are allocated once. `new_args`: VideoDiT
+        `path` (LTX-Video's `transformer/`, or the pipeline folder around it), loaded strictly; the conditioning
+        tokens and heads are new. Built on the meta device, so the transformer's weights are allocated once. `new_args`: VideoDiT
         arguments that LTX has not (head_blocks, num_cond_tokens, rope_interpolation_scale, …)."""
         from accelerate import init_empty_weights
 

@@ -70,10 +70,11 @@ def prepare_latents(config: Config, out: Path, vae, vae_dir: Path, split: str, t
     folder = latents_folder(out, config, vae_dir, split)
     folder.mkdir(parents=True, exist_ok=True)
     rank, world = _rank_world()
-    ds = NuScenesClips(config.data, split=split, geometry=False)
-    index = {ref.sample_token: i for i, ref in enumerate(ds.samples)}
-    todo = [index[t] for t in tokens[rank::world] if not (folder / f"{t}.safetensors").is_file()]
-    if todo:
+    missing = [t for t in tokens[rank::world] if not (folder / f"{t}.safetensors").is_file()]
+    if missing:  # the devkit's tables are opened only when there is work
+        ds = NuScenesClips(config.data, split=split, geometry=False)
+        index = {ref.sample_token: i for i, ref in enumerate(ds.samples)}
+        todo = [index[t] for t in missing]
         vae.eval()
         loader = torch.utils.data.DataLoader(torch.utils.data.Subset(ds, todo), batch_size=batch,
                                              num_workers=config.train.num_workers, collate_fn=_clips)
