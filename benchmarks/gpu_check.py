@@ -7,14 +7,17 @@
 2. `seed_parity`: the same seed samples the same future on the CPU and on the device (noise is drawn on the
    CPU generator); the largest latent difference is reported, TF32 off and on.
 3. `stage1_step`: one stage-1 training step (Video DiT, flow matching + heads, AdamW) at the default config in
-   fp32 and under bf16 autocast: median time, peak memory, FLOPs of forward + backward, achieved FLOP/s and MFU
-   against the matmul peak measured in the same run and dtype.
+   fp32, under bf16 autocast, and bf16 with `train.compile` (regional compilation; first step timed apart): median
+   time, peak memory, FLOPs of forward + backward, achieved FLOP/s and MFU against the matmul peak measured in
+   the same run and dtype.
 4. `paper_cut`: the same step at paper width (configs/paper.yaml: 2048 wide, 128 latent channels, its clip
-   shape) with 4 of the 28 blocks, bf16 autocast: whether it fits, time, memory, MFU.
+   shape) with 4 of the 28 blocks, bf16 autocast: whether it fits, time, memory, MFU. `paper_full`: all 28
+   blocks with gradient checkpointing, batch 1.
 5. `stages`: `reworld train` of every stage (vae, video, action, joint) for a few steps on a small world at the
    default model size, fp32 and bf16, each in its own process: exit status, seconds per step, peak memory.
 6. `generate_plan`: the shipped `reworld` checkpoint on the device, fp32 and bf16: generate + plan seconds, and
    how far bf16 lands from fp32 (PSNR of the frames, metres of the plans).
+7. `cuda_tests`: the test files whose code runs on the default device (`CUDA_TESTS`), on CUDA.
 
 `--dry-run` runs every section on the CPU with the tiny config and two steps, so the script itself is tested
 (tests/test_gpu_check.py); its numbers mean nothing.
@@ -103,8 +106,10 @@ def seed_parity(cfg: Config, device: torch.device) -> dict:
 
 
 def train_step_costs(cfg: Config, inputs, device: torch.device, dtype: torch.dtype | None, repeats: int,
-                     peak_n: int) -> dict:
-    """One stage-1 step (flow matching + heads, AdamW) of `inputs` = (model, latents, cond, n_ctx) on `device`."""
+                     peak_n: int, compile: bool = False, flops: float | None = None) -> dict:
+    """One stage-1 step (flow matching + heads, AdamW) of `inputs` = (model, latents, cond, n_ctx) on `device`;
+    with `compile`, the Video DiT's blocks compiled as `train.compile` does (the first step, compilation included,
+    is timed apart; FLOPs are those of the same step uncompiled, `flops`)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from benchmarks.bench_video import ATTENTION_FLOPS
@@ -123,23 +128,32 @@ def train_step_costs(cfg: Config, inputs, device: torch.device, dtype: torch.dty
         losses["total"].backward()
         opt.step()
 
+    extra = {}
+    if compile:
+        model.transformer.compile_repeated_blocks()
+        _sync(device)
+        t0 = time.perf_counter()
+        step()
+        _sync(device)
+        extra["first_step_with_compile_s"] = round(time.perf_counter() - t0, 2)
     _peak_reset(device)
     seconds = _median_time(step, device, repeats)
     peak_mb = _peak_mb(device)
-    counter = FlopCounterMode(display=False, custom_mapping=ATTENTION_FLOPS)
-    with counter, torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-        video_training_losses(model, latents, n_ctx, cond, cfg.loss, g)["total"].backward()
-    opt.zero_grad(set_to_none=True)
-    flops = counter.get_total_flops()
+    if flops is None:
+        counter = FlopCounterMode(display=False, custom_mapping=ATTENTION_FLOPS)
+        with counter, torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            video_training_losses(model, latents, n_ctx, cond, cfg.loss, g)["total"].backward()
+        opt.zero_grad(set_to_none=True)
+        flops = counter.get_total_flops()
     peak = matmul_peak(device, dtype or torch.float32, peak_n, repeats)
-    return {"dtype": str(dtype or torch.float32), "latent_shape": list(latents.shape),
+    return {"dtype": str(dtype or torch.float32), "compiled": compile, **extra, "latent_shape": list(latents.shape),
             "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 2), "step_s": round(seconds, 4),
             "peak_memory_mb": peak_mb, "step_gflop": round(flops / 1e9, 2),
             "achieved_tflops": round(flops / seconds / 1e12, 3), "matmul_peak_tflops": round(peak / 1e12, 3),
             "mfu": round(flops / seconds / peak, 3)}
 
 
-def stage1_step(cfg: Config, device: torch.device, repeats: int, peak_n: int) -> dict:
+def stage1_step(cfg: Config, device: torch.device, repeats: int, peak_n: int, compile: bool = True) -> dict:
     from benchmarks.bench_video import stage1_inputs
 
     def inputs():
@@ -150,15 +164,25 @@ def stage1_step(cfg: Config, device: torch.device, repeats: int, peak_n: int) ->
     if device.type == "cpu" or torch.cuda.is_bf16_supported():
         out["bf16"] = train_step_costs(cfg, inputs(), device, torch.bfloat16, repeats, peak_n)
         out["bf16_speedup"] = round(out["fp32"]["step_s"] / out["bf16"]["step_s"], 2)
+        if compile:
+            try:
+                out["bf16_compiled"] = train_step_costs(cfg, inputs(), device, torch.bfloat16, repeats, peak_n,
+                                                        compile=True, flops=out["bf16"]["step_gflop"] * 1e9)
+                out["compile_speedup"] = round(out["bf16"]["step_s"] / out["bf16_compiled"]["step_s"], 2)
+            except Exception as e:  # a compiler failure is a finding about train.compile, not a crash
+                out["bf16_compiled"] = {"error": f"{type(e).__name__}: {str(e)[:400]}"}
     return out
 
 
 LTX_VAE = {"channels": 128, "spatial": 32, "temporal": 8}  # LTX-Video's VAE, which configs/paper.yaml loads
 
 
-def paper_cut(device: torch.device, repeats: int, peak_n: int, dry_run: bool, layers: int = 4) -> dict:
+def paper_cut(device: torch.device, repeats: int, peak_n: int, dry_run: bool, layers: int = 4,
+              checkpointing: bool = False) -> dict:
     """configs/paper.yaml's Video DiT (2048 wide) with `layers` of its 28 blocks, on its clips through LTX's VAE
-    shapes (25 frames at 256×512 → 4 × 8 × 16 latents of 128 channels), batch 1, bf16 autocast."""
+    shapes (25 frames at 256×512 → 4 × 8 × 16 latents of 128 channels), batch 1, bf16 autocast, fp32 master
+    weights and AdamW state (as `train.mixed_precision: bf16` trains), blocks recomputed in backward with
+    `checkpointing`. The model is built on the device (a 2B-parameter init on the CPU takes minutes)."""
     from reworld.models.video_dit import VideoCond, ltx_rope_scale, video_dit_from_config
 
     cfg = load_config(ROOT / "configs" / "paper.yaml")
@@ -170,14 +194,25 @@ def paper_cut(device: torch.device, repeats: int, peak_n: int, dry_run: bool, la
     d = cfg.data
     shape = (1, channels, 1 + (d.context_frames + d.future_frames - 1) // r, d.image_height // s, d.image_width // s)
     torch.manual_seed(0)
-    model = video_dit_from_config(video, channels, rope_scale=ltx_rope_scale(d.frame_rate, r, s))
+    try:
+        with device:
+            model = video_dit_from_config(video, channels, rope_scale=ltx_rope_scale(d.frame_rate, r, s))
+    except torch.cuda.OutOfMemoryError as e:
+        return {"num_layers": layers, "error": f"out of memory building the model: {str(e).splitlines()[0]}"}
+    if checkpointing:
+        model.enable_gradient_checkpointing()
     g = torch.Generator().manual_seed(0)
     inputs = (model, torch.randn(shape, generator=g), VideoCond(torch.tensor([1]), torch.randn(1, 3, generator=g)),
               1 + (d.context_frames - 1) // r)
     try:
-        return {"num_layers": layers, **train_step_costs(cfg, inputs, device, torch.bfloat16, repeats, peak_n)}
+        return {"num_layers": layers, "gradient_checkpointing": checkpointing,
+                **train_step_costs(cfg, inputs, device, torch.bfloat16, repeats, peak_n)}
     except torch.cuda.OutOfMemoryError as e:  # a finding, not a crash
         return {"num_layers": layers, "error": f"out of memory: {str(e).splitlines()[0]}"}
+    finally:
+        del model, inputs
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
 
 
 def stages(device: torch.device, out: Path, dry_run: bool, steps: int,
@@ -257,6 +292,34 @@ def generate_plan(device: torch.device, out: Path, dry_run: bool) -> dict:
     return rows
 
 
+CUDA_TESTS = ("tests/test_video_dit.py", "tests/test_action_dit.py", "tests/test_sampling.py", "tests/test_training.py",
+              "tests/test_ltx_folders.py", "tests/test_prepare.py", "tests/test_eval.py")
+
+
+def cuda_tests(timeout_s: int = 240) -> dict:
+    """The test files whose code takes the default device (CUDA here): training stages through accelerate,
+    pipelines, prepare, eval. The pytest summary line and, on failure, the failures' tail."""
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-x", *CUDA_TESTS]  # -q is in pyproject
+    try:
+        import xdist  # noqa: F401  (pytest-xdist: the files in parallel where it is installed)
+
+        cmd += ["-n", "4"]
+    except ImportError:
+        pass
+    t0 = time.perf_counter()
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=timeout_s)
+    except subprocess.TimeoutExpired as e:
+        tail = (e.stdout or b"")[-1500:] if isinstance(e.stdout, bytes) else (e.stdout or "")[-1500:]
+        return {"error": f"timed out after {timeout_s} s", "tail": str(tail)}
+    lines = [x for x in done.stdout.splitlines() if " in " in x and ("passed" in x or "failed" in x)]
+    out = {"files": list(CUDA_TESTS), "exit": done.returncode, "wall_s": round(time.perf_counter() - t0, 1),
+           "summary": lines[-1] if lines else ""}
+    if done.returncode != 0:
+        out["tail"] = (done.stdout + done.stderr)[-3000:]
+    return out
+
+
 # ---------------------------------------------------------------------------------------------- report
 def markdown(doc: dict) -> str:
     lines = [f"# GPU check ({'dry run, CPU: numbers mean nothing' if doc['dry_run'] else doc['env'].get('name', '')})",
@@ -292,10 +355,14 @@ def main(argv: list[str] | None = None) -> int:
     steps = args.steps or (2 if args.dry_run else 5)
     doc: dict = {"dry_run": args.dry_run, "env": env(device)}
     sections = [("seed_parity", lambda: seed_parity(default, device)),
-                ("stage1_step", lambda: stage1_step(default, device, repeats, peak_n)),
+                ("stage1_step", lambda: stage1_step(default, device, repeats, peak_n, compile=not args.dry_run)),
                 ("paper_cut", lambda: paper_cut(device, repeats, peak_n, args.dry_run)),
+                ("paper_full", lambda: paper_cut(device, repeats, peak_n, args.dry_run,
+                                                 layers=2 if args.dry_run else 28, checkpointing=True)),
                 ("stages", lambda: stages(device, out, args.dry_run, steps, tuple(args.stages.split(",")))),
                 ("generate_plan", lambda: generate_plan(device, out, args.dry_run))]
+    if not args.dry_run:  # the dry run is itself one of the tests
+        sections.append(("cuda_tests", cuda_tests))
     for name, fn in sections:
         t0 = time.perf_counter()
         try:

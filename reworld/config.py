@@ -126,6 +126,7 @@ class TrainConfig:
     mixed_precision: str = "no"  # "no" | "bf16" | "fp16" (CUDA only): every step under autocast, fp32 master weights
     tf32: bool = True  # on CUDA: TF32 matmuls and convolutions (fp32 runs ~8× faster on tensor cores; CPU: no effect)
     gradient_checkpointing: bool = False  # recompute the Video DiT's blocks in backward: memory for ~30 % more time
+    compile: bool = False  # torch.compile the Video DiT's repeated transformer blocks (regional compilation)
     num_workers: int = 0  # DataLoader processes decoding clips while the latents are prepared (0: in this process)
     process_group_timeout_s: int = 1800  # [s] collectives wait this long (NCCL's 600 s default aborts long waits)
 

@@ -35,6 +35,16 @@ def make_accelerator(tcfg: TrainConfig | None = None):
     return Accelerator(cpu=not cuda, mixed_precision=tcfg.mixed_precision, kwargs_handlers=[ddp, group])
 
 
+def speed_up(video_dit, tcfg: TrainConfig) -> None:
+    """The Video DiT's training-speed switches: `train.gradient_checkpointing` (recompute each block in backward)
+    and `train.compile` (regional compilation: each repeated LTX block compiled once, as diffusers'
+    `compile_repeated_blocks` does, so compile time does not grow with depth)."""
+    if tcfg.gradient_checkpointing:
+        video_dit.enable_gradient_checkpointing()
+    if tcfg.compile:
+        video_dit.transformer.compile_repeated_blocks()
+
+
 def require_component(folder: Path, what: str, stage: str) -> Path:
     """`folder` when it holds a saved model; otherwise a `CheckpointError` naming the stage that makes it."""
     if not (folder / "config.json").is_file():

@@ -44,7 +44,7 @@ from reworld.planning.scene import PlanningScene
 from reworld.sampling import plan_sample
 from reworld.training.loop import StageSpec
 from reworld.training.prepare import LatentStore, file_digest, prepare_latents
-from reworld.training.stages.common import encode_clips, load_run_vae, require_component
+from reworld.training.stages.common import encode_clips, load_run_vae, require_component, speed_up
 
 
 # ---------------------------------------------------------------------------------------------- hidden-state cache
@@ -266,8 +266,7 @@ def joint_stage(config: Config, out: Path, device) -> StageSpec:
                                                                 "a trained Action DiT (stage action)", "joint"))
     action_dit = action_dit.to(device)
     video_dit = s.video_dit.requires_grad_(True)
-    if config.train.gradient_checkpointing:
-        video_dit.enable_gradient_checkpointing()
+    speed_up(video_dit, config.train)
     params = [{"params": list(action_dit.parameters()), "lr": config.train.lr_action_joint},
               {"params": list(video_dit.parameters()), "lr": config.train.lr_video_joint}]
 

@@ -22,7 +22,7 @@ from reworld.pipelines.run_folder import vae_folder
 from reworld.sampling import default_guidance, sample_future
 from reworld.training.loop import StageSpec
 from reworld.training.prepare import LatentStore, prepare_latents
-from reworld.training.stages.common import encode_clips, load_run_vae
+from reworld.training.stages.common import encode_clips, load_run_vae, speed_up
 
 
 def video_stage(config: Config, out: Path, device) -> StageSpec:
@@ -34,8 +34,7 @@ def video_stage(config: Config, out: Path, device) -> StageSpec:
     train_lat, val_lat = LatentStore(folder, train.tokens, device), encode_clips(vae, val, device)
     rope = ltx_rope_scale(config.data.frame_rate, vae.temporal_compression_ratio, vae.spatial_compression_ratio)
     model = video_dit_from_config(config.video, in_channels=train_lat.shape[1], rope_scale=rope).to(device)
-    if config.train.gradient_checkpointing:
-        model.enable_gradient_checkpointing()
+    speed_up(model, config.train)
     lcfg = config.loss
 
     def cond_of(clips: ClipTensors, idx):
