@@ -235,3 +235,24 @@ def test_bf16_autocast_and_gradient_checkpointing_train_the_video_stage(tiny_con
     assert losses["ckpt"] == losses["plain"]
     assert losses["bf16"] != losses["plain"]  # autocast really ran in bf16 …
     assert np.allclose(losses["bf16"], losses["plain"], rtol=0.05)  # … and computes the same loss to bf16 precision
+
+
+def test_train_compile_compiles_every_block_and_keeps_the_output(tiny_config):
+    """`train.compile` compiles each repeated LTX block (regional compilation) and the compiled Video DiT gives
+    the uncompiled one's velocity; blocks stay the same modules, so checkpoints keep their keys."""
+    from reworld.config import replace
+    from reworld.models.video_dit import VideoCond, video_dit_from_config
+    from reworld.training.stages.common import speed_up
+
+    torch.manual_seed(0)
+    model = video_dit_from_config(tiny_config.video, in_channels=8).eval()
+    keys = list(model.state_dict())
+    g = torch.Generator().manual_seed(0)
+    x, cond = torch.randn(2, 8, 3, 4, 8, generator=g), VideoCond(torch.tensor([0, 2]), torch.randn(2, 3, generator=g))
+    with torch.no_grad():
+        plain = model(x, torch.tensor([0.3, 0.7]), cond, 1).sample
+        speed_up(model, replace(tiny_config, train={"compile": True}).train)
+        assert all(b._compiled_call_impl is not None for b in model.transformer.transformer_blocks)
+        compiled = model(x, torch.tensor([0.3, 0.7]), cond, 1).sample
+    assert torch.allclose(compiled, plain, atol=1e-5)
+    assert list(model.state_dict()) == keys
