@@ -256,3 +256,38 @@ def test_train_compile_compiles_every_block_and_keeps_the_output(tiny_config):
         compiled = model(x, torch.tensor([0.3, 0.7]), cond, 1).sample
     assert torch.allclose(compiled, plain, atol=1e-5)
     assert list(model.state_dict()) == keys
+
+
+def test_a_non_finite_loss_stops_the_run_before_it_is_saved(tiny_config, tmp_path):
+    """The loss check is deferred (no host sync per step) but still names the first bad step and term, and no
+    checkpoint is written from weights a non-finite step touched."""
+    import os
+
+    from safetensors.torch import save_file
+
+    from reworld.config import replace
+    from reworld.training.checkpoint import latest_checkpoint
+    from reworld.training.loop import StageSpec, TrainingError, run
+    from reworld.training.stages.common import make_accelerator
+
+    class Net(torch.nn.Linear):
+        def save_pretrained(self, path, safe_serialization=True):
+            os.makedirs(path, exist_ok=True)
+            save_file({k: v.contiguous() for k, v in self.state_dict().items()}, os.path.join(path, "w.safetensors"))
+
+    torch.manual_seed(0)
+    net, calls = Net(2, 1), []
+    x = torch.randn(8, 2)
+
+    def step_fn(idx, generator):
+        calls.append(1)
+        fit = net(x[torch.as_tensor(idx)]).pow(2).mean()
+        bad = torch.tensor(float("nan")) if len(calls) == 3 else torch.tensor(0.0)
+        return {"fit": fit, "aux": bad, "total": fit + bad}
+
+    config = replace(tiny_config, train={"log_every": 10, "val_every": 10, "ckpt_every": 2})
+    spec = StageSpec("toy", {"net": net}, [{"params": list(net.parameters())}], 8, step_fn, batch_size=2)
+    with pytest.raises(TrainingError, match=r"non-finite loss at step 3: term\(s\) aux, total"):
+        run(spec, config, tmp_path, 6, False, make_accelerator())
+    assert latest_checkpoint(tmp_path, "toy").name == "step-0000002"  # step 4's checkpoint never written
+    assert len(calls) == 4  # caught at the first check after the bad step, not at the next log

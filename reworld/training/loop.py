@@ -6,8 +6,8 @@ stage (the models, the loss terms, the validation) comes in as a `StageSpec`.
 Determinism: the global batch of step `s` and the noise of step `s` are functions of (seed, s) alone,
 so a run resumed from a checkpoint at step `s` replays exactly the batches and noise of an
 uninterrupted run. Each rank takes its share of the global batch (`indices[rank::world]`), and the
-gradients are averaged (by the loop with `train.sharding: ddp`, by FSDP's reduce-scatter with `fsdp`, see
-`sharding.py`), so `n` processes match one process on the same global batch.
+gradients are averaged (by DDP's bucketed all-reduce during backward with `train.sharding: ddp`, by FSDP's
+reduce-scatter with `fsdp`, see `sharding.py`), so `n` processes match one process on the same global batch.
 """
 from __future__ import annotations
 
@@ -56,46 +56,51 @@ def global_batch(num_items: int, batch_size: int, seed: int, step: int) -> np.nd
     return np.asarray(out)
 
 
-def average_gradients(params: list[torch.nn.Parameter], accelerator, bucket: int = 1 << 24) -> None:
-    """Mean of every gradient over the processes, in place.
+class StepModule(torch.nn.Module):
+    """The trained models under one module whose `forward` is the stage's step: the module accelerate prepares.
 
-    DDP only all-reduces gradients of a forward run through its wrapper, and the step functions call the
-    raw modules (`vae.encode`/`vae.decode`, the Video DiT twice per `joint` step), so the loop averages
-    them itself. A parameter with no gradient on any rank (an unused head, λ_ig = 0) keeps none, as in
-    one process; one unused on some ranks only gets the mean with zeros there, as DDP would give it.
+    Under DDP the gradient hooks sit on the parameters, so wrapping the step (not each model) lets a step call
+    its models however it needs (the VAE's `encode` and `decode`, the Video DiT twice in stage `joint`) and
+    still all-reduces the gradients in buckets during backward, overlapping communication with compute. A
+    parameter unused on every rank (an intermediate head at λ_ig = 0) keeps no gradient, as in one process.
     """
-    if accelerator.num_processes == 1:
-        return
-    import torch.distributed as dist
 
-    has = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=accelerator.device)
-    dist.all_reduce(has)
-    live = [p for p, h in zip(params, has.tolist()) if h > 0]
-    for p in live:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-    chunk: list[torch.nn.Parameter] = []
-    size = 0
-    for p in live:  # one all-reduce per ~`bucket` elements, not one per tensor
-        chunk.append(p)
-        size += p.numel()
-        if size >= bucket:
-            _all_reduce_mean(chunk, accelerator.num_processes)
-            chunk, size = [], 0
-    if chunk:
-        _all_reduce_mean(chunk, accelerator.num_processes)
+    def __init__(self, models: dict[str, torch.nn.Module], step_fn):
+        super().__init__()
+        self.models = torch.nn.ModuleDict(models)
+        self.step_fn = step_fn
+
+    def forward(self, idx: np.ndarray, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        return self.step_fn(idx, generator)
 
 
-def _all_reduce_mean(params: list[torch.nn.Parameter], world: int) -> None:
-    import torch.distributed as dist
+class NonFiniteWatch:
+    """Which loss terms went non-finite, and first at which step, kept on the device: checking costs one host
+    sync when asked (at logs, validations and checkpoints), not one per term every step."""
 
-    flat = torch.cat([p.grad.reshape(-1) for p in params])
-    dist.all_reduce(flat)
-    flat /= world
-    offset = 0
-    for p in params:
-        p.grad.copy_(flat[offset:offset + p.numel()].view_as(p.grad))
-        offset += p.numel()
+    def __init__(self):
+        self.flags: dict[str, torch.Tensor] = {}
+        self.first: torch.Tensor | None = None
+
+    def update(self, terms: dict[str, torch.Tensor], step: int) -> None:
+        for k, v in terms.items():
+            bad = ~torch.isfinite(v.detach()).all()
+            self.flags[k] = bad if k not in self.flags else self.flags[k] | bad
+            first = torch.where(bad, step + 1, torch.iinfo(torch.int64).max)
+            self.first = first if self.first is None else torch.minimum(self.first, first)
+
+    def check(self, stage: str) -> None:
+        """Raise on a non-finite term on any rank (every rank calls: all of them stop, none waits forever)."""
+        if not self.flags:
+            return
+        flags, first = torch.stack(list(self.flags.values())).to(torch.int64), self.first.clone()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+            torch.distributed.all_reduce(first, op=torch.distributed.ReduceOp.MIN)
+        bad = [k for k, v in zip(self.flags, flags.tolist()) if v]
+        if bad:
+            raise TrainingError(f"[{stage}] non-finite loss at step {int(first)}: term(s) {', '.join(bad)}; "
+                                f"the last good checkpoint is left as it was")
 
 
 def step_generator(seed: int, step: int, rank: int, world: int) -> torch.Generator:
@@ -154,7 +159,7 @@ class _Optimization:
     raw_optimizer: torch.optim.Optimizer
     trained: dict[str, torch.nn.Module]  # the models with trainable parameters
     all_params: list[torch.nn.Parameter]
-    grad_params: list[torch.nn.Parameter]
+    step: torch.nn.Module  # the prepared `StepModule` (DDP-wrapped with several processes), called each step
     sharded: bool
 
 
@@ -183,30 +188,23 @@ def _optimization(spec: StageSpec, tcfg, accelerator, sharded: bool, ckpt: Path 
     if ckpt is not None:
         optimizer_state_from_files(optimizer, ckpt)
     all_params = [p for g in param_groups for p in g["params"]]
-    if not sharded:
-        prepared = accelerator.prepare(*trained.values(), optimizer)
-        prepared = prepared if isinstance(prepared, (list, tuple)) else [prepared]
-        optimizer = prepared[-1]
+    step: torch.nn.Module = StepModule(trained, spec.step_fn)
+    if not sharded:  # FSDP2 shards the models in place and reduce-scatters itself: its step is called as it is
+        step, optimizer = accelerator.prepare(step, optimizer)
     raw_optimizer = optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer
-    return _Optimization(optimizer, raw_optimizer, trained, all_params,
-                         [p for p in all_params if p.requires_grad], sharded)
+    return _Optimization(optimizer, raw_optimizer, trained, all_params, step, sharded)
 
 
 def _train_step(spec: StageSpec, opt: _Optimization, accelerator, idx: np.ndarray,
-                generator: torch.Generator, step: int) -> dict[str, float]:
+                generator: torch.Generator, step: int, watch: NonFiniteWatch) -> dict[str, torch.Tensor]:
     """One optimizer step on this rank's share `idx` of the global batch; returns this rank's loss terms."""
     for m in opt.trained.values():
         m.train()
     with accelerator.autocast():  # train.mixed_precision (a no-op for "no"); the weights stay fp32
-        terms = spec.step_fn(idx, generator)
-    bad = [k for k, v in terms.items() if not torch.isfinite(v.detach()).all()]
-    if bad:
-        raise TrainingError(f"[{spec.name}] non-finite loss at step {step + 1}: term(s) {', '.join(bad)}; "
-                            f"the last good checkpoint is left as it was")
+        terms = opt.step(idx, generator)
+    watch.update(terms, step)
     opt.optimizer.zero_grad(set_to_none=True)
-    accelerator.backward(terms["total"])
-    if not opt.sharded:  # FSDP reduce-scatters (averages) the gradients itself
-        average_gradients(opt.grad_params, accelerator)
+    accelerator.backward(terms["total"])  # DDP all-reduces / FSDP reduce-scatters the gradients in backward
     accelerator.clip_grad_norm_(opt.all_params, 1.0)
     opt.optimizer.step()
     return {k: v.detach() for k, v in terms.items()}
@@ -270,12 +268,16 @@ def run(spec: StageSpec, config: Config, out: Path, max_steps: int, resume: bool
     bar = tqdm(total=max_steps, initial=start, desc=f"{spec.name}", disable=not main, dynamic_ncols=True)
     last: dict[str, float] = {}  # the loss terms of the last logged step, averaged over ranks
     final_models = None  # the plain models of the last checkpoint (with sharding: gathered), reused for export
+    watch = NonFiniteWatch()
     t_start = time.time()
     for step in range(start, max_steps):
         idx = global_batch(spec.num_items, batch_size, tcfg.seed, step)[rank::world]
-        terms = _train_step(spec, opt, accelerator, idx, step_generator(tcfg.seed, step, rank, world), step)
+        terms = _train_step(spec, opt, accelerator, idx, step_generator(tcfg.seed, step, rank, world), step, watch)
         done = step + 1
-        if done % tcfg.log_every == 0 or done == max_steps:  # one all-reduce and host sync per log, not per step
+        due = [done % every == 0 or done == max_steps for every in (tcfg.log_every, tcfg.val_every, tcfg.ckpt_every)]
+        if any(due):  # no host sync in between: a non-finite loss is caught before it is logged or saved
+            watch.check(spec.name)
+        if due[0]:  # one all-reduce and host sync per log, not per step
             last = {k: float(accelerator.reduce(v, reduction="mean")) for k, v in terms.items()}
             logger.log(done, last)
             bar.set_postfix({k: f"{v:.4f}" for k, v in last.items()})
