@@ -82,6 +82,9 @@ class ActionConfig:
     num_waypoints: int = 8
     feature_sigma: float = 1.0  # σ of the future tokens when video features are taken
     feature_pool: int = 2  # average-pool video tokens over pool×pool latent pixels before the planner
+    # stage action: the frozen Video DiT's hidden states prepared once per clip on disk (bf16), or recomputed every
+    # step with fresh noise (false: no disk, one frozen forward per step; what a paper-shaped model wants)
+    feature_cache: bool = True
     align_block: int = 1  # Action DiT block whose tokens are aligned
     align_video_block: int = 2  # Video DiT block that is the alignment target
     plan_steps: int = 10  # Euler steps of the planner at inference

@@ -47,7 +47,7 @@ def test_a_damaged_or_missing_latent_file_is_named(setup):
     store = P.LatentStore(folder, tokens[:4], "cpu")
     with pytest.raises(CheckpointError, match=f"{tokens[1]}.safetensors: not a readable latent file"):
         store[[1]]
-    with pytest.raises(CheckpointError, match=f"no latents for {len(tokens) - 4} clip"):
+    with pytest.raises(CheckpointError, match=f"no latent file for {len(tokens) - 4} clip"):
         P.LatentStore(folder, tokens, "cpu")
     # another VAE (or clip layout) never reads these files
     other = configure_vae(build_vae(config.vae), config.vae)
@@ -74,3 +74,75 @@ def test_prepare_command_on_a_run_folder(tiny_run, tiny_config_path, tmp_path, c
     stamps = [f.stat().st_mtime_ns for f in files]
     assert main(["prepare", "--config", str(tiny_config_path), "--out", str(out)]) == 0
     assert [f.stat().st_mtime_ns for f in files] == stamps  # nothing written again
+
+
+def test_negatives_are_split_across_ranks_and_match_the_generator(setup, monkeypatch):
+    """Each rank makes its share of the hard-negative files; a re-run makes none; a file holds what the
+    generator gives for its clip, whatever the batch or rank; a damaged file is named."""
+    import json
+
+    import numpy as np
+
+    from reworld.data.loader import NuScenesClips
+    from reworld.planning.hard_negatives import generate_hard_negatives
+    from reworld.planning.scene import PlanningScene
+
+    config, out, _, tokens = setup
+    tokens = tokens[:6]
+    made = []
+    for rank in (0, 1):
+        monkeypatch.setattr(P, "_rank_world", lambda r=rank: (r, 2))
+        folder = P.prepare_negatives(config, out, "train", tokens)
+        made.append(sorted(p.stem for p in folder.glob("*.safetensors")))
+    assert made[0] == sorted(tokens[0::2]) and made[1] == sorted(tokens)
+    stamps = {p: p.stat().st_mtime_ns for p in folder.glob("*.safetensors")}
+    monkeypatch.setattr(P, "_rank_world", lambda: (0, 1))
+    P.prepare_negatives(config, out, "train", tokens)
+    assert {p: p.stat().st_mtime_ns for p in folder.glob("*.safetensors")} == stamps  # nothing made again
+    store = P.NegativeStore(folder, tokens, "cpu")
+    trajs, mask = store[[2, 0]]
+    k = config.loss.hn_num_negatives
+    assert trajs.shape == (2, k, 8, 3) and mask.shape == (2, k) and mask.dtype == torch.bool
+    ds = NuScenesClips(config.data, split="train", geometry=True, frames=False)
+    clip = ds[[r.sample_token for r in ds.samples].index(tokens[2])]
+    hn = generate_hard_negatives(PlanningScene.from_clip(clip), clip.target.trajectory.numpy(), k=k,
+                                 seed=P.token_seed(config.train.seed, tokens[2]) % (2**31))
+    m = len(hn.trajectories)
+    assert int(mask[0].sum()) == m > 0
+    np.testing.assert_allclose(trajs[0, :m].numpy(), np.asarray(hn.trajectories, dtype=np.float32))
+    assert sum(store.counts().values()) > 0 and json.dumps(store.counts())
+    victim = folder / f"{tokens[3]}.safetensors"
+    victim.write_bytes(victim.read_bytes()[:50])
+    with pytest.raises(CheckpointError, match=f"{tokens[3]}.safetensors: not a readable hard-negative file"):
+        store[[3]]
+
+
+def test_hidden_state_files_do_not_depend_on_batching(setup, tiny_config):
+    """The prepared hidden states of a clip are the same whether it was computed alone or in a batch (its noise
+    comes from its own token), stored in bf16 and read back as float32 per block."""
+    from reworld.models.video_dit import video_dit_from_config
+
+    config, out, vae, tokens = setup
+    tokens = tokens[:5]
+    clips = load_clip_tensors(config.data, "train", limit=5)
+    assert clips.tokens == tokens
+    with torch.no_grad():
+        latents = encode_frames(vae, clips.video(slice(None)))
+    torch.manual_seed(0)
+    video_dit = video_dit_from_config(config.video, in_channels=latents.shape[1]).eval()
+    blocks = [0, 1]
+    folders = []
+    for batch in (1, 3):
+        folder = out / f"features-b{batch}"
+        P.prepare_hidden_states(config, folder, video_dit, latents, tokens, clips.command, clips.ego_status, 1,
+                                blocks, "cpu", batch=batch)
+        folders.append(folder)
+    a = P.HiddenStateStore(folders[0], tokens, blocks, "cpu")[[0, 4]]
+    b = P.HiddenStateStore(folders[1], tokens, blocks, "cpu")[[0, 4]]
+    assert len(a) == 2 and a[0].dtype == torch.float32 and a[0].shape[0] == 2
+    for x, y in zip(a, b):
+        assert torch.equal(x, y)
+    from safetensors import safe_open
+
+    with safe_open(str(folders[0] / f"{tokens[0]}.safetensors"), "pt") as f:
+        assert f.get_tensor("block0").dtype == torch.bfloat16

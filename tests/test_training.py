@@ -143,7 +143,11 @@ def test_partial_checkpoint_is_never_picked(tmp_path):
 
 
 def test_nonfinite_loss_stops_naming_step_and_term(tmp_path, tiny_config):
+    """The check is deferred (no host sync per step) yet names the first bad step and its terms, and no
+    checkpoint is written from weights a non-finite step touched."""
     from accelerate import Accelerator
+
+    from reworld.config import replace
 
     lin = torch.nn.Linear(3, 1)
 
@@ -155,9 +159,11 @@ def test_nonfinite_loss_stops_naming_step_and_term(tmp_path, tiny_config):
 
     step_fn.calls = 0
     spec = StageSpec("video", {"m": SafetensorsModule(lin)}, [{"params": list(lin.parameters())}], 10, step_fn)
+    config = replace(tiny_config, train={"log_every": 10, "val_every": 10, "ckpt_every": 2})
     with pytest.raises(TrainingError, match=r"step 3: term\(s\) ig, total"):
-        run(spec, tiny_config, tmp_path, max_steps=6, resume=False, accelerator=Accelerator(cpu=True))
+        run(spec, config, tmp_path, max_steps=6, resume=False, accelerator=Accelerator(cpu=True))
     assert latest_checkpoint(tmp_path, "video").name == "step-0000002"  # the last good one, untouched
+    assert step_fn.calls == 4  # caught at step 4's checkpoint, before it is written, not at the next log
 
 
 def test_global_batch_is_a_function_of_step():
@@ -167,13 +173,18 @@ def test_global_batch_is_a_function_of_step():
     assert sorted(seen.tolist()) == list(range(10))  # one epoch covers every clip once
 
 
-def test_feature_cache_rebuilt_when_checkpoint_changes(tiny_run, tiny_config):
-    from reworld.training.stages.planner import cache_key
+def test_feature_files_move_when_checkpoint_changes(tiny_run, tiny_config):
+    """The prepared hidden states are keyed by the Video DiT's weights: a changed checkpoint never reads them."""
+    from reworld.training.prepare import hidden_states_folder
 
     out, _ = tiny_run
-    key = cache_key(out, tiny_config, ["a"], [0, 1], out / "vae")
-    assert key == cache_key(out, tiny_config, ["a"], [0, 1], out / "vae")
-    assert key != cache_key(out, tiny_config, ["b"], [0, 1], out / "vae")
+
+    def folder():
+        return hidden_states_folder(out, tiny_config, out / "video_dit", out / "vae", [0, 1], "train")
+
+    key = folder()
+    assert key == folder() and key != hidden_states_folder(out, tiny_config, out / "video_dit", out / "vae", [0],
+                                                           "train")
     weights = out / "video_dit" / "diffusion_pytorch_model.safetensors"
     backup = weights.read_bytes()
     try:
@@ -183,7 +194,7 @@ def test_feature_cache_rebuilt_when_checkpoint_changes(tiny_run, tiny_config):
         name = next(iter(state))
         state[name] = state[name] + 1.0
         save_file(state, str(weights))
-        assert cache_key(out, tiny_config, ["a"], [0, 1], out / "vae") != key
+        assert folder() != key
     finally:
         weights.write_bytes(backup)
 
@@ -258,36 +269,29 @@ def test_train_compile_compiles_every_block_and_keeps_the_output(tiny_config):
     assert list(model.state_dict()) == keys
 
 
-def test_a_non_finite_loss_stops_the_run_before_it_is_saved(tiny_config, tmp_path):
-    """The loss check is deferred (no host sync per step) but still names the first bad step and term, and no
-    checkpoint is written from weights a non-finite step touched."""
-    import os
 
-    from safetensors.torch import save_file
+def test_action_stage_without_feature_files_recomputes_them(tiny_config_path, tiny_run, tmp_path):
+    """`action.feature_cache: false` trains stage action on hidden states recomputed every step (fresh noise): no
+    feature files are written; with the cache the files exist, one per clip and split."""
+    import yaml
 
-    from reworld.config import replace
-    from reworld.training.checkpoint import latest_checkpoint
-    from reworld.training.loop import StageSpec, TrainingError, run
-    from reworld.training.stages.common import make_accelerator
+    src, _ = tiny_run
+    features = sorted((src / "prepared").glob("features-*/train/*.safetensors"))
+    assert len(features) == len(load_clip_tensors_tokens(tiny_config_path))  # the shared run used the cache
+    doc = yaml.safe_load(tiny_config_path.read_text())
+    doc.setdefault("action", {})["feature_cache"] = False
+    cfg = tmp_path / "nocache.yaml"
+    cfg.write_text(yaml.safe_dump(doc))
+    out = tmp_path / "run"
+    for part in ("vae", "video_dit"):
+        shutil.copytree(src / part, out / part)
+    assert run_stage("action", str(cfg), str(out), max_steps=2)["finite"]
+    assert not list((out / "prepared").glob("features-*"))
+    assert (out / "action_dit" / "config.json").is_file()
 
-    class Net(torch.nn.Linear):
-        def save_pretrained(self, path, safe_serialization=True):
-            os.makedirs(path, exist_ok=True)
-            save_file({k: v.contiguous() for k, v in self.state_dict().items()}, os.path.join(path, "w.safetensors"))
 
-    torch.manual_seed(0)
-    net, calls = Net(2, 1), []
-    x = torch.randn(8, 2)
+def load_clip_tensors_tokens(config_path) -> list[str]:
+    from reworld.config import load_config
+    from reworld.data.clips import load_clip_tensors
 
-    def step_fn(idx, generator):
-        calls.append(1)
-        fit = net(x[torch.as_tensor(idx)]).pow(2).mean()
-        bad = torch.tensor(float("nan")) if len(calls) == 3 else torch.tensor(0.0)
-        return {"fit": fit, "aux": bad, "total": fit + bad}
-
-    config = replace(tiny_config, train={"log_every": 10, "val_every": 10, "ckpt_every": 2})
-    spec = StageSpec("toy", {"net": net}, [{"params": list(net.parameters())}], 8, step_fn, batch_size=2)
-    with pytest.raises(TrainingError, match=r"non-finite loss at step 3: term\(s\) aux, total"):
-        run(spec, config, tmp_path, 6, False, make_accelerator())
-    assert latest_checkpoint(tmp_path, "toy").name == "step-0000002"  # step 4's checkpoint never written
-    assert len(calls) == 4  # caught at the first check after the bad step, not at the next log
+    return load_clip_tensors(load_config(config_path).data, "train", frames=False).tokens

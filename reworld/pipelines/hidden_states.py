@@ -6,6 +6,8 @@ from here, so the planner sees the same inputs in both.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from reworld.config import Config
@@ -22,11 +24,19 @@ def hidden_state_blocks(config: Config, video_dit) -> list[int]:
 
 
 def video_hidden_states(video_dit, latents: torch.Tensor, command: torch.Tensor, ego: torch.Tensor, n_ctx: int,
-                        blocks: list[int], sigma: float, pool: int, generator: torch.Generator) -> list[torch.Tensor]:
-    """Hidden states of `blocks` for clean latents (B, C, t, h, w): future frames noised to `sigma`.
+                        blocks: list[int], sigma: float, pool: int,
+                        generator: torch.Generator | Sequence[torch.Generator]) -> list[torch.Tensor]:
+    """Hidden states of `blocks` for clean latents (B, C, t, h, w): future frames noised to `sigma` (noise from
+    one CPU `generator`, or one generator per clip, so that a clip's features do not depend on its batch).
     Returns one (B, S', D) per block, S' = t · (h/pool) · (w/pool)."""
     b, c, t, h, w = latents.shape
-    noise = torch.randn(latents[:, :, n_ctx:].shape, generator=generator).to(latents)
+    shape = latents[:, :, n_ctx:].shape
+    if isinstance(generator, torch.Generator):
+        noise = torch.randn(shape, generator=generator).to(latents)
+    else:
+        if len(generator) != b:
+            raise ValueError(f"{len(generator)} generators for {b} clips")
+        noise = torch.stack([torch.randn(shape[1:], generator=g) for g in generator]).to(latents)
     future = (1 - sigma) * latents[:, :, n_ctx:] + sigma * noise
     x = torch.cat([latents[:, :, :n_ctx], future], dim=2)  # (B, C, t, h, w)
     out = video_dit(x, torch.full((b,), sigma, device=latents.device), VideoCond(command, ego), n_ctx,

@@ -75,31 +75,32 @@ class StepModule(torch.nn.Module):
 
 
 class NonFiniteWatch:
-    """Which loss terms went non-finite, and first at which step, kept on the device: checking costs one host
-    sync when asked (at logs, validations and checkpoints), not one per term every step."""
+    """The first step at which each loss term went non-finite, kept on the device: checking costs one host sync
+    when asked (at logs, validations and checkpoints), not one per term every step."""
+
+    NEVER = torch.iinfo(torch.int64).max
 
     def __init__(self):
-        self.flags: dict[str, torch.Tensor] = {}
-        self.first: torch.Tensor | None = None
+        self.first: dict[str, torch.Tensor] = {}
 
     def update(self, terms: dict[str, torch.Tensor], step: int) -> None:
         for k, v in terms.items():
-            bad = ~torch.isfinite(v.detach()).all()
-            self.flags[k] = bad if k not in self.flags else self.flags[k] | bad
-            first = torch.where(bad, step + 1, torch.iinfo(torch.int64).max)
-            self.first = first if self.first is None else torch.minimum(self.first, first)
+            here = torch.where(torch.isfinite(v.detach()).all(), self.NEVER, step + 1)
+            self.first[k] = here if k not in self.first else torch.minimum(self.first[k], here)
 
     def check(self, stage: str) -> None:
-        """Raise on a non-finite term on any rank (every rank calls: all of them stop, none waits forever)."""
-        if not self.flags:
+        """Raise on a non-finite term on any rank (every rank calls: all of them stop, none waits forever),
+        naming the first bad step and the terms bad at it."""
+        if not self.first:
             return
-        flags, first = torch.stack(list(self.flags.values())).to(torch.int64), self.first.clone()
+        first = torch.stack(list(self.first.values()))
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
             torch.distributed.all_reduce(first, op=torch.distributed.ReduceOp.MIN)
-        bad = [k for k, v in zip(self.flags, flags.tolist()) if v]
-        if bad:
-            raise TrainingError(f"[{stage}] non-finite loss at step {int(first)}: term(s) {', '.join(bad)}; "
+        first = first.tolist()
+        step = min(first)
+        if step != self.NEVER:
+            bad = [k for k, f in zip(self.first, first) if f == step]
+            raise TrainingError(f"[{stage}] non-finite loss at step {step}: term(s) {', '.join(bad)}; "
                                 f"the last good checkpoint is left as it was")
 
 

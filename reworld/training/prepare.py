@@ -1,14 +1,20 @@
-"""Per-clip VAE latents on disk, so that training never holds a split's frames in memory.
+"""Per-clip files on disk, so that training never holds a split's frames, features or negatives in memory.
 
-`prepare_latents` encodes every clip of a split once, streaming the clips through a `DataLoader`
-(`train.num_workers` processes decode the JPEGs) and writing one safetensors file per clip,
-`OUT/prepared/latents-<key>/<split>/<sample token>.safetensors`, atomically. The key is made of the VAE's weights
-and the clip settings, so another VAE or clip layout never reads stale latents. Under several processes each rank
-encodes its share of the clips (`indices[rank::world]`) and waits for the others; files already there are not
-encoded again, so a second call, or a run resumed after a kill, does no work twice.
+Three kinds, each one safetensors file per clip, `OUT/prepared/<kind>-<key>/<split>/<sample token>.safetensors`,
+written atomically (a file is whole or absent):
+- `prepare_latents`: VAE latents, the clips streamed through a `DataLoader` (`train.num_workers` processes
+  decode the JPEGs). Key: the VAE's weights and the clip settings.
+- `prepare_negatives`: the hard negatives of each clip (`reworld.planning.hard_negatives`), from the map
+  geometry and the logged trajectories alone (no image is decoded). Key: K, the seed and the data settings.
+- `prepare_hidden_states`: the frozen Video DiT's hidden states of the blocks the Action DiT reads, pooled as
+  configured, in bf16 (stage `action` with `action.feature_cache`). Key: the Video DiT's and VAE's weights, the
+  blocks, σ, pooling and the clip settings. Each clip's noise comes from its own generator, seeded by the run's
+  seed and the clip's token, so the files do not depend on batching or the number of processes.
+Under several processes each rank makes its share (`tokens[rank::world]`) and waits for the others; files
+already there are not made again, so a second call, or a run resumed after a kill, does no work twice.
 
-`LatentStore` reads them back by index, as the stages index a tensor (`store[idx]` → (B, C, t, h, w) on the
-device); host memory does not grow with the number of clips.
+`ClipStore` (and `LatentStore`, `NegativeStore`, `HiddenStateStore`) read them back by index, as the stages
+index a tensor (`store[idx]` → a batch on the device); host memory does not grow with the number of clips.
 """
 from __future__ import annotations
 
@@ -39,8 +45,7 @@ def latents_folder(out: Path, config: Config, vae_dir: Path, split: str) -> Path
     d = config.data
     doc = {"vae": file_digest(vae_dir), "data": [d.dataroot, d.version, d.image_height, d.image_width,
                                                  d.context_frames, d.future_frames, d.frame_rate]}
-    key = hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
-    return out / "prepared" / f"latents-{key}" / split
+    return out / "prepared" / f"latents-{_key(doc)}" / split
 
 
 def _rank_world() -> tuple[int, int]:
@@ -68,9 +73,7 @@ def prepare_latents(config: Config, out: Path, vae, vae_dir: Path, split: str, t
     """Encode the clips of `split` named by `tokens` that have no latent file yet (this rank's share of them);
     returns the folder. Every rank returns once all files exist."""
     folder = latents_folder(out, config, vae_dir, split)
-    folder.mkdir(parents=True, exist_ok=True)
-    rank, world = _rank_world()
-    missing = [t for t in tokens[rank::world] if not (folder / f"{t}.safetensors").is_file()]
+    missing = _my_missing(folder, tokens)
     if missing:  # the devkit's tables are opened only when there is work
         ds = NuScenesClips(config.data, split=split, geometry=False)
         index = {ref.sample_token: i for i, ref in enumerate(ds.samples)}
@@ -82,39 +85,203 @@ def prepare_latents(config: Config, out: Path, vae, vae_dir: Path, split: str, t
             frames = torch.stack([torch.cat([c.observation.frames, c.target.frames]) for c in clips])
             latents = encode_frames(vae, frames.to(device)).cpu()  # (B, C, t, h, w)
             for clip, lat in zip(clips, latents):
-                path = folder / f"{clip.sample_token}.safetensors"
-                tmp = path.with_name(f".{path.name}.tmp")
-                save_file({"latents": lat.contiguous()}, str(tmp))
-                tmp.replace(path)  # a file is whole or absent: nothing half-written is ever read
+                write_clip_file(folder, clip.sample_token, {"latents": lat})
     _barrier()
     return folder
 
 
-class LatentStore:
-    """The prepared latents of `tokens`, indexed like a (N, C, t, h, w) tensor on `device`."""
+def _key(doc) -> str:
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
-    def __init__(self, folder: Path, tokens: list[str], device):
-        self.folder, self.tokens, self.device = Path(folder), list(tokens), torch.device(device)
+
+def _data_doc(config: Config) -> list:
+    d = config.data
+    return [d.dataroot, d.version, d.image_height, d.image_width, d.context_frames, d.future_frames, d.frame_rate,
+            d.horizon_s, d.num_poses]
+
+
+def token_seed(seed: int, token: str) -> int:
+    """A clip's own seed: the run's seed and the clip's token, nothing about batches or processes."""
+    return int(hashlib.sha256(f"{seed}:{token}".encode()).hexdigest()[:15], 16)
+
+
+def _my_missing(folder: Path, tokens: list[str]) -> list[str]:
+    """This rank's share of `tokens` whose file is not in `folder` yet."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rank, world = _rank_world()
+    return [t for t in tokens[rank::world] if not (folder / f"{t}.safetensors").is_file()]
+
+
+def write_clip_file(folder: Path, token: str, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> None:
+    path = folder / f"{token}.safetensors"
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    tmp.replace(path)  # a file is whole or absent: nothing half-written is ever read
+
+
+# ---------------------------------------------------------------------------------------------- hard negatives
+def negatives_folder(out: Path, config: Config, split: str) -> Path:
+    doc = {"k": config.loss.hn_num_negatives, "seed": config.train.seed, "data": _data_doc(config)}
+    return out / "prepared" / f"negatives-{_key(doc)}" / split
+
+
+def prepare_negatives(config: Config, out: Path, split: str, tokens: list[str]) -> Path:
+    """K hard negatives per clip of `split` (this rank's share of the missing ones); returns the folder once every
+    rank is done. Each file: `trajectories` (K, 8, 3), `mask` (K,) (fewer than K when the generator finds fewer),
+    and the kinds' counts in its metadata."""
+    from reworld.planning.hard_negatives import generate_hard_negatives
+    from reworld.planning.scene import PlanningScene
+
+    folder = negatives_folder(out, config, split)
+    missing = _my_missing(folder, tokens)
+    if missing:
+        k = config.loss.hn_num_negatives
+        ds = NuScenesClips(config.data, split=split, geometry=True, frames=False)  # geometry only: no image
+        index = {ref.sample_token: i for i, ref in enumerate(ds.samples)}
+        for token in missing:
+            clip = ds[index[token]]
+            hn = generate_hard_negatives(PlanningScene.from_clip(clip), clip.target.trajectory.numpy(), k=k,
+                                         seed=token_seed(config.train.seed, token) % (2**31))
+            trajs, mask = torch.zeros(k, 8, 3), torch.zeros(k, dtype=torch.uint8)
+            m = len(hn.trajectories)
+            if m:
+                trajs[:m] = torch.from_numpy(np.asarray(hn.trajectories, dtype=np.float32))
+                mask[:m] = 1
+            counts = {kind: int(c) for kind, c in hn.counts.items()}
+            write_clip_file(folder, token, {"trajectories": trajs, "mask": mask}, {"counts": json.dumps(counts)})
+    _barrier()
+    return folder
+
+
+# ---------------------------------------------------------------------------------------------- hidden states
+def hidden_states_folder(out: Path, config: Config, video_dir: Path, vae_dir: Path, blocks: list[int],
+                         split: str) -> Path:
+    doc = {"video": file_digest(video_dir), "vae": file_digest(vae_dir), "blocks": list(blocks),
+           "sigma": config.action.feature_sigma, "pool": config.action.feature_pool, "seed": config.train.seed,
+           "data": _data_doc(config)}
+    return out / "prepared" / f"features-{_key(doc)}" / split
+
+
+@torch.no_grad()
+def prepare_hidden_states(config: Config, folder: Path, video_dit, latents, tokens: list[str], command: torch.Tensor,
+                          ego_status: torch.Tensor, n_ctx: int, blocks: list[int], device, batch: int = 8) -> Path:
+    """The Video DiT hidden states (`reworld.pipelines.hidden_states`) of the clips `tokens` (rows of `latents`,
+    `command`, `ego_status`) with no file yet in `folder` (this rank's share), in bf16, one file per clip."""
+    from reworld.pipelines.hidden_states import video_hidden_states
+
+    missing = set(_my_missing(folder, tokens))
+    rows = [i for i, t in enumerate(tokens) if t in missing]
+    video_dit.eval()
+    for i in range(0, len(rows), batch):
+        idx = rows[i:i + batch]
+        gens = [torch.Generator().manual_seed(token_seed(config.train.seed, tokens[j])) for j in idx]
+        feats = video_hidden_states(video_dit, latents[idx], command[idx].to(device), ego_status[idx].to(device),
+                                    n_ctx, blocks, config.action.feature_sigma, config.action.feature_pool, gens)
+        for row, j in enumerate(idx):
+            write_clip_file(folder, tokens[j], {f"block{k}": f[row].to(torch.bfloat16).cpu()
+                                                for k, f in zip(blocks, feats)})
+    _barrier()
+    return folder
+
+
+# ---------------------------------------------------------------------------------------------- reading
+class ClipStore:
+    """Per-clip files of `tokens` in `folder`, indexed like tensors with a leading clip axis: `store[idx]` gives a
+    dict of the batch's tensors on `device` (floating ones as `dtype` when given)."""
+
+    what = "prepared"
+    made_by = "prepare"
+
+    def __init__(self, folder: Path, tokens: list[str], device, dtype: torch.dtype | None = None):
+        self.folder, self.tokens, self.device, self.dtype = Path(folder), list(tokens), torch.device(device), dtype
         missing = [t for t in self.tokens if not (self.folder / f"{t}.safetensors").is_file()]
         if missing:
-            raise CheckpointError(f"{self.folder}: no latents for {len(missing)} clip(s), e.g. {missing[0]}; "
-                                  f"they are made by prepare_latents")
-        self.shape = (len(self.tokens), *self._read(0).shape)
+            raise CheckpointError(f"{self.folder}: no {self.what} file for {len(missing)} clip(s), e.g. {missing[0]}; "
+                                  f"they are made by {self.made_by}")
 
-    def _read(self, i: int) -> torch.Tensor:
+    def read(self, i: int) -> dict[str, torch.Tensor]:
         path = self.folder / f"{self.tokens[i]}.safetensors"
         try:
-            return load_file(str(path))["latents"]
-        except (SafetensorError, OSError, KeyError, ValueError) as e:
-            raise CheckpointError(f"{path}: not a readable latent file ({e}); delete it to encode the clip again") \
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"{path}: not a readable {self.what} file ({e}); delete it to make it again") \
                 from None
+
+    def rows(self, idx) -> list[int]:
+        if isinstance(idx, slice):
+            return list(range(len(self.tokens))[idx])
+        return [int(i) for i in np.atleast_1d(np.asarray(idx)).tolist()]
+
+    def batch(self, idx) -> dict[str, torch.Tensor]:
+        files = [self.read(i) for i in self.rows(idx)]
+        out = {}
+        for name in files[0]:
+            try:
+                t = torch.stack([f[name] for f in files])
+            except (KeyError, RuntimeError) as e:
+                raise CheckpointError(f"{self.folder}: the {self.what} files disagree on {name!r} ({e})") from None
+            if self.dtype is not None and t.is_floating_point():
+                t = t.to(self.dtype)
+            out[name] = t.to(self.device, non_blocking=True)
+        return out
 
     def __len__(self) -> int:
         return len(self.tokens)
 
+
+class LatentStore(ClipStore):
+    """The prepared latents of `tokens`, indexed like a (N, C, t, h, w) tensor on `device`."""
+
+    what, made_by = "latent", "prepare_latents"
+
+    def __init__(self, folder: Path, tokens: list[str], device):
+        super().__init__(folder, tokens, device)
+        self.shape = (len(self.tokens), *self._read(0).shape)
+
+    def _read(self, i: int) -> torch.Tensor:
+        try:
+            return self.read(i)["latents"]
+        except KeyError:
+            raise CheckpointError(f"{self.folder / self.tokens[i]}.safetensors: not a readable latent file "
+                                  f"(no 'latents'); delete it to encode the clip again") from None
+
     def __getitem__(self, idx) -> torch.Tensor:
-        if isinstance(idx, slice):
-            rows = range(len(self.tokens))[idx]
-        else:
-            rows = np.atleast_1d(np.asarray(idx)).tolist()
-        return torch.stack([self._read(int(i)) for i in rows]).to(self.device)
+        return torch.stack([self._read(i) for i in self.rows(idx)]).to(self.device)
+
+
+class NegativeStore(ClipStore):
+    """The prepared hard negatives: `store[idx]` → (trajectories (B, K, 8, 3), mask (B, K) bool) on `device`."""
+
+    what, made_by = "hard-negative", "prepare_negatives"
+
+    def __getitem__(self, idx) -> tuple[torch.Tensor, torch.Tensor]:
+        b = self.batch(idx)
+        return b["trajectories"], b["mask"].bool()
+
+    def counts(self) -> dict[str, int]:
+        """The generator's counts per kind over every clip (read from the files' headers only)."""
+        from safetensors import safe_open
+
+        total: dict[str, int] = {}
+        for t in self.tokens:
+            with safe_open(str(self.folder / f"{t}.safetensors"), "pt") as f:
+                for kind, c in json.loads((f.metadata() or {}).get("counts", "{}")).items():
+                    total[kind] = total.get(kind, 0) + int(c)
+        return total
+
+
+class HiddenStateStore(ClipStore):
+    """The prepared Video DiT hidden states: `store[idx]` → one (B, S', D) float32 tensor per block, on `device`."""
+
+    what, made_by = "hidden-state", "prepare_hidden_states"
+
+    def __init__(self, folder: Path, tokens: list[str], blocks: list[int], device):
+        super().__init__(folder, tokens, device, dtype=torch.float32)
+        self.blocks = list(blocks)
+
+    def __getitem__(self, idx) -> list[torch.Tensor]:
+        b = self.batch(idx)
+        try:
+            return [b[f"block{k}"] for k in self.blocks]
+        except KeyError as e:
+            raise CheckpointError(f"{self.folder}: no hidden states of {e.args[0]} in the files") from None

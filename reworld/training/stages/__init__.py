@@ -20,10 +20,11 @@ import torch
 
 from reworld.config import STAGES, Config, config_from_dict, load_config, replace
 from reworld.data.clips import load_clip_tensors
+from reworld.models.vae import latent_split
 from reworld.paths import resolve_dataroot
 from reworld.pipelines.run_folder import vae_folder, write_model_index
 from reworld.training.loop import run
-from reworld.training.prepare import prepare_latents
+from reworld.training.prepare import LatentStore, prepare_latents
 from reworld.training.stages.common import check_same_model, load_run_vae, make_accelerator
 from reworld.training.stages.planner import action_stage, joint_stage
 from reworld.training.stages.vae import vae_stage
@@ -82,16 +83,39 @@ def run_stage(stage: str, config_path: str, out: str, max_steps: int | None = No
 
 def prepare_run(config_path: str, out: str, dataroot: str | None = None, version: str | None = None,
                 vae_path: str | None = None) -> dict:
-    """`python -m reworld prepare`: the train split's latents of the run folder `out` (which needs its VAE), split
-    across the processes of `accelerate launch`. Stages video, action and joint do the same when files are missing."""
+    """`python -m reworld prepare`: the run folder's per-clip files, split across the processes of `accelerate
+    launch`: the train split's latents (needs the run's VAE), the hard negatives (when a loss uses them) and, once
+    the run has its Video DiT and `action.feature_cache` is on, the hidden states stage `action` reads. The stages
+    make whatever is missing the same way."""
+    from reworld.models.video_dit import VideoDiT
+    from reworld.pipelines.hidden_states import hidden_state_blocks
+    from reworld.training.prepare import hidden_states_folder, prepare_hidden_states, prepare_negatives
+    from reworld.training.stages.common import encode_clips
+
     out = Path(out)
     config = run_config(config_path, out, "prepare", dataroot, version, vae_path)
     accelerator = make_accelerator(config.train)
-    vae = load_run_vae(out, config, "prepare").to(accelerator.device).requires_grad_(False)
-    tokens = load_clip_tensors(config.data, "train", frames=False).tokens
+    device = accelerator.device
+    vae = load_run_vae(out, config, "prepare").to(device).requires_grad_(False)
+    train = load_clip_tensors(config.data, "train", frames=False)
     t0 = time.time()
-    folder = prepare_latents(config, out, vae, vae_folder(out, config), "train", tokens, accelerator.device)
-    result = {"folder": str(folder), "clips": len(tokens), "seconds": round(time.time() - t0, 1)}
+    folder = prepare_latents(config, out, vae, vae_folder(out, config), "train", train.tokens, device)
+    result: dict = {"folder": str(folder), "clips": len(train.tokens)}
+    lcfg = config.loss
+    if lcfg.lambda_hn > 0 or (lcfg.lambda_hinge > 0 and lcfg.hn_hinge_margin > 0):
+        result["negatives"] = str(prepare_negatives(config, out, "train", train.tokens))
+    if config.action.feature_cache and (out / "video_dit" / "config.json").is_file():
+        video_dit = VideoDiT.from_pretrained(out / "video_dit").to(device).requires_grad_(False)
+        blocks = hidden_state_blocks(config, video_dit)
+        n_ctx, _ = latent_split(config.data, vae)
+        val = load_clip_tensors(config.data, "val", limit=config.train.val_clips)
+        for split, clips, lat in (("train", train, LatentStore(folder, train.tokens, device)),
+                                  ("val", val, encode_clips(vae, val, device))):
+            target = hidden_states_folder(out, config, out / "video_dit", vae_folder(out, config), blocks, split)
+            prepare_hidden_states(config, target, video_dit, lat, clips.tokens, clips.command, clips.ego_status,
+                                  n_ctx, blocks, device)
+            result[f"hidden_states_{split}"] = str(target)
+    result["seconds"] = round(time.time() - t0, 1)
     if accelerator.is_main_process:
         print(json.dumps(result))
     return result

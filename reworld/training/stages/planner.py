@@ -1,22 +1,21 @@
-"""Stage 2 (`action`: Video DiT frozen, its hidden states cached) and stage 3 (`joint`: Video DiT unfrozen).
+"""Stage 2 (`action`: Video DiT frozen) and stage 3 (`joint`: Video DiT unfrozen).
 
 The Action DiT cross-attends to the Video DiT's hidden states (`reworld.pipelines.hidden_states`: future
 latents at σ = `action.feature_sigma`, context clean, blocks `video.feature_blocks`, pooled over
-`action.feature_pool`² latent pixels). Stage 2 computes them once per clip (noise from a generator seeded by
-the clip index) and caches them on disk under a key made of the Video DiT and VAE weights, the clip tokens
-and the settings, so a changed checkpoint or data rebuilds the cache. Stage 3 recomputes them every step,
-because the Video DiT it reads is training too, and keeps the Video DiT's own flow loss beside the planner's.
+`action.feature_pool`² latent pixels). With `action.feature_cache` stage 2 prepares them once per clip on disk
+(`reworld.training.prepare.prepare_hidden_states`: bf16, split across ranks, keyed by the Video DiT and VAE
+weights and the settings, so a changed checkpoint or data makes new files) and reads each step's batch from
+there; without it, it recomputes them every step with fresh noise. Stage 3 recomputes them every step, because
+the Video DiT it reads is training too, and keeps the Video DiT's own flow loss beside the planner's. The hard
+negatives are per-clip files too (`prepare_negatives`), made by all ranks, each its share.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 
 from reworld.config import Config
 from reworld.data.clips import ClipTensors, load_clip_tensors
@@ -38,104 +37,20 @@ from reworld.pipelines.hidden_states import (
     video_hidden_states,
 )
 from reworld.pipelines.run_folder import vae_folder
-from reworld.planning.hard_negatives import generate_hard_negatives
 from reworld.planning.pdm import score_trajectory
 from reworld.planning.scene import PlanningScene
 from reworld.sampling import plan_sample
 from reworld.training.loop import StageSpec
-from reworld.training.prepare import LatentStore, file_digest, prepare_latents
+from reworld.training.prepare import (
+    HiddenStateStore,
+    LatentStore,
+    NegativeStore,
+    hidden_states_folder,
+    prepare_hidden_states,
+    prepare_latents,
+    prepare_negatives,
+)
 from reworld.training.stages.common import encode_clips, load_run_vae, require_component, speed_up
-
-
-# ---------------------------------------------------------------------------------------------- hidden-state cache
-def cache_key(out: Path, config: Config, tokens: list[str], blocks: list[int], vae_dir: Path) -> str:
-    doc = {"video": file_digest(out / "video_dit"), "vae": file_digest(vae_dir), "tokens": tokens,
-           "blocks": blocks, "sigma": config.action.feature_sigma, "pool": config.action.feature_pool,
-           "data": [config.data.image_height, config.data.image_width, config.data.context_frames,
-                    config.data.future_frames, config.data.frame_rate]}
-    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:20]
-
-
-@torch.no_grad()
-def cached_hidden_states(out: Path, config: Config, video_dit, latents: torch.Tensor, clips: ClipTensors,
-                         n_ctx: int, blocks: list[int], vae_dir: Path, name: str, device,
-                         batch: int = 8) -> list[torch.Tensor]:
-    """Video DiT hidden states of every clip, from `OUT/cache/<name>-<key>.safetensors` when its key matches."""
-    key = cache_key(out, config, clips.tokens, blocks, vae_dir)
-    path = out / "cache" / f"{name}-{key}.safetensors"
-    if path.is_file():
-        stored = load_file(str(path))
-        return [stored[f"block{k}"].float().to(device) for k in blocks]
-    video_dit.eval()
-    parts: list[list[torch.Tensor]] = [[] for _ in blocks]
-    for i in range(0, len(clips), batch):
-        sl = slice(i, i + batch)
-        g = torch.Generator().manual_seed(config.train.seed * 7919 + i)
-        feats = video_hidden_states(video_dit, latents[sl], clips.command[sl].to(device),
-                                    clips.ego_status[sl].to(device), n_ctx, blocks, config.action.feature_sigma,
-                                    config.action.feature_pool, g)
-        for j, f in enumerate(feats):
-            parts[j].append(f.half().cpu())
-    tensors = {f"block{k}": torch.cat(p) for k, p in zip(blocks, parts)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for old in path.parent.glob(f"{name}-*.safetensors"):
-        old.unlink()
-    tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp))
-    tmp.replace(path)
-    return [tensors[f"block{k}"].float().to(device) for k in blocks]
-
-
-def rank0_first(build):
-    """Run `build` on rank 0 first (it writes the cache), then on the other ranks (they read it)."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()):
-        return build()
-    if dist.get_rank() == 0:
-        out = build()
-        dist.barrier()
-        return out
-    dist.barrier()
-    return build()
-
-
-# ---------------------------------------------------------------------------------------------- negatives
-@dataclass
-class Negatives:
-    trajectories: torch.Tensor  # (N, K, 8, 3)
-    mask: torch.Tensor  # (N, K) bool
-    counts: dict
-
-
-def hard_negatives_for(config: Config, split: str, tokens: list[str], out: Path) -> Negatives:
-    """K hard negatives per clip from the generator (cached by clip tokens and K)."""
-    k = config.loss.hn_num_negatives
-    key = hashlib.sha256(json.dumps([tokens, k, config.train.seed]).encode()).hexdigest()[:20]
-    path = out / "cache" / f"negatives-{split}-{key}.safetensors"
-    if path.is_file():
-        stored = load_file(str(path))
-        counts = json.loads((path.with_suffix(".json")).read_text())
-        return Negatives(stored["trajectories"], stored["mask"].bool(), counts)
-    ds = NuScenesClips(config.data, split=split, geometry=True, frames=False)  # geometry only: no image decoded
-    index = {ref.sample_token: i for i, ref in enumerate(ds.samples)}
-    trajs = torch.zeros(len(tokens), k, 8, 3)
-    mask = torch.zeros(len(tokens), k, dtype=torch.bool)
-    counts: dict[str, int] = {}
-    for n, token in enumerate(tokens):
-        clip = ds[index[token]]
-        scene = PlanningScene.from_clip(clip)
-        hn = generate_hard_negatives(scene, clip.target.trajectory.numpy(), k=k, seed=config.train.seed + n)
-        m = len(hn.trajectories)
-        if m:
-            trajs[n, :m] = torch.from_numpy(np.asarray(hn.trajectories, dtype=np.float32))
-            mask[n, :m] = True
-        for kind, c in hn.counts.items():
-            counts[kind] = counts.get(kind, 0) + int(c)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({"trajectories": trajs, "mask": mask.to(torch.uint8)}, str(path))
-    path.with_suffix(".json").write_text(json.dumps(counts))
-    return Negatives(trajs, mask, counts)
 
 
 # ---------------------------------------------------------------------------------------------- validation
@@ -176,7 +91,7 @@ class PlannerSetup:
     val: ClipTensors
     train_lat: LatentStore  # (N, C, t, h, w), read from the prepared files by index
     val_lat: torch.Tensor
-    negatives: Negatives | None
+    negatives: NegativeStore | None  # (N, K, 8, 3) trajectories and (N, K) mask, read by index
     val_scenes: list
 
     def hidden_states(self, clips: ClipTensors, lat: torch.Tensor, idx, generator) -> list[torch.Tensor]:
@@ -188,20 +103,18 @@ class PlannerSetup:
 
     def planner_terms(self, action_dit, hidden: list[torch.Tensor], idx, generator) -> dict[str, torch.Tensor]:
         """Stage-2 loss terms of training clips `idx` given their Video DiT hidden states."""
-        d, neg = self.device, self.negatives
+        d = self.device
         target = future_token_mean(hidden[self.align_pos], self.n_ctx, self.train_lat.shape[2]).detach()
+        neg_traj, neg_mask = self.negatives[idx] if self.negatives is not None else (None, None)
         return planner_training_losses(
             action_dit, hidden, self.train.trajectory[idx].to(d), self.train.ego_status[idx].to(d),
-            self.train.command[idx].to(d),
-            neg.trajectories[idx].to(d) if neg is not None else None,
-            neg.mask[idx].to(d) if neg is not None else None,
-            target, self.config.loss, generator)
+            self.train.command[idx].to(d), neg_traj, neg_mask, target, self.config.loss, generator)
 
     def meta(self) -> dict:
         lcfg = self.config.loss
         meta = {"lambda_align": lcfg.lambda_align, "lambda_hn": lcfg.lambda_hn}
         if self.negatives is not None:
-            meta["negatives"] = self.negatives.counts
+            meta["negatives"] = self.negatives.counts()
         return meta
 
 
@@ -218,7 +131,9 @@ def planner_setup(config: Config, out: Path, device, stage: str) -> PlannerSetup
     lcfg, acfg = config.loss, config.action
     align_pos = blocks.index(acfg.align_video_block) if acfg.align_video_block in blocks else len(blocks) // 2
     use_neg = lcfg.lambda_hn > 0 or (lcfg.lambda_hinge > 0 and lcfg.hn_hinge_margin > 0)
-    negatives = rank0_first(lambda: hard_negatives_for(config, "train", train.tokens, out)) if use_neg else None
+    negatives = None
+    if use_neg:  # every rank makes its share of the clips' files, then reads any clip's
+        negatives = NegativeStore(prepare_negatives(config, out, "train", train.tokens), train.tokens, device)
     return PlannerSetup(config, out, device, vae_folder(out, config), video_dit, n_ctx, blocks, align_pos,
                         train, val, train_lat, val_lat, negatives, planning_scenes(config, "val", val.tokens))
 
@@ -236,13 +151,29 @@ def action_stage(config: Config, out: Path, device) -> StageSpec:
                                   num_video_blocks=len(s.blocks), pose_mean=mean, pose_scale=scale,
                                   waypoint_interval_s=interval).to(device)
     s.video_dit.requires_grad_(False).eval()
-    train_hidden = rank0_first(lambda: cached_hidden_states(out, config, s.video_dit, s.train_lat, s.train, s.n_ctx,
-                                                            s.blocks, s.vae_dir, "features-train", device))
-    val_hidden = rank0_first(lambda: cached_hidden_states(out, config, s.video_dit, s.val_lat, s.val, s.n_ctx,
-                                                          s.blocks, s.vae_dir, "features-val", device))
+    if acfg.feature_cache:
+        def prepared(split: str, clips: ClipTensors, lat) -> HiddenStateStore:
+            folder = hidden_states_folder(out, config, out / "video_dit", s.vae_dir, s.blocks, split)
+            prepare_hidden_states(config, folder, s.video_dit, lat, clips.tokens, clips.command, clips.ego_status,
+                                  s.n_ctx, s.blocks, device)
+            return HiddenStateStore(folder, clips.tokens, s.blocks, device)
+
+        train_hidden, val_store = prepared("train", s.train, s.train_lat), prepared("val", s.val, s.val_lat)
+        val_hidden = val_store[slice(None)]  # `train.val_clips` clips: small
+
+        def hidden_of(idx, generator):
+            return train_hidden[idx]
+    else:
+        with torch.no_grad():
+            val_hidden = s.hidden_states(s.val, s.val_lat, slice(None),
+                                         torch.Generator().manual_seed(config.train.seed))
+
+        def hidden_of(idx, generator):
+            with torch.no_grad():  # the frozen Video DiT, fresh noise every step
+                return s.hidden_states(s.train, s.train_lat, idx, generator)
 
     def step_fn(idx, generator):
-        return s.planner_terms(action_dit, [h[idx] for h in train_hidden], idx, generator)
+        return s.planner_terms(action_dit, hidden_of(idx, generator), idx, generator)
 
     @torch.no_grad()
     def validate(step):
