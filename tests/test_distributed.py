@@ -385,3 +385,48 @@ def test_fsdp_matches_ddp_in_every_stage_and_resumes(vae_run, tiny_config_path, 
             train(kind, out, stage, 2)
     _assert_same(_exported(ddp, "action_dit"), _exported(fsdp, "action_dit"), 1e-5)
     _assert_same(_exported(ddp, "video_dit"), _exported(fsdp, "video_dit"), 1e-5)
+
+
+# Records, on each rank, the dtype a transformer block's weights have while it computes, and the dtype of the
+# parameters the optimizer steps, then runs the real CLI.
+DTYPE_PROBE = textwrap.dedent('''
+    import json, os, sys
+    import reworld.training.stages as stages
+
+    _run = stages.run
+
+    def run(spec, config, out, max_steps, resume, accelerator):
+        seen = set()
+        block = spec.models["video_dit"].transformer.transformer_blocks[0].ff.net[2]
+        block.register_forward_pre_hook(lambda m, args: seen.add(str(m.weight.dtype)))
+        result = _run(spec, config, out, max_steps, resume, accelerator)
+        master = {str(p.dtype) for p in spec.models["video_dit"].parameters()}
+        with open(os.path.join(out, f"dtypes-rank{accelerator.process_index}.json"), "w") as f:
+            json.dump({"compute": sorted(seen), "master": sorted(master)}, f)
+        return result
+
+    stages.run = run
+    from reworld.cli import main
+    sys.exit(main(sys.argv[1:]))
+''')
+
+
+def test_fsdp_gathers_bf16_parameters_and_keeps_fp32_shards(vae_run, tiny_config_path, tmp_path):
+    """`train.sharding: fsdp` with `train.mixed_precision: bf16`: FSDP's mixed-precision policy all-gathers the
+    blocks' weights in bf16 for compute, the optimizer steps fp32 shards, and the exported model is fp32."""
+    import yaml
+
+    doc = yaml.safe_load(tiny_config_path.read_text())
+    doc["train"].update(sharding="fsdp", mixed_precision="bf16")
+    cfg = tmp_path / "fsdp-bf16.yaml"
+    cfg.write_text(yaml.safe_dump(doc))
+    script = tmp_path / "dtype_probe.py"
+    script.write_text(DTYPE_PROBE)
+    out = _fresh(vae_run, tmp_path / "run")
+    res = _launch([str(script), "train", "--stage", "video", "--config", str(cfg), "--out", str(out),
+                   "--max-steps", "2"], processes=2, cwd=REPO)
+    assert json.loads(res.stdout.strip().splitlines()[-1])["finite"]
+    for rank in (0, 1):
+        seen = json.loads((out / f"dtypes-rank{rank}.json").read_text())
+        assert seen == {"compute": ["torch.bfloat16"], "master": ["torch.float32"]}, seen
+    assert {str(v.dtype) for v in _exported(out, "video_dit").values()} == {"torch.float32"}

@@ -184,7 +184,8 @@ def _optimization(spec: StageSpec, tcfg, accelerator, sharded: bool, ckpt: Path 
     if sharded:
         from reworld.training.sharding import shard_models
 
-        param_groups = shard_models(trained, spec.params, accelerator.device)
+        low = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(tcfg.mixed_precision)
+        param_groups = shard_models(trained, spec.params, accelerator.device, param_dtype=low)
     optimizer = torch.optim.AdamW(param_groups, lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     if ckpt is not None:
         optimizer_state_from_files(optimizer, ckpt)

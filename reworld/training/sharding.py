@@ -51,24 +51,28 @@ def own_units(model: nn.Module) -> tuple[str, ...]:
     return tuple(units)
 
 
-def shard_models(models: dict[str, nn.Module], param_groups: list[dict], device: torch.device) -> list[dict]:
+def shard_models(models: dict[str, nn.Module], param_groups: list[dict], device: torch.device,
+                 param_dtype: torch.dtype | None = None) -> list[dict]:
     """`fully_shard` every model in `models` over all processes, in place: its repeated blocks, its
     `own_units`, then the model (which gathers the rest), with `FORWARD_METHODS` registered as entry
-    points besides `forward`. FSDP replaces the
+    points besides `forward`. With `param_dtype` (bf16 or fp16, from `train.mixed_precision`) FSDP's
+    `MixedPrecisionPolicy` all-gathers the parameters in that dtype and computes with them, and reduce-scatters
+    the gradients in fp32 into the fp32 shards the optimizer steps. FSDP replaces the
     parameters with sharded ones, so the optimizer groups (given over the old parameters) are returned
     rebuilt over the new ones, with their options (e.g. `lr`) kept."""
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 
     mesh = init_device_mesh(device.type, (dist.get_world_size(),))
+    policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32 if param_dtype else None)
     where = {id(p): (name, pname) for name, m in models.items() for pname, p in m.named_parameters()}
     for model in models.values():
         for block in repeated_blocks(model):
-            fully_shard(block, mesh=mesh)
+            fully_shard(block, mesh=mesh, mp_policy=policy)
         for unit in own_units(model):
-            fully_shard(getattr(model, unit), mesh=mesh)
-        fully_shard(model, mesh=mesh)
+            fully_shard(getattr(model, unit), mesh=mesh, mp_policy=policy)
+        fully_shard(model, mesh=mesh, mp_policy=policy)
         for method in FORWARD_METHODS:
             if callable(getattr(model, method, None)):
                 register_fsdp_forward_method(model, method)
