@@ -295,3 +295,20 @@ def load_clip_tensors_tokens(config_path) -> list[str]:
     from reworld.data.clips import load_clip_tensors
 
     return load_clip_tensors(load_config(config_path).data, "train", frames=False).tokens
+
+
+def test_plan_batch_gives_each_clip_its_own_plan(tiny_run, tiny_config):
+    """`plan_batch` (what `eval` uses) plans many clips at once, and each clip gets the trajectory `plan` gives it
+    alone with the same seed: batching changes the speed, not the figures."""
+    from reworld import WorldActionPipeline
+    from reworld.data.loader import NuScenesClips
+
+    out, _ = tiny_run
+    pipe = WorldActionPipeline.from_pretrained(out)
+    ds = NuScenesClips(tiny_config.data, split="val", geometry=False)
+    clips = [ds[i] for i in range(min(4, len(ds)))]
+    batch = pipe.plan_batch(clips, steps=4, seed=3)
+    alone = np.stack([pipe.plan(c, steps=4, num_samples=1, seed=3, score=False).trajectories[0] for c in clips])
+    assert batch.shape == (len(clips), 8, 3)
+    np.testing.assert_allclose(batch, alone, atol=1e-4)
+    assert not np.allclose(batch, pipe.plan_batch(clips, steps=4, seed=4), atol=1e-3)  # the seed matters

@@ -78,7 +78,9 @@ def plan_metrics(scenes, trajectories: np.ndarray, experts: np.ndarray) -> dict[
 def evaluate(checkpoint: str, dataroot: str | None = None, version: str | None = None, split: str = "val",
              limit: int | None = None, video_clips: int = 32, steps: int = 20, guidance: float | None = None,
              plan_steps: int = 10, seed: int = 0, i3d: str | None = None, feature_net: str | None = None,
-             device=None) -> EvalReport:
+             device=None, plan_batch: int = 16) -> EvalReport:
+    if not isinstance(plan_batch, int) or plan_batch < 1:
+        raise ValueError(f"plan_batch must be an integer ≥ 1, got {plan_batch!r}")
     t0 = time.time()
     pipe = WorldActionPipeline.from_pretrained(checkpoint, device=device)
     data = replace(pipe.config, data={"dataroot": resolve_dataroot(dataroot or pipe.config.data.dataroot),
@@ -90,18 +92,19 @@ def evaluate(checkpoint: str, dataroot: str | None = None, version: str | None =
     report = EvalReport(checkpoint=str(checkpoint), split=split, num_clips=n,
                         settings={"seed": seed, "plan_steps": plan_steps, "video_steps": steps,
                                   "dataroot": str(data.dataroot), "version": data.version})
-    # one clip at a time: of each, only its scene and trajectories are kept (its frames only for the video clips),
-    # so memory does not grow with the split's frames
+    # `plan_batch` clips at a time, planned together: of each clip only its scene and trajectories are kept (its
+    # frames only for the video clips), so memory does not grow with the split's frames
     scenes, experts, still, planned, video_set = [], [], [], [], []
-    for i in range(n):
-        clip = ds[i]
-        scenes.append(PlanningScene.from_clip(clip))
-        experts.append(clip.target.trajectory.numpy())
-        still.append(constant_velocity(clip.observation.ego_status.numpy()))
-        if pipe.has_planner:
-            planned.append(pipe.plan(clip, steps=plan_steps, num_samples=1, seed=seed, score=False).trajectories[0])
-        if i < video_clips:
-            video_set.append(clip)
+    for start in range(0, n, plan_batch):
+        chunk = [ds[i] for i in range(start, min(start + plan_batch, n))]
+        if pipe.has_planner:  # each clip's plan is the one `pipe.plan(clip, seed=seed)` gives alone
+            planned.extend(pipe.plan_batch(chunk, steps=plan_steps, seed=seed))
+        for i, clip in enumerate(chunk, start):
+            scenes.append(PlanningScene.from_clip(clip))
+            experts.append(clip.target.trajectory.numpy())
+            still.append(constant_velocity(clip.observation.ego_status.numpy()))
+            if i < video_clips:
+                video_set.append(clip)
     experts = np.stack(experts)
     if planned:
         report.planners[f"ReWorld planner ({pipe.config.name})"] = plan_metrics(scenes, np.stack(planned), experts)

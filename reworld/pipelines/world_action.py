@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -213,6 +213,31 @@ class WorldActionPipeline:
             scores = score_trajectories(PlanningScene.from_clip(clip), poses)
         return PlanResult(trajectories=poses, scores=scores, command=name, device=str(self.device),
                           seconds=time.perf_counter() - t0)
+
+    @torch.no_grad()
+    def plan_batch(self, clips: Sequence[Clip], steps: int = 10, seed: int = 0) -> np.ndarray:
+        """One trajectory per clip, (B, 8, 3), for many clips at once: one batched VAE encode, Video DiT forward
+        and planner loop. Each clip's noise comes from its own generators seeded by `seed`, so a clip's plan is
+        the one `plan(clip, steps, num_samples=1, seed=seed)` gives, to float precision (what `eval` uses)."""
+        _check_steps(steps)
+        if not clips:
+            raise ValueError("plan_batch needs at least one clip")
+        planner = self._planner()
+        n_ctx, n_fut = latent_split(self.config.data, self.vae)
+        frames = torch.stack([c.observation.frames for c in clips]).to(self.device)
+        context = encode_frames(self.vae, frames)[:, :, :n_ctx]  # (B, C, n_ctx, h, w)
+        shape = list(context.shape)
+        shape[2] = n_fut
+        latents = torch.cat([context, torch.zeros(shape, device=self.device, dtype=context.dtype)], dim=2)
+        command = torch.tensor([c.observation.command for c in clips], device=self.device)
+        ego = torch.stack([c.observation.ego_status for c in clips]).to(self.device)
+        hidden = video_hidden_states(self.video_dit, latents, command, ego, n_ctx,
+                                     hidden_state_blocks(self.config, self.video_dit), self.config.action.feature_sigma,
+                                     self.config.action.feature_pool,
+                                     [torch.Generator().manual_seed(seed) for _ in clips])
+        poses = plan_sample(planner, hidden, ego, command, steps=steps, num_samples=1,
+                            generator=[torch.Generator().manual_seed(seed) for _ in clips])
+        return poses[:, 0].cpu().numpy()
 
     @torch.no_grad()
     def planner_features(self, clip: Clip, trajectories, block: int | None = None, sigma: float = 0.0,

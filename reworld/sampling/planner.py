@@ -1,6 +1,8 @@
 """The one sampling loop of the Action DiT: Euler flow matching of trajectories on the shared σ grid."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from reworld.models.action_dit import ActionDiT
@@ -15,12 +17,13 @@ def plan_sample(
     command: torch.Tensor,
     steps: int = 10,
     num_samples: int = 1,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
     guidance: float | None = None,
 ) -> torch.Tensor:
     """Sample trajectories with `steps` Euler steps (σ 1 → 0). video_hidden_states: one (B, S, D_video)
     per block the planner reads, computed once and reused for every step; ego_status (B, E); command (B,). Noise is
-    drawn on the CPU `generator`, so a seed gives the same start on every device.
+    drawn on the CPU `generator` (or one generator per clip, so that a clip's plan does not depend on its batch),
+    so a seed gives the same start on every device.
     Returns (B, num_samples, N, P) denormalised poses."""
     if guidance not in (None, 1.0):
         raise ValueError("the Action DiT has no guidance branch; pass guidance=None")
@@ -29,7 +32,13 @@ def plan_sample(
     cfg = model.config
     b = ego_status.shape[0]
     device = model.pose_embed.weight.device
-    noise = torch.randn((b, num_samples, cfg.num_waypoints, cfg.pose_dim), generator=generator)
+    if generator is None or isinstance(generator, torch.Generator):
+        noise = torch.randn((b, num_samples, cfg.num_waypoints, cfg.pose_dim), generator=generator)
+    else:
+        if len(generator) != b:
+            raise ValueError(f"{len(generator)} generators for {b} clips")
+        noise = torch.stack([torch.randn((num_samples, cfg.num_waypoints, cfg.pose_dim), generator=g)
+                             for g in generator])
     # the state stays float32 even for a bf16 model; forward casts its input
     x = noise.reshape(b * num_samples, cfg.num_waypoints, cfg.pose_dim).to(device)  # (B·S, N, P)
     ego = ego_status.to(device).repeat_interleave(num_samples, dim=0)  # (B·S, E)
