@@ -98,13 +98,14 @@ def _check_guidance(pipe, w: float) -> None:
         raise gr.Error("this checkpoint's Video DiT has no intermediate head: guidance w must be 1")
 
 
-def _run_stoppable(ctx, session: str, steps: int, job):
-    """Run `job(should_stop)` under the model lock; a stop request ends it between two sampler steps."""
+def _run_stoppable(ctx, session: str, steps: int, job, pipe):
+    """Run `job(should_stop)` under the model lock with `pipe` on its device; a stop request ends it between two
+    sampler steps."""
     from reworld.sampling.euler import SamplingStopped
 
     event = ctx.stops.start(session)
     try:
-        with ctx.model_lock:
+        with ctx.using(pipe):
             return job(event.is_set)
     except SamplingStopped as e:
         raise gr.Error(f"Stopped after {e.steps_done} of {steps} steps.") from None
@@ -121,7 +122,7 @@ def generate(ctx, checkpoint, scene, index, steps, guidance, seed, command, sess
     clip = ctx.clip(scene, index)
     result = _run_stoppable(ctx, session, steps, lambda should_stop: pipe.generate(
         clip, steps=steps, guidance=w, seed=seed, command=cmd, callback=_sampler_progress(progress, "generating"),
-        should_stop=should_stop))
+        should_stop=should_stop), pipe)
     path = _video(ctx, clip, result.frames, f"generated ({checkpoint})")
     return str(path), _status(result, "generated", f"{steps} steps · w = {w:g} · seed {seed} · "
                               + _command_text(clip, cmd, result.command))
@@ -152,7 +153,7 @@ def plan(ctx, checkpoint, scene, index, num_samples, seed, command, session: str
     clip = ctx.clip(scene, index)
     steps = pipe.plan_steps
     result = _run_stoppable(ctx, session, steps, lambda _: pipe.plan(clip, steps=steps, num_samples=n, seed=seed,
-                                                                     command=cmd))
+                                                                     command=cmd), pipe)
     table = _pdm_table(result)
     fig = None
     if clip.target.drivable_area:
@@ -206,7 +207,7 @@ def velocity(ctx, checkpoint, scene, index, steps, guidance, seed, command, sess
         return AV.report_from_records(result.record, result.latents, scene_name=clip.scene_name,
                                       sample_token=clip.sample_token, guidance=w, seed=seed), result
 
-    report, result = _run_stoppable(ctx, session, steps, job)
+    report, result = _run_stoppable(ctx, session, steps, job, pipe)
     numbers = to_jsonable({**report.to_dict(), "checkpoint": checkpoint, "device": result.device,
                            "seconds": result.seconds})
     status = _status(result, "sampled with records", f"{steps} steps · w = {w:g} · seed {seed}")
@@ -241,7 +242,7 @@ def embedding(ctx, checkpoints, n_clips, k, dims, seed, session: str = "", progr
             clips = [ctx.dataset[i] for i in indices]
             tick = None if progress is None else (
                 lambda i, n: progress((j + i / n) / len(names), desc=f"{name}: features of clip {i}/{n}"))
-            with ctx.model_lock:
+            with ctx.using(pipe):
                 return R.collect_features(pipe, clips, k=k, seed=seed, callback=tick)
 
         fs = ctx.features.get((name, tuple(indices), k, seed), collect)
@@ -292,7 +293,7 @@ def compare(ctx, checkpoint_a, checkpoint_b, scene, index, steps, guidance, seed
                                 should_stop=should_stop)
             return gen, pipe.plan(clip, steps=pipe.plan_steps, num_samples=n, seed=seed, command=cmd)
 
-        gen, planned = _run_stoppable(ctx, session, steps, job)
+        gen, planned = _run_stoppable(ctx, session, steps, job, pipe)
         videos.append(str(_video(ctx, clip, gen.frames, name)))
         table = _pdm_table(planned)
         scene_ok = bool(clip.target.drivable_area)

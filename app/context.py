@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,10 +87,14 @@ class StopFlags:
 
 class AppContext:
     def __init__(self, pipelines: dict, dataset, out_dir: str | Path, ablation_dir: str | Path | None = None,
-                 cache_dir: str | Path | None = None):
+                 cache_dir: str | Path | None = None, offload: bool | None = None):
         if not pipelines:
             raise ValueError("create_demo needs at least one loaded pipeline")
         self.pipelines = dict(pipelines)
+        # on an accelerator, only the checkpoint at work keeps its transformers there; the others wait in host
+        # memory (None: so when there is more than one checkpoint and any sits on a non-CPU device)
+        self.offload = (len(self.pipelines) > 1 and any(p.device.type != "cpu" for p in self.pipelines.values())
+                        if offload is None else bool(offload))
         self.dataset = dataset
         self.data_cfg = dataset.cfg
         for name, pipe in self.pipelines.items():
@@ -118,6 +123,18 @@ class AppContext:
         self.split_of = {n: split for split, names in splits.items() for n in names}
 
     # ---------------------------------------------------------------------------------------------
+    @contextmanager
+    def using(self, pipe):
+        """The model lock, with `pipe`'s transformers on its device and, with `offload`, every other checkpoint's
+        in host memory: one job at a time, one checkpoint's weights on the accelerator at a time."""
+        with self.model_lock:
+            if self.offload:
+                for other in self.pipelines.values():
+                    if other is not pipe and other.resident:
+                        other.offload()
+                pipe.onload()
+            yield pipe
+
     @property
     def names(self) -> list[str]:
         return list(self.pipelines)

@@ -130,6 +130,10 @@ class TrainConfig:
     tf32: bool = True  # on CUDA: TF32 matmuls and convolutions (fp32 runs ~8× faster on tensor cores; CPU: no effect)
     gradient_checkpointing: bool = False  # recompute the Video DiT's blocks in backward: memory for ~30 % more time
     compile: bool = False  # torch.compile the Video DiT's repeated transformer blocks (regional compilation)
+    # the Video DiT's attention kernel through diffusers' dispatcher: "native" (torch SDPA, which picks flash /
+    # memory-efficient / cuDNN itself), "_native_flash", "_native_cudnn", "flash" (flash-attn installed), …;
+    # backends that download kernels from a hub are refused
+    attention_backend: str = "native"
     num_workers: int = 0  # DataLoader processes decoding clips while the latents are prepared (0: in this process)
     process_group_timeout_s: int = 1800  # [s] collectives wait this long (NCCL's 600 s default aborts long waits)
 

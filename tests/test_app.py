@@ -300,3 +300,26 @@ def test_write_mp4_refuses_odd_sizes(tmp_path):
 
     with pytest.raises(ValueError, match="even"):
         write_mp4(np.zeros((2, 15, 16, 3), np.uint8), tmp_path / "x.mp4", 6.0)
+
+
+def test_only_the_checkpoint_at_work_keeps_its_transformers_on_the_device(tiny_config, tmp_path):
+    """With offload (on by default when several checkpoints sit on an accelerator), a job moves every other
+    checkpoint's Video DiT and Action DiT to host memory first; the shared VAE stays; results do not change."""
+    import torch
+
+    _, ctx = tiny_demo(tiny_config, tmp_path)
+    assert ctx.offload is False  # all on the CPU: nothing to gain
+    ctx.offload = True
+    a, b = ctx.pipelines["reworld"], ctx.pipelines["vanilla"]
+    clip = ctx.dataset[0]
+    with ctx.using(a):
+        before = a.generate(clip, steps=2, guidance=1.0, seed=0).frames
+    assert a.resident and not b.resident
+    with ctx.using(b):
+        assert b.resident and not a.resident
+        b.plan(clip, steps=2, num_samples=2, seed=0, score=False)
+    with ctx.using(a):
+        assert a.resident and not b.resident
+        after = a.generate(clip, steps=2, guidance=1.0, seed=0).frames
+    assert torch.equal(before, after)
+    assert all(p.device == a.device for p in a.video_dit.parameters())

@@ -312,3 +312,24 @@ def test_plan_batch_gives_each_clip_its_own_plan(tiny_run, tiny_config):
     assert batch.shape == (len(clips), 8, 3)
     np.testing.assert_allclose(batch, alone, atol=1e-4)
     assert not np.allclose(batch, pipe.plan_batch(clips, steps=4, seed=4), atol=1e-3)  # the seed matters
+
+
+def test_attention_backend_switch(tiny_config):
+    """`train.attention_backend` picks diffusers' attention kernel for the Video DiT: another local kernel gives
+    the same velocity; a hub backend (it would download kernels) or an unknown name is a short error."""
+    from reworld.config import replace
+    from reworld.models.video_dit import VideoCond, video_dit_from_config
+    from reworld.training.stages.common import speed_up
+
+    torch.manual_seed(0)
+    model = video_dit_from_config(tiny_config.video, in_channels=8).eval()
+    g = torch.Generator().manual_seed(0)
+    x, cond = torch.randn(2, 8, 3, 4, 8, generator=g), VideoCond(torch.tensor([0, 2]), torch.randn(2, 3, generator=g))
+    with torch.no_grad():
+        native = model(x, torch.tensor([0.3, 0.7]), cond, 1).sample
+        speed_up(model, replace(tiny_config, train={"attention_backend": "_native_math"}).train)
+        math = model(x, torch.tensor([0.3, 0.7]), cond, 1).sample
+    torch.testing.assert_close(math, native, atol=1e-5, rtol=1e-4)
+    for bad in ("flash_hub", "fastest"):
+        with pytest.raises(TrainingError, match="not a local diffusers attention backend"):
+            speed_up(model, replace(tiny_config, train={"attention_backend": bad}).train)

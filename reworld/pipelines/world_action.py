@@ -60,6 +60,22 @@ class WorldActionPipeline:
         self.video_dit = video_dit.to(self.device).eval()
         self.action_dit = action_dit.to(self.device).eval() if action_dit is not None else None
         self.path = path
+        self.resident = True  # the transformers on `device` (False after `offload`)
+
+    def offload(self, device: torch.device | str = "cpu") -> None:
+        """Move the Video DiT and the Action DiT to `device` (host memory) while another checkpoint works; the VAE
+        stays where it is (checkpoints may share it). `onload` brings them back before the next job."""
+        self.video_dit.to(device)
+        if self.action_dit is not None:
+            self.action_dit.to(device)
+        self.resident = False
+
+    def onload(self) -> None:
+        if not self.resident:
+            self.video_dit.to(self.device)
+            if self.action_dit is not None:
+                self.action_dit.to(self.device)
+            self.resident = True
 
     # ------------------------------------------------------------------------------------------
     @classmethod

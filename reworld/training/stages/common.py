@@ -36,9 +36,20 @@ def make_accelerator(tcfg: TrainConfig | None = None):
 
 
 def speed_up(video_dit, tcfg: TrainConfig) -> None:
-    """The Video DiT's training-speed switches: `train.gradient_checkpointing` (recompute each block in backward)
-    and `train.compile` (regional compilation: each repeated LTX block compiled once, as diffusers'
+    """The Video DiT's training-speed switches: `train.attention_backend` (diffusers' attention dispatcher),
+    `train.gradient_checkpointing` (recompute each block in backward) and `train.compile` (regional compilation: each repeated LTX block compiled once, as diffusers'
     `compile_repeated_blocks` does, so compile time does not grow with depth)."""
+    if tcfg.attention_backend != "native":
+        from diffusers.models.attention_dispatch import AttentionBackendName
+
+        known = [b.value for b in AttentionBackendName]
+        if tcfg.attention_backend not in known or "hub" in tcfg.attention_backend:
+            raise TrainingError(f"train.attention_backend {tcfg.attention_backend!r} is not a local diffusers attention "
+                                f"backend; use one of {[b for b in known if 'hub' not in b]}")
+        try:
+            video_dit.transformer.set_attention_backend(tcfg.attention_backend)
+        except (RuntimeError, ImportError, ValueError) as e:  # e.g. flash-attn not installed
+            raise TrainingError(f"train.attention_backend {tcfg.attention_backend!r}: {e}") from None
     if tcfg.gradient_checkpointing:
         video_dit.enable_gradient_checkpointing()
     if tcfg.compile:
