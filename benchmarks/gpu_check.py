@@ -293,7 +293,7 @@ def generate_plan(device: torch.device, out: Path, dry_run: bool) -> dict:
 
 
 CUDA_TESTS = ("tests/test_video_dit.py", "tests/test_action_dit.py", "tests/test_sampling.py", "tests/test_training.py",
-              "tests/test_ltx_folders.py", "tests/test_prepare.py", "tests/test_eval.py")
+              "tests/test_ltx_folders.py", "tests/test_prepare.py", "tests/test_eval.py", "tests/test_memory.py")
 
 
 def cuda_tests(timeout_s: int = 240) -> dict:
@@ -303,7 +303,7 @@ def cuda_tests(timeout_s: int = 240) -> dict:
     try:
         import xdist  # noqa: F401  (pytest-xdist: the files in parallel where it is installed)
 
-        cmd += ["-n", "4"]
+        cmd += ["-n", "6"]
     except ImportError:
         pass
     t0 = time.perf_counter()
@@ -338,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="training steps per stage (default 5; dry run 2)")
     parser.add_argument("--stages", default="vae,video,action,joint",
                         help="stages of section `stages` (in order; later ones need the earlier ones' run folder)")
+    parser.add_argument("--only", default=None, help="comma-separated sections to run (default: all)")
     parser.add_argument("--child-stage", nargs=4, metavar=("STAGE", "CONFIG", "RUN", "STEPS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child_stage:
@@ -363,6 +364,13 @@ def main(argv: list[str] | None = None) -> int:
                 ("generate_plan", lambda: generate_plan(device, out, args.dry_run))]
     if not args.dry_run:  # the dry run is itself one of the tests
         sections.append(("cuda_tests", cuda_tests))
+    if args.only:
+        wanted = args.only.split(",")
+        unknown = sorted(set(wanted) - {n for n, _ in sections})
+        if unknown:
+            print(f"error: unknown section(s) {unknown}; known: {[n for n, _ in sections]}", file=sys.stderr)
+            return 2
+        sections = [(n, fn) for n, fn in sections if n in wanted]
     for name, fn in sections:
         t0 = time.perf_counter()
         try:
