@@ -6,8 +6,9 @@ step, timed in one run; prints JSON.
 A batch is `train.batch_size` clips read through the devkit (JPEG decode and resize of every context and
 future frame, ego poses, command); "with geometry" adds what the planner and the PDM scorer need (map patch,
 agent boxes, route centreline). `load_over_step` below 1 means one loader process reads a batch faster than
-the default Video DiT trains on it. (Training itself reads every clip once into memory before step 1,
-`reworld/training/data.py`, so this is the budget for a streaming loader on real nuScenes.)
+the default Video DiT trains on it: the budget of `prepare` and of the VAE stage, which decode clips as they go.
+"Prepared" is what stages video, action and joint read instead: one latent file per clip
+(`reworld.training.prepare.LatentStore`), a batch read against the same step (`prepared_read_over_step`).
 """
 from __future__ import annotations
 
@@ -71,9 +72,23 @@ def main() -> None:
         losses["total"].backward()
         opt.step()
 
-    step(), load(plain), load(full)  # warm-up (AdamW state, devkit caches)
+    # per-clip latent files of the step's shape, as `prepare` writes them, read a batch at a time
+    from reworld.training.prepare import LatentStore, write_clip_file
+
+    files = tempfile.TemporaryDirectory()
+    tokens = [f"clip{i:04d}" for i in range(64)]
+    for t in tokens:
+        write_clip_file(Path(files.name), t, {"latents": torch.randn(latents.shape[1:])})
+    store = LatentStore(Path(files.name), tokens, "cpu")
+    rng = torch.Generator().manual_seed(0)
+
+    def read():
+        store[torch.randint(len(tokens), (batch,), generator=rng).numpy()]
+
+    step(), load(plain), load(full), read()  # warm-up (AdamW state, devkit caches)
     loads, steps = paired_times(lambda: load(plain), step, args.repeats)
     loads_geo, steps_geo = paired_times(lambda: load(full), step, args.repeats)
+    reads, steps_read = paired_times(read, step, args.repeats)
     print(json.dumps({
         "dataroot": str(root), "train_clips": len(plain), "batch": batch, "threads": torch.get_num_threads(),
         "open_dataset_s": round(open_s, 2),
@@ -83,7 +98,10 @@ def main() -> None:
         "clips_per_s_a_step_consumes": round(batch / statistics.median(steps + steps_geo), 1),
         "load_over_step": ratio(loads, steps),
         "load_with_geometry_over_step": ratio(loads_geo, steps_geo),
+        "prepared_batches_per_s": round(1 / statistics.median(reads), 1),
+        "prepared_read_over_step": ratio(reads, steps_read),
     }))
+    files.cleanup()
     if tmp is not None:
         tmp.cleanup()
 

@@ -200,6 +200,8 @@ def test_corrupt_jpeg_stops_training_with_one_line(tiny_config, tiny_config_path
     res = _cli("train", "--stage", "vae", "--config", str(tiny_config_path), "--dataroot", str(world), "--out",
                str(out), "--max-steps", "1", timeout=120)  # a hang fails here
     assert res.returncode == 2 and "Traceback" not in res.stderr
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: corrupt image") and str(image) in lines[0]
+    # the VAE stage decodes its frames a batch at a time, so the bad file stops the run when it is first read
+    # (here: at the latest when the export fits the latent statistics); besides tqdm's progress, one line names it
+    lines = [x for x in res.stderr.strip().splitlines() if x.strip() and not x.startswith("vae:")]
+    assert len(lines) == 1 and lines[0].startswith("error: corrupt image") and str(image) in lines[0], lines
     assert not (out / "vae").exists()

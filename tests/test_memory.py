@@ -55,3 +55,16 @@ def test_peak_host_memory_is_the_same_on_a_3_and_a_12_scene_world(tiny_run, tiny
     assert clips[12] >= 3 * clips[3]
     assert would_grow > 150  # the test can see the difference it guards against …
     assert grown < 0.25 * would_grow and grown < 0.1 * peaks[3]  # … and it is not there (within 10 %)
+
+
+def test_vae_stage_frames_are_decoded_per_batch_and_equal_the_in_memory_ones(tiny_config):
+    """`ClipFrames` (the VAE stage's source) gives bit for bit what the in-memory uint8 frames give."""
+    import torch
+
+    from reworld.data.clips import ClipFrames
+
+    frames = ClipFrames(tiny_config.data, "train")
+    held = load_clip_tensors(tiny_config.data, "train", limit=5)
+    assert len(frames) >= 5
+    assert torch.equal(frames.video([3, 0, 4]), held.video([3, 0, 4]))
+    assert torch.equal(frames.video(slice(1, 3)), held.video(slice(1, 3)))

@@ -1,6 +1,7 @@
 """Clip tensors held in memory for training and the metric network: the observation and the expert trajectory
-stacked over a split, and, when asked for, the frames as uint8 (the VAE stage, validation sets, the metric
-network; the Video DiT and planner stages read prepared latents instead, `reworld.training.prepare`)."""
+stacked over a split, and, when asked for, the frames as uint8 (validation sets, the metric network). The VAE
+stage reads its frames batch by batch (`ClipFrames`); the Video DiT and planner stages read prepared latents
+(`reworld.training.prepare`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -30,6 +31,31 @@ class ClipTensors:
         return self.frames[idx].float() / 127.5 - 1.0
 
 
+def _to_u8(video: torch.Tensor) -> torch.Tensor:
+    return ((video + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+class ClipFrames:
+    """The frames of a split, decoded when a batch asks for them (the VAE stage): `video(idx)` gives exactly
+    what `ClipTensors.video(idx)` gives (the same uint8 rounding), without holding the split in memory."""
+
+    def __init__(self, cfg: DataConfig, split: str, limit: int | None = None):
+        self.ds = NuScenesClips(cfg, split=split, geometry=False)
+        if len(self.ds) == 0:
+            raise ValueError(f"no {split} clips in {self.ds.root}/{self.ds.version}")
+        self.n = len(self.ds) if limit is None else min(limit, len(self.ds))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def video(self, idx) -> torch.Tensor:
+        """(B, T, 3, H, W) float in [-1, 1]."""
+        rows = range(self.n)[idx] if isinstance(idx, slice) else [int(i) for i in torch.as_tensor(idx).flatten()]
+        clips = [self.ds[i] for i in rows]
+        u8 = torch.stack([_to_u8(torch.cat([c.observation.frames, c.target.frames])) for c in clips])
+        return u8.float() / 127.5 - 1.0
+
+
 def load_clip_tensors(cfg: DataConfig, split: str, limit: int | None = None, frames: bool = True) -> ClipTensors:
     """The first `limit` clips of `split` (all by default); `frames=False` reads no image at all."""
     ds = NuScenesClips(cfg, split=split, geometry=False, frames=frames)
@@ -42,7 +68,7 @@ def load_clip_tensors(cfg: DataConfig, split: str, limit: int | None = None, fra
         clip = ds[i]
         if frames:
             video = torch.cat([clip.observation.frames, clip.target.frames])  # (T, 3, H, W)
-            video_u8.append(((video + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8))
+            video_u8.append(_to_u8(video))
         ego.append(clip.observation.ego_status)
         cmd.append(clip.observation.command)
         traj.append(clip.target.trajectory)

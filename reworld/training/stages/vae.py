@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from reworld.config import Config
-from reworld.data.clips import load_clip_tensors
+from reworld.data.clips import ClipFrames, load_clip_tensors
 from reworld.evaluation.video import psnr
 from reworld.models.layers import load_model_strict, save_model_atomic
 from reworld.models.vae import build_vae, fit_latent_stats
@@ -15,7 +15,7 @@ from reworld.training.loop import StageSpec
 
 
 def vae_stage(config: Config, out: Path, device) -> StageSpec:
-    train = load_clip_tensors(config.data, "train")
+    train = ClipFrames(config.data, "train")  # decoded a batch at a time: the split is never held in memory
     val = load_clip_tensors(config.data, "val", limit=config.train.val_clips)
     vae = build_vae(config.vae).to(device)
     kl_weight = 1e-6  # a near-deterministic autoencoder; the KL only keeps latents bounded
