@@ -239,3 +239,54 @@ def test_config_changes_the_answer():
     scene = road_scene()
     strict = PDMScorerConfig(min_lon_accel=-2.0)
     assert score_trajectory(scene, straight(10.0, accel=-2.5), strict).c == 0.0
+
+
+# ------------------------------------------------------------------------------------- NAVSIM's simulation
+NAVSIM = PDMScorerConfig(simulation="navsim")
+
+
+def test_navsim_tracker_reproduces_a_feasible_plan():
+    """A constant-speed straight plan from the matching start state is tracked exactly; on a circle the tracked
+    path stays within metres of the reference, closer the gentler the curve (the tracker is not a spline)."""
+    from reworld.planning.navsim import reference_states, simulate
+
+    sim = simulate(straight(10.0)[None], 10.0)
+    np.testing.assert_allclose(sim.x[0, ::5][1:], straight(10.0)[:, 0], atol=1e-9)
+    np.testing.assert_allclose(sim.y, 0.0, atol=1e-12)
+    errors = []
+    for radius in (15.0, 50.0, 200.0):
+        ang = 8.0 * T / radius
+        circle = np.stack([radius * np.sin(ang), radius * (1 - np.cos(ang)), ang], -1)
+        ref, s = reference_states(circle[None]), simulate(circle[None], 8.0)
+        errors.append(np.hypot(s.x - ref[..., 0], s.y - ref[..., 1]).max())
+    assert errors[0] > errors[1] > errors[2] and errors[2] < 0.2 and errors[0] < 2.5
+
+
+def test_navsim_comfort_known_answers():
+    """NAVSIM's comfort on the simulated states: waypoint noise of 0.05–0.3 m, a 0.2 m longitudinal and a 0.5 m
+    lateral offset of every pose all pass (the spline scorer fails many of them); braking from 10 to 0 m/s in
+    0.5 s fails."""
+    rng = np.random.default_rng(0)
+    scene = road_scene()
+    for sd in (0.05, 0.1, 0.2, 0.3):
+        noisy = straight(10.0)[None] + np.concatenate([rng.normal(0, sd, (50, 8, 2)), np.zeros((50, 8, 1))], -1)
+        assert all(r.c == 1.0 for r in score_trajectories(scene, noisy, NAVSIM)), sd
+        if sd == 0.1:
+            spline = np.mean([r.c for r in score_trajectories(scene, noisy)])
+            assert spline < 0.5  # the untracked spline reads the same noise as discomfort
+    for dx, dy in ((0.2, 0.0), (0.0, 0.5)):
+        shifted = straight(10.0) + np.array([dx, dy, 0.0])
+        assert score_trajectory(scene, shifted, NAVSIM).c == 1.0, (dx, dy)
+    stop = np.stack([np.where(T <= 0.5, 10 * T - 10 * T**2, 2.5), np.zeros(8), np.zeros(8)], -1)
+    res = score_trajectory(scene, stop, NAVSIM)
+    assert res.c == 0.0 and "lon_accel" in res.comfort_violations
+
+
+def test_navsim_mode_scores_every_sub_metric_on_the_simulated_states():
+    scene = road_scene(agents=[car("parked", 30.0)])
+    into = score_trajectory(scene, straight(10.0), NAVSIM)
+    assert into.nc == 0.0 and into.collision_agent_id == "parked"
+    free = score_trajectory(road_scene(), straight(10.0), NAVSIM)
+    assert free.nc == free.dac == free.c == free.ttc == 1.0 and free.pdms > 0.9
+    with pytest.raises(ValueError, match="simulation must be"):
+        score_trajectory(road_scene(), straight(10.0), PDMScorerConfig(simulation="lqr"))
