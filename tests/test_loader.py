@@ -1,5 +1,6 @@
 """The loader on a hand-made real-format nuScenes root (not built by our generator)."""
 import subprocess
+from pathlib import Path
 import sys
 
 import numpy as np
@@ -156,3 +157,25 @@ def test_cli_error_is_one_line(tmp_path):
     assert out.returncode == 2
     assert out.stderr.strip().startswith("error: unknown version 'v1.0-mini'")
     assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_reduced_jpeg_decode_keeps_small_frames_and_approximates_large_ones(tmp_path, tiny_world):
+    """Real-size frames (1600×900) are decoded at a reduced DCT scale: within a few grey levels of the full
+    decode. Frames already near the target size (the synthetic world's) decode bit for bit as before."""
+    import numpy as np
+    from PIL import Image
+
+    from reworld.data.loader import load_image
+
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:900, 0:1600]
+    img = np.stack([x / 1600 * 255, y / 900 * 255, (x + y) % 256], -1) + rng.normal(0, 20, (900, 1600, 3))
+    big = tmp_path / "cam.jpg"
+    Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(big, quality=90)
+    full, reduced = load_image(big, 64, 128, reduced_decode=False), load_image(big, 64, 128)
+    assert reduced.shape == full.shape == (3, 64, 128)
+    assert float((full - reduced).abs().max()) * 127.5 <= 6 and float((full - reduced).abs().mean()) * 127.5 < 1
+    small = next(Path(tiny_world).rglob("*.jpg"))
+    with Image.open(small) as im:
+        h, w = im.size[1] // 2, im.size[0] // 2
+    assert torch.equal(load_image(small, h, w), load_image(small, h, w, reduced_decode=False))

@@ -402,12 +402,20 @@ def split_scenes(names: list[str], val_fraction: float, seed: int) -> dict[str, 
     return {"train": [n for n in names if n not in set(val)], "val": val}
 
 
-def load_image(path: Path, height: int, width: int) -> torch.Tensor:
-    """(3, H, W) float32 in [-1, 1]; a missing or corrupt image is an error naming the file."""
+def load_image(path: Path, height: int, width: int, reduced_decode: bool = True) -> torch.Tensor:
+    """(3, H, W) float32 in [-1, 1]; a missing or corrupt image is an error naming the file.
+
+    With `reduced_decode` a JPEG is decoded at the smallest power-of-two reduction (libjpeg's DCT scaling, PIL's
+    draft mode) that still leaves at least twice the target size, then resized with Pillow's antialiased bilinear
+    filter: a 1600×900 nuScenes frame for a 64×128 clip is decoded at 400×225 instead of in full
+    (`benchmarks/bench_decode.py`). Images already within 2× of the target (the synthetic world's 128×256) are
+    decoded in full, so their pixels do not change."""
     if not os.path.isfile(path):
         raise DatasetError(f"image not found: {path}")
     try:
         with Image.open(path) as im:
+            if reduced_decode:
+                im.draft("RGB", (2 * width, 2 * height))
             im = im.convert("RGB")
             im.load()
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
