@@ -290,3 +290,28 @@ def test_navsim_mode_scores_every_sub_metric_on_the_simulated_states():
     assert free.nc == free.dac == free.c == free.ttc == 1.0 and free.pdms > 0.9
     with pytest.raises(ValueError, match="simulation must be"):
         score_trajectory(road_scene(), straight(10.0), PDMScorerConfig(simulation="lqr"))
+
+
+def test_navsim_tracker_profiles_equal_the_direct_least_squares():
+    """The profiles are NAVSIM's regularised least squares, solved in closed form (the speed fit's normal matrix
+    is constant, the curvature fit's tridiagonal): equal to the direct pseudo-inverse solution."""
+    from reworld.planning.navsim import _profile_operators, _wrap, reference_states, tracker_profiles
+
+    rng = np.random.default_rng(1)
+    poses = np.stack([10 * T, 0.3 * T**2, 0.05 * T], -1)[None] + np.concatenate(
+        [rng.normal(0, 0.3, (20, 8, 2)), rng.normal(0, 0.05, (20, 8, 1))], -1)
+    ref = reference_states(poses)
+    speed, curvature = tracker_profiles(ref)
+    dt, theta = 0.1, ref[:, :-1, 2]
+    C, D = _profile_operators(theta.shape[1], dt)
+    A = np.concatenate([dt * np.cos(theta)[..., None] * C, dt * np.sin(theta)[..., None] * C], 1)
+    dxy = np.diff(ref[..., :2], axis=1)
+    y = np.concatenate([dxy[..., 0], dxy[..., 1]], 1)[..., None]
+    At = np.swapaxes(A, 1, 2)
+    v = (C @ (np.linalg.pinv(At @ A + 1e-4 * D.T @ D) @ At @ y))[..., 0]
+    B = dt * v[..., None] * C
+    Bt = np.swapaxes(B, 1, 2)
+    Q = np.diag([1e-10] + [1e-2] * (theta.shape[1] - 1))
+    k = (C @ (np.linalg.pinv(Bt @ B + Q) @ Bt @ _wrap(np.diff(ref[..., 2], axis=1))[..., None]))[..., 0]
+    np.testing.assert_allclose(speed, v, atol=1e-9)
+    np.testing.assert_allclose(curvature, k, atol=1e-9)

@@ -113,6 +113,13 @@ def _profile_operators(m: int, dt: float) -> tuple[np.ndarray, np.ndarray]:
     return C, D
 
 
+@lru_cache(maxsize=8)
+def _speed_operator(m: int, dt: float, jerk_penalty: float) -> np.ndarray:
+    """(dt² CᵀC + λ DᵀD)⁺: the speed fit's regularised normal matrix, inverted (it does not depend on the data)."""
+    C, D = _profile_operators(m, dt)
+    return np.linalg.pinv(dt**2 * C.T @ C + jerk_penalty * D.T @ D)
+
+
 def tracker_profiles(reference: np.ndarray, config: TrackerConfig = TrackerConfig()) -> tuple[np.ndarray, np.ndarray]:
     """Speed and curvature profiles (N, M) of the reference's M = T displacements (regularised least squares)."""
     dt = config.dt
@@ -120,20 +127,41 @@ def tracker_profiles(reference: np.ndarray, config: TrackerConfig = TrackerConfi
     theta = reference[:, :-1, 2]  # heading at the start of each displacement
     n, m = theta.shape
     C, D = _profile_operators(m, dt)
-    # displacement i = dt v_i (cos θ_i, sin θ_i), v = C x  →  A x = y with A (N, 2M, M)
-    A = np.concatenate([dt * np.cos(theta)[..., None] * C[None], dt * np.sin(theta)[..., None] * C[None]], axis=1)
-    y = np.concatenate([dxy[..., 0], dxy[..., 1]], axis=1)  # (N, 2M)
-    At = np.swapaxes(A, 1, 2)
-    x = np.linalg.pinv(At @ A + config.jerk_penalty * (D.T @ D)[None]) @ (At @ y[..., None])
-    speed = (C[None] @ x)[..., 0]  # (N, M)
-    # heading step i = dt v_i κ_i, κ = C z
+    # displacement i = dt v_i (cos θ_i, sin θ_i), v = C x: least squares A x = y with rows dt cos θ_i C_i and
+    # dt sin θ_i C_i. Since cos² + sin² = 1, AᵀA = dt² CᵀC whatever the headings: the regularised normal matrix
+    # is one constant, inverted once; only Aᵀy = dt Cᵀ (cos θ ⊙ Δx + sin θ ⊙ Δy) depends on the trajectory
+    along = np.cos(theta) * dxy[..., 0] + np.sin(theta) * dxy[..., 1]  # (N, M)
+    x = (dt * along) @ C @ _speed_operator(m, dt, config.jerk_penalty).T  # (N, M)
+    speed = x @ C.T  # (N, M)
+    # heading step i = dt v_i κ_i with κ = C z, z = [κ0, κ̇_0 …] regularised by diag(1e-10, λ, …). In κ itself
+    # (C is invertible: z_0 = κ_0, z_j = (κ_j − κ_{j−1}) / dt) the normal equations are tridiagonal:
+    # (diag(dt² v²) + 1e-10 e₀e₀ᵀ + λ/dt² DᵀD) κ = dt v ⊙ Δθ, solved for every trajectory at once (Thomas)
     dtheta = _wrap(np.diff(reference[..., 2], axis=1))  # (N, M)
-    B = dt * speed[..., None] * C[None]  # (N, M, M)
-    Q = np.diag([1e-10] + [config.curvature_rate_penalty] * (m - 1))
-    Bt = np.swapaxes(B, 1, 2)
-    z = np.linalg.pinv(Bt @ B + Q[None]) @ (Bt @ dtheta[..., None])
-    curvature = (C[None] @ z)[..., 0]
+    lam = config.curvature_rate_penalty / dt**2
+    diag = (dt * speed) ** 2 + lam * np.r_[1.0, np.full(m - 2, 2.0), 1.0][None]
+    diag[:, 0] += 1e-10
+    off = -lam  # the sub- and super-diagonal, constant
+    curvature = _tridiagonal_solve(diag, off, dt * speed * dtheta)
     return speed, curvature
+
+
+def _tridiagonal_solve(diag: np.ndarray, off: float, rhs: np.ndarray) -> np.ndarray:
+    """Solve symmetric tridiagonal systems (one per row of `diag`, (N, M); constant off-diagonal) by the Thomas
+    algorithm, vectorised over N (the matrices are diagonally dominant: no pivoting needed)."""
+    n, m = diag.shape
+    c = np.empty((n, m))
+    d = np.empty((n, m))
+    c[:, 0] = off / diag[:, 0]
+    d[:, 0] = rhs[:, 0] / diag[:, 0]
+    for i in range(1, m):
+        denom = diag[:, i] - off * c[:, i - 1]
+        c[:, i] = off / denom
+        d[:, i] = (rhs[:, i] - off * d[:, i - 1]) / denom
+    x = np.empty((n, m))
+    x[:, -1] = d[:, -1]
+    for i in range(m - 2, -1, -1):
+        x[:, i] = d[:, i] - c[:, i] * x[:, i + 1]
+    return x
 
 
 def lqr_commands(state: dict, reference: np.ndarray, speed_profile: np.ndarray, curvature_profile: np.ndarray,
