@@ -3,7 +3,8 @@
 One 10 s scene on a straight east-west road in `boston-seaport`: the ego accelerates gently along
 y = 101.75 (heading east), a parked car stands in the opposite lane, a car drives ahead of the ego.
 Front camera at 12 Hz, key frames at 2 Hz, ego poses for every sample_data, a map expansion with
-one lane, one drivable area polygon and straight arcline paths.
+one lane, one drivable area polygon with a hole (a traffic island beside the ego's lane) and straight arcline
+paths.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ LOCATION = "boston-seaport"
 T0_US = 1_600_000_000_000_000
 LANE_Y = 101.75
 ROAD = (50.0, 98.0, 450.0, 105.5)  # drivable rectangle [x0, y0, x1, y1]
+ISLAND = [(120.0, 98.5), (135.0, 98.5), (135.0, 99.5), (120.0, 99.5)]  # a hole in the drivable area
 
 
 def ego_state(t: float) -> tuple[float, float, float]:
@@ -118,9 +120,11 @@ def build(root: Path, seconds: float = 10.0, image_size: tuple[int, int] = (90, 
 def _write_map(root: Path) -> None:
     x0, y0, x1, y1 = ROAD
     nodes = [{"token": f"n{i}", "x": x, "y": y} for i, (x, y) in enumerate(
-        [(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, LANE_Y - 1.75), (x1, LANE_Y - 1.75), (x1, y1), (x0, y1)])]
+        [(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, LANE_Y - 1.75), (x1, LANE_Y - 1.75), (x1, y1), (x0, y1),
+         *ISLAND])]
     polygons = [
-        {"token": "poly-road", "exterior_node_tokens": ["n0", "n1", "n2", "n3"], "holes": []},
+        {"token": "poly-road", "exterior_node_tokens": ["n0", "n1", "n2", "n3"],
+         "holes": [{"node_tokens": ["n8", "n9", "n10", "n11"]}]},  # a traffic island beside the ego's lane
         {"token": "poly-lane", "exterior_node_tokens": ["n4", "n5", "n6", "n7"], "holes": []},
     ]
     layers = {name: [] for name in (

@@ -179,3 +179,22 @@ def test_reduced_jpeg_decode_keeps_small_frames_and_approximates_large_ones(tmp_
     with Image.open(small) as im:
         h, w = im.size[1] // 2, im.size[0] // 2
     assert torch.equal(load_image(small, h, w), load_image(small, h, w, reduced_decode=False))
+
+
+def test_drivable_area_keeps_the_maps_holes(clips):
+    """The map's traffic island reaches the clip, the scorer's scene and scene.json: not drivable."""
+    import json
+
+    import shapely
+
+    from reworld.planning.scene import PlanningScene
+
+    clip = clips[2]
+    rings = [r for rs in clip.target.drivable_holes for r in rs]
+    assert len(rings) == 1 and len(clip.target.drivable_holes) == len(clip.target.drivable_area)
+    scene = PlanningScene.from_clip(clip)
+    centre = rings[0].mean(axis=0)  # the island's middle, in the ego frame
+    assert not shapely.intersects_xy(scene.drivable_geometry, *centre)
+    assert shapely.intersects_xy(scene.drivable_geometry, centre[0], 0.0)  # the ego's lane beside it
+    again = PlanningScene.from_json_dict(json.loads(json.dumps(scene.to_json_dict())))
+    assert not shapely.intersects_xy(again.drivable_geometry, *centre)

@@ -315,3 +315,30 @@ def test_navsim_tracker_profiles_equal_the_direct_least_squares():
     k = (C @ (np.linalg.pinv(Bt @ B + Q) @ Bt @ _wrap(np.diff(ref[..., 2], axis=1))[..., None]))[..., 0]
     np.testing.assert_allclose(speed, v, atol=1e-9)
     np.testing.assert_allclose(curvature, k, atol=1e-9)
+
+
+def test_drivable_area_keeps_its_holes():
+    """A traffic island inside the road is not drivable: driving through it fails DAC, passing beside it does
+    not; the holes survive scene.json and the BEV draws them."""
+    island = np.array([[20.0, -0.5], [35.0, -0.5], [35.0, 1.5], [20.0, 1.5]])
+    base = road_scene()
+    scene = PlanningScene(
+        ego_speed=10.0, ego_acceleration=0.0, ego_yaw_rate=0.0, ego_length=4.5, ego_width=1.9, command="straight",
+        drivable_area=base.drivable_area, drivable_holes=[[island]], centerline=base.centerline,
+        expert=straight(10.0))
+    assert score_trajectory(base, straight(10.0)).dac == 1.0  # without the hole the road is clear
+    through = score_trajectory(scene, straight(10.0))
+    assert through.dac == 0.0 and 1.0 < through.off_road_time_s < 2.5
+    beside = np.stack([10 * T, np.full(8, 3.5), np.zeros(8)], -1)
+    beside[0, 1] = 1.75  # moving over to the left lane before the island
+    assert score_trajectory(scene, beside).dac == 1.0
+    again = PlanningScene.from_json_dict(json.loads(json.dumps(scene.to_json_dict())))
+    assert len(again.drivable_holes[0]) == 1 and score_trajectory(again, straight(10.0)).dac == 0.0
+    assert "drivable_holes" not in base.to_json_dict()  # scenes without holes keep the old file
+    with pytest.raises(SceneFormatError, match="one list of rings per drivable polygon"):
+        PlanningScene(ego_speed=1.0, ego_acceleration=0.0, ego_yaw_rate=0.0, ego_length=4.5, ego_width=1.9,
+                      command="straight", drivable_area=base.drivable_area, drivable_holes=[[island], []],
+                      centerline=base.centerline)
+    from reworld.viz.bev import bev_figure
+
+    assert any(t.name == "not drivable (hole)" for t in bev_figure(scene).data)

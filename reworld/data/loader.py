@@ -280,15 +280,16 @@ class NuScenesClips(torch.utils.data.Dataset):
             ego_status=torch.from_numpy(ego_status(track, t0)),
             command=driving_command(traj[:, :2], cfg.command_threshold),
         )
-        agents, drivable, centerline = [], [], np.zeros((0, 2))
+        agents, drivable, holes, centerline = [], [], [], np.zeros((0, 2))
         if self.geometry:
             agents = self._agents(sample, origin, yaw0, t0)
-            drivable, centerline = self._map_geometry(scene, track, origin, yaw0, t0)
+            drivable, holes, centerline = self._map_geometry(scene, track, origin, yaw0, t0)
         target = Target(
             frames=future,
             trajectory=torch.from_numpy(traj.astype(np.float32)),
             agents=agents,
             drivable_area=drivable,
+            drivable_holes=holes,
             centerline=centerline,
             ego_size=(cfg.ego_length, cfg.ego_width),
         )
@@ -326,7 +327,8 @@ class NuScenesClips(torch.utils.data.Dataset):
             agents.append(AgentTrack(id=inst, type=agent_type(category), length=float(l), width=float(w), track=arr))
         return agents
 
-    def _map_geometry(self, scene, track: PoseTrack, origin, yaw0, t0) -> tuple[list[np.ndarray], np.ndarray]:
+    def _map_geometry(self, scene, track: PoseTrack, origin, yaw0, t0
+                      ) -> tuple[list[np.ndarray], list[list[np.ndarray]], np.ndarray]:
         from shapely.geometry import box
 
         log = self.nusc.get("log", scene["log_token"])
@@ -337,14 +339,18 @@ class NuScenesClips(torch.utils.data.Dataset):
         x, y = origin
         patch = box(x - r, y - r, x + r, y + r)
         records = nmap.get_records_in_patch((x - r, y - r, x + r, y + r), ["drivable_area"], mode="intersect")
-        polygons = []
+        polygons, holes = [], []
         for rec_token in records["drivable_area"]:
             for poly_token in nmap.get("drivable_area", rec_token)["polygon_tokens"]:
                 shape = nmap.extract_polygon(poly_token).intersection(patch)
                 for part in getattr(shape, "geoms", [shape]):
                     if part.geom_type == "Polygon" and not part.is_empty:
                         polygons.append(to_ego_frame(np.asarray(part.exterior.coords), origin, yaw0))
-        return polygons, self._route_centerline(nmap, track, origin, yaw0, t0)
+                        # keep the holes: a traffic island or a block inside a drivable polygon is not drivable
+                        holes.append([to_ego_frame(np.asarray(ring.coords), origin, yaw0) for ring in part.interiors])
+        if not any(holes):
+            holes = []
+        return polygons, holes, self._route_centerline(nmap, track, origin, yaw0, t0)
 
     def _route_centerline(self, nmap, track: PoseTrack, origin, yaw0, t0) -> np.ndarray:
         """Lanes under the ego's logged path from t=0 on (up to 2× the horizon), discretised in order."""

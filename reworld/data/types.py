@@ -42,6 +42,9 @@ class Target:
     trajectory: torch.Tensor  # (8, 3) future ego poses [x, y, heading] at 0.5 … 4.0 s
     agents: list[AgentTrack] = field(default_factory=list)
     drivable_area: list[np.ndarray] = field(default_factory=list)  # polygons, each (M, 2) [m]
+    # the holes of each drivable polygon (traffic islands, medians, blocks), aligned with `drivable_area`: a list
+    # of (M, 2) rings per polygon; empty: no holes anywhere
+    drivable_holes: list[list[np.ndarray]] = field(default_factory=list)
     centerline: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # (K, 2) route centreline [m]
     ego_size: tuple[float, float] = (4.5, 1.9)  # (length, width) [m]
 

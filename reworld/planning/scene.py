@@ -5,7 +5,8 @@ seconds). JSON schema::
 
     scene.json: {"ego": {"speed", "acceleration", "yaw_rate", "length", "width"},
                  "command": "left" | "straight" | "right" | "unknown",
-                 "drivable_area": [[[x, y], ...], ...],          # polygons
+                 "drivable_area": [[[x, y], ...], ...],          # polygons (exteriors)
+                 "drivable_holes": [[[[x, y], ...], ...], ...],  # optional; per polygon, its holes (islands)
                  "centerline": [[x, y], ...],                    # route centreline
                  "agents": [{"id", "type", "length", "width",
                              "track": [[t, x, y, heading], ...]}],  # t in s from 0; one row = standing still
@@ -102,6 +103,9 @@ class PlanningScene:
     centerline: np.ndarray  # (K, 2) route centreline [m]; K < 2 means none (progress along x)
     agents: list[AgentTrack] = field(default_factory=list)
     expert: np.ndarray | None = None  # (8, 3) logged future [x, y, heading] at 0.5 ... 4.0 s
+    # holes of each drivable polygon (islands, medians, blocks): one list of (M, 2) rings per polygon, aligned with
+    # `drivable_area`; empty: no holes
+    drivable_holes: list[list[np.ndarray]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         # Validation happens here so every constructor (JSON, Clip, by hand) goes through it.
@@ -121,6 +125,19 @@ class PlanningScene:
             _array(p, f"drivable_area[{i}]", 2, "[x, y]", min_rows=3) for i, p in enumerate(self.drivable_area)
         ]
         set_(self, "drivable_area", polys)
+        holes = self.drivable_holes if self.drivable_holes is not None else []
+        if not isinstance(holes, (list, tuple)):
+            raise SceneFormatError("drivable_holes: expected a list (one list of rings per drivable polygon)")
+        if holes and len(holes) != len(polys):
+            raise SceneFormatError(f"drivable_holes: expected one list of rings per drivable polygon ({len(polys)}), "
+                                   f"got {len(holes)}")
+        checked = []
+        for i, rings in enumerate(holes):
+            if not isinstance(rings, (list, tuple)):
+                raise SceneFormatError(f"drivable_holes[{i}]: expected a list of rings")
+            checked.append([_array(r, f"drivable_holes[{i}][{j}]", 2, "[x, y]", min_rows=3)
+                            for j, r in enumerate(rings)])
+        set_(self, "drivable_holes", checked)
         centerline = np.asarray(self.centerline, dtype=np.float64)
         if centerline.size == 0:
             centerline = np.zeros((0, 2))
@@ -139,8 +156,9 @@ class PlanningScene:
 
     @cached_property
     def drivable_geometry(self) -> shapely.Geometry:
-        """Union of the drivable polygons, prepared for fast point queries."""
-        polys = shapely.make_valid(shapely.polygons([p for p in self.drivable_area]))
+        """Union of the drivable polygons (each minus its holes), prepared for fast point queries."""
+        holes = self.drivable_holes or [[] for _ in self.drivable_area]
+        polys = shapely.make_valid(np.array([shapely.Polygon(p, rings) for p, rings in zip(self.drivable_area, holes)]))
         union = shapely.union_all(polys)
         shapely.prepare(union)
         return union
@@ -172,6 +190,7 @@ class PlanningScene:
             ego_width=width,
             command=COMMANDS[int(command)],
             drivable_area=list(clip.target.drivable_area),
+            drivable_holes=list(getattr(clip.target, "drivable_holes", [])),
             centerline=clip.target.centerline,
             agents=list(clip.target.agents),
             expert=clip.target.trajectory,
@@ -222,6 +241,7 @@ class PlanningScene:
             centerline=_array(d["centerline"], "centerline", 2, "[x, y]", min_rows=2),
             agents=agents,
             expert=None if expert is None else validate_poses(expert, "expert"),
+            drivable_holes=d.get("drivable_holes") or [],
         )
 
     def to_json_dict(self) -> dict[str, Any]:
@@ -235,6 +255,8 @@ class PlanningScene:
             },
             "command": self.command,
             "drivable_area": [p.tolist() for p in self.drivable_area],
+            **({"drivable_holes": [[r.tolist() for r in rings] for rings in self.drivable_holes]}
+               if any(self.drivable_holes) else {}),
             "centerline": self.centerline.tolist(),
             "agents": [
                 {"id": a.id, "type": a.type, "length": a.length, "width": a.width, "track": a.track.tolist()}

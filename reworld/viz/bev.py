@@ -67,6 +67,14 @@ def bev_figure(scene: PlanningScene, trajectories=None, labels: list[str] | None
         fig.add_trace(go.Scatter(x=hx, y=vy, fill="toself", mode="lines", line=dict(color="#bbbbbb", width=1),
                                  fillcolor="rgba(200,200,200,0.45)", hoverinfo="skip", name="drivable area",
                                  legendgroup="drivable", showlegend=i == 0))
+    first = True
+    for rings in scene.drivable_holes:  # islands, medians, blocks: drawn over the drivable fill
+        for ring in rings:
+            hx, vy = _plot_xy(np.concatenate([ring, ring[:1]]))
+            fig.add_trace(go.Scatter(x=hx, y=vy, fill="toself", mode="lines", line=dict(color="#bbbbbb", width=1),
+                                     fillcolor="white", hoverinfo="skip", name="not drivable (hole)",
+                                     legendgroup="holes", showlegend=first))
+            first = False
     if len(scene.centerline) >= 2:
         hx, vy = _plot_xy(scene.centerline)
         fig.add_trace(go.Scatter(x=hx, y=vy, mode="lines", line=dict(color="#999999", dash="dash"),
