@@ -198,3 +198,21 @@ def test_drivable_area_keeps_the_maps_holes(clips):
     assert shapely.intersects_xy(scene.drivable_geometry, centre[0], 0.0)  # the ego's lane beside it
     again = PlanningScene.from_json_dict(json.loads(json.dumps(scene.to_json_dict())))
     assert not shapely.intersects_xy(again.drivable_geometry, *centre)
+
+
+def test_heading_is_the_devkits_quaternion_yaw_with_pitch_and_roll():
+    """One convention for ego and agents: the heading of the body x axis in the ground plane (the devkit's
+    `quaternion_yaw`), also for quaternions with pitch and roll."""
+    import numpy as np
+    from nuscenes.eval.common.utils import quaternion_yaw
+    from pyquaternion import Quaternion
+
+    from reworld.data.loader import yaw_of
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        yaw, pitch, roll = rng.uniform(-np.pi, np.pi), rng.uniform(-0.1, 0.1), rng.uniform(-0.1, 0.1)
+        q = (Quaternion(axis=[0, 0, 1], angle=yaw) * Quaternion(axis=[0, 1, 0], angle=pitch)
+             * Quaternion(axis=[1, 0, 0], angle=roll))
+        assert abs(np.angle(np.exp(1j * (yaw_of(q.elements.tolist()) - quaternion_yaw(q))))) < 1e-9
+        assert abs(np.angle(np.exp(1j * (yaw_of(q.elements.tolist()) - yaw)))) < 1e-9

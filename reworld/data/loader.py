@@ -109,8 +109,11 @@ def _open_map(root: Path, location: str):
 
 
 def yaw_of(rotation: list[float]) -> float:
-    """Heading (rad, CCW about z) of a nuScenes [w, x, y, z] quaternion."""
-    return float(Quaternion(rotation).yaw_pitch_roll[0])
+    """Heading (rad, CCW about z) of a nuScenes [w, x, y, z] quaternion: the direction of the body x axis in the
+    ground plane, the devkit's convention (`quaternion_yaw`), for the ego and agents alike. With pitch and roll it
+    differs from pyquaternion's Euler yaw (`yaw_pitch_roll[0]`; 3.4 mrad at 0.1 rad of pitch and roll)."""
+    r = Quaternion(rotation).rotation_matrix
+    return float(np.arctan2(r[1, 0], r[0, 0]))
 
 
 def wrap_angle(a):
