@@ -32,6 +32,10 @@ class DataConfig:
     split_seed: int = 0
     horizon_s: float = 4.0  # [s] future trajectory / agent horizon (8 poses at 0.5 s)
     num_poses: int = 8
+    # times of the future poses: "uniform" (every horizon_s / num_poses from t = 0, what the scorer expects) or
+    # "keyframes" (the next num_poses key frames, 450–550 ms apart on real nuScenes: the convention of the nuScenes
+    # planning literature's L2; the scene's clips then need that many key frames ahead)
+    future_poses: str = "uniform"
     map_radius: float = 60.0  # [m] drivable area patch around the ego
     centerline_behind: float = 10.0  # [m] route centreline kept behind the ego
     centerline_ahead: float = 120.0  # [m] and ahead of it

@@ -216,3 +216,19 @@ def test_heading_is_the_devkits_quaternion_yaw_with_pitch_and_roll():
              * Quaternion(axis=[1, 0, 0], angle=roll))
         assert abs(np.angle(np.exp(1j * (yaw_of(q.elements.tolist()) - quaternion_yaw(q))))) < 1e-9
         assert abs(np.angle(np.exp(1j * (yaw_of(q.elements.tolist()) - yaw)))) < 1e-9
+
+
+def test_future_poses_at_the_next_key_frames(root, clips):
+    """`data.future_poses: keyframes` takes the ground truth at the next 8 key frames (the nuScenes planning
+    convention); on this root the key frames are exactly 0.5 s apart, so it equals the uniform grid, and only
+    clips with 8 key frames ahead remain."""
+    kf = NuScenesClips(DataConfig(dataroot=str(root), version=fx.VERSION, image_height=32, image_width=64,
+                                  future_poses="keyframes"), geometry=False, frames=False)
+    assert 0 < len(kf) <= len(clips)
+    uniform = {c.sample_token: c for c in (clips[i] for i in range(len(clips)))}
+    for i in range(len(kf)):
+        clip = kf[i]
+        np.testing.assert_allclose(clip.target.trajectory.numpy(), uniform[clip.sample_token].target.trajectory.numpy(),
+                                   atol=1e-4)
+    with pytest.raises(ValueError, match="future_poses"):
+        NuScenesClips(DataConfig(dataroot=str(root), version=fx.VERSION, future_poses="sweeps"))

@@ -195,6 +195,8 @@ class NuScenesClips(torch.utils.data.Dataset):
                  version: str | None = None, frames: bool = True):
         if split not in ("train", "val", "all"):
             raise ValueError(f"split must be train, val or all, got {split!r}")
+        if cfg.future_poses not in ("uniform", "keyframes"):
+            raise ValueError(f"data.future_poses must be 'uniform' or 'keyframes', got {cfg.future_poses!r}")
         self.cfg = cfg
         self.root = check_root(dataroot or cfg.dataroot, version or cfg.version)
         self.version = version or cfg.version
@@ -248,8 +250,19 @@ class NuScenesClips(torch.utils.data.Dataset):
             t0 = sample["timestamp"]
             # the 0.25 s of past poses that ego status needs, and a 50 ms tolerance at both ends
             if (t0 - times[0]) * US >= max(past, 0.5) - 0.05 and (times[-1] - t0) * US >= future - 0.05:
-                out.append(SampleRef(scene["name"], token, t0))
+                keys = self._next_keyframes(sample, cfg.num_poses) if cfg.future_poses == "keyframes" else None
+                if keys is None or (len(keys) == cfg.num_poses and keys[-1] <= times[-1]):
+                    out.append(SampleRef(scene["name"], token, t0))
             token = sample["next"]
+        return out
+
+    def _next_keyframes(self, sample: dict, n: int) -> list[int]:
+        """Timestamps [µs] of the next `n` key frames of the sample's scene (fewer at the end of a scene)."""
+        out, token = [], sample["next"]
+        while token and len(out) < n:
+            nxt = self.nusc.get("sample", token)
+            out.append(nxt["timestamp"])
+            token = nxt["next"]
         return out
 
     def __len__(self) -> int:
@@ -274,7 +287,10 @@ class NuScenesClips(torch.utils.data.Dataset):
             context = future = torch.zeros((0, 3, cfg.image_height, cfg.image_width))
 
         (origin,), (yaw0,) = track.at(np.array([t0]))
-        pose_t = t0 + cfg.horizon_s / cfg.num_poses * np.arange(1, cfg.num_poses + 1)
+        if cfg.future_poses == "keyframes":
+            pose_t = np.array(self._next_keyframes(sample, cfg.num_poses)) * US
+        else:
+            pose_t = t0 + cfg.horizon_s / cfg.num_poses * np.arange(1, cfg.num_poses + 1)
         xy, yaw = track.at(pose_t)
         traj = np.concatenate([to_ego_frame(xy, origin, yaw0), wrap_angle(yaw - yaw0)[:, None]], axis=1)
 

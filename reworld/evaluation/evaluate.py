@@ -91,7 +91,8 @@ def evaluate(checkpoint: str, dataroot: str | None = None, version: str | None =
         raise ValueError(f"no {split} clips in {data.dataroot}")
     report = EvalReport(checkpoint=str(checkpoint), split=split, num_clips=n,
                         settings={"seed": seed, "plan_steps": plan_steps, "video_steps": steps,
-                                  "dataroot": str(data.dataroot), "version": data.version})
+                                  "dataroot": str(data.dataroot), "version": data.version,
+                                  "future_poses": data.future_poses})  # the L2 figures' ground-truth times
     # `plan_batch` clips at a time, planned together: of each clip only its scene and trajectories are kept (its
     # frames only for the video clips), so memory does not grow with the split's frames
     scenes, experts, still, planned, video_set = [], [], [], [], []
