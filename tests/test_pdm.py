@@ -342,3 +342,52 @@ def test_drivable_area_keeps_its_holes():
     from reworld.viz.bev import bev_figure
 
     assert any(t.name == "not drivable (hole)" for t in bev_figure(scene).data)
+
+
+def _navsim_scene(agents, lanes=(), intersections=(), speed=10.0):
+    return PlanningScene(
+        ego_speed=speed, ego_acceleration=0.0, ego_yaw_rate=0.0, ego_length=4.5, ego_width=1.9, command="straight",
+        drivable_area=[np.array([[-60.0, -7.0], [200.0, -7.0], [200.0, 7.0], [-60.0, 7.0]])],
+        centerline=np.stack([np.linspace(-60, 200, 24), np.zeros(24)], -1), agents=list(agents),
+        lanes=list(lanes), intersections=list(intersections))
+
+
+def _lane(y0, y1):
+    return np.array([[-60.0, y0], [200.0, y0], [200.0, y1], [-60.0, y1]])
+
+
+def test_navsim_at_fault_types():
+    """NAVSIM's collision types: a stopped car hit from behind is at fault; a car merging into our side is not
+    while the ego keeps its lane, and is when the ego straddles two lanes (the geometric rule faults both)."""
+    stopped = car("stopped", 25.0)
+    assert score_trajectory(_navsim_scene([stopped]), straight(10.0), NAVSIM).nc == 0.0
+    ts = np.arange(0, 4.01, 0.5)  # alongside, a metre behind, drifting from the left lane into our side
+    merger = AgentTrack("merger", "vehicle", 4.5, 1.9,
+                        np.stack([ts, 10 * ts - 1.0, np.clip(3.5 - 1.2 * ts, 1.2, None), 0 * ts], -1))
+    keeps = _navsim_scene([merger], lanes=[_lane(-1.75, 1.75), _lane(1.75, 5.25)])
+    straddles = _navsim_scene([merger], lanes=[_lane(-3.5, 0.0), _lane(0.0, 3.5)])
+    assert score_trajectory(keeps, straight(10.0), NAVSIM).nc == 1.0
+    assert score_trajectory(keeps, straight(10.0)).nc == 0.0  # the geometric rule counts every lateral contact
+    hit = score_trajectory(straddles, straight(10.0), NAVSIM)
+    assert hit.nc == 0.0 and hit.collision_agent_id == "merger"
+
+
+def test_navsim_ttc_counts_crossing_traffic_inside_a_junction():
+    """NAVSIM's TTC rule on given states: a car at 32° off the ego's heading, which the ego box pushed by its
+    speed over 0.9 s would meet, is not 'ahead' (< 30°); inside an intersection it counts anyway, outside not."""
+    from reworld.planning import pdm as P
+
+    crossing = AgentTrack("crossing", "vehicle", 4.5, 1.9, np.array([[0.0, 4.5, 2.8, np.pi / 2]]))
+    junction = np.array([[-5.0, -20.0], [40.0, -20.0], [40.0, 20.0], [-5.0, 20.0]])
+    n_t = NAVSIM.num_steps + 1
+    zeros = np.zeros((1, n_t))
+    # held at the origin while reporting 2 m/s: only the pushed box can reach the car
+    states = P._States(zeros, zeros, zeros, zeros + 2.0, zeros, zeros, zeros)
+    for inter, expected in (((), 1.0), ((junction,), 0.0)):
+        scene = _navsim_scene([crossing], intersections=inter, speed=2.0)
+        ag = P._agent_states(scene, n_t + 9, NAVSIM)
+        areas = P.ego_areas(scene, states, NAVSIM)
+        assert areas[2].all() == bool(inter)
+        assert P._collisions_navsim(scene, states, ag, areas, NAVSIM)[0][0] == 1.0  # never touched
+        ttc, agent, step = P._time_to_collision_navsim(scene, states, ag, areas, NAVSIM)
+        assert ttc[0] == expected and (agent[0] == 0) == (expected == 0.0)

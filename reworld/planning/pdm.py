@@ -3,9 +3,14 @@
 Written from the definition; NAVSIM's devkit (nuPlan-based) is not available. `PDMScorerConfig.simulation`
 chooses what is scored: "navsim" tracks the poses as NAVSIM v1.1 does (linear reference at 0.1 s, LQR tracker,
 kinematic bicycle; `reworld.planning.navsim`) and applies NAVSIM's comfort filters (whole-horizon
-Savitzky–Golay for accelerations and jerks, window 5 for yaw; zero lateral acceleration after t = 0). The default
-is still "spline" (below) until the shipped checkpoints are re-evaluated; the sub-metrics after the simulation
-are the same code either way, with the simplifications listed here. Where we simplify:
+Savitzky–Golay for accelerations and jerks, window 5 for yaw; zero lateral acceleration after t = 0), NAVSIM's
+collision types for NC (stopped ego, stopped track, active rear / front / lateral; lateral is at fault only with
+the ego in several lanes or off the drivable area, from the scene's `lanes`) and NAVSIM's TTC rule (projections
+0, 0.3, 0.6, 0.9 s along the heading; agents ahead within 30°, or not behind when the ego is in several lanes,
+off the drivable area or in one of the scene's `intersections`), with per-agent ignore lists as NAVSIM keeps them.
+Still our own in that mode: EP's reference (below), and the ego box is the scene's size placed by
+`ego_center_offset_m` (NAVSIM: the Pacifica, 1.461 m ahead of the rear axle). The default is still "spline" (the
+rules below) until the shipped checkpoints are re-evaluated. Where the default simplifies:
 
 - **Interpolated, not tracked** (simulation "spline"). NAVSIM feeds the 2 Hz poses to an LQR controller driving a kinematic
   bicycle model and scores the simulated states. We interpolate the 8 poses (plus the start pose at the
@@ -280,6 +285,163 @@ def _overlaps(ex, ey, eh, ag: _AgentStates, lag: int, hl: float, hw: float, conf
     return out
 
 
+# --------------------------------------------------------------------------- NAVSIM's NC and TTC rules
+NAVSIM_STOPPED_COLLISION_MPS = 0.05  # [m/s] nuPlan's stopped threshold for the collision type
+NAVSIM_STOPPED_TTC_MPS = 0.005  # [m/s] NAVSIM's `stopped_speed_threshold` for TTC
+NAVSIM_TTC_STEPS = (0, 3, 6, 9)  # [0.1 s] projections, 0 included
+NAVSIM_AHEAD_DEG, NAVSIM_BEHIND_DEG = 30.0, 150.0
+
+
+def _ego_corners(states: _States, scene: PlanningScene, config: PDMScorerConfig) -> np.ndarray:
+    """(N, T+1, 4, 2) corners front-left, rear-left, rear-right, front-right."""
+    ex, ey = _ego_centres(states, config)
+    c, s = np.cos(states.heading), np.sin(states.heading)
+    hl, hw = scene.ego_length / 2, scene.ego_width / 2
+    out = []
+    for fl, fw in ((1, 1), (-1, 1), (-1, -1), (1, -1)):
+        out.append(np.stack([ex + fl * hl * c - fw * hw * s, ey + fl * hl * s + fw * hw * c], -1))
+    return np.stack(out, axis=2)
+
+
+def ego_areas(scene: PlanningScene, states: _States, config: PDMScorerConfig):
+    """NAVSIM's per-step ego areas (N, T+1) bool each: in several lanes (corners in more than one lane polygon and
+    no lane holding all four), off the drivable area (a corner outside it), rear axle in an intersection.
+    Point tests are strict, as NAVSIM's."""
+    corners = _ego_corners(states, scene, config)  # (N, T1, 4, 2)
+    cx, cy = corners[..., 0], corners[..., 1]
+    non_drivable = ~shapely.contains_xy(scene.drivable_geometry, cx, cy).all(-1)
+    hit_any = np.zeros(cx.shape[:2], dtype=int)
+    one_holds_all = np.zeros(cx.shape[:2], dtype=bool)
+    for poly in scene.lanes:
+        geom = shapely.Polygon(poly)
+        shapely.prepare(geom)
+        inside = shapely.contains_xy(geom, cx, cy)  # (N, T1, 4)
+        hit_any += inside.any(-1)
+        one_holds_all |= inside.all(-1)
+    multiple_lanes = (hit_any > 1) & ~one_holds_all
+    in_intersection = np.zeros(cx.shape[:2], dtype=bool)
+    for poly in scene.intersections:
+        geom = shapely.Polygon(poly)
+        shapely.prepare(geom)
+        in_intersection |= shapely.contains_xy(geom, states.x, states.y)  # the rear axle (the pose)
+    return multiple_lanes, non_drivable, in_intersection
+
+
+def _angle_to(x, y, heading, ax, ay) -> np.ndarray:
+    """[deg] between a heading and the direction from (x, y) to (ax, ay)."""
+    return np.degrees(_bearing_off_heading(x, y, heading, ax, ay))
+
+
+def _segment_hits_box(p0, p1, bx, by, bh, bhl, bhw) -> np.ndarray:
+    """Whether segments p0→p1 ((..., 2) each) touch oriented boxes (centre, heading, half sizes); broadcasts.
+    Liang–Barsky clipping in each box's frame."""
+    c, s = np.cos(bh), np.sin(bh)
+
+    def local(p):
+        dx, dy = p[..., 0] - bx, p[..., 1] - by
+        return dx * c + dy * s, -dx * s + dy * c
+
+    x0, y0 = local(p0)
+    x1, y1 = local(p1)
+    dx, dy = x1 - x0, y1 - y0
+    t0, t1 = np.zeros_like(x0), np.ones_like(x0)
+    ok = np.ones_like(x0, dtype=bool)
+    for pk, qk in ((-dx, x0 + bhl), (dx, bhl - x0), (-dy, y0 + bhw), (dy, bhw - y0)):
+        parallel = np.abs(pk) < 1e-12
+        ok &= ~(parallel & (qk < 0))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = np.where(parallel, 0.0, qk / np.where(parallel, 1.0, pk))
+        t0 = np.where(~parallel & (pk < 0), np.maximum(t0, r), t0)
+        t1 = np.where(~parallel & (pk > 0), np.minimum(t1, r), t1)
+    return ok & (t0 <= t1)
+
+
+def _first_present(ag: _AgentStates) -> np.ndarray:
+    return ag.present.argmax(1)
+
+
+def _agent_first_speed(ag: _AgentStates, dt: float) -> np.ndarray:
+    """[m/s] each agent's speed at its first observed step (NAVSIM reuses the first occurrence's velocity)."""
+    if not ag.ids:
+        return np.zeros(0)
+    vx, vy = np.gradient(ag.x, dt, axis=1), np.gradient(ag.y, dt, axis=1)
+    f = _first_present(ag)
+    a = np.arange(len(ag.ids))
+    return np.hypot(vx[a, f], vy[a, f])
+
+
+def _collisions_navsim(scene, states, ag, areas, config):
+    """NAVSIM's NC: every step from t = 0, each contact typed (stopped ego, stopped track, active rear, active
+    front, active lateral); at fault: stopped track, active front, and active lateral while the ego is in several
+    lanes or off the drivable area. Contacts that are not at fault put the agent on an ignore list."""
+    multiple_lanes, non_drivable, _ = areas
+    ex, ey = _ego_centres(states, config)
+    hl, hw = scene.ego_length / 2, scene.ego_width / 2
+    over = _overlaps(ex, ey, states.heading, ag, 0, hl, hw, config)  # (N, A, T+1)
+    n, n_agents, t_all = over.shape
+    nc = np.ones(n)
+    first_agent, first_step = np.full(n, -1), np.full(n, -1)
+    if not n_agents:
+        return nc, first_agent, first_step
+    corners = _ego_corners(states, scene, config)
+    stopped_track = ~ag.dynamic | (_agent_first_speed(ag, config.dt) <= NAVSIM_STOPPED_COLLISION_MPS)
+    ignore = np.zeros((n, n_agents), dtype=bool)
+    for t in range(t_all):
+        k, a = np.nonzero(over[:, :, t] & ~ignore)
+        if not k.size:
+            continue
+        stopped_ego = states.speed[k, t] <= NAVSIM_STOPPED_COLLISION_MPS
+        behind = _angle_to(states.x[k, t], states.y[k, t], states.heading[k, t], ag.x[a, t], ag.y[a, t]) \
+            > NAVSIM_BEHIND_DEG
+        front = _segment_hits_box(corners[k, t, 0], corners[k, t, 3], ag.x[a, t], ag.y[a, t], ag.heading[a, t],
+                                  ag.half_length[a], ag.half_width[a])
+        lateral_fault = multiple_lanes[k, t] | non_drivable[k, t]
+        fault = ~stopped_ego & (stopped_track[a] | (~behind & (front | lateral_fault)))
+        ignore[k[~fault], a[~fault]] = True
+        if fault.any():
+            kf, af = k[fault], a[fault]
+            np.minimum.at(nc, kf, np.where(ag.dynamic[af], 0.0, config.static_collision_score))
+            new = first_step[kf] < 0
+            first_step[kf[new]], first_agent[kf[new]] = t, af[new]
+    return nc, first_agent, first_step
+
+
+def _time_to_collision_navsim(scene, states, ag, areas, config):
+    """NAVSIM's TTC: the ego box pushed along its heading by speed·{0, 0.3, 0.6, 0.9} s against the agents at that
+    later time; a hit counts when the agent is ahead (< 30°) or, with the ego in several lanes, off the drivable
+    area or in an intersection, when it is not behind (> 150°); other hits put the agent on an ignore list."""
+    multiple_lanes, non_drivable, in_intersection = areas
+    ex, ey = _ego_centres(states, config)
+    hl, hw = scene.ego_length / 2, scene.ego_width / 2
+    n, t_all = ex.shape
+    ttc = np.ones(n)
+    first_agent, first_step = np.full(n, -1), np.full(n, -1)
+    if not ag.ids:
+        return ttc, first_agent, first_step
+    c, s = np.cos(states.heading), np.sin(states.heading)
+    pushed = {lag: _overlaps(ex + states.speed * lag * config.dt * c, ey + states.speed * lag * config.dt * s,
+                             states.heading, ag, lag, hl, hw, config) for lag in NAVSIM_TTC_STEPS}
+    moving = states.speed >= NAVSIM_STOPPED_TTC_MPS
+    wide = multiple_lanes | non_drivable | in_intersection
+    ignore = np.zeros((n, len(ag.ids)), dtype=bool)
+    failed = np.zeros(n, dtype=bool)
+    for t in range(t_all):
+        for lag in NAVSIM_TTC_STEPS:
+            hit = pushed[lag][:, :, t] & ~ignore & (moving[:, t] & ~failed)[:, None]
+            k, a = np.nonzero(hit)
+            if not k.size:
+                continue
+            angle = _angle_to(states.x[k, t], states.y[k, t], states.heading[k, t], ag.x[a, t + lag],
+                              ag.y[a, t + lag])
+            counts = (angle < NAVSIM_AHEAD_DEG) | (wide[k, t] & (angle <= NAVSIM_BEHIND_DEG))
+            ignore[k[~counts], a[~counts]] = True
+            for kk, aa in zip(k[counts], a[counts]):
+                if not failed[kk]:
+                    failed[kk], first_step[kk], first_agent[kk] = True, t, aa
+    ttc[failed] = 0.0
+    return ttc, first_agent, first_step
+
+
 # --------------------------------------------------------------------------- sub-metrics
 
 
@@ -503,7 +665,12 @@ def score_trajectories(scene: PlanningScene, poses_batch, config: PDMScorerConfi
     if reference is None:
         reference = reference_progress(scene, config)
     states, ag, (nc, col_agent, col_step), (dac, off_step), ignored = _safety(scene, poses, config)
-    ttc, ttc_agent, ttc_step = _time_to_collision(scene, states, ag, ignored, config)
+    if config.simulation == "navsim":  # NAVSIM's at-fault types and TTC rule, on the simulated states
+        areas = ego_areas(scene, states, config)
+        nc, col_agent, col_step = _collisions_navsim(scene, states, ag, areas, config)
+        ttc, ttc_agent, ttc_step = _time_to_collision_navsim(scene, states, ag, areas, config)
+    else:
+        ttc, ttc_agent, ttc_step = _time_to_collision(scene, states, ag, ignored, config)
     if config.simulation == "navsim":
         from reworld.planning.navsim import ComfortLimits, SimulatedStates, navsim_comfort
 

@@ -7,6 +7,8 @@ seconds). JSON schema::
                  "command": "left" | "straight" | "right" | "unknown",
                  "drivable_area": [[[x, y], ...], ...],          # polygons (exteriors)
                  "drivable_holes": [[[[x, y], ...], ...], ...],  # optional; per polygon, its holes (islands)
+                 "lanes": [[[x, y], ...], ...],                  # optional; lane and lane-connector polygons
+                 "intersections": [[[x, y], ...], ...],          # optional; intersection polygons
                  "centerline": [[x, y], ...],                    # route centreline
                  "agents": [{"id", "type", "length", "width",
                              "track": [[t, x, y, heading], ...]}],  # t in s from 0; one row = standing still
@@ -106,6 +108,10 @@ class PlanningScene:
     # holes of each drivable polygon (islands, medians, blocks): one list of (M, 2) rings per polygon, aligned with
     # `drivable_area`; empty: no holes
     drivable_holes: list[list[np.ndarray]] = field(default_factory=list)
+    # map layers NAVSIM's at-fault and TTC rules read (optional; without them the ego is never "in several
+    # lanes" or "in an intersection"): lane and lane-connector polygons, intersection polygons
+    lanes: list[np.ndarray] = field(default_factory=list)
+    intersections: list[np.ndarray] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         # Validation happens here so every constructor (JSON, Clip, by hand) goes through it.
@@ -138,6 +144,11 @@ class PlanningScene:
             checked.append([_array(r, f"drivable_holes[{i}][{j}]", 2, "[x, y]", min_rows=3)
                             for j, r in enumerate(rings)])
         set_(self, "drivable_holes", checked)
+        for key in ("lanes", "intersections"):
+            value = getattr(self, key) if getattr(self, key) is not None else []
+            if not isinstance(value, (list, tuple)):
+                raise SceneFormatError(f"{key}: expected a list of polygons")
+            set_(self, key, [_array(p, f"{key}[{i}]", 2, "[x, y]", min_rows=3) for i, p in enumerate(value)])
         centerline = np.asarray(self.centerline, dtype=np.float64)
         if centerline.size == 0:
             centerline = np.zeros((0, 2))
@@ -191,6 +202,8 @@ class PlanningScene:
             command=COMMANDS[int(command)],
             drivable_area=list(clip.target.drivable_area),
             drivable_holes=list(getattr(clip.target, "drivable_holes", [])),
+            lanes=list(getattr(clip.target, "lanes", [])),
+            intersections=list(getattr(clip.target, "intersections", [])),
             centerline=clip.target.centerline,
             agents=list(clip.target.agents),
             expert=clip.target.trajectory,
@@ -242,6 +255,8 @@ class PlanningScene:
             agents=agents,
             expert=None if expert is None else validate_poses(expert, "expert"),
             drivable_holes=d.get("drivable_holes") or [],
+            lanes=d.get("lanes") or [],
+            intersections=d.get("intersections") or [],
         )
 
     def to_json_dict(self) -> dict[str, Any]:
@@ -257,6 +272,8 @@ class PlanningScene:
             "drivable_area": [p.tolist() for p in self.drivable_area],
             **({"drivable_holes": [[r.tolist() for r in rings] for rings in self.drivable_holes]}
                if any(self.drivable_holes) else {}),
+            **({"lanes": [p.tolist() for p in self.lanes]} if self.lanes else {}),
+            **({"intersections": [p.tolist() for p in self.intersections]} if self.intersections else {}),
             "centerline": self.centerline.tolist(),
             "agents": [
                 {"id": a.id, "type": a.type, "length": a.length, "width": a.width, "track": a.track.tolist()}
