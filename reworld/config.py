@@ -37,6 +37,9 @@ class DataConfig:
     # planning literature's L2; the scene's clips then need that many key frames ahead)
     future_poses: str = "uniform"
     map_radius: float = 60.0  # [m] drivable area patch around the ego
+    # lane / lane-connector and intersection polygons in each clip's map geometry: what NAVSIM's at-fault and TTC
+    # rules read (PDMScorerConfig(simulation="navsim")); off by default, it costs map reading time
+    map_lanes: bool = False
     centerline_behind: float = 10.0  # [m] route centreline kept behind the ego
     centerline_ahead: float = 120.0  # [m] and ahead of it
     command_threshold: float = 2.0  # [m] lateral offset at the horizon that makes a turn command (UniAD)

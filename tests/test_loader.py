@@ -232,3 +232,19 @@ def test_future_poses_at_the_next_key_frames(root, clips):
                                    atol=1e-4)
     with pytest.raises(ValueError, match="future_poses"):
         NuScenesClips(DataConfig(dataroot=str(root), version=fx.VERSION, future_poses="sweeps"))
+
+
+def test_clips_carry_the_lanes_and_intersections_navsims_rules_read(clips):
+    """The map's lane polygons (here one, under the ego) reach the clip and the scorer's scene; this root has no
+    intersection (no road segment flagged `is_intersection`)."""
+    import shapely
+
+    from reworld.planning.scene import PlanningScene
+
+    assert clips[2].target.lanes == []  # off by default (data.map_lanes)
+    with_lanes = NuScenesClips(DataConfig(dataroot=clips.cfg.dataroot, version=fx.VERSION, image_height=32,
+                                          image_width=64, map_lanes=True), frames=False)
+    clip = with_lanes[2]
+    assert len(clip.target.lanes) == 1 and clip.target.intersections == []
+    scene = PlanningScene.from_clip(clip)
+    assert shapely.Polygon(scene.lanes[0]).contains(shapely.Point(0.0, 0.0))  # the ego stands in it

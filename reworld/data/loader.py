@@ -204,6 +204,7 @@ class NuScenesClips(torch.utils.data.Dataset):
         self.frames = frames
         self.nusc = _open_nuscenes(self.root, self.version)
         self._maps: dict[str, object] = {}
+        self._polygons: dict[tuple[str, str], object] = {}  # (location, polygon token) → shapely polygon
         self._chains: dict[str, tuple[list[int], list[str]]] = {}  # scene token → camera (times µs, files)
         self._poses: dict[str, PoseTrack] = {}
         self.scene_names = sorted(s["name"] for s in self.nusc.scene)
@@ -299,16 +300,18 @@ class NuScenesClips(torch.utils.data.Dataset):
             ego_status=torch.from_numpy(ego_status(track, t0)),
             command=driving_command(traj[:, :2], cfg.command_threshold),
         )
-        agents, drivable, holes, centerline = [], [], [], np.zeros((0, 2))
+        agents, drivable, holes, lanes, intersections, centerline = [], [], [], [], [], np.zeros((0, 2))
         if self.geometry:
             agents = self._agents(sample, origin, yaw0, t0)
-            drivable, holes, centerline = self._map_geometry(scene, track, origin, yaw0, t0)
+            drivable, holes, lanes, intersections, centerline = self._map_geometry(scene, track, origin, yaw0, t0)
         target = Target(
             frames=future,
             trajectory=torch.from_numpy(traj.astype(np.float32)),
             agents=agents,
             drivable_area=drivable,
             drivable_holes=holes,
+            lanes=lanes,
+            intersections=intersections,
             centerline=centerline,
             ego_size=(cfg.ego_length, cfg.ego_width),
         )
@@ -346,8 +349,7 @@ class NuScenesClips(torch.utils.data.Dataset):
             agents.append(AgentTrack(id=inst, type=agent_type(category), length=float(l), width=float(w), track=arr))
         return agents
 
-    def _map_geometry(self, scene, track: PoseTrack, origin, yaw0, t0
-                      ) -> tuple[list[np.ndarray], list[list[np.ndarray]], np.ndarray]:
+    def _map_geometry(self, scene, track: PoseTrack, origin, yaw0, t0) -> tuple:
         from shapely.geometry import box
 
         log = self.nusc.get("log", scene["log_token"])
@@ -357,11 +359,19 @@ class NuScenesClips(torch.utils.data.Dataset):
         r = self.cfg.map_radius
         x, y = origin
         patch = box(x - r, y - r, x + r, y + r)
+        location = log["location"]
+
+        def polygon(token: str):  # the devkit builds each polygon from its nodes on every call: once per map here
+            key = (location, token)
+            if key not in self._polygons:
+                self._polygons[key] = nmap.extract_polygon(token)
+            return self._polygons[key]
+
         records = nmap.get_records_in_patch((x - r, y - r, x + r, y + r), ["drivable_area"], mode="intersect")
         polygons, holes = [], []
         for rec_token in records["drivable_area"]:
             for poly_token in nmap.get("drivable_area", rec_token)["polygon_tokens"]:
-                shape = nmap.extract_polygon(poly_token).intersection(patch)
+                shape = polygon(poly_token).intersection(patch)
                 for part in getattr(shape, "geoms", [shape]):
                     if part.geom_type == "Polygon" and not part.is_empty:
                         polygons.append(to_ego_frame(np.asarray(part.exterior.coords), origin, yaw0))
@@ -369,7 +379,24 @@ class NuScenesClips(torch.utils.data.Dataset):
                         holes.append([to_ego_frame(np.asarray(ring.coords), origin, yaw0) for ring in part.interiors])
         if not any(holes):
             holes = []
-        return polygons, holes, self._route_centerline(nmap, track, origin, yaw0, t0)
+        # the layers NAVSIM's at-fault and TTC rules read: lanes and lane connectors, and intersections (the map
+        # expansion's road segments flagged `is_intersection`)
+        lanes, intersections = [], []
+        if not self.cfg.map_lanes:
+            return polygons, holes, lanes, intersections, self._route_centerline(nmap, track, origin, yaw0, t0)
+        near = nmap.get_records_in_patch((x - r, y - r, x + r, y + r), ["lane", "lane_connector", "road_segment"],
+                                         mode="intersect")
+        for layer in ("lane", "lane_connector", "road_segment"):
+            for token in near[layer]:
+                rec = nmap.get(layer, token)
+                if layer == "road_segment" and not rec.get("is_intersection", False):
+                    continue
+                shape = polygon(rec["polygon_token"]).intersection(patch)
+                for part in getattr(shape, "geoms", [shape]):
+                    if part.geom_type == "Polygon" and not part.is_empty:
+                        ring = to_ego_frame(np.asarray(part.exterior.coords), origin, yaw0)
+                        (intersections if layer == "road_segment" else lanes).append(ring)
+        return polygons, holes, lanes, intersections, self._route_centerline(nmap, track, origin, yaw0, t0)
 
     def _route_centerline(self, nmap, track: PoseTrack, origin, yaw0, t0) -> np.ndarray:
         """Lanes under the ego's logged path from t=0 on (up to 2× the horizon), discretised in order."""

@@ -45,6 +45,8 @@ class Target:
     # the holes of each drivable polygon (traffic islands, medians, blocks), aligned with `drivable_area`: a list
     # of (M, 2) rings per polygon; empty: no holes anywhere
     drivable_holes: list[list[np.ndarray]] = field(default_factory=list)
+    lanes: list[np.ndarray] = field(default_factory=list)  # lane and lane-connector polygons [m]
+    intersections: list[np.ndarray] = field(default_factory=list)  # intersection polygons [m] (road segments)
     centerline: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # (K, 2) route centreline [m]
     ego_size: tuple[float, float] = (4.5, 1.9)  # (length, width) [m]
 
