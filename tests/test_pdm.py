@@ -391,3 +391,28 @@ def test_navsim_ttc_counts_crossing_traffic_inside_a_junction():
         assert P._collisions_navsim(scene, states, ag, areas, NAVSIM)[0][0] == 1.0  # never touched
         ttc, agent, step = P._time_to_collision_navsim(scene, states, ag, areas, NAVSIM)
         assert ttc[0] == expected and (agent[0] == 0) == (expected == 0.0)
+
+
+def test_navsim_ep_is_relative_to_pdm_closed():
+    """NAVSIM's EP reference: PDM-Closed's IDM proposals (0.2 … 1.0 × the 15 m/s fallback limit, 0 / ±1 m)
+    scored against constant-velocity forecasts. On a free road it speeds up towards the limit, so the expert at
+    10 m/s gets EP < 1 and a faster safe plan EP = 1; behind a slower car it follows without touching it; a plan
+    that barely moves (the best progress under 5 m) is not penalised."""
+    from reworld.planning.pdm_closed import pdm_closed, proposals
+
+    free = road_scene()
+    assert proposals(free).shape == (15, 8, 3)
+    ref = pdm_closed(free)
+    assert np.allclose(ref[:, 1], 0.0) and ref[-1, 0] > 10.0 * 4.0  # on the centreline, faster than 10 m/s
+    ref_m = reference_progress(free, NAVSIM)
+    assert 40.0 < ref_m < 60.0
+    expert = score_trajectory(free, straight(10.0), NAVSIM, reference=ref_m)
+    assert expert.ep == pytest.approx(expert.progress_m / ref_m) and expert.ep < 1.0
+    assert score_trajectory(free, straight(14.0), NAVSIM, reference=ref_m).ep == 1.0
+    follow = road_scene(agents=[car("lead", 30.0, speed=5.0)])
+    ref = pdm_closed(follow)
+    res = score_trajectory(follow, ref, NAVSIM, reference=0.0)
+    assert res.nc == 1.0 and ref[-1, 0] < 30.0 + 5.0 * 4.0  # behind the lead car
+    crawl = np.stack([0.1 * T, np.zeros(8), np.zeros(8)], -1)
+    slow = road_scene(speed=0.0)
+    assert score_trajectory(slow, crawl, NAVSIM, reference=1.0).ep == 1.0

@@ -7,8 +7,10 @@ Savitzky–Golay for accelerations and jerks, window 5 for yaw; zero lateral acc
 collision types for NC (stopped ego, stopped track, active rear / front / lateral; lateral is at fault only with
 the ego in several lanes or off the drivable area, from the scene's `lanes`) and NAVSIM's TTC rule (projections
 0, 0.3, 0.6, 0.9 s along the heading; agents ahead within 30°, or not behind when the ego is in several lanes,
-off the drivable area or in one of the scene's `intersections`), with per-agent ignore lists as NAVSIM keeps them.
-Still our own in that mode: EP's reference (below), and the ego box is the scene's size placed by
+off the drivable area or in one of the scene's `intersections`), with per-agent ignore lists as NAVSIM keeps them,
+and NAVSIM's EP: progress · NC · DAC over the larger of its own and PDM-Closed's (`reworld.planning.pdm_closed`:
+IDM proposals along the centreline scored against constant-velocity forecasts; the speed limit is NAVSIM's
+15 m/s fallback, the scenes carry none). Still our own in that mode: the ego box is the scene's size placed by
 `ego_center_offset_m` (NAVSIM: the Pacifica, 1.461 m ahead of the rear axle). The default is still "spline" (the
 rules below) until the shipped checkpoints are re-evaluated. Where the default simplifies:
 
@@ -629,6 +631,12 @@ def reference_progress(scene: PlanningScene, config: PDMScorerConfig | None = No
     `proposals` (P, 8, 3) replaces the default constant-speed/acceleration set. NaN when none is safe.
     """
     config = config or PDMScorerConfig()
+    if config.simulation == "navsim" and proposals is None:
+        # NAVSIM: PDM-Closed's trajectory, scored under the true future: its progress · NC · DAC
+        from reworld.planning.pdm_closed import pdm_closed
+
+        ref = score_trajectories(scene, pdm_closed(scene, config)[None], config, reference=0.0)[0]
+        return ref.progress_m * ref.nc * ref.dac
     refs = reference_proposals(scene, config) if proposals is None else np.asarray(proposals, np.float64)
     if scene.expert is not None:
         refs = np.concatenate([scene.expert[None], refs.reshape(-1, 8, 3)])
@@ -642,11 +650,13 @@ def reference_progress(scene: PlanningScene, config: PDMScorerConfig | None = No
 
 
 def score_trajectories(scene: PlanningScene, poses_batch, config: PDMScorerConfig | None = None,
-                       reference: float | None = None) -> list[PDMResults]:
+                       reference: float | None = None, ep_over_batch: bool = False) -> list[PDMResults]:
     """Score (N, 8, 3) trajectories [x, y, heading] at 0.5 ... 4.0 s in one vectorised pass.
 
-    `reference`: best safe reference progress [m] from `reference_progress(scene, config)`; computed when
-    None (pass it when scoring many batches of one scene).
+    `reference`: the reference progress [m] from `reference_progress(scene, config)` (in the navsim mode: the
+    PDM-Closed trajectory's progress · NC · DAC under the true future); computed when None (pass it when scoring
+    many batches of one scene). `ep_over_batch` (navsim mode): EP normalised by the best of the batch itself,
+    as PDM-Closed scores its proposals.
     """
     config = config or PDMScorerConfig()
     if hasattr(poses_batch, "detach"):
@@ -662,8 +672,10 @@ def score_trajectories(scene: PlanningScene, poses_batch, config: PDMScorerConfi
         raise SceneFormatError(f"poses[{int(bad.argmax())}]: contains NaN or inf")
     if len(poses) == 0:
         return []
-    if reference is None:
+    if reference is None and not ep_over_batch:
         reference = reference_progress(scene, config)
+    elif reference is None:
+        reference = 0.0
     states, ag, (nc, col_agent, col_step), (dac, off_step), ignored = _safety(scene, poses, config)
     if config.simulation == "navsim":  # NAVSIM's at-fault types and TTC rule, on the simulated states
         areas = ego_areas(scene, states, config)
@@ -682,11 +694,21 @@ def score_trajectories(scene: PlanningScene, poses_batch, config: PDMScorerConfi
             config.max_abs_lon_jerk, config.max_abs_yaw_rate, config.max_abs_yaw_accel))
     else:
         comfort, violations = _comfort(states, config)
-    progress = _progress(scene, states.x[:, -1], states.y[:, -1])
-    ref = -math.inf if math.isnan(reference) else reference
-    best = np.maximum(ref, progress * nc * dac)  # the scored trajectory counts too when it is safe
-    ep = np.where(best < config.ep_min_progress_m, 1.0,
-                  np.clip(progress / np.maximum(best, 1e-9), 0.0, 1.0))
+    if config.simulation == "navsim":
+        # NAVSIM: the box centre's progress along the centreline (end − start, ≥ 0) times NC · DAC, over the larger
+        # of its own and the reference's; below 5 m every safe trajectory gets EP = 1
+        cx, cy = _ego_centres(states, config)
+        progress = np.maximum(_progress(scene, cx[:, -1], cy[:, -1]) - _progress(scene, cx[:, 0], cy[:, 0]), 0.0)
+        raw = progress * nc * dac
+        m = np.full_like(raw, raw.max()) if ep_over_batch else np.maximum(0.0 if math.isnan(reference)
+                                                                           else reference, raw)
+        ep = np.where(m > config.ep_min_progress_m, raw / np.maximum(m, 1e-9), np.where(nc * dac > 0, 1.0, 0.0))
+    else:
+        progress = _progress(scene, states.x[:, -1], states.y[:, -1])
+        ref = -math.inf if math.isnan(reference) else reference
+        best = np.maximum(ref, progress * nc * dac)  # the scored trajectory counts too when it is safe
+        ep = np.where(best < config.ep_min_progress_m, 1.0,
+                      np.clip(progress / np.maximum(best, 1e-9), 0.0, 1.0))
     w = config.weight_ep + config.weight_ttc + config.weight_c
     pdms = nc * dac * (config.weight_ep * ep + config.weight_ttc * ttc + config.weight_c * comfort) / w
     dt = config.dt
