@@ -142,3 +142,122 @@ def _write_map(root: Path) -> None:
            "connectivity": {"lane-east": {"incoming": [], "outgoing": []}}}
     (root / "maps" / "expansion").mkdir(parents=True, exist_ok=True)
     (root / "maps" / "expansion" / f"{LOCATION}.json").write_text(json.dumps(doc))
+
+
+# ---------------------------------------------------------------------------------------------- real-data quirks
+QUIRKY_VERSION = "v1.0-quirky"
+CAM_LAG_US = 35_000  # CAM_FRONT key frames are taken about 35 ms before the LIDAR sweep that times the sample
+CAM_STEPS_US = (83_000, 83_000, 100_000, 50_000, 83_000, 84_000)  # camera intervals vary: 50 / 83 / 100 ms
+KEY_SWEEPS = (10, 9, 11, 10, 11, 9)  # LIDAR sweeps (20 Hz) between key frames: 450–550 ms
+
+
+def pitch_roll(t: float) -> tuple[float, float]:
+    return 0.02 * math.sin(1.3 * t), 0.015 * math.cos(0.7 * t)
+
+
+def _quat_ypr(yaw: float, pitch: float, roll: float) -> list[float]:
+    """[w, x, y, z] of R = Rz(yaw) Ry(pitch) Rx(roll)."""
+    cy, sy, cp, sp, cr, sr = (math.cos(yaw / 2), math.sin(yaw / 2), math.cos(pitch / 2), math.sin(pitch / 2),
+                              math.cos(roll / 2), math.sin(roll / 2))
+    return [cy * cp * cr + sy * sp * sr, cy * cp * sr - sy * sp * cr, cy * sp * cr + sy * cp * sr,
+            sy * cp * cr - cy * sp * sr]
+
+
+def build_quirky(root: Path, scenes: int = 2, seconds: float = 9.0, image_size: tuple[int, int] = (90, 160)) -> Path:
+    """A root with the timing of real nuScenes: LIDAR_TOP at 20 Hz times the samples, key frames 450–550 ms apart,
+    CAM_FRONT at about 12 Hz with 50/83/100 ms steps and its key frame 35 ms before the sample, ego poses for
+    every sample_data of both sensors (interleaved), small pitch and roll, several scenes in one log (the ego
+    drives on between them). The ego follows `ego_state` (time from the first scene's start)."""
+    root = Path(root)
+    tables: dict[str, list] = {k: [] for k in (
+        "attribute", "calibrated_sensor", "category", "ego_pose", "instance", "log", "map", "sample",
+        "sample_annotation", "sample_data", "scene", "sensor", "visibility")}
+    tables["sensor"] += [{"token": "sensor-cam", "channel": "CAM_FRONT", "modality": "camera"},
+                         {"token": "sensor-lidar", "channel": "LIDAR_TOP", "modality": "lidar"}]
+    tables["calibrated_sensor"] += [
+        {"token": "calib-cam", "sensor_token": "sensor-cam", "translation": [1.7, 0.0, 1.5],
+         "rotation": [0.5, -0.5, 0.5, -0.5], "camera_intrinsic": [[120.0, 0, 80.0], [0, 120.0, 45.0], [0, 0, 1]]},
+        {"token": "calib-lidar", "sensor_token": "sensor-lidar", "translation": [0.9, 0.0, 1.8],
+         "rotation": [1.0, 0.0, 0.0, 0.0], "camera_intrinsic": []}]
+    tables["category"].append({"token": "cat-car", "name": "vehicle.car", "description": "", "index": 0})
+    tables["visibility"].append({"token": "4", "level": "v80-100", "description": ""})
+    tables["log"].append({"token": "log-0", "logfile": "quirky", "vehicle": "ego", "date_captured": "2026-01-01",
+                          "location": LOCATION})
+    (root / "maps").mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.zeros((20, 20), np.uint8)).save(root / "maps" / "quirky-mask.png")
+    tables["map"].append({"token": "map-0", "log_tokens": ["log-0"], "category": "semantic_prior",
+                          "filename": "maps/quirky-mask.png"})
+    for d in ("samples/CAM_FRONT", "sweeps/CAM_FRONT", "samples/LIDAR_TOP", "sweeps/LIDAR_TOP"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    h, w = image_size
+    pose_i = [0]
+
+    def pose(ts: int) -> str:
+        t = (ts - T0_US) * 1e-6
+        x, y, yaw = ego_state(t)
+        p, r = pitch_roll(t)
+        tok = f"pose-{pose_i[0]:05d}"
+        pose_i[0] += 1
+        tables["ego_pose"].append({"token": tok, "timestamp": ts, "translation": [x, y, 0.0],
+                                   "rotation": _quat_ypr(yaw, p, r)})
+        return tok
+
+    start = T0_US
+    for sc in range(scenes):
+        end = start + int(seconds * 1e6)
+        lidar = list(range(start, end + 1, 50_000))  # 20 Hz
+        key_idx, i, j = [], 0, 0
+        while i < len(lidar):
+            key_idx.append(i)
+            i += KEY_SWEEPS[j % len(KEY_SWEEPS)]
+            j += 1
+        key_ts = [lidar[k] for k in key_idx]
+        samples = [f"s{sc}-{k:03d}" for k in range(len(key_ts))]
+        cams, t, k = [], start - 60_000, 0
+        while t <= end:
+            cams.append(t)
+            t += CAM_STEPS_US[k % len(CAM_STEPS_US)]
+            k += 1
+        cam_keys = {}
+        for kt in key_ts:  # the camera frame nearest to 35 ms before the sweep becomes its key frame
+            c = min(range(len(cams)), key=lambda q: abs(cams[q] - (kt - CAM_LAG_US)))
+            cams[c] = kt - CAM_LAG_US
+            cam_keys[c] = kt
+        cams = sorted(set(cams))
+        cam_keys = {cams.index(v - CAM_LAG_US): v for v in cam_keys.values()}
+        for chan, stamps, keys in (("LIDAR_TOP", lidar, {i: lidar[i] for i in key_idx}), ("CAM_FRONT", cams, cam_keys)):
+            toks = [f"sd-{chan}-{sc}-{q:04d}" for q in range(len(stamps))]
+            for q, ts in enumerate(stamps):
+                key = q in keys
+                owner = keys[q] if key else min((v for v in key_ts if v >= ts), default=key_ts[-1])
+                fmt = "jpg" if chan == "CAM_FRONT" else "pcd"
+                filename = f"{'samples' if key else 'sweeps'}/{chan}/quirky__{chan}__{ts}.{fmt}"
+                if chan == "CAM_FRONT":
+                    img = np.zeros((h, w, 3), np.uint8)
+                    img[: h // 2] = (120, 160, 220)
+                    img[h // 2:] = (80, 80, 80)
+                    img[h // 2:, (ts // 10_000) % w] = 255  # the frame's time, readable from its pixels
+                    Image.fromarray(img).save(root / filename, quality=95)
+                else:
+                    (root / filename).write_bytes(b"")
+                tables["sample_data"].append({
+                    "token": toks[q], "sample_token": samples[key_ts.index(owner)],
+                    "ego_pose_token": pose(ts),
+                    "calibrated_sensor_token": "calib-cam" if chan == "CAM_FRONT" else "calib-lidar",
+                    "timestamp": ts, "fileformat": fmt, "is_key_frame": key, "height": h if fmt == "jpg" else 0,
+                    "width": w if fmt == "jpg" else 0, "filename": filename,
+                    "prev": toks[q - 1] if q else "", "next": toks[q + 1] if q + 1 < len(stamps) else ""})
+        for q, kt in enumerate(key_ts):
+            tables["sample"].append({"token": samples[q], "timestamp": kt, "scene_token": f"scene-{sc}",
+                                     "prev": samples[q - 1] if q else "",
+                                     "next": samples[q + 1] if q + 1 < len(samples) else ""})
+        tables["scene"].append({"token": f"scene-{sc}", "name": f"quirky-{sc:04d}", "description": "real timing",
+                                "log_token": "log-0", "nbr_samples": len(samples),
+                                "first_sample_token": samples[0], "last_sample_token": samples[-1]})
+        start = end + 1_000_000  # a second's gap to the next scene of the log
+    tables["sample_data"].sort(key=lambda r: r["timestamp"])  # sensors interleaved, as in the real table
+    (root / QUIRKY_VERSION).mkdir(parents=True, exist_ok=True)
+    for name, rows in tables.items():
+        (root / QUIRKY_VERSION / f"{name}.json").write_text(json.dumps(rows))
+    _write_map(root)
+    return root

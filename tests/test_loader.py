@@ -248,3 +248,37 @@ def test_clips_carry_the_lanes_and_intersections_navsims_rules_read(clips):
     assert len(clip.target.lanes) == 1 and clip.target.intersections == []
     scene = PlanningScene.from_clip(clip)
     assert shapely.Polygon(scene.lanes[0]).contains(shapely.Point(0.0, 0.0))  # the ego stands in it
+
+
+@pytest.fixture(scope="module")
+def quirky(tmp_path_factory):
+    root = fx.build_quirky(tmp_path_factory.mktemp("quirky"))
+    return root, NuScenesClips(DataConfig(dataroot=str(root), version=fx.QUIRKY_VERSION, image_height=32,
+                                          image_width=64), split="all")
+
+
+def test_real_timing_quirks(quirky):
+    """On a root with nuScenes' timing (samples timed by 20 Hz LIDAR sweeps 450–550 ms apart, CAM_FRONT 35 ms
+    earlier with 50/83/100 ms steps, poses of both sensors interleaved, pitch and roll, two scenes in one log):
+    every future pose is the true one, the last clip of a scene too (its 4 s pose comes from the LIDAR poses, not
+    from a pose held past the end of the camera chain), and the t = 0 frame is the sample's key frame."""
+    from reworld.data.loader import load_image
+
+    root, ds = quirky
+    assert {r.scene_name for r in ds.samples} == {"quirky-0000", "quirky-0001"}
+    worst, last_of_scene = 0.0, {}
+    for i in range(len(ds)):
+        clip = ds[i]
+        t0 = (clip.timestamp - fx.T0_US) * 1e-6
+        x0 = fx.ego_state(t0)[0]
+        truth = np.array([fx.ego_state(t0 + 0.5 * k)[0] - x0 for k in range(1, 9)])
+        worst = max(worst, float(np.abs(clip.target.trajectory[:, 0].numpy() - truth).max()))
+        assert float(np.abs(clip.target.trajectory[:, 1:].numpy()).max()) < 1e-4  # straight, heading 0
+        last_of_scene[clip.scene_name] = t0
+    assert worst < 0.01
+    assert last_of_scene["quirky-0001"] == pytest.approx(19.0 - 4.0, abs=0.06)  # the horizon ends at the last pose
+    clip = ds[3]
+    sample = ds.nusc.get("sample", clip.sample_token)
+    key = ds.nusc.get("sample_data", sample["data"]["CAM_FRONT"])
+    assert clip.timestamp - key["timestamp"] == fx.CAM_LAG_US
+    assert torch.equal(clip.observation.frames[-1], load_image(root / key["filename"], 32, 64))

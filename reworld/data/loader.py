@@ -205,6 +205,7 @@ class NuScenesClips(torch.utils.data.Dataset):
         self.nusc = _open_nuscenes(self.root, self.version)
         self._maps: dict[str, object] = {}
         self._polygons: dict[tuple[str, str], object] = {}  # (location, polygon token) → shapely polygon
+        self._pose_index: dict[str, list[str]] | None = None  # scene token → ego pose tokens of all its sensors
         self._chains: dict[str, tuple[list[int], list[str]]] = {}  # scene token → camera (times µs, files)
         self._poses: dict[str, PoseTrack] = {}
         self.scene_names = sorted(s["name"] for s in self.nusc.scene)
@@ -225,37 +226,64 @@ class NuScenesClips(torch.utils.data.Dataset):
         sd = self.nusc.get("sample_data", first["data"][self.cfg.camera])
         while sd["prev"]:
             sd = self.nusc.get("sample_data", sd["prev"])
-        times, files, t, xy, yaw = [], [], [], [], []
+        times, files = [], []
         while True:
             times.append(sd["timestamp"])
             files.append(sd["filename"])
-            pose = self.nusc.get("ego_pose", sd["ego_pose_token"])
-            t.append(pose["timestamp"] * US)
-            xy.append(pose["translation"][:2])
-            yaw.append(yaw_of(pose["rotation"]))
             if not sd["next"]:
                 break
             sd = self.nusc.get("sample_data", sd["next"])
         self._chains[scene["token"]] = (times, files)
-        self._poses[scene["token"]] = PoseTrack(np.array(t), np.array(xy, dtype=np.float64), np.unwrap(np.array(yaw)))
+        self._poses[scene["token"]] = self._scene_pose_track(scene)
         return times, files
+
+    def _scene_pose_track(self, scene: dict) -> PoseTrack:
+        """Every ego pose of the scene, from the sample_data of all its sensors (LIDAR sweeps carry the pose at
+        each sample's own timestamp; the camera chain alone ends short of the last key frame's horizon)."""
+        if self._pose_index is None:  # one pass over sample_data: scene token → its ego pose tokens
+            scene_of = {s["token"]: s["scene_token"] for s in self.nusc.sample}
+            index: dict[str, list[str]] = {}
+            for sd in self.nusc.sample_data:
+                index.setdefault(scene_of.get(sd["sample_token"], ""), []).append(sd["ego_pose_token"])
+            self._pose_index = index
+        stamped = {}
+        for token in self._pose_index.get(scene["token"], []):
+            pose = self.nusc.get("ego_pose", token)
+            stamped[pose["timestamp"]] = pose
+        if not stamped:
+            raise DatasetError(f"scene {scene['name']}: no ego poses")
+        order = sorted(stamped)
+        t = np.array(order, dtype=np.float64) * US
+        xy = np.array([stamped[k]["translation"][:2] for k in order], dtype=np.float64)
+        yaw = np.unwrap(np.array([yaw_of(stamped[k]["rotation"]) for k in order]))
+        return PoseTrack(t, xy, yaw)
 
     def _scene_samples(self, scene: dict) -> list[SampleRef]:
         times, _ = self._camera_chain(scene)
+        track = self._poses[scene["token"]]
         cfg = self.cfg
         past = (cfg.context_frames - 1) / cfg.frame_rate
-        future = max(cfg.future_frames / cfg.frame_rate, cfg.horizon_s)
         out, token = [], scene["first_sample_token"]
         while token:
             sample = self.nusc.get("sample", token)
             t0 = sample["timestamp"]
-            # the 0.25 s of past poses that ego status needs, and a 50 ms tolerance at both ends
-            if (t0 - times[0]) * US >= max(past, 0.5) - 0.05 and (times[-1] - t0) * US >= future - 0.05:
+            cam = self._key_frame_time(sample)
+            # frames: the context and future frames within 50 ms of the camera chain; poses: strictly inside the
+            # scene's ego poses, the 0.5 s of past that ego status needs and the whole horizon (nothing held)
+            frames_ok = (cam - times[0]) * US >= past - 0.05 and (times[-1] - cam) * US >= \
+                cfg.future_frames / cfg.frame_rate - 0.05
+            poses_ok = t0 * US - track.t[0] >= 0.5 - 1e-6 and track.t[-1] - t0 * US >= cfg.horizon_s - 1e-6
+            if frames_ok and poses_ok:
                 keys = self._next_keyframes(sample, cfg.num_poses) if cfg.future_poses == "keyframes" else None
                 if keys is None or (len(keys) == cfg.num_poses and keys[-1] <= times[-1]):
                     out.append(SampleRef(scene["name"], token, t0))
             token = sample["next"]
         return out
+
+    def _key_frame_time(self, sample: dict) -> int:
+        """[µs] the sample's own camera key frame (on real nuScenes about 35 ms before the sample's LIDAR time)."""
+        token = sample["data"].get(self.cfg.camera)
+        return self.nusc.get("sample_data", token)["timestamp"] if token else sample["timestamp"]
 
     def _next_keyframes(self, sample: dict, n: int) -> list[int]:
         """Timestamps [µs] of the next `n` key frames of the sample's scene (fewer at the end of a scene)."""
@@ -279,8 +307,9 @@ class NuScenesClips(torch.utils.data.Dataset):
         cfg = self.cfg
         t0 = ref.timestamp * US
         step = 1.0 / cfg.frame_rate
-        ctx_t = t0 + step * np.arange(-(cfg.context_frames - 1), 1)
-        fut_t = t0 + step * np.arange(1, cfg.future_frames + 1)
+        cam0 = self._key_frame_time(sample) * US  # the t = 0 frame is the sample's key frame; the others step from it
+        ctx_t = cam0 + step * np.arange(-(cfg.context_frames - 1), 1)
+        fut_t = cam0 + step * np.arange(1, cfg.future_frames + 1)
         if self.frames:
             context = torch.stack([self._frame(times, files, t) for t in ctx_t])
             future = torch.stack([self._frame(times, files, t) for t in fut_t])
