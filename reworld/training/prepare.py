@@ -121,7 +121,14 @@ def write_clip_file(folder: Path, token: str, tensors: dict[str, torch.Tensor], 
 
 # ---------------------------------------------------------------------------------------------- hard negatives
 def negatives_folder(out: Path, config: Config, split: str) -> Path:
-    doc = {"k": config.loss.hn_num_negatives, "seed": config.train.seed, "data": _data_doc(config)}
+    """Keyed by K, the seed, the clip settings and the scorer that labels the negatives (its every setting), so a
+    change of scorer (e.g. NAVSIM's simulation) never reuses negatives another one labelled."""
+    import dataclasses
+
+    from reworld.planning.pdm import PDMScorerConfig
+
+    scorer = {k: v for k, v in dataclasses.asdict(PDMScorerConfig()).items()}
+    doc = {"k": config.loss.hn_num_negatives, "seed": config.train.seed, "data": _data_doc(config), "scorer": scorer}
     return out / "prepared" / f"negatives-{_key(doc)}" / split
 
 
