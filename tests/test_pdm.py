@@ -398,7 +398,8 @@ def test_navsim_ep_is_relative_to_pdm_closed():
     scored against constant-velocity forecasts. On a free road it speeds up towards the limit, so the expert at
     10 m/s gets EP < 1 and a faster safe plan EP = 1; behind a slower car it follows without touching it; a plan
     that barely moves (the best progress under 5 m) is not penalised."""
-    from reworld.planning.pdm_closed import pdm_closed, proposals
+    from reworld.planning.pdm import pdm_closed_trajectory as pdm_closed
+    from reworld.planning.pdm_closed import proposals
 
     free = road_scene()
     assert proposals(free).shape == (15, 8, 3)

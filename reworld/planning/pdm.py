@@ -624,6 +624,19 @@ def reference_proposals(scene: PlanningScene, config: PDMScorerConfig | None = N
     return _centerline_poses(scene, np.array(dists), config)
 
 
+def pdm_closed_trajectory(scene: PlanningScene, config: PDMScorerConfig | None = None,
+                          speed_limit: float | None = None) -> np.ndarray:
+    """PDM-Closed's trajectory (8, 3): the best of its 15 IDM proposals (`reworld.planning.pdm_closed`) scored
+    with NAVSIM's simulation against constant-velocity forecasts of the agents, EP over the proposals, ties to
+    the lowest index."""
+    from reworld.planning import pdm_closed as closed
+
+    config = config or PDMScorerConfig(simulation="navsim")
+    props = closed.proposals(scene, closed.FALLBACK_SPEED_LIMIT if speed_limit is None else speed_limit)
+    results = score_trajectories(closed.forecast_scene(scene), props, config, ep_over_batch=True)
+    return props[int(np.argmax([r.pdms for r in results]))]
+
+
 def reference_progress(scene: PlanningScene, config: PDMScorerConfig | None = None,
                        proposals: np.ndarray | None = None) -> float:
     """[m] best progress among safe (NC = DAC = 1) references: the expert plus the proposals.
@@ -633,9 +646,7 @@ def reference_progress(scene: PlanningScene, config: PDMScorerConfig | None = No
     config = config or PDMScorerConfig()
     if config.simulation == "navsim" and proposals is None:
         # NAVSIM: PDM-Closed's trajectory, scored under the true future: its progress · NC · DAC
-        from reworld.planning.pdm_closed import pdm_closed
-
-        ref = score_trajectories(scene, pdm_closed(scene, config)[None], config, reference=0.0)[0]
+        ref = score_trajectories(scene, pdm_closed_trajectory(scene, config)[None], config, reference=0.0)[0]
         return ref.progress_m * ref.nc * ref.dac
     refs = reference_proposals(scene, config) if proposals is None else np.asarray(proposals, np.float64)
     if scene.expert is not None:

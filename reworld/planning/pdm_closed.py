@@ -1,4 +1,5 @@
-"""PDM-Closed, NAVSIM v1.1's ego-progress reference, written from its definition (docs/navsim-notes.md).
+"""PDM-Closed's proposals, NAVSIM v1.1's ego-progress reference, written from its definition (docs/navsim-notes.md);
+`reworld.planning.pdm.pdm_closed_trajectory` scores them and picks one.
 
 The reference planner drives along the route centreline with IDM. It has 15 proposals: target speeds of
 0.2 … 1.0 × the speed limit on the centreline and on the centreline shifted 1 m to either side. Each proposal
@@ -172,15 +173,3 @@ def proposals(scene: PlanningScene, speed_limit: float = FALLBACK_SPEED_LIMIT) -
             progress = idm_unroll(scene, path, fraction * speed_limit)
             out.append(path.at(progress[5::5]))  # 0.5 … 4.0 s
     return np.stack(out)
-
-
-def pdm_closed(scene: PlanningScene, config=None, speed_limit: float = FALLBACK_SPEED_LIMIT) -> np.ndarray:
-    """The PDM-Closed trajectory (8, 3): the best of the proposals under the forecasts (PDM score, NAVSIM's
-    simulation), ties to the lowest index."""
-    from reworld.planning.pdm import PDMScorerConfig, score_trajectories
-
-    config = config or PDMScorerConfig(simulation="navsim")
-    props = proposals(scene, speed_limit)
-    results = score_trajectories(forecast_scene(scene), props, config, ep_over_batch=True)
-    scores = np.array([r.pdms for r in results])
-    return props[int(np.argmax(scores))]
