@@ -161,7 +161,7 @@ def cmd_eval(args) -> int:
     feature_net = args.feature_net if args.feature_net is not None else default_clip_net()
     report = evaluate(args.checkpoint, args.dataroot, args.version, args.split, limit=args.limit,
                       video_clips=args.video_clips, steps=args.steps, guidance=args.guidance, seed=args.seed,
-                      i3d=args.i3d, feature_net=feature_net, plan_batch=args.plan_batch)
+                      i3d=args.i3d, feature_net=feature_net, plan_batch=args.plan_batch, scorer=args.scorer)
     print(report.markdown())
     if args.json:
         write_report(report, args.json)
@@ -269,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--guidance", type=float, default=None, help="w (default: the config's, 1 without heads)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--plan-batch", type=int, default=16, help="clips planned together (same plans, faster)")
+    s.add_argument("--scorer", choices=["spline", "navsim"], default="spline",
+                   help="PDM score definition: this project's spline, or NAVSIM v1.1's (tracker, rules, PDM-Closed)")
     s.add_argument("--i3d", help="local I3D folder (save_pretrained) for a real FVD")
     s.add_argument("--feature-net", help="ReWorldVideoNet folder (default assets/checkpoints/video_net)")
     s.add_argument("--json", help="write the report as JSON")

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from reworld.evaluation.evaluate import PLAN_KEYS, constant_velocity, evaluate
 
@@ -40,3 +41,21 @@ def test_eval_cli_json(tiny_run, tiny_world, tmp_path):
     assert "| planner |" in res.stdout
     doc = json.loads(path.read_text())
     assert set(PLAN_KEYS) <= set(doc["planners"]["constant velocity"])
+
+
+def test_eval_under_navsims_definition(tiny_run, tiny_config):
+    """`--scorer navsim` scores every planner row with NAVSIM's pipeline (tracker, collision types, TTC rule,
+    PDM-Closed EP) and says so in the settings; the expert stays the upper bound's reference row."""
+    from reworld.evaluation.evaluate import evaluate
+
+    out, _ = tiny_run
+    report = evaluate(str(out), dataroot=tiny_config.data.dataroot, split="val", limit=4, video_clips=0,
+                      scorer="navsim", device="cpu")
+    assert report.settings["scorer"] == "navsim"
+    for row in report.planners.values():
+        assert 0.0 <= row["pdms"] <= 1.0 and row["c"] in (0.0, 0.25, 0.5, 0.75, 1.0)
+    spline = evaluate(str(out), dataroot=tiny_config.data.dataroot, split="val", limit=4, video_clips=0, device="cpu")
+    assert spline.settings["scorer"] == "spline"
+    assert spline.planners["constant velocity"]["l2_3s"] == report.planners["constant velocity"]["l2_3s"]
+    with pytest.raises(ValueError, match="scorer"):
+        evaluate(str(out), split="val", limit=1, video_clips=0, scorer="lqr")

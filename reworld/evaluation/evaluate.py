@@ -25,7 +25,7 @@ from reworld.evaluation.video import psnr, ssim, video_frechet
 from reworld.models.action_dit import anchor_trajectory
 from reworld.paths import resolve_dataroot
 from reworld.pipelines.world_action import WorldActionPipeline
-from reworld.planning.pdm import score_trajectory
+from reworld.planning.pdm import PDMScorerConfig, score_trajectory
 from reworld.planning.scene import PlanningScene
 
 PLAN_KEYS = ("pdms", "nc", "dac", "ttc", "ep", "c", "l2_1s", "l2_2s", "l2_3s", "collision_rate")
@@ -66,8 +66,8 @@ def constant_velocity(ego_status: np.ndarray, num_poses: int = 8, dt: float = 0.
     return anchor_trajectory(ego, num_poses, 3, dt, "constant_velocity").numpy()
 
 
-def plan_metrics(scenes, trajectories: np.ndarray, experts: np.ndarray) -> dict[str, float]:
-    results = [score_trajectory(s, p) for s, p in zip(scenes, trajectories)]
+def plan_metrics(scenes, trajectories: np.ndarray, experts: np.ndarray, scorer=None) -> dict[str, float]:
+    results = [score_trajectory(s, p, scorer) for s, p in zip(scenes, trajectories)]
     l2 = np.linalg.norm(trajectories[:, :, :2] - experts[:, :, :2], axis=-1)  # (N, 8) at 0.5 … 4 s
     out = {k: float(np.mean([getattr(r, k) for r in results])) for k in ("pdms", "nc", "dac", "ttc", "ep", "c")}
     out.update(l2_1s=float(l2[:, 1].mean()), l2_2s=float(l2[:, 3].mean()), l2_3s=float(l2[:, 5].mean()),
@@ -78,13 +78,17 @@ def plan_metrics(scenes, trajectories: np.ndarray, experts: np.ndarray) -> dict[
 def evaluate(checkpoint: str, dataroot: str | None = None, version: str | None = None, split: str = "val",
              limit: int | None = None, video_clips: int = 32, steps: int = 20, guidance: float | None = None,
              plan_steps: int = 10, seed: int = 0, i3d: str | None = None, feature_net: str | None = None,
-             device=None, plan_batch: int = 16) -> EvalReport:
+             device=None, plan_batch: int = 16, scorer: str = "spline") -> EvalReport:
     if not isinstance(plan_batch, int) or plan_batch < 1:
         raise ValueError(f"plan_batch must be an integer ≥ 1, got {plan_batch!r}")
+    if scorer not in ("spline", "navsim"):
+        raise ValueError(f"scorer must be 'spline' or 'navsim', got {scorer!r}")
+    scoring = PDMScorerConfig(simulation=scorer)
     t0 = time.time()
     pipe = WorldActionPipeline.from_pretrained(checkpoint, device=device)
     data = replace(pipe.config, data={"dataroot": resolve_dataroot(dataroot or pipe.config.data.dataroot),
-                                      **({"version": version} if version else {})}).data
+                                      **({"version": version} if version else {}),
+                                      "map_lanes": scorer == "navsim"}).data  # NAVSIM's rules read the lanes
     ds = NuScenesClips(data, split=split, geometry=True)
     n = len(ds) if limit is None else min(limit, len(ds))
     if n == 0:
@@ -92,7 +96,8 @@ def evaluate(checkpoint: str, dataroot: str | None = None, version: str | None =
     report = EvalReport(checkpoint=str(checkpoint), split=split, num_clips=n,
                         settings={"seed": seed, "plan_steps": plan_steps, "video_steps": steps,
                                   "dataroot": str(data.dataroot), "version": data.version,
-                                  "future_poses": data.future_poses})  # the L2 figures' ground-truth times
+                                  "future_poses": data.future_poses,  # the L2 figures' ground-truth times
+                                  "scorer": scorer})
     # `plan_batch` clips at a time, planned together: of each clip only its scene and trajectories are kept (its
     # frames only for the video clips), so memory does not grow with the split's frames
     scenes, experts, still, planned, video_set = [], [], [], [], []
@@ -108,9 +113,10 @@ def evaluate(checkpoint: str, dataroot: str | None = None, version: str | None =
                 video_set.append(clip)
     experts = np.stack(experts)
     if planned:
-        report.planners[f"ReWorld planner ({pipe.config.name})"] = plan_metrics(scenes, np.stack(planned), experts)
-    report.planners["constant velocity"] = plan_metrics(scenes, np.stack(still), experts)
-    report.planners["expert (upper bound)"] = plan_metrics(scenes, experts, experts)
+        report.planners[f"ReWorld planner ({pipe.config.name})"] = plan_metrics(scenes, np.stack(planned), experts,
+                                                                                 scoring)
+    report.planners["constant velocity"] = plan_metrics(scenes, np.stack(still), experts, scoring)
+    report.planners["expert (upper bound)"] = plan_metrics(scenes, experts, experts, scoring)
 
     if video_clips > 0:
         report.video = video_metrics(pipe, video_set, steps, guidance, seed, i3d, feature_net)
