@@ -32,6 +32,17 @@ def _quat(yaw: float) -> list[float]:
     return [math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2)]
 
 
+def _log_and_mask(root: Path, tables: dict, name: str) -> None:
+    """The visibility level, one log in LOCATION and its map mask (the devkit opens the mask with the tables)."""
+    tables["visibility"].append({"token": "4", "level": "v80-100", "description": ""})
+    tables["log"].append({"token": "log-0", "logfile": name, "vehicle": "ego", "date_captured": "2026-01-01",
+                          "location": LOCATION})
+    (root / "maps").mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.zeros((20, 20), np.uint8)).save(root / "maps" / f"{name}-mask.png")
+    tables["map"].append({"token": "map-0", "log_tokens": ["log-0"], "category": "semantic_prior",
+                          "filename": f"maps/{name}-mask.png"})
+
+
 def build(root: Path, seconds: float = 10.0, image_size: tuple[int, int] = (90, 160)) -> Path:
     root = Path(root)
     tables: dict[str, list] = {k: [] for k in (
@@ -49,13 +60,7 @@ def build(root: Path, seconds: float = 10.0, image_size: tuple[int, int] = (90, 
         {"token": "attr-moving", "name": "vehicle.moving", "description": ""},
         {"token": "attr-parked", "name": "vehicle.parked", "description": ""},
     ]
-    tables["visibility"].append({"token": "4", "level": "v80-100", "description": ""})
-    tables["log"].append({"token": "log-0", "logfile": "handmade", "vehicle": "ego", "date_captured": "2026-01-01",
-                          "location": LOCATION})
-    (root / "maps").mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.zeros((20, 20), np.uint8)).save(root / "maps" / "handmade-mask.png")
-    tables["map"].append({"token": "map-0", "log_tokens": ["log-0"], "category": "semantic_prior",
-                          "filename": "maps/handmade-mask.png"})
+    _log_and_mask(root, tables, "handmade")
 
     # camera sample_data at 12 Hz, key frames every 6th (2 Hz)
     n = int(seconds * 12) + 1
@@ -180,13 +185,7 @@ def build_quirky(root: Path, scenes: int = 2, seconds: float = 9.0, image_size: 
         {"token": "calib-lidar", "sensor_token": "sensor-lidar", "translation": [0.9, 0.0, 1.8],
          "rotation": [1.0, 0.0, 0.0, 0.0], "camera_intrinsic": []}]
     tables["category"].append({"token": "cat-car", "name": "vehicle.car", "description": "", "index": 0})
-    tables["visibility"].append({"token": "4", "level": "v80-100", "description": ""})
-    tables["log"].append({"token": "log-0", "logfile": "quirky", "vehicle": "ego", "date_captured": "2026-01-01",
-                          "location": LOCATION})
-    (root / "maps").mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.zeros((20, 20), np.uint8)).save(root / "maps" / "quirky-mask.png")
-    tables["map"].append({"token": "map-0", "log_tokens": ["log-0"], "category": "semantic_prior",
-                          "filename": "maps/quirky-mask.png"})
+    _log_and_mask(root, tables, "quirky")
     for d in ("samples/CAM_FRONT", "sweeps/CAM_FRONT", "samples/LIDAR_TOP", "sweeps/LIDAR_TOP"):
         (root / d).mkdir(parents=True, exist_ok=True)
     h, w = image_size
