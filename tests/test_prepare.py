@@ -146,3 +146,35 @@ def test_hidden_state_files_do_not_depend_on_batching(setup, tiny_config):
 
     with safe_open(str(folders[0] / f"{tokens[0]}.safetensors"), "pt") as f:
         assert f.get_tensor("block0").dtype == torch.bfloat16
+
+
+def test_training_reads_its_files_ahead_through_a_dataloader(tiny_run, tiny_config_path, tmp_path, monkeypatch):
+    """Stage video with `train.num_workers: 2` reads every step's latent files in DataLoader workers (the training
+    process itself opens none after the store's first look) and trains exactly as reading them in the step."""
+    import csv
+    import shutil
+
+    import yaml
+
+    from reworld.training import run_stage
+
+    src, _ = tiny_run
+    losses = {}
+    for workers in (0, 2):
+        doc = yaml.safe_load(tiny_config_path.read_text())
+        doc["train"].update(num_workers=workers, val_every=1000, ckpt_every=1000, log_every=1)
+        cfg = tmp_path / f"w{workers}.yaml"
+        cfg.write_text(yaml.safe_dump(doc))
+        out = tmp_path / f"run{workers}"
+        shutil.copytree(src / "vae", out / "vae")
+        shutil.copytree(src / "prepared", out / "prepared")  # the latents exist: nothing to encode
+        reads = []
+        real = P.ClipStore.read
+        monkeypatch.setattr(P.ClipStore, "read", lambda self, i: reads.append(i) or real(self, i))
+        assert run_stage("video", str(cfg), str(out), max_steps=3)["finite"]
+        monkeypatch.setattr(P.ClipStore, "read", real)
+        if workers:
+            assert len(reads) == 1  # LatentStore's shape probe; the steps' files were read in the workers
+        losses[workers] = [(r["step"], r["name"], r["value"]) for r in csv.DictReader(open(out / "logs" / "video.csv"))
+                           if r["kind"] == "train"]
+    assert losses[0] == losses[2] and len(losses[0]) >= 3

@@ -43,6 +43,9 @@ class StageSpec:
     load_fn: Callable[[Path], None] | None = None  # restore models from a checkpoint folder
     meta: dict = field(default_factory=dict)
     batch_size: int | None = None  # overrides train.batch_size
+    # per-clip file stores the step reads by index (`reworld.training.prepare.ClipStore`): the loop reads each
+    # step's rows ahead through a DataLoader and serves them, so the step does not wait on the files
+    stores: dict[str, Any] = field(default_factory=dict)
 
 
 def global_batch(num_items: int, batch_size: int, seed: int, step: int) -> np.ndarray:
@@ -102,6 +105,34 @@ class NonFiniteWatch:
             bad = [k for k, f in zip(self.first, first) if f == step]
             raise TrainingError(f"[{stage}] non-finite loss at step {step}: term(s) {', '.join(bad)}; "
                                 f"the last good checkpoint is left as it was")
+
+
+class StepFiles(torch.utils.data.Dataset):
+    """Item i: this rank's rows of step `start + i`, read from every store on the CPU (picklable for workers)."""
+
+    def __init__(self, stores: dict, num_items: int, batch_size: int, seed: int, rank: int, world: int, start: int,
+                 stop: int):
+        self.stores, self.num_items, self.batch_size, self.seed = stores, num_items, batch_size, seed
+        self.rank, self.world, self.start, self.stop = rank, world, start, stop
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __getitem__(self, i: int) -> dict:
+        idx = global_batch(self.num_items, self.batch_size, self.seed, self.start + i)[self.rank::self.world]
+        return {name: store.read_cpu(idx) for name, store in self.stores.items()}
+
+
+def step_files(spec: StageSpec, tcfg, batch_size: int, rank: int, world: int, start: int, stop: int, pin: bool):
+    """An iterator over the steps' prefetched files (a `DataLoader` with `train.num_workers` processes and pinned
+    memory on CUDA), or None when the stage reads no per-clip files."""
+    if not spec.stores or stop <= start:
+        return None
+    dataset = StepFiles(spec.stores, spec.num_items, batch_size, tcfg.seed, rank, world, start, stop)
+    workers = int(tcfg.num_workers)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers,
+                                         pin_memory=pin, prefetch_factor=2 if workers else None)
+    return iter(loader)
 
 
 def step_generator(seed: int, step: int, rank: int, world: int) -> torch.Generator:
@@ -272,8 +303,13 @@ def run(spec: StageSpec, config: Config, out: Path, max_steps: int, resume: bool
     final_models = None  # the plain models of the last checkpoint (with sharding: gathered), reused for export
     watch = NonFiniteWatch()
     t_start = time.time()
+    files = step_files(spec, tcfg, batch_size, rank, world, start, max_steps, pin=accelerator.device.type == "cuda")
     for step in range(start, max_steps):
         idx = global_batch(spec.num_items, batch_size, tcfg.seed, step)[rank::world]
+        if files is not None:  # this step's rows, read ahead by the DataLoader
+            ahead = next(files)
+            for name, store in spec.stores.items():
+                store.serve(idx, ahead[name])
         terms = _train_step(spec, opt, accelerator, idx, step_generator(tcfg.seed, step, rank, world), step, watch)
         done = step + 1
         due = [done % every == 0 or done == max_steps for every in (tcfg.log_every, tcfg.val_every, tcfg.ckpt_every)]

@@ -14,7 +14,9 @@ Under several processes each rank makes its share (`tokens[rank::world]`) and wa
 already there are not made again, so a second call, or a run resumed after a kill, does no work twice.
 
 `ClipStore` (and `LatentStore`, `NegativeStore`, `HiddenStateStore`) read them back by index, as the stages
-index a tensor (`store[idx]` → a batch on the device); host memory does not grow with the number of clips.
+index a tensor (`store[idx]` → a batch on the device); host memory does not grow with the number of clips. In
+training the loop reads each step's files ahead through a `DataLoader` (`train.num_workers` processes, pinned
+memory on CUDA) and `serve`s them to the stores, so the step finds its batch already read.
 """
 from __future__ import annotations
 
@@ -219,14 +221,28 @@ class ClipStore:
             return list(range(len(self.tokens))[idx])
         return [int(i) for i in np.atleast_1d(np.asarray(idx)).tolist()]
 
-    def batch(self, idx) -> dict[str, torch.Tensor]:
+    def read_cpu(self, idx) -> dict[str, torch.Tensor]:
+        """The batch `idx` read from its files, on the CPU (what a `DataLoader` worker does)."""
         files = [self.read(i) for i in self.rows(idx)]
         out = {}
         for name in files[0]:
             try:
-                t = torch.stack([f[name] for f in files])
+                out[name] = torch.stack([f[name] for f in files])
             except (KeyError, RuntimeError) as e:
                 raise CheckpointError(f"{self.folder}: the {self.what} files disagree on {name!r} ({e})") from None
+        return out
+
+    def serve(self, idx, tensors: dict[str, torch.Tensor] | None) -> None:
+        """Hold a batch read ahead (by the training loop's `DataLoader`): the next `batch(idx)` of the same rows
+        takes it instead of reading the files again."""
+        self._served = None if tensors is None else (self.rows(idx), tensors)
+
+    def batch(self, idx) -> dict[str, torch.Tensor]:
+        served = getattr(self, "_served", None)
+        rows = self.rows(idx)
+        cpu = served[1] if served is not None and served[0] == rows else self.read_cpu(rows)
+        out = {}
+        for name, t in cpu.items():
             if self.dtype is not None and t.is_floating_point():
                 t = t.to(self.dtype)
             out[name] = t.to(self.device, non_blocking=True)
@@ -252,8 +268,11 @@ class LatentStore(ClipStore):
             raise CheckpointError(f"{self.folder / self.tokens[i]}.safetensors: not a readable latent file "
                                   f"(no 'latents'); delete it to encode the clip again") from None
 
+    def read_cpu(self, idx) -> dict[str, torch.Tensor]:
+        return {"latents": torch.stack([self._read(i) for i in self.rows(idx)])}
+
     def __getitem__(self, idx) -> torch.Tensor:
-        return torch.stack([self._read(i) for i in self.rows(idx)]).to(self.device)
+        return self.batch(idx)["latents"]
 
 
 class NegativeStore(ClipStore):

@@ -110,6 +110,10 @@ class PlannerSetup:
             action_dit, hidden, self.train.trajectory[idx].to(d), self.train.ego_status[idx].to(d),
             self.train.command[idx].to(d), neg_traj, neg_mask, target, self.config.loss, generator)
 
+    def stores(self) -> dict:
+        """The per-clip file stores every planner step reads besides its features: the hard negatives."""
+        return {"negatives": self.negatives} if self.negatives is not None else {}
+
     def meta(self) -> dict:
         lcfg = self.config.loss
         meta = {"lambda_align": lcfg.lambda_align, "lambda_hn": lcfg.lambda_hn}
@@ -185,8 +189,10 @@ def action_stage(config: Config, out: Path, device) -> StageSpec:
     def load(ckpt: Path):
         action_dit.load_state_dict(load_model_strict(ActionDiT, ckpt / "action_dit").state_dict())
 
+    stores = {"hidden": train_hidden} if acfg.feature_cache else {"latents": s.train_lat}
     return StageSpec("action", {"action_dit": action_dit}, [{"params": list(action_dit.parameters())}],
-                     len(s.train), step_fn, validate, export, load, s.meta(), batch_size=config.train.action_batch_size)
+                     len(s.train), step_fn, validate, export, load, s.meta(), batch_size=config.train.action_batch_size,
+                     stores={**stores, **s.stores()})
 
 
 def joint_stage(config: Config, out: Path, device) -> StageSpec:
@@ -224,4 +230,4 @@ def joint_stage(config: Config, out: Path, device) -> StageSpec:
         video_dit.load_state_dict(VideoDiT.from_pretrained(ckpt / "video_dit").state_dict())
 
     return StageSpec("joint", {"action_dit": action_dit, "video_dit": video_dit}, params, len(s.train), step_fn,
-                     validate, export, load, s.meta())
+                     validate, export, load, s.meta(), stores={"latents": s.train_lat, **s.stores()})

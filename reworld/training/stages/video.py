@@ -66,4 +66,5 @@ def video_stage(config: Config, out: Path, device) -> StageSpec:
         model.load_state_dict(VideoDiT.from_pretrained(ckpt / "video_dit").state_dict())
 
     return StageSpec("video", {"video_dit": model}, [{"params": list(model.parameters())}], len(train),
-                     step_fn, validate, export, load, meta={"lambda_ig": lcfg.lambda_ig})
+                     step_fn, validate, export, load, meta={"lambda_ig": lcfg.lambda_ig},
+                     stores={"latents": train_lat})
