@@ -171,3 +171,24 @@ def test_rejects_bad_arguments(tmp_path):
         generate_world(tmp_path, num_scenes=0)
     with pytest.raises(ValueError):
         generate_world(tmp_path, num_scenes=1, image_size=(8, 8))
+
+
+def test_junctions_are_marked_as_intersections(tiny_world):
+    """The synthetic map marks each junction square as nuScenes does (a road segment flagged is_intersection),
+    inside the drivable area, so NAVSIM's intersection clause sees our junctions."""
+    import shapely
+
+    from reworld.config import DataConfig
+    from reworld.data.loader import NuScenesClips
+
+    ds = NuScenesClips(DataConfig(dataroot=str(tiny_world), version="v1.0-synth", image_height=32, image_width=64,
+                                  map_lanes=True), split="all", frames=False)
+    found = 0
+    for i in range(len(ds)):
+        clip = ds[i]
+        for ring in clip.target.intersections:
+            found += 1
+            drivable = shapely.union_all([shapely.Polygon(p) for p in clip.target.drivable_area])
+            assert shapely.Polygon(ring).difference(drivable).area < 1e-6
+        assert clip.target.lanes
+    assert found > 0

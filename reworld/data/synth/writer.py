@@ -204,6 +204,12 @@ class MapWriter:
             holes = [np.asarray(h.coords)[:-1] + offset for h in g.interiors]
             polys.append(self._polygon((idx, "drivable", j), ext, holes))
         self.m["drivable_area"].append({"token": make_token(self.seed, "drivable_area", idx), "polygon_tokens": polys})
+        if layout.junction_box is not None:  # the junction square, as nuScenes marks it: an intersection road segment
+            hx, hy = layout.junction_box
+            square = np.array([[-hx, -hy], [hx, -hy], [hx, hy], [-hx, hy]]) + offset
+            self.m["road_segment"].append({"token": make_token(self.seed, "road_segment", idx),
+                                           "polygon_token": self._polygon((idx, "junction"), square),
+                                           "is_intersection": True, "drivable_area_token": ""})
         for j, cw in enumerate(layout.crosswalks):
             poly = self._polygon((idx, "crosswalk", j), np.asarray(cw.exterior.coords)[:-1] + offset)
             self.m["ped_crossing"].append({"token": make_token(self.seed, "ped_crossing", idx, j),
