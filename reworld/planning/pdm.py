@@ -573,7 +573,13 @@ def _safety(scene: PlanningScene, poses: np.ndarray, config: PDMScorerConfig):
     else:
         raise ValueError(f"PDMScorerConfig.simulation must be 'spline' or 'navsim', got {config.simulation!r}")
     lag_max = max((int(round(o / config.dt)) for o in config.ttc_offsets_s), default=0)
+    if config.simulation == "navsim":
+        lag_max = max(lag_max, *NAVSIM_TTC_STEPS)
     ag = _agent_states(scene, config.num_steps + 1 + lag_max, config)
+    if config.simulation == "navsim":  # NAVSIM's collision types, which read the ego's map areas (kept for TTC)
+        areas = ego_areas(scene, states, config)
+        return states, ag, _collisions_navsim(scene, states, ag, areas, config), _drivable(scene, states, config), \
+            areas
     # agents overlapping the ego's box at t=0 are ignored entirely (not the planner's doing)
     ox, oy = config.ego_center_offset_m, 0.0
     ignored = boxes_overlap(ox, oy, 0.0, scene.ego_length / 2, scene.ego_width / 2,
@@ -687,13 +693,12 @@ def score_trajectories(scene: PlanningScene, poses_batch, config: PDMScorerConfi
         reference = reference_progress(scene, config)
     elif reference is None:
         reference = 0.0
-    states, ag, (nc, col_agent, col_step), (dac, off_step), ignored = _safety(scene, poses, config)
-    if config.simulation == "navsim":  # NAVSIM's at-fault types and TTC rule, on the simulated states
-        areas = ego_areas(scene, states, config)
-        nc, col_agent, col_step = _collisions_navsim(scene, states, ag, areas, config)
-        ttc, ttc_agent, ttc_step = _time_to_collision_navsim(scene, states, ag, areas, config)
+    # the last item is the ignore mask of the agents at t = 0 (spline), or the ego's map areas (navsim)
+    states, ag, (nc, col_agent, col_step), (dac, off_step), context = _safety(scene, poses, config)
+    if config.simulation == "navsim":  # NAVSIM's TTC rule, on the simulated states
+        ttc, ttc_agent, ttc_step = _time_to_collision_navsim(scene, states, ag, context, config)
     else:
-        ttc, ttc_agent, ttc_step = _time_to_collision(scene, states, ag, ignored, config)
+        ttc, ttc_agent, ttc_step = _time_to_collision(scene, states, ag, context, config)
     if config.simulation == "navsim":
         from reworld.planning.navsim import ComfortLimits, SimulatedStates, navsim_comfort
 
