@@ -282,3 +282,22 @@ def test_real_timing_quirks(quirky):
     key = ds.nusc.get("sample_data", sample["data"]["CAM_FRONT"])
     assert clip.timestamp - key["timestamp"] == fx.CAM_LAG_US
     assert torch.equal(clip.observation.frames[-1], load_image(root / key["filename"], 32, 64))
+
+
+def test_ego_status_has_no_turning_bias():
+    """A constant-speed turn reads zero acceleration; a straight acceleration reads itself; reversing reads a
+    negative speed."""
+    import numpy as np
+
+    from reworld.data.loader import PoseTrack, ego_status
+
+    t = np.linspace(0, 3, 301)
+    ang = 8.0 * t / 15.0  # 8 m/s on a 15 m radius
+    turn = PoseTrack(t, np.stack([15 * np.sin(ang), 15 * (1 - np.cos(ang))], -1), ang)
+    speed, accel, yaw_rate = ego_status(turn, 2.0)
+    assert abs(speed - 8.0) < 0.01 and abs(accel) < 0.01 and abs(yaw_rate - 8.0 / 15.0) < 1e-3
+    x = 5 * t + 0.5 * 2.0 * t**2
+    speed, accel, _ = ego_status(PoseTrack(t, np.stack([x, 0 * t], -1), 0 * t), 2.0)
+    assert abs(accel - 2.0) < 1e-3 and abs(speed - (5 + 2 * 2.0) + 0.25) < 0.01  # the last step's mean speed
+    speed, _, _ = ego_status(PoseTrack(t, np.stack([-3 * t, 0 * t], -1), 0 * t), 2.0)
+    assert abs(speed + 3.0) < 1e-6

@@ -144,11 +144,20 @@ class PoseTrack:
 
 
 def ego_status(track: PoseTrack, t0: float, dt: float = 0.25) -> np.ndarray:
-    """[speed m/s, longitudinal acceleration m/s², yaw rate rad/s] at t0 from past poses only."""
+    """[speed m/s, longitudinal acceleration m/s², yaw rate rad/s] at t0 from past poses only.
+
+    Each speed is the length of one step's displacement, signed by its projection on that step's mean heading
+    (reversing reads negative), so a turn at constant speed reads zero acceleration: projecting the earlier step
+    on the current heading instead shortens it by cos Δψ (+0.57 m/s² at 8 m/s on a 15 m radius)."""
     xy, yaw = track.at(np.array([t0 - 2 * dt, t0 - dt, t0]))
-    heading = np.array([np.cos(yaw[2]), np.sin(yaw[2])])
-    v1 = float(np.dot(xy[2] - xy[1], heading) / dt)
-    v0 = float(np.dot(xy[1] - xy[0], heading) / dt)
+
+    def step_speed(k: int) -> float:
+        d = xy[k] - xy[k - 1]
+        mid = 0.5 * (yaw[k] + yaw[k - 1])
+        sign = 1.0 if np.dot(d, [np.cos(mid), np.sin(mid)]) >= 0 else -1.0
+        return sign * float(np.hypot(*d)) / dt
+
+    v1, v0 = step_speed(2), step_speed(1)
     return np.array([v1, (v1 - v0) / dt, (yaw[2] - yaw[1]) / dt], dtype=np.float32)
 
 
