@@ -45,6 +45,10 @@ class DataConfig:
     command_threshold: float = 2.0  # [m] lateral offset at the horizon that makes a turn command (UniAD)
     ego_length: float = 4.5  # [m]
     ego_width: float = 1.9  # [m]
+    # [m] the ego box's centre ahead of the ego pose, along the heading. The synthetic world's poses are box centres
+    # (0). nuScenes' ego frame is the midpoint of the rear axle: for its Renault Zoe set ego_length 4.084,
+    # ego_width 1.730, ego_center_offset_m 1.385 (configs/paper.yaml does)
+    ego_center_offset_m: float = 0.0
     # synthetic world (reworld synth)
     synth_scenes: int = 24
     synth_seed: int = 0

@@ -301,3 +301,14 @@ def test_ego_status_has_no_turning_bias():
     assert abs(accel - 2.0) < 1e-3 and abs(speed - (5 + 2 * 2.0) + 0.25) < 0.01  # the last step's mean speed
     speed, _, _ = ego_status(PoseTrack(t, np.stack([-3 * t, 0 * t], -1), 0 * t), 2.0)
     assert abs(speed + 3.0) < 1e-6
+
+
+def test_clips_carry_the_ego_box_offset(clips):
+    """`data.ego_center_offset_m` (nuScenes: rear-axle poses) reaches the clip and the scorer's scene."""
+    from reworld.planning.scene import PlanningScene
+
+    assert PlanningScene.from_clip(clips[0]).ego_center_offset == 0.0
+    axle = NuScenesClips(DataConfig(dataroot=clips.cfg.dataroot, version=fx.VERSION, image_height=32, image_width=64,
+                                    ego_length=4.084, ego_width=1.730, ego_center_offset_m=1.385), frames=False)
+    scene = PlanningScene.from_clip(axle[0])
+    assert (scene.ego_length, scene.ego_width, scene.ego_center_offset) == (4.084, 1.730, 1.385)

@@ -1,4 +1,5 @@
 """Known-answer tests of the PDM scorer and strict scene/trajectory parsing (hand-made scenes)."""
+import dataclasses
 import json
 import math
 
@@ -417,3 +418,27 @@ def test_navsim_ep_is_relative_to_pdm_closed():
     crawl = np.stack([0.1 * T, np.zeros(8), np.zeros(8)], -1)
     slow = road_scene(speed=0.0)
     assert score_trajectory(slow, crawl, NAVSIM, reference=1.0).ep == 1.0
+
+
+@pytest.mark.parametrize("config", [None, NAVSIM], ids=["spline", "navsim"])
+def test_rear_axle_poses_place_the_box_ahead_of_them(config):
+    """With nuScenes' convention (poses at the rear axle, the box centre 1.385 m ahead) a stop that leaves the
+    pose 3.0 m behind a parked car's rear (a slow approach, which the tracker follows closely) still hits it: the
+    front bumper is 1.385 + 2.25 m ahead of the pose; with box-centre poses the same stop is clear by 0.75 m. The offset survives scene.json and reaches the BEV."""
+    from reworld.viz.bev import bev_figure
+
+    def scene_with(offset):
+        s = road_scene([car("parked", 7.0 + 2.25)], speed=2.0)  # rear bumper at 7.0 m
+        return dataclasses.replace(s, ego_center_offset=offset)
+
+    stop = np.stack([2 * T - 0.25 * T**2, np.zeros(8), np.zeros(8)], -1)  # from 2 m/s to a stop at 4 m, t = 4 s
+    centre, axle = scene_with(0.0), scene_with(1.385)
+    assert score_trajectory(centre, stop, config).nc == 1.0
+    hit = score_trajectory(axle, stop, config)
+    assert hit.nc == 0.0 and hit.collision_agent_id == "parked"
+    again = PlanningScene.from_json_dict(json.loads(json.dumps(axle.to_json_dict())))
+    assert again.ego_center_offset == 1.385 and "center_offset" not in centre.to_json_dict()["ego"]
+    ego = next(t for t in bev_figure(axle, []).data if t.name == "ego")
+    assert max(ego.y) == pytest.approx(1.385 + 2.25)  # the BEV's vertical axis is the ego's x (forward)
+    with pytest.raises(SceneFormatError, match="center_offset"):
+        dataclasses.replace(axle, ego_center_offset=3.0)

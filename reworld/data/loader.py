@@ -352,6 +352,7 @@ class NuScenesClips(torch.utils.data.Dataset):
             intersections=intersections,
             centerline=centerline,
             ego_size=(cfg.ego_length, cfg.ego_width),
+            ego_center_offset=cfg.ego_center_offset_m,
         )
         return Clip(ref.scene_name, ref.sample_token, ref.timestamp, observation, target)
 

@@ -49,6 +49,7 @@ class Target:
     intersections: list[np.ndarray] = field(default_factory=list)  # intersection polygons [m] (road segments)
     centerline: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # (K, 2) route centreline [m]
     ego_size: tuple[float, float] = (4.5, 1.9)  # (length, width) [m]
+    ego_center_offset: float = 0.0  # [m] box centre ahead of the pose point (nuScenes: rear axle, ~1.385)
 
 
 @dataclass(frozen=True)

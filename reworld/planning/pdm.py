@@ -10,9 +10,11 @@ the ego in several lanes or off the drivable area, from the scene's `lanes`) and
 off the drivable area or in one of the scene's `intersections`), with per-agent ignore lists as NAVSIM keeps them,
 and NAVSIM's EP: progress · NC · DAC over the larger of its own and PDM-Closed's (`reworld.planning.pdm_closed`:
 IDM proposals along the centreline scored against constant-velocity forecasts; the speed limit is NAVSIM's
-15 m/s fallback, the scenes carry none). Still our own in that mode: the ego box is the scene's size placed by
-`ego_center_offset_m` (NAVSIM: the Pacifica, 1.461 m ahead of the rear axle). The default is still "spline" (the
-rules below) until the shipped checkpoints are re-evaluated. Where the default simplifies:
+15 m/s fallback, the scenes carry none). In both modes the ego box is the scene's size placed
+`scene.ego_center_offset` ahead of the pose along the heading: 0 in the synthetic world (its poses are box
+centres); 1.385 m for nuScenes (its ego frame is the midpoint of the Renault Zoe's rear axle; `DataConfig.
+ego_center_offset_m`, set in configs/paper.yaml); NAVSIM's own vehicle is a Pacifica with its centre 1.461 m ahead
+of the rear axle. Where the "spline" mode simplifies:
 
 - **Interpolated, not tracked** (simulation "spline"). NAVSIM feeds the 2 Hz poses to an LQR controller driving a kinematic
   bicycle model and scores the simulated states. We interpolate the 8 poses (plus the start pose at the
@@ -65,7 +67,6 @@ class PDMScorerConfig:
     frequency_hz: float = 10.0  # [Hz] simulation / interpolation rate
     horizon_s: float = 4.0  # [s]
     pose_interval_s: float = 0.5  # [s] spacing of the 8 input poses
-    ego_center_offset_m: float = 0.0  # [m] box centre ahead of the pose point (nuScenes rear axle: ~1.4)
     # collisions (NC) and time to collision (TTC)
     static_collision_score: float = 0.5  # NC after an at-fault contact with a static object
     stop_speed_mps: float = 5e-3  # [m/s] ego below this is stopped: no fault, no TTC
@@ -259,8 +260,9 @@ def _bearing_off_heading(ex, ey, eh, ax, ay) -> np.ndarray:
     return np.abs((ang + np.pi) % (2 * np.pi) - np.pi)
 
 
-def _ego_centres(states: _States, config: PDMScorerConfig) -> tuple[np.ndarray, np.ndarray]:
-    off = config.ego_center_offset_m
+def _ego_centres(states: _States, scene: PlanningScene) -> tuple[np.ndarray, np.ndarray]:
+    """Box centres of the ego states: the poses moved `scene.ego_center_offset` ahead along the heading."""
+    off = scene.ego_center_offset
     return states.x + off * np.cos(states.heading), states.y + off * np.sin(states.heading)
 
 
@@ -296,7 +298,7 @@ NAVSIM_AHEAD_DEG, NAVSIM_BEHIND_DEG = 30.0, 150.0
 
 def _ego_corners(states: _States, scene: PlanningScene, config: PDMScorerConfig) -> np.ndarray:
     """(N, T+1, 4, 2) corners front-left, rear-left, rear-right, front-right."""
-    ex, ey = _ego_centres(states, config)
+    ex, ey = _ego_centres(states, scene)
     c, s = np.cos(states.heading), np.sin(states.heading)
     hl, hw = scene.ego_length / 2, scene.ego_width / 2
     out = []
@@ -377,7 +379,7 @@ def _collisions_navsim(scene, states, ag, areas, config):
     front, active lateral); at fault: stopped track, active front, and active lateral while the ego is in several
     lanes or off the drivable area. Contacts that are not at fault put the agent on an ignore list."""
     multiple_lanes, non_drivable, _ = areas
-    ex, ey = _ego_centres(states, config)
+    ex, ey = _ego_centres(states, scene)
     hl, hw = scene.ego_length / 2, scene.ego_width / 2
     over = _overlaps(ex, ey, states.heading, ag, 0, hl, hw, config)  # (N, A, T+1)
     n, n_agents, t_all = over.shape
@@ -413,7 +415,7 @@ def _time_to_collision_navsim(scene, states, ag, areas, config):
     later time; a hit counts when the agent is ahead (< 30°) or, with the ego in several lanes, off the drivable
     area or in an intersection, when it is not behind (> 150°); other hits put the agent on an ignore list."""
     multiple_lanes, non_drivable, in_intersection = areas
-    ex, ey = _ego_centres(states, config)
+    ex, ey = _ego_centres(states, scene)
     hl, hw = scene.ego_length / 2, scene.ego_width / 2
     n, t_all = ex.shape
     ttc = np.ones(n)
@@ -449,7 +451,7 @@ def _time_to_collision_navsim(scene, states, ag, areas, config):
 
 def _collisions(scene, states, ag, ignored, config):
     """NC per trajectory, plus (first at-fault agent index, step) or -1."""
-    ex, ey = _ego_centres(states, config)
+    ex, ey = _ego_centres(states, scene)
     hl, hw = scene.ego_length / 2, scene.ego_width / 2
     over = _overlaps(ex, ey, states.heading, ag, 0, hl, hw, config)  # (N, A, T+1)
     over[:, ignored, :] = False
@@ -476,7 +478,7 @@ def _collisions(scene, states, ag, ignored, config):
 
 def _time_to_collision(scene, states, ag, ignored, config):
     """TTC per trajectory, plus (first agent index, step) or -1."""
-    ex, ey = _ego_centres(states, config)
+    ex, ey = _ego_centres(states, scene)
     hl, hw = scene.ego_length / 2, scene.ego_width / 2
     n, t = ex.shape
     first_step = np.full((n, max(1, len(ag.ids))), np.iinfo(np.int64).max)
@@ -499,7 +501,7 @@ def _time_to_collision(scene, states, ag, ignored, config):
 
 def _drivable(scene, states, config):
     """DAC per trajectory and first off-road step (or -1), corners tested for steps 1 ... T."""
-    ex, ey = _ego_centres(states, config)
+    ex, ey = _ego_centres(states, scene)
     h = states.heading[:, 1:]
     c, s = np.cos(h), np.sin(h)
     hl, hw = scene.ego_length / 2, scene.ego_width / 2
@@ -581,7 +583,7 @@ def _safety(scene: PlanningScene, poses: np.ndarray, config: PDMScorerConfig):
         return states, ag, _collisions_navsim(scene, states, ag, areas, config), _drivable(scene, states, config), \
             areas
     # agents overlapping the ego's box at t=0 are ignored entirely (not the planner's doing)
-    ox, oy = config.ego_center_offset_m, 0.0
+    ox, oy = scene.ego_center_offset, 0.0
     ignored = boxes_overlap(ox, oy, 0.0, scene.ego_length / 2, scene.ego_width / 2,
                             ag.x[:, 0], ag.y[:, 0], ag.heading[:, 0], ag.half_length, ag.half_width) & ag.present[:, 0]
     return states, ag, _collisions(scene, states, ag, ignored, config), _drivable(scene, states, config), ignored
@@ -713,7 +715,7 @@ def score_trajectories(scene: PlanningScene, poses_batch, config: PDMScorerConfi
     if config.simulation == "navsim":
         # NAVSIM: the box centre's progress along the centreline (end − start, ≥ 0) times NC · DAC, over the larger
         # of its own and the reference's; below 5 m every safe trajectory gets EP = 1
-        cx, cy = _ego_centres(states, config)
+        cx, cy = _ego_centres(states, scene)
         progress = np.maximum(_progress(scene, cx[:, -1], cy[:, -1]) - _progress(scene, cx[:, 0], cy[:, 0]), 0.0)
         raw = progress * nc * dac
         m = np.full_like(raw, raw.max()) if ep_over_batch else np.maximum(0.0 if math.isnan(reference)

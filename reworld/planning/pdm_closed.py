@@ -96,7 +96,8 @@ def forecast_scene(scene: PlanningScene, horizon_s: float = 5.0) -> PlanningScen
         ego_speed=scene.ego_speed, ego_acceleration=scene.ego_acceleration, ego_yaw_rate=scene.ego_yaw_rate,
         ego_length=scene.ego_length, ego_width=scene.ego_width, command=scene.command,
         drivable_area=scene.drivable_area, drivable_holes=scene.drivable_holes, centerline=scene.centerline,
-        agents=agents, expert=scene.expert, lanes=scene.lanes, intersections=scene.intersections)
+        agents=agents, expert=scene.expert, lanes=scene.lanes, intersections=scene.intersections,
+        ego_center_offset=scene.ego_center_offset)
 
 
 def _agent_boxes(scene: PlanningScene, times: np.ndarray):
@@ -138,7 +139,9 @@ def idm_unroll(scene: PlanningScene, path: _Path, target_speed: float) -> np.nda
         if k % 2 == 0:  # the leader, refreshed every other step from the previous state
             x_lead, v_lead, l_rear = path.length, 0.0, scene.ego_length / 2
             pose = path.at(np.array(x))
-            ego = shapely.box(-scene.ego_length / 2, -scene.ego_width / 2, scene.ego_length / 2, scene.ego_width / 2)
+            off = scene.ego_center_offset  # the box centre ahead of the pose
+            ego = shapely.box(off - scene.ego_length / 2, -scene.ego_width / 2, off + scene.ego_length / 2,
+                              scene.ego_width / 2)
             ego = shapely.affinity.rotate(ego, float(pose[2]), use_radians=True, origin=(0, 0))
             ego = shapely.affinity.translate(ego, float(pose[0]), float(pose[1]))
             best = math.inf

@@ -112,6 +112,10 @@ class PlanningScene:
     # lanes" or "in an intersection"): lane and lane-connector polygons, intersection polygons
     lanes: list[np.ndarray] = field(default_factory=list)
     intersections: list[np.ndarray] = field(default_factory=list)
+    # [m] where the ego box's centre lies ahead of the pose point, along the heading: 0 when the poses are box
+    # centres (the synthetic world), ~1.385 for nuScenes, whose ego frame is the midpoint of the rear axle
+    # (Renault Zoe: 4.084 m long, 2.588 m wheelbase); NAVSIM's poses are rear-axle poses too (Pacifica, 1.461 m)
+    ego_center_offset: float = 0.0
 
     def __post_init__(self) -> None:
         # Validation happens here so every constructor (JSON, Clip, by hand) goes through it.
@@ -123,6 +127,10 @@ class PlanningScene:
         set_(self, "ego_yaw_rate", _number(self.ego_yaw_rate, "ego.yaw_rate"))
         set_(self, "ego_length", _number(self.ego_length, "ego.length", positive=True))
         set_(self, "ego_width", _number(self.ego_width, "ego.width", positive=True))
+        set_(self, "ego_center_offset", _number(self.ego_center_offset, "ego.center_offset"))
+        if abs(self.ego_center_offset) > self.ego_length / 2:
+            raise SceneFormatError(f"ego.center_offset: {self.ego_center_offset} m puts the pose outside the "
+                                   f"{self.ego_length} m long box")
         if self.command not in SCENE_COMMANDS:
             raise SceneFormatError(f"command: expected one of {list(SCENE_COMMANDS)}, got {self.command!r}")
         if not isinstance(self.drivable_area, (list, tuple)) or not self.drivable_area:
@@ -199,6 +207,7 @@ class PlanningScene:
             ego_yaw_rate=status[2],
             ego_length=length,
             ego_width=width,
+            ego_center_offset=float(getattr(clip.target, "ego_center_offset", 0.0)),
             command=COMMANDS[int(command)],
             drivable_area=list(clip.target.drivable_area),
             drivable_holes=list(getattr(clip.target, "drivable_holes", [])),
@@ -249,6 +258,7 @@ class PlanningScene:
             ego_yaw_rate=ego["yaw_rate"],
             ego_length=ego["length"],
             ego_width=ego["width"],
+            ego_center_offset=ego.get("center_offset", 0.0),
             command=d["command"],
             drivable_area=list(d["drivable_area"]),
             centerline=_array(d["centerline"], "centerline", 2, "[x, y]", min_rows=2),
@@ -267,6 +277,7 @@ class PlanningScene:
                 "yaw_rate": self.ego_yaw_rate,
                 "length": self.ego_length,
                 "width": self.ego_width,
+                **({"center_offset": self.ego_center_offset} if self.ego_center_offset else {}),
             },
             "command": self.command,
             "drivable_area": [p.tolist() for p in self.drivable_area],

@@ -98,7 +98,7 @@ def bev_figure(scene: PlanningScene, trajectories=None, labels: list[str] | None
                                  name=agent.type, legendgroup=agent.type, showlegend=agent.type not in legend_types,
                                  hovertext=f"{agent.id} ({agent.type})", hoverinfo="text"))
         legend_types.add(agent.type)
-    hx, vy = _plot_xy(_box(0.0, 0.0, 0.0, scene.ego_length, scene.ego_width))
+    hx, vy = _plot_xy(_box(scene.ego_center_offset, 0.0, 0.0, scene.ego_length, scene.ego_width))
     fig.add_trace(go.Scatter(x=hx, y=vy, fill="toself", mode="lines", line=dict(color=EXPERT_COLOR), name="ego",
                              hovertext=f"ego {scene.ego_speed:.1f} m/s, command {scene.command}", hoverinfo="text"))
 
