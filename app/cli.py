@@ -97,9 +97,21 @@ def open_dataset(data_cfg, dataroot: str | None = None, version: str | None = No
     root = Path(resolve_dataroot(cfg.dataroot))
     default_root = (REPO_ROOT / DataConfig.dataroot).resolve()
     is_default_world = root.resolve() == default_root and cfg.version == DataConfig.version
-    if is_default_world and not (root / cfg.version / "scene.json").is_file():
+    if is_default_world and (not (root / cfg.version / "scene.json").is_file() or _stale_world(root)):
         _make_world(root, cfg)
     return NuScenesClips(cfg, split="all", dataroot=str(root), version=cfg.version)
+
+
+def _stale_world(root: Path) -> bool:
+    """The embedded world was written by an older generator (e.g. synth-1.0, before nuScenes' timing)."""
+    import json
+
+    from reworld.data.synth import GENERATOR_VERSION
+
+    try:
+        return json.loads((root / "synth_meta.json").read_text()).get("generator") != GENERATOR_VERSION
+    except (OSError, ValueError):
+        return True
 
 
 def _make_world(root: Path, cfg) -> None:
@@ -107,7 +119,7 @@ def _make_world(root: Path, cfg) -> None:
 
     from reworld.data.synth import generate_world
 
-    _log(f"first start: generating the synthetic world in {root} ({cfg.synth_scenes} scenes)")
+    _log(f"generating the synthetic world in {root} ({cfg.synth_scenes} scenes)")
     bar = tqdm(total=cfg.synth_scenes, desc="synthetic world", unit="scene")
 
     def progress(done: int, total: int) -> None:

@@ -5,10 +5,10 @@ the next lane, moving ahead in the ego's) and trajectories
 made from the expert by a random speed scale and a sideways drift:
 
 - single: `score_trajectory` one at a time (reference progress computed once and passed, as a training
-  loop would), and one at a time with the reference recomputed per call (the default call);
-- batched: `score_trajectories` on `--batch` trajectories at once;
-- batched, NAVSIM's front-end: the same batch tracked by the LQR and bicycle (`PDMScorerConfig(simulation="navsim")`);
-- hard negatives: `generate_hard_negatives` calls per second (k = 8).
+  loop would), and one at a time with the reference (PDM-Closed) recomputed per call (the default call);
+- batched: `score_trajectories` on `--batch` trajectories at once (the default scorer: NAVSIM's, tracked);
+- batched, the spline scorer (`PDMScorerConfig(simulation="spline")`), for comparison;
+- hard negatives: `generate_hard_negatives` calls per second (k = 8), under each scorer.
 
     .venv/bin/python -m benchmarks.bench_pdm [--batch 1024] [--agents 10] [--repeats 5]   # from the repo root
 """
@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 from reworld.data.types import AgentTrack
-from reworld.planning.hard_negatives import generate_hard_negatives
+from reworld.planning.hard_negatives import HardNegativeConfig, generate_hard_negatives
 from reworld.planning.pdm import PDMScorerConfig, reference_progress, score_trajectories, score_trajectory
 from reworld.planning.scene import PlanningScene
 
@@ -77,9 +77,11 @@ def main() -> None:
     t_single = _median_time(lambda: [score_trajectory(scene, p, reference=ref) for p in single], args.repeats)
     t_default = _median_time(lambda: [score_trajectory(scene, p) for p in single[:20]], args.repeats)
     t_batch = _median_time(lambda: score_trajectories(scene, batch, reference=ref), args.repeats)
-    navsim = PDMScorerConfig(simulation="navsim")
-    t_navsim = _median_time(lambda: score_trajectories(scene, batch, navsim, reference=ref), args.repeats)
+    spline = PDMScorerConfig(simulation="spline")
+    t_spline = _median_time(lambda: score_trajectories(scene, batch, spline, reference=ref), args.repeats)
     t_hn = _median_time(lambda: generate_hard_negatives(scene, scene.expert, k=8, seed=0), args.repeats)
+    t_hn_spline = _median_time(lambda: generate_hard_negatives(scene, scene.expert, k=8, seed=0,
+                                                               config=HardNegativeConfig(scorer=spline)), args.repeats)
     results = score_trajectories(scene, batch, reference=ref)
     print(json.dumps({
         "agents": len(scene.agents),
@@ -88,8 +90,9 @@ def main() -> None:
         "single_with_reference_traj_per_s": round(20 / t_default, 1),
         "batched_traj_per_s": round(args.batch / t_batch, 1),
         "batched_speedup": round((args.batch / t_batch) / (len(single) / t_single), 1),
-        "batched_navsim_traj_per_s": round(args.batch / t_navsim, 1),
+        "batched_spline_traj_per_s": round(args.batch / t_spline, 1),
         "hard_negative_scenes_per_s": round(1 / t_hn, 2),
+        "hard_negative_spline_scenes_per_s": round(1 / t_hn_spline, 2),
         "batch_failure_rates": {
             "nc": float(np.mean([r.nc < 1 for r in results])),
             "dac": float(np.mean([r.dac == 0 for r in results])),

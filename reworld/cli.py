@@ -54,7 +54,7 @@ def cmd_synth(args) -> int:
         bar.refresh()
 
     summary = generate_world(args.out, num_scenes=args.scenes, seed=args.seed, version=args.version,
-                             image_size=(args.height, args.width), progress=progress)
+                             image_size=(args.height, args.width), progress=progress, generator=args.generator)
     bar.close()
     print(json.dumps(summary, indent=2, default=str))
     return 0
@@ -207,6 +207,21 @@ def cmd_ship(args) -> int:
     return 0
 
 
+def cmd_reeval(args) -> int:
+    """Re-evaluate a shipped checkpoint in place (e.g. after the scorer or the world changed)."""
+    from reworld.evaluation.evaluate import evaluate
+    from reworld.ship import reevaluate
+
+    ckpt = args.checkpoint
+    if not (Path(ckpt) / "MODEL_CARD.md").is_file():
+        raise SystemExit(f"{ckpt}: not a shipped checkpoint (no MODEL_CARD.md)")
+    report = evaluate(ckpt, split="val", video_clips=args.video_clips, seed=0, feature_net=default_clip_net()).to_json()
+    report["check"] = evaluate(ckpt, split="val", limit=CHECK_CLIPS, video_clips=2, steps=10, seed=0).to_json()
+    reevaluate(ckpt, report)
+    print(f"re-evaluated {ckpt}: " + ", ".join(f"{k}: PDMS {v['pdms']:.3f}" for k, v in report["planners"].items()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m reworld", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -218,6 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--version", default="v1.0-synth")
     s.add_argument("--height", type=int, default=128, help="camera image height [px]")
     s.add_argument("--width", type=int, default=256, help="camera image width [px]")
+    s.add_argument("--generator", choices=("synth-1.1", "synth-1.0"), default="synth-1.1",
+                   help="synth-1.1: nuScenes' sensor timing (LIDAR-timed samples 450-550 ms apart, the camera 35 ms "
+                        "earlier in 50/100 ms steps, pitch and roll) and median islands; synth-1.0: uniform 12 Hz "
+                        "camera frames, no islands (the world the shipped checkpoints were trained on)")
     s.set_defaults(func=cmd_synth)
 
     s = sub.add_parser("info", help="what a dataroot holds (scenes, clips, commands) and which checkpoints exist")
@@ -269,8 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--guidance", type=float, default=None, help="w (default: the config's, 1 without heads)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--plan-batch", type=int, default=16, help="clips planned together (same plans, faster)")
-    s.add_argument("--scorer", choices=["spline", "navsim"], default="spline",
-                   help="PDM score definition: this project's spline, or NAVSIM v1.1's (tracker, rules, PDM-Closed)")
+    s.add_argument("--scorer", choices=["navsim", "spline"], default="navsim",
+                   help="PDM score definition: NAVSIM v1.1's (tracker, rules, PDM-Closed), or this project's first, "
+                        "untracked spline (to compare)")
     s.add_argument("--i3d", help="local I3D folder (save_pretrained) for a real FVD")
     s.add_argument("--feature-net", help="ReWorldVideoNet folder (default assets/checkpoints/video_net)")
     s.add_argument("--json", help="write the report as JSON")
@@ -307,6 +327,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--video-clips", type=int, default=32)
     s.add_argument("--no-eval", action="store_true")
     s.set_defaults(func=cmd_ship)
+
+    s = sub.add_parser("reeval", help="re-evaluate a shipped checkpoint in place: eval.json and its card's figures")
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--video-clips", type=int, default=32)
+    s.set_defaults(func=cmd_reeval)
     return p
 
 

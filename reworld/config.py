@@ -38,8 +38,8 @@ class DataConfig:
     future_poses: str = "uniform"
     map_radius: float = 60.0  # [m] drivable area patch around the ego
     # lane / lane-connector and intersection polygons in each clip's map geometry: what NAVSIM's at-fault and TTC
-    # rules read (PDMScorerConfig(simulation="navsim")); off by default, it costs map reading time
-    map_lanes: bool = False
+    # rules read (the default scorer); without them the ego is never "in several lanes" or "in an intersection"
+    map_lanes: bool = True
     centerline_behind: float = 10.0  # [m] route centreline kept behind the ego
     centerline_ahead: float = 120.0  # [m] and ahead of it
     command_threshold: float = 2.0  # [m] lateral offset at the horizon that makes a turn command (UniAD)

@@ -90,10 +90,33 @@ def model_card(config: dict, meta: dict[str, dict], report: dict | None, command
         if stage in meta:
             lines.append(f"| {stage} | {meta[stage]['step']} | {meta[stage].get('seconds', float('nan'))} |")
     if report is not None:
-        s = report["settings"]
-        lines += ["", "## Evaluation", "",
-                  f"`python -m reworld eval --checkpoint <this folder> --split {report['split']} "
-                  f"--seed {s['seed']}` on {report['num_clips']} held-out clips (video on {s.get('video_clips', 0)} "
-                  f"clips, {s['video_steps']} steps, w = {s.get('guidance')}):", "",
-                  *report_tables(report["planners"], report.get("video") or {})]
+        lines += evaluation_section(report)
     return "\n".join(lines) + "\n"
+
+
+def evaluation_section(report: dict) -> list[str]:
+    """The card's `## Evaluation` section, from an eval.json report."""
+    s = report["settings"]
+    world = f" of the `{s['world']}` world" if s.get("world") else ""
+    scorer = {"navsim": "NAVSIM v1.1's PDM score (LQR-tracked, its collision/TTC rules, PDM-Closed EP)",
+              "spline": "the first, untracked spline PDM score"}.get(s.get("scorer", "spline"), s.get("scorer"))
+    return ["", "## Evaluation", "",
+            f"`python -m reworld eval --checkpoint <this folder> --split {report['split']} "
+            f"--seed {s['seed']}` on {report['num_clips']} held-out clips{world} (video on {s.get('video_clips', 0)} "
+            f"clips, {s['video_steps']} steps, w = {s.get('guidance')}); planning scored by {scorer}, L2 against "
+            f"the {s.get('future_poses', 'uniform')} future poses:", "",
+            *report_tables(report["planners"], report.get("video") or {})]
+
+
+def reevaluate(checkpoint: str, report: dict) -> Path:
+    """Replace a shipped checkpoint's eval.json and its card's `## Evaluation` section (all else kept), each file
+    written whole or not at all."""
+    dest = Path(checkpoint)
+    card = (dest / "MODEL_CARD.md").read_text()
+    head = card.split("\n## Evaluation\n")[0].rstrip("\n")
+    for name, text in (("eval.json", json.dumps(report, indent=2)),
+                       ("MODEL_CARD.md", head + "\n" + "\n".join(evaluation_section(report)) + "\n")):
+        tmp = dest / f".{name}.tmp"
+        tmp.write_text(text)
+        tmp.replace(dest / name)
+    return dest

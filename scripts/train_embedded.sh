@@ -6,7 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 export OMP_NUM_THREADS=1
-[ -f data/synth/v1.0-synth/scene.json ] || $PY -m reworld synth --out data/synth --scenes 24 --seed 0
+# The shipped checkpoints were trained on the synth-1.0 world (uniform 12 Hz camera, no islands); the default world
+# is now synth-1.1 (nuScenes' sensor timing). This script rewrites data/synth as synth-1.0 unless it already is.
+grep -q '"generator": "synth-1.0"' data/synth/synth_meta.json 2>/dev/null || \
+  $PY -m reworld synth --out data/synth --scenes 24 --seed 0 --generator synth-1.0
 $PY -m reworld train --stage vae --config configs/default.yaml --out runs/shared --max-steps 750
 for run in reworld vanilla; do mkdir -p runs/$run && rm -rf runs/$run/vae && cp -r runs/shared/vae runs/$run/vae; done
 $PY -m reworld train --stage video --config configs/default.yaml --out runs/reworld &
@@ -21,7 +24,7 @@ $PY -m reworld train --stage joint --config configs/default.yaml --out runs/rewo
 $PY -m reworld train --stage joint --config configs/vanilla.yaml --out runs/vanilla &
 wait
 $PY -m reworld train-video-net --config configs/default.yaml --out assets/checkpoints/video_net --steps 500
-awk '/reworld synth/{f=1} f{print} /train-video-net/{exit}' "$0" | sed 's/^\[ -f [^]]*\] || //; s/^\$PY/python/' \
+awk '/reworld synth/{f=1} f{print} /train-video-net/{exit}' "$0" | sed 's/^\[ -f [^]]*\] || //; s/^ *\$PY/python/' \
   > runs/commands.txt
 $PY -m reworld ship --run runs/reworld --to assets/checkpoints/reworld --config configs/default.yaml \
   --shared-vae assets/checkpoints/vae --commands runs/commands.txt

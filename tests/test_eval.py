@@ -44,18 +44,42 @@ def test_eval_cli_json(tiny_run, tiny_world, tmp_path):
 
 
 def test_eval_under_navsims_definition(tiny_run, tiny_config):
-    """`--scorer navsim` scores every planner row with NAVSIM's pipeline (tracker, collision types, TTC rule,
-    PDM-Closed EP) and says so in the settings; the expert stays the upper bound's reference row."""
+    """The default scorer is NAVSIM's pipeline (tracker, collision types, TTC rule, PDM-Closed EP) on every planner
+    row, and the settings say so; `scorer="spline"` is the first, untracked one, with the same L2."""
     from reworld.evaluation.evaluate import evaluate
 
     out, _ = tiny_run
     report = evaluate(str(out), dataroot=tiny_config.data.dataroot, split="val", limit=4, video_clips=0,
-                      scorer="navsim", device="cpu")
+                      device="cpu")
     assert report.settings["scorer"] == "navsim"
     for row in report.planners.values():
         assert 0.0 <= row["pdms"] <= 1.0 and row["c"] in (0.0, 0.25, 0.5, 0.75, 1.0)
-    spline = evaluate(str(out), dataroot=tiny_config.data.dataroot, split="val", limit=4, video_clips=0, device="cpu")
+    spline = evaluate(str(out), dataroot=tiny_config.data.dataroot, split="val", limit=4, video_clips=0,
+                      scorer="spline", device="cpu")
     assert spline.settings["scorer"] == "spline"
     assert spline.planners["constant velocity"]["l2_3s"] == report.planners["constant velocity"]["l2_3s"]
     with pytest.raises(ValueError, match="scorer"):
         evaluate(str(out), split="val", limit=1, video_clips=0, scorer="lqr")
+
+
+def test_reeval_rewrites_the_cards_figures_and_keeps_the_rest(tiny_run, tiny_config, tiny_config_path, tmp_path):
+    """`reevaluate` replaces eval.json and the card's `## Evaluation` section (naming the scorer and the world);
+    the commands and stages above it stay as they were."""
+    import json
+
+    from reworld.evaluation.evaluate import evaluate
+    from reworld.ship import reevaluate, ship
+
+    out, _ = tiny_run
+    first = evaluate(str(out), dataroot=tiny_config.data.dataroot, split="val", limit=2, video_clips=0,
+                     scorer="spline", device="cpu").to_json()
+    dest = ship(str(out), str(tmp_path / "shipped"), None, str(tiny_config_path), first, ["python -m reworld x"])
+    head = (dest / "MODEL_CARD.md").read_text().split("## Evaluation")[0]
+    again = evaluate(str(dest), dataroot=tiny_config.data.dataroot, split="val", limit=3, video_clips=0,
+                     device="cpu").to_json()
+    reevaluate(str(dest), again)
+    card = (dest / "MODEL_CARD.md").read_text()
+    assert card.startswith(head) and card.count("## Evaluation") == 1 and "python -m reworld x" in card
+    assert "NAVSIM v1.1" in card and "on 3 held-out clips" in card and "untracked" not in card
+    assert json.loads((dest / "eval.json").read_text())["num_clips"] == 3
+    assert not list(dest.glob(".*.tmp"))

@@ -241,10 +241,10 @@ def test_clips_carry_the_lanes_and_intersections_navsims_rules_read(clips):
 
     from reworld.planning.scene import PlanningScene
 
-    assert clips[2].target.lanes == []  # off by default (data.map_lanes)
-    with_lanes = NuScenesClips(DataConfig(dataroot=clips.cfg.dataroot, version=fx.VERSION, image_height=32,
-                                          image_width=64, map_lanes=True), frames=False)
-    clip = with_lanes[2]
+    without = NuScenesClips(DataConfig(dataroot=clips.cfg.dataroot, version=fx.VERSION, image_height=32,
+                                       image_width=64, map_lanes=False), frames=False)
+    assert without[2].target.lanes == []  # data.map_lanes: false skips reading them
+    clip = clips[2]  # on by default
     assert len(clip.target.lanes) == 1 and clip.target.intersections == []
     scene = PlanningScene.from_clip(clip)
     assert shapely.Polygon(scene.lanes[0]).contains(shapely.Point(0.0, 0.0))  # the ego stands in it

@@ -20,6 +20,9 @@ from reworld.planning.scene import PlanningScene, SceneFormatError, load_scene, 
 T = np.arange(1, 9) * 0.5  # pose times [s]
 
 
+SPLINE = PDMScorerConfig(simulation="spline")  # the first, untracked scorer: its known answers stay pinned
+
+
 def straight(v: float, accel: float = 0.0, y: float = 0.0) -> np.ndarray:
     return np.stack([v * T + 0.5 * accel * T**2, np.full(8, y), np.zeros(8)], -1)
 
@@ -70,8 +73,10 @@ def test_static_object_collision_halves_nc_and_rear_end_is_not_at_fault():
     chaser = car("chaser", -12.0, speed=16.0)
     r = score_trajectory(road_scene([chaser]), straight(10.0))
     assert r.nc == 1.0 and r.collision_agent_id is None
-    # an agent overlapping the ego at t = 0 is ignored
-    assert score_trajectory(road_scene([car("ghost", 1.0)]), straight(10.0)).nc == 1.0
+    # an agent overlapping the ego at t = 0 is ignored by the spline rules; NAVSIM ignores nothing at the start: the
+    # moving ego in a stopped car is at fault
+    assert score_trajectory(road_scene([car("ghost", 1.0)]), straight(10.0), SPLINE).nc == 1.0
+    assert score_trajectory(road_scene([car("ghost", 1.0)]), straight(10.0)).nc == 0.0
 
 
 def test_leaving_the_road_fails_dac():
@@ -113,9 +118,13 @@ def test_closing_in_on_a_car_ahead_fails_ttc_without_colliding():
 def test_progress_is_relative_to_safe_references():
     scene = road_scene()
     slow = straight(5.0)  # 20 m against the expert's 40 m (but: speed drop 10 -> 5 m/s at t=0)
-    r = score_trajectory(scene, slow)
+    r = score_trajectory(scene, slow, SPLINE)
     assert r.ep == pytest.approx(0.5, abs=0.01)
     assert r.reference_progress_m == pytest.approx(40.0, abs=1e-6)
+    # NAVSIM's reference is PDM-Closed's best proposal (IDM from 10 m/s towards the 15 m/s fallback limit: 47.6 m),
+    # and the slow plan is tracked from the logged 10 m/s (25.5 m): EP 0.53
+    r = score_trajectory(scene, slow)
+    assert r.reference_progress_m == pytest.approx(47.6, abs=0.1) and r.ep == pytest.approx(25.47 / 47.62, abs=0.01)
     # a standing car 20 m ahead makes the fast references unsafe: the best safe one brakes
     blocked = road_scene([car("parked", 20.0)], expert=np.stack([np.full(8, 12.0), np.zeros(8), np.zeros(8)], -1))
     assert reference_progress(blocked) < 15.0
@@ -273,7 +282,7 @@ def test_navsim_comfort_known_answers():
         noisy = straight(10.0)[None] + np.concatenate([rng.normal(0, sd, (50, 8, 2)), np.zeros((50, 8, 1))], -1)
         assert all(r.c == 1.0 for r in score_trajectories(scene, noisy, NAVSIM)), sd
         if sd == 0.1:
-            spline = np.mean([r.c for r in score_trajectories(scene, noisy)])
+            spline = np.mean([r.c for r in score_trajectories(scene, noisy, SPLINE)])
             assert spline < 0.5  # the untracked spline reads the same noise as discomfort
     for dx, dy in ((0.2, 0.0), (0.0, 0.5)):
         shifted = straight(10.0) + np.array([dx, dy, 0.0])
@@ -331,8 +340,13 @@ def test_drivable_area_keeps_its_holes():
     through = score_trajectory(scene, straight(10.0))
     assert through.dac == 0.0 and 1.0 < through.off_road_time_s < 2.5
     beside = np.stack([10 * T, np.full(8, 3.5), np.zeros(8)], -1)
-    beside[0, 1] = 1.75  # moving over to the left lane before the island
-    assert score_trajectory(scene, beside).dac == 1.0
+    beside[0, 1] = 1.75  # over to the left lane before the island: the untracked spline passes beside it
+    assert score_trajectory(scene, beside, SPLINE).dac == 1.0
+    # NAVSIM's tracker follows that jump late and overshoots towards the far edge (a lane change in 1 s is not
+    # drivable); stopping 5 m short of the island keeps to the road in both
+    stop = np.stack([np.where(T < 10 / 3.5, 10 * T - 1.75 * T**2, 100 / 7), np.zeros(8), np.zeros(8)], -1)
+    assert score_trajectory(scene, beside).dac == 0.0
+    assert score_trajectory(scene, stop).dac == 1.0 and score_trajectory(scene, stop, SPLINE).dac == 1.0
     again = PlanningScene.from_json_dict(json.loads(json.dumps(scene.to_json_dict())))
     assert len(again.drivable_holes[0]) == 1 and score_trajectory(again, straight(10.0)).dac == 0.0
     assert "drivable_holes" not in base.to_json_dict()  # scenes without holes keep the old file
@@ -368,7 +382,7 @@ def test_navsim_at_fault_types():
     keeps = _navsim_scene([merger], lanes=[_lane(-1.75, 1.75), _lane(1.75, 5.25)])
     straddles = _navsim_scene([merger], lanes=[_lane(-3.5, 0.0), _lane(0.0, 3.5)])
     assert score_trajectory(keeps, straight(10.0), NAVSIM).nc == 1.0
-    assert score_trajectory(keeps, straight(10.0)).nc == 0.0  # the geometric rule counts every lateral contact
+    assert score_trajectory(keeps, straight(10.0), SPLINE).nc == 0.0  # the geometric rule counts every lateral contact
     hit = score_trajectory(straddles, straight(10.0), NAVSIM)
     assert hit.nc == 0.0 and hit.collision_agent_id == "merger"
 

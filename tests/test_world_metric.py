@@ -5,7 +5,7 @@ import pytest
 from reworld.config import DataConfig
 from reworld.data.loader import NuScenesClips
 from reworld.planning.hard_negatives import generate_hard_negatives
-from reworld.planning.pdm import score_trajectory
+from reworld.planning.pdm import score_trajectories, score_trajectory
 from reworld.planning.scene import PlanningScene
 
 
@@ -38,8 +38,9 @@ def test_hard_negatives_on_synthetic_scenes(clips):
         expert = clip.target.trajectory.numpy()
         hn = generate_hard_negatives(scene, expert, k=8, seed=i)
         found.append(len(hn.trajectories))
-        for traj, label in zip(hn.trajectories, hn.labels):
-            r = score_trajectory(scene, traj)
+        # the labels read NC, DAC and TTC only: one batch, no EP reference (PDM-Closed) to recompute per trajectory
+        scored = score_trajectories(scene, hn.trajectories, reference=1.0) if len(hn.trajectories) else []
+        for r, label in zip(scored, hn.labels):
             assert {"collision": r.nc == 0.0, "off_road": r.dac == 0.0, "ttc": r.ttc == 0.0}[label]
         if len(hn.trajectories):
             assert np.mean(np.linalg.norm(hn.trajectories[..., :2] - expert[None, :, :2], axis=-1)) < 5.0

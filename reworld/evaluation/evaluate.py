@@ -75,10 +75,22 @@ def plan_metrics(scenes, trajectories: np.ndarray, experts: np.ndarray, scorer=N
     return out
 
 
+def _world_of(dataroot) -> dict:
+    """The synthetic world's generator and timing, when the root is one (its synth_meta.json)."""
+    import json
+    from pathlib import Path
+
+    try:
+        meta = json.loads((Path(dataroot) / "synth_meta.json").read_text())
+        return {"world": meta["generator"]}
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
 def evaluate(checkpoint: str, dataroot: str | None = None, version: str | None = None, split: str = "val",
              limit: int | None = None, video_clips: int = 32, steps: int = 20, guidance: float | None = None,
              plan_steps: int = 10, seed: int = 0, i3d: str | None = None, feature_net: str | None = None,
-             device=None, plan_batch: int = 16, scorer: str = "spline") -> EvalReport:
+             device=None, plan_batch: int = 16, scorer: str = "navsim") -> EvalReport:
     if not isinstance(plan_batch, int) or plan_batch < 1:
         raise ValueError(f"plan_batch must be an integer ≥ 1, got {plan_batch!r}")
     if scorer not in ("spline", "navsim"):
@@ -97,7 +109,7 @@ def evaluate(checkpoint: str, dataroot: str | None = None, version: str | None =
                         settings={"seed": seed, "plan_steps": plan_steps, "video_steps": steps,
                                   "dataroot": str(data.dataroot), "version": data.version,
                                   "future_poses": data.future_poses,  # the L2 figures' ground-truth times
-                                  "scorer": scorer})
+                                  "scorer": scorer, **_world_of(data.dataroot)})
     # `plan_batch` clips at a time, planned together: of each clip only its scene and trajectories are kept (its
     # frames only for the video clips), so memory does not grow with the split's frames
     scenes, experts, still, planned, video_set = [], [], [], [], []

@@ -1,46 +1,50 @@
-"""PDM score (NAVSIM v1 definition, docs/design.md §3): PDMS = NC · DAC · (5·EP + 5·TTC + 2·C) / 12.
+"""PDM score: NAVSIM v1.1's definition, PDMS = NC · DAC · (5·EP + 5·TTC + 2·C) / 12, computed as NAVSIM does.
 
-Written from the definition; NAVSIM's devkit (nuPlan-based) is not available. `PDMScorerConfig.simulation`
-chooses what is scored: "navsim" tracks the poses as NAVSIM v1.1 does (linear reference at 0.1 s, LQR tracker,
-kinematic bicycle; `reworld.planning.navsim`) and applies NAVSIM's comfort filters (whole-horizon
-Savitzky–Golay for accelerations and jerks, window 5 for yaw; zero lateral acceleration after t = 0), NAVSIM's
-collision types for NC (stopped ego, stopped track, active rear / front / lateral; lateral is at fault only with
-the ego in several lanes or off the drivable area, from the scene's `lanes`) and NAVSIM's TTC rule (projections
-0, 0.3, 0.6, 0.9 s along the heading; agents ahead within 30°, or not behind when the ego is in several lanes,
-off the drivable area or in one of the scene's `intersections`), with per-agent ignore lists as NAVSIM keeps them,
-and NAVSIM's EP: progress · NC · DAC over the larger of its own and PDM-Closed's (`reworld.planning.pdm_closed`:
-IDM proposals along the centreline scored against constant-velocity forecasts; the speed limit is NAVSIM's
-15 m/s fallback, the scenes carry none). In both modes the ego box is the scene's size placed
-`scene.ego_center_offset` ahead of the pose along the heading: 0 in the synthetic world (its poses are box
-centres); 1.385 m for nuScenes (its ego frame is the midpoint of the Renault Zoe's rear axle; `DataConfig.
-ego_center_offset_m`, set in configs/paper.yaml); NAVSIM's own vehicle is a Pacifica with its centre 1.461 m ahead
-of the rear axle. Where the "spline" mode simplifies:
+Written from NAVSIM's source (definitions and file:line references in docs/navsim-notes.md); NAVSIM's devkit
+(nuPlan-based) is not a dependency. `PDMScorerConfig.simulation` chooses what is scored:
 
-- **Interpolated, not tracked** (simulation "spline"). NAVSIM feeds the 2 Hz poses to an LQR controller driving a kinematic
-  bicycle model and scores the simulated states. We interpolate the 8 poses (plus the start pose at the
-  origin, heading 0, with the current speed and yaw rate as start derivatives) with a cubic Hermite
-  spline (finite-difference slopes) to 10 Hz over 4 s and score that. Why: it is a pure, vectorised linear
-  map (thousands of trajectories per second for training-time hard-negative mining), it has no tuning
-  of its own, and for the smooth trajectories planners emit the tracked and interpolated paths differ by
-  centimetres; dynamically infeasible plans still show up, as comfort violations, not as tracking error.
-- **At-fault rule.** Per agent only the first contact counts (as in NAVSIM). It is *not* at fault when
-  the agent already overlapped the ego at t=0 (such agents are ignored entirely), when the ego is
-  stopped (speed < `stop_speed_mps`), or when the agent is behind the ego (bearing from the ego more than
-  `rear_angle_deg` off its heading: the agent ran into the ego). Every other contact is at fault. NAVSIM
-  counts lateral contacts only when the ego straddles lanes or leaves the road; we have no lane graph,
-  so lateral contacts count (conservative).
-- **TTC.** At every 10 Hz step the ego box is pushed along its velocity by 0.3/0.6/0.9 s and tested
-  against agents at that later time; only agents ahead (bearing within `ttc_ahead_angle_deg`) and ego
-  speeds of at least `stop_speed_mps` count. NAVSIM's extra lateral case (multiple lanes) is dropped.
-- **EP reference.** NAVSIM divides by the best progress of its PDM-Closed proposals (IDM along the
-  centreline at several speed limits and lateral offsets, simulated). We use the expert (when the scene
-  has one) plus constant-speed / constant-acceleration proposals along the centreline that never speed
-  up beyond max(current speed, `proposal_cruise_speed_mps`) (no speed limit is known), keeping only those
-  with NC = DAC = 1. As in NAVSIM, the scored trajectory itself also counts when it is safe, so EP ≤ 1.
-- **Comfort.** Accelerations come from the spline, smoothed with a Savitzky-Golay filter; jerks and yaw
-  derivatives are Savitzky-Golay derivatives, as in NAVSIM's `pdm_comfort_metrics` (same windows/orders).
-- **Drivable area.** All four ego-box corners must lie in the union of the drivable polygons at every
-  step after t=0 (t=0 is not the planner's to choose).
+**"navsim" (default).** The 8 poses become a linear reference at 0.1 s (heading unwrapped), tracked by NAVSIM's
+LQR controller driving a kinematic bicycle from the logged speed and acceleration (`reworld.planning.navsim`:
+its gains, horizon, limits and time constants); every sub-metric is computed on the simulated states. Comfort:
+NAVSIM's filters and thresholds (whole-horizon Savitzky–Golay for accelerations and jerks, window 5 for yaw;
+lateral acceleration zero after t = 0). NC: NAVSIM's collision types (stopped ego, stopped track, active rear /
+front / lateral; lateral is at fault only with the ego in several lanes or off the drivable area, from the scene's
+`lanes`), one ignore list per agent as NAVSIM keeps them, nothing ignored at the start. TTC: projections at 0,
+0.3, 0.6, 0.9 s along the heading; agents ahead within 30°, or not behind when the ego is in several lanes, off
+the drivable area or in one of the scene's `intersections`. EP: progress · NC · DAC over the larger of its own
+and PDM-Closed's (`reworld.planning.pdm_closed`: 15 IDM proposals along the centreline scored against
+constant-velocity forecasts, picked, then scored under the true future). DAC: all four box corners inside the
+drivable polygons minus their holes.
+
+The ego box is the scene's size placed `scene.ego_center_offset` ahead of the pose along the heading: 0 in the
+synthetic world (its poses are box centres), 1.385 m on nuScenes (its ego frame is the midpoint of a Renault
+Zoe's rear axle; `DataConfig.ego_center_offset_m`, set by configs/paper.yaml).
+
+What still differs from NAVSIM, with what it does to the score (`python -m benchmarks.scorer_sensitivity`: the
+expert's and constant velocity's plans on the 154 held-out clips of the default world; "CV" below):
+
+- **Speed limit.** NAVSIM's PDM-Closed drives at fractions of the lane's mapped limit, falling back to 15 m/s;
+  nuScenes maps (and our scenes) carry no limits, so the fallback always applies (`speed_limit_mps`). At 13.4
+  m/s (30 mph) instead: expert PDMS 0.944 → 0.947 (EP 0.899 → 0.905), CV 0.770 → 0.769.
+- **Map layers.** nuScenes' lane and lane-connector polygons stand in for nuPlan's lanes, its road segments
+  flagged `is_intersection` for nuPlan's intersections, its drivable_area (with holes) for nuPlan's union of
+  roadblocks, intersections and car parks; PDM-Closed follows the route centreline (the lanes under the logged
+  path) where NAVSIM follows the route's roadblocks. Without the lanes and intersections at all: expert
+  unchanged (0.944), CV 0.770 → 0.773 (NC 0.922 → 0.929: its lateral contacts stop counting).
+- **Ego geometry.** NAVSIM's boxes are a Pacifica's (5.18 × 2.30 m, centre 1.461 m ahead of the rear axle); ours
+  are the scene's. Placing the box 1.385 m ahead on our box-centre poses (the wrong convention): expert
+  0.944 → 0.938 (TTC 0.968 → 0.955), CV 0.770 → 0.763 (DAC 0.890 → 0.883).
+- **The tracker** equals its closed form to 1e-9 and its direct least squares (tests); it has not been run side by
+  side with NAVSIM's own (no nuPlan runtime here). It lags and overshoots aggressive plans as an LQR does: a 3.5 m
+  lane change within 1.5 s overshoots by 0.95 m; a stop from 10 m/s at 2.5 m/s² ends 1.75 m past its last pose.
+
+**"spline"** is this project's first scorer, kept to compare: the 8 poses (plus the start pose, with the current
+speed and yaw rate as start derivatives) interpolated by a cubic Hermite spline to 10 Hz and scored untracked;
+nuPlan's closed-loop comfort windows (8 and 15) on the spline's own accelerations; a geometric at-fault rule
+(an agent behind the ego, or the ego stopped, is not at fault; agents overlapping at t = 0 ignored; every lateral
+contact counts); TTC only for agents ahead; EP against the expert plus constant-speed / constant-acceleration
+proposals. Waypoint noise of 0.1 m fails its comfort most of the time and NAVSIM's never (tests/test_pdm.py);
+on the same clips it gives the expert 0.964 (TTC 1.000, C 0.942) and CV 0.768 (EP 0.865, C 0.903).
 """
 from __future__ import annotations
 
@@ -60,10 +64,10 @@ FAILURE_KINDS = ("collision", "off_road", "ttc")
 
 @dataclass(frozen=True)
 class PDMScorerConfig:
-    # what is scored: "spline" (the 8 poses interpolated by a cubic Hermite spline, untracked; this project's
-    # scorer so far) or "navsim" (NAVSIM v1.1: linear reference, LQR tracker, kinematic bicycle, NAVSIM's
-    # comfort filters on the simulated states; `reworld.planning.navsim`)
-    simulation: str = "spline"
+    # what is scored: "navsim" (NAVSIM v1.1: linear reference, LQR tracker, kinematic bicycle, NAVSIM's comfort
+    # filters, collision types, TTC rule and PDM-Closed EP; `reworld.planning.navsim`) or "spline" (this project's
+    # first scorer: the 8 poses interpolated by a cubic Hermite spline, untracked, simplified rules; kept to compare)
+    simulation: str = "navsim"
     frequency_hz: float = 10.0  # [Hz] simulation / interpolation rate
     horizon_s: float = 4.0  # [s]
     pose_interval_s: float = 0.5  # [s] spacing of the 8 input poses
@@ -74,6 +78,9 @@ class PDMScorerConfig:
     ttc_offsets_s: tuple[float, ...] = (0.3, 0.6, 0.9)  # [s] look-ahead of the pushed ego box
     ttc_ahead_angle_deg: float = 30.0  # [deg] TTC counts agents within this bearing of the ego heading
     # ego progress (EP)
+    # [m/s] PDM-Closed's speed limit (navsim): NAVSIM reads the lane's limit from the map and falls back to 15 m/s;
+    # nuScenes maps and our scenes carry none, so the fallback always applies
+    speed_limit_mps: float = 15.0
     ep_min_progress_m: float = 5.0  # [m] best reference progress below this gives EP = 1
     proposal_accelerations: tuple[float, ...] = (-4.0, -2.0, -1.0, 0.0, 1.0, 2.0)  # [m/s²] reference proposals
     proposal_cruise_speed_mps: float = 8.0  # [m/s] proposals accelerate up to max(v0, this)
@@ -640,7 +647,7 @@ def pdm_closed_trajectory(scene: PlanningScene, config: PDMScorerConfig | None =
     from reworld.planning import pdm_closed as closed
 
     config = config or PDMScorerConfig(simulation="navsim")
-    props = closed.proposals(scene, closed.FALLBACK_SPEED_LIMIT if speed_limit is None else speed_limit)
+    props = closed.proposals(scene, config.speed_limit_mps if speed_limit is None else speed_limit)
     results = score_trajectories(closed.forecast_scene(scene), props, config, ep_over_batch=True)
     return props[int(np.argmax([r.pdms for r in results]))]
 

@@ -224,3 +224,15 @@ def boxes_overlap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def yaw_quaternion(h: float) -> list[float]:
     return [round(math.cos(h / 2), 8), 0.0, 0.0, round(math.sin(h / 2), 8)]
+
+
+def ypr_quaternion(yaw: float, pitch: float, roll: float) -> list[float]:
+    """[w, x, y, z] of yaw about z, then pitch about the new y, then roll about the new x (the body's x axis keeps
+    heading `yaw` in the ground plane: the devkit's `quaternion_yaw` returns it)."""
+    if pitch == 0.0 and roll == 0.0:
+        return yaw_quaternion(yaw)
+    cy, sy = math.cos(yaw / 2), math.sin(yaw / 2)
+    cp, sp = math.cos(pitch / 2), math.sin(pitch / 2)
+    cr, sr = math.cos(roll / 2), math.sin(roll / 2)
+    return [round(v, 8) for v in (cy * cp * cr + sy * sp * sr, cy * cp * sr - sy * sp * cr,
+                                  cy * sp * cr + sy * cp * sr, sy * cp * cr - cy * sp * sr)]

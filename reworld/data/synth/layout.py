@@ -153,6 +153,12 @@ def build_road(rng: np.random.Generator, p: SynthParams, curved: bool) -> Layout
         drivable=drivable, sidewalks=_sidewalks(road, p), markings=_road_markings(ref, n, p),
         crosswalks=[], props=[], ego_route=[road.fwd[lane_idx]],
         ego_start=110.0 + float(rng.uniform(0.0, 30.0)))
+    if p.median_islands and not curved:
+        # a kerbed median island on the centre line, which the ego passes about 7 s in: a hole in the drivable
+        # area, as traffic islands and medians are on real maps (no random draw: the rest of the scene is unchanged)
+        s0 = layout.ego_start + 70.0
+        island = Polygon(_strip(ref.subpath(s0, s0 + p.island_length), -p.island_width / 2, p.island_width / 2, 1.0))
+        layout.drivable = layout.drivable.difference(island)
     layout.props = _props(rng, layout, p)
     return layout
 

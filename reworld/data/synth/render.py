@@ -96,6 +96,9 @@ class GroundTexture:
             poly(np.asarray(g.exterior.coords), ASPHALT)
         for coords, label in layout.markings:
             poly(coords, label)
+        for g in getattr(layout.drivable, "geoms", [layout.drivable]):  # islands and medians: kerbed, not drivable
+            for hole in g.interiors:
+                poly(np.asarray(hole.coords), SIDEWALK)
         self.labels = np.asarray(img, dtype=np.uint8)
         self.shape = np.array(self.labels.shape[::-1])  # (w, h)
         coarse = rng.normal(0.0, 1.0, size=(int(h * self.res / 4) + 2, int(w * self.res / 4) + 2))

@@ -14,10 +14,11 @@ import shapely
 
 from reworld.data.synth.geometry import box_corners
 from reworld.data.synth.layout import Layout, build_junction, build_road
-from reworld.data.synth.params import GENERATOR_VERSION, MAP_LOCATION, SynthParams
+from reworld.data.synth.params import GENERATOR_VERSION, GENERATORS, MAP_LOCATION, SynthParams
 from reworld.data.synth.render import SceneRenderer, make_camera, random_lighting
+from reworld.data.synth.timing import TIMINGS, sensor_times, tracks_at
 from reworld.data.synth.traffic import simulate_scene
-from reworld.data.synth.writer import CHANNEL, MapWriter, TableWriter, write_map_mask
+from reworld.data.synth.writer import CHANNEL, LIDAR, MapWriter, TableWriter, write_map_mask
 
 # layouts repeat in this order; junction scenes take the commands in turn, so any world of three or more
 # scenes has left and right turns, and any of five or more has all three commands
@@ -51,7 +52,8 @@ def scene_offset(idx: int, p: SynthParams) -> np.ndarray:
 
 def generate_world(out_dir: str | FsPath, num_scenes: int = 24, seed: int = 0, version: str = "v1.0-synth",
                    image_size: tuple[int, int] = (128, 256), progress: Callable[[int, int], None] | None = None,
-                   scene_seconds: float | None = None, params: SynthParams | None = None) -> dict:
+                   scene_seconds: float | None = None, params: SynthParams | None = None,
+                   generator: str = GENERATOR_VERSION) -> dict:
     """Write a nuScenes-format synthetic world to out_dir and return a summary.
 
     image_size is (height, width) in pixels. The same seed gives byte-identical tables and images.
@@ -59,6 +61,9 @@ def generate_world(out_dir: str | FsPath, num_scenes: int = 24, seed: int = 0, v
     p = params or SynthParams()
     if scene_seconds is not None:
         p = dataclasses.replace(p, scene_seconds=float(scene_seconds))
+    if generator not in GENERATORS:
+        raise ValueError(f"generator must be one of {sorted(GENERATORS)}, got {generator!r}")
+    p = dataclasses.replace(p, **GENERATORS[generator])
     if num_scenes < 1:
         raise ValueError(f"num_scenes must be at least 1, got {num_scenes}")
     if len(image_size) != 2 or min(image_size) < 16:
@@ -68,11 +73,14 @@ def generate_world(out_dir: str | FsPath, num_scenes: int = 24, seed: int = 0, v
         raise ValueError(f"scene_seconds={p.scene_seconds} is shorter than one key-frame interval")
     n_frames = (n_samples - 1) * p.keyframe_every + 1
     root = FsPath(out_dir)
-    for stale in (root / version, root / "samples" / CHANNEL, root / "sweeps" / CHANNEL):
+    if p.timing not in TIMINGS:
+        raise ValueError(f"timing must be one of {TIMINGS}, got {p.timing!r}")
+    for stale in (root / version, *(root / f / c for f in ("samples", "sweeps") for c in (CHANNEL, LIDAR))):
         if stale.exists():
             shutil.rmtree(stale)
     for folder in ("samples", "sweeps"):
-        (root / folder / CHANNEL).mkdir(parents=True, exist_ok=True)
+        for channel in (CHANNEL, LIDAR) if p.timing == "nuscenes" else (CHANNEL,):
+            (root / folder / channel).mkdir(parents=True, exist_ok=True)
 
     t_start = time.perf_counter()
     cam = make_camera(p, tuple(image_size))
@@ -86,11 +94,16 @@ def generate_world(out_dir: str | FsPath, num_scenes: int = 24, seed: int = 0, v
         _check_ego_on_road(layout, tracks[0], p, idx)
         offset = scene_offset(idx, p)
         name = f"scene-{idx:04d}"
+        # the sensor timing draws from its own stream: the layout, traffic and images' content do not depend on it
+        timing_rng = np.random.default_rng([seed, idx, 1])
+        times = sensor_times(timing_rng, n_samples, p)
         info = tables.add_scene(idx, name, f"synthetic {layout.kind}, {layout.command}", tracks, offset,
-                                cam.intrinsic(), p, tuple(image_size))
-        renderer = SceneRenderer(layout, tracks, cam, random_lighting(rng), p, rng)
+                                cam.intrinsic(), p, tuple(image_size), times, timing_rng.uniform(0, 2 * np.pi, 2))
+        renderer = SceneRenderer(layout, tracks_at(tracks, times.camera, p), cam, random_lighting(rng), p, rng)
         for k, fname in enumerate(info["files"]):
             renderer.render(k).save(root / fname, quality=p.jpeg_quality)
+        for fname in info["lidar_files"]:  # no point clouds are simulated: each sweep has zero points
+            (root / fname).write_bytes(b"")
         maps.add_layout(idx, layout, offset)
         placed.append((layout, offset))
         counts["samples"] += info["samples"]
@@ -105,7 +118,7 @@ def generate_world(out_dir: str | FsPath, num_scenes: int = 24, seed: int = 0, v
     mask = write_map_mask(root, seed, placed, canvas)
     tables.write(root, version, mask)
     maps.write(root, canvas)
-    meta = {"generator": GENERATOR_VERSION, "seed": seed, "num_scenes": num_scenes, "version": version,
+    meta = {"generator": generator, "timing": p.timing, "seed": seed, "num_scenes": num_scenes, "version": version,
             "map_location": MAP_LOCATION, "image_size": list(image_size), "scene_seconds": p.scene_seconds,
             "scenes": meta_scenes}
     (root / "synth_meta.json").write_text(json.dumps(meta, indent=1))

@@ -9,12 +9,14 @@ from pathlib import Path as FsPath
 import numpy as np
 from PIL import Image, ImageDraw
 
-from reworld.data.synth.geometry import Path, yaw_quaternion
+from reworld.data.synth.geometry import Path, yaw_quaternion, ypr_quaternion
 from reworld.data.synth.layout import Layout, _strip
 from reworld.data.synth.params import MAP_LOCATION, SynthParams
+from reworld.data.synth.timing import SensorTimes, body_pitch_roll, tracks_at
 from reworld.data.synth.traffic import Track
 
 CHANNEL = "CAM_FRONT"
+LIDAR = "LIDAR_TOP"  # its sweeps time the samples (nuscenes timing); no point clouds are simulated: empty files
 # camera frame (x right, y down, z forward) to ego frame (x forward, y left, z up), as [w, x, y, z]
 CAM_ROTATION = [0.5, -0.5, 0.5, -0.5]
 CATEGORIES = ["vehicle.car", "vehicle.truck", "vehicle.bus.rigid", "human.pedestrian.adult",
@@ -42,6 +44,7 @@ class TableWriter:
                                         "map", "sample", "sample_annotation", "sample_data", "scene", "sensor",
                                         "visibility")}
         self.sensor_token = make_token("sensor", CHANNEL)
+        self.lidar_token = make_token("sensor", LIDAR)
         self.t["sensor"].append({"token": self.sensor_token, "channel": CHANNEL, "modality": "camera"})
         for i, name in enumerate(CATEGORIES):
             self.t["category"].append({"token": make_token("category", name), "name": name, "description": name,
@@ -52,53 +55,70 @@ class TableWriter:
             self.t["visibility"].append({"token": tok, "level": level, "description": f"visibility {level}"})
 
     def add_scene(self, idx: int, name: str, description: str, tracks: list[Track], offset: np.ndarray,
-                  intrinsic: list[list[float]], p: SynthParams, image_size: tuple[int, int]) -> dict:
+                  intrinsic: list[list[float]], p: SynthParams, image_size: tuple[int, int], times: SensorTimes,
+                  phase: np.ndarray) -> dict:
+        """The scene's tables; `tracks` are on the simulation grid, `times` says when each sensor fires."""
         seed = self.seed
-        log_token = make_token(seed, "log", idx)
-        self.t["log"].append({"token": log_token, "logfile": f"synth-{seed}-{idx:04d}", "vehicle": "synth-ego",
-                              "date_captured": "2018-08-01", "location": MAP_LOCATION})
+        log_token = make_token(seed, "log", idx // p.scenes_per_log if p.timing != "uniform" else idx)
+        if not any(r["token"] == log_token for r in self.t["log"]):
+            self.t["log"].append({"token": log_token, "logfile": f"synth-{seed}-{idx:04d}", "vehicle": "synth-ego",
+                                  "date_captured": "2018-08-01", "location": MAP_LOCATION})
         cs_token = make_token(seed, "calibrated_sensor", idx)
         self.t["calibrated_sensor"].append({
             "token": cs_token, "sensor_token": self.sensor_token, "translation": [p.cam_forward, 0.0, p.cam_height],
             "rotation": CAM_ROTATION, "camera_intrinsic": [_r(row, 6) for row in intrinsic]})
-        ego = tracks[0]
-        n_frames = len(ego.xy)
-        ke = p.keyframe_every
-        n_samples = (n_frames - 1) // ke + 1
-        stamps = [BASE_TIMESTAMP + idx * SCENE_TIME_STRIDE + round(k * 1e6 / p.sweep_hz) for k in range(n_frames)]
+        start = BASE_TIMESTAMP + idx * SCENE_TIME_STRIDE
+        n_samples = len(times.samples)
         sample_tokens = [make_token(seed, "sample", idx, m) for m in range(n_samples)]
         scene_token = make_token(seed, "scene", idx)
         for m, tok in enumerate(sample_tokens):
             self.t["sample"].append({
-                "token": tok, "timestamp": stamps[m * ke], "scene_token": scene_token,
+                "token": tok, "timestamp": int(start + times.samples[m]), "scene_token": scene_token,
                 "prev": sample_tokens[m - 1] if m > 0 else "", "next": sample_tokens[m + 1] if m + 1 < n_samples else ""})
-        sd_tokens = [make_token(seed, "sample_data", idx, k) for k in range(n_frames)]
-        files = []
-        for k in range(n_frames):
-            key = k % ke == 0
-            folder = "samples" if key else "sweeps"
-            fname = f"{folder}/{CHANNEL}/{name}__{CHANNEL}__{stamps[k]}.jpg"
-            files.append(fname)
-            pose_token = make_token(seed, "ego_pose", idx, k)
-            x, y = ego.xy[k] + offset
-            self.t["ego_pose"].append({"token": pose_token, "timestamp": stamps[k],
-                                       "rotation": yaw_quaternion(float(ego.yaw[k])),
-                                       "translation": [round(float(x), 4), round(float(y), 4), 0.0]})
-            self.t["sample_data"].append({
-                "token": sd_tokens[k], "sample_token": sample_tokens[-(-k // ke)], "ego_pose_token": pose_token,
-                "calibrated_sensor_token": cs_token, "timestamp": stamps[k], "fileformat": "jpg", "is_key_frame": key,
-                "height": image_size[0], "width": image_size[1], "filename": fname,
-                "prev": sd_tokens[k - 1] if k > 0 else "", "next": sd_tokens[k + 1] if k + 1 < n_frames else ""})
-        n_ann = sum(self._add_track(idx, tr, ego, offset, sample_tokens, p) for tr in tracks[1:])
+        chains = [(CHANNEL, "jpg", cs_token, times.camera, times.camera_key, "sample_data")]
+        if len(times.lidar):
+            if not any(r["channel"] == LIDAR for r in self.t["sensor"]):
+                self.t["sensor"].append({"token": self.lidar_token, "channel": LIDAR, "modality": "lidar"})
+            lidar_cs = make_token(seed, "calibrated_sensor", idx, LIDAR)
+            self.t["calibrated_sensor"].append({"token": lidar_cs, "sensor_token": self.lidar_token,
+                                                "translation": [0.94, 0.0, 1.84], "rotation": [1.0, 0.0, 0.0, 0.0],
+                                                "camera_intrinsic": []})
+            chains.append((LIDAR, "pcd.bin", lidar_cs, times.lidar, times.lidar_key, "sample_data_lidar"))
+        ego = tracks[0]
+        files, lidar_files = [], []
+        for channel, ext, cs, stamps, keys, kind in chains:
+            at = tracks_at([ego], stamps, p)[0]
+            pitch, roll = body_pitch_roll(phase, stamps, p)
+            sample_of = np.searchsorted(np.flatnonzero(keys), np.arange(len(keys)))  # its sample: the next key frame
+            tokens = [make_token(seed, kind, idx, k) for k in range(len(stamps))]
+            for k, t in enumerate(stamps):
+                ts = int(start + t)
+                folder = "samples" if keys[k] else "sweeps"
+                fname = f"{folder}/{channel}/{name}__{channel}__{ts}.{ext}"
+                (files if channel == CHANNEL else lidar_files).append(fname)
+                pose_token = make_token(seed, "ego_pose" if channel == CHANNEL else "ego_pose_lidar", idx, k)
+                x, y = at.xy[k] + offset
+                self.t["ego_pose"].append({"token": pose_token, "timestamp": ts,
+                                           "rotation": ypr_quaternion(float(at.yaw[k]), float(pitch[k]),
+                                                                      float(roll[k])),
+                                           "translation": [round(float(x), 4), round(float(y), 4), 0.0]})
+                self.t["sample_data"].append({
+                    "token": tokens[k], "sample_token": sample_tokens[sample_of[k]], "ego_pose_token": pose_token,
+                    "calibrated_sensor_token": cs, "timestamp": ts, "fileformat": "jpg" if ext == "jpg" else "pcd",
+                    "is_key_frame": bool(keys[k]), "height": image_size[0] if ext == "jpg" else 0,
+                    "width": image_size[1] if ext == "jpg" else 0, "filename": fname,
+                    "prev": tokens[k - 1] if k > 0 else "", "next": tokens[k + 1] if k + 1 < len(stamps) else ""})
+        at_samples = tracks_at(tracks, times.samples, p)
+        n_ann = sum(self._add_track(idx, tr, at_samples[0], offset, sample_tokens, p) for tr in at_samples[1:])
         self.t["scene"].append({"token": scene_token, "log_token": log_token, "nbr_samples": n_samples,
                                 "first_sample_token": sample_tokens[0], "last_sample_token": sample_tokens[-1],
                                 "name": name, "description": description})
-        return {"token": scene_token, "log_token": log_token, "files": files, "samples": n_samples,
-                "sweeps": n_frames - n_samples, "annotations": n_ann}
+        return {"token": scene_token, "log_token": log_token, "files": files, "lidar_files": lidar_files,
+                "samples": n_samples, "sweeps": len(files) - n_samples, "annotations": n_ann}
 
     def _add_track(self, idx, tr: Track, ego: Track, offset, sample_tokens, p: SynthParams) -> int:
-        keys = np.arange(len(sample_tokens)) * p.keyframe_every
-        dist = np.linalg.norm(tr.xy[keys] - ego.xy[keys], axis=1)
+        """Annotations of one road user at the samples (`tr` and `ego` are their states at the sample times)."""
+        dist = np.linalg.norm(tr.xy - ego.xy, axis=1)
         near = np.nonzero(dist <= p.annotate_radius)[0]
         if len(near) == 0:
             return 0
@@ -106,15 +126,14 @@ class TableWriter:
         inst = make_token(self.seed, "instance", idx, tr.id)
         anns = [make_token(self.seed, "sample_annotation", idx, tr.id, m) for m in ms]
         for j, m in enumerate(ms):
-            k = keys[m]
-            x, y = tr.xy[k] + offset
+            x, y = tr.xy[m] + offset
             self.t["sample_annotation"].append({
                 "token": anns[j], "sample_token": sample_tokens[m], "instance_token": inst,
                 "visibility_token": "4" if dist[m] < 40 else "3",
-                "attribute_tokens": [make_token("attribute", _attribute(tr, float(tr.speed[k])))],
+                "attribute_tokens": [make_token("attribute", _attribute(tr, float(tr.speed[m])))],
                 "translation": [round(float(x), 4), round(float(y), 4), round(tr.height / 2, 4)],
                 "size": [round(tr.width, 4), round(tr.length, 4), round(tr.height, 4)],
-                "rotation": yaw_quaternion(float(tr.yaw[k])),
+                "rotation": yaw_quaternion(float(tr.yaw[m])),
                 "prev": anns[j - 1] if j > 0 else "", "next": anns[j + 1] if j + 1 < len(ms) else "",
                 "num_lidar_pts": max(1, int(4000.0 / (float(dist[m]) + 5.0) ** 1.2)), "num_radar_pts": 0})
         self.t["instance"].append({"token": inst, "category_token": make_token("category", tr.category),
@@ -240,6 +259,10 @@ def write_map_mask(root: FsPath, seed: int, layouts: list[tuple[Layout, np.ndarr
             pts = (np.asarray(g.exterior.coords) + offset) / metres_per_px
             pts[:, 1] = h - pts[:, 1]  # image rows grow downwards
             draw.polygon([tuple(q) for q in pts.tolist()], fill=255)
+            for hole in g.interiors:
+                pts = (np.asarray(hole.coords) + offset) / metres_per_px
+                pts[:, 1] = h - pts[:, 1]
+                draw.polygon([tuple(q) for q in pts.tolist()], fill=0)
     name = f"maps/{make_token(seed, 'mask')}.png"
     (root / "maps").mkdir(parents=True, exist_ok=True)
     img.save(root / name, optimize=True)
