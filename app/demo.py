@@ -133,8 +133,8 @@ def _scene_tab(shared: _Shared) -> None:
         n = len(ctx.scenes[V.name(scene_name, "scene", ctx.scenes)])
         return gr.Slider(maximum=n - 1, value=0)
 
-    def show_scene(scene_name, index):
-        return C.scene_view(ctx, scene_name, index)
+    def show_scene(scene, sample):  # parameter names are the API's (gradio_client's keywords)
+        return C.scene_view(ctx, scene, sample)
 
     where = [scene, sample]
     scene.change(on_scene, scene, sample, **PRIVATE).then(show_scene, where, [frames, bev, info], **PRIVATE)
@@ -169,11 +169,12 @@ def _generate_tab(shared: _Shared, first_pipe) -> _Settings:
         pdm_table = gr.Dataframe(label="PDM sub-scores per sampled trajectory", elem_id="pdm-table",
                                  interactive=False)
 
-    def run_generate(ckpt, scene_name, index, n_steps, w, s, cmd, request: gr.Request, progress=gr.Progress()):
-        return C.generate(ctx, ckpt, scene_name, index, n_steps, w, s, cmd, _session(request), progress)
+    def run_generate(checkpoint, scene, sample, steps, guidance, seed, command, request: gr.Request,
+                     progress=gr.Progress()):
+        return C.generate(ctx, checkpoint, scene, sample, steps, guidance, seed, command, _session(request), progress)
 
-    def run_plan(ckpt, scene_name, index, n, s, cmd, request: gr.Request):
-        return C.plan(ctx, ckpt, scene_name, index, n, s, cmd, _session(request))
+    def run_plan(checkpoint, scene, sample, samples, seed, command, request: gr.Request):
+        return C.plan(ctx, checkpoint, scene, sample, samples, seed, command, _session(request))
 
     randomise.click(lambda: secrets.randbelow(V.MAX_SEED + 1), None, seed, queue=False, **PRIVATE)
     run_btn.click(shared.arm, None, None, queue=False, **PRIVATE).then(
@@ -203,11 +204,12 @@ def _velocity_tab(shared: _Shared, settings: _Settings) -> None:
             vel_json = gr.JSON()
         report = gr.State(None)
 
-    def run_velocity(ckpt, scene_name, index, n_steps, w, s, cmd, request: gr.Request, progress=gr.Progress()):
-        return C.velocity(ctx, ckpt, scene_name, index, n_steps, w, s, cmd, _session(request), progress)
+    def run_velocity(checkpoint, scene, sample, steps, guidance, seed, command, request: gr.Request,
+                     progress=gr.Progress()):
+        return C.velocity(ctx, checkpoint, scene, sample, steps, guidance, seed, command, _session(request), progress)
 
-    def show_preview(rep, at_step):
-        return C.preview_image(rep, at_step)
+    def show_preview(report, step):
+        return C.preview_image(report, step)
 
     def last_preview(rep):
         return gr.Slider(maximum=rep.steps - 1, value=rep.steps - 1), C.preview_image(rep, rep.steps - 1)
@@ -241,8 +243,8 @@ def _representations_tab(shared: _Shared, seed: gr.Number) -> None:
         with gr.Accordion("Numbers (JSON)", open=False):
             emb_json = gr.JSON()
 
-    def run_embedding(ckpts, n, kk, d, s, request: gr.Request, progress=gr.Progress()):
-        return C.embedding(ctx, ckpts, n, kk, d, s, _session(request), progress)
+    def run_embedding(checkpoints, clips, negatives, dims, seed, request: gr.Request, progress=gr.Progress()):
+        return C.embedding(ctx, checkpoints, clips, negatives, dims, seed, _session(request), progress)
 
     emb_btn.click(run_embedding, [emb_ckpts, n_clips, k, dims, seed], [emb_a, emb_b, separation, emb_json],
                   api_name="embedding", **HEAVY)
@@ -277,8 +279,13 @@ def _compare_tab(shared: _Shared, settings: _Settings) -> None:
         abl_note = gr.Markdown(elem_id="abl-note")
         abl_plot = gr.Plot(label="Training curves")
 
-    def run_compare(a, b, scene_name, index, n_steps, w, s, n, cmd, request: gr.Request, progress=gr.Progress()):
-        return C.compare(ctx, a, b, scene_name, index, n_steps, w, s, n, cmd, _session(request), progress)
+    def run_compare(checkpoint_a, checkpoint_b, scene, sample, steps, guidance, seed, samples, command,
+                    request: gr.Request, progress=gr.Progress()):
+        return C.compare(ctx, checkpoint_a, checkpoint_b, scene, sample, steps, guidance, seed, samples, command,
+                         _session(request), progress)
+
+    def show_ablation(csv):
+        return C.ablation(ctx, csv)
 
     inputs = [ckpt_a, ckpt_b, shared.scene, shared.sample, settings.steps, settings.guidance, settings.seed,
               settings.samples, settings.command]
@@ -286,5 +293,5 @@ def _compare_tab(shared: _Shared, settings: _Settings) -> None:
     cmp_btn.click(shared.arm, None, None, queue=False, **PRIVATE).then(
         run_compare, inputs, [video_a, video_b, bev_a, bev_b, cmp_table, curves_a, curves_b], api_name="compare",
         **HEAVY)
-    csv.change(lambda name: C.ablation(ctx, name), csv, [abl_plot, abl_note], api_name="ablation")
+    csv.change(show_ablation, csv, [abl_plot, abl_note], api_name="ablation")
     shared.demo.load(lambda name: C.ablation(ctx, name), csv, [abl_plot, abl_note], **PRIVATE)

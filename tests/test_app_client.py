@@ -43,6 +43,15 @@ def test_every_named_endpoint_answers(served, client, monkeypatch):
     url, ctx = served
     api = client.view_api(print_info=False, return_format="dict")
     assert ENDPOINTS <= set(api["named_endpoints"])
+    names = {ep: [p["parameter_name"] for p in info["parameters"]] for ep, info in api["named_endpoints"].items()}
+    assert names["/scene"] == ["scene", "sample"]  # named for people, as the README's table lists them
+    assert names["/generate"] == names["/velocity"] == ["checkpoint", "scene", "sample", "steps", "guidance", "seed",
+                                                        "command"]
+    assert names["/plan"] == ["checkpoint", "scene", "sample", "samples", "seed", "command"]
+    assert names["/embedding"] == ["checkpoints", "clips", "negatives", "dims", "seed"]
+    assert names["/compare"] == ["checkpoint_a", "checkpoint_b", "scene", "sample", "steps", "guidance", "seed",
+                                 "samples", "command"]
+    assert names["/velocity_preview"] == ["step"] and names["/ablation"] == ["csv"]
 
     scenes = client.predict(api_name="/list_scenes")
     assert len(scenes) == 4
@@ -58,7 +67,8 @@ def test_every_named_endpoint_answers(served, client, monkeypatch):
     with av.open(path) as f:
         assert f.streams.video[0].codec_context.name == "h264"
 
-    bev, table, status = client.predict("reworld", name, 0, 4, 3, "right", api_name="/plan")
+    bev, table, status = client.predict(checkpoint="reworld", scene=name, sample=0, samples=4, seed=3, command="right",
+                                        api_name="/plan")
     assert len(table["data"]) == 4 and "PDMS" in table["headers"] and "4 samples" in status
 
     heat, curves, numbers, status = client.predict("reworld", name, 0, 3, 1.0, 0, "logged", api_name="/velocity")

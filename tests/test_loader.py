@@ -312,3 +312,32 @@ def test_clips_carry_the_ego_box_offset(clips):
                                     ego_length=4.084, ego_width=1.730, ego_center_offset_m=1.385), frames=False)
     scene = PlanningScene.from_clip(axle[0])
     assert (scene.ego_length, scene.ego_width, scene.ego_center_offset) == (4.084, 1.730, 1.385)
+
+
+def test_map_index_answers_as_the_devkit(tiny_world):
+    """`MapIndex` gives the devkit's `get_records_in_patch(mode="intersect")` and `get_closest_lane` answers, same
+    tokens in the same order, on patches and points all over the synthetic map (junctions, islands, off the road)."""
+    import json
+
+    from nuscenes.map_expansion.map_api import NuScenesMap
+
+    from reworld.data.map_index import LAYERS, MapIndex
+
+    nmap = NuScenesMap(str(tiny_world), "boston-seaport")
+    index = MapIndex(nmap)
+    meta = json.loads((Path(tiny_world) / "synth_meta.json").read_text())
+    rng = np.random.default_rng(0)
+    found = 0
+    for scene in meta["scenes"]:
+        cx, cy = scene["map_offset"]
+        for k in range(8):
+            x, y = cx + rng.uniform(-150, 150), cy + rng.uniform(-150, 150)
+            if k % 2:  # on a road: along the scene's x axis or y axis through its centre
+                x, y = (x, cy + rng.uniform(-4, 4)) if k % 4 == 1 else (cx + rng.uniform(-4, 4), y)
+            r = float(rng.choice([3.0, 20.0, 60.0]))
+            box = (x - r, y - r, x + r, y + r)
+            assert index.records_in_patch(box, LAYERS) == nmap.get_records_in_patch(box, list(LAYERS), mode="intersect")
+            lane = index.closest_lane(x, y, radius=4.0)
+            assert lane == nmap.get_closest_lane(x, y, radius=4.0)
+            found += bool(lane)
+    assert found >= 10

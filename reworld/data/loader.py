@@ -23,6 +23,7 @@ from pyquaternion import Quaternion
 
 from reworld.config import DataConfig
 from reworld.data.types import AgentTrack, Clip, COMMANDS, Observation, Target
+from reworld.data.map_index import MapIndex
 
 REQUIRED_TABLES = (
     "attribute", "calibrated_sensor", "category", "ego_pose", "instance", "log", "map", "sample",
@@ -214,6 +215,7 @@ class NuScenesClips(torch.utils.data.Dataset):
         self.nusc = _open_nuscenes(self.root, self.version)
         self._maps: dict[str, object] = {}
         self._polygons: dict[tuple[str, str], object] = {}  # (location, polygon token) → shapely polygon
+        self._index: dict[str, MapIndex] = {}  # location → spatial index of its map's polygon layers
         self._pose_index: dict[str, list[str]] | None = None  # scene token → ego pose tokens of all its sensors
         self._chains: dict[str, tuple[list[int], list[str]]] = {}  # scene token → camera (times µs, files)
         self._poses: dict[str, PoseTrack] = {}
@@ -406,7 +408,10 @@ class NuScenesClips(torch.utils.data.Dataset):
                 self._polygons[key] = nmap.extract_polygon(token)
             return self._polygons[key]
 
-        records = nmap.get_records_in_patch((x - r, y - r, x + r, y + r), ["drivable_area"], mode="intersect")
+        index = self._index.get(location)
+        if index is None:  # built once per map (and process): the devkit's patch queries test every record
+            index = self._index[location] = MapIndex(nmap, polygon)
+        records = index.records_in_patch((x - r, y - r, x + r, y + r), ["drivable_area"])
         polygons, holes = [], []
         for rec_token in records["drivable_area"]:
             for poly_token in nmap.get("drivable_area", rec_token)["polygon_tokens"]:
@@ -422,9 +427,8 @@ class NuScenesClips(torch.utils.data.Dataset):
         # expansion's road segments flagged `is_intersection`)
         lanes, intersections = [], []
         if not self.cfg.map_lanes:
-            return polygons, holes, lanes, intersections, self._route_centerline(nmap, track, origin, yaw0, t0)
-        near = nmap.get_records_in_patch((x - r, y - r, x + r, y + r), ["lane", "lane_connector", "road_segment"],
-                                         mode="intersect")
+            return polygons, holes, lanes, intersections, self._route_centerline(index, track, origin, yaw0, t0)
+        near = index.records_in_patch((x - r, y - r, x + r, y + r), ["lane", "lane_connector", "road_segment"])
         for layer in ("lane", "lane_connector", "road_segment"):
             for token in near[layer]:
                 rec = nmap.get(layer, token)
@@ -435,20 +439,13 @@ class NuScenesClips(torch.utils.data.Dataset):
                     if part.geom_type == "Polygon" and not part.is_empty:
                         ring = to_ego_frame(np.asarray(part.exterior.coords), origin, yaw0)
                         (intersections if layer == "road_segment" else lanes).append(ring)
-        return polygons, holes, lanes, intersections, self._route_centerline(nmap, track, origin, yaw0, t0)
+        return polygons, holes, lanes, intersections, self._route_centerline(index, track, origin, yaw0, t0)
 
-    def _route_centerline(self, nmap, track: PoseTrack, origin, yaw0, t0) -> np.ndarray:
+    def _route_centerline(self, index: MapIndex, track: PoseTrack, origin, yaw0, t0) -> np.ndarray:
         """Lanes under the ego's logged path from t=0 on (up to 2× the horizon), discretised in order."""
-        from nuscenes.map_expansion.arcline_path_utils import discretize_lane
-
+        nmap, lane_points = index.nmap, index.lane_points  # lanes discretised at 0.5 m, once per map
         end = min(track.t[-1], t0 + 2 * self.cfg.horizon_s)
         xy, _ = track.at(np.arange(t0, end + 1e-6, 0.25))
-        cache: dict[str, np.ndarray] = {}
-
-        def lane_points(token: str) -> np.ndarray:
-            if token not in cache:
-                cache[token] = np.array(discretize_lane(nmap.get_arcline_path(token), resolution_meters=0.5))[:, :2]
-            return cache[token]
 
         def distance(token: str, p: np.ndarray) -> float:
             return float(np.min(np.linalg.norm(lane_points(token) - p, axis=1)))
@@ -465,7 +462,7 @@ class NuScenesClips(torch.utils.data.Dataset):
             outgoing = [t for t in outgoing if t in nmap.arcline_path_3]
             best = min(outgoing, key=lambda t: distance(t, p)) if outgoing else ""
             if not best or distance(best, p) > tol:
-                best = nmap.get_closest_lane(float(p[0]), float(p[1]), radius=4.0)
+                best = index.closest_lane(float(p[0]), float(p[1]), radius=4.0)
             if best and best not in lanes:
                 lanes.append(best)
         points = [lane_points(token) for token in lanes]
