@@ -64,6 +64,9 @@ def cmd_velocity(args) -> int:
 
     out = Path(args.out)
     pipe = _pipeline(args.checkpoint, args.device)
+    if not pipe.trained_heads:
+        what = "lists a head its run never trained (λ_ig = 0)" if pipe.heads else "has no intermediate head"
+        raise SystemExit(f"error: {args.checkpoint} {what}: there is no intermediate velocity to compare")
     clips = load_clips(pipe.clip_spec, args.split, args.clips, geometry=False, dataroot=args.dataroot,
                        version=args.version)
     _log(f"velocity: {len(clips)} clip(s), {args.steps} steps, w = {args.guidance:g} on {pipe.device}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
 from pathlib import Path
 
 import gradio as gr
@@ -18,7 +19,8 @@ PDM_COLUMNS = ["sample", "failure", "NC", "DAC", "TTC", "EP", "C", "PDMS", "prog
 
 
 def user_errors(fn):
-    """The library's own input errors (bad dataset, checkpoint without planner, …) become `gr.Error`."""
+    """The library's own input errors (bad dataset, checkpoint without planner, …) become `gr.Error`; every
+    rejection or stop is logged as one line (`app: <endpoint>: <message>`), never as a traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -28,10 +30,13 @@ def user_errors(fn):
 
         try:
             return fn(*args, **kwargs)
+        except gr.Error as e:
+            error = e
         except (DatasetError, SceneFormatError, CheckpointError, ValueError) as e:
-            if isinstance(e, gr.Error):
-                raise
-            raise gr.Error(str(e)) from e
+            error = gr.Error(str(e))
+        error.print_exception = False  # a user's mistake is not the server's: one line, below
+        print(f"app: {fn.__name__}: {error.message}".splitlines()[0], file=sys.stderr, flush=True)
+        raise error
 
     return wrapper
 
@@ -94,8 +99,17 @@ def _sampler_progress(progress, what: str):
 
 
 def _check_guidance(pipe, w: float) -> None:
-    if w != 1.0 and not pipe.heads:
-        raise gr.Error("this checkpoint's Video DiT has no intermediate head: guidance w must be 1")
+    if w != 1.0 and not pipe.trained_heads:
+        raise gr.Error(_no_head(pipe) + ": guidance w ≠ 1 would " + (
+            "only rescale its output, not guide it; use w = 1" if pipe.heads else "have nothing to guide with; use w = 1"))
+
+
+def _no_head(pipe) -> str:
+    name = pipe.config.name
+    if pipe.heads:
+        return (f"checkpoint {name!r} lists an intermediate head (block {', '.join(map(str, pipe.heads))}) that its "
+                "run never trained (λ_ig = 0)")
+    return f"checkpoint {name!r} has no intermediate velocity head"
 
 
 def _run_stoppable(ctx, session: str, steps: int, job, pipe):
@@ -108,7 +122,7 @@ def _run_stoppable(ctx, session: str, steps: int, job, pipe):
         with ctx.using(pipe):
             return job(event.is_set)
     except SamplingStopped as e:
-        raise gr.Error(f"Stopped after {e.steps_done} of {steps} steps.") from None
+        raise gr.Error(f"Stopped after {e.steps_done} of {steps} steps.", title="Stopped", duration=4) from None
     finally:
         ctx.stops.finish(session)
 
@@ -197,8 +211,8 @@ def velocity(ctx, checkpoint, scene, index, steps, guidance, seed, command, sess
     pipe = ctx.pipeline(checkpoint)
     steps, w, seed, cmd = V.steps(steps), V.guidance(guidance), V.seed(seed), V.command(command)
     _check_guidance(pipe, w)
-    if not pipe.heads:
-        raise gr.Error(f"checkpoint {checkpoint!r} has no intermediate velocity head: nothing to compare v_f with")
+    if not pipe.trained_heads:
+        raise gr.Error(_no_head(pipe) + ": there is no intermediate velocity to compare the final one with")
     clip = ctx.clip(scene, index)
 
     def job(should_stop):
@@ -279,8 +293,9 @@ def compare(ctx, checkpoint_a, checkpoint_b, scene, index, steps, guidance, seed
     names = [V.name(c, "checkpoint", ctx.pipelines) for c in (checkpoint_a, checkpoint_b)]
     steps, w, seed = V.steps(steps), V.guidance(guidance), V.seed(seed)
     n, cmd = V.num_samples(num_samples), V.command(command)
-    for name in names:
-        _check_guidance(ctx.pipelines[name], w)
+    # guidance is defined only with a trained head: a checkpoint without one runs at w = 1, its own default (the
+    # table says so), the other at the w asked for
+    ws = [w if ctx.pipelines[name].trained_heads else 1.0 for name in names]
     clip = ctx.clip(scene, index)
     videos, bevs, curves, rows = [], [], [], []
     for j, name in enumerate(names):
@@ -288,7 +303,7 @@ def compare(ctx, checkpoint_a, checkpoint_b, scene, index, steps, guidance, seed
         tick = None if progress is None else (
             lambda s, total, sigma, j=j, name=name: progress((j + s / total) / 2, desc=f"{name}: step {s}/{total}"))
 
-        def job(should_stop, pipe=pipe, tick=tick):
+        def job(should_stop, pipe=pipe, tick=tick, w=ws[j]):
             gen = pipe.generate(clip, steps=steps, guidance=w, seed=seed, command=cmd, record=True, callback=tick,
                                 should_stop=should_stop)
             return gen, pipe.plan(clip, steps=pipe.plan_steps, num_samples=n, seed=seed, command=cmd)
@@ -300,9 +315,10 @@ def compare(ctx, checkpoint_a, checkpoint_b, scene, index, steps, guidance, seed
         bevs.append(bev_figure(PlanningScene.from_clip(clip), planned.trajectories, scores=planned.scores or None,
                                title=f"{name}: {n} samples") if scene_ok else None)
         curves.append(AV.discrepancy_curves(AV.report_from_records(
-            gen.record, gen.latents, scene_name=clip.scene_name, sample_token=clip.sample_token, guidance=w, seed=seed))
-            if gen.record and gen.record[0].v_heads else None)
-        row = {"checkpoint": name, "device": gen.device, "generate [s]": round(gen.seconds, 2),
+            gen.record, gen.latents, scene_name=clip.scene_name, sample_token=clip.sample_token, guidance=ws[j],
+            seed=seed)) if gen.record and gen.record[0].v_heads and pipe.trained_heads else None)
+        row = {"checkpoint": name, "w": ws[j] if pipe.trained_heads else "1 (no trained head)", "device": gen.device,
+               "generate [s]": round(gen.seconds, 2),
                "plan [s]": round(planned.seconds, 2)}
         for col in ("PDMS", "NC", "DAC", "TTC", "EP", "C"):
             row[f"mean {col}"] = round(float(table[col].mean()), 3) if len(table) else None

@@ -165,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--version needs --dataroot")
         if args.threads < 0:
             raise ValueError("--threads must be ≥ 0")
+        _check_port(args.host, args.port)  # before minutes of loading, not after
         if args.threads:
             import torch
 
@@ -182,5 +183,23 @@ def main(argv: list[str] | None = None) -> int:
     _log(f"ready to serve after {time.perf_counter() - t0:.1f} s; http://{args.host}:{args.port}")
     # a plain `kill` ends the app like Ctrl-C does, so exit handlers remove the app's output folder
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    serve(demo, args.host, args.port, args.share, auth)
+    try:
+        serve(demo, args.host, args.port, args.share, auth)
+    except OSError as e:  # the port was taken while the models loaded
+        print(f"error: {e}".splitlines()[0] + f" (pass another --port than {args.port})", file=sys.stderr)
+        return 2
     return 0
+
+
+def _check_port(host: str, port: int) -> None:
+    """A short error when the port is taken (Gradio would end in a traceback after the models loaded)."""
+    import socket
+
+    if not 0 < port < 65536:
+        raise ValueError(f"--port must be in 1–65535, got {port}")
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: a listener still blocks it
+        try:
+            s.bind((host, port))
+        except OSError:
+            raise OSError(f"port {port} on {host} is in use (another app?): pass a free one with --port") from None

@@ -171,7 +171,7 @@ def test_bad_embedding_and_compare_values(ctx, scene, monkeypatch):
     assert calls == []
 
 
-def test_stop_really_stops_between_steps_and_a_stray_stop_is_harmless(ctx, scene):
+def test_stop_really_stops_between_steps_and_a_stray_stop_is_harmless(ctx, scene, capsys):
     from app import callbacks as C
 
     session = "s-stop"
@@ -180,8 +180,14 @@ def test_stop_really_stops_between_steps_and_a_stray_stop_is_harmless(ctx, scene
         if "step 2/" in desc:
             assert ctx.stops.stop(session)  # the job is running: the request is taken
 
-    with pytest.raises(gr.Error, match="Stopped after 2 of 50 steps"):
+    with pytest.raises(gr.Error, match="Stopped after 2 of 50 steps") as stopped:
         C.generate(ctx, "reworld", scene, 0, 50, 1.0, 0, "logged", session=session, progress=progress)
+    # it reads "Stopped", not "Error", and the server log has one line, no traceback
+    assert stopped.value.title == "Stopped" and not stopped.value.print_exception
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "app: generate: Stopped after 2 of 50 steps."
+    with pytest.raises(gr.Error, match="steps must be") as rejected:
+        C.generate(ctx, "reworld", scene, 0, 0, 1.0, 0, "logged", session=session)
+    assert rejected.value.title == "Error" and not rejected.value.print_exception
     assert not ctx.model_lock.locked()
     assert not ctx.stops.stop(session)  # nothing runs now: nothing to stop, nothing remembered
     path, _ = C.generate(ctx, "reworld", scene, 0, 2, 1.0, 0, "logged", session=session)
@@ -293,6 +299,16 @@ def test_cli_refuses_share_without_auth_and_missing_checkpoints(tmp_path, capsys
     for bad in ("me", ":pw", "me:"):
         with pytest.raises(ValueError):
             parse_auth(bad)
+    import socket
+
+    with socket.socket() as busy:  # a port another app listens on: one line pointing to --port, before any loading
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["--port", str(port), "--checkpoint", str(tmp_path / "missing")]) == 2
+        err = capsys.readouterr().err
+        assert f"port {port} on 127.0.0.1 is in use" in err and "--port" in err and "Traceback" not in err
+    assert main(["--port", "70000"]) == 2 and "--port must be" in capsys.readouterr().err
 
 
 def test_write_mp4_refuses_odd_sizes(tmp_path):
@@ -323,3 +339,25 @@ def test_only_the_checkpoint_at_work_keeps_its_transformers_on_the_device(tiny_c
         after = a.generate(clip, steps=2, guidance=1.0, seed=0).frames
     assert torch.equal(before, after)
     assert all(p.device == a.device for p in a.video_dit.parameters())
+
+
+def test_a_head_its_run_never_trained_is_not_a_head(ctx, scene, monkeypatch):
+    """A config may list a head whose run had λ_ig = 0 (the shipped vanilla): guidance on it is refused with the
+    reason, the velocity view says there is nothing to compare, and compare runs that checkpoint at w = 1 (its own
+    default) beside the other at the w asked for."""
+    import dataclasses
+
+    from reworld.config import replace
+
+    from app import callbacks as C
+
+    untrained = tiny_pipeline(seed=5, data_cfg=ctx.data_cfg)
+    untrained.config = dataclasses.replace(replace(untrained.config, loss={"lambda_ig": 0.0}), name="untrained")
+    monkeypatch.setitem(ctx.pipelines, "untrained", untrained)
+    assert untrained.heads and not untrained.trained_heads and untrained.default_guidance == 1.0
+    with pytest.raises(gr.Error, match="never trained .* only rescale"):
+        C.generate(ctx, "untrained", scene, 0, 2, 1.4, 0, "logged")
+    with pytest.raises(gr.Error, match="no intermediate velocity to compare"):
+        C.velocity(ctx, "untrained", scene, 0, 2, 1.0, 0, "logged")
+    *_, table, curves_a, curves_b = C.compare(ctx, "reworld", "untrained", scene, 0, 2, 1.4, 0, 2, "logged")
+    assert list(table["w"]) == [1.4, "1 (no trained head)"] and curves_a is not None and curves_b is None

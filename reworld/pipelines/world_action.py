@@ -113,6 +113,12 @@ class WorldActionPipeline:
         return tuple(self.video_dit.config.head_blocks)
 
     @property
+    def trained_heads(self) -> tuple[int, ...]:
+        """The heads its run trained (λ_ig > 0): a config may list a head that was never trained (the vanilla run
+        keeps the architecture, λ_ig = 0), whose output is its zero initialisation, not a velocity."""
+        return self.heads if self.config.loss.lambda_ig > 0 else ()
+
+    @property
     def default_guidance(self) -> float:
         """The guidance w this run samples with unless told otherwise (1 without a trained head)."""
         return default_guidance(self.config)
