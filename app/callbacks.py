@@ -231,10 +231,13 @@ def velocity(ctx, checkpoint, scene, index, steps, guidance, seed, command, sess
 # --------------------------------------------------------------------------- representations
 
 
-def embedding_clips(ctx, n: int) -> list[int]:
-    """`n` dataset indices spread evenly over every sample (the same clips for every checkpoint)."""
-    total = len(ctx.dataset.samples)
-    return sorted({int(round(v)) for v in np.linspace(0, total - 1, min(n, total))})
+def embedding_clips(ctx, n: int) -> tuple[list[int], str]:
+    """`n` dataset indices spread evenly over the held-out (val) samples, the same for every checkpoint, and the
+    split they come from; a root without a val split gives every sample ("all")."""
+    held_out = [i for i, ref in enumerate(ctx.dataset.samples) if ctx.split_of.get(ref.scene_name) == "val"]
+    pool, split = (held_out, "val") if held_out else (list(range(len(ctx.dataset.samples))), "all")
+    picks = np.linspace(0, len(pool) - 1, min(n, len(pool)))
+    return sorted({pool[int(round(v))] for v in picks}), split
 
 
 @user_errors
@@ -247,8 +250,10 @@ def embedding(ctx, checkpoints, n_clips, k, dims, seed, session: str = "", progr
     n_clips, k = V.count(n_clips, "number of clips", 2, 64), V.count(k, "hard negatives per clip", 1, 16)
     seed = V.seed(seed)
     dims = V.count(dims, "UMAP dimensions", 2, 3)
-    indices = embedding_clips(ctx, n_clips)
-    figures, reports, numbers = [], {}, {"clips": len(indices), "k": k, "seed": seed, "checkpoints": {}}
+    indices, split = embedding_clips(ctx, n_clips)
+    where = "held-out (val) clips" if split == "val" else "clips (no val split: training and held-out mixed)"
+    figures, reports, numbers = [], {}, {"clips": len(indices), "split": split, "k": k, "seed": seed,
+                                         "checkpoints": {}}
     for j, name in enumerate(names):
         pipe = ctx.pipelines[name]
 
@@ -273,7 +278,7 @@ def embedding(ctx, checkpoints, n_clips, k, dims, seed, session: str = "", progr
             auc = "no separation numbers"
         numbers["checkpoints"][name] = entry
         figures.append(R.embedding_figure(coords, fs.labels, fs.meta,
-                                          f"UMAP of Action DiT features — {name} ({len(indices)} clips; {auc})"))
+                                          f"UMAP of Action DiT features — {name} ({len(indices)} {where}; {auc})"))
     separation = R.separation_figure(reports) if reports else None
     second = figures[1] if len(figures) > 1 else None
     return figures[0], second, separation, to_jsonable(numbers)

@@ -234,6 +234,10 @@ def test_embedding_one_and_two_checkpoints_cached(ctx, monkeypatch):
     monkeypatch.setattr(R, "_fit_umap", fake_fit)
     a, b, sep, numbers = C.embedding(ctx, ["reworld"], 3, 4, 2, 0)
     assert b is None and a.data and numbers["clips"] == 3
+    # held-out clips only, and the figure says so
+    indices, split = C.embedding_clips(ctx, 3)
+    assert split == numbers["split"] == "val" and "held-out (val) clips" in a.layout.title.text
+    assert all(ctx.split_of[ctx.dataset.samples[i].scene_name] == "val" for i in indices)
     entry = numbers["checkpoints"]["reworld"]
     assert entry["points"] == sum(entry["counts"].values()) and entry["counts"]["expert"] == 3
     calls = []
