@@ -61,6 +61,17 @@ def ship(run: str, dest: str, shared_vae: str | None, config_path: str, eval_rep
     return dest_dir
 
 
+def _generator_flag(dataroot: str) -> str:
+    """` --generator <version>` of the synthetic world the run read (its synth_meta.json), else ""."""
+    from reworld.paths import resolve_dataroot
+
+    try:
+        meta = json.loads((Path(resolve_dataroot(dataroot)) / "synth_meta.json").read_text())
+        return f" --generator {meta['generator']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+
+
 def model_card(config: dict, meta: dict[str, dict], report: dict | None, commands: list[str],
                config_path: str) -> str:
     loss = config["loss"]
@@ -68,7 +79,8 @@ def model_card(config: dict, meta: dict[str, dict], report: dict | None, command
         f"# ReWorld checkpoint `{config['name']}`",
         "",
         "Trained by this repository's own commands on the synthetic world (`python -m reworld synth --out "
-        f"data/synth --scenes {config['data']['synth_scenes']} --seed {config['data']['synth_seed']}`), split by "
+        f"data/synth --scenes {config['data']['synth_scenes']} --seed {config['data']['synth_seed']}"
+        f"{_generator_flag(config['data'].get('dataroot', ''))}`), split by "
         f"scene (val_fraction {config['data']['val_fraction']}, split_seed {config['data']['split_seed']}).",
         "",
         f"Losses: λ_ig = {loss['lambda_ig']} (intermediate guidance), λ_align = {loss['lambda_align']} "

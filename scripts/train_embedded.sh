@@ -36,3 +36,7 @@ $PY -m reworld ablate video --config configs/ablation.yaml --vae runs/shared/vae
   --val-every 100 --out runs/ablation --jobs 1
 $PY -m reworld ablate planner --config configs/default.yaml --video-run runs/reworld-stage2 --seeds 0 \
   --steps 2000 --val-every 250 --val-clips 155 --out runs/ablation --jobs 2
+# The cards' and README's figures are on the default world (synth-1.1: the same scenes with nuScenes' sensor
+# timing and median islands) under NAVSIM's PDM score: write it back and re-evaluate both checkpoints in place.
+$PY -m reworld synth --out data/synth --scenes 24 --seed 0
+for run in reworld vanilla; do $PY -m reworld reeval --checkpoint assets/checkpoints/$run; done

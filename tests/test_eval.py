@@ -75,6 +75,7 @@ def test_reeval_rewrites_the_cards_figures_and_keeps_the_rest(tiny_run, tiny_con
                      scorer="spline", device="cpu").to_json()
     dest = ship(str(out), str(tmp_path / "shipped"), None, str(tiny_config_path), first, ["python -m reworld x"])
     head = (dest / "MODEL_CARD.md").read_text().split("## Evaluation")[0]
+    assert "--generator synth-1.1`" in head  # the world the run read, from its synth_meta.json
     again = evaluate(str(dest), dataroot=tiny_config.data.dataroot, split="val", limit=3, video_clips=0,
                      device="cpu").to_json()
     reevaluate(str(dest), again)
