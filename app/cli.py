@@ -104,14 +104,9 @@ def open_dataset(data_cfg, dataroot: str | None = None, version: str | None = No
 
 def _stale_world(root: Path) -> bool:
     """The embedded world was written by an older generator (e.g. synth-1.0, before nuScenes' timing)."""
-    import json
+    from reworld.data.synth import GENERATOR_VERSION, world_generator
 
-    from reworld.data.synth import GENERATOR_VERSION
-
-    try:
-        return json.loads((root / "synth_meta.json").read_text()).get("generator") != GENERATOR_VERSION
-    except (OSError, ValueError):
-        return True
+    return world_generator(root) != GENERATOR_VERSION
 
 
 def _make_world(root: Path, cfg) -> None:

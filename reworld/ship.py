@@ -62,14 +62,12 @@ def ship(run: str, dest: str, shared_vae: str | None, config_path: str, eval_rep
 
 
 def _generator_flag(dataroot: str) -> str:
-    """` --generator <version>` of the synthetic world the run read (its synth_meta.json), else ""."""
+    """` --generator <version>` of the synthetic world the run read, else ""."""
+    from reworld.data.synth import world_generator
     from reworld.paths import resolve_dataroot
 
-    try:
-        meta = json.loads((Path(resolve_dataroot(dataroot)) / "synth_meta.json").read_text())
-        return f" --generator {meta['generator']}"
-    except (OSError, ValueError, KeyError, TypeError):
-        return ""
+    generator = world_generator(resolve_dataroot(dataroot)) if dataroot else None
+    return f" --generator {generator}" if generator else ""
 
 
 def model_card(config: dict, meta: dict[str, dict], report: dict | None, commands: list[str],

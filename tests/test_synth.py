@@ -242,6 +242,9 @@ def test_synth_1_0_is_the_uniform_world(tmp_path):
     stamps = sorted(r["timestamp"] for r in tables["sample_data"])
     assert np.allclose(np.diff(stamps), 1e6 / 12, atol=1)
     assert all(r["rotation"][1] == r["rotation"][2] == 0.0 for r in tables["ego_pose"])
+    from reworld.data.synth import world_generator
+
+    assert world_generator(tmp_path) == "synth-1.0" and world_generator(tmp_path / VERSION) is None
     with pytest.raises(ValueError, match="generator"):
         generate_world(tmp_path, num_scenes=1, generator="synth-2")
 

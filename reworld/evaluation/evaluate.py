@@ -76,15 +76,11 @@ def plan_metrics(scenes, trajectories: np.ndarray, experts: np.ndarray, scorer=N
 
 
 def _world_of(dataroot) -> dict:
-    """The synthetic world's generator and timing, when the root is one (its synth_meta.json)."""
-    import json
-    from pathlib import Path
+    """The synthetic world's generator, when the root is one."""
+    from reworld.data.synth import world_generator
 
-    try:
-        meta = json.loads((Path(dataroot) / "synth_meta.json").read_text())
-        return {"world": meta["generator"]}
-    except (OSError, ValueError, KeyError):
-        return {}
+    generator = world_generator(dataroot)
+    return {"world": generator} if generator else {}
 
 
 def evaluate(checkpoint: str, dataroot: str | None = None, version: str | None = None, split: str = "val",

@@ -132,3 +132,14 @@ def _check_ego_on_road(layout: Layout, ego, p: SynthParams, idx: int) -> None:
     corners = box_corners(ego.xy[:, 0], ego.xy[:, 1], ego.yaw, p.ego_length, p.ego_width).reshape(-1, 2)
     if not shapely.contains_xy(layout.drivable, corners[:, 0], corners[:, 1]).all():
         raise RuntimeError(f"scene {idx}: the ego's box leaves the drivable area (generator bug)")
+
+
+def world_generator(root: str | FsPath) -> str | None:
+    """The generator version that wrote the synthetic world at `root` (its synth_meta.json); None when the root is
+    not one (real nuScenes) or its meta is unreadable."""
+    try:
+        meta = json.loads((FsPath(root) / "synth_meta.json").read_text())
+    except (OSError, ValueError):
+        return None
+    generator = meta.get("generator") if isinstance(meta, dict) else None
+    return generator if isinstance(generator, str) else None
