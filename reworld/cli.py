@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from reworld.config import STAGES
-from reworld.paths import ASSETS, CHECKPOINTS, DEFAULT_CONFIG, default_clip_net, resolve_dataroot
+from reworld.paths import ASSETS, CHECKPOINTS, DEFAULT_CONFIG, JUDGE_CONFIG, default_clip_net, resolve_dataroot
 
 __all__ = ["build_parser", "main", "resolve_dataroot"]  # resolve_dataroot: kept importable from here
 
@@ -177,6 +177,14 @@ def cmd_train_video_net(args) -> int:
     return 0
 
 
+def cmd_train_judge(args) -> int:
+    from reworld.training.judge import fit_judge
+
+    result = fit_judge(args.config, args.out, args.steps, args.dataroot, args.version, args.seed)
+    print(json.dumps(result["validation"], indent=2, default=float))
+    return 0 if result["validation"]["passed"] else 1
+
+
 def cmd_ablate(args) -> int:
     from reworld.training.ablation import ablate_planner, ablate_video
 
@@ -303,6 +311,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dataroot")
     s.add_argument("--version")
     s.set_defaults(func=cmd_train_video_net)
+
+    s = sub.add_parser("train-judge", help="train and validate the video judge (FD-judge, KID, physical readings)")
+    s.add_argument("--config", default=str(JUDGE_CONFIG), help="its data section: the clips it reads")
+    s.add_argument("--out", required=True)
+    s.add_argument("--steps", type=int, default=3000)
+    s.add_argument("--seed", type=int)
+    s.add_argument("--dataroot")
+    s.add_argument("--version")
+    s.set_defaults(func=cmd_train_judge)
 
     s = sub.add_parser("ablate", help="ablation study: video (IG on/off over seeds) or planner (4 loss arms)")
     s.add_argument("what", choices=["video", "planner"])

@@ -70,6 +70,9 @@ class VAEConfig:
     decode_timestep: float = 0.05
     decode_noise_scale: float = 0.025
     tiling: bool = False  # decode (and encode) in overlapping spatial tiles: large frames in bounded memory
+    # stage vae: frames per training window, 1 + k·(temporal ratio), cut at a random start from each clip; 0: whole
+    # clips. The VAE is convolutional in time, so it learns on short windows and still encodes whole clips
+    train_window: int = 0
 
 
 @dataclass(frozen=True)

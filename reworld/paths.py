@@ -8,6 +8,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "default.yaml"
 ASSETS = REPO_ROOT / "assets"
 CHECKPOINTS = ASSETS / "checkpoints"  # the embedded default: shipped checkpoints and the metric network
+JUDGE_CONFIG = REPO_ROOT / "configs" / "world4s.yaml"  # the clips the video judge reads
+JUDGE_CHECKPOINT = CHECKPOINTS / "judge"  # the video judge (`WorldJudge`), validated (validation.json)
 CLIP_NET_CHECKPOINT = CHECKPOINTS / "video_net"  # the offline metric network (`ReWorldVideoNet`)
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The exact commands that produced assets/checkpoints/{vae,vanilla,reworld} (see each MODEL_CARD.md).
+# The exact commands that produced assets/checkpoints/{vae,vanilla,reworld,video_net,judge} (see each card).
 # Two runs share one VAE, data, seed and budget; they differ only in the `loss` section of their config.
 # On 2 CPU cores the two Video DiT runs go side by side with one thread each (about 40 min).
 set -euo pipefail
@@ -40,3 +40,6 @@ $PY -m reworld ablate planner --config configs/default.yaml --video-run runs/rew
 # timing and median islands) under NAVSIM's PDM score: write it back and re-evaluate both checkpoints in place.
 $PY -m reworld synth --out data/synth --scenes 24 --seed 0
 for run in reworld vanilla; do $PY -m reworld reeval --checkpoint assets/checkpoints/$run; done
+# The video judge (issue 16): trained on the train scenes of the default world at 4 Hz, 1 s + 4 s (configs/world4s.yaml),
+# validated on the val scenes (assets/checkpoints/judge/validation.json; the command fails if the validation does)
+$PY -m reworld train-judge --out assets/checkpoints/judge --steps 2400

@@ -1,4 +1,5 @@
 """Shared fixtures: a tiny synthetic world (made once per test session) and the tiny config."""
+import json
 import os
 import sys
 from pathlib import Path
@@ -52,3 +53,20 @@ def tiny_run(tiny_config_path, tmp_path_factory):
     for stage in ("vae", "video", "action", "joint"):
         results[stage] = run_stage(stage, str(tiny_config_path), str(out), max_steps=2)
     return out, results
+
+
+@pytest.fixture(scope="session")
+def synth_world(tmp_path_factory):
+    """The default world (24 scenes, seed 0, this generator), from data/synth when present, else made here (~1 min)."""
+    from reworld.data.synth import GENERATOR_VERSION, generate_world
+
+    local = REPO / "data" / "synth"
+    meta = local / "synth_meta.json"
+    if meta.is_file():
+        doc = json.loads(meta.read_text())
+        if doc.get("num_scenes") == 24 and doc.get("seed") == 0 and list(doc.get("image_size", [])) == [128, 256] \
+                and doc.get("generator") == GENERATOR_VERSION:
+            return local
+    root = tmp_path_factory.mktemp("synth-default")
+    generate_world(root, num_scenes=24, seed=0)
+    return root

@@ -9,23 +9,6 @@ SHIPPED = [REPO / "assets" / "checkpoints" / name for name in ("reworld", "vanil
 TOLERANCE = 1e-3  # same code, same CPU kind: differences are float round-off only
 
 
-@pytest.fixture(scope="module")
-def synth_world(tmp_path_factory):
-    """The default world (24 scenes, seed 0, this generator), from data/synth when present, else made here (~1 min)."""
-    from reworld.data.synth import GENERATOR_VERSION, generate_world
-
-    local = REPO / "data" / "synth"
-    meta = local / "synth_meta.json"
-    if meta.is_file():
-        doc = json.loads(meta.read_text())
-        if doc.get("num_scenes") == 24 and doc.get("seed") == 0 and list(doc.get("image_size", [])) == [128, 256] \
-                and doc.get("generator") == GENERATOR_VERSION:
-            return local
-    root = tmp_path_factory.mktemp("synth-default")
-    generate_world(root, num_scenes=24, seed=0)
-    return root
-
-
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
 def test_shipped_checkpoint_loads(path):
     from reworld import WorldActionPipeline

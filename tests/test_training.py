@@ -333,3 +333,20 @@ def test_attention_backend_switch(tiny_config):
     for bad in ("flash_hub", "fastest"):
         with pytest.raises(TrainingError, match="not a local diffusers attention backend"):
             speed_up(model, replace(tiny_config, train={"attention_backend": bad}).train)
+
+
+def test_vae_trains_on_short_windows_and_validates_whole_clips(tiny_config_path, tmp_path):
+    """`vae.train_window`: the VAE stage cuts windows of 1 + k·r frames from each clip (cheaper steps); a window
+    that does not fall on latent frames, or is longer than the clip, is refused before training."""
+    import yaml
+
+    for window, ok in ((5, True), (6, False), (13, False)):
+        doc = yaml.safe_load(tiny_config_path.read_text())
+        doc["vae"]["train_window"] = window
+        cfg = tmp_path / f"w{window}.yaml"
+        cfg.write_text(yaml.safe_dump(doc))
+        if ok:
+            assert run_stage("vae", str(cfg), str(tmp_path / f"w{window}"), max_steps=2)["finite"]
+        else:
+            with pytest.raises(ValueError, match="train_window"):
+                run_stage("vae", str(cfg), str(tmp_path / f"w{window}"), max_steps=1)

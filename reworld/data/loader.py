@@ -22,7 +22,8 @@ from PIL import Image, UnidentifiedImageError
 from pyquaternion import Quaternion
 
 from reworld.config import DataConfig
-from reworld.data.types import AgentTrack, Clip, COMMANDS, Observation, Target
+from reworld.data.types import (AgentTrack, Clip, COMMANDS, FrameLabels, LEAD_CORRIDOR_M, LEAD_RANGE_M, Observation,
+                                Target)
 from reworld.data.map_index import MapIndex
 
 REQUIRED_TABLES = (
@@ -219,6 +220,7 @@ class NuScenesClips(torch.utils.data.Dataset):
         self._pose_index: dict[str, list[str]] | None = None  # scene token → ego pose tokens of all its sensors
         self._chains: dict[str, tuple[list[int], list[str]]] = {}  # scene token → camera (times µs, files)
         self._poses: dict[str, PoseTrack] = {}
+        self._vehicles: dict[str, list] = {}  # scene token → its vehicles' annotation tracks (frame labels)
         self.scene_names = sorted(s["name"] for s in self.nusc.scene)
         self.split_scenes = split_scenes(self.scene_names, cfg.val_fraction, cfg.split_seed)
         keep = set(self.scene_names) if split == "all" else set(self.split_scenes[split])
@@ -328,12 +330,7 @@ class NuScenesClips(torch.utils.data.Dataset):
             context = future = torch.zeros((0, 3, cfg.image_height, cfg.image_width))
 
         (origin,), (yaw0,) = track.at(np.array([t0]))
-        if cfg.future_poses == "keyframes":
-            pose_t = np.array(self._next_keyframes(sample, cfg.num_poses)) * US
-        else:
-            pose_t = t0 + cfg.horizon_s / cfg.num_poses * np.arange(1, cfg.num_poses + 1)
-        xy, yaw = track.at(pose_t)
-        traj = np.concatenate([to_ego_frame(xy, origin, yaw0), wrap_angle(yaw - yaw0)[:, None]], axis=1)
+        traj = self._trajectory(sample, track, t0)
 
         observation = Observation(
             frames=context,
@@ -359,10 +356,69 @@ class NuScenesClips(torch.utils.data.Dataset):
         return Clip(ref.scene_name, ref.sample_token, ref.timestamp, observation, target)
 
     def _frame(self, times: list[int], files: list[str], t: float) -> torch.Tensor:
-        i = bisect.bisect_left(times, t / US)
-        if i > 0 and (i == len(times) or abs(times[i - 1] * US - t) <= abs(times[i] * US - t)):
-            i -= 1
-        return load_image(self.root / files[i], self.cfg.image_height, self.cfg.image_width)
+        return load_image(self.root / files[nearest_index(times, t)], self.cfg.image_height, self.cfg.image_width)
+
+    def frame_times(self, index: int) -> np.ndarray:
+        """[s] the capture time of each frame of clip `index` (context then future), from the t = 0 frame's."""
+        sample = self.nusc.get("sample", self.samples[index].sample_token)
+        times, _ = self._camera_chain(self.nusc.get("scene", sample["scene_token"]))
+        cam0 = self._key_frame_time(sample) * US
+        step = 1.0 / self.cfg.frame_rate
+        wanted = cam0 + step * np.arange(-(self.cfg.context_frames - 1), self.cfg.future_frames + 1)
+        return np.array([times[nearest_index(times, t)] * US for t in wanted]) - cam0
+
+    def frame_labels(self, index: int) -> FrameLabels:
+        """The world's truth about every frame of clip `index` (`FrameLabels`): ego pose since the t = 0 frame, speed,
+        lead vehicle, the clip's command. Reads the tables only, no image."""
+        ref = self.samples[index]
+        sample = self.nusc.get("sample", ref.sample_token)
+        scene = self.nusc.get("scene", sample["scene_token"])
+        self._camera_chain(scene)
+        track = self._poses[scene["token"]]
+        rel = self.frame_times(index)
+        t = self._key_frame_time(sample) * US + rel  # [s] absolute capture times
+        xy, yaw = track.at(t)
+        k0 = self.cfg.context_frames - 1  # the t = 0 frame
+        pose = np.concatenate([to_ego_frame(xy, xy[k0], yaw[k0]), (yaw - yaw[k0])[:, None]], axis=1)
+        h = 0.1  # [s] central difference, one-sided at the ends of the log
+        lo, hi = np.clip(t - h, track.t[0], track.t[-1]), np.clip(t + h, track.t[0], track.t[-1])
+        (xa, _), (xb, _) = track.at(lo), track.at(hi)
+        speed = np.linalg.norm(xb - xa, axis=1) / np.maximum(hi - lo, 1e-6)
+        instances = self._instance_tracks(scene)
+        lead = np.array([lead_vehicle(instances, track, float(tk), xy[k], float(yaw[k])) for k, tk in enumerate(t)])
+        traj = self._trajectory(sample, track, ref.timestamp * US)
+        return FrameLabels(time=rel, ego_pose=pose, speed=speed, lead=lead,
+                           command=driving_command(traj[:, :2], self.cfg.command_threshold))
+
+    def _trajectory(self, sample: dict, track: PoseTrack, t0: float) -> np.ndarray:
+        """(num_poses, 3) future ego poses [x, y, heading] in the ego frame at the sample's time t0 [s]."""
+        (origin,), (yaw0,) = track.at(np.array([t0]))
+        if self.cfg.future_poses == "keyframes":
+            pose_t = np.array(self._next_keyframes(sample, self.cfg.num_poses)) * US
+        else:
+            pose_t = t0 + self.cfg.horizon_s / self.cfg.num_poses * np.arange(1, self.cfg.num_poses + 1)
+        xy, yaw = track.at(pose_t)
+        return np.concatenate([to_ego_frame(xy, origin, yaw0), wrap_angle(yaw - yaw0)[:, None]], axis=1)
+
+    def _instance_tracks(self, scene: dict) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The scene's annotated vehicles: per instance, its annotation times [s] and centres (N, 2) [m], sorted."""
+        if scene["token"] in self._vehicles:
+            return self._vehicles[scene["token"]]
+        rows: dict[str, list] = {}
+        token = scene["first_sample_token"]
+        while token:
+            s = self.nusc.get("sample", token)
+            for ann_token in s["anns"]:
+                ann = self.nusc.get("sample_annotation", ann_token)
+                if agent_type(ann["category_name"]) == "vehicle":
+                    rows.setdefault(ann["instance_token"], []).append([s["timestamp"] * US, *ann["translation"][:2]])
+            token = s["next"]
+        out = []
+        for r in rows.values():
+            arr = np.array(sorted(r), dtype=np.float64)
+            out.append((arr[:, 0], arr[:, 1:3]))
+        self._vehicles[scene["token"]] = out
+        return out
 
     def _agents(self, sample: dict, origin: np.ndarray, yaw0: float, t0: float) -> list[AgentTrack]:
         """Instances seen at t=0, tracked over the key frames of the horizon (linear in between)."""
@@ -477,6 +533,64 @@ class NuScenesClips(torch.utils.data.Dataset):
         s0 = s[np.argmin(np.linalg.norm(line, axis=1))]
         keep = (s >= s0 - self.cfg.centerline_behind) & (s <= s0 + self.cfg.centerline_ahead)
         return line[keep]
+
+
+def nearest_index(times: list[int], t: float) -> int:
+    """Index of the timestamp [µs] in the sorted `times` nearest to `t` [s] (the earlier one on a tie)."""
+    i = bisect.bisect_left(times, t / US)
+    if i > 0 and (i == len(times) or abs(times[i - 1] * US - t) <= abs(times[i] * US - t)):
+        i -= 1
+    return i
+
+
+def path_ahead(track: PoseTrack, t: float, length: float, dt: float = 0.1) -> np.ndarray:
+    """(K, 2) [m] the path the ego drives from time `t` [s] on: its logged positions until it has covered `length`
+    (or the log ends), then straight on along its last heading; world frame, duplicate points dropped."""
+    times = np.arange(t, min(track.t[-1], t + 60.0) + 1e-9, dt)
+    xy, yaw = track.at(times)
+    keep = np.concatenate([[True], np.linalg.norm(np.diff(xy, axis=0), axis=1) > 1e-3])
+    xy, yaw = xy[keep], yaw[keep]
+    cum = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(xy, axis=0), axis=1))])
+    if cum[-1] >= length:
+        return xy[: int(np.searchsorted(cum, length)) + 1]
+    heading = np.array([np.cos(yaw[-1]), np.sin(yaw[-1])])  # the log ends (or the ego stands): straight on
+    return np.concatenate([xy, (xy[-1] + heading * (length - cum[-1] + 1.0))[None]])
+
+
+def project_on_path(path: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Arc length along `path` (K, 2) of each point's nearest path point, and its signed distance from the path
+    (left of the direction of travel positive): points (P, 2) → (P,), (P,)."""
+    a, b = path[:-1], path[1:]  # (S, 2) segments
+    seg = b - a
+    seg_len = np.linalg.norm(seg, axis=1)
+    cum = np.concatenate([[0.0], np.cumsum(seg_len)])[:-1]
+    d = points[:, None, :] - a[None]  # (P, S, 2)
+    u = np.clip(np.einsum("psk,sk->ps", d, seg) / np.maximum(seg_len**2, 1e-12), 0.0, 1.0)
+    foot = a[None] + u[..., None] * seg[None]
+    dist = np.linalg.norm(points[:, None, :] - foot, axis=2)  # (P, S)
+    j = np.argmin(dist, axis=1)
+    rows = np.arange(len(points))
+    cross = seg[j, 0] * d[rows, j, 1] - seg[j, 1] * d[rows, j, 0]
+    return cum[j] + u[rows, j] * seg_len[j], np.sign(cross) * dist[rows, j]
+
+
+def lead_vehicle(instances: list[tuple[np.ndarray, np.ndarray]], track: PoseTrack, t: float, ego_xy: np.ndarray,
+                 ego_yaw: float) -> np.ndarray:
+    """[present, distance m, lateral offset m] of the lead vehicle at time `t` [s] (the rule of `FrameLabels`);
+    [0, NaN, NaN] without one. Vehicles count while `t` lies within their annotated span."""
+    centres = [np.array([np.interp(t, ts, xy[:, 0]), np.interp(t, ts, xy[:, 1])])
+               for ts, xy in instances if ts[0] - 1e-6 <= t <= ts[-1] + 1e-6]
+    if centres:
+        pts = np.stack(centres)
+        ahead = to_ego_frame(pts, ego_xy, ego_yaw)
+        pts = pts[(ahead[:, 0] > 0.0) & (np.linalg.norm(ahead, axis=1) <= LEAD_RANGE_M + LEAD_CORRIDOR_M)]
+        if len(pts):
+            s, d = project_on_path(path_ahead(track, t, LEAD_RANGE_M + 5.0), pts)
+            ok = (s > 0.0) & (s <= LEAD_RANGE_M) & (np.abs(d) <= LEAD_CORRIDOR_M)
+            if ok.any():
+                i = np.flatnonzero(ok)[np.argmin(s[ok])]
+                return np.array([1.0, s[i], d[i]])
+    return np.array([0.0, np.nan, np.nan])
 
 
 def split_scenes(names: list[str], val_fraction: float, seed: int) -> dict[str, list[str]]:

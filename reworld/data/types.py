@@ -59,3 +59,29 @@ class Clip:
     timestamp: int  # [µs] of the t=0 key frame
     observation: Observation
     target: Target
+
+
+@dataclass(frozen=True)
+class FrameLabels:
+    """What the world knows exactly about every frame of a clip (context and future), read from the tables, never
+    from a model: the targets of the video judge (`reworld.evaluation.judge`). Times are each frame's own capture
+    time, so the labels describe exactly the image shown.
+
+    The lead vehicle is the nearest vehicle (`AGENT_TYPES` "vehicle") ahead whose centre lies within
+    `LEAD_CORRIDOR_M` of the path the ego actually drives next (its logged poses from that frame on, extended straight
+    past the end of the log) and at most `LEAD_RANGE_M` along it: its own lane, the next lane and the shoulder, so the
+    offset tells a leader (≈ 0) from oncoming (≈ +3.5 m) and parked (≈ −3 m) cars. Its distance is the arc length
+    along that path from the ego pose point to the vehicle's centre, its offset the signed distance from the path
+    (left positive). In the synthetic world a same-lane rule (±2 m) finds a vehicle in 11 % of frames, this one in
+    56 %. Annotations are interpolated linearly between key frames, as nuscenes-devkit's `get_boxes` does for
+    sweeps."""
+
+    time: np.ndarray  # (T,) [s] capture time of each frame from that of the t = 0 frame
+    ego_pose: np.ndarray  # (T, 3) [x m, y m, heading rad] in the ego frame of the t = 0 frame (x forward, y left)
+    speed: np.ndarray  # (T,) [m/s]
+    lead: np.ndarray  # (T, 3) [present 0 / 1, distance m, lateral offset m]; distance and offset NaN when absent
+    command: int  # index into COMMANDS (the clip's, as Observation.command)
+
+
+LEAD_RANGE_M = 40.0  # [m] along the ego's path: farther vehicles are a few pixels in a 64×128 frame
+LEAD_CORRIDOR_M = 6.0  # [m] either side of the path: the ego lane, the next lane and the shoulder

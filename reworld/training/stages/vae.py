@@ -19,9 +19,18 @@ def vae_stage(config: Config, out: Path, device) -> StageSpec:
     val = load_clip_tensors(config.data, "val", limit=config.train.val_clips)
     vae = build_vae(config.vae).to(device)
     kl_weight = 1e-6  # a near-deterministic autoencoder; the KL only keeps latents bounded
+    window = config.vae.train_window
+    n_frames = config.data.context_frames + config.data.future_frames
+    r = vae.temporal_compression_ratio
+    if window and (window > n_frames or (window - 1) % r):
+        raise ValueError(f"vae.train_window={window} must be 1 + k·{r} (the temporal ratio) and at most the clip's "
+                         f"{n_frames} frames")
 
     def step_fn(idx, generator):
         x = train.video(idx).to(device).permute(0, 2, 1, 3, 4)  # (B, 3, T, H, W)
+        if window:
+            start = int(torch.randint(n_frames - window + 1, (1,), generator=generator))
+            x = x[:, :, start:start + window]
         posterior = vae.encode(x).latent_dist
         eps = torch.randn(posterior.mean.shape, generator=generator).to(device)
         z = posterior.mean + posterior.std * eps

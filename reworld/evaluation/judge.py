@@ -1,0 +1,398 @@
+"""WorldJudge: a video network that reads, from every future frame of a clip, what the world knows exactly.
+
+Generated video is judged against the world's truth, not against a network's taste. The judge is trained on real
+(rendered) clips of the training scenes to read, per future frame, the labels of `reworld.data.types.FrameLabels`:
+the ego's displacement and heading change since t = 0, its speed, the nearest vehicle ahead (present, distance,
+lateral offset), and per clip the driving command. Its errors on held-out real clips are the floor; on generated
+futures they measure physical fidelity. Its penultimate features (`clip_embedding`) give a Fréchet distance
+(`metric_name` "FD-judge") and an unbiased KID (`reworld.evaluation.video.kernel_distance`). It is validated before
+use (`reworld.training.judge.validate_judge`, and a test): its distance to held-out real clips grows with blur and is
+larger for time-reversed, repeat-last and other-scene futures than for a second real split.
+
+Architecture (sized for CPU training on the synthetic world; widths in the config):
+- each pair of consecutive frames (k − 1, k), stacked on channels, goes through a 2-D CNN (3×3 convolutions of
+  stride 2, GroupNorm, SiLU) whose final map, narrowed to `map_channels`, is flattened, keeping *where* things
+  are, and projected to a token: a token sees appearance and motion between two frames;
+- a transformer encoder over the T − 1 step tokens (learned position per step) shares information across time;
+- per step a feature layer (`feature_dim`, SiLU) feeds linear heads: the step's ego motion (dx, dy, dψ) in the
+  previous frame's ego frame, composed into the pose since t = 0 (odometry: every error is the judge's own and
+  accumulates as it would for a reader of the video), the speed, and the nearest vehicle ahead; the command reads
+  the mean over all steps. The clip embedding is the mean of the future steps' features.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.utils import BaseOutput
+from torch import nn
+
+from reworld.config import DataConfig
+from reworld.data.loader import NuScenesClips
+from reworld.data.types import COMMANDS
+from reworld.evaluation.video import check_videos, frechet_distance, kernel_distance
+from reworld.models.layers import load_model_strict
+
+BLUR_SIGMAS = (0.5, 1.0, 2.0)  # [px] of the validation's blurred futures
+CORRUPTIONS = ("reversed", "repeat_last", "other_scene")  # the validation's wrong futures
+
+
+@dataclass
+class JudgeOutput(BaseOutput):
+    """Readings of the future frames (F of them), in the units of `FrameLabels`."""
+
+    ego_pose: torch.Tensor  # (B, F, 3) [x m, y m, heading rad] since the t = 0 frame, in its ego frame
+    speed: torch.Tensor  # (B, F) [m/s]
+    lead_logit: torch.Tensor  # (B, F) > 0: a vehicle ahead
+    lead: torch.Tensor  # (B, F, 2) [distance m, lateral offset m] of the nearest vehicle ahead (if any)
+    command_logits: torch.Tensor  # (B, 3) over COMMANDS
+    step_motion: torch.Tensor  # (B, F, 3) [dx m, dy m, dψ rad] of each future step, in the previous frame's ego frame
+    embedding: torch.Tensor | None = None  # (B, feature_dim) the clip embedding, only when asked
+
+
+def compose_steps(steps: torch.Tensor) -> torch.Tensor:
+    """Poses since t = 0 from per-step motions: (B, F, 3) [dx, dy, dψ], each in the previous pose's frame → (B, F, 3)
+    [x, y, ψ] in the frame of pose 0 (SE(2) composition)."""
+    x = steps.new_zeros(steps.shape[0])
+    y, psi = x.clone(), x.clone()
+    out = []
+    for k in range(steps.shape[1]):
+        dx, dy, dpsi = steps[:, k].unbind(-1)
+        c, s = torch.cos(psi), torch.sin(psi)
+        x, y, psi = x + c * dx - s * dy, y + s * dx + c * dy, psi + dpsi
+        out.append(torch.stack([x, y, psi], dim=-1))
+    return torch.stack(out, dim=1)
+
+
+class WorldJudge(ModelMixin, ConfigMixin):
+    metric_name = "FD-judge"
+
+    @register_to_config
+    def __init__(
+        self,
+        context_frames: int = 5,  # frames up to and including t = 0
+        future_frames: int = 16,  # frames after t = 0, each read
+        frame_rate: float = 4.0,  # [Hz] of the clips it reads (recorded, checked by the evaluation)
+        frame_size: tuple[int, int] = (64, 128),  # [px] (H, W) inputs are resized to
+        widths: tuple[int, ...] = (32, 64, 96, 128),
+        token_dim: int = 128,
+        num_layers: int = 2,
+        num_heads: int = 4,
+        feature_dim: int = 32,
+        map_channels: int = 32,  # channels of the final map before it is flattened into a step token
+        dropout: float = 0.1,  # on the step tokens, in training
+        num_commands: int = 3,
+        # output units (the training set's spread), so that every head works near unit scale
+        step_scale: tuple[float, float, float] = (2.5, 0.1, 0.02),  # [m, m, rad] per-step motion
+        speed_scale: float = 10.0,  # [m/s]
+        lead_scale: tuple[float, float] = (40.0, 6.0),  # [m] distance, lateral offset
+        groups: int = 8,
+    ):
+        super().__init__()
+        layers, c_in = [], 6
+        for width in widths:
+            layers += [nn.Conv2d(c_in, width, 3, stride=2, padding=1), nn.GroupNorm(min(groups, width), width),
+                       nn.SiLU()]
+            c_in = width
+        layers.append(nn.Conv2d(c_in, map_channels, 1))
+        self.trunk = nn.Sequential(*layers)
+        h, w = frame_size
+        for _ in widths:
+            h, w = (h + 1) // 2, (w + 1) // 2
+        self.to_token = nn.Linear(map_channels * h * w, token_dim)
+        self.token_dropout = nn.Dropout(dropout)
+        steps = context_frames + future_frames - 1
+        self.position = nn.Parameter(torch.zeros(1, steps, token_dim))
+        layer = nn.TransformerEncoderLayer(token_dim, num_heads, dim_feedforward=2 * token_dim, dropout=0.0,
+                                           batch_first=True, norm_first=True)
+        self.temporal = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(token_dim)
+        self.feature = nn.Linear(token_dim, feature_dim)
+        self.motion_head = nn.Linear(feature_dim, 3)
+        self.speed_head = nn.Linear(feature_dim, 1)
+        self.lead_head = nn.Linear(feature_dim, 3)
+        self.command_head = nn.Linear(feature_dim, num_commands)
+
+    @property
+    def num_frames(self) -> int:
+        return self.config.context_frames + self.config.future_frames
+
+    def step_features(self, videos: torch.Tensor) -> torch.Tensor:
+        """videos (B, T, 3, H, W) in [-1, 1] → per-step features (B, T − 1, feature_dim), after SiLU."""
+        check_videos(videos, "WorldJudge", frames=self.num_frames)
+        b, t, c, h, w = videos.shape
+        size = tuple(self.config.frame_size)
+        x = videos.to(self.dtype)
+        if (h, w) != size:
+            x = F.interpolate(x.reshape(b * t, c, h, w), size=size, mode="bilinear", align_corners=False,
+                              antialias=h > size[0] or w > size[1]).reshape(b, t, c, *size)
+        pairs = torch.cat([x[:, :-1], x[:, 1:]], dim=2).flatten(0, 1)  # (B·(T−1), 6, H, W)
+        tokens = self.token_dropout(self.to_token(self.trunk(pairs).flatten(1))).view(b, t - 1, -1) + self.position
+        return F.silu(self.feature(self.norm(self.temporal(tokens))))  # (B, T − 1, feature_dim)
+
+    def clip_embedding(self, videos: torch.Tensor) -> torch.Tensor:
+        """Offline Fréchet / KID features: videos (B, T, 3, H, W) in [-1, 1] → (B, feature_dim), the mean of the
+        future steps' features."""
+        return self.step_features(videos)[:, self.config.context_frames - 1:].mean(dim=1)
+
+    def forward(self, videos: torch.Tensor, output_embedding: bool = False) -> JudgeOutput:
+        feats = self.step_features(videos)  # (B, T − 1, D)
+        fut = feats[:, self.config.context_frames - 1:]  # (B, F, D): steps ending at the future frames
+        steps = self.motion_head(fut) * fut.new_tensor(self.config.step_scale)
+        lead = self.lead_head(fut)
+        return JudgeOutput(
+            ego_pose=compose_steps(steps.float()),
+            speed=self.speed_head(fut).squeeze(-1) * self.config.speed_scale,
+            lead_logit=lead[..., 0],
+            lead=lead[..., 1:] * fut.new_tensor(self.config.lead_scale),
+            command_logits=self.command_head(feats.mean(dim=1)),
+            step_motion=steps,
+            embedding=fut.mean(dim=1) if output_embedding else None,
+        )
+
+
+def load_judge(path: str | Path) -> WorldJudge:
+    """A trained WorldJudge folder (`save_pretrained`), loaded strictly, in eval mode."""
+    return load_model_strict(WorldJudge, path)
+
+
+# ---------------------------------------------------------------------------------------------- clips
+@dataclass
+class JudgeSet:
+    """Clips with their frame labels, in memory: frames (N, T, 3, H, W) uint8 and the `FrameLabels` stacked."""
+
+    frames: torch.Tensor  # (N, T, 3, H, W) uint8
+    time: np.ndarray  # (N, T) [s]
+    ego_pose: np.ndarray  # (N, T, 3)
+    speed: np.ndarray  # (N, T)
+    lead: np.ndarray  # (N, T, 3) [present, distance, offset], NaN where absent
+    command: np.ndarray  # (N,)
+    scenes: list[str]
+    n_context: int
+
+    def __len__(self) -> int:
+        return len(self.scenes)
+
+    def video(self, idx) -> torch.Tensor:
+        """(B, T, 3, H, W) float in [-1, 1]."""
+        return self.frames[idx].float() / 127.5 - 1.0
+
+    def subset(self, idx) -> "JudgeSet":
+        idx = np.asarray(idx)
+        return JudgeSet(self.frames[torch.as_tensor(idx)], self.time[idx], self.ego_pose[idx], self.speed[idx],
+                        self.lead[idx], self.command[idx], [self.scenes[i] for i in idx], self.n_context)
+
+
+def load_judge_set(cfg: DataConfig, split: str, limit: int | None = None) -> JudgeSet:
+    """The clips of `split` (the first `limit`) with frames and frame labels."""
+    ds = NuScenesClips(cfg, split=split, geometry=False)
+    if len(ds) == 0:
+        raise ValueError(f"no {split} clips in {ds.root}/{ds.version} for {cfg.context_frames} + {cfg.future_frames} "
+                         f"frames at {cfg.frame_rate:g} Hz")
+    n = len(ds) if limit is None else min(limit, len(ds))
+    frames, labels = [], []
+    for i in range(n):
+        clip = ds[i]
+        video = torch.cat([clip.observation.frames, clip.target.frames])
+        frames.append(((video + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8))
+        labels.append(ds.frame_labels(i))
+    return JudgeSet(torch.stack(frames), np.stack([lb.time for lb in labels]),
+                    np.stack([lb.ego_pose for lb in labels]), np.stack([lb.speed for lb in labels]),
+                    np.stack([lb.lead for lb in labels]), np.array([lb.command for lb in labels]),
+                    [ds.samples[i].scene_name for i in range(n)], cfg.context_frames)
+
+
+# ---------------------------------------------------------------------------------------------- readings
+@torch.no_grad()
+def read_videos(judge: WorldJudge, videos: torch.Tensor, batch_size: int = 16) -> dict[str, np.ndarray]:
+    """The judge's readings of videos (N, T, 3, H, W) in [-1, 1], as arrays: ego_pose (N, F, 3), speed (N, F),
+    lead (N, F, 3) [present, distance, offset] (NaN distance and offset where it sees no vehicle), command (N,),
+    embedding (N, D)."""
+    device = next(judge.parameters()).device
+    rows: dict[str, list] = {k: [] for k in ("ego_pose", "speed", "lead", "command", "embedding")}
+    for i in range(0, len(videos), batch_size):
+        out = judge(videos[i:i + batch_size].to(device), output_embedding=True)
+        present = (out.lead_logit > 0).float()
+        lead = torch.cat([present[..., None], out.lead], -1)
+        lead[..., 1:][present == 0] = float("nan")
+        for key, value in (("ego_pose", out.ego_pose), ("speed", out.speed), ("lead", lead),
+                           ("command", out.command_logits.argmax(-1)), ("embedding", out.embedding)):
+            rows[key].append(value.float().cpu().numpy())
+    return {k: np.concatenate(v) for k, v in rows.items()}
+
+
+def constant_velocity_readings(data: JudgeSet) -> dict[str, np.ndarray]:
+    """What one could say of the future frames without looking at them: the truth at t = 0 held (speed straight on,
+    the vehicle ahead where it was), the command "straight"."""
+    k0 = data.n_context - 1
+    n, f = len(data), data.frames.shape[1] - data.n_context
+    dt = data.time[:, k0 + 1:] - data.time[:, k0:k0 + 1]  # (N, F) [s]
+    v0 = data.speed[:, k0]
+    pose = np.zeros((n, f, 3))
+    pose[..., 0] = v0[:, None] * dt
+    return {"ego_pose": pose, "speed": np.repeat(v0[:, None], f, 1), "lead": np.repeat(data.lead[:, k0:k0 + 1], f, 1),
+            "command": np.full(n, COMMANDS.index("straight"))}
+
+
+def reading_errors(readings: dict[str, np.ndarray], data: JudgeSet) -> dict[str, list[float] | float]:
+    """Errors of readings against the labels, per future frame (lists of F) and per clip (command):
+    position_m (Euclidean), heading_deg, speed_mps (absolute), lead_presence (share of frames right),
+    lead_distance_m and lead_offset_m (absolute, on frames with a vehicle ahead in both truth and reading),
+    command_acc."""
+    k0 = data.n_context - 1
+    pose, speed, lead = data.ego_pose[:, k0 + 1:], data.speed[:, k0 + 1:], data.lead[:, k0 + 1:]
+    both = (lead[..., 0] > 0) & (readings["lead"][..., 0] > 0)
+
+    def masked_mean(err, mask):
+        return [float(err[:, j][mask[:, j]].mean()) if mask[:, j].any() else float("nan") for j in range(err.shape[1])]
+
+    return {
+        "position_m": np.linalg.norm(readings["ego_pose"][..., :2] - pose[..., :2], axis=-1).mean(0).tolist(),
+        "heading_deg": np.degrees(np.abs(readings["ego_pose"][..., 2] - pose[..., 2])).mean(0).tolist(),
+        "speed_mps": np.abs(readings["speed"] - speed).mean(0).tolist(),
+        "lead_presence": (readings["lead"][..., 0] == lead[..., 0]).mean(0).tolist(),
+        "lead_distance_m": masked_mean(np.abs(readings["lead"][..., 1] - lead[..., 1]), both),
+        "lead_offset_m": masked_mean(np.abs(readings["lead"][..., 2] - lead[..., 2]), both),
+        "command_acc": float((readings["command"] == data.command).mean()),
+    }
+
+
+# ---------------------------------------------------------------------------------------------- validation
+def gaussian_blur(videos: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Each frame of videos (B, T, 3, H, W) blurred with a Gaussian of `sigma` px (reflected borders)."""
+    radius = max(1, int(math.ceil(3 * sigma)))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    g = torch.exp(-x**2 / (2 * sigma**2))
+    g = (g / g.sum()).to(videos.dtype)
+    b, t, c, h, w = videos.shape
+    z = F.pad(videos.reshape(b * t * c, 1, h, w), (radius, radius, radius, radius), mode="reflect")
+    z = F.conv2d(F.conv2d(z, g.view(1, 1, 1, -1)), g.view(1, 1, -1, 1))
+    return z.reshape(b, t, c, h, w)
+
+
+def wrong_futures(videos: torch.Tensor, n_context: int, kind: str, scenes: list[str]) -> torch.Tensor:
+    """Videos (B, T, …) whose future frames are replaced: "reversed" (played backwards), "repeat_last" (the t = 0
+    frame held), "other_scene" (the future of the next clip from another scene, cyclically)."""
+    out = videos.clone()
+    if kind == "reversed":
+        out[:, n_context:] = videos[:, n_context:].flip(1)
+    elif kind == "repeat_last":
+        out[:, n_context:] = videos[:, n_context - 1:n_context]
+    elif kind == "other_scene":
+        n = len(scenes)
+        for i in range(n):
+            j = next(((i + k) % n for k in range(1, n) if scenes[(i + k) % n] != scenes[i]), None)
+            if j is None:
+                raise ValueError("other_scene: all clips come from one scene")
+            out[i, n_context:] = videos[j, n_context:]
+    else:
+        raise ValueError(f"unknown corruption {kind!r}; expected one of {CORRUPTIONS}")
+    return out
+
+
+def split_within_scenes(scenes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Clip indices of two real sets from the same scenes: each scene's clips (in time order) split into its first
+    and its second half. The sets share the scenes' look (lighting, roads), so a distance between them is sampling
+    noise, the floor against which a corruption must stand out."""
+    a, b = [], []
+    for name in dict.fromkeys(scenes):
+        rows = [i for i, s in enumerate(scenes) if s == name]
+        a += rows[: len(rows) // 2]
+        b += rows[len(rows) // 2:]
+    if len(set(scenes)) < 2 or len(a) < 2:
+        raise ValueError("the validation needs clips from at least 2 scenes, 2 or more each")
+    return np.array(a), np.array(b)
+
+
+@torch.no_grad()
+def validate_judge(judge: WorldJudge, data: JudgeSet, batch_size: int = 16) -> dict:
+    """The judge's validation on held-out clips `data` (see the module docstring): readings and distances, with
+    `checks`, each True when the judge passes it."""
+    real = read_videos(judge, data.video(slice(None)), batch_size)
+    judge_err = reading_errors(real, data)
+    cv_err = reading_errors(constant_velocity_readings(data), data)
+    a, b = split_within_scenes(data.scenes)
+    emb_a, emb_b = real["embedding"][a], real["embedding"][b]
+    videos_b = data.video(torch.as_tensor(b))
+    distances = {"real": (frechet_distance(emb_a, emb_b), kernel_distance(emb_a, emb_b))}
+    for sigma in BLUR_SIGMAS:
+        e = read_videos(judge, torch.cat([videos_b[:, :data.n_context],
+                                          gaussian_blur(videos_b[:, data.n_context:], sigma)], 1), batch_size)
+        distances[f"blur_{sigma:g}"] = (frechet_distance(emb_a, e["embedding"]), kernel_distance(emb_a, e["embedding"]))
+    scenes_b = [data.scenes[i] for i in b]
+    for kind in CORRUPTIONS:
+        e = read_videos(judge, wrong_futures(videos_b, data.n_context, kind, scenes_b), batch_size)
+        distances[kind] = (frechet_distance(emb_a, e["embedding"]), kernel_distance(emb_a, e["embedding"]))
+    fd = {k: v[0] for k, v in distances.items()}
+    kid = {k: v[1] for k, v in distances.items()}
+    blur_keys = [f"blur_{s:g}" for s in BLUR_SIGMAS]
+    checks = {
+        "position_beats_cv": bool(np.mean(judge_err["position_m"]) < np.mean(cv_err["position_m"])),
+        "heading_beats_cv": bool(np.mean(judge_err["heading_deg"]) < np.mean(cv_err["heading_deg"])),
+        "speed_beats_cv": bool(np.mean(judge_err["speed_mps"]) < np.mean(cv_err["speed_mps"])),
+        "lead_presence_beats_cv": bool(np.mean(judge_err["lead_presence"]) > np.mean(cv_err["lead_presence"])),
+        "command_beats_cv": bool(judge_err["command_acc"] > cv_err["command_acc"]),
+        "blur_grows": all(fd[x] < fd[y] and kid[x] < kid[y] for x, y in zip(["real"] + blur_keys, blur_keys)),
+        "wrong_futures_above_real": all(fd[k] > 2 * fd["real"] and kid[k] > kid["real"] + 2 * abs(kid["real"])
+                                        for k in CORRUPTIONS),
+    }
+    return {"clips": len(data), "clips_a": len(a), "clips_b": len(b), "errors": judge_err, "cv_errors": cv_err,
+            "fd": fd, "kid": kid, "checks": checks, "passed": all(checks.values())}
+
+
+# ---------------------------------------------------------------------------------------------- generated video
+BASELINES = ("repeat_last", "copy_context")  # futures anyone can make without a world model
+
+
+def baseline_futures(videos: torch.Tensor, n_context: int, kind: str) -> torch.Tensor:
+    """Videos (B, T, …) whose future frames are a baseline's: "repeat_last" holds the t = 0 frame, "copy_context"
+    plays the context again from its first frame, looping (future frame k is context frame (k − 1) mod C)."""
+    out = videos.clone()
+    n_future = videos.shape[1] - n_context
+    if kind == "repeat_last":
+        out[:, n_context:] = videos[:, n_context - 1:n_context]
+    elif kind == "copy_context":
+        out[:, n_context:] = videos[:, torch.arange(n_future) % n_context]
+    else:
+        raise ValueError(f"unknown baseline {kind!r}; expected one of {BASELINES}")
+    return out
+
+
+@torch.no_grad()
+def judge_video_report(judge: WorldJudge, data: JudgeSet, videos: torch.Tensor, clip_of, batch_size: int = 16,
+                       real_embedding: np.ndarray | None = None) -> dict:
+    """How generated videos (M, T, 3, H, W) in [-1, 1] (true context, generated future) read to the judge: its
+    errors per future frame against the world's truth of their clips (`clip_of` (M,) indices into `data`: several
+    samples per clip allowed), and `fd_judge` / `kid_judge` of their clip embeddings against the real clips of
+    `data` (`real_embedding`, when already read)."""
+    if videos.shape[1] != judge.num_frames:
+        raise ValueError(f"the judge reads {judge.config.context_frames} + {judge.config.future_frames} frames at "
+                         f"{judge.config.frame_rate:g} Hz; these videos have {videos.shape[1]} frames")
+    clip_of = np.asarray(clip_of)
+    readings = read_videos(judge, videos, batch_size)
+    if real_embedding is None:
+        real_embedding = read_videos(judge, data.video(slice(None)), batch_size)["embedding"]
+    return {"num_videos": len(videos), "num_real": len(real_embedding),
+            "fd_judge": frechet_distance(real_embedding, readings["embedding"]),
+            "kid_judge": kernel_distance(real_embedding, readings["embedding"]),
+            "errors": reading_errors(readings, data.subset(clip_of))}
+
+
+@torch.no_grad()
+def judge_baselines(judge: WorldJudge, data: JudgeSet, batch_size: int = 16) -> dict[str, dict]:
+    """`judge_video_report` of the real futures (the floor: FD against itself is 0 only in the limit) and of each
+    baseline in `BASELINES`, on the clips of `data`."""
+    videos = data.video(slice(None))
+    real = read_videos(judge, videos, batch_size)["embedding"]
+    idx = np.arange(len(data))
+    out = {"real": judge_video_report(judge, data, videos, idx, batch_size, real)}
+    for kind in BASELINES:
+        out[kind] = judge_video_report(judge, data, baseline_futures(videos, data.n_context, kind), idx, batch_size,
+                                       real)
+    return out

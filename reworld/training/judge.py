@@ -1,0 +1,178 @@
+"""Training of the video judge `WorldJudge` (`python -m reworld train-judge`): on real clips of the training scenes
+it learns to read the world's truth per frame (`FrameLabels`, from the tables); `fit_judge` then validates it on
+the held-out scenes (`reworld.evaluation.judge.validate_judge`) and saves both."""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from reworld.config import load_config, replace
+from reworld.data.types import COMMANDS
+from reworld.evaluation.judge import (JudgeOutput, JudgeSet, WorldJudge, load_judge_set, read_videos, reading_errors,
+                                      validate_judge)
+from reworld.models.layers import save_model_atomic
+from reworld.paths import resolve_dataroot
+from reworld.runtime import default_device
+
+
+# ---------------------------------------------------------------------------------------------- training
+@dataclass(frozen=True)
+class JudgeTrainConfig:
+    batch_size: int = 16
+    lr: float = 1e-3  # AdamW, cosine decay to 0
+    weight_decay: float = 1e-4
+    widths: tuple[int, ...] = (32, 64, 96, 128)
+    token_dim: int = 128
+    num_layers: int = 2
+    feature_dim: int = 32
+    map_channels: int = 32
+    dropout: float = 0.1
+    flip: float = 0.5  # share of clips mirrored left-right (labels mirrored with them)
+    jitter: float = 0.15  # per-clip brightness shift, contrast and colour gain spread (0: none)
+    log_every: int = 50
+    val_every: int = 400  # with val data: its reading errors are logged (for information; nothing is chosen on it)
+
+
+def _targets(data: JudgeSet, idx, device) -> dict[str, torch.Tensor]:
+    k0 = data.n_context - 1
+    pose = data.ego_pose[idx][:, k0 + 1:]
+    prev = data.ego_pose[idx][:, k0:-1]
+    # each step's motion in the previous frame's ego frame
+    c, s = np.cos(prev[..., 2]), np.sin(prev[..., 2])
+    d = pose[..., :2] - prev[..., :2]
+    steps = np.stack([c * d[..., 0] + s * d[..., 1], -s * d[..., 0] + c * d[..., 1], pose[..., 2] - prev[..., 2]], -1)
+    lead = data.lead[idx][:, k0 + 1:]
+
+    def t(a, dtype=torch.float32):
+        return torch.as_tensor(np.asarray(a), dtype=dtype, device=device)
+
+    return {"pose": t(pose), "steps": t(steps), "speed": t(data.speed[idx][:, k0 + 1:]), "present": t(lead[..., 0]),
+            "lead": t(np.nan_to_num(lead[..., 1:])), "command": t(data.command[idx], torch.long)}
+
+
+def augment(videos: torch.Tensor, target: dict[str, torch.Tensor], train: JudgeTrainConfig,
+            generator: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """A share `train.flip` of the clips mirrored left-right, as the world mirrored about the ego's axis would look
+    (lateral positions, headings, offsets and turn commands mirrored), and every clip's colours jittered (the same
+    for all its frames: brightness, contrast, per-channel gain), so that the judge reads geometry, not a scene's
+    lighting."""
+    b = videos.shape[0]
+    flip = torch.rand(b, generator=generator) < train.flip
+    videos = torch.where(flip.view(b, 1, 1, 1, 1).to(videos.device), videos.flip(-1), videos)
+    target = dict(target)
+    sign = torch.where(flip, -1.0, 1.0).to(videos.device)
+    mirror = torch.stack([torch.ones_like(sign), sign, sign], -1)[:, None]  # (B, 1, 3): y and heading change sign
+    target["pose"] = target["pose"] * mirror
+    target["steps"] = target["steps"] * mirror
+    target["lead"] = target["lead"] * torch.stack([torch.ones_like(sign), sign], -1)[:, None]
+    swapped = (len(COMMANDS) - 1) - target["command"]  # left ↔ right, straight stays
+    target["command"] = torch.where(flip.to(videos.device), swapped, target["command"])
+    if train.jitter > 0:
+        j = train.jitter
+        shift = (torch.rand(b, 1, 1, 1, 1, generator=generator) * 2 - 1) * j
+        contrast = 1 + (torch.rand(b, 1, 1, 1, 1, generator=generator) * 2 - 1) * j
+        gain = 1 + (torch.rand(b, 1, 3, 1, 1, generator=generator) * 2 - 1) * j * 0.5
+        videos = ((videos * contrast * gain.to(videos.device)) + shift.to(videos.device)).clamp(-1, 1)
+    return videos, target
+
+
+def judge_losses(out: JudgeOutput, target: dict[str, torch.Tensor], judge: WorldJudge) -> dict[str, torch.Tensor]:
+    """Per-term losses, each in the judge's output units (so that every term is O(1))."""
+    cfg = judge.config
+    step_scale = target["steps"].new_tensor(cfg.step_scale)
+    pose_scale = step_scale * torch.arange(1, out.ego_pose.shape[1] + 1, device=step_scale.device)[:, None].sqrt()
+    lead_scale = target["lead"].new_tensor(cfg.lead_scale)
+    present = target["present"]
+    lead_err = F.smooth_l1_loss(out.lead / lead_scale, target["lead"] / lead_scale, reduction="none").sum(-1)
+    return {
+        "steps": F.smooth_l1_loss(out.step_motion / step_scale, target["steps"] / step_scale),
+        "pose": F.smooth_l1_loss(out.ego_pose / pose_scale, target["pose"] / pose_scale),
+        "speed": F.smooth_l1_loss(out.speed / cfg.speed_scale, target["speed"] / cfg.speed_scale),
+        "present": F.binary_cross_entropy_with_logits(out.lead_logit, present),
+        "lead": (lead_err * present).sum() / present.sum().clamp_min(1.0),
+        "command": F.cross_entropy(out.command_logits, target["command"]),
+    }
+
+
+def output_scales(data: JudgeSet) -> dict:
+    """The judge's output units from the training labels: per-step motion, speed, lead spread."""
+    t = _targets(data, np.arange(len(data)), "cpu")
+    steps = t["steps"].reshape(-1, 3).square().mean(0).sqrt().clamp_min(1e-3)  # root mean square per component
+    speed = float(t["speed"].square().mean().sqrt().clamp_min(1e-3))
+    return {"step_scale": tuple(round(float(v), 4) for v in steps), "speed_scale": round(speed, 3)}
+
+
+def train_judge(data: JudgeSet, steps: int, seed: int = 0, device: str | torch.device = "cpu",
+                train: JudgeTrainConfig | None = None, frame_rate: float = 4.0,
+                val: JudgeSet | None = None) -> tuple[WorldJudge, list[dict]]:
+    """Train a `WorldJudge` on `data` for `steps` AdamW steps → (model in eval mode, log rows; with `val`, its mean
+    reading errors every `train.val_every` steps, logged for information)."""
+    if steps < 1:
+        raise ValueError(f"steps must be ≥ 1, got {steps}")
+    train = train or JudgeTrainConfig()
+    device = torch.device(device)
+    torch.manual_seed(seed)
+    t_total = data.frames.shape[1]
+    model = WorldJudge(context_frames=data.n_context, future_frames=t_total - data.n_context, frame_rate=frame_rate,
+                       frame_size=tuple(data.frames.shape[-2:]), widths=tuple(train.widths),
+                       token_dim=train.token_dim, num_layers=train.num_layers, feature_dim=train.feature_dim,
+                       map_channels=train.map_channels, dropout=train.dropout, **output_scales(data)).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
+    generator = torch.Generator().manual_seed(seed)
+    log, start = [], time.perf_counter()
+    model.train()
+    for step in range(1, steps + 1):
+        idx = torch.randint(len(data), (min(train.batch_size, len(data)),), generator=generator).numpy()
+        videos, target = augment(data.video(torch.as_tensor(idx)).to(device), _targets(data, idx, device), train,
+                                 generator)
+        terms = judge_losses(model(videos), target, model)
+        loss = sum(terms.values())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        if step % train.log_every == 0 or step in (1, steps):
+            log.append({"step": step, "loss": round(loss.item(), 5), "seconds": round(time.perf_counter() - start, 1),
+                        **{k: round(v.item(), 5) for k, v in terms.items()}})
+            if val is not None and (step % train.val_every == 0 or step == steps):
+                model.eval()
+                err = reading_errors(read_videos(model, val.video(slice(None))), val)
+                model.train()
+                log[-1]["val"] = {k: round(float(np.mean(v)), 4) for k, v in err.items()}
+            print(json.dumps(log[-1]), flush=True)
+    return model.eval(), log
+
+
+# ---------------------------------------------------------------------------------------------- entry point
+def fit_judge(config_path: str | Path, out_dir: str | Path, steps: int, dataroot: str | None = None,
+              version: str | None = None, seed: int | None = None, train: JudgeTrainConfig | None = None) -> dict:
+    """Train the judge on the train split of the config's data, validate it on the val split, save it to `out_dir`
+    (safetensors, atomically) with `validation.json` (the validation, the training log, the data it reads)."""
+    config = load_config(config_path)
+    named_root = str(dataroot or config.data.dataroot)  # as the user named it (recorded), not this machine's path
+    config = replace(config, data={"dataroot": resolve_dataroot(named_root), **({"version": version} if version else {})})
+    seed = config.train.seed if seed is None else seed
+    started = time.perf_counter()
+    train_set = load_judge_set(config.data, "train")
+    val_set = load_judge_set(config.data, "val")
+    model, log = train_judge(train_set, steps, seed=seed, device=default_device(), train=train,
+                             frame_rate=config.data.frame_rate, val=val_set)
+    validation = validate_judge(model, val_set)
+    out = save_model_atomic(model, out_dir)
+    data = {**asdict(config.data), "dataroot": named_root}
+    result = {"metric_name": model.metric_name, "steps": steps, "seed": seed, "train_clips": len(train_set),
+              "minutes": round((time.perf_counter() - started) / 60, 1), "validation": validation, "log": log,
+              "data": data, "train": asdict(train or JudgeTrainConfig())}
+    tmp = out / "validation.json.tmp"
+    tmp.write_text(json.dumps(result, indent=2, default=float))
+    tmp.replace(out / "validation.json")
+    return result
