@@ -180,9 +180,24 @@ def cmd_train_video_net(args) -> int:
 def cmd_train_judge(args) -> int:
     from reworld.training.judge import fit_judge
 
-    result = fit_judge(args.config, args.out, args.steps, args.dataroot, args.version, args.seed)
+    result = fit_judge(args.config, args.out, args.steps, args.dataroot, args.version, args.seed,
+                       train_dataroot=args.train_dataroot)
     print(json.dumps(result["validation"], indent=2, default=float))
     return 0 if result["validation"]["passed"] else 1
+
+
+def cmd_validate_judge(args) -> int:
+    from reworld.config import load_config, replace
+    from reworld.evaluation.judge import load_judge, load_judge_set, validate_judge
+
+    config = load_config(args.config)
+    changes = {"dataroot": resolve_dataroot(args.dataroot or config.data.dataroot)}
+    if args.version:
+        changes["version"] = args.version
+    data = replace(config, data=changes).data
+    report = validate_judge(load_judge(args.judge), load_judge_set(data, args.split))
+    print(json.dumps(report, indent=2, default=float))
+    return 0 if report["passed"] else 1
 
 
 def cmd_ablate(args) -> int:
@@ -317,9 +332,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.add_argument("--steps", type=int, default=3000)
     s.add_argument("--seed", type=int)
+    s.add_argument("--train-dataroot", help="train on every clip of this world (training-only scenes, e.g. "
+                   "`reworld synth --seed 1 --scenes 96`) instead of the train split of --dataroot")
     s.add_argument("--dataroot")
     s.add_argument("--version")
     s.set_defaults(func=cmd_train_judge)
+
+    s = sub.add_parser("validate-judge", help="the video judge's validation on held-out clips (prints JSON)")
+    s.add_argument("--judge", default=str(CHECKPOINTS / "judge"))
+    s.add_argument("--config", default=str(JUDGE_CONFIG), help="its data section: the clips it reads")
+    s.add_argument("--dataroot")
+    s.add_argument("--version")
+    s.add_argument("--split", default="val", choices=["val", "train", "all"])
+    s.set_defaults(func=cmd_validate_judge)
 
     s = sub.add_parser("ablate", help="ablation study: video (IG on/off over seeds) or planner (4 loss arms)")
     s.add_argument("what", choices=["video", "planner"])

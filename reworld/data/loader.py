@@ -385,7 +385,10 @@ class NuScenesClips(torch.utils.data.Dataset):
         (xa, _), (xb, _) = track.at(lo), track.at(hi)
         speed = np.linalg.norm(xb - xa, axis=1) / np.maximum(hi - lo, 1e-6)
         instances = self._instance_tracks(scene)
-        lead = np.array([lead_vehicle(instances, track, float(tk), xy[k], float(yaw[k])) for k, tk in enumerate(t)])
+        sd = self.nusc.get("sample_data", sample["data"][self.cfg.camera])
+        camera = CameraView.of(self.nusc.get("calibrated_sensor", sd["calibrated_sensor_token"]), sd["width"])
+        lead = np.array([lead_vehicle(instances, track, float(tk), xy[k], float(yaw[k]), camera)
+                         for k, tk in enumerate(t)])
         traj = self._trajectory(sample, track, ref.timestamp * US)
         return FrameLabels(time=rel, ego_pose=pose, speed=speed, lead=lead,
                            command=driving_command(traj[:, :2], self.cfg.command_threshold))
@@ -574,16 +577,47 @@ def project_on_path(path: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, n
     return cum[j] + u[rows, j] * seg_len[j], np.sign(cross) * dist[rows, j]
 
 
+@dataclass(frozen=True)
+class CameraView:
+    """Where a camera looks in the ground plane, from its calibrated_sensor: a point is in view when it lies in front
+    of the camera and its centre projects inside the image's width (the vertical is not checked)."""
+
+    position: np.ndarray  # (2,) [m] in the ego frame
+    forward: np.ndarray  # (2,) optical axis in the ego frame (unit in the ground plane)
+    right: np.ndarray  # (2,) image x axis in the ego frame
+    fx: float  # [px]
+    cx: float  # [px]
+    width: int  # [px]
+
+    @classmethod
+    def of(cls, calibrated_sensor: dict, width: int) -> "CameraView":
+        r = Quaternion(calibrated_sensor["rotation"]).rotation_matrix  # camera (x right, y down, z forward) → ego
+        k = np.asarray(calibrated_sensor["camera_intrinsic"], dtype=np.float64)
+        return cls(np.asarray(calibrated_sensor["translation"][:2], dtype=np.float64), r[:2, 2], r[:2, 0],
+                   float(k[0, 0]), float(k[0, 2]), int(width))
+
+    def sees(self, points_ego: np.ndarray) -> np.ndarray:
+        """(P, 2) points in the ego frame → (P,) bool."""
+        d = points_ego - self.position
+        depth = d @ self.forward
+        u = self.fx * (d @ self.right) / np.maximum(depth, 1e-6) + self.cx
+        return (depth > 0.5) & (u >= 0.0) & (u < self.width)
+
+
 def lead_vehicle(instances: list[tuple[np.ndarray, np.ndarray]], track: PoseTrack, t: float, ego_xy: np.ndarray,
-                 ego_yaw: float) -> np.ndarray:
+                 ego_yaw: float, camera: CameraView | None = None) -> np.ndarray:
     """[present, distance m, lateral offset m] of the lead vehicle at time `t` [s] (the rule of `FrameLabels`);
-    [0, NaN, NaN] without one. Vehicles count while `t` lies within their annotated span."""
+    [0, NaN, NaN] without one. Vehicles count while `t` lies within their annotated span and, given the `camera`,
+    while their centre is in its view."""
     centres = [np.array([np.interp(t, ts, xy[:, 0]), np.interp(t, ts, xy[:, 1])])
                for ts, xy in instances if ts[0] - 1e-6 <= t <= ts[-1] + 1e-6]
     if centres:
         pts = np.stack(centres)
         ahead = to_ego_frame(pts, ego_xy, ego_yaw)
-        pts = pts[(ahead[:, 0] > 0.0) & (np.linalg.norm(ahead, axis=1) <= LEAD_RANGE_M + LEAD_CORRIDOR_M)]
+        keep = (ahead[:, 0] > 0.0) & (np.linalg.norm(ahead, axis=1) <= LEAD_RANGE_M + LEAD_CORRIDOR_M)
+        if camera is not None:
+            keep &= camera.sees(ahead)
+        pts = pts[keep]
         if len(pts):
             s, d = project_on_path(path_ahead(track, t, LEAD_RANGE_M + 5.0), pts)
             ok = (s > 0.0) & (s <= LEAD_RANGE_M) & (np.abs(d) <= LEAD_CORRIDOR_M)

@@ -67,13 +67,13 @@ class FrameLabels:
     from a model: the targets of the video judge (`reworld.evaluation.judge`). Times are each frame's own capture
     time, so the labels describe exactly the image shown.
 
-    The lead vehicle is the nearest vehicle (`AGENT_TYPES` "vehicle") ahead whose centre lies within
+    The lead vehicle is the nearest vehicle (`AGENT_TYPES` "vehicle") in the camera's view whose centre lies within
     `LEAD_CORRIDOR_M` of the path the ego actually drives next (its logged poses from that frame on, extended straight
     past the end of the log) and at most `LEAD_RANGE_M` along it: its own lane, the next lane and the shoulder, so the
     offset tells a leader (≈ 0) from oncoming (≈ +3.5 m) and parked (≈ −3 m) cars. Its distance is the arc length
     along that path from the ego pose point to the vehicle's centre, its offset the signed distance from the path
     (left positive). In the synthetic world a same-lane rule (±2 m) finds a vehicle in 11 % of frames, this one in
-    56 %. Annotations are interpolated linearly between key frames, as nuscenes-devkit's `get_boxes` does for
+    about half. Annotations are interpolated linearly between key frames, as nuscenes-devkit's `get_boxes` does for
     sweeps."""
 
     time: np.ndarray  # (T,) [s] capture time of each frame from that of the t = 0 frame

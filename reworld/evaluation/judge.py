@@ -17,7 +17,8 @@ Architecture (sized for CPU training on the synthetic world; widths in the confi
 - per step a feature layer (`feature_dim`, SiLU) feeds linear heads: the step's ego motion (dx, dy, dψ) in the
   previous frame's ego frame, composed into the pose since t = 0 (odometry: every error is the judge's own and
   accumulates as it would for a reader of the video), the speed, and the nearest vehicle ahead; the command reads
-  the mean over all steps. The clip embedding is the mean of the future steps' features.
+  the mean over all steps. The clip embedding is the mean of the context steps' features beside that of the
+  future steps'.
 """
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ class JudgeOutput(BaseOutput):
     lead: torch.Tensor  # (B, F, 2) [distance m, lateral offset m] of the nearest vehicle ahead (if any)
     command_logits: torch.Tensor  # (B, 3) over COMMANDS
     step_motion: torch.Tensor  # (B, F, 3) [dx m, dy m, dψ rad] of each future step, in the previous frame's ego frame
-    embedding: torch.Tensor | None = None  # (B, feature_dim) the clip embedding, only when asked
+    embedding: torch.Tensor | None = None  # (B, 2 · feature_dim) the clip embedding, only when asked
 
 
 def compose_steps(steps: torch.Tensor) -> torch.Tensor:
@@ -109,6 +110,7 @@ class WorldJudge(ModelMixin, ConfigMixin):
         self.token_dropout = nn.Dropout(dropout)
         steps = context_frames + future_frames - 1
         self.position = nn.Parameter(torch.zeros(1, steps, token_dim))
+        self.interval = nn.Linear(1, token_dim)  # each step's time interval (frames are not evenly spaced)
         layer = nn.TransformerEncoderLayer(token_dim, num_heads, dim_feedforward=2 * token_dim, dropout=0.0,
                                            batch_first=True, norm_first=True)
         self.temporal = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
@@ -123,9 +125,20 @@ class WorldJudge(ModelMixin, ConfigMixin):
     def num_frames(self) -> int:
         return self.config.context_frames + self.config.future_frames
 
-    def step_features(self, videos: torch.Tensor) -> torch.Tensor:
-        """videos (B, T, 3, H, W) in [-1, 1] → per-step features (B, T − 1, feature_dim), after SiLU."""
+    def step_features(self, videos: torch.Tensor, times: torch.Tensor | None = None) -> torch.Tensor:
+        """videos (B, T, 3, H, W) in [-1, 1] → per-step features (B, T − 1, feature_dim), after SiLU. `times` (B, T)
+        [s]: the frames' capture times (`FrameLabels.time`; a camera fires on a LIDAR-locked schedule, so 4 Hz frames
+        are 200–300 ms apart on nuScenes); None: evenly spaced at the frame rate. A generated future stands for the
+        frames of its clip: read it with that clip's times."""
         check_videos(videos, "WorldJudge", frames=self.num_frames)
+        nominal = 1.0 / self.config.frame_rate
+        if times is None:
+            dt = videos.new_full((videos.shape[0], videos.shape[1] - 1), nominal)
+        else:
+            times = torch.as_tensor(times, dtype=videos.dtype, device=videos.device)
+            if times.shape != videos.shape[:2]:
+                raise ValueError(f"WorldJudge: times {tuple(times.shape)} must be (B, T) = {tuple(videos.shape[:2])}")
+            dt = times.diff(dim=1)
         b, t, c, h, w = videos.shape
         size = tuple(self.config.frame_size)
         x = videos.to(self.dtype)
@@ -134,15 +147,23 @@ class WorldJudge(ModelMixin, ConfigMixin):
                               antialias=h > size[0] or w > size[1]).reshape(b, t, c, *size)
         pairs = torch.cat([x[:, :-1], x[:, 1:]], dim=2).flatten(0, 1)  # (B·(T−1), 6, H, W)
         tokens = self.token_dropout(self.to_token(self.trunk(pairs).flatten(1))).view(b, t - 1, -1) + self.position
+        tokens = tokens + self.interval((dt / nominal - 1.0).to(tokens.dtype)[..., None])
         return F.silu(self.feature(self.norm(self.temporal(tokens))))  # (B, T − 1, feature_dim)
 
-    def clip_embedding(self, videos: torch.Tensor) -> torch.Tensor:
-        """Offline Fréchet / KID features: videos (B, T, 3, H, W) in [-1, 1] → (B, feature_dim), the mean of the
-        future steps' features."""
-        return self.step_features(videos)[:, self.config.context_frames - 1:].mean(dim=1)
+    def clip_embedding(self, videos: torch.Tensor, times: torch.Tensor | None = None) -> torch.Tensor:
+        """Offline Fréchet / KID features: videos (B, T, 3, H, W) in [-1, 1] → (B, 2 · feature_dim) (`embed`)."""
+        return self.embed(self.step_features(videos, times))
 
-    def forward(self, videos: torch.Tensor, output_embedding: bool = False) -> JudgeOutput:
-        feats = self.step_features(videos)  # (B, T − 1, D)
+    def embed(self, feats: torch.Tensor) -> torch.Tensor:
+        """Per-step features (B, T − 1, D) → the clip embedding (B, 2D): the mean over the context steps beside the
+        mean over the future steps, so that a Fréchet distance or KID sees whether a future belongs to its context
+        (their cross-covariance), not only what futures look like."""
+        k0 = self.config.context_frames - 1
+        return torch.cat([feats[:, :k0].mean(dim=1), feats[:, k0:].mean(dim=1)], dim=-1)
+
+    def forward(self, videos: torch.Tensor, times: torch.Tensor | None = None,
+                output_embedding: bool = False) -> JudgeOutput:
+        feats = self.step_features(videos, times)  # (B, T − 1, D)
         fut = feats[:, self.config.context_frames - 1:]  # (B, F, D): steps ending at the future frames
         steps = self.motion_head(fut) * fut.new_tensor(self.config.step_scale)
         lead = self.lead_head(fut)
@@ -153,7 +174,7 @@ class WorldJudge(ModelMixin, ConfigMixin):
             lead=lead[..., 1:] * fut.new_tensor(self.config.lead_scale),
             command_logits=self.command_head(feats.mean(dim=1)),
             step_motion=steps,
-            embedding=fut.mean(dim=1) if output_embedding else None,
+            embedding=self.embed(feats) if output_embedding else None,
         )
 
 
@@ -210,14 +231,16 @@ def load_judge_set(cfg: DataConfig, split: str, limit: int | None = None) -> Jud
 
 # ---------------------------------------------------------------------------------------------- readings
 @torch.no_grad()
-def read_videos(judge: WorldJudge, videos: torch.Tensor, batch_size: int = 16) -> dict[str, np.ndarray]:
+def read_videos(judge: WorldJudge, videos: torch.Tensor, batch_size: int = 16,
+                times: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The judge's readings of videos (N, T, 3, H, W) in [-1, 1], as arrays: ego_pose (N, F, 3), speed (N, F),
     lead (N, F, 3) [present, distance, offset] (NaN distance and offset where it sees no vehicle), command (N,),
     embedding (N, D)."""
     device = next(judge.parameters()).device
     rows: dict[str, list] = {k: [] for k in ("ego_pose", "speed", "lead", "command", "embedding")}
     for i in range(0, len(videos), batch_size):
-        out = judge(videos[i:i + batch_size].to(device), output_embedding=True)
+        dt = None if times is None else torch.as_tensor(np.asarray(times)[i:i + batch_size])
+        out = judge(videos[i:i + batch_size].to(device), times=dt, output_embedding=True)
         present = (out.lead_logit > 0).float()
         lead = torch.cat([present[..., None], out.lead], -1)
         lead[..., 1:][present == 0] = float("nan")
@@ -297,15 +320,15 @@ def wrong_futures(videos: torch.Tensor, n_context: int, kind: str, scenes: list[
 
 
 def split_within_scenes(scenes: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Clip indices of two real sets from the same scenes: each scene's clips (in time order) split into its first
-    and its second half. The sets share the scenes' look (lighting, roads), so a distance between them is sampling
-    noise, the floor against which a corruption must stand out."""
+    """Clip indices of two real sets from the same scenes: each scene's clips, in time order, dealt alternately to A
+    and B. The sets match in every respect (scenes, lighting, where in a scene), so a distance between them is
+    sampling noise: the floor against which a corruption must stand out."""
     a, b = [], []
     for name in dict.fromkeys(scenes):
         rows = [i for i, s in enumerate(scenes) if s == name]
-        a += rows[: len(rows) // 2]
-        b += rows[len(rows) // 2:]
-    if len(set(scenes)) < 2 or len(a) < 2:
+        a += rows[0::2]
+        b += rows[1::2]
+    if len(set(scenes)) < 2 or len(a) < 2 or len(b) < 2:
         raise ValueError("the validation needs clips from at least 2 scenes, 2 or more each")
     return np.array(a), np.array(b)
 
@@ -314,7 +337,7 @@ def split_within_scenes(scenes: list[str]) -> tuple[np.ndarray, np.ndarray]:
 def validate_judge(judge: WorldJudge, data: JudgeSet, batch_size: int = 16) -> dict:
     """The judge's validation on held-out clips `data` (see the module docstring): readings and distances, with
     `checks`, each True when the judge passes it."""
-    real = read_videos(judge, data.video(slice(None)), batch_size)
+    real = read_videos(judge, data.video(slice(None)), batch_size, data.time)
     judge_err = reading_errors(real, data)
     cv_err = reading_errors(constant_velocity_readings(data), data)
     a, b = split_within_scenes(data.scenes)
@@ -323,11 +346,12 @@ def validate_judge(judge: WorldJudge, data: JudgeSet, batch_size: int = 16) -> d
     distances = {"real": (frechet_distance(emb_a, emb_b), kernel_distance(emb_a, emb_b))}
     for sigma in BLUR_SIGMAS:
         e = read_videos(judge, torch.cat([videos_b[:, :data.n_context],
-                                          gaussian_blur(videos_b[:, data.n_context:], sigma)], 1), batch_size)
+                                          gaussian_blur(videos_b[:, data.n_context:], sigma)], 1), batch_size,
+                         data.time[b])
         distances[f"blur_{sigma:g}"] = (frechet_distance(emb_a, e["embedding"]), kernel_distance(emb_a, e["embedding"]))
     scenes_b = [data.scenes[i] for i in b]
     for kind in CORRUPTIONS:
-        e = read_videos(judge, wrong_futures(videos_b, data.n_context, kind, scenes_b), batch_size)
+        e = read_videos(judge, wrong_futures(videos_b, data.n_context, kind, scenes_b), batch_size, data.time[b])
         distances[kind] = (frechet_distance(emb_a, e["embedding"]), kernel_distance(emb_a, e["embedding"]))
     fd = {k: v[0] for k, v in distances.items()}
     kid = {k: v[1] for k, v in distances.items()}
@@ -375,9 +399,9 @@ def judge_video_report(judge: WorldJudge, data: JudgeSet, videos: torch.Tensor, 
         raise ValueError(f"the judge reads {judge.config.context_frames} + {judge.config.future_frames} frames at "
                          f"{judge.config.frame_rate:g} Hz; these videos have {videos.shape[1]} frames")
     clip_of = np.asarray(clip_of)
-    readings = read_videos(judge, videos, batch_size)
+    readings = read_videos(judge, videos, batch_size, data.time[clip_of])
     if real_embedding is None:
-        real_embedding = read_videos(judge, data.video(slice(None)), batch_size)["embedding"]
+        real_embedding = read_videos(judge, data.video(slice(None)), batch_size, data.time)["embedding"]
     return {"num_videos": len(videos), "num_real": len(real_embedding),
             "fd_judge": frechet_distance(real_embedding, readings["embedding"]),
             "kid_judge": kernel_distance(real_embedding, readings["embedding"]),
@@ -389,7 +413,7 @@ def judge_baselines(judge: WorldJudge, data: JudgeSet, batch_size: int = 16) -> 
     """`judge_video_report` of the real futures (the floor: FD against itself is 0 only in the limit) and of each
     baseline in `BASELINES`, on the clips of `data`."""
     videos = data.video(slice(None))
-    real = read_videos(judge, videos, batch_size)["embedding"]
+    real = read_videos(judge, videos, batch_size, data.time)["embedding"]
     idx = np.arange(len(data))
     out = {"real": judge_video_report(judge, data, videos, idx, batch_size, real)}
     for kind in BASELINES:

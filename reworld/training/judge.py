@@ -7,6 +7,7 @@ import json
 import math
 import time
 from dataclasses import asdict, dataclass
+from dataclasses import replace as dc_replace
 from pathlib import Path
 
 import numpy as np
@@ -133,7 +134,7 @@ def train_judge(data: JudgeSet, steps: int, seed: int = 0, device: str | torch.d
         idx = torch.randint(len(data), (min(train.batch_size, len(data)),), generator=generator).numpy()
         videos, target = augment(data.video(torch.as_tensor(idx)).to(device), _targets(data, idx, device), train,
                                  generator)
-        terms = judge_losses(model(videos), target, model)
+        terms = judge_losses(model(videos, torch.as_tensor(data.time[idx])), target, model)
         loss = sum(terms.values())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -145,7 +146,7 @@ def train_judge(data: JudgeSet, steps: int, seed: int = 0, device: str | torch.d
                         **{k: round(v.item(), 5) for k, v in terms.items()}})
             if val is not None and (step % train.val_every == 0 or step == steps):
                 model.eval()
-                err = reading_errors(read_videos(model, val.video(slice(None))), val)
+                err = reading_errors(read_videos(model, val.video(slice(None)), times=val.time), val)
                 model.train()
                 log[-1]["val"] = {k: round(float(np.mean(v)), 4) for k, v in err.items()}
             print(json.dumps(log[-1]), flush=True)
@@ -154,15 +155,20 @@ def train_judge(data: JudgeSet, steps: int, seed: int = 0, device: str | torch.d
 
 # ---------------------------------------------------------------------------------------------- entry point
 def fit_judge(config_path: str | Path, out_dir: str | Path, steps: int, dataroot: str | None = None,
-              version: str | None = None, seed: int | None = None, train: JudgeTrainConfig | None = None) -> dict:
-    """Train the judge on the train split of the config's data, validate it on the val split, save it to `out_dir`
-    (safetensors, atomically) with `validation.json` (the validation, the training log, the data it reads)."""
+              version: str | None = None, seed: int | None = None, train: JudgeTrainConfig | None = None,
+              train_dataroot: str | None = None) -> dict:
+    """Train the judge on the train split of the config's data (or on every clip of `train_dataroot`, a world of
+    training-only scenes), validate it on the val split of the config's data, save it to `out_dir` (safetensors,
+    atomically) with `validation.json` (the validation, the training log, the data it reads)."""
     config = load_config(config_path)
     named_root = str(dataroot or config.data.dataroot)  # as the user named it (recorded), not this machine's path
     config = replace(config, data={"dataroot": resolve_dataroot(named_root), **({"version": version} if version else {})})
     seed = config.train.seed if seed is None else seed
     started = time.perf_counter()
-    train_set = load_judge_set(config.data, "train")
+    if train_dataroot:
+        train_set = load_judge_set(dc_replace(config.data, dataroot=resolve_dataroot(train_dataroot)), "all")
+    else:
+        train_set = load_judge_set(config.data, "train")
     val_set = load_judge_set(config.data, "val")
     model, log = train_judge(train_set, steps, seed=seed, device=default_device(), train=train,
                              frame_rate=config.data.frame_rate, val=val_set)
@@ -170,6 +176,7 @@ def fit_judge(config_path: str | Path, out_dir: str | Path, steps: int, dataroot
     out = save_model_atomic(model, out_dir)
     data = {**asdict(config.data), "dataroot": named_root}
     result = {"metric_name": model.metric_name, "steps": steps, "seed": seed, "train_clips": len(train_set),
+              "train_dataroot": str(train_dataroot) if train_dataroot else f"{named_root} (train split)",
               "minutes": round((time.perf_counter() - started) / 60, 1), "validation": validation, "log": log,
               "data": data, "train": asdict(train or JudgeTrainConfig())}
     tmp = out / "validation.json.tmp"
