@@ -106,8 +106,8 @@ def test_blur_and_wrong_futures():
     other = wrong_futures(videos, 2, "other_scene", ["a", "a", "b"])
     torch.testing.assert_close(other[0, 2:], videos[2, 2:])  # clip 0's future from scene b
     torch.testing.assert_close(other[2, 2:], videos[0, 2:])
-    a, b = split_within_scenes(["a", "a", "a", "a", "b", "b", "b"])
-    assert a.tolist() == [0, 2, 4, 6] and b.tolist() == [1, 3, 5]  # each scene's clips dealt alternately
+    a, b = split_within_scenes(["a", "a", "a", "a", "b", "b", "b"], block=2)
+    assert a.tolist() == [0, 1, 4, 5] and b.tolist() == [2, 3, 6]  # each scene's clips dealt in alternating blocks
 
 
 def test_mirrored_clips_carry_mirrored_labels():

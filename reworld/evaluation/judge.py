@@ -183,6 +183,15 @@ def load_judge(path: str | Path) -> WorldJudge:
     return load_model_strict(WorldJudge, path)
 
 
+def judge_kid(real: np.ndarray, other: np.ndarray) -> float:
+    """KID of the judge's embeddings, on features centred on the real set's mean and divided by its mean spread: the
+    cubic kernel
+    (x·y / D + 1)³ is not scale-free, and on raw judge features (norms of several units) its unbiased estimate
+    swings by more than the effects it should show (−1.1 between two real halves of the val clips)."""
+    mu, scale = real.mean(0), float(real.std(0).mean()) + 1e-6  # one scale: per-feature spreads can be ~0
+    return kernel_distance((real - mu) / scale, (other - mu) / scale)
+
+
 # ---------------------------------------------------------------------------------------------- clips
 @dataclass
 class JudgeSet:
@@ -319,15 +328,18 @@ def wrong_futures(videos: torch.Tensor, n_context: int, kind: str, scenes: list[
     return out
 
 
-def split_within_scenes(scenes: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Clip indices of two real sets from the same scenes: each scene's clips, in time order, dealt alternately to A
-    and B. The sets match in every respect (scenes, lighting, where in a scene), so a distance between them is
-    sampling noise: the floor against which a corruption must stand out."""
+def split_within_scenes(scenes: list[str], block: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Clip indices of two real sets from the same scenes: each scene's clips, in time order, dealt to A and B in
+    alternating blocks of `block` clips. The sets match in scenes, lighting and where in a scene, so a distance
+    between them is sampling noise, the floor against which a corruption must stand out. Caveat, measured on the 5
+    val scenes: one clip at a time, neighbours 0.5 s apart sit in both sets, which makes the floor optimistic (FD
+    0.18, KID below 0); in blocks of 10 (5 s), where in a scene dominates the features (FD 62). A validation world
+    with many held-out scenes, split by scene, is the way out (issue 16's notes)."""
     a, b = [], []
     for name in dict.fromkeys(scenes):
         rows = [i for i, s in enumerate(scenes) if s == name]
-        a += rows[0::2]
-        b += rows[1::2]
+        for j in range(0, len(rows), block):
+            (a if (j // block) % 2 == 0 else b).extend(rows[j:j + block])
     if len(set(scenes)) < 2 or len(a) < 2 or len(b) < 2:
         raise ValueError("the validation needs clips from at least 2 scenes, 2 or more each")
     return np.array(a), np.array(b)
@@ -343,16 +355,16 @@ def validate_judge(judge: WorldJudge, data: JudgeSet, batch_size: int = 16) -> d
     a, b = split_within_scenes(data.scenes)
     emb_a, emb_b = real["embedding"][a], real["embedding"][b]
     videos_b = data.video(torch.as_tensor(b))
-    distances = {"real": (frechet_distance(emb_a, emb_b), kernel_distance(emb_a, emb_b))}
+    distances = {"real": (frechet_distance(emb_a, emb_b), judge_kid(emb_a, emb_b))}
     for sigma in BLUR_SIGMAS:
         e = read_videos(judge, torch.cat([videos_b[:, :data.n_context],
                                           gaussian_blur(videos_b[:, data.n_context:], sigma)], 1), batch_size,
                          data.time[b])
-        distances[f"blur_{sigma:g}"] = (frechet_distance(emb_a, e["embedding"]), kernel_distance(emb_a, e["embedding"]))
+        distances[f"blur_{sigma:g}"] = (frechet_distance(emb_a, e["embedding"]), judge_kid(emb_a, e["embedding"]))
     scenes_b = [data.scenes[i] for i in b]
     for kind in CORRUPTIONS:
         e = read_videos(judge, wrong_futures(videos_b, data.n_context, kind, scenes_b), batch_size, data.time[b])
-        distances[kind] = (frechet_distance(emb_a, e["embedding"]), kernel_distance(emb_a, e["embedding"]))
+        distances[kind] = (frechet_distance(emb_a, e["embedding"]), judge_kid(emb_a, e["embedding"]))
     fd = {k: v[0] for k, v in distances.items()}
     kid = {k: v[1] for k, v in distances.items()}
     blur_keys = [f"blur_{s:g}" for s in BLUR_SIGMAS]
@@ -404,7 +416,7 @@ def judge_video_report(judge: WorldJudge, data: JudgeSet, videos: torch.Tensor, 
         real_embedding = read_videos(judge, data.video(slice(None)), batch_size, data.time)["embedding"]
     return {"num_videos": len(videos), "num_real": len(real_embedding),
             "fd_judge": frechet_distance(real_embedding, readings["embedding"]),
-            "kid_judge": kernel_distance(real_embedding, readings["embedding"]),
+            "kid_judge": judge_kid(real_embedding, readings["embedding"]),
             "errors": reading_errors(readings, data.subset(clip_of))}
 
 
