@@ -25,7 +25,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from torch import nn
 
-from reworld.evaluation.video import check_videos
+from reworld.evaluation.video import check_videos, resize_videos
 from reworld.models.layers import load_model_strict
 
 
@@ -69,12 +69,7 @@ class ReWorldVideoNet(ModelMixin, ConfigMixin):
     def clip_embedding(self, videos: torch.Tensor) -> torch.Tensor:
         """Offline Fréchet features: videos (B, T, 3, H, W) in [-1, 1] → (B, feature_dim)."""
         check_videos(videos, "ReWorldVideoNet", frames=self.config.num_frames)
-        b, t, c, h, w = videos.shape
-        size = tuple(self.config.frame_size)
-        x = videos.to(self.dtype)
-        if (h, w) != size:
-            x = F.interpolate(x.reshape(b * t, c, h, w), size=size, mode="bilinear", align_corners=False,
-                              antialias=h > size[0] or w > size[1]).reshape(b, t, c, *size)
+        x = resize_videos(videos, tuple(self.config.frame_size), self.dtype)
         x = self.trunk(x.transpose(1, 2))  # (B, C, T, H / 2^n, W / 2^n)
         return self.proj(x.mean(dim=(2, 3, 4)))  # (B, feature_dim)
 

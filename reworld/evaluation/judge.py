@@ -37,7 +37,7 @@ from torch import nn
 from reworld.config import DataConfig
 from reworld.data.loader import NuScenesClips
 from reworld.data.types import COMMANDS
-from reworld.evaluation.video import check_videos, frechet_distance, kernel_distance
+from reworld.evaluation.video import check_videos, frechet_distance, kernel_distance, resize_videos
 from reworld.models.layers import load_model_strict
 
 BLUR_SIGMAS = (0.5, 1.0, 2.0)  # [px] of the validation's blurred futures
@@ -139,12 +139,8 @@ class WorldJudge(ModelMixin, ConfigMixin):
             if times.shape != videos.shape[:2]:
                 raise ValueError(f"WorldJudge: times {tuple(times.shape)} must be (B, T) = {tuple(videos.shape[:2])}")
             dt = times.diff(dim=1)
-        b, t, c, h, w = videos.shape
-        size = tuple(self.config.frame_size)
-        x = videos.to(self.dtype)
-        if (h, w) != size:
-            x = F.interpolate(x.reshape(b * t, c, h, w), size=size, mode="bilinear", align_corners=False,
-                              antialias=h > size[0] or w > size[1]).reshape(b, t, c, *size)
+        b, t = videos.shape[:2]
+        x = resize_videos(videos, tuple(self.config.frame_size), self.dtype)
         pairs = torch.cat([x[:, :-1], x[:, 1:]], dim=2).flatten(0, 1)  # (B·(T−1), 6, H, W)
         tokens = self.token_dropout(self.to_token(self.trunk(pairs).flatten(1))).view(b, t - 1, -1) + self.position
         tokens = tokens + self.interval((dt / nominal - 1.0).to(tokens.dtype)[..., None])

@@ -26,8 +26,8 @@ from scipy import linalg
 
 from reworld.arrays import finite_rows
 
-__all__ = ["psnr", "ssim", "frechet_distance", "kernel_distance", "FrechetResult", "ClipEmbeddingNet", "check_videos", "clip_embeddings",
-           "feature_matrix", "video_frechet"]
+__all__ = ["psnr", "ssim", "frechet_distance", "kernel_distance", "FrechetResult", "ClipEmbeddingNet", "check_videos",
+           "resize_videos", "clip_embeddings", "feature_matrix", "video_frechet"]
 
 SSIM_WINDOW = 11  # [px] Gaussian window side (Wang et al. 2004)
 SSIM_SIGMA = 1.5  # [px]
@@ -46,6 +46,17 @@ def check_videos(videos: torch.Tensor, where: str, channels: int = 3, frames: in
         raise ValueError(f"{where}: expected (B, {t}, {channels}, H, W), got {tuple(videos.shape)}")
     if not videos.is_floating_point() or videos.min() < -1 - RANGE_TOL or videos.max() > 1 + RANGE_TOL:
         raise ValueError(f"{where}: videos must be float in [-1, 1]")
+
+
+def resize_videos(videos: torch.Tensor, size: tuple[int, int], dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Videos (B, T, C, H, W) resized to `size` (H, W), bilinear (antialiased when shrinking), cast to `dtype`:
+    what a video network trained at one frame size does to the frames it is given."""
+    b, t, c, h, w = videos.shape
+    x = videos.to(dtype) if dtype is not None else videos
+    if (h, w) == tuple(size):
+        return x
+    return F.interpolate(x.reshape(b * t, c, h, w), size=tuple(size), mode="bilinear", align_corners=False,
+                         antialias=h > size[0] or w > size[1]).reshape(b, t, c, *size)
 
 
 # ---------------------------------------------------------------------------------------------- PSNR
