@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 from reworld.config import STAGES
-from reworld.paths import ASSETS, CHECKPOINTS, DEFAULT_CONFIG, JUDGE_CONFIG, default_clip_net, resolve_dataroot
+from reworld.paths import (ASSETS, CHECKPOINTS, DEFAULT_CONFIG, JUDGE_CONFIG, default_clip_net, default_judge,
+                           resolve_dataroot)
 
 __all__ = ["build_parser", "main", "resolve_dataroot"]  # resolve_dataroot: kept importable from here
 
@@ -161,7 +162,9 @@ def cmd_eval(args) -> int:
     feature_net = args.feature_net if args.feature_net is not None else default_clip_net()
     report = evaluate(args.checkpoint, args.dataroot, args.version, args.split, limit=args.limit,
                       video_clips=args.video_clips, steps=args.steps, guidance=args.guidance, seed=args.seed,
-                      i3d=args.i3d, feature_net=feature_net, plan_batch=args.plan_batch, scorer=args.scorer)
+                      i3d=args.i3d, feature_net=feature_net, plan_batch=args.plan_batch, scorer=args.scorer,
+                      judge=args.judge if args.judge is not None else default_judge(args.checkpoint),
+                      judge_samples=args.judge_samples)
     print(report.markdown())
     if args.json:
         write_report(report, args.json)
@@ -181,7 +184,7 @@ def cmd_train_judge(args) -> int:
     from reworld.training.judge import fit_judge
 
     result = fit_judge(args.config, args.out, args.steps, args.dataroot, args.version, args.seed,
-                       train_dataroot=args.train_dataroot)
+                       train_dataroot=args.train_dataroot, val_dataroot=args.val_dataroot)
     print(json.dumps(result["validation"], indent=2, default=float))
     return 0 if result["validation"]["passed"] else 1
 
@@ -316,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "untracked spline (to compare)")
     s.add_argument("--i3d", help="local I3D folder (save_pretrained) for a real FVD")
     s.add_argument("--feature-net", help="ReWorldVideoNet folder (default assets/checkpoints/video_net)")
+    s.add_argument("--judge", help="video judge folder (default: the shipped judge when it reads this checkpoint's "
+                   "clips); '' for none")
+    s.add_argument("--judge-samples", type=int, default=4, help="sampled futures per clip for the judge's figures")
     s.add_argument("--json", help="write the report as JSON")
     s.set_defaults(func=cmd_eval)
 
@@ -334,6 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int)
     s.add_argument("--train-dataroot", help="train on every clip of this world (training-only scenes, e.g. "
                    "`reworld synth --seed 1 --scenes 96`) instead of the train split of --dataroot")
+    s.add_argument("--val-dataroot", help="validate on every clip of this world (held-out scenes, e.g. "
+                   "`reworld synth --seed 2 --scenes 24`) instead of the val split of --dataroot")
     s.add_argument("--dataroot")
     s.add_argument("--version")
     s.set_defaults(func=cmd_train_judge)

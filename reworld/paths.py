@@ -2,6 +2,7 @@
 relative to the repository resolves. The one copy every layer and entry point uses."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -18,6 +19,18 @@ def resolve_dataroot(path: str | Path) -> str:
     configs' `data/synth` works from any working directory)."""
     p = Path(path)
     return str(p if p.is_absolute() or p.exists() else REPO_ROOT / p)
+
+
+def default_judge(checkpoint: str | Path) -> str | None:
+    """The shipped video judge's folder, when it is there and reads the clips of `checkpoint` (its config.json:
+    frames before and after t = 0, frame rate)."""
+    judge, run = Path(JUDGE_CHECKPOINT) / "config.json", Path(checkpoint) / "config.json"
+    if not (judge.is_file() and run.is_file()):
+        return None
+    j, d = json.loads(judge.read_text()), json.loads(run.read_text()).get("data", {})
+    spec = (j.get("context_frames"), j.get("future_frames"), float(j.get("frame_rate", 0)))
+    return str(JUDGE_CHECKPOINT) if spec == (d.get("context_frames"), d.get("future_frames"),
+                                             float(d.get("frame_rate", -1))) else None
 
 
 def default_clip_net() -> str | None:

@@ -41,7 +41,9 @@ $PY -m reworld ablate planner --config configs/default.yaml --video-run runs/rew
 $PY -m reworld synth --out data/synth --scenes 24 --seed 0
 for run in reworld vanilla; do $PY -m reworld reeval --checkpoint assets/checkpoints/$run; done
 # The video judge (issue 16): 4 Hz, 1 s + 4 s clips (configs/world4s.yaml), trained on a world of 96 training-only
-# scenes (seed 1: none is a scene of the default world), validated on the default world's val scenes
+# scenes (seed 1: none is a scene of the default world), validated on a world of 12 held-out scenes (seed 2)
 # (assets/checkpoints/judge/validation.json; the command fails if the validation does)
 $PY -m reworld synth --out data/synth-judge --scenes 96 --seed 1
-$PY -m reworld train-judge --out assets/checkpoints/judge --steps 4500 --train-dataroot data/synth-judge
+$PY -m reworld synth --out data/synth-judgeval --scenes 12 --seed 2
+$PY -m reworld train-judge --out assets/checkpoints/judge --steps 4500 --train-dataroot data/synth-judge \
+  --val-dataroot data/synth-judgeval

@@ -58,15 +58,26 @@ def tiny_run(tiny_config_path, tmp_path_factory):
 @pytest.fixture(scope="session")
 def synth_world(tmp_path_factory):
     """The default world (24 scenes, seed 0, this generator), from data/synth when present, else made here (~1 min)."""
+    return _world(tmp_path_factory, "synth", num_scenes=24, seed=0)
+
+
+@pytest.fixture(scope="session")
+def judge_val_world(tmp_path_factory):
+    """The video judge's validation world: 12 held-out scenes (seed 2), from data/synth-judgeval when present, else
+    made here (~30 s): `reworld synth --out data/synth-judgeval --scenes 12 --seed 2`."""
+    return _world(tmp_path_factory, "synth-judgeval", num_scenes=12, seed=2)
+
+
+def _world(tmp_path_factory, name: str, num_scenes: int, seed: int) -> Path:
     from reworld.data.synth import GENERATOR_VERSION, generate_world
 
-    local = REPO / "data" / "synth"
+    local = REPO / "data" / name
     meta = local / "synth_meta.json"
     if meta.is_file():
         doc = json.loads(meta.read_text())
-        if doc.get("num_scenes") == 24 and doc.get("seed") == 0 and list(doc.get("image_size", [])) == [128, 256] \
-                and doc.get("generator") == GENERATOR_VERSION:
+        if doc.get("num_scenes") == num_scenes and doc.get("seed") == seed \
+                and list(doc.get("image_size", [])) == [128, 256] and doc.get("generator") == GENERATOR_VERSION:
             return local
-    root = tmp_path_factory.mktemp("synth-default")
-    generate_world(root, num_scenes=24, seed=0)
+    root = tmp_path_factory.mktemp(name)
+    generate_world(root, num_scenes=num_scenes, seed=seed)
     return root

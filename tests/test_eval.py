@@ -84,3 +84,41 @@ def test_reeval_rewrites_the_cards_figures_and_keeps_the_rest(tiny_run, tiny_con
     assert "NAVSIM v1.1" in card and "on 3 held-out clips" in card and "untracked" not in card
     assert json.loads((dest / "eval.json").read_text())["num_clips"] == 3
     assert not list(dest.glob(".*.tmp"))
+
+
+def test_eval_with_a_video_judge(tiny_run, tiny_config, tmp_path):
+    """A judge that reads the run's clips adds its figures: per future frame, for the generated futures, the real
+    ones and the baselines; and controllability on the turning clips."""
+    from reworld.evaluation.judge import load_judge_set
+    from reworld.training.judge import JudgeTrainConfig, train_judge
+
+    out, _ = tiny_run
+    data = load_judge_set(tiny_config.data, "all", limit=8)
+    tiny = JudgeTrainConfig(batch_size=4, widths=(8, 16), frame_stages=1, correlation_radius=1,
+                            correlation_channels=8, token_dim=32, num_layers=1, feature_dim=16)
+    judge, _ = train_judge(data, 3, train=tiny, frame_rate=tiny_config.data.frame_rate)
+    judge.save_pretrained(tmp_path / "judge", safe_serialization=True)
+    report = evaluate(str(out), dataroot=tiny_config.data.dataroot, split="all", limit=12, video_clips=0, steps=2,
+                      judge=str(tmp_path / "judge"), judge_samples=2)
+    j = report.judge
+    future = tiny_config.data.future_frames
+    assert j["video_horizon_s"] == pytest.approx(future / tiny_config.data.frame_rate)
+    assert (j["clips"], j["samples_per_clip"], j["num_videos"]) == (12, 2, 24)
+    assert set(j["baselines"]) == {"real", "repeat_last", "copy_context"}
+    for r in [j, *j["baselines"].values()]:
+        assert len(r["errors"]["position_m"]) == future and np.isfinite(r["fd_judge"])
+    assert j["baselines"]["real"]["fd_judge"] == pytest.approx(0.0, abs=1e-6)  # the real set against itself
+    c = j["controllability"]
+    assert c["clips"] >= 1 and 0.0 <= c["rate"] <= 1.0  # the tiny world turns somewhere in its first 12 clips
+    assert "fd_judge" in report.markdown() and "controllability" in report.markdown()
+
+
+def test_eval_refuses_a_judge_of_other_clips(tiny_run, tiny_config, tmp_path):
+    from reworld.evaluation.judge import WorldJudge
+
+    WorldJudge(context_frames=5, future_frames=16, frame_rate=4.0, frame_size=(32, 64), widths=(8, 16),
+               frame_stages=1).save_pretrained(tmp_path / "judge", safe_serialization=True)
+    out, _ = tiny_run
+    with pytest.raises(ValueError, match="the judge reads 5 \\+ 16 frames at 4 Hz"):
+        evaluate(str(out), dataroot=tiny_config.data.dataroot, split="all", limit=2, video_clips=0, steps=2,
+                 judge=str(tmp_path / "judge"))

@@ -6,6 +6,11 @@ constant velocity (the current speed held along the current heading) and the exp
 Video, on the first `video_clips` clips: PSNR/SSIM of the sampled future against the truth, beside the
 repeat-last-context-frame baseline, and a Fréchet distance between sampled and true futures on the
 features of the project's own video network (`FD-ReWorldNet`), or of a local I3D (`FVD`) with `--i3d`.
+With a video judge that reads the checkpoint's clips (`judge`; `reworld.evaluation.judge`): on every clip of the
+split, `judge_samples` sampled futures each, the judge's reading errors per future frame against the world's
+truth, `fd_judge` and `kid_judge` against the real futures of the same clips, the same for the baselines (repeat
+the last frame, play the context again) and the real futures themselves (the floor), and the controllability of
+"what if" (`controllability`).
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ import torch
 
 from reworld.config import replace
 from reworld.data.loader import NuScenesClips
+from reworld.data.types import COMMANDS
 from reworld.evaluation.clip_net import load_video_net
 from reworld.evaluation.i3d import load_i3d
 from reworld.evaluation.video import psnr, ssim, video_frechet
@@ -38,6 +44,7 @@ class EvalReport:
     num_clips: int
     planners: dict[str, dict[str, float]] = field(default_factory=dict)  # name → PLAN_KEYS
     video: dict[str, float] = field(default_factory=dict)
+    judge: dict = field(default_factory=dict)  # the video judge's figures (`judge_metrics`), when one was given
     settings: dict = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -45,7 +52,7 @@ class EvalReport:
         return asdict(self)
 
     def markdown(self) -> str:
-        return "\n".join(report_tables(self.planners, self.video))
+        return "\n".join(report_tables(self.planners, self.video) + judge_tables(self.judge))
 
 
 def report_tables(planners: dict[str, dict[str, float]], video: dict[str, float]) -> list[str]:
@@ -57,6 +64,31 @@ def report_tables(planners: dict[str, dict[str, float]], video: dict[str, float]
     if video:
         lines += ["", "| video | value |", "|---|---|"]
         lines += [f"| {k} | {v:.3f} |" for k, v in video.items()]
+    return lines
+
+
+def judge_tables(judge: dict) -> list[str]:
+    """The video judge's figures (`judge_metrics`) as Markdown lines: per set of futures, the distances and the
+    reading errors at each second of the horizon; then the controllability."""
+    if not judge:
+        return []
+    n = len(judge["errors"]["position_m"])
+    per_s = n / judge["video_horizon_s"]  # future frames per second
+    seconds = range(1, int(judge["video_horizon_s"]) + 1)
+    marks = [int(round(per_s * s)) - 1 for s in seconds]  # the future frame at each whole second
+    head = ["fd_judge", "kid_judge"] + [f"{k} @{s}s" for k in ("position_m", "speed_mps") for s in seconds]
+    lines = ["", f"| futures (judge; {judge['clips']} clips × {judge['samples_per_clip']}, {n} frames) | "
+             + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
+    rows = {"generated": judge, **{f"{k} (baseline)" if k != "real" else "real (floor)": v
+                                   for k, v in judge["baselines"].items()}}
+    for name, r in rows.items():
+        cells = [r["fd_judge"], r["kid_judge"]] + [r["errors"][k][m] for k in ("position_m", "speed_mps")
+                                                   for m in marks]
+        lines.append(f"| {name} | " + " | ".join(f"{v:.3f}" for v in cells) + " |")
+    c = judge["controllability"]
+    if c["clips"]:
+        lines += ["", f"controllability: {c['rate']:.0%} of {c['clips']} turning clips read further left under "
+                  f"\"left\" than under \"right\" (mean gap {c['lateral_gap_m']:.2f} m)"]
     return lines
 
 
@@ -86,7 +118,8 @@ def _world_of(dataroot) -> dict:
 def evaluate(checkpoint: str, dataroot: str | None = None, version: str | None = None, split: str = "val",
              limit: int | None = None, video_clips: int = 32, steps: int = 20, guidance: float | None = None,
              plan_steps: int = 10, seed: int = 0, i3d: str | None = None, feature_net: str | None = None,
-             device=None, plan_batch: int = 16, scorer: str = "navsim") -> EvalReport:
+             device=None, plan_batch: int = 16, scorer: str = "navsim", judge: str | None = None,
+             judge_samples: int = 4) -> EvalReport:
     if not isinstance(plan_batch, int) or plan_batch < 1:
         raise ValueError(f"plan_batch must be an integer ≥ 1, got {plan_batch!r}")
     if scorer not in ("spline", "navsim"):
@@ -130,6 +163,11 @@ def evaluate(checkpoint: str, dataroot: str | None = None, version: str | None =
         report.video = video_metrics(pipe, video_set, steps, guidance, seed, i3d, feature_net)
         report.settings["video_clips"] = min(video_clips, n)
         report.settings["guidance"] = guidance if guidance is not None else pipe.default_guidance
+    if judge:
+        from reworld.evaluation.judge import load_judge
+        report.judge = judge_metrics(pipe, ds, range(n), load_judge(judge).to(pipe.device), judge_samples, steps,
+                                     guidance, seed)
+        report.settings["judge"] = str(judge)
     report.seconds = round(time.time() - t0, 1)
     return report
 
@@ -155,6 +193,49 @@ def video_metrics(pipe, clips, steps: int, guidance: float | None, seed: int, i3
         res = video_frechet(net, fake, real)
         out[res.name] = res.value
         out[f"{res.name}_repeat_last"] = video_frechet(net, still, real).value
+    return out
+
+
+def judge_metrics(pipe, ds: NuScenesClips, indices, judge, samples: int, steps: int, guidance: float | None,
+                  seed: int) -> dict:
+    """The video judge's figures of a world model on clips `indices` of `ds` (see the module docstring):
+    `video_horizon_s`; the generated futures' report (`judge_video_report`: errors per future frame, `fd_judge`,
+    `kid_judge`), `samples` per clip, each seeded by its clip and sample; `baselines` (the real futures, repeat-last,
+    copy-context) the same way; `controllability`: on the clips whose logged command turns (at a junction), the
+    future generated with "left" and with "right" (same seed), and the share in which the judge reads the ego further
+    left 4 s on under "left" than under "right" (`rate`), with the mean gap of the two readings."""
+    from reworld.evaluation.judge import check_judge_reads, judge_baselines, judge_set_of, judge_video_report, read_videos
+
+    if not isinstance(samples, int) or samples < 1:
+        raise ValueError(f"judge_samples must be an integer ≥ 1, got {samples!r}")
+    check_judge_reads(judge, ds.cfg)
+    indices = list(indices)
+    data = judge_set_of(ds, indices)
+    w = pipe.default_guidance if guidance is None else guidance
+    videos, clip_of, turns = [], [], []
+    for j, i in enumerate(indices):
+        clip = ds[i]
+        for k in range(samples):
+            gen = pipe.generate(clip, steps=steps, guidance=w, seed=seed + k * len(indices) + j).frames
+            videos.append(torch.cat([clip.observation.frames, gen]))
+            clip_of.append(j)
+        if COMMANDS[int(data.command[j])] in ("left", "right"):
+            pair = [torch.cat([clip.observation.frames,
+                               pipe.generate(clip, steps=steps, guidance=w, seed=seed + j, command=c).frames])
+                    for c in ("left", "right")]
+            turns.append((j, torch.stack(pair)))
+    out = {"video_horizon_s": ds.cfg.future_frames / ds.cfg.frame_rate, "clips": len(indices),
+           "samples_per_clip": samples,
+           **judge_video_report(judge, data, torch.stack(videos), np.array(clip_of)),
+           "baselines": judge_baselines(judge, data)}
+    if turns:
+        times = np.repeat(data.time[[j for j, _ in turns]], 2, axis=0)
+        lateral = read_videos(judge, torch.cat([v for _, v in turns]), times=times)["ego_pose"][:, -1, 1]
+        gap = lateral[0::2] - lateral[1::2]  # + y is left of the t = 0 frame
+        out["controllability"] = {"clips": len(turns), "rate": float(np.mean(gap > 0)),
+                                  "lateral_gap_m": float(np.mean(gap))}
+    else:
+        out["controllability"] = {"clips": 0, "rate": None, "lateral_gap_m": None}
     return out
 
 

@@ -30,6 +30,9 @@ class JudgeTrainConfig:
     lr: float = 1e-3  # AdamW, cosine decay to 0
     weight_decay: float = 1e-4
     widths: tuple[int, ...] = (32, 64, 96, 128)
+    frame_stages: int = 3  # the correlation at 1/8 resolution: 1.2× judge 4's step time (1/4 with radius 3: 2×)
+    correlation_radius: int = 2
+    correlation_channels: int = 32
     token_dim: int = 128
     num_layers: int = 2
     feature_dim: int = 32
@@ -123,6 +126,8 @@ def train_judge(data: JudgeSet, steps: int, seed: int = 0, device: str | torch.d
     t_total = data.frames.shape[1]
     model = WorldJudge(context_frames=data.n_context, future_frames=t_total - data.n_context, frame_rate=frame_rate,
                        frame_size=tuple(data.frames.shape[-2:]), widths=tuple(train.widths),
+                       frame_stages=train.frame_stages, correlation_radius=train.correlation_radius,
+                       correlation_channels=train.correlation_channels,
                        token_dim=train.token_dim, num_layers=train.num_layers, feature_dim=train.feature_dim,
                        map_channels=train.map_channels, dropout=train.dropout, **output_scales(data)).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
@@ -156,10 +161,11 @@ def train_judge(data: JudgeSet, steps: int, seed: int = 0, device: str | torch.d
 # ---------------------------------------------------------------------------------------------- entry point
 def fit_judge(config_path: str | Path, out_dir: str | Path, steps: int, dataroot: str | None = None,
               version: str | None = None, seed: int | None = None, train: JudgeTrainConfig | None = None,
-              train_dataroot: str | None = None) -> dict:
+              train_dataroot: str | None = None, val_dataroot: str | None = None) -> dict:
     """Train the judge on the train split of the config's data (or on every clip of `train_dataroot`, a world of
-    training-only scenes), validate it on the val split of the config's data, save it to `out_dir` (safetensors,
-    atomically) with `validation.json` (the validation, the training log, the data it reads)."""
+    training-only scenes), validate it on the val split of the config's data (or on every clip of `val_dataroot`, a
+    world of held-out scenes), save it to `out_dir` (safetensors, atomically) with `validation.json` (the
+    validation, the training log, the data it reads)."""
     config = load_config(config_path)
     named_root = str(dataroot or config.data.dataroot)  # as the user named it (recorded), not this machine's path
     config = replace(config, data={"dataroot": resolve_dataroot(named_root), **({"version": version} if version else {})})
@@ -169,7 +175,10 @@ def fit_judge(config_path: str | Path, out_dir: str | Path, steps: int, dataroot
         train_set = load_judge_set(dc_replace(config.data, dataroot=resolve_dataroot(train_dataroot)), "all")
     else:
         train_set = load_judge_set(config.data, "train")
-    val_set = load_judge_set(config.data, "val")
+    if val_dataroot:
+        val_set = load_judge_set(dc_replace(config.data, dataroot=resolve_dataroot(val_dataroot)), "all")
+    else:
+        val_set = load_judge_set(config.data, "val")
     model, log = train_judge(train_set, steps, seed=seed, device=default_device(), train=train,
                              frame_rate=config.data.frame_rate, val=val_set)
     validation = validate_judge(model, val_set)
@@ -177,6 +186,7 @@ def fit_judge(config_path: str | Path, out_dir: str | Path, steps: int, dataroot
     data = {**asdict(config.data), "dataroot": named_root}
     result = {"metric_name": model.metric_name, "steps": steps, "seed": seed, "train_clips": len(train_set),
               "train_dataroot": str(train_dataroot) if train_dataroot else f"{named_root} (train split)",
+              "val_dataroot": str(val_dataroot) if val_dataroot else f"{named_root} (val split)",
               "minutes": round((time.perf_counter() - started) / 60, 1), "validation": validation, "log": log,
               "data": data, "train": asdict(train or JudgeTrainConfig())}
     tmp = out / "validation.json.tmp"
