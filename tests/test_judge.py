@@ -123,6 +123,9 @@ def test_blur_and_wrong_futures():
     torch.testing.assert_close(other[2, 2:], videos[0, 2:])
     a, b = split_within_scenes(["a", "a", "a", "a", "b", "b", "b"], block=2)
     assert a.tolist() == [0, 1, 4, 5] and b.tolist() == [2, 3, 6]  # each scene's clips dealt in alternating blocks
+    from reworld.evaluation.judge import split_real
+    a, b = split_real(["s"] * 10 + ["t"] * 5)  # the validation's split: blocks of 4 clips (2 s of key frames)
+    assert a.tolist() == [0, 1, 2, 3, 8, 9, 10, 11, 12, 13] and b.tolist() == [4, 5, 6, 7, 14]
 
 
 def test_mirrored_clips_carry_mirrored_labels():

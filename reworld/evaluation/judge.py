@@ -434,6 +434,8 @@ def validate_judge(judge: WorldJudge, data: JudgeSet, batch_size: int = 16) -> d
         "heading_beats_cv": bool(np.mean(judge_err["heading_deg"]) < np.mean(cv_err["heading_deg"])),
         "speed_beats_cv": bool(np.mean(judge_err["speed_mps"]) < np.mean(cv_err["speed_mps"])),
         "lead_presence_beats_cv": bool(np.mean(judge_err["lead_presence"]) > np.mean(cv_err["lead_presence"])),
+        **{f"lead_{k}_beats_cv": bool(np.nanmean(judge_err[f"lead_{k}_m"]) < np.nanmean(cv_err[f"lead_{k}_m"]))
+           for k in ("distance", "offset")},
         "command_beats_cv": bool(judge_err["command_acc"] > cv_err["command_acc"]),
         "blur_grows": all(fd[x] < fd[y] and kid[x] < kid[y] for x, y in zip(["real"] + blur_keys, blur_keys)),
         "wrong_futures_above_real": all(fd[k] > 2 * fd["real"] and kid[k] > kid["real"] + 2 * abs(kid["real"])
