@@ -100,6 +100,47 @@ def cmd_velocity(args) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- futures
+
+
+def clips_of_scenes(data_cfg, split: str, n: int, dataroot: str | None = None, version: str | None = None) -> list:
+    """One clip from each of `n` scenes spread over the split (each scene's middle clip)."""
+    from reworld.data.loader import NuScenesClips
+
+    if n < 1:
+        raise ValueError(f"--scenes must be ≥ 1, got {n}")
+    ds = NuScenesClips(data_cfg, split, geometry=False, dataroot=resolve_dataroot(dataroot or data_cfg.dataroot),
+                       version=version)
+    names = sorted({s.scene_name for s in ds.samples})
+    if not names:
+        raise ValueError(f"no clips in split {split!r} of {ds.root}")
+    picked = [names[int(round(i))] for i in np.linspace(0, len(names) - 1, min(n, len(names)))]
+    out = []
+    for name in dict.fromkeys(picked):
+        rows = [i for i, s in enumerate(ds.samples) if s.scene_name == name]
+        out.append(ds[rows[len(rows) // 2]])
+    return out
+
+
+def cmd_futures(args) -> int:
+    from PIL import Image
+
+    from .futures import futures_grid
+
+    out = Path(args.out)
+    pipe = _pipeline(args.checkpoint, args.device)
+    clips = clips_of_scenes(pipe.clip_spec, args.split, args.scenes, args.dataroot, args.version)
+    _log(f"futures: {len(clips)} scene(s), horizons {args.horizons} s, {args.steps} steps on {pipe.device}")
+    grid = futures_grid(pipe, clips, args.horizons, args.steps, args.guidance, args.seed)
+    out.mkdir(parents=True, exist_ok=True)
+    png = out / "futures.png"
+    Image.fromarray(grid.image).save(png)
+    numbers = {"checkpoint": str(Path(args.checkpoint).resolve()), "split": args.split, "steps": args.steps,
+               "seed": args.seed, **grid.to_dict()}
+    _print_files([png, write_json(numbers, out / "futures.json")])
+    return 0
+
+
 # --------------------------------------------------------------------------- embedding
 
 
@@ -228,6 +269,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=int, default=20)
     s.add_argument("--guidance", type=float, default=1.4, help="w of intermediate-supervised guidance")
     s.set_defaults(func=cmd_velocity)
+
+    s = sub.add_parser("futures", help="generated vs true futures at native resolution, several horizons (PNG)")
+    s.add_argument("--checkpoint", required=True, help="run folder or shipped checkpoint")
+    s.add_argument("--dataroot", help="nuScenes-format root (default: the checkpoint's config)")
+    s.add_argument("--version", help="table folder, e.g. v1.0-synth or v1.0-mini")
+    s.add_argument("--split", default="val", choices=["train", "val", "all"])
+    s.add_argument("--scenes", type=int, default=3, help="one clip from each of this many scenes")
+    s.add_argument("--horizons", type=float, nargs="+", default=[1.0, 2.0, 4.0], help="[s] after t = 0")
+    s.add_argument("--steps", type=int, default=20)
+    s.add_argument("--guidance", type=float, default=None, help="w (default: the checkpoint's)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    s.add_argument("--out", required=True, help="output folder (created)")
+    s.set_defaults(func=cmd_futures)
 
     s = sub.add_parser("embedding", help="UMAP and separation of experts vs hard negatives (Action DiT features)")
     s.add_argument("--checkpoint", required=True, action="append", help="repeat to compare (vanilla vs ReWorld)")

@@ -382,3 +382,30 @@ def test_cli_velocity_and_embedding_end_to_end(tiny_config, tiny_pipe, tmp_path,
     # too many neighbours for the points collected: one clear line, exit 2
     assert main(argv[:-4] + ["--n-neighbors", "50", "--out", str(out)]) == 2
     assert "too few for n_neighbors=50" in capsys.readouterr().err
+
+
+def test_futures_figure_from_the_cli(tiny_run, tiny_world, tmp_path):
+    """Generated against true futures, one clip per scene, at the clips' own pixels: the PNG's size follows from the
+    clips and horizons, both rows start from the same t = 0 frame, and a horizon beyond the clips is refused."""
+    from PIL import Image
+
+    from analysis.cli import main
+    from analysis.futures import GAP, LABEL_H, future_columns
+
+    run, _ = tiny_run
+    out = tmp_path / "fut"
+    assert main(["futures", "--checkpoint", str(run), "--dataroot", str(tiny_world), "--split", "all", "--scenes",
+                 "2", "--horizons", "0.17", "0.67", "--steps", "2", "--out", str(out)]) == 0
+    numbers = json.loads((out / "futures.json").read_text())
+    assert numbers["horizons_s"] == pytest.approx([1 / 6, 4 / 6])
+    assert len({c["scene"] for c in numbers["clips"]}) == 2
+    image = np.asarray(Image.open(out / "futures.png"))
+    h, w = 32, 64  # configs/tiny.yaml
+    assert image.shape == (LABEL_H + 2 * (LABEL_H + 2 * h + GAP), 3 * w + 2 * GAP, 3)
+    assert all(np.isfinite(c["psnr_db"]).all() and len(c["psnr_db"]) == 2 for c in numbers["clips"])
+    top = LABEL_H + LABEL_H  # first clip: its label strip, then the true row
+    np.testing.assert_array_equal(image[top:top + h, :w], image[top + h:top + 2 * h, :w])
+    assert image[top:top + h, :w].std() > 5  # a frame, not the blank canvas
+    assert future_columns([0.5, 4.0], 4.0, 16) == [1, 15]
+    with pytest.raises(ValueError, match="outside the clips' future"):
+        future_columns([1.0], 6.0, 4)
