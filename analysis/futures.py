@@ -59,7 +59,8 @@ def futures_grid(pipe, clips, horizons: list[float], steps: int = 20, guidance: 
     block = LABEL_H + 2 * h + GAP
     canvas = Image.new("RGB", (width, LABEL_H + len(clips) * block), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
-    for j, text in enumerate(["t = 0"] + [f"+{(k + 1) / data.frame_rate:g} s" for k in cols]):
+    for j, text in enumerate(["t = 0"] + [f"+{(k + 1) / data.frame_rate:.2f}".rstrip("0").rstrip(".") + " s"
+                                          for k in cols]):
         draw.text((j * (wd + GAP) + 2, 0), text, fill=(0, 0, 0))
     rows = []
     for i, clip in enumerate(clips):
