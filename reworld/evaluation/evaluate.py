@@ -203,7 +203,7 @@ def judge_metrics(pipe, ds: NuScenesClips, indices, judge, samples: int, steps: 
     `kid_judge`), `samples` per clip, each seeded by its clip and sample; `baselines` (the real futures, repeat-last,
     copy-context) the same way; `controllability`: on the clips whose logged command turns (at a junction), the
     future generated with "left" and with "right" (same seed), and the share in which the judge reads the ego further
-    left 4 s on under "left" than under "right" (`rate`), with the mean gap of the two readings."""
+    left at the last future frame under "left" than under "right" (`rate`), with the mean gap of the two readings."""
     from reworld.evaluation.judge import check_judge_reads, judge_baselines, judge_set_of, judge_video_report, read_videos
 
     if not isinstance(samples, int) or samples < 1:
