@@ -32,6 +32,7 @@ QUICK_ARGS = {
     "training": ["--repeats", "2", "--clips", "32"],
     "umap": ["--points", "300", "--repeats", "1"],
     "video": ["--repeats", "2", "--steps", "2"],
+    "world": ["--repeats", "1", "--judge-batches", "1"],
 }
 
 # The figures shown in the Markdown table (dotted paths into each benchmark's JSON); every key whose name
@@ -47,6 +48,9 @@ KEY_FIGURES = {
     "umap": ["median_fit_s", "target_s", "ok"],
     "video": ["sample_guided_s", "sample_unguided_s", "train_step_heads_s", "train_step_vanilla_s",
               "achieved_gflops", "matmul_peak_gflops", "params_M"],
+    "world": ["default.vae_encode_ms_per_frame", "default.vae_decode_ms_per_frame", "default.generate_s_per_future_s",
+              "world4s.vae_encode_ms_per_frame", "world4s.vae_decode_ms_per_frame", "world4s.generate_s",
+              "world4s.generate_s_per_future_s", "judge.clips_per_s", "judge.frames_per_s"],
 }
 RATIO_WORDS = ("_over_", "speedup", "mfu")
 

@@ -109,6 +109,9 @@ class ActionConfig:
 @dataclass(frozen=True)
 class LossConfig:
     lambda_ig: float = 0.5  # intermediate-guidance heads (0 = vanilla)
+    # Internal Guidance's stop-gradient "training loss" (its project page): the final output learns the shifted
+    # target u + ω·sg(v_f − v_i) (v_i: the shallowest head), which bakes guidance w = 1/(1 − ω) into v_f; 0 = off
+    ig_target_shift: float = 0.0
     lambda_align: float = 0.5  # cross-modal alignment (0 = off)
     lambda_hn: float = 0.2  # hard-negative InfoNCE (0 = off)
     hn_temperature: float = 0.1
@@ -132,6 +135,14 @@ class TrainConfig:
     # joint step's batch), 3e-4 × 4/32; at `lr` itself the 8× noisier steps undo stage 2's precision
     lr_action_joint: float = 4e-5
     weight_decay: float = 0.0
+    # diffusers' get_scheduler over each stage's max_steps: "constant" (the default), "cosine", "linear", …, after
+    # lr_warmup_steps of linear warm-up (ignored by "constant")
+    lr_schedule: str = "constant"
+    lr_warmup_steps: int = 0
+    # EMA of the trained weights (diffusers' EMAModel with warm-up: decay 1 − (1 + step)^−ema_power, capped at
+    # ema_decay); validation and the exported models use the averages. 0: no EMA
+    ema_decay: float = 0.0
+    ema_power: float = 0.75
     max_steps: dict = field(default_factory=lambda: dict(zip(STAGES, (2000, 6000, 3000, 500))))  # per stage
     log_every: int = 10
     val_every: int = 500

@@ -350,3 +350,81 @@ def test_vae_trains_on_short_windows_and_validates_whole_clips(tiny_config_path,
         else:
             with pytest.raises(ValueError, match="train_window"):
                 run_stage("vae", str(cfg), str(tmp_path / f"w{window}"), max_steps=1)
+
+
+def _ema_stage(exported: dict, seen: list):
+    """A one-layer stage whose step records the raw weights it starts from and whose export keeps the weights."""
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(3, 2)
+    target = torch.tensor([[1.0, -2.0, 0.5], [0.0, 3.0, -1.0]])
+
+    def step_fn(idx, generator):
+        seen.append(lin.weight.detach().clone())
+        x = torch.randn(8, 3, generator=generator)
+        loss = ((lin(x) - x @ target.T) ** 2).mean()
+        return {"total": loss}
+
+    def load_fn(ckpt):
+        from safetensors.torch import load_file
+
+        state = load_file(str(ckpt / "m" / "w.safetensors"))
+        lin.load_state_dict({k.removeprefix("inner."): v for k, v in state.items()})
+
+    def export_fn(models):
+        exported.update({k: v.detach().clone() for k, v in models["m"].inner.state_dict().items()})
+
+    return StageSpec("video", {"m": SafetensorsModule(lin)}, [{"params": list(lin.parameters())}], 10, step_fn,
+                     export_fn=export_fn, load_fn=load_fn), lin
+
+
+def test_ema_and_lr_schedule_are_exported_and_resume_exactly(tmp_path, tiny_config):
+    """With `train.ema_decay` the exported weights are diffusers' warm-up EMA of the raw weights (known answer,
+    recomputed here from the weights each step saw), checkpoints carry the averages, and a run stopped and
+    resumed exports what an uninterrupted one does, schedule and average included."""
+    from accelerate import Accelerator
+
+    from reworld.config import replace
+
+    config = replace(tiny_config, train={"log_every": 1, "val_every": 100, "ckpt_every": 3, "lr": 0.05,
+                                         "lr_schedule": "cosine", "lr_warmup_steps": 2, "ema_decay": 0.9,
+                                         "ema_power": 0.75})
+    whole, seen = {}, []
+    spec, lin = _ema_stage(whole, seen)
+    run(spec, config, tmp_path / "a", max_steps=6, resume=False, accelerator=Accelerator(cpu=True))
+    raw = seen[1:] + [lin.weight.detach().clone()]  # the raw weights after steps 1…6
+    ema = seen[0].clone()
+    for n, w in enumerate(raw, start=1):  # decay 1 − (1 + s)^−power with s = n − 1, capped; 0 at the first step
+        s = n - 1
+        decay = 0.0 if s <= 0 else min(1 - (1 + s) ** -0.75, 0.9)
+        ema = decay * ema + (1 - decay) * w
+    torch.testing.assert_close(whole["weight"], ema, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(whole["weight"], raw[-1], atol=1e-3)  # the average, not the last weights
+    assert (latest_checkpoint(tmp_path / "a", "video") / "ema.safetensors").is_file()
+
+    parts, _ = {}, None
+    spec_b, _ = _ema_stage(parts, [])
+    run(spec_b, config, tmp_path / "b", max_steps=6, resume=False, accelerator=Accelerator(cpu=True))
+    spec_c, _ = _ema_stage(parts, [])  # a fresh process: new models, restored from step 3
+    shutil.rmtree(tmp_path / "b" / "checkpoints" / "video" / "step-0000006")
+    run(spec_c, config, tmp_path / "b", max_steps=6, resume=True, accelerator=Accelerator(cpu=True))
+    for k in whole:
+        torch.testing.assert_close(parts[k], whole[k], rtol=1e-6, atol=1e-7)
+
+
+def test_lr_schedule_resumes_at_its_step():
+    from reworld.config import TrainConfig
+    from reworld.training.ema import make_schedule
+
+    tcfg = TrainConfig(lr=1.0, lr_schedule="cosine", lr_warmup_steps=10)
+
+    def lr_at(step):
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=tcfg.lr)
+        make_schedule(opt, tcfg, max_steps=110, start=step)
+        return opt.param_groups[0]["lr"]
+
+    assert lr_at(0) == 0.0 and lr_at(5) == pytest.approx(0.5)  # linear warm-up
+    assert lr_at(60) == pytest.approx(0.5) and lr_at(10) == pytest.approx(1.0)  # half-way down the cosine
+    assert lr_at(110) == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        make_schedule(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0),
+                      TrainConfig(lr_schedule="cosin"), 10, 0)

@@ -47,7 +47,9 @@ def video_training_losses(
     σ and ε are drawn on the CPU `generator`. Context frames stay clean (the model gives them timestep 0);
     losses count future frames only. Returns scalars: `gen` (final velocity), `ig` (Σ heads; only when
     `loss_cfg.lambda_ig > 0`, otherwise the heads are not run at all: vanilla) and
-    `total = gen + λ_ig · ig`. `model` is only called (so a DDP wrapper works).
+    `total = gen + λ_ig · ig`. With `loss_cfg.ig_target_shift` ω > 0, `gen` is Internal Guidance's stop-gradient
+    training loss ‖v_f − (u + ω·sg(v_f − v_i))‖², whose fixed point v_f = v_i + (u − v_i)/(1 − ω) is guidance
+    w = 1/(1 − ω) learned by the final output (sample it at w = 1). `model` is only called (so a DDP wrapper works).
     """
     b, _, t = latents.shape[:3]
     if not 0 <= n_context < t:
@@ -60,9 +62,18 @@ def video_training_losses(
     x_t = torch.where(mask.bool(), (1 - s) * latents + s * noise, latents)
     target = noise - latents  # u = ε − x0
 
+    omega = loss_cfg.ig_target_shift
+    if not 0.0 <= omega < 1.0:
+        raise ValueError(f"loss.ig_target_shift must be in [0, 1) (guidance 1/(1 − ω) baked in), got {omega}")
+    if omega and loss_cfg.lambda_ig <= 0:
+        raise ValueError("loss.ig_target_shift needs a trained head: set loss.lambda_ig > 0")
     use_heads = loss_cfg.lambda_ig > 0
     out = model(x_t, sigma, cond, n_context, return_heads=use_heads)
-    gen = flow_matching_loss(out.sample, target, mask).mean()
+    target_f = target
+    if omega:  # IG's training-loss variant: the final output's target moved by ω·sg(v_f − v_i)
+        v_i = out.head_samples[min(out.head_samples)]
+        target_f = target + omega * (out.sample - v_i).detach().to(target.dtype)
+    gen = flow_matching_loss(out.sample, target_f, mask).mean()
     losses = {"gen": gen}
     total = gen
     if use_heads:

@@ -22,7 +22,10 @@ from reworld.schedulers.flow_match import flow_sigmas
 
 def default_guidance(config: Config) -> float:
     """The guidance w a run samples with unless told otherwise: `train.guidance` when its Video DiT has an
-    intermediate head that was trained (λ_ig > 0), else 1 (the plain sampler). The one copy of this rule."""
+    intermediate head that was trained (λ_ig > 0), else 1 (the plain sampler); also 1 for IG's training-loss variant
+    (`loss.ig_target_shift` > 0), whose final output has the guidance learned in. The one copy of this rule."""
+    if config.loss.ig_target_shift > 0:
+        return 1.0
     return config.train.guidance if (tuple(config.video.head_blocks) and config.loss.lambda_ig > 0) else 1.0
 
 

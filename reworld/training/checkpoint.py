@@ -1,9 +1,9 @@
 """Training checkpoints: safetensors only, written atomically, loaded strictly.
 
 A checkpoint is a folder `checkpoints/<stage>/step-NNNNNNN/` holding each trained model's
-`save_pretrained` output, the optimizer state (`optimizer.safetensors` + `optimizer.json`) and
-`meta.json`. It is written under a temporary name and renamed into place, and `meta.json` is written
-last, so a folder without it (a kill mid-write) is never picked.
+`save_pretrained` output (the raw weights), the optimizer state (`optimizer.safetensors` + `optimizer.json`),
+with EMA the averaged weights (`ema.safetensors`), and `meta.json`. It is written under a temporary name and
+renamed into place, and `meta.json` is written last, so a folder without it (a kill mid-write) is never picked.
 """
 from __future__ import annotations
 
@@ -57,9 +57,11 @@ def optimizer_state_from_files(optimizer: torch.optim.Optimizer, folder: Path) -
 
 
 def save_checkpoint(root: Path, stage: str, step: int, models: dict[str, torch.nn.Module],
-                    optimizer: torch.optim.Optimizer | dict | None, meta: dict, keep: int = 2) -> Path:
+                    optimizer: torch.optim.Optimizer | dict | None, meta: dict, keep: int = 2,
+                    tensor_files: dict[str, tuple[dict, dict]] | None = None) -> Path:
     """Write `root/checkpoints/<stage>/step-<step>` atomically; keep the newest `keep`. `optimizer` may be
-    an optimizer or its state dict."""
+    an optimizer or its state dict; `tensor_files` maps further file names to (tensors, metadata), e.g. the EMA
+    weights."""
     parent = Path(root) / "checkpoints" / stage
     parent.mkdir(parents=True, exist_ok=True)
     final = parent / f"step-{step:07d}"
@@ -69,6 +71,8 @@ def save_checkpoint(root: Path, stage: str, step: int, models: dict[str, torch.n
             model.save_pretrained(str(tmp / name), safe_serialization=True)
         if optimizer is not None:
             optimizer_state_to_files(optimizer, tmp)
+        for fname, (tensors, metadata) in (tensor_files or {}).items():
+            save_file(tensors, str(tmp / fname), metadata=metadata)
         (tmp / META).write_text(json.dumps({"stage": stage, "step": step, **meta}, indent=1))
         if final.exists():
             shutil.rmtree(final)

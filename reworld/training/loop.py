@@ -24,6 +24,7 @@ import torch
 
 from reworld.config import Config, config_to_dict
 from reworld.training.checkpoint import latest_checkpoint, optimizer_state_from_files, save_checkpoint
+from reworld.training.ema import EMA_FILE, ema_state_from_files, ema_tensors, ema_weights, make_ema, make_schedule
 
 
 class TrainingError(RuntimeError):
@@ -193,6 +194,8 @@ class _Optimization:
     all_params: list[torch.nn.Parameter]
     step: torch.nn.Module  # the prepared `StepModule` (DDP-wrapped with several processes), called each step
     sharded: bool
+    schedule: Any = None  # diffusers' learning-rate schedule (train.lr_schedule), stepped after the optimizer
+    ema: Any = None  # diffusers' EMAModel over `all_params` (train.ema_decay > 0)
 
 
 def _check_launch(accelerator, tcfg, batch_size: int) -> bool:
@@ -240,6 +243,9 @@ def _train_step(spec: StageSpec, opt: _Optimization, accelerator, idx: np.ndarra
     accelerator.backward(terms["total"])  # DDP all-reduces / FSDP reduce-scatters the gradients in backward
     accelerator.clip_grad_norm_(opt.all_params, 1.0)
     opt.optimizer.step()
+    opt.schedule.step()
+    if opt.ema is not None:
+        opt.ema.step(opt.all_params)
     return {k: v.detach() for k, v in terms.items()}
 
 
@@ -265,8 +271,10 @@ def _checkpoint(spec: StageSpec, opt: _Optimization, accelerator, out: Path, don
         opt_state = gather_optimizer_state(opt.raw_optimizer, accelerator.is_main_process)
     else:
         opt_state = opt.raw_optimizer
+    # the averages ride in the checkpoint folder (gathered from shards: every rank calls)
+    extra = {EMA_FILE: ema_tensors(opt.ema)} if opt.ema is not None else {}
     if accelerator.is_main_process:
-        save_checkpoint(out, spec.name, done, models, opt_state, meta)
+        save_checkpoint(out, spec.name, done, models, opt_state, meta, tensor_files=extra)
     accelerator.wait_for_everyone()
     return models
 
@@ -292,6 +300,12 @@ def run(spec: StageSpec, config: Config, out: Path, max_steps: int, resume: bool
         spec.load_fn(ckpt)  # into the plain models, before any sharding
         start = json.loads((ckpt / "meta.json").read_text())["step"]
     opt = _optimization(spec, tcfg, accelerator, sharded, ckpt)
+    opt.schedule = make_schedule(opt.raw_optimizer, tcfg, max_steps, start)
+    opt.ema = make_ema(opt.all_params, tcfg)
+    if opt.ema is not None and ckpt is not None and not ema_state_from_files(opt.ema, ckpt):
+        opt.ema.optimization_step = start  # the checkpoint was written without EMA: average from here on
+        if main:
+            print(f"[{spec.name}] {ckpt} holds no EMA weights; the average starts from its weights at step {start}")
     logger = RunLogger(out, spec.name, main)
     logger.truncate_after(start)
 
@@ -323,7 +337,8 @@ def run(spec: StageSpec, config: Config, out: Path, max_steps: int, resume: bool
         if spec.validate_fn is not None and (done % tcfg.val_every == 0 or done == max_steps):
             accelerator.wait_for_everyone()
             if main or sharded:  # a sharded forward needs every rank; rank 0 logs
-                val = spec.validate_fn(done)
+                with ema_weights(opt.ema, opt.all_params):  # the weights that will be exported
+                    val = spec.validate_fn(done)
                 if main:
                     logger.log(done, val, kind="val")
                     bar.write(f"[{spec.name}] step {done} val " + " ".join(f"{k}={v:.4g}" for k, v in val.items()))
@@ -336,9 +351,11 @@ def run(spec: StageSpec, config: Config, out: Path, max_steps: int, resume: bool
     # -- export -----------------------------------------------------------------------------------
     accelerator.wait_for_everyone()
     if spec.export_fn is not None:
-        models = final_models if final_models is not None else _plain_models(spec, opt, accelerator)
-        if main:
-            spec.export_fn(models)
+        with ema_weights(opt.ema, opt.all_params):  # with EMA, the averages are the model the run makes
+            if opt.ema is not None or final_models is None:
+                final_models = _plain_models(spec, opt, accelerator)
+            if main:
+                spec.export_fn(final_models)
     accelerator.wait_for_everyone()
     return {"stage": spec.name, "steps": max_steps, "start": start, "seconds": time.time() - t_start,
             "last": last, "finite": all(math.isfinite(v) for v in last.values())}
