@@ -5,6 +5,7 @@
     python -m analysis embedding --checkpoint VANILLA [--checkpoint REWORLD] [--label vanilla --label ReWorld]
                                  [--clips 32 --k 8 --block B --sigma 0 --n-components 2] --out DIR
     python -m analysis ablation  --csv curves.csv [--csv table.csv] [--target 'val/loss<=0.2'] --out DIR
+    python -m analysis guidance-toy [--seeds 1 2 3 4 5 --steps N --samples 10000 --guidance 1.4] --out DIR
 
 HTML files load plotly.js from `plotly.min.js` beside them (written once per folder; no CDN, viewers
 may be offline); `--self-contained` embeds it in every file instead. A user's mistake (a missing
@@ -96,6 +97,46 @@ def cmd_velocity(args) -> int:
                "clips": [r.to_dict() for r in reports], "guidance_comparison": comparison.to_dict(),
                "preview_columns": V.preview_columns(first)}
     files.append(write_json(numbers, out / "velocity.json"))
+    _print_files(files)
+    return 0
+
+
+# --------------------------------------------------------------------------- guidance toy
+
+
+def cmd_guidance_toy(args) -> int:
+    import dataclasses
+
+    from PIL import Image
+
+    from reworld.guidance_toy import ToyConfig
+
+    from . import guidance_toy as G
+
+    if len(set(args.seeds)) < 2:
+        raise ValueError("--seeds: at least 2 distinct seeds (the intervals are over seeds)")
+    if args.samples < 100:
+        raise ValueError(f"--samples must be ≥ 100, got {args.samples}")
+    cfg = ToyConfig(guidance=args.guidance)
+    if args.steps is not None:
+        if args.steps < 1:
+            raise ValueError(f"--steps must be ≥ 1, got {args.steps}")
+        cfg = dataclasses.replace(cfg, steps=args.steps)
+    out = Path(args.out)
+    seeds = list(dict.fromkeys(args.seeds))
+    _log(f"guidance-toy: {len(seeds)} seeds × 3 arms, {cfg.steps} steps each, w* = {cfg.guidance:g}")
+    t0 = time.perf_counter()
+    rows, shown, density = G.run_study(seeds, cfg, args.samples, log=_log)
+    summary = G.summarize(rows, seeds)
+    out.mkdir(parents=True, exist_ok=True)
+    png = out / "guidance_toy.png"
+    Image.fromarray(G.samples_image(density, shown)).save(png)
+    files = [G.write_csv(rows, out / "guidance_toy.csv"), png,
+             write_figure(G.outlier_figure(summary, rows, seeds), out / "guidance_toy.html",
+                          self_contained=args.self_contained)]
+    numbers = {"seeds": seeds, "config": dataclasses.asdict(cfg), "samples": args.samples,
+               "seconds": time.perf_counter() - t0, **summary}
+    files.append(write_json(numbers, out / "guidance_toy.json"))
     _print_files(files)
     return 0
 
@@ -283,6 +324,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     s.add_argument("--out", required=True, help="output folder (created)")
     s.set_defaults(func=cmd_futures)
+
+    s = sub.add_parser("guidance-toy", help="intermediate guidance on a known 2-D density: arms × seeds, intervals "
+                                             "(docs/study.md §1)")
+    s.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
+    s.add_argument("--steps", type=int, default=None, help="training steps per arm (default: ToyConfig's)")
+    s.add_argument("--samples", type=int, default=10_000, help="samples per arm and seed")
+    s.add_argument("--guidance", type=float, default=1.4, help="the pre-registered w* of IG sampling")
+    s.add_argument("--out", required=True, help="output folder (created)")
+    s.add_argument("--self-contained", action="store_true", help="embed plotly.js in every HTML file")
+    s.set_defaults(func=cmd_guidance_toy)
 
     s = sub.add_parser("embedding", help="UMAP and separation of experts vs hard negatives (Action DiT features)")
     s.add_argument("--checkpoint", required=True, action="append", help="repeat to compare (vanilla vs ReWorld)")

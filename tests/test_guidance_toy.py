@@ -100,3 +100,38 @@ def test_intermediate_guidance_removes_outliers_on_the_toy():
     logp = [scores[w].mean_log_density for w in (0.0, 1.0, 3.0)]
     assert rates[0] > rates[1] + 0.02 and rates[1] > rates[2] + 0.02, rates
     assert logp[0] < logp[1] < logp[2], logp
+
+
+def test_study_cli_writes_every_arm_and_seed(tmp_path, capsys):
+    """`python -m analysis guidance-toy` (docs/study.md §1) on a tiny budget: every arm and seed in the CSV, the
+    pre-registered comparisons with intervals and verdicts, the figures; bad input is one error line."""
+    import csv
+    import json
+
+    from PIL import Image
+
+    from analysis.cli import main
+
+    out = tmp_path / "toy"
+    assert main(["guidance-toy", "--seeds", "1", "2", "--steps", "30", "--samples", "300", "--out", str(out)]) == 0
+    rows = list(csv.DictReader(open(out / "guidance_toy.csv")))
+    arms = {r["arm"] for r in rows}
+    assert arms == {"vanilla", "IG w=1", "IG w=w*", "IG-sg", "IG head only (w=0)"}
+    assert {(r["arm"], r["seed"]) for r in rows} == {(a, s) for a in arms for s in ("1", "2")}
+    doc = json.loads((out / "guidance_toy.json").read_text())
+    assert len(doc["comparisons"]) == 4 and doc["config"]["guidance"] == 1.4
+    for c in doc["comparisons"].values():
+        assert c["verdict"] in ("reproduces", "does not", "inconclusive") and len(c["per_seed"]) == 2
+        assert c["boot_lo"] <= c["mean"] <= c["boot_hi"]
+    assert Image.open(out / "guidance_toy.png").size[0] == 5 * 260  # the density and four arms
+    assert (out / "guidance_toy.html").is_file()
+    assert main(["guidance-toy", "--seeds", "1", "--out", str(out)]) == 2
+    assert "at least 2 distinct seeds" in capsys.readouterr().err
+
+
+def test_verdicts_follow_the_preregistered_rule():
+    from analysis.guidance_toy import paired_interval, verdict
+
+    assert verdict(paired_interval(np.array([-0.05, -0.06, -0.04, -0.05, -0.055])), 0.01) == "reproduces"
+    assert verdict(paired_interval(np.array([0.001, -0.002, 0.0, 0.002, -0.001])), 0.01) == "does not"
+    assert verdict(paired_interval(np.array([-0.03, 0.02, -0.01, 0.015, -0.02])), 0.01) == "inconclusive"
