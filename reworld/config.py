@@ -83,6 +83,9 @@ class VideoConfig:
     head_blocks: tuple[int, ...] = (2,)  # blocks with an intermediate velocity head
     feature_blocks: tuple[int, ...] = ()  # blocks whose hidden states the planner reads; () = all
     num_cond_tokens: int = 4  # learned tokens from command + ego status
+    # p×p latent pixels packed into one token (LTX's spatial patch size; LTX-Video itself uses 1): a VAE with less
+    # spatial compression, seen at the same token count
+    patch_size: int = 1
     pretrained: str | None = None  # local diffusers folder with LTX-Video transformer weights (or its pipeline)
     # LTX RoPE (t, h, w) interpolation scale; None: derived from the clips and the VAE as diffusers' LTXPipeline
     # does, (temporal ratio / frame rate, spatial ratio, spatial ratio) (`models.video_dit.ltx_rope_scale`)

@@ -118,6 +118,35 @@ def test_forward_equals_stock_ltx_with_per_token_timesteps():
     torch.testing.assert_close(ours, stock.view(b, t, h, w, c).permute(0, 4, 1, 2, 3), rtol=0, atol=1e-5)
 
 
+def test_patched_tokens_are_ltx_pipeline_packing_and_the_stock_transformer():
+    """video.patch_size 2: latents packed exactly as diffusers' LTXPipeline packs them (`_pack_latents`), one token per
+    2×2 latent pixels, through the stock LTX transformer built with that patch size (its RoPE scales the grid by it);
+    the output and the heads unpack to the latents' layout, and hidden states have a quarter of the tokens."""
+    model = tiny_model(patch_size=2)
+    latents, sigma, cond = inputs()
+    b, c, t, h, w = latents.shape
+    packed = model.pack(latents)
+    # LTXPipeline._pack_latents (diffusers/pipelines/ltx/pipeline_ltx.py; not importable without transformers):
+    # (B, C, F/pt, pt, H/p, p, W/p, p) → permute (0, 2, 4, 6, 1, 3, 5, 7) → (B, F·H'·W', C·pt·p·p)
+    ltx = latents.reshape(b, c, t, 1, h // 2, 2, w // 2, 2).permute(0, 2, 4, 6, 1, 3, 5, 7).flatten(4, 7).flatten(1, 3)
+    torch.testing.assert_close(packed, ltx, rtol=0, atol=0)
+    torch.testing.assert_close(model._unpack(packed, t, h, w), latents, rtol=0, atol=0)
+    assert model.transformer.config.patch_size == 2 and model.transformer.config.in_channels == c * 4
+    with torch.no_grad():
+        out = model(latents, sigma, cond, n_context=2, return_heads=True, return_hidden_states=[0])
+        timestep = (sigma[:, None] * 1000 * (torch.arange(t) >= 2)).repeat_interleave(h * w // 4, dim=1)
+        stock = model.transformer(
+            hidden_states=packed, encoder_hidden_states=model.cond(cond.command, cond.ego_status),
+            timestep=timestep, encoder_attention_mask=None, num_frames=t, height=h // 2, width=w // 2,
+            rope_interpolation_scale=model.rope_scale,
+        ).sample
+    assert out.sample.shape == latents.shape and out.head_samples[0].shape == latents.shape
+    torch.testing.assert_close(out.sample, model._unpack(stock, t, h, w), rtol=0, atol=1e-5)
+    assert out.hidden_states[0].shape[1] == t * (h // 2) * (w // 2) and model.token_grid(h, w) == (2, 2)
+    with pytest.raises(ValueError, match="2×2 patches"):
+        model(torch.randn(1, c, t, 3, 4), sigma[:1], VideoCond(cond.command[:1], cond.ego_status[:1]), 2)
+
+
 def test_outputs_only_on_request_and_heads_zero_at_init():
     model = tiny_model(head_blocks=(0, 1))
     latents, sigma, cond = inputs()

@@ -5,9 +5,10 @@ The LTX model is wrapped, not forked: `self.transformer` is a stock `LTXVideoTra
 checkpoints load into it key for key), and `forward` runs its blocks itself so that hidden states of any
 block and the per-token timestep embedding are at hand.
 
-Tokens: latents (B, C, t, h, w) are packed frame-major into (B, S = t·h·w, C) (LTX's own order, patch 1),
-so the tokens of latent frame f are `[f·h·w, (f+1)·h·w)`. The first `n_context` latent frames are clean
-context (timestep 0); the others are future tokens at timestep σ·1000.
+Tokens: latents (B, C, t, h, w) are packed frame-major into (B, S = t·h'·w', C·p²) with h' = h/p, w' = w/p for
+the spatial patch size p (`patch_size`; LTX's own packing order, as diffusers' `LTXPipeline._pack_latents`; LTX-Video
+uses p = 1), so the tokens of latent frame f are `[f·h'·w', (f+1)·h'·w')`. The first `n_context` latent frames are
+clean context (timestep 0); the others are future tokens at timestep σ·1000.
 """
 from __future__ import annotations
 
@@ -117,17 +118,21 @@ class VideoDiT(ModelMixin, ConfigMixin):
         norm_eps: float = 1e-6,
         attention_bias: bool = True,
         attention_out_bias: bool = True,
+        patch_size: int = 1,  # p×p latent pixels per token
     ):
         super().__init__()
+        if patch_size < 1:
+            raise ValueError(f"patch_size must be ≥ 1, got {patch_size}")
         dim = num_attention_heads * attention_head_dim
+        token_channels = in_channels * patch_size * patch_size
         blocks = sorted(set(int(k) for k in head_blocks))
         if any(k < 0 or k >= num_layers for k in blocks):
             raise ValueError(f"head_blocks {tuple(head_blocks)} must lie in [0, {num_layers - 1}]")
         caption_channels = caption_channels or dim
         self.transformer = LTXVideoTransformer3DModel(
-            in_channels=in_channels,
-            out_channels=in_channels,
-            patch_size=1,
+            in_channels=token_channels,  # LTX's in_channels are the packed tokens' (its pipeline packs)
+            out_channels=token_channels,
+            patch_size=patch_size,  # what LTX's RoPE scales the spatial grid by
             patch_size_t=1,
             num_attention_heads=num_attention_heads,
             attention_head_dim=attention_head_dim,
@@ -141,7 +146,8 @@ class VideoDiT(ModelMixin, ConfigMixin):
             attention_out_bias=attention_out_bias,
         )
         self.cond = CondTokens(num_cond_tokens, caption_channels, num_commands, ego_dim, hidden=dim)
-        self.heads = nn.ModuleDict({str(k): AdaLNVelocityHead(dim, in_channels) for k in blocks})
+        self.heads = nn.ModuleDict({str(k): AdaLNVelocityHead(dim, token_channels) for k in blocks})
+        self.patch_size = patch_size
         self.head_block_ids: tuple[int, ...] = tuple(blocks)
         self.rope_scale = tuple(float(s) for s in rope_interpolation_scale)
 
@@ -181,11 +187,14 @@ class VideoDiT(ModelMixin, ConfigMixin):
         sigma_dtype = torch.promote_types(latents.dtype, torch.float32)
         sigma = torch.as_tensor(sigma, dtype=sigma_dtype, device=latents.device).expand(b)  # (B,)
 
-        x = latents.permute(0, 2, 3, 4, 1).reshape(b, t * h * w, c)  # (B, S, C) frame-major tokens
-        x = x.to(tr.proj_in.weight.dtype)
-        rotary = tr.rope(x, t, h, w, self.rope_scale, None)  # cos, sin: (B, S, D) each
+        p = self.patch_size
+        if h % p or w % p:
+            raise ValueError(f"latents of {h}×{w} do not divide into {p}×{p} patches")
+        hp, wp = h // p, w // p
+        x = self.pack(latents).to(tr.proj_in.weight.dtype)  # (B, S, C·p²) frame-major tokens
+        rotary = tr.rope(x, t, hp, wp, self.rope_scale, None)  # cos, sin: (B, S, D) each
         x = tr.proj_in(x)  # (B, S, D)
-        temb, embedded = self._timestep_embedding(sigma, n_context, t, h * w, x.dtype)  # (B, S, 6D), (B, S, D)
+        temb, embedded = self._timestep_embedding(sigma, n_context, t, hp * wp, x.dtype)  # (B, S, 6D), (B, S, D)
         context = tr.caption_projection(self.cond(cond.command, cond.ego_status))  # (B, N, D)
 
         heads: dict[int, torch.Tensor] = {}
@@ -208,10 +217,24 @@ class VideoDiT(ModelMixin, ConfigMixin):
             sample=v, head_samples=heads if return_heads else None, hidden_states=hidden if keep else None
         )
 
-    @staticmethod
-    def _unpack(tokens: torch.Tensor, t: int, h: int, w: int) -> torch.Tensor:
-        b, _, c = tokens.shape
-        return tokens.view(b, t, h, w, c).permute(0, 4, 1, 2, 3)  # (B, C, t, h, w)
+    def pack(self, latents: torch.Tensor) -> torch.Tensor:
+        """(B, C, t, h, w) → (B, t·(h/p)·(w/p), C·p²), channels in LTX's order (C, p, p)."""
+        b, c, t, h, w = latents.shape
+        p = self.patch_size
+        x = latents.reshape(b, c, t, h // p, p, w // p, p).permute(0, 2, 3, 5, 1, 4, 6)  # (B, t, h', w', C, p, p)
+        return x.reshape(b, t * (h // p) * (w // p), c * p * p)
+
+    def _unpack(self, tokens: torch.Tensor, t: int, h: int, w: int) -> torch.Tensor:
+        """(B, t·(h/p)·(w/p), C·p²) → (B, C, t, h, w): `pack`'s inverse."""
+        b, _, cpp = tokens.shape
+        p = self.patch_size
+        c = cpp // (p * p)
+        x = tokens.view(b, t, h // p, w // p, c, p, p).permute(0, 4, 1, 2, 5, 3, 6)  # (B, C, t, h', p, w', p)
+        return x.reshape(b, c, t, h, w)
+
+    def token_grid(self, h: int, w: int) -> tuple[int, int]:
+        """Tokens per latent frame along (height, width) for latents of h × w."""
+        return h // self.patch_size, w // self.patch_size
 
     # ----------------------------------------------------------------------------------------------
     @classmethod
@@ -306,6 +329,8 @@ def video_dit_from_config(cfg: VideoConfig, in_channels: int,
             raise ValueError(f"video.rope_interpolation_scale must be (t, h, w), got {tuple(scale)}")
         new_args["rope_interpolation_scale"] = tuple(float(s) for s in scale)
     if cfg.pretrained:
+        if cfg.patch_size != 1:
+            raise CheckpointError("video.patch_size must be 1 with an LTX-Video transformer (it packs patch 1)")
         model = VideoDiT.from_ltx_transformer(cfg.pretrained, **new_args)
         if model.config.in_channels != in_channels:
             raise CheckpointError(
@@ -314,5 +339,5 @@ def video_dit_from_config(cfg: VideoConfig, in_channels: int,
             )
         return model
     kwargs = dict(in_channels=in_channels, num_layers=cfg.num_layers, num_attention_heads=cfg.num_attention_heads,
-                  attention_head_dim=cfg.attention_head_dim, **new_args)
+                  attention_head_dim=cfg.attention_head_dim, patch_size=cfg.patch_size, **new_args)
     return VideoDiT(**kwargs)

@@ -28,7 +28,7 @@ def video_hidden_states(video_dit, latents: torch.Tensor, command: torch.Tensor,
                         generator: torch.Generator | Sequence[torch.Generator]) -> list[torch.Tensor]:
     """Hidden states of `blocks` for clean latents (B, C, t, h, w): future frames noised to `sigma` (noise from
     one CPU `generator`, or one generator per clip, so that a clip's features do not depend on its batch).
-    Returns one (B, S', D) per block, S' = t · (h/pool) · (w/pool)."""
+    Returns one (B, S', D) per block, S' = t · (h/(p·pool)) · (w/(p·pool)) for the Video DiT's patch p."""
     b, c, t, h, w = latents.shape
     shape = latents[:, :, n_ctx:].shape
     if isinstance(generator, torch.Generator):
@@ -42,11 +42,12 @@ def video_hidden_states(video_dit, latents: torch.Tensor, command: torch.Tensor,
     out = video_dit(x, torch.full((b,), sigma, device=latents.device), VideoCond(command, ego), n_ctx,
                     return_hidden_states=blocks)
     states = []
+    gh, gw = video_dit.token_grid(h, w)  # tokens per latent frame (h, w with patch 1)
     for k in blocks:
-        hs = out.hidden_states[k]  # (B, t·h·w, D)
+        hs = out.hidden_states[k]  # (B, t·gh·gw, D)
         if pool > 1:
             d = hs.shape[-1]
-            hs = hs.view(b * t, h, w, d).permute(0, 3, 1, 2)
+            hs = hs.view(b * t, gh, gw, d).permute(0, 3, 1, 2)
             hs = torch.nn.functional.avg_pool2d(hs, pool)  # (B·t, D, h/p, w/p)
             hs = hs.permute(0, 2, 3, 1).reshape(b, -1, d)  # (B, S', D)
         states.append(hs)
