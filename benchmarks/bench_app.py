@@ -11,7 +11,8 @@ Starts the real app in a subprocess (the embedded checkpoints by default) and me
 Targets (issue 8, embedded default on CPU): ready ≤ 20 s, pick → results ≤ 5 s.
 
 `--untrained-default` times an untrained model of exactly the embedded default's architecture and sizes
-(configs/default.yaml), for when the trained checkpoints are not there yet; the JSON says so.
+(configs/default.yaml), for when the trained checkpoints are not there yet; `--untrained-config CONFIG` the same for
+another config (e.g. configs/world4s.yaml, before its models are trained); the JSON says so.
 """
 from __future__ import annotations
 
@@ -37,15 +38,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def make_untrained_default(folder: Path) -> Path:
-    """A checkpoint folder (config.json, vae/, video_dit/, action_dit/) of untrained default-size models."""
+def make_untrained_default(folder: Path, config: Path | None = None) -> Path:
+    """A checkpoint folder (config.json, vae/, video_dit/, action_dit/) of untrained models of `config`'s sizes
+    (default: configs/default.yaml)."""
     sys.path.insert(0, str(REPO))
     from reworld.config import load_config, save_config_json
     from reworld.models.action_dit import build_action_dit
     from reworld.models.vae import build_vae
     from reworld.models.video_dit import video_dit_from_config
 
-    cfg = load_config(REPO / "configs" / "default.yaml")
+    cfg = load_config(config or REPO / "configs" / "default.yaml")
     vae = build_vae(cfg.vae)
     video = video_dit_from_config(cfg.video, in_channels=cfg.vae.latent_channels)
     action = build_action_dit(cfg.action, video_dim=cfg.video.num_attention_heads * cfg.video.attention_head_dim,
@@ -108,6 +110,8 @@ def main(argv=None) -> int:
     p.add_argument("--checkpoint", action="append", help="checkpoint folder(s); default: the embedded ones")
     p.add_argument("--untrained-default", action="store_true",
                    help="time an untrained model of the embedded default's sizes (before training finishes)")
+    p.add_argument("--untrained-config", default=None,
+                   help="time an untrained model of this config's sizes (e.g. configs/world4s.yaml)")
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--starts", type=int, default=1, help="app starts to time (median)")
     p.add_argument("--samples", type=int, default=16, help="trajectory samples per plan (the app's default)")
@@ -120,7 +124,10 @@ def main(argv=None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-app-"))
     checkpoints = list(args.checkpoint or [])
     label = "embedded"
-    if args.untrained_default:
+    if args.untrained_config:
+        checkpoints = [str(make_untrained_default(tmp / "untrained", Path(args.untrained_config)))]
+        label = f"untrained, {args.untrained_config} sizes (timing only)"
+    elif args.untrained_default:
         checkpoints = [str(make_untrained_default(tmp / "untrained-default"))]
         label = "untrained, configs/default.yaml sizes (timing only)"
     elif checkpoints:
