@@ -180,10 +180,34 @@ def cmd_train_video_net(args) -> int:
     return 0
 
 
+def judge_train_config(settings: list[str]):
+    """`--set KEY=VALUE` pairs (YAML values) over `JudgeTrainConfig`'s defaults; an unknown key is a ValueError."""
+    import dataclasses
+
+    import yaml
+
+    from reworld.training.judge import JudgeTrainConfig
+
+    known = {f.name: f for f in dataclasses.fields(JudgeTrainConfig)}
+    changes = {}
+    for item in settings or []:
+        key, sep, value = item.partition("=")
+        if not sep or key not in known:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE with KEY one of {', '.join(known)}")
+        parsed = yaml.safe_load(value)
+        default = getattr(JudgeTrainConfig(), key)
+        try:  # the default's type (YAML 1.1 reads 5e-4 as a string)
+            changes[key] = tuple(parsed) if isinstance(default, tuple) else type(default)(parsed)
+        except (TypeError, ValueError):
+            raise ValueError(f"--set {item!r}: {key} must be a {type(default).__name__}") from None
+    return dataclasses.replace(JudgeTrainConfig(), **changes)
+
+
 def cmd_train_judge(args) -> int:
     from reworld.training.judge import fit_judge
 
-    result = fit_judge(args.config, args.out, args.steps, args.dataroot, args.version, args.seed,
+    train = judge_train_config(args.set)
+    result = fit_judge(args.config, args.out, args.steps, args.dataroot, args.version, args.seed, train=train,
                        train_dataroot=args.train_dataroot, val_dataroot=args.val_dataroot)
     print(json.dumps(result["validation"], indent=2, default=float))
     return 0 if result["validation"]["passed"] else 1
@@ -344,6 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "`reworld synth --seed 2 --scenes 24`) instead of the val split of --dataroot")
     s.add_argument("--dataroot")
     s.add_argument("--version")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="a JudgeTrainConfig setting (YAML value), e.g. --set frame_stages=2 --set widths=[32,64,96,128]")
     s.set_defaults(func=cmd_train_judge)
 
     s = sub.add_parser("validate-judge", help="the video judge's validation on held-out clips (prints JSON)")

@@ -236,3 +236,15 @@ def test_baseline_futures_and_the_generated_video_report(tiny_judge_data):
     base = judge_baselines(judge, data)
     assert set(base) == {"real", "repeat_last", "copy_context"}
     assert base["real"]["fd_judge"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_train_judge_settings_from_the_command_line():
+    """`train-judge --set KEY=VALUE`: YAML values over JudgeTrainConfig's defaults; an unknown key is one error line."""
+    from reworld.cli import judge_train_config, main
+
+    cfg = judge_train_config(["frame_stages=2", "correlation_radius=3", "widths=[24, 48, 96, 128]", "lr=5e-4"])
+    assert (cfg.frame_stages, cfg.correlation_radius, cfg.widths, cfg.lr) == (2, 3, (24, 48, 96, 128), 5e-4)
+    assert judge_train_config([]) == JudgeTrainConfig()
+    with pytest.raises(ValueError, match="frame_stages"):
+        judge_train_config(["frame_stage=2"])
+    assert main(["train-judge", "--out", "/nonexistent/x", "--set", "bogus"]) == 2
