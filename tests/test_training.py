@@ -51,6 +51,19 @@ def test_every_stage_writes_a_loadable_checkpoint(tiny_run):
     rows = list(csv.DictReader(open(out / "logs" / "video.csv")))
     assert {"gen", "ig", "total", "flow_loss", "psnr_sampled", "psnr_repeat_last"} <= {r["name"] for r in rows}
     assert {"fm", "align", "hn", "pdms"} <= {r["name"] for r in csv.DictReader(open(out / "logs" / "action.csv"))}
+    assert {"psnr", "psnr_bicubic"} <= {r["name"] for r in csv.DictReader(open(out / "logs" / "vae.csv"))}
+
+
+def test_bicubic_reference_codec():
+    """The VAE validation's reference: a flat video survives exactly; fine detail (a checkerboard of 1-pixel cells)
+    does not survive a 4× downsample at all (it averages to grey)."""
+    from reworld.training.stages.vae import bicubic_reconstruction
+
+    flat = torch.full((1, 3, 3, 16, 32), 0.3)
+    torch.testing.assert_close(bicubic_reconstruction(flat, 4), flat)
+    yy, xx = torch.meshgrid(torch.arange(16), torch.arange(32), indexing="ij")
+    board = (((yy + xx) % 2) * 2 - 1).float().expand(1, 2, 3, 16, 32)
+    assert bicubic_reconstruction(board, 4).abs().max() < 1e-5
 
 
 def test_pipeline_generate_and_plan(tiny_run, tiny_config):
