@@ -387,6 +387,34 @@ def test_fsdp_matches_ddp_in_every_stage_and_resumes(vae_run, tiny_config_path, 
     _assert_same(_exported(ddp, "video_dit"), _exported(fsdp, "video_dit"), 1e-5)
 
 
+def test_ema_and_schedule_under_fsdp_match_ddp_and_resume(vae_run, tiny_config_path, tmp_path):
+    """`train.ema_decay` and a cosine schedule with `train.sharding: fsdp`: the averages are kept as shards, gathered
+    into the checkpoint, restored into shards on --resume, and the exported (EMA) Video DiT equals DDP's."""
+    import yaml
+
+    doc = yaml.safe_load(tiny_config_path.read_text())
+    doc["train"].update(ema_decay=0.9, lr_schedule="cosine", lr_warmup_steps=1)
+    cfgs = {}
+    for kind in ("ddp", "fsdp"):
+        doc["train"]["sharding"] = kind
+        cfgs[kind] = tmp_path / f"{kind}.yaml"
+        cfgs[kind].write_text(yaml.safe_dump(doc))
+
+    def train(kind: str, out: Path, steps: int, *extra: str) -> dict:
+        res = _launch(["-m", "reworld", "train", "--stage", "video", "--config", str(cfgs[kind]), "--out", str(out),
+                       "--max-steps", str(steps), *extra], processes=2, cwd=REPO)
+        return json.loads(res.stdout.strip().splitlines()[-1])
+
+    ddp, fsdp = _fresh(vae_run, tmp_path / "ddp"), _fresh(vae_run, tmp_path / "fsdp")
+    train("ddp", ddp, 4)
+    train("fsdp", fsdp, 2)
+    assert (latest_checkpoint(fsdp, "video") / "ema.safetensors").is_file()
+    assert train("fsdp", fsdp, 4, "--resume")["start"] == 2
+    _assert_same(_exported(ddp, "video_dit"), _exported(fsdp, "video_dit"), 1e-5)
+    _assert_same(load_file(str(latest_checkpoint(ddp, "video") / "ema.safetensors")),
+                 load_file(str(latest_checkpoint(fsdp, "video") / "ema.safetensors")), 1e-5)
+
+
 # Records, on each rank, the dtype a transformer block's weights have while it computes, and the dtype of the
 # parameters the optimizer steps, then runs the real CLI.
 DTYPE_PROBE = textwrap.dedent('''

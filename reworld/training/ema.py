@@ -23,8 +23,9 @@ EMA_FILE = "ema.safetensors"
 SCHEDULES = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
 
 
-def make_ema(params: list[torch.nn.Parameter], tcfg):
-    """diffusers' `EMAModel` over `params` when `train.ema_decay` > 0, else None."""
+def make_ema(params: list[torch.nn.Parameter], tcfg, sharded: bool = False):
+    """diffusers' `EMAModel` over `params` when `train.ema_decay` > 0, else None. Its fused (`foreach`) updates
+    have no sharding rule for FSDP's DTensors, so sharded parameters are averaged one by one."""
     if not tcfg.ema_decay:
         return None
     if not 0.0 < tcfg.ema_decay < 1.0:
@@ -32,7 +33,7 @@ def make_ema(params: list[torch.nn.Parameter], tcfg):
     from diffusers.training_utils import EMAModel
 
     return EMAModel(params, decay=tcfg.ema_decay, use_ema_warmup=True, inv_gamma=1.0, power=tcfg.ema_power,
-                    foreach=True)
+                    foreach=not sharded)
 
 
 @contextmanager

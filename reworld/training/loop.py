@@ -301,7 +301,7 @@ def run(spec: StageSpec, config: Config, out: Path, max_steps: int, resume: bool
         start = json.loads((ckpt / "meta.json").read_text())["step"]
     opt = _optimization(spec, tcfg, accelerator, sharded, ckpt)
     opt.schedule = make_schedule(opt.raw_optimizer, tcfg, max_steps, start)
-    opt.ema = make_ema(opt.all_params, tcfg)
+    opt.ema = make_ema(opt.all_params, tcfg, sharded)
     if opt.ema is not None and ckpt is not None and not ema_state_from_files(opt.ema, ckpt):
         opt.ema.optimization_step = start  # the checkpoint was written without EMA: average from here on
         if main:
