@@ -51,7 +51,8 @@ def test_every_stage_writes_a_loadable_checkpoint(tiny_run):
     rows = list(csv.DictReader(open(out / "logs" / "video.csv")))
     assert {"gen", "ig", "total", "flow_loss", "psnr_sampled", "psnr_repeat_last"} <= {r["name"] for r in rows}
     assert {"fm", "align", "hn", "pdms"} <= {r["name"] for r in csv.DictReader(open(out / "logs" / "action.csv"))}
-    assert {"psnr", "psnr_bicubic"} <= {r["name"] for r in csv.DictReader(open(out / "logs" / "vae.csv"))}
+    assert {"psnr", "psnr_frame0", "psnr_later", "psnr_bicubic"} <= {r["name"] for r in
+                                                                    csv.DictReader(open(out / "logs" / "vae.csv"))}
 
 
 def test_bicubic_reference_codec():
