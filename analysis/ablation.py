@@ -118,11 +118,30 @@ def read_metric_table(path: str | Path) -> pd.DataFrame:
     return validate_metric_table(_read_csv(path), str(path))
 
 
+RESULT_COLUMNS = ("arm", "seed", "metric", "value")  # the claims study's per-seed results (docs/study.md §5)
+
+
+def validate_results(df: pd.DataFrame, where: str = "results") -> pd.DataFrame:
+    """A typed copy of a long-format results frame: one final value per arm, seed and metric."""
+    missing = [c for c in RESULT_COLUMNS if c not in df.columns]
+    if missing:
+        raise AblationFormatError(f"{where}: missing column(s) {missing}; results need columns {list(RESULT_COLUMNS)}")
+    out = pd.DataFrame({"arm": df["arm"].astype(str), "seed": _numeric(df, "seed", where, integer=True),
+                        "metric": df["metric"].astype(str), "value": _numeric(df, "value", where)})
+    dup = out.duplicated(["arm", "seed", "metric"])
+    if dup.any():
+        r = out[dup].iloc[0]
+        raise AblationFormatError(f"{where}: duplicate rows for arm {r.arm!r}, seed {r.seed}, metric {r.metric!r}")
+    return out
+
+
 def read_ablation_csv(path: str | Path) -> tuple[str, pd.DataFrame]:
-    """("curves", frame) or ("table", frame), by the columns present."""
+    """("curves", frame), ("results", frame) or ("table", frame), by the columns present."""
     df = _read_csv(path)
     if {"step", "metric", "value"} <= set(df.columns):
         return "curves", validate_curves(df, str(path))
+    if set(RESULT_COLUMNS) <= set(df.columns):
+        return "results", validate_results(df, str(path))
     if "run" in df.columns:
         return "table", validate_metric_table(df, str(path))
     raise AblationFormatError(f"{path}: neither training curves (columns {list(CURVE_COLUMNS)}) nor a metric table "
@@ -253,6 +272,59 @@ def curves_figure(df: pd.DataFrame, metrics: list[str] | None = None, smooth: in
         fig.update_yaxes(type="log")
     fig.update_layout(title="Training curves" + (f" (moving average over {smooth})" if smooth > 1 else ""),
                       height=max(360, 260 * len(metrics)))
+    return fig
+
+
+def results_summary(df: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
+    """Per arm and metric of a results frame: n seeds, mean, std (ddof 1) and the Student-t interval of the mean."""
+    from scipy import stats
+
+    rows = []
+    for (arm, metric), g in df.groupby(["arm", "metric"], sort=False):
+        v = g["value"].to_numpy(float)
+        n, mean = len(v), float(v.mean())
+        sd = float(v.std(ddof=1)) if n > 1 else float("nan")
+        half = float(stats.t.ppf(0.5 + level / 2, n - 1) * sd / np.sqrt(n)) if n > 1 else float("nan")
+        rows.append({"arm": arm, "metric": metric, "n": n, "mean": mean, "std": sd, "lo": mean - half,
+                     "hi": mean + half})
+    return pd.DataFrame(rows)
+
+
+def results_figure(df: pd.DataFrame, metrics: list[str] | None = None) -> go.Figure:
+    """One panel per metric: every seed's value (dots, hover names the seed) and each arm's mean with its 95 %
+    Student-t interval over seeds, so that a difference smaller than the seed spread is seen as one."""
+    available = list(dict.fromkeys(df["metric"]))
+    metrics = list(metrics) if metrics else available
+    unknown = sorted(set(metrics) - set(available))
+    if unknown:
+        raise ValueError(f"metric(s) {unknown} not in the results; metrics: {available}")
+    summary = results_summary(df)
+    arms = list(dict.fromkeys(df["arm"]))
+    cols = min(2, len(metrics))
+    rows = -(-len(metrics) // cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=metrics, vertical_spacing=0.16, horizontal_spacing=0.1)
+    for k, metric in enumerate(metrics):
+        r, c = k // cols + 1, k % cols + 1
+        for i, arm in enumerate(arms):
+            color = RUN_COLORS[i % len(RUN_COLORS)]
+            g = df[(df["arm"] == arm) & (df["metric"] == metric)]
+            if g.empty:
+                continue
+            fig.add_trace(go.Scatter(x=[arm] * len(g), y=g["value"], mode="markers", name=arm, legendgroup=arm,
+                                     showlegend=False, marker=dict(color=color, size=6, opacity=0.45),
+                                     customdata=g["seed"], hovertemplate=arm + ", seed %{customdata}: %{y:.4g}"
+                                                                         "<extra></extra>"), row=r, col=c)
+            m = summary[(summary["arm"] == arm) & (summary["metric"] == metric)].iloc[0]
+            fig.add_trace(go.Scatter(
+                x=[arm], y=[m["mean"]], mode="markers", name=arm, legendgroup=arm, showlegend=k == 0,
+                marker=dict(color=color, size=11, symbol="diamond"),
+                error_y=dict(type="data", symmetric=False, array=[m["hi"] - m["mean"]],
+                             arrayminus=[m["mean"] - m["lo"]], thickness=2, width=8),
+                hovertemplate=f"{arm}: mean %{{y:.4g}}, 95 % t-interval [{m['lo']:.4g}, {m['hi']:.4g}] over "
+                              f"{int(m['n'])} seeds<extra></extra>"), row=r, col=c)
+    fig.update_layout(title="Results per arm: seeds (dots) and mean with its 95 % t-interval over seeds",
+                      height=260 * rows + 120, legend=dict(orientation="h", yanchor="top", y=-0.08, x=0),
+                      margin=dict(t=80, b=80))
     return fig
 
 

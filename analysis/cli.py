@@ -65,9 +65,12 @@ def cmd_velocity(args) -> int:
 
     out = Path(args.out)
     pipe = _pipeline(args.checkpoint, args.device)
-    if not pipe.trained_heads:
+    if args.guidance is None:
+        args.guidance = pipe.default_guidance
+    if not pipe.trained_heads and args.guidance != 1.0:
         what = "lists a head its run never trained (λ_ig = 0)" if pipe.heads else "has no intermediate head"
-        raise SystemExit(f"error: {args.checkpoint} {what}: there is no intermediate velocity to compare")
+        raise SystemExit(f"error: {args.checkpoint} {what}: guidance w ≠ 1 is not defined for it; pass --guidance 1 "
+                         "(the report then reads every block through the output layer, the lens)")
     clips = load_clips(pipe.clip_spec, args.split, args.clips, geometry=False, dataroot=args.dataroot,
                        version=args.version)
     _log(f"velocity: {len(clips)} clip(s), {args.steps} steps, w = {args.guidance:g} on {pipe.device}")
@@ -79,22 +82,26 @@ def cmd_velocity(args) -> int:
         _log(f"  clip {i + 1}/{len(clips)} {clip.scene_name} {clip.sample_token[:8]}")
     summary = V.summarize(reports)
     first = reports[0]
-    plain = V.velocity_discrepancy(pipe, clips[0], args.steps, 1.0, args.seed, decode_previews=False)
-    comparison = V.guidance_comparison(first, plain)
+    comparison = None
+    if pipe.trained_heads:  # without a trained head there is no guided run to compare
+        plain = V.velocity_discrepancy(pipe, clips[0], args.steps, 1.0, args.seed, decode_previews=False, lens=False)
+        comparison = V.guidance_comparison(first, plain)
     kw = dict(self_contained=args.self_contained)
     files = [
         write_figure(V.cosine_heatmap(summary, "cosine"), out / "velocity_cosine_heatmap.html", **kw),
         write_figure(V.cosine_heatmap(summary, "diff_rms"), out / "velocity_diff_heatmap.html", **kw),
         write_figure(V.discrepancy_curves(summary), out / "velocity_curves.html", **kw),
         write_figure(V.preview_strip_figure(first), out / "velocity_previews.html", **kw),
-        write_figure(V.guidance_figure(comparison), out / "velocity_guidance.html", **kw),
     ]
+    if comparison is not None:
+        files.append(write_figure(V.guidance_figure(comparison), out / "velocity_guidance.html", **kw))
     strip = out / "velocity_previews.png"
     Image.fromarray(V.preview_strip(first)).save(strip)
     files.append(strip)
     numbers = {"checkpoint": str(Path(args.checkpoint).resolve()), "split": args.split, "device": str(pipe.device),
                "seconds": time.perf_counter() - t0, "summary": summary.to_dict(),
-               "clips": [r.to_dict() for r in reports], "guidance_comparison": comparison.to_dict(),
+               "clips": [r.to_dict() for r in reports],
+               "guidance_comparison": comparison.to_dict() if comparison is not None else None,
                "preview_columns": V.preview_columns(first)}
     files.append(write_json(numbers, out / "velocity.json"))
     _print_files(files)
@@ -308,7 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint", required=True, help="run folder or shipped checkpoint")
     common(s, clips=4)
     s.add_argument("--steps", type=int, default=20)
-    s.add_argument("--guidance", type=float, default=1.4, help="w of intermediate-supervised guidance")
+    s.add_argument("--guidance", type=float, default=None,
+                   help="w of intermediate-supervised guidance (default: the checkpoint's own, 1 without a trained head)")
     s.set_defaults(func=cmd_velocity)
 
     s = sub.add_parser("futures", help="generated vs true futures at native resolution, several horizons (PNG)")

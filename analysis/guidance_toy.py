@@ -42,11 +42,16 @@ def paired_interval(diffs: np.ndarray, resamples: int = 10_000, seed: int = 0) -
                     float(diffs.mean() - half), float(diffs.mean() + half))
 
 
+SMALL = "reproduces, below the smallest effect"  # docs/study.md, amendment 1
+
+
 def verdict(iv: Interval, smallest: float) -> str:
     """For an effect whose claimed sign is negative: 'reproduces' when both intervals lie below 0, 'does not' when
-    both lie above −smallest, else 'inconclusive' (docs/study.md §0)."""
+    both lie above −smallest, else 'inconclusive' (docs/study.md §0); both at once (a clear effect in the claimed
+    direction that is smaller than the smallest effect of interest) reads 'reproduces, below the smallest effect'
+    (amendment 1)."""
     if iv.boot_hi < 0 and iv.t_hi < 0:
-        return "reproduces"
+        return SMALL if (iv.boot_lo > -smallest and iv.t_lo > -smallest) else "reproduces"
     if iv.boot_lo > -smallest and iv.t_lo > -smallest:
         return "does not"
     return "inconclusive"

@@ -12,8 +12,8 @@ checked on the server, a bad one is a `gr.Error` and the model is not touched):
 | `/generate` | checkpoint, scene, sample index, steps (1–200), guidance w (0–5), seed (0–2³¹−1), command (`logged`/left/straight/right) | MP4 (H.264: generated future beside the logged one), status (device, seconds) |
 | `/plan` | checkpoint, scene, sample index, trajectory samples (1–64), seed, command | BEV with the sampled trajectories, PDM sub-score table, status |
 | `/stop` | — | stops this session's running `/generate`, `/velocity` or `/compare` between two sampler steps |
-| `/velocity` | checkpoint, scene, sample index, steps, guidance w, seed, command | cos(v_i, v_f) heatmap, per-step curves, numbers (JSON), status |
-| `/velocity_preview` | step | decoded x0 previews of each head and the final output at that step (of this session's last `/velocity`) |
+| `/velocity` | checkpoint, scene, sample index, steps, guidance w, seed, command | heatmap of the cosine to v_f per step and layer (every block through the output layer, and each trained head), per-step curves, numbers (JSON), status |
+| `/velocity_preview` | step, layer (`block_k` / `head_k`; empty: the default) | that layer's decoded x0 prediction beside the final output's and their amplified difference, at that step (of this session's last `/velocity`) |
 | `/embedding` | checkpoints (1–2), clips (2–64), hard negatives per clip (1–16), UMAP dims (2/3), seed | UMAP figure per checkpoint, separation figure, numbers (JSON) |
 | `/compare` | checkpoint A, checkpoint B, scene, sample index, steps, guidance w, seed, trajectory samples, command | two MP4s, two BEVs, side-by-side table, two velocity-curve figures |
 | `/ablation` | CSV name in `assets/ablation/` | training curves (or metric table) figure, note |

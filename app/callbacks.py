@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import math
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import gradio as gr
@@ -184,48 +185,92 @@ def plan(ctx, checkpoint, scene, index, num_samples, seed, command, session: str
 # --------------------------------------------------------------------------- velocity
 
 
-def preview_image(report, step) -> np.ndarray:
-    """x0 previews at one denoising step: rows = head blocks (shallow first) then the final output,
-    columns = future frames."""
-    from analysis.velocity import FINAL, head_key
+@dataclass
+class VelocityView:
+    """A session's last velocity analysis: the report, the checkpoint and seed that made it (to decode a layer's
+    x0 prediction on demand), and the previews decoded so far."""
 
-    if report is None:
+    report: object  # analysis.velocity.VelocityReport
+    checkpoint: str
+    seed: int
+    decoded: dict = field(default_factory=dict)  # (step, layer) → LayerPreview
+
+
+def default_layer(report) -> str:
+    """The layer the previews open on: the shallowest trained head, else the block in the middle of the stack."""
+    from analysis.velocity import head_key, lens_key
+
+    if report.blocks:
+        return head_key(report.blocks[0])
+    return lens_key(report.lens_blocks[len(report.lens_blocks) // 2 - 1 if len(report.lens_blocks) > 1 else 0])
+
+
+def layer_choices(report) -> list[tuple[str, str]]:
+    """(label, key) of every layer but the final output, for the layer picker."""
+    from analysis.velocity import FINAL, layer_label
+
+    n = max(report.lens_blocks) + 1 if report.lens_blocks else None
+    return [(layer_label(k, n), k) for k in report.layers() if k != FINAL]
+
+
+@user_errors
+def preview_image(ctx, view, step, layer=None) -> np.ndarray:
+    """At one denoising step: the chosen layer's x0 prediction (decoded), the final output's, and their difference
+    amplified (its gain and size in the caption); columns are the future frames."""
+    from analysis.velocity import FINAL, layer_label, layer_preview
+
+    if view is None:
         raise gr.Error("run the velocity analysis first")
+    report = view.report
     s = V.count(step, "step", 0, report.steps - 1)
-    if not report.previews:
-        raise gr.Error("this analysis has no decoded previews")
-    rows = []
-    for key in [head_key(b) for b in report.blocks] + [FINAL]:
-        title = "final output" if key == FINAL else key.replace("head_", "head at block ")
-        strip = media.hstack([media.upscale(f, 2) for f in report.previews[key][s]])
-        rows.append(media.caption(strip, f"{title}: x0 prediction at step {s} (sigma = {report.sigmas[s]:.2f})"))
-    return media.vstack(rows)
+    keys = [k for k in report.layers() if k != FINAL]
+    key = default_layer(report) if layer in (None, "") else V.name(layer, "layer", keys)
+    if (s, key) not in view.decoded:
+        pipe = ctx.pipeline(view.checkpoint)
+        with ctx.using(pipe):
+            view.decoded[(s, key)] = layer_preview(
+                report, lambda c, f: pipe.decode_future(c, f, seed=view.seed), s, key)
+    p = view.decoded[(s, key)]
+    n = max(report.lens_blocks) + 1 if report.lens_blocks else None
+
+    def row(frames, text):
+        return media.caption(media.hstack([media.upscale(f, 3) for f in frames]), text)
+
+    return media.vstack([
+        row(p.layer, f"{layer_label(key, n)}: x0 prediction at step {s} (sigma = {p.sigma:.2f})"),
+        row(p.final, f"final output: x0 prediction at step {s}"),
+        row(p.difference, f"|difference| x{p.gain:.1f} (white = {255 / p.gain:.0f} grey levels or more; "
+                          f"mean {p.mean_levels:.1f}, max {p.max_levels:.0f} of 255)"),
+    ])
 
 
 @user_errors
 def velocity(ctx, checkpoint, scene, index, steps, guidance, seed, command, session: str = "", progress=None):
-    """Intermediate vs final velocity: heatmap, curves, the report (for the step scrubber), its numbers."""
+    """Intermediate vs final velocity, on every block (the lens) and every trained head: heatmap, curves, the view
+    (for the previews), its numbers, a status line."""
     from analysis import velocity as AV
     from analysis.output import to_jsonable
 
     pipe = ctx.pipeline(checkpoint)
     steps, w, seed, cmd = V.steps(steps), V.guidance(guidance), V.seed(seed), V.command(command)
     _check_guidance(pipe, w)
-    if not pipe.trained_heads:
-        raise gr.Error(_no_head(pipe) + ": there is no intermediate velocity to compare the final one with")
     clip = ctx.clip(scene, index)
 
     def job(should_stop):
-        result = pipe.generate(clip, steps=steps, guidance=w, seed=seed, command=cmd, record=True, decode_previews=True,
+        result = pipe.generate(clip, steps=steps, guidance=w, seed=seed, command=cmd, lens=True,
                                callback=_sampler_progress(progress, "sampling with records"), should_stop=should_stop)
         return AV.report_from_records(result.record, result.latents, scene_name=clip.scene_name,
-                                      sample_token=clip.sample_token, guidance=w, seed=seed), result
+                                      sample_token=clip.sample_token, guidance=w, seed=seed,
+                                      heads=pipe.trained_heads), result
 
     report, result = _run_stoppable(ctx, session, steps, job, pipe)
     numbers = to_jsonable({**report.to_dict(), "checkpoint": checkpoint, "device": result.device,
                            "seconds": result.seconds})
-    status = _status(result, "sampled with records", f"{steps} steps · w = {w:g} · seed {seed}")
-    return AV.cosine_heatmap(report), AV.discrepancy_curves(report), report, numbers, status
+    heads = (f"trained head(s) on block {', '.join(map(str, report.blocks))}" if report.blocks
+             else _no_head(pipe) + "; the lens rows read every block with the output layer")
+    status = _status(result, "sampled with records", f"{steps} steps · w = {w:g} · seed {seed} · {heads}")
+    return (AV.cosine_heatmap(report), AV.discrepancy_curves(report), VelocityView(report, checkpoint, seed),
+            numbers, status)
 
 
 # --------------------------------------------------------------------------- representations
@@ -309,7 +354,7 @@ def compare(ctx, checkpoint_a, checkpoint_b, scene, index, steps, guidance, seed
             lambda s, total, sigma, j=j, name=name: progress((j + s / total) / 2, desc=f"{name}: step {s}/{total}"))
 
         def job(should_stop, pipe=pipe, tick=tick, w=ws[j]):
-            gen = pipe.generate(clip, steps=steps, guidance=w, seed=seed, command=cmd, record=True, callback=tick,
+            gen = pipe.generate(clip, steps=steps, guidance=w, seed=seed, command=cmd, lens=True, callback=tick,
                                 should_stop=should_stop)
             return gen, pipe.plan(clip, steps=pipe.plan_steps, num_samples=n, seed=seed, command=cmd)
 
@@ -321,7 +366,7 @@ def compare(ctx, checkpoint_a, checkpoint_b, scene, index, steps, guidance, seed
                                title=f"{name}: {n} samples") if scene_ok else None)
         curves.append(AV.discrepancy_curves(AV.report_from_records(
             gen.record, gen.latents, scene_name=clip.scene_name, sample_token=clip.sample_token, guidance=ws[j],
-            seed=seed)) if gen.record and gen.record[0].v_heads and pipe.trained_heads else None)
+            seed=seed, heads=pipe.trained_heads)))
         row = {"checkpoint": name, "w": ws[j] if pipe.trained_heads else "1 (no trained head)", "device": gen.device,
                "generate [s]": round(gen.seconds, 2),
                "plan [s]": round(planned.seconds, 2)}
@@ -360,6 +405,11 @@ def ablation(ctx, csv_name):
     if kind == "curves":
         fig = AB.curves_figure(df)
         note = f"`{name}`: training curves of runs {', '.join(map(str, df['run'].unique()))}"
+    elif kind == "results":
+        fig = AB.results_figure(df)
+        note = (f"`{name}`: results of arms {', '.join(map(str, df['arm'].unique()))} over seeds "
+                f"{', '.join(map(str, sorted(df['seed'].unique())))} (dots: seeds; diamonds: means with 95 % "
+                "t-intervals)")
     else:
         fig = AB.table_figure(df)
         note = f"`{name}`: metric table of runs {', '.join(map(str, df['run'].unique()))}"

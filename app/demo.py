@@ -185,42 +185,62 @@ def _generate_tab(shared: _Shared, first_pipe) -> _Settings:
     return _Settings(steps, guidance, command, samples, seed)
 
 
+VELOCITY_GUIDE = (
+    "**What to look for.** The heatmap has one row per transformer block: the model's own output layer applied to "
+    "that block's hidden state (a *lens*, as Diffusion Lens reads text-to-image models), and a ★ row for each "
+    "intermediate head the run trained. Colour is the cosine between that layer's velocity and the final one: "
+    "blue rows agree with the output, white or red rows do not yet. Read down a column to see at which depth the "
+    "prediction forms at that noise level, and along a row to see how it changes from noise (left) to the clean "
+    "future (right). Guidance `v_i + w (v_f − v_i)` pushes the sample away from the ★ head's prediction, so it only "
+    "matters where the ★ row differs from the output. Below, pick a layer and a step: the layer's x0 prediction is "
+    "decoded beside the final one, with their difference amplified (its gain is printed) so that small changes show.")
+
+
 def _velocity_tab(shared: _Shared, settings: _Settings) -> None:
     ctx = shared.ctx
     with gr.Tab("Intermediate vs final velocity", id="velocity"):
-        gr.Markdown("At each denoising step, the velocity `v_i` of each intermediate head against the final "
-                    "`v_f` of the same forward pass (the quantities that guidance `v_i + w (v_f − v_i)` "
-                    "mixes), and what each layer would output if sampling stopped there (decoded x0).")
+        gr.Markdown("At each denoising step, the velocity of every block (read through the output layer) and of "
+                    "each trained intermediate head against the final `v_f` of the same forward pass, and what a "
+                    "layer would output if sampling stopped there (decoded x0).")
+        with gr.Accordion("What to look for", open=False):
+            gr.Markdown(VELOCITY_GUIDE)
         with gr.Row():
             vel_btn = gr.Button("Analyse this sample", variant="primary")
             vel_stop = gr.Button("Stop", variant="stop")
         vel_status = gr.Markdown(elem_classes="status-line")
-        heatmap = gr.Plot(label="cos(v_i, v_f) per step and head block", elem_id="vel-heatmap")
-        curves = gr.Plot(label="Curves per step", elem_id="vel-curves")
-        step = gr.Slider(0, V.MAX_STEPS - 1, value=0, step=1, label="Denoising step of the x0 previews")
-        preview = gr.Image(label="x0 previews: heads and final output", elem_id="vel-preview", type="numpy",
-                           format="png", interactive=False)
+        heatmap = gr.Plot(label="cos(v_layer, v_f) per step and layer", elem_id="vel-heatmap", show_label=False)
+        curves = gr.Plot(label="Curves per step", elem_id="vel-curves", show_label=False)
+        with gr.Row():
+            layer = gr.Dropdown([], label="Layer of the x0 preview", elem_id="vel-layer", scale=2,
+                                allow_custom_value=True)  # the choices are the last analysis's; checked server-side
+            step = gr.Slider(0, V.MAX_STEPS - 1, value=0, step=1, label="Denoising step of the x0 previews", scale=3)
+        preview = gr.Image(label="x0 previews", elem_id="vel-preview", type="numpy", format="png",
+                           interactive=False, show_label=False)
         with gr.Accordion("Numbers (JSON)", open=False):
             vel_json = gr.JSON()
-        report = gr.State(None)
+        view = gr.State(None)
 
     def run_velocity(checkpoint, scene, sample, steps, guidance, seed, command, request: gr.Request,
                      progress=gr.Progress()):
         return C.velocity(ctx, checkpoint, scene, sample, steps, guidance, seed, command, _session(request), progress)
 
-    def show_preview(report, step):
-        return C.preview_image(report, step)
+    def show_preview(view, step, layer):  # parameter names are the API's
+        return C.preview_image(ctx, view, step, layer)
 
-    def last_preview(rep):
-        return gr.Slider(maximum=rep.steps - 1, value=rep.steps - 1), C.preview_image(rep, rep.steps - 1)
+    def last_preview(view):
+        rep, first = view.report, C.default_layer(view.report)
+        return (gr.Slider(maximum=rep.steps - 1, value=rep.steps // 2),
+                gr.Dropdown(choices=C.layer_choices(rep), value=first),
+                C.preview_image(ctx, view, rep.steps // 2, first))
 
     inputs = [shared.checkpoint, shared.scene, shared.sample, settings.steps, settings.guidance, settings.seed,
               settings.command]
     vel_stop.click(shared.stop, None, vel_status, queue=False, **PRIVATE)
     vel_btn.click(shared.arm, None, None, queue=False, **PRIVATE).then(
-        run_velocity, inputs, [heatmap, curves, report, vel_json, vel_status], api_name="velocity", **HEAVY).success(
-        last_preview, report, [step, preview], **PRIVATE)
-    step.release(show_preview, [report, step], preview, api_name="velocity_preview")
+        run_velocity, inputs, [heatmap, curves, view, vel_json, vel_status], api_name="velocity", **HEAVY).success(
+        last_preview, view, [step, layer, preview], **PRIVATE)
+    step.release(show_preview, [view, step, layer], preview, api_name="velocity_preview")
+    layer.input(show_preview, [view, step, layer], preview, **PRIVATE)
 
 
 def _representations_tab(shared: _Shared, seed: gr.Number) -> None:

@@ -208,8 +208,26 @@ def test_velocity_report_shapes_and_values(tiny_pipe):
     assert strip.shape == (2 * h + 2, 2 * w + 2, 3)
     np.testing.assert_array_equal(strip[h + 2:, :w], rep.previews["final"][0, -1])
     assert len(V.preview_strip_figure(rep).data) == 1
-    assert V.cosine_heatmap(rep).data[0].z.shape == (1, STEPS)
-    assert len(V.discrepancy_curves(rep).data) == 4  # 3 head curves + final, no bands for one clip
+    heat = V.cosine_heatmap(rep).data[0]  # the lens of both blocks, the trained head after its block
+    assert heat.z.shape == (3, STEPS)
+    assert list(heat.y) == ["block 0 (lens)", "block 1 (= output)", "★ head on block 1 (trained)"]
+    np.testing.assert_allclose(np.asarray(heat.z)[1], 1.0)
+    # the lens rows, recomputed from the sampler's records made with the lens
+    lens = tiny_pipe.generate(clip, steps=STEPS, guidance=1.4, seed=0, lens=True)
+    for s, r in enumerate(lens.record):
+        a, b = r.v_lens[0].flatten().double(), r.v_final.flatten().double()
+        assert rep.lens_cosine[s, 0] == pytest.approx(float(a @ b / (a.norm() * b.norm())), abs=1e-9)
+        np.testing.assert_allclose(rep.x0_latents["block_0"][s], (r.x_t - r.sigma * r.v_lens[0])[0].numpy(),
+                                   atol=1e-6)
+    assert rep.layers() == ["block_0", "block_1", "head_1", "final"]
+    # 3 head curves + final + cosine and RMS of block 0's lens (block 1's is the output), no bands for one clip
+    assert len(V.discrepancy_curves(rep).data) == 6
+    # a layer's x0 decoded on demand beside the final one, with their amplified difference
+    p = V.layer_preview(rep, lambda c, f: tiny_pipe.decode_future(c, f, seed=0), 1, "block_0")
+    np.testing.assert_array_equal(p.final, rep.previews["final"][1])  # the same decode as the sampler's preview
+    d = np.abs(p.layer.astype(float) - p.final.astype(float)).mean(-1)
+    assert p.max_levels == pytest.approx(d.max()) and p.difference.shape == p.layer.shape
+    np.testing.assert_array_equal(p.difference[..., 0], np.clip(d * p.gain, 0, 255).astype(np.uint8))
 
 
 def test_mean_curves_and_guidance_comparison(tiny_pipe):
@@ -217,6 +235,8 @@ def test_mean_curves_and_guidance_comparison(tiny_pipe):
     clips = [_fake_clip(cfg, 0), _fake_clip(cfg, 1)]
     both = V.mean_curves(tiny_pipe, clips, steps=STEPS, guidance=1.0, seed=0)
     assert both.n_clips == 2 and both.cosine_mean.shape == (STEPS, 1) and np.all(both.cosine_std > 0)
+    assert both.lens_blocks == (0, 1) and both.lens_cosine_mean.shape == (STEPS, 2)
+    np.testing.assert_allclose(both.lens_cosine_mean[:, 1], 1.0)
     assert any(t.fill == "toself" for t in V.discrepancy_curves(both).data)  # spread bands
     plain = V.velocity_discrepancy(tiny_pipe, clips[0], STEPS, 1.0, 0, decode_previews=False)
     assert not plain.guided.any() and not plain.previews
@@ -299,6 +319,27 @@ def test_ablation_curves_and_tables(tmp_path):
         A.table_figure(tdf, ["l2"])
 
 
+def test_study_results_per_seed_with_t_intervals(tmp_path):
+    """The claims study's results CSV (arm, seed, metric, value): seeds as dots, means with Student-t intervals."""
+    path = tmp_path / "results.csv"
+    path.write_text("arm,seed,metric,value\n" + "".join(
+        f"{arm},{seed},rate,{v}\n" for arm, vals in (("vanilla", (0.10, 0.12, 0.14)), ("ig", (0.09, 0.10, 0.11)))
+        for seed, v in zip((1, 2, 3), vals)) + "ig,1,mmd,0.5\nig,2,mmd,0.7\n")
+    kind, df = A.read_ablation_csv(path)
+    assert kind == "results" and len(df) == 8
+    s = A.results_summary(df).set_index(["arm", "metric"])
+    v = s.loc[("vanilla", "rate")]
+    assert v["n"] == 3 and v["mean"] == pytest.approx(0.12) and v["std"] == pytest.approx(0.02)
+    assert v["hi"] - v["mean"] == pytest.approx(4.302653 * 0.02 / np.sqrt(3), rel=1e-5)  # t(0.975, 2)
+    fig = A.results_figure(df)
+    assert [a.text for a in fig.layout.annotations] == ["rate", "mmd"]
+    means = [t for t in fig.data if t.marker.symbol == "diamond"]
+    assert len(means) == 3 and len(fig.data) == 6 and sum(bool(t.showlegend) for t in fig.data) == 2
+    path.write_text("arm,seed,metric,value\nig,1,rate,0.1\nig,1,rate,0.2\n")
+    with pytest.raises(A.AblationFormatError, match="duplicate rows for arm 'ig', seed 1"):
+        A.read_ablation_csv(path)
+
+
 def test_curves_from_run_logs(tmp_path):
     logs = tmp_path / "run" / "logs"
     logs.mkdir(parents=True)
@@ -365,6 +406,21 @@ def test_cli_velocity_and_embedding_end_to_end(tiny_config, tiny_pipe, tmp_path,
     for name in ("cosine_heatmap", "diff_heatmap", "curves", "previews", "guidance"):
         assert "cdn.plot.ly" not in (out / f"velocity_{name}.html").read_text()
     assert (out / "velocity_previews.png").is_file()
+    assert set(numbers["summary"]["lens"]) == {"0", "1"}  # every block through the output layer
+
+    # a checkpoint whose head was never trained (λ_ig = 0): w ≠ 1 refused, w = 1 reports the lens alone
+    from reworld.config import replace
+
+    save_config_json(replace(tiny_config, loss={"lambda_ig": 0.0}), ckpt / "config.json")
+    argv = ["velocity", "--checkpoint", str(ckpt), "--split", "all", "--clips", "1", "--steps", "2"]
+    with pytest.raises(SystemExit, match="never trained.*--guidance 1"):
+        main(argv + ["--guidance", "1.4", "--out", str(tmp_path / "v2")])
+    assert main(argv + ["--out", str(tmp_path / "v3")]) == 0  # its own default: w = 1
+    numbers = json.loads((tmp_path / "v3" / "velocity.json").read_text())
+    assert numbers["summary"]["per_block"] == {} and numbers["guidance_comparison"] is None
+    assert all(np.isfinite(numbers["summary"]["lens"]["0"]["cosine_mean"]))
+    assert not (tmp_path / "v3" / "velocity_guidance.html").exists()
+    save_config_json(tiny_config, ckpt / "config.json")
 
     out = tmp_path / "embedding"
     argv = ["embedding", "--checkpoint", str(ckpt), "--checkpoint", str(ckpt), "--label", "vanilla", "--label",

@@ -204,20 +204,41 @@ def test_stop_really_stops_between_steps_and_a_stray_stop_is_harmless(ctx, scene
         C.generate(ctx, "reworld", scene, 0, 3, 1.0, 0, "logged", session="queued")
 
 
-def test_velocity_view_and_scrubber(ctx, scene):
+def test_velocity_view_lens_on_every_block_and_layer_previews(ctx, scene):
     from app import callbacks as C
 
-    heatmap, curves, report, numbers, status = C.velocity(ctx, "reworld", scene, 0, 3, 1.4, 0, "logged", session="v")
-    assert heatmap.data[0].z.shape == (1, 3) and len(curves.data) == 4
+    pipe = ctx.pipelines["reworld"]
+    n_blocks = pipe.video_dit.config.num_layers
+    heatmap, curves, view, numbers, status = C.velocity(ctx, "reworld", scene, 0, 3, 1.4, 0, "logged", session="v")
+    rows = list(heatmap.data[0].y)
+    # one row per block (the output layer on its hidden state) and one per trained head, marked
+    assert heatmap.data[0].z.shape == (n_blocks + len(pipe.trained_heads), 3)
+    assert [r for r in rows if r.startswith("★")] == [f"★ head on block {b} (trained)" for b in pipe.trained_heads]
+    z = np.asarray(heatmap.data[0].z, dtype=float)
+    out = rows.index(f"block {n_blocks - 1} (= output)")
+    assert np.all(np.isfinite(z)) and np.allclose(z[out], 1.0)  # the last block's lens is the output itself
     assert numbers["steps"] == 3 and numbers["device"] == "cpu" and len(numbers["per_block"]["1"]["cosine"]) == 3
+    assert set(numbers["lens"]) == {str(b) for b in range(n_blocks)}
+    # the curves: 3 per head, v_f, and cosine + RMS for each block's lens but the last
+    assert len(curves.data) == 3 * len(pipe.trained_heads) + 1 + 2 * (n_blocks - 1)
+    keys = [k for _, k in C.layer_choices(view.report)]
+    assert keys == [k for b in range(n_blocks) for k in [f"block_{b}"] + ([f"head_{b}"] if b in pipe.trained_heads
+                                                                          else [])]
     d = ctx.data_cfg
-    img0, img2 = C.preview_image(report, 0), C.preview_image(report, 2)
-    assert img0.shape == img2.shape and img0.shape[0] >= 2 * 2 * d.image_height  # head row + final row, ×2
+    img0, img2 = C.preview_image(ctx, view, 0, "block_0"), C.preview_image(ctx, view, 2, "block_0")
+    assert img0.shape == img2.shape and img0.shape[0] >= 3 * 3 * d.image_height  # layer, final, difference (×3)
     assert not np.array_equal(img0, img2)  # the x0 prediction changes over the run
+    head = C.preview_image(ctx, view, 1, None)  # the default layer: the trained head
+    assert head.shape == img0.shape and (1, "head_1") in view.decoded
+    p = view.decoded[(1, "head_1")]
+    diff = np.abs(p.layer.astype(int) - p.final.astype(int)).mean(-1)
+    assert p.mean_levels == pytest.approx(diff.mean()) and 1.0 <= p.gain <= 64.0
     with pytest.raises(gr.Error, match="step"):
-        C.preview_image(report, 3)
+        C.preview_image(ctx, view, 3, "block_0")
+    with pytest.raises(gr.Error, match="unknown layer"):
+        C.preview_image(ctx, view, 0, "block_99")
     with pytest.raises(gr.Error, match="run the velocity analysis first"):
-        C.preview_image(None, 0)
+        C.preview_image(ctx, None, 0, None)
 
 
 def test_embedding_one_and_two_checkpoints_cached(ctx, monkeypatch):
@@ -347,7 +368,7 @@ def test_only_the_checkpoint_at_work_keeps_its_transformers_on_the_device(tiny_c
 
 def test_a_head_its_run_never_trained_is_not_a_head(ctx, scene, monkeypatch):
     """A config may list a head whose run had λ_ig = 0 (the shipped vanilla): guidance on it is refused with the
-    reason, the velocity view says there is nothing to compare, and compare runs that checkpoint at w = 1 (its own
+    reason, the velocity view shows the lens on every block and no head, and compare runs that checkpoint at w = 1 (its own
     default) beside the other at the w asked for."""
     import dataclasses
 
@@ -361,7 +382,16 @@ def test_a_head_its_run_never_trained_is_not_a_head(ctx, scene, monkeypatch):
     assert untrained.heads and not untrained.trained_heads and untrained.default_guidance == 1.0
     with pytest.raises(gr.Error, match="never trained .* only rescale"):
         C.generate(ctx, "untrained", scene, 0, 2, 1.4, 0, "logged")
-    with pytest.raises(gr.Error, match="no intermediate velocity to compare"):
-        C.velocity(ctx, "untrained", scene, 0, 2, 1.0, 0, "logged")
+    with pytest.raises(gr.Error, match="never trained .* only rescale"):
+        C.velocity(ctx, "untrained", scene, 0, 2, 1.4, 0, "logged")
+    # the lens works for any checkpoint: every block, no head row, no NaN, a preview of a block
+    heatmap, curves, view, numbers, status = C.velocity(ctx, "untrained", scene, 0, 2, 1.0, 0, "logged")
+    n_blocks = untrained.video_dit.config.num_layers
+    assert list(heatmap.data[0].y) == [f"block {b} (lens)" for b in range(n_blocks - 1)] + [
+        f"block {n_blocks - 1} (= output)"]
+    assert np.all(np.isfinite(np.asarray(heatmap.data[0].z, dtype=float))) and numbers["per_block"] == {}
+    assert "never trained" in status and "lens" in status and len(curves.data) == 1 + 2 * (n_blocks - 1)
+    assert C.default_layer(view.report).startswith("block_") and C.preview_image(ctx, view, 1, None).ndim == 3
     *_, table, curves_a, curves_b = C.compare(ctx, "reworld", "untrained", scene, 0, 2, 1.4, 0, 2, "logged")
-    assert list(table["w"]) == [1.4, "1 (no trained head)"] and curves_a is not None and curves_b is None
+    assert list(table["w"]) == [1.4, "1 (no trained head)"] and curves_a is not None and curves_b is not None
+    assert not any(t.name and t.name.startswith("head") for t in curves_b.data)

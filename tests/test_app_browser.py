@@ -136,6 +136,12 @@ def test_browser_views_and_screenshots(url):
         _wait_plot(page, "vel-heatmap")
         _wait_plot(page, "vel-curves")
         _wait_image(page, "vel-preview")
+        # the lens heatmap: one row per block, the last the output itself, and a ★ row per trained head
+        rows = page.locator("#vel-heatmap .ytick text").all_text_contents()
+        blocks = sorted((r for r in rows if r.startswith("block")), key=lambda r: int(r.split()[1]))
+        assert blocks and blocks[-1].endswith("(= output)"), rows
+        assert [int(r.split()[1]) for r in blocks] == list(range(len(blocks))), rows
+        assert len(rows) - len(blocks) == sum(r.startswith("★") for r in rows), rows
         shots.append(_shot(page, "velocity"))
 
         # Representations (real UMAP: the first fit imports numba, tens of seconds)

@@ -51,7 +51,7 @@ def test_every_named_endpoint_answers(served, client, monkeypatch):
     assert names["/embedding"] == ["checkpoints", "clips", "negatives", "dims", "seed"]
     assert names["/compare"] == ["checkpoint_a", "checkpoint_b", "scene", "sample", "steps", "guidance", "seed",
                                  "samples", "command"]
-    assert names["/velocity_preview"] == ["step"] and names["/ablation"] == ["csv"]
+    assert names["/velocity_preview"] == ["step", "layer"] and names["/ablation"] == ["csv"]
 
     scenes = client.predict(api_name="/list_scenes")
     assert len(scenes) == 4
@@ -73,7 +73,7 @@ def test_every_named_endpoint_answers(served, client, monkeypatch):
 
     heat, curves, numbers, status = client.predict("reworld", name, 0, 3, 1.0, 0, "logged", api_name="/velocity")
     assert numbers["steps"] == 3 and heat is not None
-    preview = client.predict(1, api_name="/velocity_preview")  # this client's own last analysis
+    preview = client.predict(1, "block_0", api_name="/velocity_preview")  # this client's own last analysis
     assert preview.endswith(".png")
 
     monkeypatch.setattr(R, "_fit_umap", lambda feats, n_components, **kw: np.asarray(feats[:, :n_components]))

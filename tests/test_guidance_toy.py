@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from analysis.guidance_toy import SMALL
 from reworld.guidance_toy import (ARMS, ToyConfig, ToyFlowDiT, TreeDensity, arm_loss, mmd, sample_toy, sliced_w2,
                                   toy_metrics, train_toy)
 
@@ -121,7 +122,7 @@ def test_study_cli_writes_every_arm_and_seed(tmp_path, capsys):
     doc = json.loads((out / "guidance_toy.json").read_text())
     assert len(doc["comparisons"]) == 4 and doc["config"]["guidance"] == 1.4
     for c in doc["comparisons"].values():
-        assert c["verdict"] in ("reproduces", "does not", "inconclusive") and len(c["per_seed"]) == 2
+        assert c["verdict"] in ("reproduces", SMALL, "does not", "inconclusive") and len(c["per_seed"]) == 2
         assert c["boot_lo"] <= c["mean"] <= c["boot_hi"]
     assert Image.open(out / "guidance_toy.png").size[0] == 5 * 260  # the density and four arms
     assert (out / "guidance_toy.html").is_file()
@@ -133,5 +134,7 @@ def test_verdicts_follow_the_preregistered_rule():
     from analysis.guidance_toy import paired_interval, verdict
 
     assert verdict(paired_interval(np.array([-0.05, -0.06, -0.04, -0.05, -0.055])), 0.01) == "reproduces"
+    # a clear effect in the claimed direction inside the smallest effect of interest (amendment 1)
+    assert verdict(paired_interval(np.array([-0.005, -0.006, -0.004, -0.005, -0.0055])), 0.01) == SMALL
     assert verdict(paired_interval(np.array([0.001, -0.002, 0.0, 0.002, -0.001])), 0.01) == "does not"
     assert verdict(paired_interval(np.array([-0.03, 0.02, -0.01, 0.015, -0.02])), 0.01) == "inconclusive"

@@ -114,6 +114,20 @@ def test_record_and_decoded_previews(model, context):
     assert calls == [(2, 4, 3, 4, 4)] * (2 * STEPS)
 
 
+def test_record_lens_keeps_every_block_and_does_not_change_the_sample(model, context):
+    plain = sample(model, context, guidance=1.4)
+    result = sample(model, context, guidance=1.4, record=True, record_lens=True)
+    torch.testing.assert_close(result.latents, plain.latents, rtol=0, atol=0)
+    n_blocks = len(model.transformer.transformer_blocks)
+    for r in result.record:
+        assert sorted(r.v_lens) == list(range(n_blocks)) and r.v_lens[0].shape == r.v_final.shape
+        torch.testing.assert_close(r.v_lens[n_blocks - 1], r.v_final, rtol=0, atol=0)
+        torch.testing.assert_close(r.x_t - r.sigma * r.v_final, r.x0_final)
+    assert sample(model, context, record=True).record[0].v_lens == {}
+    with pytest.raises(ValueError, match="record_lens needs record"):
+        sample(model, context, record_lens=True)
+
+
 def test_stop_and_progress(model, context):
     seen = []
     with pytest.raises(SamplingStopped) as info:

@@ -163,6 +163,23 @@ def test_outputs_only_on_request_and_heads_zero_at_init():
         VideoDiT(**{**TINY, "head_blocks": (2,)})
 
 
+def test_lens_is_the_model_cut_after_each_block():
+    """Diffusion Lens: the lens of block k is the same network with the blocks after k removed (its output layer
+    on block k's hidden state); the last block's lens is the output itself; asked for only."""
+    import copy
+
+    model = tiny_model(patch_size=2)
+    latents, sigma, cond = inputs()
+    with torch.no_grad():
+        out = model(latents, sigma, cond, 2, return_lens=True)
+        assert model(latents, sigma, cond, 2).lens_samples is None
+        assert sorted(out.lens_samples) == [0, 1] and torch.equal(out.lens_samples[1], out.sample)
+        cut = copy.deepcopy(model)
+        cut.transformer.transformer_blocks = cut.transformer.transformer_blocks[:1]
+        torch.testing.assert_close(out.lens_samples[0], cut(latents, sigma, cond, 2).sample, rtol=0, atol=0)
+    assert not torch.allclose(out.lens_samples[0], out.sample)
+
+
 def test_context_timestep_is_zero_whatever_sigma():
     """With every frame context, σ must not matter (all timesteps 0)."""
     model = tiny_model()

@@ -64,11 +64,14 @@ class VideoCond:
 class VideoDiTOutput(BaseOutput):
     """`sample`: velocity, same layout as the input latents. `head_samples[k]`: velocity of the head on
     block k (only with `return_heads=True`). `hidden_states[k]`: output of block k, packed tokens
-    (B, S, D) (only for the blocks asked for in `return_hidden_states`)."""
+    (B, S, D) (only for the blocks asked for in `return_hidden_states`). `lens_samples[k]`: the model's own output
+    layer applied to block k's output, for every block (only with `return_lens=True`; Diffusion Lens' reading of
+    an intermediate layer, trained for no block but the last, whose lens is `sample` itself)."""
 
     sample: torch.Tensor
     head_samples: dict[int, torch.Tensor] | None = None
     hidden_states: dict[int, torch.Tensor] | None = None
+    lens_samples: dict[int, torch.Tensor] | None = None
 
 
 class CondTokens(nn.Module):
@@ -171,9 +174,11 @@ class VideoDiT(ModelMixin, ConfigMixin):
         *,
         return_heads: bool = False,
         return_hidden_states: Sequence[int] | None = None,
+        return_lens: bool = False,
     ) -> VideoDiTOutput:
         """Velocity `v ≈ ε − x0` for latents (B, C, t, h, w) whose first `n_context` latent frames are clean
-        and the rest at noise level `sigma` (B,) or scalar in [0, 1]."""
+        and the rest at noise level `sigma` (B,) or scalar in [0, 1]. `return_lens`: also the output layer's reading
+        of every block (`VideoDiTOutput.lens_samples`)."""
         if latents.ndim != 5:
             raise ValueError(f"latents must be (B, C, t, h, w), got {tuple(latents.shape)}")
         b, c, t, h, w = latents.shape
@@ -199,6 +204,7 @@ class VideoDiT(ModelMixin, ConfigMixin):
 
         heads: dict[int, torch.Tensor] = {}
         hidden: dict[int, torch.Tensor] = {}
+        lens: dict[int, torch.Tensor] = {}
         for k, block in enumerate(tr.transformer_blocks):
             if torch.is_grad_enabled() and tr.gradient_checkpointing:
                 x = tr._gradient_checkpointing_func(block, x, context, temb, rotary, None)
@@ -209,13 +215,23 @@ class VideoDiT(ModelMixin, ConfigMixin):
                 hidden[k] = x
             if return_heads and str(k) in self.heads:
                 heads[k] = self._unpack(self.heads[str(k)](x, embedded), t, h, w)  # (B, C, t, h, w)
+            if return_lens and k < len(tr.transformer_blocks) - 1:
+                lens[k] = self._output_layer(x, embedded, t, h, w)
 
+        v = self._output_layer(x, embedded, t, h, w)
+        if return_lens:
+            lens[len(tr.transformer_blocks) - 1] = v
+        return VideoDiTOutput(
+            sample=v, head_samples=heads if return_heads else None, hidden_states=hidden if keep else None,
+            lens_samples=lens if return_lens else None,
+        )
+
+    def _output_layer(self, x: torch.Tensor, embedded: torch.Tensor, t: int, h: int, w: int) -> torch.Tensor:
+        """LTX's output layer (norm, timestep shift and scale, projection) on tokens (B, S, D) → (B, C, t, h, w)."""
+        tr = self.transformer
         shift, scale = (tr.scale_shift_table[None, None] + embedded[:, :, None]).unbind(dim=2)  # (B, S, D) each
         x = tr.norm_out(x) * (1 + scale) + shift  # (B, S, D)
-        v = self._unpack(tr.proj_out(x), t, h, w)  # (B, S, C) → (B, C, t, h, w)
-        return VideoDiTOutput(
-            sample=v, head_samples=heads if return_heads else None, hidden_states=hidden if keep else None
-        )
+        return self._unpack(tr.proj_out(x), t, h, w)  # (B, S, C) → (B, C, t, h, w)
 
     def pack(self, latents: torch.Tensor) -> torch.Tensor:
         """(B, C, t, h, w) → (B, t·(h/p)·(w/p), C·p²), channels in LTX's order (C, p, p)."""

@@ -167,10 +167,21 @@ class WorldActionPipeline:
                               generator=torch.Generator().manual_seed(seed))
 
     @torch.no_grad()
+    def decode_future(self, context_latents: torch.Tensor, future_latents: torch.Tensor, seed: int = 0) -> torch.Tensor:
+        """The future frames (F, 3, H, W) in [-1, 1] of future latents (C, t_fut, h, w) after context latents
+        (C, n_ctx, h, w), e.g. a layer's x0 prediction at one sampler step (the VAE decodes causally, so the context
+        comes first)."""
+        latents = torch.cat([context_latents, future_latents], dim=1)[None].to(self.device)
+        return self.decode(latents, seed)[0, self.config.data.context_frames:].float().cpu()
+
+    @torch.no_grad()
     def generate(self, clip: Clip, steps: int = 20, guidance: float = 1.0, seed: int = 0, command: str | None = None,
                  guidance_interval: tuple[float, float] | None = None, record: bool = False,
                  decode_previews: bool = False, callback: Callable | None = None,
-                 should_stop: Callable[[], bool] | None = None) -> GenerationResult:
+                 should_stop: Callable[[], bool] | None = None, lens: bool = False) -> GenerationResult:
+        """Sample the future of `clip`. record: keep a `StepRecord` per step (with `decode_previews`, each layer's
+        x0 prediction decoded); lens: the records also hold the output layer's velocity on every block
+        (`StepRecord.v_lens`; decode one with `decode_future`)."""
         _check_steps(steps)
         t0 = time.perf_counter()
         _, n_fut = latent_split(self.config.data, self.vae)
@@ -182,8 +193,8 @@ class WorldActionPipeline:
             return self.decode(latents, seed)[0, n_ctx_frames:].cpu()
 
         res = sample_future(self.video_dit, context, cond, n_fut, steps, generator=torch.Generator().manual_seed(seed),
-                            guidance=guidance, guidance_interval=guidance_interval, record=record,
-                            decode_fn=decode if (record and decode_previews) else None, callback=callback,
+                            guidance=guidance, guidance_interval=guidance_interval, record=record or lens,
+                            record_lens=lens, decode_fn=decode if (record and decode_previews) else None, callback=callback,
                             should_stop=should_stop)
         frames = decode(res.latents)
         if self.device.type == "cuda":

@@ -50,6 +50,12 @@ class StepRecord:
     x0_final: torch.Tensor  # x_t − σ v_f: the final output's prediction of the clean future
     x0_heads: dict[int, torch.Tensor]  # x_t − σ v_i per head
     decoded: dict[str, Any] = field(default_factory=dict)  # "final" / "head_<k>": decode_fn of the x0 previews
+    v_lens: dict[int, torch.Tensor] = field(default_factory=dict)  # block → the output layer on it (`record_lens`)
+
+    @property
+    def x_t(self) -> torch.Tensor:
+        """The future latents this step started from (x0_final + σ v_final)."""
+        return self.x0_final + self.sigma * self.v_final
 
 
 @dataclass
@@ -81,6 +87,7 @@ def sample_future(
     guidance_head: int | None = None,
     shift: float = 1.0,
     record: bool = False,
+    record_lens: bool = False,
     decode_fn: Callable[[torch.Tensor], Any] | None = None,
     callback: Callable[[int, int, float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
@@ -91,13 +98,16 @@ def sample_future(
     guidance: w; 1.0 = plain sampler. guidance_interval: (σ_lo, σ_hi), guide only while σ_lo ≤ σ ≤ σ_hi.
     guidance_head: block of the head that gives v_i (default: the shallowest head the model returns).
     record: keep a `StepRecord` per step; `decode_fn(latents (B, C, t, h, w))` (e.g. VAE decoding) is then
-    applied to the x0 previews, with the context latents in front.
+    applied to the x0 previews, with the context latents in front. record_lens: the records also keep the output
+    layer's velocity on every block (`StepRecord.v_lens`, the model's `return_lens`); needs `record`.
     callback(step, steps, sigma) after each step; should_stop() before each step → `SamplingStopped`.
     """
     if context_latents.ndim != 5:
         raise ValueError(f"context_latents must be (B, C, n_ctx, h, w), got {tuple(context_latents.shape)}")
     if n_future < 1:
         raise ValueError(f"n_future must be ≥ 1, got {n_future}")
+    if record_lens and not record:
+        raise ValueError("record_lens needs record=True")
     if generator.device.type != "cpu":
         raise ValueError("generator must be a CPU torch.Generator (noise is drawn on the CPU)")
     b, c, n_ctx, h, w = context_latents.shape
@@ -117,7 +127,8 @@ def sample_future(
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         full = torch.cat([context_latents, x], dim=2)  # (B, C, n_ctx + n_future, h, w)
         sigma_t = torch.full((b,), sigma, device=device, dtype=dtype)
-        out = model(full, sigma_t, cond, n_ctx, return_heads=need_heads)
+        out = (model(full, sigma_t, cond, n_ctx, return_heads=need_heads, return_lens=True) if record_lens
+               else model(full, sigma_t, cond, n_ctx, return_heads=need_heads))
         v_f = out.sample[:, :, n_ctx:].to(dtype)  # (B, C, n_future, h, w)
         v_heads = {k: v[:, :, n_ctx:].to(dtype) for k, v in (out.head_samples or {}).items()}
         in_interval = guidance_interval is None or guidance_interval[0] <= sigma <= guidance_interval[1]
@@ -133,6 +144,8 @@ def sample_future(
             v = v_f  # exactly the unguided velocity
         if history is not None:
             history.append(_record_step(i, sigma, sigma_next, guided, x, v_f, v_heads, context_latents, decode_fn))
+            if record_lens:
+                history[-1].v_lens = {k: _to_cpu(v[:, :, n_ctx:].to(dtype)) for k, v in out.lens_samples.items()}
         x = x + (sigma_next - sigma) * v
         if callback is not None:
             callback(i + 1, steps, sigma_next)
