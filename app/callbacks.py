@@ -347,7 +347,7 @@ def compare(ctx, checkpoint_a, checkpoint_b, scene, index, steps, guidance, seed
     # table says so), the other at the w asked for
     ws = [w if ctx.pipelines[name].trained_heads else 1.0 for name in names]
     clip = ctx.clip(scene, index)
-    videos, bevs, curves, rows = [], [], [], []
+    videos, bevs, curves, rows, tables = [], [], [], [], []
     for j, name in enumerate(names):
         pipe = ctx.pipelines[name]
         tick = None if progress is None else (
@@ -375,7 +375,27 @@ def compare(ctx, checkpoint_a, checkpoint_b, scene, index, steps, guidance, seed
         row["best PDMS"] = round(float(table["PDMS"].max()), 3) if len(table) else None
         row["collisions"] = int((table["failure"] == "collision").sum()) if len(table) else None
         rows.append(row)
+        tables.append(table)
+    if all(len(t) for t in tables):
+        rows.append(paired_row(tables[0], tables[1]))
     return videos[0], videos[1], bevs[0], bevs[1], pd.DataFrame(rows), curves[0], curves[1]
+
+
+def paired_row(a: pd.DataFrame, b: pd.DataFrame) -> dict:
+    """The table's third row: A − B per trajectory sample (sample i of both checkpoints starts from the same noise),
+    the mean with its 95 % bootstrap interval over samples, so that a difference within the samples' spread reads
+    as one."""
+    from analysis.guidance_toy import paired_interval
+
+    row = {"checkpoint": "A − B, paired by sample (95 % bootstrap)", "w": "", "device": "", "generate [s]": None,
+           "plan [s]": None}
+    for col in ("PDMS", "NC", "DAC", "TTC", "EP", "C"):
+        d = a[col].to_numpy(float) - b[col].to_numpy(float)
+        iv = paired_interval(d, resamples=2000)
+        row[f"mean {col}"] = f"{iv.mean:+.3f} [{iv.boot_lo:+.3f}, {iv.boot_hi:+.3f}]"
+    row["best PDMS"] = None
+    row["collisions"] = int((a["failure"] == "collision").sum() - (b["failure"] == "collision").sum())
+    return row
 
 
 # --------------------------------------------------------------------------- ablation curves

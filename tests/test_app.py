@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import gradio as gr
 import numpy as np
@@ -277,7 +278,14 @@ def test_compare_two_checkpoints_on_the_same_sample(ctx, scene):
     va, vb, bev_a, bev_b, table, curves_a, curves_b = C.compare(ctx, "reworld", "vanilla", scene, 0, 2, 1.0, 3, 3,
                                                                 "logged")
     assert va.endswith(".mp4") and vb.endswith(".mp4") and va != vb
-    assert list(table["checkpoint"]) == ["reworld", "vanilla"] and table["mean PDMS"].notna().all()
+    assert list(table["checkpoint"])[:2] == ["reworld", "vanilla"] and table["mean PDMS"].notna().all()
+    # the third row: A − B paired by trajectory sample, the mean and its bootstrap interval
+    paired = table.iloc[2]
+    assert paired["checkpoint"].startswith("A − B, paired by sample")
+    mean, lo, hi = (float(v) for v in re.match(r"([-+][\d.]+) \[([-+][\d.]+), ([-+][\d.]+)\]",
+                                                paired["mean PDMS"]).groups())
+    assert mean == pytest.approx(table.iloc[0]["mean PDMS"] - table.iloc[1]["mean PDMS"], abs=2e-3)
+    assert lo <= mean <= hi
     assert bev_a is not None and bev_b is not None and curves_a is not None and curves_b is not None
 
 
@@ -393,5 +401,5 @@ def test_a_head_its_run_never_trained_is_not_a_head(ctx, scene, monkeypatch):
     assert "never trained" in status and "lens" in status and len(curves.data) == 1 + 2 * (n_blocks - 1)
     assert C.default_layer(view.report).startswith("block_") and C.preview_image(ctx, view, 1, None).ndim == 3
     *_, table, curves_a, curves_b = C.compare(ctx, "reworld", "untrained", scene, 0, 2, 1.4, 0, 2, "logged")
-    assert list(table["w"]) == [1.4, "1 (no trained head)"] and curves_a is not None and curves_b is not None
+    assert list(table["w"])[:2] == [1.4, "1 (no trained head)"] and curves_a is not None and curves_b is not None
     assert not any(t.name and t.name.startswith("head") for t in curves_b.data)

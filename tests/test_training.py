@@ -446,8 +446,9 @@ def test_lr_schedule_resumes_at_its_step():
 
 def test_a_world4s_shaped_run_trains_generates_and_plans(tiny_config_path, tiny_config, tmp_path):
     """The seconds-of-future layout end to end at test size: 4 Hz clips of 5 + 8 frames (several future latent
-    frames), a 4×-spatial VAE (patch 1) seen by a Video DiT that packs 2×2 latent pixels a token, EMA and a cosine
-    schedule, through every stage, then generate, plan and the planner's features."""
+    frames), configs/world4s.yaml's VAE layout (patch 2 and one spatio-temporal stage: 4× spatial, 2× temporal) seen by
+    a Video DiT that packs 2×2 latent pixels a token, EMA and a cosine schedule, through every stage, then generate,
+    plan and the planner's features."""
     import yaml
 
     from reworld import WorldActionPipeline
@@ -455,7 +456,7 @@ def test_a_world4s_shaped_run_trains_generates_and_plans(tiny_config_path, tiny_
 
     doc = yaml.safe_load(tiny_config_path.read_text())
     doc["data"].update(future_frames=8, frame_rate=4.0)
-    doc["vae"].update(patch_size=1)
+    doc["vae"].update(patch_size=2, spatio_temporal_scaling=[True, False, False])
     doc["video"]["patch_size"] = 2
     doc["train"].update(lr_schedule="cosine", lr_warmup_steps=1, ema_decay=0.99)
     path = tmp_path / "w4s.yaml"
@@ -465,9 +466,11 @@ def test_a_world4s_shaped_run_trains_generates_and_plans(tiny_config_path, tiny_
         assert run_stage(stage, str(path), str(out), max_steps=2)["finite"], stage
     pipe = WorldActionPipeline.from_pretrained(out, require_planner=True)
     assert pipe.video_dit.patch_size == 2 and pipe.vae.spatial_compression_ratio == 4
+    assert pipe.vae.temporal_compression_ratio == 2
     clip = NuScenesClips(pipe.clip_spec, split="val")[0]
     gen = pipe.generate(clip, steps=2, seed=0)
     assert gen.frames.shape == clip.target.frames.shape and gen.frames.shape[0] == 8
+    assert gen.latents.shape[1] == 1 + (5 + 8 - 1) // 2  # 7 latent frames: 3 of context, 4 of future
     plan = pipe.plan(clip, steps=2, num_samples=2, seed=0)
     assert np.isfinite(plan.trajectories).all()
     assert pipe.planner_features(clip, plan.trajectories).shape == (2, pipe.action_dit.config.width)
