@@ -90,6 +90,40 @@ def scene_view(ctx, scene, index):
     return frames, fig, info
 
 
+def url_state(ctx, params: dict, tabs) -> dict:
+    """The view a shared link asks for: scene, sample, checkpoint, seed, guidance and tab from the URL's query, each
+    checked as if typed (`validate`); a missing value gives the default (first scene, sample 0, first checkpoint; None
+    for seed, guidance and tab: leave them), a bad one too, with one log line that names it."""
+    out = {"scene": next(iter(ctx.scenes)), "sample": 0, "checkpoint": ctx.names[0], "seed": None, "guidance": None,
+           "tab": None}
+
+    def take(key, check):
+        if key not in params or params[key] in ("", None):
+            return
+        try:
+            out[key] = check(params[key])
+        except (gr.Error, ValueError) as e:
+            print(f"app: url: ignored {key}={params[key]!r}: {getattr(e, 'message', e)}".splitlines()[0],
+                  file=sys.stderr, flush=True)
+
+    def number(parse, check):
+        def f(text):
+            try:
+                value = parse(text)
+            except ValueError:
+                raise ValueError(f"not a number: {text!r}") from None
+            return check(value)
+        return f
+
+    take("scene", lambda v: V.name(v, "scene", ctx.scenes))
+    take("checkpoint", lambda v: V.name(v, "checkpoint", ctx.pipelines))
+    take("sample", number(float, lambda v: V.count(v, "sample", 0, len(ctx.scenes[out["scene"]]) - 1)))
+    take("seed", number(float, V.seed))
+    take("guidance", number(float, V.guidance))
+    take("tab", lambda v: V.name(v, "tab", tabs))
+    return out
+
+
 # --------------------------------------------------------------------------- generate & plan
 
 

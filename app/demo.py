@@ -85,12 +85,13 @@ def create_demo(pipelines: dict, dataset, out_dir: str | Path | None = None,
     with gr.Blocks(title="ReWorld Studio", delete_cache=(3600, 86400)) as demo:
         gr.Markdown(_header(ctx))
         shared = _pickers(ctx, demo)
-        with gr.Tabs():
-            _scene_tab(shared)
+        with gr.Tabs() as tabs:
+            show_scene = _scene_tab(shared)
             settings = _generate_tab(shared, ctx.pipelines[ctx.names[0]])
             _velocity_tab(shared, settings)
             _representations_tab(shared, settings.seed)
             _compare_tab(shared, settings)
+        _url_state(shared, settings, tabs, show_scene)
 
     demo.reworld_context = ctx  # for tests and the launcher (allowed output folder)
     return demo
@@ -137,11 +138,58 @@ def _scene_tab(shared: _Shared) -> None:
         return C.scene_view(ctx, scene, sample)
 
     where = [scene, sample]
-    scene.change(on_scene, scene, sample, **PRIVATE).then(show_scene, where, [frames, bev, info], **PRIVATE)
+    # a user's pick (not the URL's restore, which sets the sample too) starts the scene's timeline at 0
+    scene.input(on_scene, scene, sample, **PRIVATE).then(show_scene, where, [frames, bev, info], **PRIVATE)
     gr.on([sample.release, sample.input], show_scene, where, [frames, bev, info], api_name="scene",
           trigger_mode="always_last")
-    shared.demo.load(on_scene, scene, sample, **PRIVATE).then(show_scene, where, [frames, bev, info], **PRIVATE)
     shared.demo.load(lambda: C.list_scenes(ctx), None, scenes_json, api_name="list_scenes")
+    return lambda: (show_scene, where, [frames, bev, info])
+
+
+TABS = ("scene", "generate", "velocity", "representations", "compare")
+# the view's state in the address bar (replaceState: no new history entry), so that a link restores it
+# Nothing is written before the page has restored the URL's own state (Gradio selects the first tab and sets the
+# defaults while it mounts, which would overwrite the link being opened).
+RESTORED = "() => { window.reworldRestored = true; return []; }"
+WRITE_URL = """(scene, sample, checkpoint, seed, guidance) => {
+  if (!window.reworldRestored) return [];
+  const u = new URL(window.location.href);
+  const values = {scene, sample, checkpoint, seed, guidance};
+  for (const [k, v] of Object.entries(values)) { if (v !== null && v !== undefined && v !== "") u.searchParams.set(k, v); }
+  window.history.replaceState(null, "", u);
+  return [];
+}"""
+
+
+def _write_tab(tab: str) -> str:
+    return ("() => { if (!window.reworldRestored) return []; const u = new URL(window.location.href); "
+            "u.searchParams.set('tab', '" + tab
+            + "'); window.history.replaceState(null, '', u); return []; }")
+
+
+def _url_state(shared: _Shared, settings: _Settings, tabs: gr.Tabs, show_scene) -> None:
+    """Scene, sample, checkpoint, seed, guidance and tab live in the URL's query (`?scene=…&sample=…&tab=velocity`):
+    the page restores them on load (each value checked on the server; a bad one is left at its default and named
+    in the log) and writes them back whenever they change."""
+    ctx = shared.ctx
+    show, where, outputs = show_scene()
+    state = [shared.scene, shared.sample, shared.checkpoint, settings.seed, settings.guidance]
+
+    def restore(request: gr.Request):
+        r = C.url_state(ctx, dict(request.query_params) if request is not None else {}, TABS)
+        n = len(ctx.scenes[r["scene"]])
+        return (r["scene"], gr.Slider(maximum=n - 1, value=r["sample"]), r["checkpoint"],
+                r["seed"] if r["seed"] is not None else gr.skip(),
+                r["guidance"] if r["guidance"] is not None else gr.skip(),
+                gr.Tabs(selected=r["tab"]) if r["tab"] else gr.skip())
+
+    restored = shared.demo.load(restore, None, [*state, tabs], **PRIVATE)
+    restored.then(None, None, None, js=RESTORED, queue=False, **PRIVATE)
+    restored.then(show, where, outputs, **PRIVATE)
+    gr.on([c.change for c in state], None, state, None, js=WRITE_URL, queue=False, **PRIVATE)
+    for tab in tabs.children:
+        if isinstance(tab, gr.Tab) and tab.id in TABS:
+            tab.select(None, None, None, js=_write_tab(tab.id), queue=False, **PRIVATE)
 
 
 def _generate_tab(shared: _Shared, first_pipe) -> _Settings:

@@ -205,6 +205,25 @@ def test_stop_really_stops_between_steps_and_a_stray_stop_is_harmless(ctx, scene
         C.generate(ctx, "reworld", scene, 0, 3, 1.0, 0, "logged", session="queued")
 
 
+def test_url_state_restores_a_shared_view_and_ignores_bad_values(ctx, capsys):
+    from app import callbacks as C
+    from app.demo import TABS
+
+    names = list(ctx.scenes)
+    last = len(ctx.scenes[names[1]]) - 1
+    r = C.url_state(ctx, {"scene": names[1], "sample": str(last), "checkpoint": "vanilla", "seed": "7",
+                          "guidance": "1.2", "tab": "velocity"}, TABS)
+    assert r == {"scene": names[1], "sample": last, "checkpoint": "vanilla", "seed": 7, "guidance": 1.2,
+                 "tab": "velocity"}
+    assert C.url_state(ctx, {}, TABS) == {"scene": names[0], "sample": 0, "checkpoint": ctx.names[0], "seed": None,
+                                          "guidance": None, "tab": None}
+    bad = C.url_state(ctx, {"scene": "../etc", "sample": "999", "checkpoint": "x", "seed": "-1", "guidance": "nan",
+                            "tab": "admin"}, TABS)
+    assert bad == C.url_state(ctx, {}, TABS)
+    log = capsys.readouterr().err.splitlines()
+    assert len(log) == 6 and all(line.startswith("app: url: ignored ") for line in log)
+
+
 def test_velocity_view_lens_on_every_block_and_layer_previews(ctx, scene):
     from app import callbacks as C
 

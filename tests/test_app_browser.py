@@ -143,6 +143,17 @@ def test_browser_views_and_screenshots(url):
         assert [int(r.split()[1]) for r in blocks] == list(range(len(blocks))), rows
         assert len(rows) - len(blocks) == sum(r.startswith("★") for r in rows), rows
         shots.append(_shot(page, "velocity"))
+        # the view is in the URL: a fresh page from it comes back on the same tab, scene, sample and seed
+        expect(page).to_have_url(re.compile(r"tab=velocity"), timeout=TIMEOUT_MS)
+        shared = page.url
+        assert f"scene={scene_name}" in shared, shared
+        other = browser.new_page(viewport={"width": 1400, "height": 1000})
+        other.goto(shared.replace("seed=0", "seed=7") if "seed=" in shared else shared + "&seed=7",
+                   timeout=TIMEOUT_MS)
+        expect(other.get_by_role("button", name="Analyse this sample")).to_be_visible(timeout=TIMEOUT_MS)
+        expect(other.get_by_label("Scene", exact=True)).to_have_value(re.compile(scene_name), timeout=TIMEOUT_MS)
+        expect(other).to_have_url(re.compile(r"seed=7"), timeout=TIMEOUT_MS)
+        other.close()
 
         # Representations (real UMAP: the first fit imports numba, tens of seconds)
         page.get_by_role("tab", name="Representations").click()
