@@ -6,6 +6,7 @@
                                  [--clips 32 --k 8 --block B --sigma 0 --n-components 2] --out DIR
     python -m analysis ablation  --csv curves.csv [--csv table.csv] [--target 'val/loss<=0.2'] --out DIR
     python -m analysis guidance-toy [--seeds 1 2 3 4 5 --steps N --samples 10000 --guidance 1.4] --out DIR
+    python -m analysis guidance-toy-model [--arm ig --seed 1] --out DIR    (the app's toy: one trained arm)
 
 HTML files load plotly.js from `plotly.min.js` beside them (written once per folder; no CDN, viewers
 may be offline); `--self-contained` embeds it in every file instead. A user's mistake (a missing
@@ -145,6 +146,27 @@ def cmd_guidance_toy(args) -> int:
                "seconds": time.perf_counter() - t0, **summary}
     files.append(write_json(numbers, out / "guidance_toy.json"))
     _print_files(files)
+    return 0
+
+
+def cmd_guidance_toy_model(args) -> int:
+    """One arm of the toy study trained as the study trains it, saved as a model folder (the app's toy view)."""
+    import dataclasses
+
+    from reworld.guidance_toy import ARMS, ToyConfig, save_toy, train_toy
+
+    if args.arm not in ARMS:
+        raise ValueError(f"--arm must be one of {ARMS}, got {args.arm!r}")
+    cfg = ToyConfig(guidance=args.guidance)
+    if args.steps is not None:
+        if args.steps < 1:
+            raise ValueError(f"--steps must be ≥ 1, got {args.steps}")
+        cfg = dataclasses.replace(cfg, steps=args.steps)
+    t0 = time.perf_counter()
+    model = train_toy(args.arm, args.seed, cfg)
+    save_toy(model, args.out, args.arm, args.seed, cfg)
+    _log(f"guidance-toy-model: {args.arm}, seed {args.seed}, {cfg.steps} steps in {time.perf_counter() - t0:.0f} s")
+    _print_files([Path(args.out)])
     return 0
 
 
@@ -342,6 +364,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output folder (created)")
     s.add_argument("--self-contained", action="store_true", help="embed plotly.js in every HTML file")
     s.set_defaults(func=cmd_guidance_toy)
+
+    s = sub.add_parser("guidance-toy-model", help="train one arm of the toy study and save it (the app's toy view)")
+    s.add_argument("--arm", default="ig", help="vanilla, ig or ig_sg (default ig)")
+    s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--steps", type=int, default=None, help="training steps (default: ToyConfig's)")
+    s.add_argument("--guidance", type=float, default=1.4, help="w of the ig_sg arm's training target")
+    s.add_argument("--out", required=True, help="model folder (written atomically)")
+    s.set_defaults(func=cmd_guidance_toy_model)
 
     s = sub.add_parser("embedding", help="UMAP and separation of experts vs hard negatives (Action DiT features)")
     s.add_argument("--checkpoint", required=True, action="append", help="repeat to compare (vanilla vs ReWorld)")

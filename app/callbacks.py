@@ -468,3 +468,45 @@ def ablation(ctx, csv_name):
         fig = AB.table_figure(df)
         note = f"`{name}`: metric table of runs {', '.join(map(str, df['run'].unique()))}"
     return fig, note
+
+
+# --------------------------------------------------------------------------- guidance toy
+TOY_SWEEP_W = tuple(np.round(np.arange(0.0, 3.01, 0.25), 2))  # the sweep's w values
+TOY_SAMPLES, TOY_SWEEP_SAMPLES = 500, 4000
+
+
+def toy_study_means(ctx) -> dict:
+    """The toy study's mean outlier rates (assets/ablation/guidance_toy.csv, docs/study.md §1) for the reference
+    lines: label → mean over its seeds. Empty when the study's CSV is absent."""
+    path = ctx.ablation_dir / "guidance_toy.csv" if ctx.ablation_dir is not None else None
+    if path is None or not path.is_file():
+        return {}
+    df = pd.read_csv(path)
+    df = df[df["metric"] == "outlier_rate"]
+    seeds = df["seed"].nunique()
+    return {f"study, {arm} ({seeds} seeds)": float(df[df["arm"] == arm]["value"].mean())
+            for arm in ("vanilla", "IG w=w*") if (df["arm"] == arm).any()}
+
+
+@user_errors
+def toy(ctx, guidance, seed):
+    """The guidance toy at w: the three velocity fields with the samples they move (one frame per sampler step), the
+    outlier rate against w for this model (cached per seed), and a line of numbers."""
+    from analysis import guidance_toy as G
+
+    w, seed = V.guidance(guidance), V.seed(seed)
+    model, meta, density = ctx.toy()
+    steps = meta["config"].sample_steps
+    fig, numbers = G.toy_view(model, density, w, seed=seed, samples=TOY_SAMPLES, steps=steps)
+    sweep = ctx.toy_sweeps.get(seed, lambda: G.toy_sweep(model, density, TOY_SWEEP_W, seed=seed,
+                                                         samples=TOY_SWEEP_SAMPLES, steps=steps))
+    refs = toy_study_means(ctx)
+    near = int(np.argmin(np.abs(np.asarray(sweep["w"]) - w)))
+    text = (f"**w = {w:g}** (model: arm `{meta['arm']}`, training seed {meta['seed']}; sampling seed {seed}, "
+            f"{steps} Euler steps): {numbers['outlier_rate']:.1%} of the {TOY_SAMPLES} samples shown end off the "
+            f"tree; on {TOY_SWEEP_SAMPLES} samples at w = {sweep['w'][near]:g}: {sweep['outlier_rate'][near]:.1%} "
+            "(exact samples: 1 %).")
+    if refs:
+        text += " The study's means: " + ", ".join(f"{k.split(', ')[1].split(' (')[0]} {v:.1%}"
+                                                   for k, v in refs.items()) + " (docs/study.md §1)."
+    return fig, G.toy_sweep_figure(sweep, w, refs), text

@@ -87,7 +87,7 @@ class StopFlags:
 
 class AppContext:
     def __init__(self, pipelines: dict, dataset, out_dir: str | Path, ablation_dir: str | Path | None = None,
-                 cache_dir: str | Path | None = None, offload: bool | None = None):
+                 cache_dir: str | Path | None = None, offload: bool | None = None, toy_dir: str | Path | None = None):
         if not pipelines:
             raise ValueError("create_demo needs at least one loaded pipeline")
         self.pipelines = dict(pipelines)
@@ -112,6 +112,9 @@ class AppContext:
         self.stops = StopFlags()
         self.clips = LRU(64)
         self.features = LRU(8)
+        self.toy_dir = Path(toy_dir) if toy_dir else None  # the guidance toy's model folder (None: no toy view)
+        self.toy_sweeps = LRU(8)  # seed → outlier rate against w
+        self._toy = None
         self.scenes: dict[str, list[int]] = {}
         for i, ref in enumerate(dataset.samples):
             self.scenes.setdefault(ref.scene_name, []).append(i)
@@ -159,6 +162,19 @@ class AppContext:
     def clip(self, scene, index):
         i = self.sample_index(scene, index)
         return self.clips.get(i, lambda: self.dataset[i])
+
+    def toy(self):
+        """The guidance toy's (model, meta, density), loaded on first use; a `CheckpointError` when it is absent."""
+        from reworld.guidance_toy import TreeDensity, load_toy
+        from reworld.models.layers import CheckpointError
+
+        if self._toy is None:
+            if self.toy_dir is None or not self.toy_dir.is_dir():
+                raise CheckpointError(f"no guidance-toy model at {self.toy_dir}: make it with `python -m analysis "
+                                      "guidance-toy-model --out assets/checkpoints/guidance_toy`")
+            model, meta = load_toy(self.toy_dir)
+            self._toy = (model, meta, TreeDensity(meta["config"].levels))
+        return self._toy
 
     def new_path(self, suffix: str) -> Path:
         return self.out_dir / f"{uuid.uuid4().hex}{suffix}"

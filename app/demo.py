@@ -73,13 +73,15 @@ class _Settings:
 
 def create_demo(pipelines: dict, dataset, out_dir: str | Path | None = None,
                 ablation_dir: str | Path | None = ASSETS / "ablation",
-                cache_dir: str | Path | None = REPO_ROOT / "outputs" / "app" / "cache") -> gr.Blocks:
+                cache_dir: str | Path | None = REPO_ROOT / "outputs" / "app" / "cache",
+                toy_dir: str | Path | None = ASSETS / "checkpoints" / "guidance_toy") -> gr.Blocks:
     """The app over loaded `WorldActionPipeline`s (name → pipeline) and a `NuScenesClips` dataset.
 
     out_dir: where videos are written (serve it with `allowed_paths`); a fresh folder under outputs/app/ by default.
-    ablation_dir: the ablation CSVs; cache_dir: UMAP coordinates, kept between launches.
+    ablation_dir: the ablation CSVs; cache_dir: UMAP coordinates, kept between launches; toy_dir: the guidance toy's
+    model (`python -m analysis guidance-toy-model`).
     """
-    ctx = AppContext(pipelines, dataset, out_dir or default_out_dir(), ablation_dir, cache_dir)
+    ctx = AppContext(pipelines, dataset, out_dir or default_out_dir(), ablation_dir, cache_dir, toy_dir=toy_dir)
 
     # Gradio's own copies of served files: swept hourly, kept a day
     with gr.Blocks(title="ReWorld Studio", delete_cache=(3600, 86400)) as demo:
@@ -89,6 +91,7 @@ def create_demo(pipelines: dict, dataset, out_dir: str | Path | None = None,
             show_scene = _scene_tab(shared)
             settings = _generate_tab(shared, ctx.pipelines[ctx.names[0]])
             _velocity_tab(shared, settings)
+            _toy_tab(shared)
             _representations_tab(shared, settings.seed)
             _compare_tab(shared, settings)
         _url_state(shared, settings, tabs, show_scene)
@@ -146,7 +149,7 @@ def _scene_tab(shared: _Shared) -> None:
     return lambda: (show_scene, where, [frames, bev, info])
 
 
-TABS = ("scene", "generate", "velocity", "representations", "compare")
+TABS = ("scene", "generate", "velocity", "toy", "representations", "compare")
 # the view's state in the address bar (replaceState: no new history entry), so that a link restores it
 # Nothing is written before the page has restored the URL's own state (Gradio selects the first tab and sets the
 # defaults while it mounts, which would overwrite the link being opened).
@@ -289,6 +292,45 @@ def _velocity_tab(shared: _Shared, settings: _Settings) -> None:
         last_preview, view, [step, layer, preview], **PRIVATE)
     step.release(show_preview, [view, step, layer], preview, api_name="velocity_preview")
     layer.input(show_preview, [view, step, layer], preview, **PRIVATE)
+
+
+TOY_GUIDE = (
+    "The grey shape is a density we know exactly: a tree whose branches get thinner and lighter. A small flow model "
+    "was trained on it by our own stage-1 code, with an intermediate head after block 2 of 6 (as Internal Guidance "
+    "puts one after block 8 of 28). Arrows show where a sample moves at the noise level σ on the slider (−v: the "
+    "sampler steps σ down), at one common scale across the three panels.\n\n"
+    "- **Orange, the head** `v_i`: a shallow, weaker model. It points to where the mass is (the trunk), not along the "
+    "thin branches.\n- **Blue, the final output** `v_f`: better, but it still leaves some samples between branches.\n"
+    "- **Green, guided** `v_w = v_i + w (v_f − v_i)`: for w > 1 it steps *away* from the head's error, so samples "
+    "commit to a branch; w = 1 is the plain model, w = 0 the head alone. Press ▶ to watch the samples move from "
+    "noise (σ = 1) to data (σ = 0); red crosses are samples off the tree (below the density's own 1st percentile).\n\n"
+    "Below, the share of samples off the tree against w for this model. What the study found (5 seeds, "
+    "docs/study.md §1): guidance helps a given IG model (w = 1.4 beats w = 1), but training the head costs about "
+    "what guidance wins back, so an IG model at w = 1.4 is not better than a plain model trained as long.")
+
+
+def _toy_tab(shared: _Shared) -> None:
+    ctx = shared.ctx
+    with gr.Tab("Guidance (2-D toy)", id="toy"):
+        gr.Markdown("Intermediate guidance on a 2-D density where every number is exact: the head's, the final and "
+                    "the guided velocity field, and samples moving under them.")
+        with gr.Accordion("What to look for", open=True):
+            gr.Markdown(TOY_GUIDE)
+        with gr.Row():
+            toy_w = gr.Slider(V.GUIDANCE_RANGE[0], 3.0, value=1.4, step=0.05, label="Guidance w", scale=3,
+                              elem_id="toy-w")
+            toy_seed = gr.Number(0, precision=0, label="Sampling seed", minimum=0, maximum=V.MAX_SEED, scale=1)
+            toy_btn = gr.Button("Show", variant="primary", scale=1)
+        toy_note = gr.Markdown(elem_classes="status-line", elem_id="toy-note")
+        toy_fields = gr.Plot(label="Velocity fields and samples", elem_id="toy-fields", show_label=False)
+        toy_sweep = gr.Plot(label="Samples off the tree against w", elem_id="toy-sweep", show_label=False)
+
+    def show_toy(guidance, seed):  # parameter names are the API's
+        return C.toy(ctx, guidance, seed)
+
+    outputs = [toy_fields, toy_sweep, toy_note]
+    toy_btn.click(show_toy, [toy_w, toy_seed], outputs, api_name="toy", **HEAVY)
+    toy_w.release(show_toy, [toy_w, toy_seed], outputs, **PRIVATE, **HEAVY)
 
 
 def _representations_tab(shared: _Shared, seed: gr.Number) -> None:

@@ -23,11 +23,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from reworld.config import LossConfig
 from reworld.losses.flow import video_training_losses
-from reworld.models.layers import AdaLNVelocityHead
+from reworld.models.layers import AdaLNVelocityHead, load_model_strict, save_model_atomic
 from reworld.models.video_dit import VideoDiTOutput
 from reworld.sampling import sample_future
 
@@ -100,12 +102,15 @@ class _Block(nn.Module):
         return h + gate * self.mlp(self.norm(h) * (1 + scale) + shift)
 
 
-class ToyFlowDiT(nn.Module):
+class ToyFlowDiT(ModelMixin, ConfigMixin):
     """A flow model on 2-D points with the Video DiT's interface: `forward(latents (B, 2, 1, 1, 1), sigma (B,), cond,
-    n_context, return_heads)` → `VideoDiTOutput` (velocity, and with `return_heads` each head's velocity)."""
+    n_context, return_heads)` → `VideoDiTOutput` (velocity, and with `return_heads` each head's velocity). A diffusers
+    model, so a trained one is a folder (`config.json` + safetensors): `save_toy` / `load_toy`."""
 
+    @register_to_config
     def __init__(self, dim: int = 64, num_blocks: int = 6, head_blocks: tuple[int, ...] = (1,)):
         super().__init__()
+        head_blocks = tuple(int(k) for k in head_blocks)
         self.dim = dim
         self.proj_in = nn.Linear(2, dim)
         self.time = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
@@ -178,6 +183,58 @@ def train_toy(arm: str, seed: int, cfg: ToyConfig = ToyConfig(), density: TreeDe
         ema.step(model.parameters())
     ema.copy_to(model.parameters())
     return model.eval()
+
+
+def save_toy(model: ToyFlowDiT, path, arm: str, seed: int, cfg: ToyConfig) -> None:
+    """A trained toy model as a diffusers folder (written atomically), with `toy.json`: how it was trained."""
+    import json
+    from dataclasses import asdict
+    from pathlib import Path
+
+    path = save_model_atomic(model, path)
+    (Path(path) / "toy.json").write_text(json.dumps({"arm": arm, "seed": seed, "config": asdict(cfg)}, indent=1))
+
+
+def load_toy(path) -> tuple[ToyFlowDiT, dict]:
+    """A folder written by `save_toy`, loaded strictly (safetensors only): the model and its `toy.json`."""
+    import json
+    from pathlib import Path
+
+    from reworld.models.layers import CheckpointError
+
+    meta_file = Path(path) / "toy.json"
+    if not meta_file.is_file():
+        raise CheckpointError(f"{path}: not a guidance-toy model folder (no toy.json)")
+    try:
+        meta = json.loads(meta_file.read_text())
+        cfg = ToyConfig(**meta["config"])
+        arm = meta["arm"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{meta_file}: not a toy model description ({type(e).__name__}: {e})") from None
+    if arm not in ARMS:
+        raise CheckpointError(f"{meta_file}: unknown arm {arm!r}")
+    return load_model_strict(ToyFlowDiT, path), {**meta, "config": cfg}
+
+
+@torch.no_grad()
+def toy_velocities(model: ToyFlowDiT, points: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """The head's and the final velocity (N, 2) at points (N, 2) and noise level σ."""
+    x = torch.as_tensor(np.asarray(points, dtype=np.float32)).view(-1, 2, 1, 1, 1)
+    out = model(x, torch.full((len(x),), float(sigma)), return_heads=True)
+    head = out.head_samples[min(out.head_samples)]
+    return head.reshape(-1, 2).numpy(), out.sample.reshape(-1, 2).numpy()
+
+
+@torch.no_grad()
+def toy_trajectories(model: ToyFlowDiT, n: int, guidance: float, seed: int, steps: int = 32):
+    """Points moving under our sampler at guidance w: positions (steps + 1, N, 2) from noise (σ = 1) to σ = 0, and
+    the σ of each position (steps + 1,)."""
+    context = torch.zeros(n, 2, 0, 1, 1)
+    out = sample_future(model, context, None, 1, steps, generator=torch.Generator().manual_seed(seed),
+                        guidance=guidance, record=True)
+    xs = [r.x_t.reshape(n, 2).numpy() for r in out.record] + [out.latents.reshape(n, 2).numpy()]
+    sigmas = [float(r.sigma) for r in out.record] + [0.0]
+    return np.stack(xs), np.asarray(sigmas)
 
 
 @torch.no_grad()

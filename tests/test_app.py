@@ -422,3 +422,37 @@ def test_a_head_its_run_never_trained_is_not_a_head(ctx, scene, monkeypatch):
     *_, table, curves_a, curves_b = C.compare(ctx, "reworld", "untrained", scene, 0, 2, 1.4, 0, 2, "logged")
     assert list(table["w"])[:2] == [1.4, "1 (no trained head)"] and curves_a is not None and curves_b is not None
     assert not any(t.name and t.name.startswith("head") for t in curves_b.data)
+
+
+def test_guidance_toy_view_and_its_refusals(ctx, tmp_path, monkeypatch):
+    """The toy tab: three fields with one frame per sampler step, the sweep (computed once per seed), the study's
+    means as reference lines; a bad w is refused before anything runs; no toy model is one clear error."""
+    from analysis import guidance_toy as G
+    from app import callbacks as C
+    from reworld.guidance_toy import ToyConfig, save_toy, train_toy
+
+    cfg = ToyConfig(steps=20, dim=32, sample_steps=4)
+    save_toy(train_toy("ig", 2, cfg), tmp_path / "toy", "ig", 2, cfg)
+    monkeypatch.setattr(ctx, "toy_dir", tmp_path / "toy")
+    monkeypatch.setattr(ctx, "_toy", None)
+    monkeypatch.setattr(ctx, "ablation_dir", tmp_path)
+    (tmp_path / "guidance_toy.csv").write_text("arm,seed,metric,value\nvanilla,1,outlier_rate,0.1\n"
+                                               "vanilla,2,outlier_rate,0.2\nIG w=w*,1,outlier_rate,0.3\n"
+                                               "IG w=w*,2,outlier_rate,0.3\nvanilla,1,mmd,9.0\n")
+    monkeypatch.setattr(C, "TOY_SWEEP_SAMPLES", 300)
+    sweeps = []
+    real = G.toy_sweep
+    monkeypatch.setattr(G, "toy_sweep", lambda *a, **k: sweeps.append(1) or real(*a, **k))
+
+    fields, sweep, text = C.toy(ctx, 1.6, 5)
+    assert len(fields.frames) == 5 and "w = 1.6" in text and "vanilla 15.0%" in text
+    refs = sorted(round(s.y0, 3) for s in sweep.layout.shapes if s.y0 == s.y1)
+    assert refs == [0.01, 0.15, 0.3]  # exact samples, the study's vanilla and IG w* means
+    C.toy(ctx, 0.5, 5)
+    assert len(sweeps) == 1  # the sweep is cached per seed
+    with pytest.raises(gr.Error, match="guidance"):
+        C.toy(ctx, 9.0, 5)
+    monkeypatch.setattr(ctx, "_toy", None)
+    monkeypatch.setattr(ctx, "toy_dir", tmp_path / "absent")
+    with pytest.raises(gr.Error, match="guidance-toy-model"):
+        C.toy(ctx, 1.0, 0)

@@ -73,7 +73,7 @@ NOISE_FREE = textwrap.dedent('''
     from safetensors.torch import save_file
     from reworld.config import load_config, replace
     from reworld.training.loop import StageSpec, run
-    from reworld.training.stages.common import make_accelerator
+    from reworld.training.stages.common import end_run, make_accelerator
 
     class Net(torch.nn.Module):
         def __init__(self):
@@ -102,6 +102,7 @@ NOISE_FREE = textwrap.dedent('''
     save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()},
               os.path.join(out, f"rank{acc.process_index}-of-{acc.num_processes}.safetensors"),
               metadata={"type": acc.distributed_type.name, "head_grad_none": str(all(heads))})
+    end_run(acc)
 ''')
 
 

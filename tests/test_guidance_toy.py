@@ -138,3 +138,62 @@ def test_verdicts_follow_the_preregistered_rule():
     assert verdict(paired_interval(np.array([-0.005, -0.006, -0.004, -0.005, -0.0055])), 0.01) == SMALL
     assert verdict(paired_interval(np.array([0.001, -0.002, 0.0, 0.002, -0.001])), 0.01) == "does not"
     assert verdict(paired_interval(np.array([-0.03, 0.02, -0.01, 0.015, -0.02])), 0.01) == "inconclusive"
+
+
+def test_toy_model_folder_round_trips_strictly(tmp_path, capsys):
+    """`python -m analysis guidance-toy-model` writes a diffusers folder with toy.json; `load_toy` gives the same
+    velocities back, and a folder with a foreign or missing part is one `CheckpointError` naming it."""
+    import json
+
+    from analysis.cli import main
+    from reworld.guidance_toy import load_toy, toy_velocities
+    from reworld.models.layers import CheckpointError
+
+    out = tmp_path / "toy"
+    assert main(["guidance-toy-model", "--steps", "20", "--seed", "3", "--out", str(out)]) == 0
+    model, meta = load_toy(out)
+    assert meta["arm"] == "ig" and meta["seed"] == 3 and meta["config"].steps == 20
+    again = train_toy("ig", 3, ToyConfig(steps=20))
+    pts = np.random.default_rng(0).uniform(-1, 1, (50, 2))
+    for a, b in zip(toy_velocities(model, pts, 0.5), toy_velocities(again, pts, 0.5)):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    meta_file = out / "toy.json"
+    meta_file.write_text(json.dumps({"arm": "nonsense", "seed": 1, "config": {}}))
+    with pytest.raises(CheckpointError, match="unknown arm"):
+        load_toy(out)
+    meta_file.unlink()
+    with pytest.raises(CheckpointError, match="no toy.json"):
+        load_toy(out)
+    assert main(["guidance-toy-model", "--arm", "other", "--out", str(tmp_path / "x")]) == 2
+    assert "--arm must be one of" in capsys.readouterr().err
+
+
+def test_toy_view_moves_the_samples_the_sampler_moves():
+    """The view's frames are the sampler's own states: the last frame's points are `sample_toy`'s at that w and
+    seed; the guided arrows are v_i + w (v_f − v_i) (zero length where the fields agree, by construction at w = 1
+    they are the final field's); the numbers are the exact metrics of those samples."""
+    from analysis.guidance_toy import toy_sweep, toy_sweep_figure, toy_view
+    from reworld.guidance_toy import toy_trajectories
+
+    d = TreeDensity()
+    model = train_toy("ig", 1, ToyConfig(steps=60, batch=128, dim=32), d)
+    xs, sigmas = toy_trajectories(model, 200, 1.7, seed=4, steps=6)
+    assert xs.shape == (7, 200, 2) and sigmas[0] == 1.0 and sigmas[-1] == 0.0
+    np.testing.assert_allclose(xs[-1], sample_toy(model, 200, 1.7, seed=4, steps=6), atol=1e-6)
+
+    fig, numbers = toy_view(model, d, 1.7, seed=4, samples=200, steps=6, grid=5)
+    assert len(fig.frames) == 7
+    assert numbers["outlier_rate"] == pytest.approx(toy_metrics(xs[-1], d, seed=1).outlier_rate)
+    last = fig.frames[-1].data
+    shown = np.concatenate([np.asarray(last[3].x, dtype=float), np.asarray(last[4].x, dtype=float)])
+    inside = xs[-1][(np.abs(xs[-1]) <= 1.15).all(1), 0]
+    np.testing.assert_allclose(np.sort(shown[~np.isnan(shown)]), np.sort(inside.round(3)), atol=1e-9)
+    # at w = 1 the guided arrows are the final ones
+    fig1, _ = toy_view(model, d, 1.0, seed=4, samples=50, steps=6, grid=5)
+    assert fig1.frames[2].data[1].x == fig1.frames[2].data[2].x and fig1.frames[2].data[1].y == fig1.frames[2].data[2].y
+
+    sweep = toy_sweep(model, d, [0.0, 1.0, 2.0], seed=4, samples=300, steps=6)
+    assert sweep["w"] == [0.0, 1.0, 2.0]
+    assert sweep["outlier_rate"][1] == pytest.approx(
+        toy_metrics(sample_toy(model, 300, 1.0, seed=4, steps=6), d, seed=1).outlier_rate)
+    assert len(toy_sweep_figure(sweep, 1.7, {"study": 0.1}).data) == 1

@@ -25,7 +25,7 @@ from reworld.paths import resolve_dataroot
 from reworld.pipelines.run_folder import vae_folder, write_model_index
 from reworld.training.loop import run
 from reworld.training.prepare import LatentStore, prepare_latents
-from reworld.training.stages.common import check_same_model, load_run_vae, make_accelerator
+from reworld.training.stages.common import check_same_model, end_run, load_run_vae, make_accelerator
 from reworld.training.stages.planner import action_stage, joint_stage
 from reworld.training.stages.vae import vae_stage
 from reworld.training.stages.video import video_stage
@@ -78,6 +78,7 @@ def run_stage(stage: str, config_path: str, out: str, max_steps: int | None = No
     if accelerator.is_main_process:
         write_model_index(out, config)
         print(json.dumps({k: v for k, v in result.items()}, default=float))
+    end_run(accelerator)
     return result
 
 
@@ -118,4 +119,5 @@ def prepare_run(config_path: str, out: str, dataroot: str | None = None, version
     result["seconds"] = round(time.time() - t0, 1)
     if accelerator.is_main_process:
         print(json.dumps(result))
+    end_run(accelerator)
     return result

@@ -35,6 +35,15 @@ def make_accelerator(tcfg: TrainConfig | None = None):
     return Accelerator(cpu=not cuda, mixed_precision=tcfg.mixed_precision, kwargs_handlers=[ddp, group])
 
 
+def end_run(accelerator) -> None:
+    """A run that finished: destroy the process group while the interpreter is whole. Without it, gloo's worker
+    threads outlive finalisation under `accelerate launch` and a rank can abort at exit ("terminate called without
+    an active exception", SIGABRT) after a run that succeeded. Called on success only: a rank that failed must
+    not wait in a collective for the others."""
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+
+
 def speed_up(video_dit, tcfg: TrainConfig) -> None:
     """The Video DiT's training-speed switches: `train.attention_backend` (diffusers' attention dispatcher),
     `train.gradient_checkpointing` (recompute each block in backward) and `train.compile` (regional compilation: each repeated LTX block compiled once, as diffusers'
