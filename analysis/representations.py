@@ -365,3 +365,70 @@ def separation_figure(reports: dict[str, SeparationReport]) -> go.Figure:
                       yaxis=dict(range=[min([-0.1] + [r.silhouette for r in reports.values()
                                                       if np.isfinite(r.silhouette)]) - 0.05, 1.1]), height=450)
     return fig
+
+
+# --------------------------------------------------------------------------- alignment of one clip
+
+
+def alignment_of_clip(pipe, clip, k: int = 8, seed: int = 0, sigma: float = 0.0):
+    """The expert and up to `k` hard negatives of one clip (as `collect_features` picks them, seeded `seed`) through
+    `pipe.alignment`: returns (Alignment, labels), the expert first."""
+    from reworld.planning.hard_negatives import generate_hard_negatives
+    from reworld.planning.scene import PlanningScene
+
+    if not clip.target.drivable_area:
+        raise ValueError(f"clip {clip.scene_name}/{clip.sample_token} has no drivable area: hard negatives need map "
+                         "geometry (load clips with geometry=True)")
+    scene = PlanningScene.from_clip(clip)
+    hn = generate_hard_negatives(scene, scene.expert, k=k, seed=seed)
+    trajectories = np.concatenate([scene.expert[None], hn.trajectories]).astype(np.float32)
+    return pipe.alignment(clip, trajectories, sigma=sigma, seed=seed), [EXPERT] + list(hn.labels)
+
+
+def alignment_figure(results: dict, interval_s: float = 0.5) -> go.Figure:
+    """One column per checkpoint (name → (Alignment, labels)). Top: the expert's cosine with the video target per
+    Action DiT block (rows, ★ the block the alignment loss supervises) and waypoint (columns, its time ahead).
+    Bottom: the pooled cosine of the expert and of each hard negative (what the hard-negative loss compares), with
+    the expert's share under that loss's softmax. A checkpoint trained without either term has a projector that
+    never learned: its title says so."""
+    from plotly.subplots import make_subplots
+
+    if not results:
+        raise ValueError("alignment_figure: no checkpoints")
+    titles = []
+    for name, (al, _) in results.items():
+        how = (f"λ_align {al.lambda_align:g}, λ_hn {al.lambda_hn:g}" if al.projector_trained
+               else "projector never trained (λ_align = λ_hn = 0)")
+        titles.append(f"{name}: {how}")
+    titles += [f"{name}: expert's HN-softmax share {al.expert_share():.2f} (τ {al.temperature:g}; chance "
+               f"{1 / len(labels):.2f})" for name, (al, labels) in results.items()]
+    n = len(results)
+    fig = make_subplots(rows=2, cols=n, subplot_titles=titles, vertical_spacing=0.2, horizontal_spacing=0.12,
+                        row_heights=[0.55, 0.45])
+    for col, (name, (al, labels)) in enumerate(results.items(), start=1):
+        cos = al.cosine[0]  # the expert: (blocks, waypoints)
+        blocks, waypoints = cos.shape
+        rows = [f"{'★ ' if b == al.align_block else ''}block {b}" for b in range(blocks)]
+        cols = [f"{(i + 1) * interval_s:g} s" for i in range(waypoints)]
+        fig.add_trace(go.Heatmap(z=cos, x=cols, y=rows, zmin=-1, zmax=1, colorscale="RdBu", reversescale=False,
+                                 colorbar=dict(title="cos", len=0.45, y=0.78, x=1.0 if col == n else None,
+                                               thickness=12),
+                                 showscale=col == n, text=np.round(cos, 2), texttemplate="%{text}",
+                                 hovertemplate="%{y}, waypoint %{x}: cos %{z:.3f}<extra>" + name + "</extra>"),
+                      1, col)
+        fig.update_yaxes(autorange="reversed", row=1, col=col)
+        for kind in LABELS:
+            idx = [i for i, lab in enumerate(labels) if lab == kind]
+            if not idx:
+                continue
+            fig.add_trace(go.Scatter(x=[kind] * len(idx), y=al.pooled_cosine[idx], mode="markers",
+                                     marker=dict(size=14 if kind == EXPERT else 9, color=LABEL_COLOR[kind],
+                                                 symbol="star" if kind == EXPERT else "circle",
+                                                 line=dict(width=1, color="#333333")),
+                                     name=kind, legendgroup=kind, showlegend=col == 1,
+                                     hovertemplate=kind + ": cos %{y:.3f}<extra>" + name + "</extra>"), 2, col)
+        fig.update_yaxes(title_text="cos(projected, video target)", row=2, col=col, title_font=dict(size=11))
+    fig.update_layout(height=620, margin=dict(l=60, r=40, t=60, b=40), legend=dict(orientation="h", y=-0.08),
+                      plot_bgcolor="white")
+    fig.update_annotations(font_size=12)
+    return fig

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import math
 import sys
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -363,6 +364,44 @@ def embedding(ctx, checkpoints, n_clips, k, dims, seed, session: str = "", progr
     return figures[0], second, separation, to_jsonable(numbers)
 
 
+# --------------------------------------------------------------------------- alignment
+
+
+@user_errors
+def alignment(ctx, checkpoints, scene, index, k, seed):
+    """For the picked clip: the planner's features against the video representation they are aligned to, per block
+    and waypoint, and the expert's against its hard negatives, for one or two checkpoints side by side."""
+    from analysis import representations as R
+    from analysis.output import to_jsonable
+
+    names = V.names(checkpoints, "checkpoint", ctx.pipelines, 1, 2)
+    k, seed = V.count(k, "hard negatives", 1, 16), V.seed(seed)
+    clip = ctx.clip(scene, index)
+    results, numbers = {}, {"scene": clip.scene_name, "sample": clip.sample_token,
+                            "split": ctx.split_of.get(clip.scene_name, ""), "k": k, "seed": seed, "checkpoints": {}}
+    for name in names:
+        pipe = ctx.pipelines[name]
+        if not pipe.has_planner:
+            raise gr.Error(f"checkpoint {name!r} has no planner (train stage action)")
+        with ctx.using(pipe):
+            al, labels = R.alignment_of_clip(pipe, clip, k=k, seed=seed)
+        results[name] = (al, labels)
+        numbers["checkpoints"][name] = {
+            "labels": labels, "pooled_cosine": al.pooled_cosine, "expert_cosine": al.cosine[0],
+            "align_block": al.align_block, "video_block": al.video_block, "lambda_align": al.lambda_align,
+            "lambda_hn": al.lambda_hn, "expert_share": al.expert_share(), "projector_trained": al.projector_trained}
+    interval = ctx.data_cfg.horizon_s / ctx.data_cfg.num_poses
+    split = numbers["split"] or "unknown split"
+    note = (f"{clip.scene_name}, sample {clip.sample_token[:8]} (**{split}** split): the expert and "
+            f"{len(labels) - 1} hard negatives.")
+    untrained = [n for n, (al, _) in results.items() if not al.projector_trained]
+    if untrained:
+        note += (" " + ", ".join(f"`{n}`" for n in untrained) + " was trained without the alignment and hard-negative "
+                 "losses: its projector is its initialisation, so its cosines show what an untrained read-out gives, "
+                 "not a lack of alignment in its features (the Representations tab measures those directly).")
+    return R.alignment_figure(results, interval_s=interval), note, to_jsonable(numbers)
+
+
 # --------------------------------------------------------------------------- ablation compare
 
 
@@ -510,3 +549,42 @@ def toy(ctx, guidance, seed):
         text += " The study's means: " + ", ".join(f"{k.split(', ')[1].split(' (')[0]} {v:.1%}"
                                                    for k, v in refs.items()) + " (docs/study.md §1)."
     return fig, G.toy_sweep_figure(sweep, w, refs), text
+
+
+# --------------------------------------------------------------------------- export
+EXPORT_MAX_BYTES = 30_000_000  # one figure's JSON; the app's own largest (the toy's frames) is ~1 MB
+
+
+@user_errors
+def export_figures(ctx, view: str, payloads) -> str:
+    """The figures a view shows, as one offline HTML page (plotly.js embedded once; every figure stays interactive:
+    zoom, hover, the toy's animation; each has plotly's own "download as PNG" button). `payloads` are the views'
+    `gr.Plot` values as the browser sends them back, so each is checked: a plotly figure, of bounded size, valid
+    against plotly's schema."""
+    import html
+
+    import plotly.io as pio
+
+    figures = []
+    for p in payloads:
+        if p is None:
+            continue
+        kind, text = getattr(p, "type", None), getattr(p, "plot", None)
+        if kind != "plotly" or not isinstance(text, str):
+            raise gr.Error("only plotly figures can be exported")
+        if len(text) > EXPORT_MAX_BYTES:
+            raise gr.Error(f"figure too large to export ({len(text) / 1e6:.0f} MB > {EXPORT_MAX_BYTES / 1e6:.0f} MB)")
+        try:
+            figures.append(pio.from_json(text, skip_invalid=False))
+        except ValueError as e:
+            raise gr.Error(f"not a valid figure: {str(e).splitlines()[0][:200]}") from None
+    if not figures:
+        raise gr.Error("nothing to export yet: run the view first")
+    parts = [f.to_html(full_html=False, include_plotlyjs=(i == 0), config={"displaylogo": False})
+             for i, f in enumerate(figures)]
+    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>ReWorld Studio — {html.escape(view)}</title>"
+            "</head><body style='font-family:sans-serif'>" + "".join(f"<div>{p}</div>" for p in parts)
+            + "</body></html>")
+    path = ctx.out_dir / f"reworld-{view}-{uuid.uuid4().hex[:8]}.html"
+    path.write_text(page, encoding="utf-8")
+    return str(path)

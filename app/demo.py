@@ -92,6 +92,7 @@ def create_demo(pipelines: dict, dataset, out_dir: str | Path | None = None,
             settings = _generate_tab(shared, ctx.pipelines[ctx.names[0]])
             _velocity_tab(shared, settings)
             _toy_tab(shared)
+            _alignment_tab(shared, settings.seed, tabs)
             _representations_tab(shared, settings.seed)
             _compare_tab(shared, settings)
         _url_state(shared, settings, tabs, show_scene)
@@ -130,6 +131,7 @@ def _scene_tab(shared: _Shared) -> None:
         with gr.Row():
             bev = gr.Plot(label="Bird's-eye view", elem_id="scene-bev", scale=3)
             info = gr.JSON(label="Sample", elem_id="scene-info", scale=1)
+        _export(shared, "scene", [bev])
         with gr.Accordion("All scenes", open=False):
             scenes_json = gr.JSON(label="Scenes")
 
@@ -149,7 +151,7 @@ def _scene_tab(shared: _Shared) -> None:
     return lambda: (show_scene, where, [frames, bev, info])
 
 
-TABS = ("scene", "generate", "velocity", "toy", "representations", "compare")
+TABS = ("scene", "generate", "velocity", "toy", "alignment", "representations", "compare")
 # the view's state in the address bar (replaceState: no new history entry), so that a link restores it
 # Nothing is written before the page has restored the URL's own state (Gradio selects the first tab and sets the
 # defaults while it mounts, which would overwrite the link being opened).
@@ -168,6 +170,19 @@ def _write_tab(tab: str) -> str:
     return ("() => { if (!window.reworldRestored) return []; const u = new URL(window.location.href); "
             "u.searchParams.set('tab', '" + tab
             + "'); window.history.replaceState(null, '', u); return []; }")
+
+
+def _export(shared: _Shared, view: str, plots: list) -> None:
+    """A button under a view that writes its figures into one offline, interactive HTML page to download (each
+    figure's PNG is plotly's own camera button, in the figure's corner)."""
+    with gr.Row():
+        button = gr.Button("Export figures (interactive HTML)", size="sm", scale=0, elem_id=f"{view}-export-btn")
+        file = gr.File(label="Exported figures", interactive=False, elem_id=f"{view}-export", scale=1, height=60)
+
+    def export(*payloads):
+        return C.export_figures(shared.ctx, view, payloads)
+
+    button.click(export, plots, file, **PRIVATE)
 
 
 def _url_state(shared: _Shared, settings: _Settings, tabs: gr.Tabs, show_scene) -> None:
@@ -215,10 +230,12 @@ def _generate_tab(shared: _Shared, first_pipe) -> _Settings:
         plan_status = gr.Markdown(elem_id="plan-status", elem_classes="status-line")
         with gr.Row():
             video = gr.Video(label="Generated future (left) beside the logged future (right)",
-                             elem_id="gen-video", autoplay=True, loop=True, interactive=False, scale=2)
+                             elem_id="gen-video", autoplay=True, loop=True, interactive=False, buttons=["download"],
+                             scale=2)
             plan_bev = gr.Plot(label="Sampled trajectories (hover: PDM sub-scores)", elem_id="plan-bev", scale=2)
         pdm_table = gr.Dataframe(label="PDM sub-scores per sampled trajectory", elem_id="pdm-table",
                                  interactive=False)
+        _export(shared, "generate", [plan_bev])
 
     def run_generate(checkpoint, scene, sample, steps, guidance, seed, command, request: gr.Request,
                      progress=gr.Progress()):
@@ -267,6 +284,7 @@ def _velocity_tab(shared: _Shared, settings: _Settings) -> None:
             step = gr.Slider(0, V.MAX_STEPS - 1, value=0, step=1, label="Denoising step of the x0 previews", scale=3)
         preview = gr.Image(label="x0 previews", elem_id="vel-preview", type="numpy", format="png",
                            interactive=False, show_label=False)
+        _export(shared, "velocity", [heatmap, curves])
         with gr.Accordion("Numbers (JSON)", open=False):
             vel_json = gr.JSON()
         view = gr.State(None)
@@ -324,6 +342,7 @@ def _toy_tab(shared: _Shared) -> None:
         toy_note = gr.Markdown(elem_classes="status-line", elem_id="toy-note")
         toy_fields = gr.Plot(label="Velocity fields and samples", elem_id="toy-fields", show_label=False)
         toy_sweep = gr.Plot(label="Samples off the tree against w", elem_id="toy-sweep", show_label=False)
+        _export(shared, "toy", [toy_fields, toy_sweep])
 
     def show_toy(guidance, seed):  # parameter names are the API's
         return C.toy(ctx, guidance, seed)
@@ -331,6 +350,48 @@ def _toy_tab(shared: _Shared) -> None:
     outputs = [toy_fields, toy_sweep, toy_note]
     toy_btn.click(show_toy, [toy_w, toy_seed], outputs, api_name="toy", **HEAVY)
     toy_w.release(show_toy, [toy_w, toy_seed], outputs, **PRIVATE, **HEAVY)
+
+
+ALIGNMENT_GUIDE = (
+    "ReWorld trains the planner (Action DiT) so that its features, through a small projector, point the same way as "
+    "the Video DiT's representation of the future (cross-modal alignment, REPA-style), and so that the expert's "
+    "pooled feature is closer to that representation than the features of *hard negatives*: plausible-looking "
+    "trajectories that collide, leave the road or get too close (an InfoNCE loss).\n\n"
+    "- **Top**: for the logged (expert) trajectory, the cosine between each planner block's waypoint token and the "
+    "video target; ★ marks the block the alignment loss supervises. A trained ReWorld checkpoint shows high values "
+    "on that row; blocks after it inherit some of it.\n"
+    "- **Bottom**: the same cosine for the pooled feature of the expert (★) and of each hard negative, coloured by "
+    "how it fails. Separation means the expert sits above the negatives; the title gives the expert's share under the "
+    "loss's softmax (1 / N is chance).\n\n"
+    "One clip is an anecdote: the Representations tab measures the same separation over many held-out clips, "
+    "with numbers that do not depend on a picture.")
+
+
+def _alignment_tab(shared: _Shared, seed: gr.Number, tabs: gr.Tabs) -> None:
+    ctx = shared.ctx
+    with gr.Tab("Alignment", id="alignment"):
+        gr.Markdown("For the picked sample: the planner's features against the video representation they are aligned "
+                    "to, and the expert trajectory against its hard negatives.")
+        with gr.Accordion("What to look for", open=False):
+            gr.Markdown(ALIGNMENT_GUIDE)
+        with gr.Row():
+            al_ckpts = gr.Dropdown(ctx.names, value=ctx.names[:2], multiselect=True, max_choices=2,
+                                   label="Checkpoints (one or two)", scale=3)
+            al_k = gr.Slider(1, 16, value=8, step=1, label="Hard negatives", scale=2)
+            al_btn = gr.Button("Show alignment", variant="primary", scale=1)
+            al_more = gr.Button("Over many clips → Representations", scale=1)
+        al_note = gr.Markdown(elem_classes="status-line", elem_id="al-note")
+        al_plot = gr.Plot(label="Alignment", elem_id="al-plot", show_label=False)
+        _export(shared, "alignment", [al_plot])
+        with gr.Accordion("Numbers (JSON)", open=False):
+            al_json = gr.JSON()
+
+    def show_alignment(checkpoints, scene, sample, negatives, seed):  # parameter names are the API's
+        return C.alignment(ctx, checkpoints, scene, sample, negatives, seed)
+
+    al_btn.click(show_alignment, [al_ckpts, shared.scene, shared.sample, al_k, seed], [al_plot, al_note, al_json],
+                 api_name="alignment", **HEAVY)
+    al_more.click(lambda: gr.Tabs(selected="representations"), None, tabs, **PRIVATE)
 
 
 def _representations_tab(shared: _Shared, seed: gr.Number) -> None:
@@ -350,6 +411,7 @@ def _representations_tab(shared: _Shared, seed: gr.Number) -> None:
             emb_a = gr.Plot(label="UMAP (first checkpoint)", elem_id="emb-a")
             emb_b = gr.Plot(label="UMAP (second checkpoint)")
         separation = gr.Plot(label="Separation of experts from hard negatives", elem_id="emb-separation")
+        _export(shared, "representations", [emb_a, emb_b, separation])
         with gr.Accordion("Numbers (JSON)", open=False):
             emb_json = gr.JSON()
 
@@ -373,9 +435,9 @@ def _compare_tab(shared: _Shared, settings: _Settings) -> None:
         cmp_status = gr.Markdown(elem_classes="status-line")
         with gr.Row():
             video_a = gr.Video(label="A: generated vs logged", elem_id="cmp-video-a", autoplay=True, loop=True,
-                               interactive=False)
+                               buttons=["download"], interactive=False)
             video_b = gr.Video(label="B: generated vs logged", elem_id="cmp-video-b", autoplay=True, loop=True,
-                               interactive=False)
+                               buttons=["download"], interactive=False)
         with gr.Row():
             bev_a = gr.Plot(label="A: trajectories", elem_id="cmp-bev-a")
             bev_b = gr.Plot(label="B: trajectories")
@@ -388,6 +450,7 @@ def _compare_tab(shared: _Shared, settings: _Settings) -> None:
         csv = gr.Dropdown(files, value=files[0] if files else None, label="Ablation CSV (assets/ablation/)")
         abl_note = gr.Markdown(elem_id="abl-note")
         abl_plot = gr.Plot(label="Training curves")
+        _export(shared, "compare", [bev_a, bev_b, curves_a, curves_b, abl_plot])
 
     def run_compare(checkpoint_a, checkpoint_b, scene, sample, steps, guidance, seed, samples, command,
                     request: gr.Request, progress=gr.Progress()):

@@ -266,6 +266,50 @@ def test_collect_features_on_a_tiny_pipeline(tiny_pipe):
     assert not np.allclose(fs.feats[0], fs.feats[1])
 
 
+def test_alignment_of_a_clip_agrees_with_the_pooled_features(tiny_pipe):
+    """`pipe.alignment` through one path (every block's tokens projected) gives, for the pooled cosine, what the
+    public pieces give through another: `planner_features` (pooled alignment-block features), the projector, and
+    the video target from `video_hidden_states`; the HN softmax share has its known answer."""
+    import torch.nn.functional as F
+
+    from reworld.models.vae import latent_split
+    from reworld.pipelines.hidden_states import alignment_position, future_token_mean, hidden_state_blocks
+    from reworld.pipelines.world_action import Alignment
+
+    cfg = tiny_pipe.config
+    clip = _fake_clip(cfg, 3)
+    al, labels = R.alignment_of_clip(tiny_pipe, clip, k=5, seed=0)
+    planner = tiny_pipe.action_dit
+    n = len(labels)
+    assert labels[0] == "expert" and n > 2
+    assert al.cosine.shape == (n, planner.config.num_video_blocks, planner.config.num_waypoints)
+    assert np.all(np.abs(al.cosine) <= 1 + 1e-6) and al.align_block == planner.config.align_block
+
+    from reworld.planning.hard_negatives import generate_hard_negatives
+    from reworld.planning.scene import PlanningScene
+
+    scene = PlanningScene.from_clip(clip)
+    trajectories = np.concatenate([scene.expert[None], generate_hard_negatives(scene, scene.expert, k=5,
+                                                                               seed=0).trajectories])
+    pooled = torch.as_tensor(tiny_pipe.planner_features(clip, trajectories, seed=0))
+    hidden = tiny_pipe.video_hidden_states(clip, seed=0)
+    blocks = hidden_state_blocks(cfg, tiny_pipe.video_dit)
+    n_ctx, n_fut = latent_split(cfg.data, tiny_pipe.vae)
+    target = future_token_mean(hidden[alignment_position(cfg, blocks)], n_ctx, n_ctx + n_fut)
+    with torch.no_grad():
+        expected = F.cosine_similarity(planner.project(pooled), target, dim=-1).numpy()
+    np.testing.assert_allclose(al.pooled_cosine, expected, atol=1e-5)
+
+    known = Alignment(np.zeros((3, 1, 1)), np.array([1.0, 0.0, 0.0]), 0, 0, 1.0, 0.0, 0.1)
+    assert known.expert_share() == pytest.approx(np.exp(10) / (np.exp(10) + 2))
+    assert known.projector_trained and not Alignment(known.cosine, known.pooled_cosine, 0, 0, 0.0, 0.0,
+                                                     0.1).projector_trained
+    fig = R.alignment_figure({"a": (al, labels), "b": (al, labels)})
+    heatmaps = [t for t in fig.data if t.type == "heatmap"]
+    assert len(heatmaps) == 2 and any(str(y).startswith("★") for y in heatmaps[0].y)
+    assert sum(len(t.y) for t in fig.data if t.type == "scatter") == 2 * n
+
+
 # --------------------------------------------------------------------------- ablation
 
 

@@ -456,3 +456,50 @@ def test_guidance_toy_view_and_its_refusals(ctx, tmp_path, monkeypatch):
     monkeypatch.setattr(ctx, "toy_dir", tmp_path / "absent")
     with pytest.raises(gr.Error, match="guidance-toy-model"):
         C.toy(ctx, 1.0, 0)
+
+
+def test_alignment_view_side_by_side_and_honest_about_untrained_projectors(ctx, scene, monkeypatch):
+    """The alignment tab: one column per checkpoint, the clip's split named; a checkpoint trained without the
+    alignment and hard-negative losses is said to have an untrained projector; bad values refused."""
+    from dataclasses import replace as dc_replace
+
+    from app import callbacks as C
+
+    fig, note, numbers = C.alignment(ctx, ["reworld", "vanilla"], scene, 0, 4, 0)
+    assert len([t for t in fig.data if t.type == "heatmap"]) == 2
+    assert set(numbers["checkpoints"]) == {"reworld", "vanilla"} and "split" in note
+    assert "never trained" not in " ".join(a.text for a in fig.layout.annotations)
+    pipe = ctx.pipelines["vanilla"]
+    off = dc_replace(pipe.config, loss=dc_replace(pipe.config.loss, lambda_align=0.0, lambda_hn=0.0))
+    monkeypatch.setattr(pipe, "config", off)
+    fig, note, numbers = C.alignment(ctx, ["vanilla"], scene, 0, 4, 0)
+    assert "projector never trained" in fig.layout.annotations[0].text and "`vanilla` was trained without" in note
+    assert numbers["checkpoints"]["vanilla"]["projector_trained"] is False
+    with pytest.raises(gr.Error, match="hard negatives"):
+        C.alignment(ctx, ["reworld"], scene, 0, 99, 0)
+    with pytest.raises(gr.Error, match="checkpoint"):
+        C.alignment(ctx, ["nope"], scene, 0, 4, 0)
+
+
+def test_export_writes_one_offline_interactive_page_and_checks_what_it_gets(ctx):
+    """Exported figures: one HTML page with plotly.js inside (works offline) and every figure; what comes back from
+    the browser is checked: plotly only, schema-valid, not empty."""
+    import plotly.graph_objects as go
+    from gradio.components.plot import PlotData
+
+    from app import callbacks as C
+
+    a = go.Figure(go.Scatter(x=[0, 1], y=[2, 3], name="first-trace"))
+    b = go.Figure(go.Bar(x=["u"], y=[1], name="second-trace"))
+    path = C.export_figures(ctx, "velocity", [PlotData(type="plotly", plot=a.to_json()), None,
+                                              PlotData(type="plotly", plot=b.to_json())])
+    page = open(path, encoding="utf-8").read()
+    assert path.startswith(str(ctx.out_dir)) and path.endswith(".html")
+    assert "first-trace" in page and "second-trace" in page and page.count("Plotly.newPlot") == 2
+    assert "<script src=" not in page and len(page) > 1_000_000  # plotly.js embedded, once
+    with pytest.raises(gr.Error, match="only plotly"):
+        C.export_figures(ctx, "x", [PlotData(type="matplotlib", plot="{}")])
+    with pytest.raises(gr.Error, match="not a valid figure"):
+        C.export_figures(ctx, "x", [PlotData(type="plotly", plot='{"data": [{"type": "nonsense"}]}')])
+    with pytest.raises(gr.Error, match="nothing to export"):
+        C.export_figures(ctx, "x", [None, None])

@@ -155,6 +155,24 @@ def test_browser_views_and_screenshots(url):
         expect(other).to_have_url(re.compile(r"seed=7"), timeout=TIMEOUT_MS)
         other.close()
 
+        # Guidance toy: the three fields with a σ slider and a play button, and the sweep against w
+        page.get_by_role("tab", name="Guidance (2-D toy)").click()
+        page.get_by_role("button", name="Show", exact=True).click()
+        _wait_plot(page, "toy-fields")
+        _wait_plot(page, "toy-sweep")
+        expect(page.locator("#toy-note")).to_contain_text("w = 1.4", timeout=TIMEOUT_MS)
+        expect(page.locator("#toy-fields .slider-container").first).to_be_visible(timeout=TIMEOUT_MS)
+        shots.append(_shot(page, "toy"))
+
+        # Alignment: one column per checkpoint, ★ on the supervised block, the clip's split named
+        page.get_by_role("tab", name="Alignment").click()
+        page.get_by_role("button", name="Show alignment").click()
+        _wait_plot(page, "al-plot")
+        expect(page.locator("#al-note")).to_contain_text("split", timeout=TIMEOUT_MS)
+        ticks = page.locator("#al-plot .ytick text").all_text_contents()
+        assert any(t.startswith("★") for t in ticks), ticks
+        shots.append(_shot(page, "alignment"))
+
         # Representations (real UMAP: the first fit imports numba, tens of seconds)
         page.get_by_role("tab", name="Representations").click()
         clips_box = page.locator("#emb-clips input[type=number]")

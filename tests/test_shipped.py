@@ -45,3 +45,21 @@ def test_shipped_planner_beats_constant_velocity(path):
     cv = planners["constant velocity"]
     assert ours["pdms"] >= cv["pdms"] + 0.05
     assert ours["nc"] >= cv["nc"] and ours["dac"] >= cv["dac"]
+
+
+def test_shipped_guidance_toy_is_the_studys_seed_one_model():
+    """The app's toy model, sampled as the toy study samples seed 1, gives that seed's outlier rates in the study's
+    own results: the model shipped is the model measured."""
+    import csv
+
+    from reworld.guidance_toy import TreeDensity, load_toy, sample_toy, toy_metrics
+
+    model, meta = load_toy(REPO / "assets" / "checkpoints" / "guidance_toy")
+    assert meta["arm"] == "ig" and meta["seed"] == 1
+    rows = {(r["arm"], r["seed"], r["metric"]): float(r["value"])
+            for r in csv.DictReader(open(REPO / "assets" / "ablation" / "guidance_toy.csv"))}
+    density = TreeDensity(meta["config"].levels)
+    for arm, w in (("IG w=1", 1.0), ("IG w=w*", meta["config"].guidance)):
+        points = sample_toy(model, 10_000, w, seed=101, steps=meta["config"].sample_steps)
+        rate = toy_metrics(points, density, seed=201).outlier_rate
+        assert rate == pytest.approx(rows[(arm, "1", "outlier_rate")], abs=2e-4), (arm, rate)

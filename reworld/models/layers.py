@@ -160,6 +160,11 @@ def save_model_atomic(model: nn.Module, path: str | Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
         model.save_pretrained(tmp, safe_serialization=True)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o777 & ~mask)  # mkdtemp makes 0700: a checkpoint is as readable as any folder the user makes
+        for f in tmp.iterdir():
+            os.chmod(f, 0o666 & ~mask)
         if path.exists():
             old = path.parent / f".{path.name}.old-{os.getpid()}"
             os.replace(path, old)

@@ -23,6 +23,13 @@ def hidden_state_blocks(config: Config, video_dit) -> list[int]:
     return blocks
 
 
+def alignment_position(config: Config, blocks: list[int]) -> int:
+    """Index into `blocks` of the alignment target (`action.align_video_block`; the middle one when the planner does
+    not read that block)."""
+    block = config.action.align_video_block
+    return blocks.index(block) if block in blocks else len(blocks) // 2
+
+
 def video_hidden_states(video_dit, latents: torch.Tensor, command: torch.Tensor, ego: torch.Tensor, n_ctx: int,
                         blocks: list[int], sigma: float, pool: int,
                         generator: torch.Generator | Sequence[torch.Generator]) -> list[torch.Tensor]:

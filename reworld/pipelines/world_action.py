@@ -23,7 +23,8 @@ from reworld.models.action_dit import ActionDiT
 from reworld.models.layers import CheckpointError, load_model_strict
 from reworld.models.vae import configure_vae, decode_latents, encode_frames, latent_split, load_pretrained_vae
 from reworld.models.video_dit import VideoCond, VideoDiT
-from reworld.pipelines.hidden_states import hidden_state_blocks, video_hidden_states
+from reworld.pipelines.hidden_states import (alignment_position, future_token_mean, hidden_state_blocks,
+                                             video_hidden_states)
 from reworld.pipelines.run_folder import read_run_config, vae_folder
 from reworld.planning.pdm import score_trajectories
 from reworld.planning.scene import PlanningScene
@@ -295,6 +296,61 @@ class WorldActionPipeline:
         out = planner(x_t, torch.full((n,), sigma, device=self.device), hidden,
                       cond.ego_status.expand(n, -1), cond.command.expand(n), return_features=True)
         return out.features[block].mean(dim=1).cpu().numpy()  # (N, width)
+
+    @torch.no_grad()
+    def alignment(self, clip: Clip, trajectories, sigma: float = 0.0, seed: int = 0) -> Alignment:
+        """How the planner's features of trajectories (N, 8, 3) line up with the video representation its alignment
+        loss targets (the mean over future tokens of Video DiT block `action.align_video_block`): the cosine of
+        every Action DiT block's waypoint tokens through the alignment projector, and of the projected pooled
+        alignment-block feature (what the hard-negative loss compares with the same target)."""
+        planner = self._planner()
+        poses = torch.as_tensor(np.asarray(trajectories, dtype=np.float32), device=self.device)
+        if poses.ndim != 3 or poses.shape[1:] != (planner.config.num_waypoints, planner.config.pose_dim):
+            raise ValueError(f"trajectories must be (N, {planner.config.num_waypoints}, 3), got {tuple(poses.shape)}")
+        if not 0.0 <= sigma <= 1.0:
+            raise ValueError(f"sigma must be in [0, 1], got {sigma}")
+        hidden = self.video_hidden_states(clip, seed=seed)
+        blocks = hidden_state_blocks(self.config, self.video_dit)
+        n_ctx, n_fut = latent_split(self.config.data, self.vae)
+        target = future_token_mean(hidden[alignment_position(self.config, blocks)], n_ctx, n_ctx + n_fut)  # (1, D)
+        n = poses.shape[0]
+        cond, _ = self._cond(clip, None)
+        x0 = planner.normalize(poses, cond.ego_status.to(poses))
+        noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed)).to(x0)
+        out = planner((1 - sigma) * x0 + sigma * noise, torch.full((n,), sigma, device=self.device), hidden,
+                      cond.ego_status.expand(n, -1), cond.command.expand(n), return_features=True)
+        per_block = torch.stack([planner.project(out.features[i]) for i in range(len(out.features))], 1)  # (N,L,W,D)
+        cos = torch.nn.functional.cosine_similarity(per_block, target[:, None, None], dim=-1)  # (N, L, W)
+        pooled = torch.nn.functional.cosine_similarity(planner.project(out.pooled), target, dim=-1)  # (N,)
+        lcfg = self.config.loss
+        return Alignment(cosine=cos.cpu().numpy(), pooled_cosine=pooled.cpu().numpy(),
+                         align_block=planner.config.align_block, video_block=blocks[alignment_position(self.config,
+                                                                                                      blocks)],
+                         lambda_align=float(lcfg.lambda_align), lambda_hn=float(lcfg.lambda_hn),
+                         temperature=float(lcfg.hn_temperature))
+
+
+@dataclass
+class Alignment:
+    """`WorldActionPipeline.alignment`: cosines of planner features with the video target of their clip."""
+    cosine: np.ndarray  # (N, action blocks, waypoints): cos(projector(block l's token n), target)
+    pooled_cosine: np.ndarray  # (N,): cos(projector(mean of the alignment block's tokens), target)
+    align_block: int  # the Action DiT block the alignment loss supervises
+    video_block: int  # the Video DiT block whose future tokens are the target
+    lambda_align: float  # the checkpoint's loss weights: 0 = the projector never learned from that term
+    lambda_hn: float
+    temperature: float  # the hard-negative loss's τ
+
+    @property
+    def projector_trained(self) -> bool:
+        return self.lambda_align > 0 or self.lambda_hn > 0
+
+    def expert_share(self) -> float:
+        """softmax(pooled_cosine / τ)[0]: the probability the hard-negative loss gives the first trajectory (the
+        expert) among all given; 1 / N when it cannot tell them apart."""
+        z = self.pooled_cosine / self.temperature
+        z = np.exp(z - z.max())
+        return float(z[0] / z.sum())
 
 
 def _check_steps(steps: int, limit: int = 1000) -> None:

@@ -32,6 +32,7 @@ from reworld.models.layers import load_model_strict, save_model_atomic
 from reworld.models.vae import latent_split
 from reworld.models.video_dit import VideoCond, VideoDiT
 from reworld.pipelines.hidden_states import (
+    alignment_position,
     future_token_mean,
     hidden_state_blocks,
     video_hidden_states,
@@ -132,8 +133,8 @@ def planner_setup(config: Config, out: Path, device, stage: str) -> PlannerSetup
     val = load_clip_tensors(config.data, "val", limit=config.train.val_clips)
     folder = prepare_latents(config, out, vae, vae_folder(out, config), "train", train.tokens, device)
     train_lat, val_lat = LatentStore(folder, train.tokens, device), encode_clips(vae, val, device)
-    lcfg, acfg = config.loss, config.action
-    align_pos = blocks.index(acfg.align_video_block) if acfg.align_video_block in blocks else len(blocks) // 2
+    lcfg = config.loss
+    align_pos = alignment_position(config, blocks)
     use_neg = lcfg.lambda_hn > 0 or (lcfg.lambda_hinge > 0 and lcfg.hn_hinge_margin > 0)
     negatives = None
     if use_neg:  # every rank makes its share of the clips' files, then reads any clip's
