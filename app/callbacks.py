@@ -201,6 +201,9 @@ def plan(ctx, checkpoint, scene, index, num_samples, seed, command, session: str
     pipe = ctx.pipeline(checkpoint)
     n, seed, cmd = V.num_samples(num_samples), V.seed(seed), V.command(command)
     clip = ctx.clip(scene, index)
+    if not pipe.has_planner:  # a video-only checkpoint (stage video): its video still comes
+        return None, pd.DataFrame(columns=PDM_COLUMNS), (f"`{checkpoint}` has no planner (a Video DiT without its "
+                                                          "Action DiT): nothing to plan")
     steps = pipe.plan_steps
     result = _run_stoppable(ctx, session, steps, lambda _: pipe.plan(clip, steps=steps, num_samples=n, seed=seed,
                                                                      command=cmd), pipe)
@@ -511,7 +514,7 @@ def ablation(ctx, csv_name):
 
 # --------------------------------------------------------------------------- guidance toy
 TOY_SWEEP_W = tuple(np.round(np.arange(0.0, 3.01, 0.25), 2))  # the sweep's w values
-TOY_SAMPLES, TOY_SWEEP_SAMPLES = 500, 4000
+TOY_SAMPLES, TOY_SWEEP_SAMPLES = 500, 2000
 
 
 def toy_study_means(ctx) -> dict:

@@ -85,6 +85,9 @@ class StopFlags:
             return True
 
 
+CONTEXT_CACHE = 16  # encoded contexts kept per checkpoint
+
+
 class AppContext:
     def __init__(self, pipelines: dict, dataset, out_dir: str | Path, ablation_dir: str | Path | None = None,
                  cache_dir: str | Path | None = None, offload: bool | None = None, toy_dir: str | Path | None = None):
@@ -99,6 +102,7 @@ class AppContext:
         self.data_cfg = dataset.cfg
         for name, pipe in self.pipelines.items():
             V.name(name, "checkpoint", [name])  # names are shown and typed: no paths
+            pipe.context_cache_size = CONTEXT_CACHE  # video, plan and analyses of one clip encode its context once
             diff = [f for f in DATA_FIELDS if getattr(pipe.clip_spec, f) != getattr(self.data_cfg, f)]
             if diff:
                 raise ValueError(f"checkpoint {name!r} was trained on other clip shapes than the dataset: "

@@ -245,10 +245,11 @@ def _generate_tab(shared: _Shared, first_pipe) -> _Settings:
         return C.plan(ctx, checkpoint, scene, sample, samples, seed, command, _session(request))
 
     randomise.click(lambda: secrets.randbelow(V.MAX_SEED + 1), None, seed, queue=False, **PRIVATE)
+    # the plan first: it is ready in a fraction of the video's time, and both share the clip's encoded context
     run_btn.click(shared.arm, None, None, queue=False, **PRIVATE).then(
-        run_generate, [*where, steps, guidance, seed, command], [video, gen_status], api_name="generate",
+        run_plan, [*where, samples, seed, command], [plan_bev, pdm_table, plan_status], api_name="plan",
         **HEAVY).success(
-        run_plan, [*where, samples, seed, command], [plan_bev, pdm_table, plan_status], api_name="plan", **HEAVY)
+        run_generate, [*where, steps, guidance, seed, command], [video, gen_status], api_name="generate", **HEAVY)
     stop_btn.click(shared.stop, None, gen_status, queue=False, api_name="stop")
     return _Settings(steps, guidance, command, samples, seed)
 

@@ -503,3 +503,34 @@ def test_export_writes_one_offline_interactive_page_and_checks_what_it_gets(ctx)
         C.export_figures(ctx, "x", [PlotData(type="plotly", plot='{"data": [{"type": "nonsense"}]}')])
     with pytest.raises(gr.Error, match="nothing to export"):
         C.export_figures(ctx, "x", [None, None])
+
+
+def test_a_clips_context_is_encoded_once_for_its_plan_and_its_video(ctx, scene, monkeypatch):
+    """The app's pipelines keep the last clips' encoded contexts: the plan and then the video of one clip run the
+    VAE encoder once, give what an uncached pipeline gives, and a reloaded clip (new frames) is encoded again."""
+    import torch
+
+    import reworld.pipelines.world_action as W
+    from app import callbacks as C
+
+    pipe = ctx.pipelines["reworld"]
+    assert pipe.context_cache_size > 0
+    pipe._context_cache.clear()
+    calls = []
+    real = W.encode_frames
+    monkeypatch.setattr(W, "encode_frames", lambda *a, **k: calls.append(1) or real(*a, **k))
+    C.plan(ctx, "reworld", scene, 1, 2, 0, "logged")
+    C.generate(ctx, "reworld", scene, 1, 2, 1.0, 0, "logged")
+    assert len(calls) == 1
+    clip = ctx.clip(scene, 1)
+    cached = pipe.encode_context(clip)
+    pipe.context_cache_size = 0
+    try:
+        torch.testing.assert_close(cached, real(pipe.vae, clip.observation.frames[None])[:, :, :cached.shape[2]])
+    finally:
+        pipe.context_cache_size = 16
+    from dataclasses import replace
+
+    fresh = replace(clip, observation=replace(clip.observation, frames=clip.observation.frames.clone()))
+    pipe.encode_context(fresh)
+    assert len(calls) == 2

@@ -24,6 +24,7 @@ SCRATCH = Path(tempfile.gettempdir()) / "reworld-browser-shots"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run", "--disable-quic"]
 TIMEOUT_MS = 240_000
+LAPTOP = {"width": 1366, "height": 768}  # the smallest screen a teacher projects from: every view must read here
 
 pytestmark = [pytest.mark.browser, pytest.mark.filterwarnings("ignore::UserWarning")]
 
@@ -97,12 +98,35 @@ def _wait_image(page, elem_id: str) -> None:
         timeout=TIMEOUT_MS)
 
 
+# Every text a plotly figure draws outside its data (titles, axis titles, tick labels, annotations, legend entries),
+# as boxes; pairs of different texts whose boxes overlap by more than a few pixels are unreadable labels.
+OVERLAPS = """(id) => {
+  const root = document.getElementById(id);
+  const sel = '.gtitle, .g-xtitle text, .g-ytitle text, .xtick text, .ytick text, .annotation-text, .legendtext';
+  const boxes = [...root.querySelectorAll(sel)].filter(e => e.textContent.trim() && e.getBBox().width > 0)
+    .map(e => { const r = e.getBoundingClientRect(); return {t: e.textContent.trim(), r}; });
+  const out = [];
+  for (let i = 0; i < boxes.length; i++) for (let j = i + 1; j < boxes.length; j++) {
+    const a = boxes[i].r, b = boxes[j].r;
+    const w = Math.min(a.right, b.right) - Math.max(a.left, b.left), h = Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top);
+    if (w > 2 && h > 2) out.push(boxes[i].t + ' / ' + boxes[j].t);
+  }
+  return out;
+}"""
+
+
+def _no_overlaps(page, *elem_ids: str) -> None:
+    for elem_id in elem_ids:
+        clashes = page.evaluate(OVERLAPS, elem_id)
+        assert not clashes, (elem_id, clashes)
+
+
 def test_browser_views_and_screenshots(url):
     from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page = browser.new_page(viewport=LAPTOP)
         errors = []
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto(url, timeout=TIMEOUT_MS)
@@ -123,6 +147,7 @@ def test_browser_views_and_screenshots(url):
         page.get_by_role("button", name="Generate & plan", exact=True).click()
         _wait_video(page, "gen-video")
         _wait_plot(page, "plan-bev")
+        _no_overlaps(page, "plan-bev")
         expect(page.locator("#plan-status")).to_contain_text("planned", timeout=TIMEOUT_MS)
         expect(page.locator("#gen-status")).to_contain_text("generated on", timeout=TIMEOUT_MS)
         playing = page.evaluate("() => { const v = document.querySelector('#gen-video video'); "
@@ -136,6 +161,7 @@ def test_browser_views_and_screenshots(url):
         _wait_plot(page, "vel-heatmap")
         _wait_plot(page, "vel-curves")
         _wait_image(page, "vel-preview")
+        _no_overlaps(page, "vel-heatmap", "vel-curves")
         # the lens heatmap: one row per block, the last the output itself, and a ★ row per trained head
         rows = page.locator("#vel-heatmap .ytick text").all_text_contents()
         blocks = sorted((r for r in rows if r.startswith("block")), key=lambda r: int(r.split()[1]))
@@ -147,7 +173,7 @@ def test_browser_views_and_screenshots(url):
         expect(page).to_have_url(re.compile(r"tab=velocity"), timeout=TIMEOUT_MS)
         shared = page.url
         assert f"scene={scene_name}" in shared, shared
-        other = browser.new_page(viewport={"width": 1400, "height": 1000})
+        other = browser.new_page(viewport=LAPTOP)
         other.goto(shared.replace("seed=0", "seed=7") if "seed=" in shared else shared + "&seed=7",
                    timeout=TIMEOUT_MS)
         expect(other.get_by_role("button", name="Analyse this sample")).to_be_visible(timeout=TIMEOUT_MS)
@@ -162,6 +188,7 @@ def test_browser_views_and_screenshots(url):
         _wait_plot(page, "toy-sweep")
         expect(page.locator("#toy-note")).to_contain_text("w = 1.4", timeout=TIMEOUT_MS)
         expect(page.locator("#toy-fields .slider-container").first).to_be_visible(timeout=TIMEOUT_MS)
+        _no_overlaps(page, "toy-fields", "toy-sweep")
         shots.append(_shot(page, "toy"))
 
         # Alignment: one column per checkpoint, ★ on the supervised block, the clip's split named
@@ -171,6 +198,7 @@ def test_browser_views_and_screenshots(url):
         expect(page.locator("#al-note")).to_contain_text("split", timeout=TIMEOUT_MS)
         ticks = page.locator("#al-plot .ytick text").all_text_contents()
         assert any(t.startswith("★") for t in ticks), ticks
+        _no_overlaps(page, "al-plot")
         shots.append(_shot(page, "alignment"))
 
         # Representations (real UMAP: the first fit imports numba, tens of seconds)
@@ -181,6 +209,7 @@ def test_browser_views_and_screenshots(url):
         page.get_by_role("button", name="Embed").click()
         _wait_plot(page, "emb-a")
         _wait_plot(page, "emb-separation")
+        _no_overlaps(page, "emb-a", "emb-separation")
         shots.append(_shot(page, "representations"))
 
         # Ablation compare
@@ -189,6 +218,7 @@ def test_browser_views_and_screenshots(url):
         _wait_video(page, "cmp-video-a")
         _wait_video(page, "cmp-video-b")
         _wait_plot(page, "cmp-bev-a")
+        _no_overlaps(page, "cmp-bev-a")
         expect(page.locator("#abl-note")).not_to_be_empty(timeout=TIMEOUT_MS)
         shots.append(_shot(page, "compare"))
 

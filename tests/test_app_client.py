@@ -13,7 +13,7 @@ from test_app_support import tiny_demo
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 ENDPOINTS = {"/list_scenes", "/scene", "/generate", "/plan", "/stop", "/velocity", "/velocity_preview", "/embedding",
-             "/compare", "/ablation"}
+             "/compare", "/ablation", "/toy", "/alignment"}
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +52,8 @@ def test_every_named_endpoint_answers(served, client, monkeypatch):
     assert names["/compare"] == ["checkpoint_a", "checkpoint_b", "scene", "sample", "steps", "guidance", "seed",
                                  "samples", "command"]
     assert names["/velocity_preview"] == ["step", "layer"] and names["/ablation"] == ["csv"]
+    assert names["/toy"] == ["guidance", "seed"]
+    assert names["/alignment"] == ["checkpoints", "scene", "sample", "negatives", "seed"]
 
     scenes = client.predict(api_name="/list_scenes")
     assert len(scenes) == 4
@@ -86,6 +88,11 @@ def test_every_named_endpoint_answers(served, client, monkeypatch):
 
     fig, note = client.predict("curves.csv", api_name="/ablation")
     assert fig is not None and "vanilla" in note
+    fields, sweep, text = client.predict(guidance=2.0, seed=1, api_name="/toy")
+    assert fields is not None and sweep is not None and "w = 2" in text
+    fig, note, numbers = client.predict(checkpoints=["reworld", "vanilla"], scene=name, sample=0, negatives=3, seed=0,
+                                        api_name="/alignment")
+    assert fig is not None and set(numbers["checkpoints"]) == {"reworld", "vanilla"} and "split" in note
     assert client.predict(api_name="/stop") == "Nothing is running."
 
 
@@ -99,6 +106,9 @@ BAD = [
     ("/plan", ("reworld", "S", 0, 0, 0, "logged"), "samples|minimum"),
     ("/plan", ("reworld", "S", 0, 2, 0, "sideways"), "sideways"),
     ("/velocity", ("reworld", "S", 0, 2, 9.0, 0, "logged"), "guidance|maximum"),
+    ("/toy", (4.0, 0), "guidance|maximum"),
+    ("/alignment", (["reworld"], "S", 0, 40, 0), "negatives|hard negatives|maximum"),
+    ("/alignment", (["../x"], "S", 0, 3, 0), "x"),
     ("/ablation", ("../../etc/passwd",), "passwd"),
 ]
 

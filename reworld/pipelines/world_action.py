@@ -10,6 +10,7 @@ clip shape it expects) is a property here, so no caller reads the models' config
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -62,6 +63,10 @@ class WorldActionPipeline:
         self.action_dit = action_dit.to(self.device).eval() if action_dit is not None else None
         self.path = path
         self.resident = True  # the transformers on `device` (False after `offload`)
+        # context latents of the last clips encoded (0 = no cache): an app asks for the same clip's context for its
+        # video, its plan and its analyses; a hit needs the very same frames tensor, so a reloaded clip is re-encoded
+        self.context_cache_size = 0
+        self._context_cache: OrderedDict = OrderedDict()
 
     def offload(self, device: torch.device | str = "cpu") -> None:
         """Move the Video DiT and the Action DiT to `device` (host memory) while another checkpoint works; the VAE
@@ -154,10 +159,22 @@ class WorldActionPipeline:
 
     @torch.no_grad()
     def encode_context(self, clip: Clip) -> torch.Tensor:
-        """Context latents (1, C, n_ctx, h, w)."""
+        """Context latents (1, C, n_ctx, h, w) (from the cache when `context_cache_size` > 0 and these very frames
+        were encoded lately)."""
+        frames = clip.observation.frames
+        key = (clip.scene_name, clip.sample_token)
+        hit = self._context_cache.get(key)
+        if hit is not None and hit[0] is frames and hit[1].device == self.device:
+            self._context_cache.move_to_end(key)
+            return hit[1]
         n_ctx, _ = latent_split(self.config.data, self.vae)
         # the causal encoder sees context frames only, so no future leaks into the context latents
-        return encode_frames(self.vae, clip.observation.frames[None].to(self.device))[:, :, :n_ctx]
+        latents = encode_frames(self.vae, frames[None].to(self.device))[:, :, :n_ctx]
+        if self.context_cache_size > 0:
+            self._context_cache[key] = (frames, latents)
+            while len(self._context_cache) > self.context_cache_size:
+                self._context_cache.popitem(last=False)
+        return latents
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, seed: int = 0) -> torch.Tensor:
