@@ -117,19 +117,13 @@ def cmd_guidance_toy(args) -> int:
 
     from PIL import Image
 
-    from reworld.guidance_toy import ToyConfig
-
     from . import guidance_toy as G
 
     if len(set(args.seeds)) < 2:
         raise ValueError("--seeds: at least 2 distinct seeds (the intervals are over seeds)")
     if args.samples < 100:
         raise ValueError(f"--samples must be ≥ 100, got {args.samples}")
-    cfg = ToyConfig(guidance=args.guidance)
-    if args.steps is not None:
-        if args.steps < 1:
-            raise ValueError(f"--steps must be ≥ 1, got {args.steps}")
-        cfg = dataclasses.replace(cfg, steps=args.steps)
+    cfg = _toy_config(args)
     out = Path(args.out)
     seeds = list(dict.fromkeys(args.seeds))
     _log(f"guidance-toy: {len(seeds)} seeds × 3 arms, {cfg.steps} steps each, w* = {cfg.guidance:g}")
@@ -149,19 +143,27 @@ def cmd_guidance_toy(args) -> int:
     return 0
 
 
-def cmd_guidance_toy_model(args) -> int:
-    """One arm of the toy study trained as the study trains it, saved as a model folder (the app's toy view)."""
+def _toy_config(args):
+    """The toy's `ToyConfig` from `--guidance` and `--steps` (default: ToyConfig's steps)."""
     import dataclasses
 
-    from reworld.guidance_toy import ARMS, ToyConfig, save_toy, train_toy
+    from reworld.guidance_toy import ToyConfig
 
-    if args.arm not in ARMS:
-        raise ValueError(f"--arm must be one of {ARMS}, got {args.arm!r}")
     cfg = ToyConfig(guidance=args.guidance)
     if args.steps is not None:
         if args.steps < 1:
             raise ValueError(f"--steps must be ≥ 1, got {args.steps}")
         cfg = dataclasses.replace(cfg, steps=args.steps)
+    return cfg
+
+
+def cmd_guidance_toy_model(args) -> int:
+    """One arm of the toy study trained as the study trains it, saved as a model folder (the app's toy view)."""
+    from reworld.guidance_toy import ARMS, save_toy, train_toy
+
+    if args.arm not in ARMS:
+        raise ValueError(f"--arm must be one of {ARMS}, got {args.arm!r}")
+    cfg = _toy_config(args)
     t0 = time.perf_counter()
     model = train_toy(args.arm, args.seed, cfg)
     save_toy(model, args.out, args.arm, args.seed, cfg)

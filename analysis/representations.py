@@ -413,7 +413,7 @@ def alignment_figure(results: dict, interval_s: float = 0.5) -> go.Figure:
         fig.add_trace(go.Heatmap(z=cos, x=cols, y=rows, zmin=-1, zmax=1, colorscale="RdBu", reversescale=False,
                                  colorbar=dict(title="cos", len=0.45, y=0.78, x=1.0 if col == n else None,
                                                thickness=12),
-                                 showscale=col == n, text=np.round(cos, 2), texttemplate="%{text}",
+                                 showscale=col == n, texttemplate="%{z:.2f}",
                                  hovertemplate="%{y}, waypoint %{x}: cos %{z:.3f}<extra>" + name + "</extra>"),
                       1, col)
         fig.update_yaxes(autorange="reversed", row=1, col=col)

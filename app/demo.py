@@ -177,10 +177,11 @@ def _export(shared: _Shared, view: str, plots: list) -> None:
     figure's PNG is plotly's own camera button, in the figure's corner)."""
     with gr.Row():
         button = gr.Button("Export figures (interactive HTML)", size="sm", scale=0, elem_id=f"{view}-export-btn")
-        file = gr.File(label="Exported figures", interactive=False, elem_id=f"{view}-export", scale=1, height=60)
+        file = gr.File(label="Exported figures", interactive=False, elem_id=f"{view}-export", scale=1,
+                       visible=False)
 
     def export(*payloads):
-        return C.export_figures(shared.ctx, view, payloads)
+        return gr.File(value=C.export_figures(shared.ctx, view, payloads), visible=True)
 
     button.click(export, plots, file, **PRIVATE)
 
@@ -268,11 +269,9 @@ VELOCITY_GUIDE = (
 def _velocity_tab(shared: _Shared, settings: _Settings) -> None:
     ctx = shared.ctx
     with gr.Tab("Intermediate vs final velocity", id="velocity"):
-        gr.Markdown("At each denoising step, the velocity of every block (read through the output layer) and of "
-                    "each trained intermediate head against the final `v_f` of the same forward pass, and what a "
-                    "layer would output if sampling stopped there (decoded x0).")
-        with gr.Accordion("What to look for", open=False):
-            gr.Markdown(VELOCITY_GUIDE)
+        _intro("At each denoising step, the velocity of every block (read through the output layer) and of each "
+               "trained intermediate head against the final `v_f` of the same forward pass, and what a layer would "
+               "output if sampling stopped there (decoded x0).", VELOCITY_GUIDE)
         with gr.Row():
             vel_btn = gr.Button("Analyse this sample", variant="primary")
             vel_stop = gr.Button("Stop", variant="stop")
@@ -328,13 +327,18 @@ TOY_GUIDE = (
     "what guidance wins back, so an IG model at w = 1.4 is not better than a plain model trained as long.")
 
 
+def _intro(summary: str, guide: str, open_guide: bool = False) -> None:
+    """A view's first lines: what it shows, then its "What to look for" note."""
+    gr.Markdown(summary)
+    with gr.Accordion("What to look for", open=open_guide):
+        gr.Markdown(guide)
+
+
 def _toy_tab(shared: _Shared) -> None:
     ctx = shared.ctx
     with gr.Tab("Guidance (2-D toy)", id="toy"):
-        gr.Markdown("Intermediate guidance on a 2-D density where every number is exact: the head's, the final and "
-                    "the guided velocity field, and samples moving under them.")
-        with gr.Accordion("What to look for", open=True):
-            gr.Markdown(TOY_GUIDE)
+        _intro("Intermediate guidance on a 2-D density where every number is exact: the head's, the final and the "
+               "guided velocity field, and samples moving under them.", TOY_GUIDE, open_guide=True)
         with gr.Row():
             toy_w = gr.Slider(V.GUIDANCE_RANGE[0], 3.0, value=1.4, step=0.05, label="Guidance w", scale=3,
                               elem_id="toy-w")
@@ -371,10 +375,8 @@ ALIGNMENT_GUIDE = (
 def _alignment_tab(shared: _Shared, seed: gr.Number, tabs: gr.Tabs) -> None:
     ctx = shared.ctx
     with gr.Tab("Alignment", id="alignment"):
-        gr.Markdown("For the picked sample: the planner's features against the video representation they are aligned "
-                    "to, and the expert trajectory against its hard negatives.")
-        with gr.Accordion("What to look for", open=False):
-            gr.Markdown(ALIGNMENT_GUIDE)
+        _intro("For the picked sample: the planner's features against the video representation they are aligned "
+               "to, and the expert trajectory against its hard negatives.", ALIGNMENT_GUIDE)
         with gr.Row():
             al_ckpts = gr.Dropdown(ctx.names, value=ctx.names[:2], multiselect=True, max_choices=2,
                                    label="Checkpoints (one or two)", scale=3)

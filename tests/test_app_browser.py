@@ -190,6 +190,10 @@ def test_browser_views_and_screenshots(url):
         expect(page.locator("#toy-fields .slider-container").first).to_be_visible(timeout=TIMEOUT_MS)
         _no_overlaps(page, "toy-fields", "toy-sweep")
         shots.append(_shot(page, "toy"))
+        # the view's figures export to one interactive HTML page to download
+        page.locator("#toy-export-btn").click()
+        expect(page.locator("#toy-export a").first).to_have_attribute("href", re.compile(r"reworld-toy-.*\.html"),
+                                                                      timeout=TIMEOUT_MS)
 
         # Alignment: one column per checkpoint, ★ on the supervised block, the clip's split named
         page.get_by_role("tab", name="Alignment").click()
