@@ -291,17 +291,13 @@ class WorldActionPipeline:
         return poses[:, 0].cpu().numpy()
 
     @torch.no_grad()
-    def planner_features(self, clip: Clip, trajectories, block: int | None = None, sigma: float = 0.0,
-                         seed: int = 0) -> np.ndarray:
-        """Pooled Action DiT features (N, width) of any trajectories (N, 8, 3) at noise level `sigma`
-        (0 = the clean trajectory), from Action DiT block `block` (default: the alignment block)."""
+    def _features_of(self, clip: Clip, trajectories, sigma: float, seed: int):
+        """One Action DiT pass over any trajectories (N, 8, 3) of `clip` noised to `sigma` (seeded noise), with every
+        block's features: (`ActionDiTOutput`, the clip's Video DiT hidden states)."""
         planner = self._planner()
         poses = torch.as_tensor(np.asarray(trajectories, dtype=np.float32), device=self.device)
         if poses.ndim != 3 or poses.shape[1:] != (planner.config.num_waypoints, planner.config.pose_dim):
             raise ValueError(f"trajectories must be (N, {planner.config.num_waypoints}, 3), got {tuple(poses.shape)}")
-        block = planner.config.align_block if block is None else int(block)
-        if not 0 <= block < planner.config.num_video_blocks:
-            raise ValueError(f"block must be in [0, {planner.config.num_video_blocks}), got {block}")
         if not 0.0 <= sigma <= 1.0:
             raise ValueError(f"sigma must be in [0, 1], got {sigma}")
         hidden = self.video_hidden_states(clip, seed=seed)
@@ -312,6 +308,18 @@ class WorldActionPipeline:
         x_t = (1 - sigma) * x0 + sigma * noise
         out = planner(x_t, torch.full((n,), sigma, device=self.device), hidden,
                       cond.ego_status.expand(n, -1), cond.command.expand(n), return_features=True)
+        return out, hidden
+
+    @torch.no_grad()
+    def planner_features(self, clip: Clip, trajectories, block: int | None = None, sigma: float = 0.0,
+                         seed: int = 0) -> np.ndarray:
+        """Pooled Action DiT features (N, width) of any trajectories (N, 8, 3) at noise level `sigma`
+        (0 = the clean trajectory), from Action DiT block `block` (default: the alignment block)."""
+        planner = self._planner()
+        block = planner.config.align_block if block is None else int(block)
+        if not 0 <= block < planner.config.num_video_blocks:
+            raise ValueError(f"block must be in [0, {planner.config.num_video_blocks}), got {block}")
+        out, _ = self._features_of(clip, trajectories, sigma, seed)
         return out.features[block].mean(dim=1).cpu().numpy()  # (N, width)
 
     @torch.no_grad()
@@ -321,28 +329,17 @@ class WorldActionPipeline:
         every Action DiT block's waypoint tokens through the alignment projector, and of the projected pooled
         alignment-block feature (what the hard-negative loss compares with the same target)."""
         planner = self._planner()
-        poses = torch.as_tensor(np.asarray(trajectories, dtype=np.float32), device=self.device)
-        if poses.ndim != 3 or poses.shape[1:] != (planner.config.num_waypoints, planner.config.pose_dim):
-            raise ValueError(f"trajectories must be (N, {planner.config.num_waypoints}, 3), got {tuple(poses.shape)}")
-        if not 0.0 <= sigma <= 1.0:
-            raise ValueError(f"sigma must be in [0, 1], got {sigma}")
-        hidden = self.video_hidden_states(clip, seed=seed)
+        out, hidden = self._features_of(clip, trajectories, sigma, seed)
         blocks = hidden_state_blocks(self.config, self.video_dit)
+        pos = alignment_position(self.config, blocks)
         n_ctx, n_fut = latent_split(self.config.data, self.vae)
-        target = future_token_mean(hidden[alignment_position(self.config, blocks)], n_ctx, n_ctx + n_fut)  # (1, D)
-        n = poses.shape[0]
-        cond, _ = self._cond(clip, None)
-        x0 = planner.normalize(poses, cond.ego_status.to(poses))
-        noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed)).to(x0)
-        out = planner((1 - sigma) * x0 + sigma * noise, torch.full((n,), sigma, device=self.device), hidden,
-                      cond.ego_status.expand(n, -1), cond.command.expand(n), return_features=True)
+        target = future_token_mean(hidden[pos], n_ctx, n_ctx + n_fut)  # (1, D)
         per_block = torch.stack([planner.project(out.features[i]) for i in range(len(out.features))], 1)  # (N,L,W,D)
         cos = torch.nn.functional.cosine_similarity(per_block, target[:, None, None], dim=-1)  # (N, L, W)
         pooled = torch.nn.functional.cosine_similarity(planner.project(out.pooled), target, dim=-1)  # (N,)
         lcfg = self.config.loss
         return Alignment(cosine=cos.cpu().numpy(), pooled_cosine=pooled.cpu().numpy(),
-                         align_block=planner.config.align_block, video_block=blocks[alignment_position(self.config,
-                                                                                                      blocks)],
+                         align_block=planner.config.align_block, video_block=blocks[pos],
                          lambda_align=float(lcfg.lambda_align), lambda_hn=float(lcfg.lambda_hn),
                          temperature=float(lcfg.hn_temperature))
 
