@@ -4,6 +4,7 @@ session hash, `progress(fraction, desc)` an optional progress reporter."""
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import sys
 import uuid
@@ -148,22 +149,41 @@ def _no_head(pipe) -> str:
     return f"checkpoint {name!r} has no intermediate velocity head"
 
 
+def stoppable(fn):
+    """A job a Stop button can end (`fn(ctx, …, session, …)`): it takes its armed share of the session
+    (`StopFlags.start`) before anything can fail, validation included, and gives it back in `finally`, so that a
+    rejected or failed job never leaves a stale stop request for the next one."""
+    signature = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        ctx, session = bound.arguments["ctx"], bound.arguments["session"]
+        ctx.stops.start(session)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            ctx.stops.finish(session)
+
+    return wrapper
+
+
 def _run_stoppable(ctx, session: str, steps: int, job, pipe):
-    """Run `job(should_stop)` under the model lock with `pipe` on its device; a stop request ends it between two
-    sampler steps."""
+    """Inside a `stoppable` job: run `job(should_stop)` under the model lock with `pipe` on its device; a stop
+    request ends it between two sampler steps."""
     from reworld.sampling.euler import SamplingStopped
 
-    event = ctx.stops.start(session)
+    event = ctx.stops.event(session)
     try:
         with ctx.using(pipe):
             return job(event.is_set)
     except SamplingStopped as e:
         raise gr.Error(f"Stopped after {e.steps_done} of {steps} steps.", title="Stopped", duration=4) from None
-    finally:
-        ctx.stops.finish(session)
 
 
 @user_errors
+@stoppable
 def generate(ctx, checkpoint, scene, index, steps, guidance, seed, command, session: str = "", progress=None):
     """Imagine the future; an MP4 with the generated future beside the logged one, and a status line."""
     pipe = ctx.pipeline(checkpoint)
@@ -193,6 +213,7 @@ def _pdm_table(result) -> pd.DataFrame:
 
 
 @user_errors
+@stoppable
 def plan(ctx, checkpoint, scene, index, num_samples, seed, command, session: str = ""):
     """Sample trajectories, score them (PDM); the BEV with every sample, the sub-score table, a status line."""
     from reworld.planning.scene import PlanningScene
@@ -283,6 +304,7 @@ def preview_image(ctx, view, step, layer=None) -> np.ndarray:
 
 
 @user_errors
+@stoppable
 def velocity(ctx, checkpoint, scene, index, steps, guidance, seed, command, session: str = "", progress=None):
     """Intermediate vs final velocity, on every block (the lens) and every trained head: heatmap, curves, the view
     (for the previews), its numbers, a status line."""
@@ -409,6 +431,7 @@ def alignment(ctx, checkpoints, scene, index, k, seed):
 
 
 @user_errors
+@stoppable
 def compare(ctx, checkpoint_a, checkpoint_b, scene, index, steps, guidance, seed, num_samples, command,
             session: str = "", progress=None):
     """Two checkpoints on the same clip, seed and settings: video, trajectories, PDMS, velocity curves."""

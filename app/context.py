@@ -45,7 +45,8 @@ class _Session:
 
 
 class StopFlags:
-    """Per-session stop requests. A job calls `start` first (before validation) and `finish` in `finally`;
+    """Per-session stop requests. A job calls `start` first (before validation) and `finish` in `finally`
+    (`app.callbacks.stoppable`);
     `stop` only sets the flag while that session has a job pending or running, so a stray click never
     stops the next run."""
 
@@ -56,10 +57,12 @@ class StopFlags:
     def _get(self, session: str) -> _Session:
         return self._sessions.setdefault(session, _Session(threading.Event()))
 
-    def arm(self, session: str) -> None:
-        """A UI click queued a job (called from an unqueued step before the heavy one)."""
+    def arm(self, session: str, jobs: int = 1) -> None:
+        """A UI click queued `jobs` jobs that run one after the other (called from an unqueued step before the heavy
+        ones); a stop request made during any of them reaches the ones still to come. Every armed job must call
+        `start` and `finish`, failed or not (chain them with `.then`, not `.success`)."""
         with self._lock:
-            self._get(session).pending += 1
+            self._get(session).pending += jobs
 
     def start(self, session: str) -> threading.Event:
         with self._lock:
@@ -67,6 +70,11 @@ class StopFlags:
             s.pending = max(0, s.pending - 1)
             s.running = True
             return s.event
+
+    def event(self, session: str) -> threading.Event:
+        """The stop flag of the session's running job (the job called `start`)."""
+        with self._lock:
+            return self._get(session).event
 
     def finish(self, session: str) -> None:
         with self._lock:

@@ -51,7 +51,8 @@ def _header(ctx: AppContext) -> str:
 @dataclass
 class _Shared:
     """What every tab reads: the app's context, the Blocks (for load events), the pickers above the tabs,
-    and the per-session stop actions (`stop` answers a Stop button, `arm` precedes a stoppable job)."""
+    and the per-session stop actions (`stop` answers a Stop button, `arm` precedes a stoppable job, `arm_two` a chain
+    of two)."""
     ctx: AppContext
     demo: gr.Blocks
     scene: gr.Dropdown
@@ -59,6 +60,7 @@ class _Shared:
     checkpoint: gr.Dropdown
     stop: Callable
     arm: Callable
+    arm_two: Callable
 
 
 @dataclass
@@ -117,7 +119,10 @@ def _pickers(ctx: AppContext, demo: gr.Blocks) -> _Shared:
     def arm(request: gr.Request):
         ctx.stops.arm(_session(request))
 
-    return _Shared(ctx, demo, scene, sample, checkpoint, stop, arm)
+    def arm_two(request: gr.Request):  # the plan, then the video: a Stop during the plan stops the video too
+        ctx.stops.arm(_session(request), jobs=2)
+
+    return _Shared(ctx, demo, scene, sample, checkpoint, stop, arm, arm_two)
 
 
 def _scene_tab(shared: _Shared) -> None:
@@ -247,9 +252,11 @@ def _generate_tab(shared: _Shared, first_pipe) -> _Settings:
 
     randomise.click(lambda: secrets.randbelow(V.MAX_SEED + 1), None, seed, queue=False, **PRIVATE)
     # the plan first: it is ready in a fraction of the video's time, and both share the clip's encoded context
-    run_btn.click(shared.arm, None, None, queue=False, **PRIVATE).then(
+    # (.then, not .success: both jobs were armed and each must run to consume its share; a failed plan still lets
+    # the video come, and a Stop clicked during the plan reaches the video)
+    run_btn.click(shared.arm_two, None, None, queue=False, **PRIVATE).then(
         run_plan, [*where, samples, seed, command], [plan_bev, pdm_table, plan_status], api_name="plan",
-        **HEAVY).success(
+        **HEAVY).then(
         run_generate, [*where, steps, guidance, seed, command], [video, gen_status], api_name="generate", **HEAVY)
     stop_btn.click(shared.stop, None, gen_status, queue=False, api_name="stop")
     return _Settings(steps, guidance, command, samples, seed)

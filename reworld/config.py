@@ -124,6 +124,8 @@ class LossConfig:
     lambda_hinge: float = 1.0  # weight of the output-space repulsion (0 = off)
     logit_mean: float = 0.0  # shifted logit-normal σ sampling
     logit_std: float = 1.0
+    # the model's noise schedule (diffusers' time shift, SD3: 3.0): training draws σ shifted by it and the sampler
+    # spaces its steps with it (as diffusers' FlowMatchEulerDiscreteScheduler(shift=…)); > 1 spends both on high σ
     shift: float = 1.0
 
 

@@ -4,7 +4,9 @@
 
 For held-out clips: the true future latents, noised to σ with the context clean (as in training), one forward; the
 mean squared error of the model's x0 = x_t − σ v against the truth, beside the error of x_t itself (no model), of
-repeating the last context latent frame, and the future latents' variance (≈ the error of predicting their mean).
+repeating the last context latent frame, and the future latents' variance (≈ the error of predicting their mean); and
+the model's x0 when it is given the next listed clip's context instead of its own (a model that reads its context
+does worse with another's; one that only denoises x_t does not notice).
 At σ = 1 a model that learned anything beats the variance; the sampler's first step is made there.
 """
 from __future__ import annotations
@@ -35,18 +37,26 @@ def main(argv=None) -> int:
     ds = NuScenesClips(pipe.config.data, "val", geometry=False)
     n_ctx, _ = latent_split(pipe.config.data, pipe.vae)
     gen = torch.Generator().manual_seed(args.seed)
+    if len(args.clips) < 2:
+        ap.error("--clips needs at least two clips (each is also read with the next one's context)")
+    clips = [ds[i] for i in args.clips]
+    latents = [encode_frames(pipe.vae, torch.cat([c.observation.frames, c.target.frames])[None]) for c in clips]
     rows = []
-    for i in args.clips:
-        clip = ds[i]
-        lat = encode_frames(pipe.vae, torch.cat([clip.observation.frames, clip.target.frames])[None])
+    for j, (i, clip, lat) in enumerate(zip(args.clips, clips, latents)):
         fut = lat[:, :, n_ctx:]
+        other = latents[(j + 1) % len(latents)][:, :, :n_ctx]  # the next clip's context: does the model read its own?
         cond, _ = pipe._cond(clip, None)
         last = lat[:, :, n_ctx - 1:n_ctx].expand_as(fut)
         for s in args.sigmas:
             x_t = (1 - s) * fut + s * torch.randn(fut.shape, generator=gen)
-            v = pipe.video_dit(torch.cat([lat[:, :, :n_ctx], x_t], 2), torch.tensor([s]), cond, n_ctx).sample
-            x0 = x_t - s * v[:, :, n_ctx:]
+
+            def x0_with(context):
+                v = pipe.video_dit(torch.cat([context, x_t], 2), torch.tensor([s]), cond, n_ctx).sample
+                return x_t - s * v[:, :, n_ctx:]
+
+            x0, x0_other = x0_with(lat[:, :, :n_ctx]), x0_with(other)
             rows.append({"clip": i, "sigma": s, "model_x0_mse": float(((x0 - fut) ** 2).mean()),
+                         "other_context_x0_mse": float(((x0_other - fut) ** 2).mean()),
                          "noisy_input_mse": float(((x_t - fut) ** 2).mean()),
                          "repeat_last_mse": float(((last - fut) ** 2).mean()), "future_variance": float(fut.var())})
             print(json.dumps(rows[-1]))

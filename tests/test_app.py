@@ -203,6 +203,14 @@ def test_stop_really_stops_between_steps_and_a_stray_stop_is_harmless(ctx, scene
     assert ctx.stops.stop("queued")
     with pytest.raises(gr.Error, match="Stopped after 0 of 3 steps"):
         C.generate(ctx, "reworld", scene, 0, 3, 1.0, 0, "logged", session="queued")
+    # Generate & plan arms two jobs: a Stop clicked while the plan runs stops the video that follows it
+    ctx.stops.arm("chain", jobs=2)
+    ctx.stops.start("chain")
+    assert ctx.stops.stop("chain")
+    ctx.stops.finish("chain")  # the plan ends; the request is kept for the video
+    with pytest.raises(gr.Error, match="Stopped after 0 of 3 steps"):
+        C.generate(ctx, "reworld", scene, 0, 3, 1.0, 0, "logged", session="chain")
+    assert not ctx.stops.stop("chain")  # and then it is forgotten
 
 
 def test_url_state_restores_a_shared_view_and_ignores_bad_values(ctx, capsys):

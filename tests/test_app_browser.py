@@ -24,6 +24,8 @@ SCRATCH = Path(tempfile.gettempdir()) / "reworld-browser-shots"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run", "--disable-quic"]
 TIMEOUT_MS = 240_000
+# seconds each tiny Video DiT forward waits (set by the Stop check; the tiny world's server runs in this process)
+FORWARD_DELAY = {"s": 0.0}
 LAPTOP = {"width": 1366, "height": 768}  # the smallest screen a teacher projects from: every view must read here
 
 pytestmark = [pytest.mark.browser, pytest.mark.filterwarnings("ignore::UserWarning")]
@@ -56,10 +58,11 @@ def url(tiny_config, tmp_path_factory):
         demo = create_demo(pipes, dataset, out_dir=out)
     else:
         demo, ctx = tiny_demo(tiny_config, out)
-        # The tiny Video DiT samples 200 steps in about a second, faster than a click travels; slow each
-        # forward a little so that the Stop check below races a run that is really still going.
+        # The tiny Video DiT samples 200 steps in about a second, faster than a click travels (and 6 s at 0.03 s a
+        # forward was still too fast for a busy browser: the run ended before the Stop arrived); the Stop check
+        # slows each forward so that a 200-step run lasts a minute, and the Stop finds it still going.
         for pipe in ctx.pipelines.values():
-            pipe.video_dit.register_forward_pre_hook(lambda *_: time.sleep(0.03))
+            pipe.video_dit.register_forward_pre_hook(lambda *_: time.sleep(FORWARD_DELAY["s"]) or None)
     port = free_port()
     serve(demo, "127.0.0.1", port, prevent_thread_lock=True)
     yield f"http://127.0.0.1:{port}/"
@@ -227,6 +230,7 @@ def test_browser_views_and_screenshots(url):
         shots.append(_shot(page, "compare"))
 
         # Stop really stops: a long run, stopped from the page, ends early with a clear message
+        FORWARD_DELAY["s"] = 0.3
         page.get_by_role("tab", name="Generate & plan").click()
         steps_box = page.locator("#gen-steps input[type=number]")
         steps_box.fill("200")

@@ -211,7 +211,8 @@ class WorldActionPipeline:
             return self.decode(latents, seed)[0, n_ctx_frames:].cpu()
 
         res = sample_future(self.video_dit, context, cond, n_fut, steps, generator=torch.Generator().manual_seed(seed),
-                            guidance=guidance, guidance_interval=guidance_interval, record=record or lens,
+                            guidance=guidance, guidance_interval=guidance_interval, shift=self.config.loss.shift,
+                            record=record or lens,
                             record_lens=lens, decode_fn=decode if (record and decode_previews) else None, callback=callback,
                             should_stop=should_stop)
         frames = decode(res.latents)
