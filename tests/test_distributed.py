@@ -341,17 +341,25 @@ def _assert_same(a: dict, b: dict, atol: float) -> None:
 
 def test_fsdp_matches_ddp_in_every_stage_and_resumes(vae_run, tiny_config_path, tmp_path):
     """`train.sharding: fsdp` on two processes trains the same models as DDP on two processes (same
-    global batch, same per-rank noise), and a sharded run resumes from its (unsharded) checkpoint."""
+    global batch, same per-rank noise), and a sharded run resumes from its (unsharded) checkpoint. In stage video
+    with `train.ema_decay` and a cosine schedule: the averages are kept as shards, gathered into the checkpoint,
+    restored into shards on --resume, and the exported (EMA) Video DiT equals DDP's."""
     import yaml
 
     doc = yaml.safe_load(tiny_config_path.read_text())
-    doc["train"]["sharding"] = "fsdp"
-    fsdp_cfg = tmp_path / "fsdp.yaml"
-    fsdp_cfg.write_text(yaml.safe_dump(doc))
-    cfgs = {"ddp": str(tiny_config_path), "fsdp": str(fsdp_cfg)}
+    cfgs = {}
+    for kind in ("ddp", "fsdp"):
+        doc["train"]["sharding"] = kind
+        cfgs[kind] = tmp_path / f"{kind}.yaml"
+        cfgs[kind].write_text(yaml.safe_dump(doc))
+    doc["train"].update(ema_decay=0.9, lr_schedule="cosine", lr_warmup_steps=1)
+    for kind in ("ddp", "fsdp"):
+        doc["train"]["sharding"] = kind
+        cfgs[f"{kind}-ema"] = tmp_path / f"{kind}-ema.yaml"
+        cfgs[f"{kind}-ema"].write_text(yaml.safe_dump(doc))
 
     def train(kind: str, out: Path, stage: str, steps: int, *extra: str) -> dict:
-        res = _launch(["-m", "reworld", "train", "--stage", stage, "--config", cfgs[kind], "--out", str(out),
+        res = _launch(["-m", "reworld", "train", "--stage", stage, "--config", str(cfgs[kind]), "--out", str(out),
                        "--max-steps", str(steps), *extra], processes=2, cwd=REPO)
         return json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -362,13 +370,16 @@ def test_fsdp_matches_ddp_in_every_stage_and_resumes(vae_run, tiny_config_path, 
 
     # stage video: the sharded run stops at step 2 and resumes to 4
     ddp, fsdp = _fresh(vae_run, tmp_path / "ddp"), _fresh(vae_run, tmp_path / "fsdp")
-    train("ddp", ddp, "video", 4)
-    train("fsdp", fsdp, "video", 2)
+    train("ddp-ema", ddp, "video", 4)
+    train("fsdp-ema", fsdp, "video", 2)
     ckpt = latest_checkpoint(fsdp, "video")
     assert json.loads((ckpt / "meta.json").read_text())["sharding"] == "fsdp"
-    resumed = train("fsdp", fsdp, "video", 4, "--resume")
+    assert (ckpt / "ema.safetensors").is_file()
+    resumed = train("fsdp-ema", fsdp, "video", 4, "--resume")
     assert resumed["start"] == 2 and resumed["finite"]
     _assert_same(_exported(ddp, "video_dit"), _exported(fsdp, "video_dit"), 1e-5)
+    _assert_same(load_file(str(latest_checkpoint(ddp, "video") / "ema.safetensors")),
+                 load_file(str(latest_checkpoint(fsdp, "video") / "ema.safetensors")), 1e-5)
     opt_ddp = load_file(str(latest_checkpoint(ddp, "video") / "optimizer.safetensors"))
     opt_fsdp = load_file(str(latest_checkpoint(fsdp, "video") / "optimizer.safetensors"))
     _assert_same(opt_ddp, opt_fsdp, 1e-6)  # the AdamW moments came back from the shards in full
@@ -386,34 +397,6 @@ def test_fsdp_matches_ddp_in_every_stage_and_resumes(vae_run, tiny_config_path, 
             train(kind, out, stage, 2)
     _assert_same(_exported(ddp, "action_dit"), _exported(fsdp, "action_dit"), 1e-5)
     _assert_same(_exported(ddp, "video_dit"), _exported(fsdp, "video_dit"), 1e-5)
-
-
-def test_ema_and_schedule_under_fsdp_match_ddp_and_resume(vae_run, tiny_config_path, tmp_path):
-    """`train.ema_decay` and a cosine schedule with `train.sharding: fsdp`: the averages are kept as shards, gathered
-    into the checkpoint, restored into shards on --resume, and the exported (EMA) Video DiT equals DDP's."""
-    import yaml
-
-    doc = yaml.safe_load(tiny_config_path.read_text())
-    doc["train"].update(ema_decay=0.9, lr_schedule="cosine", lr_warmup_steps=1)
-    cfgs = {}
-    for kind in ("ddp", "fsdp"):
-        doc["train"]["sharding"] = kind
-        cfgs[kind] = tmp_path / f"{kind}.yaml"
-        cfgs[kind].write_text(yaml.safe_dump(doc))
-
-    def train(kind: str, out: Path, steps: int, *extra: str) -> dict:
-        res = _launch(["-m", "reworld", "train", "--stage", "video", "--config", str(cfgs[kind]), "--out", str(out),
-                       "--max-steps", str(steps), *extra], processes=2, cwd=REPO)
-        return json.loads(res.stdout.strip().splitlines()[-1])
-
-    ddp, fsdp = _fresh(vae_run, tmp_path / "ddp"), _fresh(vae_run, tmp_path / "fsdp")
-    train("ddp", ddp, 4)
-    train("fsdp", fsdp, 2)
-    assert (latest_checkpoint(fsdp, "video") / "ema.safetensors").is_file()
-    assert train("fsdp", fsdp, 4, "--resume")["start"] == 2
-    _assert_same(_exported(ddp, "video_dit"), _exported(fsdp, "video_dit"), 1e-5)
-    _assert_same(load_file(str(latest_checkpoint(ddp, "video") / "ema.safetensors")),
-                 load_file(str(latest_checkpoint(fsdp, "video") / "ema.safetensors")), 1e-5)
 
 
 # Records, on each rank, the dtype a transformer block's weights have while it computes, and the dtype of the

@@ -84,6 +84,13 @@ def test_pipeline_generate_and_plan(tiny_run, tiny_config):
     assert len(a.scores) == 4 and all(0.0 <= s.pdms <= 1.0 for s in a.scores)
     f = pipe.planner_features(clip, np.stack([clip.target.trajectory.numpy()] * 3))
     assert f.shape == (3, pipe.action_dit.config.width)
+    # the sampler spaces its steps with the model's training shift (`loss.shift`), as diffusers' scheduler does
+    from reworld.config import replace
+    from reworld.schedulers import flow_sigmas
+
+    assert [r.sigma for r in pipe.generate(clip, steps=4, seed=3, record=True).record] == flow_sigmas(4)[:-1]
+    pipe.config = replace(pipe.config, loss={"shift": 3.0})
+    assert [r.sigma for r in pipe.generate(clip, steps=4, seed=3, record=True).record] == flow_sigmas(4, 3.0)[:-1]
 
 
 def test_pipeline_says_what_callers_need(tiny_run, tiny_config):
