@@ -157,10 +157,6 @@ def test_judge_trains_saves_and_loads(tiny_judge_data, tmp_path):
     data = tiny_judge_data
     assert data.frames.shape[1:] == (21, 3, 32, 64) and data.frames.dtype == torch.uint8
     judge, log = train_judge(data, 150, train=TINY_JUDGE)
-    # the speed head reads the deviation from the training speeds' mean, in units of their spread
-    speeds = torch.as_tensor(data.speed[:, data.n_context:], dtype=torch.float64)
-    assert judge.config.speed_offset == pytest.approx(float(speeds.mean()), abs=1e-3)
-    assert judge.config.speed_scale == pytest.approx(float(speeds.std()), abs=1e-3)
     losses = [row["loss"] for row in log]
     assert np.mean(losses[-4:]) < 0.7 * np.mean(losses[:4])
     judge.save_pretrained(tmp_path / "j", safe_serialization=True)

@@ -116,11 +116,6 @@ class WorldJudge(ModelMixin, ConfigMixin):
         # output units (the training set's spread), so that every head works near unit scale
         step_scale: tuple[float, float, float] = (2.5, 0.1, 0.02),  # [m, m, rad] per-step motion
         speed_scale: float = 10.0,  # [m/s]
-        # [m/s] the speed the head reads around: speed = speed_offset + speed_scale · head. The training set's mean
-        # and spread. The README's first judge read around 0 in units of the speeds' root mean square (8.5 m/s on
-        # the default world, where their spread is 1.9): an error of 0.9 m/s cost its smooth-L1 0.004, and its
-        # speed error stayed at 0.87 m/s, worse than holding the speed at t = 0.
-        speed_offset: float = 0.0,
         lead_scale: tuple[float, float] = (40.0, 6.0),  # [m] distance, lateral offset
         groups: int = 8,
     ):
@@ -209,7 +204,7 @@ class WorldJudge(ModelMixin, ConfigMixin):
         lead = self.lead_head(fut)
         return JudgeOutput(
             ego_pose=compose_steps(steps.float()),
-            speed=self.speed_head(fut).squeeze(-1) * self.config.speed_scale + self.config.speed_offset,
+            speed=self.speed_head(fut).squeeze(-1) * self.config.speed_scale,
             lead_logit=lead[..., 0],
             lead=lead[..., 1:] * fut.new_tensor(self.config.lead_scale),
             command_logits=self.command_head(feats.mean(dim=1)),

@@ -106,14 +106,11 @@ def judge_losses(out: JudgeOutput, target: dict[str, torch.Tensor], judge: World
 
 
 def output_scales(data: JudgeSet) -> dict:
-    """The judge's output units from the training labels: per-step motion (root mean square per component), speed
-    (mean and standard deviation: the head reads the deviation, so that its loss weighs errors of the size that
-    matter), lead spread."""
+    """The judge's output units from the training labels: per-step motion, speed, lead spread."""
     t = _targets(data, np.arange(len(data)), "cpu")
     steps = t["steps"].reshape(-1, 3).square().mean(0).sqrt().clamp_min(1e-3)  # root mean square per component
-    speed = t["speed"].double()
-    return {"step_scale": tuple(round(float(v), 4) for v in steps),
-            "speed_scale": round(float(speed.std().clamp_min(1e-3)), 3), "speed_offset": round(float(speed.mean()), 3)}
+    speed = float(t["speed"].square().mean().sqrt().clamp_min(1e-3))
+    return {"step_scale": tuple(round(float(v), 4) for v in steps), "speed_scale": round(speed, 3)}
 
 
 def train_judge(data: JudgeSet, steps: int, seed: int = 0, device: str | torch.device = "cpu",
