@@ -211,6 +211,11 @@ def test_stop_really_stops_between_steps_and_a_stray_stop_is_harmless(ctx, scene
     with pytest.raises(gr.Error, match="Stopped after 0 of 3 steps"):
         C.generate(ctx, "reworld", scene, 0, 3, 1.0, 0, "logged", session="chain")
     assert not ctx.stops.stop("chain")  # and then it is forgotten
+    # an armed job that its own validation rejects still gives its share back: no stale request for the next run
+    ctx.stops.arm("rejected")
+    with pytest.raises(gr.Error, match="steps must be"):
+        C.generate(ctx, "reworld", scene, 0, 0, 1.0, 0, "logged", session="rejected")
+    assert not ctx.stops.stop("rejected")
 
 
 def test_url_state_restores_a_shared_view_and_ignores_bad_values(ctx, capsys):
