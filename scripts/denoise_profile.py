@@ -8,6 +8,10 @@ repeating the last context latent frame, and the future latents' variance (≈ t
 the model's x0 when it is given the next listed clip's context instead of its own (a model that reads its context
 does worse with another's; one that only denoises x_t does not notice).
 At σ = 1 a model that learned anything beats the variance; the sampler's first step is made there.
+Latent errors of models on different VAEs are in different units: `--pixels` also decodes each x0 (with the clip's
+own context latents) and reports its PSNR against the true frames at each `--horizons` [s] (default: every whole
+second of the future, or its last frame when it is shorter), beside
+repeating the last context frame and the VAE's own reconstruction (the ceiling), all in pixels.
 """
 from __future__ import annotations
 
@@ -23,8 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 @torch.no_grad()
 def main(argv=None) -> int:
+    from analysis.futures import future_columns
     from reworld.data.loader import NuScenesClips
-    from reworld.models.vae import encode_frames, latent_split
+    from reworld.evaluation.video import psnr
+    from reworld.models.vae import decode_latents, encode_frames, latent_split
     from reworld.pipelines import WorldActionPipeline
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -32,6 +38,8 @@ def main(argv=None) -> int:
     ap.add_argument("--clips", type=int, nargs="+", default=[0, 40], help="indices into the val split")
     ap.add_argument("--sigmas", type=float, nargs="+", default=[0.05, 0.2, 0.5, 0.9, 1.0])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--pixels", action="store_true", help="also decode x0 and score it in pixels (PSNR per horizon)")
+    ap.add_argument("--horizons", type=float, nargs="+", default=None, help="[s] after t = 0, for --pixels")
     args = ap.parse_args(argv)
     pipe = WorldActionPipeline.from_pretrained(args.checkpoint, device="cpu", require_planner=False)
     ds = NuScenesClips(pipe.config.data, "val", geometry=False)
@@ -39,6 +47,13 @@ def main(argv=None) -> int:
     gen = torch.Generator().manual_seed(args.seed)
     if len(args.clips) < 2:
         ap.error("--clips needs at least two clips (each is also read with the next one's context)")
+    data = pipe.config.data
+    whole = [float(k) for k in range(1, int(data.future_frames / data.frame_rate) + 1)]
+    horizons = args.horizons or whole or [data.future_frames / data.frame_rate]
+    try:
+        columns = future_columns(horizons, data.frame_rate, data.future_frames)
+    except ValueError as e:
+        ap.error(str(e))
     clips = [ds[i] for i in args.clips]
     latents = [encode_frames(pipe.vae, torch.cat([c.observation.frames, c.target.frames])[None]) for c in clips]
     rows = []
@@ -47,6 +62,20 @@ def main(argv=None) -> int:
         other = latents[(j + 1) % len(latents)][:, :, :n_ctx]  # the next clip's context: does the model read its own?
         cond, _ = pipe._cond(clip, None)
         last = lat[:, :, n_ctx - 1:n_ctx].expand_as(fut)
+        truth = clip.target.frames  # (F, 3, H, W)
+
+        def psnr_at(frames):
+            return [round(float(psnr(frames[k:k + 1], truth[k:k + 1]).mean()), 2) for k in columns]
+
+        if args.pixels:  # what needs no Video DiT, once per clip
+            fixed = {"horizons_s": [(k + 1) / data.frame_rate for k in columns],
+                     "repeat_last_psnr_db": psnr_at(clip.observation.frames[-1:].expand_as(truth)),
+                     "vae_psnr_db": psnr_at(decode_latents(pipe.vae, lat)[0, -truth.shape[0]:])}
+
+        def pixel_scores(x0):
+            frames = decode_latents(pipe.vae, torch.cat([lat[:, :, :n_ctx], x0], 2))[0, -truth.shape[0]:]
+            return {"x0_psnr_db": psnr_at(frames), **fixed}
+
         for s in args.sigmas:
             x_t = (1 - s) * fut + s * torch.randn(fut.shape, generator=gen)
 
@@ -59,6 +88,8 @@ def main(argv=None) -> int:
                          "other_context_x0_mse": float(((x0_other - fut) ** 2).mean()),
                          "noisy_input_mse": float(((x_t - fut) ** 2).mean()),
                          "repeat_last_mse": float(((last - fut) ** 2).mean()), "future_variance": float(fut.var())})
+            if args.pixels:
+                rows[-1].update(pixel_scores(x0))
             print(json.dumps(rows[-1]))
     return 0
 

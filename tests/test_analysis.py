@@ -509,3 +509,30 @@ def test_futures_figure_from_the_cli(tiny_run, tiny_world, tmp_path):
     assert future_columns([0.5, 4.0], 4.0, 16) == [1, 15]
     with pytest.raises(ValueError, match="outside the clips' future"):
         future_columns([1.0], 6.0, 4)
+
+
+def test_denoise_profile_scores_the_models_x0_in_pixels(tiny_run, capsys):
+    """scripts/denoise_profile.py --pixels: at σ = 0 the model's x0 is the truth's own latents whatever the model, so
+    its latent error is 0 and its PSNR in pixels is the VAE's reconstruction's, at every horizon; a horizon beyond
+    the clips is refused."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("denoise_profile", Path(__file__).resolve().parent.parent / "scripts" / "denoise_profile.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    run, _ = tiny_run
+    argv = ["--checkpoint", str(run), "--clips", "0", "1", "--sigmas", "0", "1", "--pixels"]
+    assert script.main(argv) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["clip"], r["sigma"]) for r in rows] == [(0, 0.0), (0, 1.0), (1, 0.0), (1, 1.0)]
+    for r in rows:
+        assert r["horizons_s"] == pytest.approx([4 / 6])  # configs/tiny.yaml: 0.67 s of future, no whole second
+        assert np.isfinite(r["repeat_last_psnr_db"] + r["vae_psnr_db"] + r["x0_psnr_db"]).all()
+        if r["sigma"] == 0:
+            assert r["model_x0_mse"] == 0 and r["noisy_input_mse"] == 0
+            assert r["x0_psnr_db"] == r["vae_psnr_db"]
+        else:
+            assert r["noisy_input_mse"] > 0.5  # pure noise against unit-variance latents
+    with pytest.raises(SystemExit) as stop:
+        script.main(argv + ["--horizons", "2"])
+    assert stop.value.code == 2 and "outside the clips' future" in capsys.readouterr().err
