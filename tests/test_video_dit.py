@@ -180,6 +180,42 @@ def test_lens_is_the_model_cut_after_each_block():
     assert not torch.allclose(out.lens_samples[0], out.sample)
 
 
+def test_last_context_concat_is_the_channel_concatenation_and_starts_as_the_plain_model(tmp_path):
+    """`concat_last_context`: at initialisation the output is the plain model's (zero projection); once trained, the
+    input layer equals LTX's proj_in on the tokens concatenated with the last context frame's tokens at the same
+    position (SVD / CogVideoX-I2V conditioning), so a future token reads that frame without attention; the flag is
+    saved, loaded strictly and reached from the config."""
+    plain, model = tiny_model(patch_size=2), tiny_model(patch_size=2, concat_last_context=True)
+    assert sorted(set(model.state_dict()) - set(plain.state_dict())) == ["context_proj.bias", "context_proj.weight"]
+    model.load_state_dict({**plain.state_dict(), **{k: v for k, v in model.state_dict().items() if "context" in k}})
+    latents, sigma, cond = inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(model(latents, sigma, cond, 2).sample, plain(latents, sigma, cond, 2).sample,
+                                   rtol=0, atol=0)
+        model.context_proj.weight.normal_(), model.context_proj.bias.normal_()
+        wide = torch.nn.Linear(2 * 16, 16)  # proj_in over [x, c]: the channel concatenation
+        wide.weight.copy_(torch.cat([plain.transformer.proj_in.weight, model.context_proj.weight], 1))
+        wide.bias.copy_(plain.transformer.proj_in.bias + model.context_proj.bias)
+        x, c = model.pack(latents), model.pack(latents[:, :, 1:2].expand_as(latents))
+        seen = {}
+        model.transformer.transformer_blocks[0].register_forward_pre_hook(
+            lambda m, args, kw: seen.update(x=kw["hidden_states"]), with_kwargs=True)
+        out = model(latents, sigma, cond, 2).sample
+        torch.testing.assert_close(seen["x"], wide(torch.cat([x, c], -1)))
+        changed = latents.clone()
+        changed[:, :, 1] += 1.0  # the last context frame
+        assert not torch.allclose(model(changed, sigma, cond, 2).sample, out)
+        with pytest.raises(ValueError, match="at least one context"):
+            model(latents, sigma, cond, 0)
+    save_model_atomic(model, tmp_path / "dit")
+    loaded = VideoDiT.from_pretrained(tmp_path / "dit")
+    assert loaded.config.concat_last_context is True
+    with torch.no_grad():
+        assert torch.equal(loaded(latents, sigma, cond, 2).sample, out)
+    built = video_dit_from_config(VideoConfig(num_layers=2, head_blocks=(1,), concat_last_context=True), in_channels=4)
+    assert built.context_proj is not None and torch.count_nonzero(built.context_proj.weight) == 0
+
+
 def test_context_timestep_is_zero_whatever_sigma():
     """With every frame context, σ must not matter (all timesteps 0)."""
     model = tiny_model()

@@ -9,6 +9,12 @@ Tokens: latents (B, C, t, h, w) are packed frame-major into (B, S = t·h'·w', C
 the spatial patch size p (`patch_size`; LTX's own packing order, as diffusers' `LTXPipeline._pack_latents`; LTX-Video
 uses p = 1), so the tokens of latent frame f are `[f·h'·w', (f+1)·h'·w')`. The first `n_context` latent frames are
 clean context (timestep 0); the others are future tokens at timestep σ·1000.
+
+`concat_last_context` (off by default and in LTX-Video): every token also receives the packed last context latent
+frame at its own spatial position, through `context_proj`, a zero-initialised linear layer added to LTX's `proj_in`:
+`proj_in(x) + context_proj(c)` is `proj_in'([x, c])`, the channel concatenation with which Stable Video Diffusion
+and CogVideoX-I2V condition on an image, while LTX's own weights stay key for key. At initialisation the model is
+the plain one.
 """
 from __future__ import annotations
 
@@ -122,6 +128,7 @@ class VideoDiT(ModelMixin, ConfigMixin):
         attention_bias: bool = True,
         attention_out_bias: bool = True,
         patch_size: int = 1,  # p×p latent pixels per token
+        concat_last_context: bool = False,  # every token also sees the last context latent frame (module docstring)
     ):
         super().__init__()
         if patch_size < 1:
@@ -150,9 +157,17 @@ class VideoDiT(ModelMixin, ConfigMixin):
         )
         self.cond = CondTokens(num_cond_tokens, caption_channels, num_commands, ego_dim, hidden=dim)
         self.heads = nn.ModuleDict({str(k): AdaLNVelocityHead(dim, token_channels) for k in blocks})
+        self.context_proj = nn.Linear(token_channels, dim) if concat_last_context else None
+        self.reset_context_proj()
         self.patch_size = patch_size
         self.head_block_ids: tuple[int, ...] = tuple(blocks)
         self.rope_scale = tuple(float(s) for s in rope_interpolation_scale)
+
+    def reset_context_proj(self) -> None:
+        """Zero the last-context projection: the model starts as the plain one (ControlNet's zero convolution)."""
+        if self.context_proj is not None:
+            nn.init.zeros_(self.context_proj.weight)
+            nn.init.zeros_(self.context_proj.bias)
 
     # ----------------------------------------------------------------------------------------------
     def _timestep_embedding(self, sigma: torch.Tensor, n_context: int, t: int, tokens_per_frame: int, dtype):
@@ -198,7 +213,13 @@ class VideoDiT(ModelMixin, ConfigMixin):
         hp, wp = h // p, w // p
         x = self.pack(latents).to(tr.proj_in.weight.dtype)  # (B, S, C·p²) frame-major tokens
         rotary = tr.rope(x, t, hp, wp, self.rope_scale, None)  # cos, sin: (B, S, D) each
-        x = tr.proj_in(x)  # (B, S, D)
+        if self.context_proj is not None:
+            if n_context == 0:
+                raise ValueError("concat_last_context needs at least one context latent frame (n_context = 0)")
+            last = self.pack(latents[:, :, n_context - 1:n_context]).to(x.dtype)  # (B, h'·w', C·p²)
+            x = tr.proj_in(x) + self.context_proj(last).repeat(1, t, 1)  # every frame's tokens, frame-major
+        else:
+            x = tr.proj_in(x)  # (B, S, D)
         temb, embedded = self._timestep_embedding(sigma, n_context, t, hp * wp, x.dtype)  # (B, S, 6D), (B, S, D)
         context = tr.caption_projection(self.cond(cond.command, cond.ego_status))  # (B, N, D)
 
@@ -315,12 +336,15 @@ class VideoDiT(ModelMixin, ConfigMixin):
             state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
         load_state_dict_strict(model.transformer, state, where=str(path), assign=True)
         dtype = dtype or next(model.transformer.parameters()).dtype
-        for module in (model.cond, model.heads):  # new parts: real memory, fresh initialisation
+        new_parts = [model.cond, model.heads] + ([model.context_proj] if model.context_proj is not None else [])
+        for module in new_parts:  # new parts: real memory, fresh initialisation
             module.to_empty(device="cpu")
         model.cond.reset_parameters()
         for head in model.heads.values():
             head.reset_parameters()
-        model.cond.to(dtype), model.heads.to(dtype)
+        model.reset_context_proj()
+        for module in new_parts:
+            module.to(dtype)
         return model.eval()
 
 
@@ -338,7 +362,8 @@ def video_dit_from_config(cfg: VideoConfig, in_channels: int,
     """The Video DiT of a run: from `cfg.pretrained` (an LTX transformer folder) when set, else new.
     `in_channels` = VAE latent channels. RoPE scale: `cfg.rope_interpolation_scale` when the config pins one, else
     `rope_scale` (the run's, from `ltx_rope_scale`), else VideoDiT's default; stored in the model's config."""
-    new_args = dict(head_blocks=tuple(cfg.head_blocks), num_cond_tokens=cfg.num_cond_tokens)
+    new_args = dict(head_blocks=tuple(cfg.head_blocks), num_cond_tokens=cfg.num_cond_tokens,
+                    concat_last_context=bool(cfg.concat_last_context))
     scale = cfg.rope_interpolation_scale or rope_scale
     if scale is not None:
         if len(scale) != 3:
