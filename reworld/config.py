@@ -90,9 +90,10 @@ class VideoConfig:
     # LTX RoPE (t, h, w) interpolation scale; None: derived from the clips and the VAE as diffusers' LTXPipeline
     # does, (temporal ratio / frame rate, spatial ratio, spatial ratio) (`models.video_dit.ltx_rope_scale`)
     rope_interpolation_scale: tuple[float, ...] | None = None
-    # image-to-video conditioning as Stable Video Diffusion and CogVideoX-I2V add it: every token also receives the
-    # last clean context latent frame at its own position (through a zero-initialised projection, which equals
-    # concatenating it to the tokens' channels), so that copying what is there needs no attention to be learned
+    # image-to-video conditioning as Stable Video Diffusion adds it (its pipeline repeats the image latents for every
+    # frame and concatenates them to the channels; CogVideoX-I2V puts them at the first frame only, zeros elsewhere):
+    # every token also receives the last clean context latent frame at its own position (through a zero-initialised
+    # projection, which equals the concatenation), so that copying what is there needs no attention to be learned
     concat_last_context: bool = False
 
 

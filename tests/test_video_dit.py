@@ -183,7 +183,7 @@ def test_lens_is_the_model_cut_after_each_block():
 def test_last_context_concat_is_the_channel_concatenation_and_starts_as_the_plain_model(tmp_path):
     """`concat_last_context`: at initialisation the output is the plain model's (zero projection); once trained, the
     input layer equals LTX's proj_in on the tokens concatenated with the last context frame's tokens at the same
-    position (SVD / CogVideoX-I2V conditioning), so a future token reads that frame without attention; the flag is
+    position (Stable Video Diffusion's conditioning), so a future token reads that frame without attention; the flag is
     saved, loaded strictly and reached from the config."""
     plain, model = tiny_model(patch_size=2), tiny_model(patch_size=2, concat_last_context=True)
     assert sorted(set(model.state_dict()) - set(plain.state_dict())) == ["context_proj.bias", "context_proj.weight"]

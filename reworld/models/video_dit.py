@@ -13,7 +13,8 @@ clean context (timestep 0); the others are future tokens at timestep σ·1000.
 `concat_last_context` (off by default and in LTX-Video): every token also receives the packed last context latent
 frame at its own spatial position, through `context_proj`, a zero-initialised linear layer added to LTX's `proj_in`:
 `proj_in(x) + context_proj(c)` is `proj_in'([x, c])`, the channel concatenation with which Stable Video Diffusion
-and CogVideoX-I2V condition on an image, while LTX's own weights stay key for key. At initialisation the model is
+conditions on an image (diffusers' pipeline repeats the image latents for every frame; CogVideoX-I2V concatenates
+them at the first frame only, zeros elsewhere), while LTX's own weights stay key for key. At initialisation the model is
 the plain one.
 """
 from __future__ import annotations
