@@ -517,7 +517,8 @@ def test_denoise_profile_scores_the_models_x0_in_pixels(tiny_run, capsys):
     the clips is refused."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("denoise_profile", Path(__file__).resolve().parent.parent / "scripts" / "denoise_profile.py")
+    path = Path(__file__).resolve().parent.parent / "scripts" / "denoise_profile.py"
+    spec = importlib.util.spec_from_file_location("denoise_profile", path)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     run, _ = tiny_run
