@@ -95,6 +95,11 @@ class VideoConfig:
     # every token also receives the last clean context latent frame at its own position (through a zero-initialised
     # projection, which equals the concatenation), so that copying what is there needs no attention to be learned
     concat_last_context: bool = False
+    # RVD's residual with the last context latent frame c as the guess: the Video DiT reads future latents as
+    # x_t − (1 − σ) c (the noised residual x0 − c) and its velocities are its output − c, so that at σ = 1 an output
+    # equal to its input predicts x0 = c, a copy of the last context frame (a reparameterisation: loss, sampler and
+    # x0 = x_t − σ v unchanged; `models.video_dit`)
+    future_residual: bool = False
 
 
 @dataclass(frozen=True)

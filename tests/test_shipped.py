@@ -68,7 +68,7 @@ def test_shipped_guidance_toy_is_the_studys_seed_one_model():
 @pytest.mark.slow
 def test_world4s_vae_reconstructs_as_its_card_says(synth_world):
     """The shipped world4s VAE re-encodes its run's 16 validation clips (whole 21-frame clips) at the PSNR its card
-    gives (29.52 dB), above the bicubic codec from the same 4× downsample (26.16 dB)."""
+    gives (28.03 dB), above the bicubic codec from the same 4× downsample (26.16 dB)."""
     import torch
 
     from reworld.config import load_config, replace
@@ -85,6 +85,6 @@ def test_world4s_vae_reconstructs_as_its_card_says(synth_world):
     assert x.shape[1] == data.context_frames + data.future_frames == 21
     with torch.no_grad():
         rec = vae.decode(vae.encode(x.permute(0, 2, 1, 3, 4)).latent_dist.mode()).sample.permute(0, 2, 1, 3, 4)
-    assert float(psnr(rec.clamp(-1, 1), x).mean()) == pytest.approx(29.52, abs=0.01)
+    assert float(psnr(rec.clamp(-1, 1), x).mean()) == pytest.approx(28.03, abs=0.01)
     assert float(psnr(bicubic_reconstruction(x, vae.spatial_compression_ratio), x).mean()) == pytest.approx(26.16,
                                                                                                            abs=0.01)

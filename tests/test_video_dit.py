@@ -216,6 +216,47 @@ def test_last_context_concat_is_the_channel_concatenation_and_starts_as_the_plai
     assert built.context_proj is not None and torch.count_nonzero(built.context_proj.weight) == 0
 
 
+def test_future_residual_is_the_plain_network_on_the_residual_and_copies_the_last_frame_at_sigma_1(tmp_path):
+    """`future_residual` (RVD's residual on the last context latent frame c): the same weights as the plain model, read
+    on future frames x_t − (1 − σ) c, every velocity (final, heads, lens) − c there and the context's untouched; a
+    network that returns its own input predicts x0 = x_t − σ v = c exactly at σ = 1 (the copy) and x_t itself at σ = 0;
+    the flag is saved, loaded strictly and reached from the config."""
+    plain, model = tiny_model(), tiny_model(future_residual=True)
+    assert set(model.state_dict()) == set(plain.state_dict())  # a reparameterisation: no new weights
+    model.load_state_dict(plain.state_dict())
+    latents, _, cond = inputs(t=4)
+    sigma = torch.tensor([0.3, 1.0])
+    c = torch.zeros_like(latents)
+    c[:, :, 2:] = latents[:, :, 1:2]  # n_context = 2: the last context frame on the two future frames
+    with torch.no_grad():
+        out = model(latents, sigma, cond, 2, return_heads=True, return_lens=True)
+        ref = plain(latents - (1 - sigma).view(2, 1, 1, 1, 1) * c, sigma, cond, 2, return_heads=True, return_lens=True)
+        torch.testing.assert_close(out.sample, ref.sample - c)
+        torch.testing.assert_close(out.head_samples[0], ref.head_samples[0] - c)
+        torch.testing.assert_close(out.lens_samples[0], ref.lens_samples[0] - c)
+        assert torch.equal(out.sample[:, :, :2], ref.sample[:, :, :2])  # context frames: the plain model's outputs
+        with pytest.raises(ValueError, match="at least one context"):
+            model(latents, sigma, cond, 0)
+
+        seen = {}  # a network whose output is its input (the tokens proj_in reads, unpacked)
+        model.transformer.proj_in.register_forward_pre_hook(lambda m, args: seen.update(x=args[0]))
+        model._output_layer = lambda x, emb, t, h, w: model._unpack(seen["x"], t, h, w)
+        for s in (1.0, 0.0):
+            x_t = latents.clone()
+            v = model(x_t, torch.tensor([s, s]), cond, 2).sample
+            x0 = x_t - s * v
+            torch.testing.assert_close(x0[:, :, 2:], (latents[:, :, 1:2] if s == 1.0 else x_t[:, :, 2:]).expand(
+                -1, -1, 2, -1, -1))
+    del model._output_layer
+    save_model_atomic(model, tmp_path / "dit")
+    loaded = VideoDiT.from_pretrained(tmp_path / "dit")
+    assert loaded.config.future_residual is True
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(latents, sigma, cond, 2).sample, out.sample)
+    assert video_dit_from_config(VideoConfig(num_layers=2, head_blocks=(1,), future_residual=True),
+                                 in_channels=4).future_residual
+
+
 def test_context_timestep_is_zero_whatever_sigma():
     """With every frame context, σ must not matter (all timesteps 0)."""
     model = tiny_model()

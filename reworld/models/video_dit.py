@@ -16,6 +16,14 @@ frame at its own spatial position, through `context_proj`, a zero-initialised li
 conditions on an image (diffusers' pipeline repeats the image latents for every frame; CogVideoX-I2V concatenates
 them at the first frame only, zeros elsewhere), while LTX's own weights stay key for key. At initialisation the model is
 the plain one.
+
+`future_residual` (off by default and in LTX-Video): the network models the future as a residual on the last context
+latent frame c, as RVD (Yang, Srinivasan and Mandt, 2022) diffuses a frame's residual on a predictor's guess, here
+the identity. With the same noise ε, the residual r0 = x0 − c is noised to r_t = (1 − σ) r0 + σ ε = x_t − (1 − σ) c and
+its velocity is ε − r0 = v + c. So the blocks read the future frames as x_t − (1 − σ) c, and every velocity the model
+returns (final, heads, lens) is the network's output − c on future frames: the flow-matching loss, the sampler and
+x0 = x_t − σ v stay as they are (a reparameterisation, as EDM's preconditioning is). At σ = 1 a network that returns
+its input predicts x0 = c, the copy, which the plain model has to find by attention.
 """
 from __future__ import annotations
 
@@ -130,6 +138,7 @@ class VideoDiT(ModelMixin, ConfigMixin):
         attention_out_bias: bool = True,
         patch_size: int = 1,  # p×p latent pixels per token
         concat_last_context: bool = False,  # every token also sees the last context latent frame (module docstring)
+        future_residual: bool = False,  # the future as a residual on the last context latent frame (module docstring)
     ):
         super().__init__()
         if patch_size < 1:
@@ -161,6 +170,7 @@ class VideoDiT(ModelMixin, ConfigMixin):
         self.context_proj = nn.Linear(token_channels, dim) if concat_last_context else None
         self.reset_context_proj()
         self.patch_size = patch_size
+        self.future_residual = bool(future_residual)
         self.head_block_ids: tuple[int, ...] = tuple(blocks)
         self.rope_scale = tuple(float(s) for s in rope_interpolation_scale)
 
@@ -212,6 +222,15 @@ class VideoDiT(ModelMixin, ConfigMixin):
         if h % p or w % p:
             raise ValueError(f"latents of {h}×{w} do not divide into {p}×{p} patches")
         hp, wp = h // p, w // p
+        guess = None
+        if self.future_residual:
+            if n_context == 0:
+                raise ValueError("future_residual needs at least one context latent frame (n_context = 0)")
+            # c on the future frames, 0 on the context: (B, C, t, h, w)
+            is_future = (torch.arange(t, device=latents.device) >= n_context).view(1, 1, t, 1, 1)
+            guess = latents[:, :, n_context - 1:n_context] * is_future.to(latents.dtype)
+            keep_x = (1 - sigma).to(latents.dtype).view(b, 1, 1, 1, 1)
+            latents = latents - keep_x * guess  # future frames: x_t − (1 − σ) c, the noised residual
         x = self.pack(latents).to(tr.proj_in.weight.dtype)  # (B, S, C·p²) frame-major tokens
         rotary = tr.rope(x, t, hp, wp, self.rope_scale, None)  # cos, sin: (B, S, D) each
         if self.context_proj is not None:
@@ -236,17 +255,22 @@ class VideoDiT(ModelMixin, ConfigMixin):
             if k in keep:
                 hidden[k] = x
             if return_heads and str(k) in self.heads:
-                heads[k] = self._unpack(self.heads[str(k)](x, embedded), t, h, w)  # (B, C, t, h, w)
+                heads[k] = self._velocity(self._unpack(self.heads[str(k)](x, embedded), t, h, w), guess)
             if return_lens and k < len(tr.transformer_blocks) - 1:
-                lens[k] = self._output_layer(x, embedded, t, h, w)
+                lens[k] = self._velocity(self._output_layer(x, embedded, t, h, w), guess)
 
-        v = self._output_layer(x, embedded, t, h, w)
+        v = self._velocity(self._output_layer(x, embedded, t, h, w), guess)
         if return_lens:
             lens[len(tr.transformer_blocks) - 1] = v
         return VideoDiTOutput(
             sample=v, head_samples=heads if return_heads else None, hidden_states=hidden if keep else None,
             lens_samples=lens if return_lens else None,
         )
+
+    def _velocity(self, out: torch.Tensor, guess: torch.Tensor | None) -> torch.Tensor:
+        """The latents' velocity (B, C, t, h, w) from a network output: itself, or with `future_residual` the residual's
+        velocity − c on the future frames (`guess`: c there, 0 on the context)."""
+        return out if guess is None else out - guess.to(out.dtype)
 
     def _output_layer(self, x: torch.Tensor, embedded: torch.Tensor, t: int, h: int, w: int) -> torch.Tensor:
         """LTX's output layer (norm, timestep shift and scale, projection) on tokens (B, S, D) → (B, C, t, h, w)."""
@@ -364,7 +388,7 @@ def video_dit_from_config(cfg: VideoConfig, in_channels: int,
     `in_channels` = VAE latent channels. RoPE scale: `cfg.rope_interpolation_scale` when the config pins one, else
     `rope_scale` (the run's, from `ltx_rope_scale`), else VideoDiT's default; stored in the model's config."""
     new_args = dict(head_blocks=tuple(cfg.head_blocks), num_cond_tokens=cfg.num_cond_tokens,
-                    concat_last_context=bool(cfg.concat_last_context))
+                    concat_last_context=bool(cfg.concat_last_context), future_residual=bool(cfg.future_residual))
     scale = cfg.rope_interpolation_scale or rope_scale
     if scale is not None:
         if len(scale) != 3:
