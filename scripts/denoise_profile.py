@@ -1,6 +1,7 @@
 """How well a Video DiT predicts the clean future at each noise level, against what needs no model.
 
     python scripts/denoise_profile.py --checkpoint RUN [--clips 0 40] [--sigmas 0.05 0.2 0.5 0.9 1.0] [--seed 0]
+        [--split val] [--pixels [--horizons 1 2 3 4]] [--sample-steps 20]
 
 For held-out clips: the true future latents, noised to σ with the context clean (as in training), one forward; the
 mean squared error of the model's x0 = x_t − σ v against the truth, beside the error of x_t itself (no model), of
@@ -12,6 +13,10 @@ Latent errors of models on different VAEs are in different units: `--pixels` als
 own context latents) and reports its PSNR against the true frames at each `--horizons` [s] (default: every whole
 second of the future, or its last frame when it is shorter), beside
 repeating the last context frame and the VAE's own reconstruction (the ceiling), all in pixels.
+Every row also gives the errors per future latent frame (`…_per_frame`, nearest first): a model that has not learned
+to carry its context forward loses to repeating the last frame on the first future frames, where that copy is close.
+`--sample-steps N` adds a row per clip with the per-frame error of one N-step sample of the plain sampler (w = 1, the
+run's time shift) from the clip's context. `--split train` profiles training clips (is a failure generalisation?).
 """
 from __future__ import annotations
 
@@ -32,19 +37,24 @@ def main(argv=None) -> int:
     from reworld.evaluation.video import psnr
     from reworld.models.vae import decode_latents, encode_frames, latent_split
     from reworld.pipelines import WorldActionPipeline
+    from reworld.sampling import sample_future
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", required=True)
-    ap.add_argument("--clips", type=int, nargs="+", default=[0, 40], help="indices into the val split")
+    ap.add_argument("--clips", type=int, nargs="+", default=[0, 40], help="indices into the split")
+    ap.add_argument("--split", default="val", choices=["train", "val"])
     ap.add_argument("--sigmas", type=float, nargs="+", default=[0.05, 0.2, 0.5, 0.9, 1.0])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--pixels", action="store_true", help="also decode x0 and score it in pixels (PSNR per horizon)")
     ap.add_argument("--horizons", type=float, nargs="+", default=None, help="[s] after t = 0, for --pixels")
+    ap.add_argument("--sample-steps", type=int, default=0, help="also sample each clip's future with this many steps")
     args = ap.parse_args(argv)
     pipe = WorldActionPipeline.from_pretrained(args.checkpoint, device="cpu", require_planner=False)
-    ds = NuScenesClips(pipe.config.data, "val", geometry=False)
+    ds = NuScenesClips(pipe.config.data, args.split, geometry=False)
     n_ctx, _ = latent_split(pipe.config.data, pipe.vae)
     gen = torch.Generator().manual_seed(args.seed)
+    if args.sample_steps < 0:
+        ap.error("--sample-steps must be ≥ 0")
     if len(args.clips) < 2:
         ap.error("--clips needs at least two clips (each is also read with the next one's context)")
     data = pipe.config.data
@@ -62,6 +72,9 @@ def main(argv=None) -> int:
         other = latents[(j + 1) % len(latents)][:, :, :n_ctx]  # the next clip's context: does the model read its own?
         cond, _ = pipe._cond(clip, None)
         last = lat[:, :, n_ctx - 1:n_ctx].expand_as(fut)
+
+        def per_frame(x):  # mean squared error per future latent frame, nearest first
+            return [round(float(e), 4) for e in ((x - fut) ** 2).mean(dim=(0, 1, 3, 4))]
         truth = clip.target.frames  # (F, 3, H, W)
 
         def psnr_at(frames):
@@ -87,9 +100,17 @@ def main(argv=None) -> int:
             rows.append({"clip": i, "sigma": s, "model_x0_mse": float(((x0 - fut) ** 2).mean()),
                          "other_context_x0_mse": float(((x0_other - fut) ** 2).mean()),
                          "noisy_input_mse": float(((x_t - fut) ** 2).mean()),
-                         "repeat_last_mse": float(((last - fut) ** 2).mean()), "future_variance": float(fut.var())})
+                         "repeat_last_mse": float(((last - fut) ** 2).mean()), "future_variance": float(fut.var()),
+                         "model_x0_mse_per_frame": per_frame(x0), "repeat_last_mse_per_frame": per_frame(last)})
             if args.pixels:
                 rows[-1].update(pixel_scores(x0))
+            print(json.dumps(rows[-1]))
+        if args.sample_steps:
+            sample = sample_future(pipe.video_dit, lat[:, :, :n_ctx], cond, fut.shape[2], args.sample_steps,
+                                   generator=torch.Generator().manual_seed(args.seed + i),
+                                   shift=pipe.config.loss.shift).future
+            rows.append({"clip": i, "sample_steps": args.sample_steps, "sample_mse_per_frame": per_frame(sample),
+                         "repeat_last_mse_per_frame": per_frame(last)})
             print(json.dumps(rows[-1]))
     return 0
 

@@ -513,8 +513,9 @@ def test_futures_figure_from_the_cli(tiny_run, tiny_world, tmp_path):
 
 def test_denoise_profile_scores_the_models_x0_in_pixels(tiny_run, capsys):
     """scripts/denoise_profile.py --pixels: at σ = 0 the model's x0 is the truth's own latents whatever the model, so
-    its latent error is 0 and its PSNR in pixels is the VAE's reconstruction's, at every horizon; a horizon beyond
-    the clips is refused."""
+    its latent error is 0 and its PSNR in pixels is the VAE's reconstruction's, at every horizon; the per-frame errors
+    average to the whole error (frames of equal size); `--sample-steps` adds a sampled future's per-frame error;
+    a horizon beyond the clips is refused."""
     import importlib.util
 
     path = Path(__file__).resolve().parent.parent / "scripts" / "denoise_profile.py"
@@ -534,6 +535,16 @@ def test_denoise_profile_scores_the_models_x0_in_pixels(tiny_run, capsys):
             assert r["x0_psnr_db"] == r["vae_psnr_db"]
         else:
             assert r["noisy_input_mse"] > 0.5  # pure noise against unit-variance latents
+        assert np.mean(r["model_x0_mse_per_frame"]) == pytest.approx(r["model_x0_mse"], abs=1e-3)
+        assert np.mean(r["repeat_last_mse_per_frame"]) == pytest.approx(r["repeat_last_mse"], abs=1e-3)
+    assert script.main(["--checkpoint", str(run), "--clips", "0", "1", "--sigmas", "1", "--split", "train",
+                        "--sample-steps", "2"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    sampled = [r for r in rows if "sample_steps" in r]
+    assert [r["clip"] for r in sampled] == [0, 1]
+    for r in sampled:
+        assert len(r["sample_mse_per_frame"]) == len(r["repeat_last_mse_per_frame"]) >= 1
+        assert np.all(np.isfinite(r["sample_mse_per_frame"])) and min(r["sample_mse_per_frame"]) > 0
     with pytest.raises(SystemExit) as stop:
         script.main(argv + ["--horizons", "2"])
     assert stop.value.code == 2 and "outside the clips' future" in capsys.readouterr().err
