@@ -454,8 +454,8 @@ def test_lr_schedule_resumes_at_its_step():
 def test_a_world4s_shaped_run_trains_generates_and_plans(tiny_config_path, tiny_config, tmp_path):
     """The seconds-of-future layout end to end at test size: 4 Hz clips of 5 + 8 frames (several future latent
     frames), configs/world4s.yaml's VAE layout (patch 2 and one spatio-temporal stage: 4× spatial, 2× temporal) seen by
-    a Video DiT that packs 2×2 latent pixels a token, EMA and a cosine schedule, through every stage, then generate,
-    plan and the planner's features."""
+    a Video DiT that packs 2×2 latent pixels a token and models the future as a residual on the last context frame,
+    EMA and a cosine schedule, through every stage, then generate, plan and the planner's features."""
     import yaml
 
     from reworld import WorldActionPipeline
@@ -464,7 +464,7 @@ def test_a_world4s_shaped_run_trains_generates_and_plans(tiny_config_path, tiny_
     doc = yaml.safe_load(tiny_config_path.read_text())
     doc["data"].update(future_frames=8, frame_rate=4.0)
     doc["vae"].update(patch_size=2, spatio_temporal_scaling=[True, False, False])
-    doc["video"]["patch_size"] = 2
+    doc["video"].update(patch_size=2, future_residual=True)
     doc["train"].update(lr_schedule="cosine", lr_warmup_steps=1, ema_decay=0.99)
     path = tmp_path / "w4s.yaml"
     path.write_text(yaml.safe_dump(doc))
@@ -473,6 +473,7 @@ def test_a_world4s_shaped_run_trains_generates_and_plans(tiny_config_path, tiny_
         assert run_stage(stage, str(path), str(out), max_steps=2)["finite"], stage
     pipe = WorldActionPipeline.from_pretrained(out, require_planner=True)
     assert pipe.video_dit.patch_size == 2 and pipe.vae.spatial_compression_ratio == 4
+    assert pipe.video_dit.future_residual
     assert pipe.vae.temporal_compression_ratio == 2
     clip = NuScenesClips(pipe.clip_spec, split="val")[0]
     gen = pipe.generate(clip, steps=2, seed=0)
