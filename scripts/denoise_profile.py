@@ -72,10 +72,10 @@ def main(argv=None) -> int:
         other = latents[(j + 1) % len(latents)][:, :, :n_ctx]  # the next clip's context: does the model read its own?
         cond, _ = pipe._cond(clip, None)
         last = lat[:, :, n_ctx - 1:n_ctx].expand_as(fut)
+        truth = clip.target.frames  # (F, 3, H, W)
 
         def per_frame(x):  # mean squared error per future latent frame, nearest first
             return [round(float(e), 4) for e in ((x - fut) ** 2).mean(dim=(0, 1, 3, 4))]
-        truth = clip.target.frames  # (F, 3, H, W)
 
         def psnr_at(frames):
             return [round(float(psnr(frames[k:k + 1], truth[k:k + 1]).mean()), 2) for k in columns]
