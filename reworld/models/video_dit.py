@@ -24,8 +24,6 @@ its velocity is ε − r0 = v + c. So the blocks read the future frames as x_t �
 returns (final, heads, lens) is the network's output − c on future frames: the flow-matching loss, the sampler and
 x0 = x_t − σ v stay as they are (a reparameterisation, as EDM's preconditioning is). At σ = 1 a network that returns
 its input predicts x0 = c, the copy, which the plain model has to find by attention.
-RVD's guess comes from a trained predictor and its residual is rescaled; here the guess is the last frame itself and
-nothing is rescaled (its effect against the plain model is measured in docs/world4s.md, E3).
 """
 from __future__ import annotations
 
@@ -41,7 +39,6 @@ from diffusers.utils import BaseOutput
 from torch import nn
 
 from reworld.config import VideoConfig
-from reworld.losses.flow import future_frame_mask
 from reworld.models.layers import (
     TIMESTEP_SCALE,
     AdaLNVelocityHead,
@@ -230,8 +227,8 @@ class VideoDiT(ModelMixin, ConfigMixin):
             if n_context == 0:
                 raise ValueError("future_residual needs at least one context latent frame (n_context = 0)")
             # c on the future frames, 0 on the context: (B, C, t, h, w)
-            guess = latents[:, :, n_context - 1:n_context] * future_frame_mask(t, n_context, latents.device).to(
-                latents.dtype)
+            is_future = (torch.arange(t, device=latents.device) >= n_context).view(1, 1, t, 1, 1)
+            guess = latents[:, :, n_context - 1:n_context] * is_future.to(latents.dtype)
             keep_x = (1 - sigma).to(latents.dtype).view(b, 1, 1, 1, 1)
             latents = latents - keep_x * guess  # future frames: x_t − (1 − σ) c, the noised residual
         x = self.pack(latents).to(tr.proj_in.weight.dtype)  # (B, S, C·p²) frame-major tokens
