@@ -83,27 +83,6 @@ def test_compose_steps_walks_a_square():
     assert poses[0, -1, 2].item() == pytest.approx(2 * math.pi)
 
 
-def test_odometry_speed_known_answers_and_the_logs(tiny_world):
-    from reworld.evaluation.judge import odometry_speed
-
-    # 2 m in 0.25 s, then 3 m in 0.3 s, then 1 m sideways in 0.2 s: 8, 10 and 5 m/s a step
-    steps = torch.tensor([[[2.0, 0.0, 0.1], [3.0, 0.0, 0.0], [0.0, -1.0, 0.0]]])
-    dt = torch.tensor([[0.25, 0.3, 0.2]])
-    torch.testing.assert_close(odometry_speed(steps, dt), torch.tensor([[9.0, 7.5, 5.0]]))
-    # read from a clip's true poses, it is the labels' speed
-    cfg = replace(load_config(REPO / "configs" / "world4s.yaml"), data={"dataroot": str(tiny_world)}).data
-    ds = NuScenesClips(cfg, split="all", geometry=False, frames=False)
-    labels = ds.frame_labels(3)
-    k0 = cfg.context_frames - 1
-    pose, prev = labels.ego_pose[k0 + 1:], labels.ego_pose[k0:-1]
-    c, s = np.cos(prev[:, 2]), np.sin(prev[:, 2])
-    d = pose[:, :2] - prev[:, :2]
-    true_steps = np.stack([c * d[:, 0] + s * d[:, 1], -s * d[:, 0] + c * d[:, 1], pose[:, 2] - prev[:, 2]], -1)
-    speed = odometry_speed(torch.tensor(true_steps)[None], torch.tensor(np.diff(labels.time)[k0:])[None])[0].numpy()
-    np.testing.assert_allclose(speed, labels.speed[k0 + 1:], atol=0.1)
-    assert np.abs(speed - labels.speed[k0 + 1:])[:-1].mean() < 0.02
-
-
 def test_local_correlation_finds_the_shift():
     from reworld.evaluation.judge import local_correlation
 
@@ -269,3 +248,21 @@ def test_train_judge_settings_from_the_command_line():
     with pytest.raises(ValueError, match="frame_stages"):
         judge_train_config(["frame_stage=2"])
     assert main(["train-judge", "--out", "/nonexistent/x", "--set", "bogus"]) == 2
+
+
+def test_judge_speed_profile_known_answers():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("judge_speed_profile", REPO / "scripts" / "judge_speed_profile.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    truth = np.array([[6.0, 6.0, 6.0], [10.0, 10.0, 10.0]])
+    # a reader shrunk halfway toward 8 m/s, plus ±0.2 m/s of frame-to-frame noise
+    noise = np.array([[0.2, -0.2, 0.0], [0.2, -0.2, 0.0]])
+    prof = mod.speed_profile(8.0 + 0.5 * (truth - 8.0) + noise, truth, ["slow", "fast"])
+    assert prof["bias"] == pytest.approx(0.0, abs=1e-9)
+    assert prof["clip_offset_abs"] == pytest.approx(1.0)  # +1 on the slow clip, −1 on the fast one
+    assert prof["after_clip_offset_abs"] == pytest.approx(0.4 / 3)
+    assert prof["scenes"]["slow"]["bias"] == pytest.approx(1.0) and prof["scenes"]["fast"]["bias"] == pytest.approx(-1.0)
+    assert prof["abs_error_per_frame"] == pytest.approx([1.0, 1.0, 1.0])  # frame 0: |1.2| and |−0.8|, averaged
+    assert prof["clip_mean_correlation"] == pytest.approx(1.0)
