@@ -97,6 +97,45 @@ def test_local_correlation_finds_the_shift():
         local_correlation(a, b[..., :5], 1)
 
 
+SYNTH_CAMERA = {"translation": [1.5, 0.0, 1.5], "rotation": [0.5, -0.5, 0.5, -0.5], "size": [256, 128],
+                "camera_intrinsic": [[202.624, 0.0, 130.608], [0.0, 180.110222, 69.902222], [0.0, 0.0, 1.0]]}
+
+
+def test_ground_grid_finds_a_mark_on_the_road():
+    from reworld.evaluation.judge import ground_grid
+
+    # a point on the ground 10 m ahead and 1 m left of the ego: the camera (1.5 m ahead, 1.5 m up, looking along x)
+    # sees it 8.5 m deep, 1 m to the left (u = cx − fx / 8.5) and 1.5 m down (v = cy + fy · 1.5 / 8.5), at 256×128
+    u = 130.608 - 202.624 * 1.0 / 8.5
+    v = 69.902222 + 180.110222 * 1.5 / 8.5
+    frame = torch.zeros(1, 1, 64, 128)
+    frame[0, 0, round((v + 0.5) / 2 - 0.5), round((u + 0.5) / 2 - 0.5)] = 1.0  # frames read at 64×128: half the size
+    grid, valid = ground_grid(SYNTH_CAMERA, (64, 128), (7.0, 17.0, -3.0, 3.0, 0.1))
+    assert grid.shape == (100, 60, 2) and valid.shape == (100, 60)
+    view = torch.nn.functional.grid_sample(frame, grid[None], align_corners=False)[0, 0]
+    x, y = np.unravel_index(int(view.argmax()), view.shape)
+    assert abs(7.0 + 0.1 * x - 10.0) < 0.4 and abs(-3.0 + 0.1 * y - 1.0) < 0.15
+    assert valid.all()  # the default area lies in the view
+    _, near = ground_grid(SYNTH_CAMERA, (64, 128), (2.0, 4.0, -3.0, 3.0, 0.1))
+    assert not near.any()  # ground closer than 2.5 m to the camera lies below the frame's bottom edge
+
+
+def test_ground_correlation_finds_the_ego_motion():
+    from reworld.evaluation.judge import ground_correlation
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(2, 60, 30, generator=g)
+    b = torch.zeros_like(a)
+    b[:, :-7, 2:] = a[:, 7:, :-2]  # b(x, y) = a(x + 7, y − 2): the ground came 7 cells nearer, 2 to the right
+    valid = torch.ones(60, 30, dtype=torch.bool)
+    valid[:, :2] = False  # cells b does not see
+    corr = ground_correlation(a, b, valid, (10, 3))
+    assert corr.shape == (2, 21, 7)
+    for c in corr:
+        assert np.unravel_index(int(c.argmax()), c.shape) == (10 + 7, 3 - 2)
+        assert c.max() > 0.9 and c[10, 3] < 0.3
+
+
 def test_kernel_distance_known_answers():
     # k(x, y) = (x·y + 1)³ in 1-D: {0, 0} against {1, 1} gives 1 + 8 − 2·1 = 7
     assert kernel_distance([[0.0], [0.0]], [[1.0], [1.0]]) == pytest.approx(7.0)
@@ -213,6 +252,26 @@ def test_shipped_judge_card_states_its_validation(shipped_validation):
         assert doc["validation"]["fd"][key] == pytest.approx(shipped_validation["fd"][key], rel=1e-3, abs=1e-3)
     assert doc["validation"]["errors"]["position_m"] == pytest.approx(shipped_validation["errors"]["position_m"],
                                                                        rel=1e-3, abs=1e-3)
+
+
+def test_judge_with_the_ground_view_trains_saves_and_loads(tiny_judge_data, tmp_path):
+    from dataclasses import replace as dc_replace
+
+    data = tiny_judge_data
+    assert len(data.camera["size"]) == 2 and len(data.camera["camera_intrinsic"]) == 3
+    judge, log = train_judge(data, 20, train=dc_replace(TINY_JUDGE, ground_view=True))
+    assert judge.config.ground_camera == data.camera and all(np.isfinite(row["loss"]) for row in log)
+    motion = judge.ground_motion(data.video(slice(0, 2)))
+    assert motion.shape == (2, 20, 41, 11) and torch.isfinite(motion).all()
+    judge.save_pretrained(tmp_path / "j", safe_serialization=True)
+    again = load_judge(tmp_path / "j")
+    videos = data.video(slice(0, 2))
+    torch.testing.assert_close(again(videos).ego_pose, judge(videos).ego_pose)
+    # its token reads the ground: with the view's weights zeroed, the readings change
+    with torch.no_grad():
+        again.ground_token.weight.zero_()
+        again.ground_token.bias.zero_()
+    assert not torch.allclose(again(videos).ego_pose, judge(videos).ego_pose)
 
 
 def test_baseline_futures_and_the_generated_video_report(tiny_judge_data):

@@ -92,6 +92,55 @@ def local_correlation(a: torch.Tensor, b: torch.Tensor, radius: int) -> torch.Te
                        dim=1)
 
 
+def ground_grid(camera: dict, frame_size: tuple[int, int], area: tuple[float, float, float, float, float]
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where each cell of a patch of flat ground lies in a frame: the inverse perspective mapping of road-plane
+    visual odometry. `camera`: the frames' camera as its calibrated_sensor gives it (`translation` [m] and
+    `rotation` (w, x, y, z) camera → ego, `camera_intrinsic` [px]) with `size` (W, H), the image size of that
+    intrinsic, from which the frames were resized by axis; `frame_size` (H, W) the frames read; `area` (x0, x1, y0, y1, cell) [m] in the ego frame, the ground at
+    z = 0. → (grid (X, Y, 2) for `F.grid_sample` (align_corners=False), valid (X, Y) bool: in front of the camera
+    and inside the frame)."""
+    from pyquaternion import Quaternion
+
+    x0, x1, y0, y1, cell = area
+    xs = torch.arange(x0, x1 - 1e-9, cell, dtype=torch.float64)
+    ys = torch.arange(y0, y1 - 1e-9, cell, dtype=torch.float64)
+    gx, gy = torch.meshgrid(xs, ys, indexing="ij")
+    points = torch.stack([gx, gy, torch.zeros_like(gx)], -1) - torch.tensor(camera["translation"], dtype=torch.float64)
+    rot = torch.tensor(Quaternion(camera["rotation"]).rotation_matrix)  # camera → ego
+    cam = points @ rot  # ego → camera: rotᵀ · p, row-vector form
+    k = torch.tensor(camera["camera_intrinsic"], dtype=torch.float64)
+    (w0, h0), (h, w) = camera["size"], frame_size
+    depth = cam[..., 2]
+    # [px] in the frames read (pixel centres at whole numbers, as in the intrinsic; a resize by s maps u to
+    # (u + 0.5) s − 0.5)
+    u = (k[0, 0] * cam[..., 0] / depth.clamp_min(1e-6) + k[0, 2] + 0.5) * (w / w0) - 0.5
+    v = (k[1, 1] * cam[..., 1] / depth.clamp_min(1e-6) + k[1, 2] + 0.5) * (h / h0) - 0.5
+    valid = (depth > 0.1) & (u >= 0) & (u <= w - 1) & (v >= 0) & (v <= h - 1)
+    grid = torch.stack([(u + 0.5) / w * 2 - 1, (v + 0.5) / h * 2 - 1], -1)
+    return grid.float(), valid
+
+
+def ground_correlation(a: torch.Tensor, b: torch.Tensor, valid: torch.Tensor, shift: tuple[int, int]) -> torch.Tensor:
+    """How well two ground views match when one is moved: a, b (N, X, Y) views of consecutive frames, `valid` (X, Y)
+    their cells seen, `shift` (sx, sy) cells → (N, 2 sx + 1, 2 sy + 1): for every displacement (dx, dy), the mean over
+    the cells valid in both of a(x + dx, y + dy) · b(x, y), each view standardised over its valid cells. The ego
+    moving d metres forward between the frames shows as a peak at dx = d / cell."""
+    sx, sy = shift
+    m = valid.to(a.dtype)
+
+    def standard(z):
+        mean = (z * m).sum((1, 2), keepdim=True) / m.sum()
+        std = (((z - mean) * m).square().sum((1, 2), keepdim=True) / m.sum()).sqrt()
+        return (z - mean) / (std + 1e-6) * m
+
+    n = a.shape[0]
+    a_pad = F.pad(standard(a), (sy, sy, sx, sx))[None]  # (1, N, X + 2sx, Y + 2sy)
+    num = F.conv2d(a_pad, standard(b)[:, None], groups=n)[0]  # (N, 2sx + 1, 2sy + 1)
+    overlap = F.conv2d(F.pad(m, (sy, sy, sx, sx))[None, None], m[None, None])[0, 0]
+    return num / overlap.clamp_min(1.0)
+
+
 class WorldJudge(ModelMixin, ConfigMixin):
     metric_name = "FD-judge"
 
@@ -118,6 +167,11 @@ class WorldJudge(ModelMixin, ConfigMixin):
         speed_scale: float = 10.0,  # [m/s]
         lead_scale: tuple[float, float] = (40.0, 6.0),  # [m] distance, lateral offset
         groups: int = 8,
+        # the ground view (off: None): how the road moved between two frames, in metres (`ground_correlation` of
+        # `ground_grid` views of the frames' brightness, differentiated along x), beside the learned comparison
+        ground_camera: dict | None = None,  # the frames' camera (see `ground_grid`)
+        ground_area: tuple[float, float, float, float, float] = (7.0, 17.0, -3.0, 3.0, 0.2),  # [m]
+        ground_shift: tuple[float, float] = (4.0, 1.0),  # [m] the largest displacement compared, along x and y
     ):
         super().__init__()
         if not 1 <= frame_stages < len(widths):
@@ -142,6 +196,14 @@ class WorldJudge(ModelMixin, ConfigMixin):
         for _ in widths:
             h, w = (h + 1) // 2, (w + 1) // 2
         self.to_token = nn.Linear(map_channels * h * w, token_dim)
+        if ground_camera is not None:
+            grid, valid = ground_grid(ground_camera, tuple(frame_size), tuple(ground_area))
+            self.register_buffer("ground_grid", grid, persistent=False)
+            self.register_buffer("ground_valid", valid[1:] & valid[:-1], persistent=False)  # its difference along x
+            cell = ground_area[4]
+            self.ground_cells = (round(ground_shift[0] / cell), round(ground_shift[1] / cell))
+            sx, sy = self.ground_cells
+            self.ground_token = nn.Linear((2 * sx + 1) * (2 * sy + 1), token_dim)
         self.token_dropout = nn.Dropout(dropout)
         steps = context_frames + future_frames - 1
         self.position = nn.Parameter(torch.zeros(1, steps, token_dim))
@@ -181,9 +243,26 @@ class WorldJudge(ModelMixin, ConfigMixin):
         cost = local_correlation(match[:, :-1].flatten(0, 1), match[:, 1:].flatten(0, 1),
                                  self.config.correlation_radius)
         pairs = torch.cat([cost, feats[:, :-1].flatten(0, 1), feats[:, 1:].flatten(0, 1)], dim=1)
-        tokens = self.token_dropout(self.to_token(self.trunk(pairs).flatten(1))).view(b, t - 1, -1) + self.position
+        tokens = self.to_token(self.trunk(pairs).flatten(1)).view(b, t - 1, -1)
+        if self.config.ground_camera is not None:
+            tokens = tokens + self.ground_token(self.ground_motion(x).flatten(2).to(tokens.dtype))
+        tokens = self.token_dropout(tokens) + self.position
         tokens = tokens + self.interval((dt / nominal - 1.0).to(tokens.dtype)[..., None])
         return F.silu(self.feature(self.norm(self.temporal(tokens))))  # (B, T − 1, feature_dim)
+
+    @torch.no_grad()
+    def ground_motion(self, frames: torch.Tensor) -> torch.Tensor:
+        """frames (B, T, 3, H, W) at `frame_size` → (B, T − 1, 2 sx + 1, 2 sy + 1): `ground_correlation` of each pair
+        of consecutive frames' ground views (brightness, differentiated along x, where lane-mark ends and stripes
+        move and lines along the road do not). Fixed arithmetic, no weights."""
+        b, t = frames.shape[:2]
+        grey = frames.float().mean(2).flatten(0, 1)[:, None]  # (B·T, 1, H, W)
+        grid = self.ground_grid.to(grey.device)[None].expand(grey.shape[0], -1, -1, -1)
+        view = F.grid_sample(grey, grid, align_corners=False)[:, 0]  # (B·T, X, Y)
+        view = view.diff(dim=1).unflatten(0, (b, t))
+        corr = ground_correlation(view[:, :-1].flatten(0, 1), view[:, 1:].flatten(0, 1), self.ground_valid,
+                                  self.ground_cells)
+        return corr.unflatten(0, (b, t - 1))
 
     def clip_embedding(self, videos: torch.Tensor, times: torch.Tensor | None = None) -> torch.Tensor:
         """Offline Fréchet / KID features: videos (B, T, 3, H, W) in [-1, 1] → (B, 2 · feature_dim) (`embed`)."""
@@ -240,6 +319,7 @@ class JudgeSet:
     command: np.ndarray  # (N,)
     scenes: list[str]
     n_context: int
+    camera: dict | None = None  # the clips' camera (`ground_grid`), from their first clip's calibrated_sensor
 
     def __len__(self) -> int:
         return len(self.scenes)
@@ -251,7 +331,8 @@ class JudgeSet:
     def subset(self, idx) -> "JudgeSet":
         idx = np.asarray(idx)
         return JudgeSet(self.frames[torch.as_tensor(idx)], self.time[idx], self.ego_pose[idx], self.speed[idx],
-                        self.lead[idx], self.command[idx], [self.scenes[i] for i in idx], self.n_context)
+                        self.lead[idx], self.command[idx], [self.scenes[i] for i in idx], self.n_context,
+                        self.camera)
 
 
 def load_judge_set(cfg: DataConfig, split: str, limit: int | None = None) -> JudgeSet:
@@ -265,6 +346,7 @@ def load_judge_set(cfg: DataConfig, split: str, limit: int | None = None) -> Jud
 
 def judge_set_of(ds: NuScenesClips, indices) -> JudgeSet:
     """Clips `indices` of a loaded `NuScenesClips` with their frames and frame labels."""
+    indices = list(indices)
     frames, labels = [], []
     for i in indices:
         clip = ds[i]
@@ -276,7 +358,18 @@ def judge_set_of(ds: NuScenesClips, indices) -> JudgeSet:
     return JudgeSet(torch.stack(frames), np.stack([lb.time for lb in labels]),
                     np.stack([lb.ego_pose for lb in labels]), np.stack([lb.speed for lb in labels]),
                     np.stack([lb.lead for lb in labels]), np.array([lb.command for lb in labels]),
-                    [ds.samples[i].scene_name for i in indices], ds.cfg.context_frames)
+                    [ds.samples[i].scene_name for i in indices], ds.cfg.context_frames, clip_camera(ds, indices[0]))
+
+
+def clip_camera(ds: NuScenesClips, index: int) -> dict:
+    """The camera of clip `index` as `ground_grid` reads it: its calibrated_sensor's translation, rotation and
+    intrinsic, with the size of the image that intrinsic is for."""
+    sample = ds.nusc.get("sample", ds.samples[index].sample_token)
+    sd = ds.nusc.get("sample_data", sample["data"][ds.cfg.camera])
+    cs = ds.nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
+    return {"translation": [float(v) for v in cs["translation"]], "rotation": [float(v) for v in cs["rotation"]],
+            "camera_intrinsic": [[float(v) for v in row] for row in cs["camera_intrinsic"]],
+            "size": [int(sd["width"]), int(sd["height"])]}
 
 
 def check_judge_reads(judge: WorldJudge, cfg: DataConfig) -> None:

@@ -38,6 +38,7 @@ class JudgeTrainConfig:
     feature_dim: int = 32
     map_channels: int = 32
     dropout: float = 0.1
+    ground_view: bool = False  # the road's motion in metres beside the learned comparison (WorldJudge ground_camera)
     flip: float = 0.5  # share of clips mirrored left-right (labels mirrored with them)
     jitter: float = 0.15  # per-clip brightness shift, contrast and colour gain spread (0: none)
     log_every: int = 50
@@ -129,7 +130,10 @@ def train_judge(data: JudgeSet, steps: int, seed: int = 0, device: str | torch.d
                        frame_stages=train.frame_stages, correlation_radius=train.correlation_radius,
                        correlation_channels=train.correlation_channels,
                        token_dim=train.token_dim, num_layers=train.num_layers, feature_dim=train.feature_dim,
-                       map_channels=train.map_channels, dropout=train.dropout, **output_scales(data)).to(device)
+                       map_channels=train.map_channels, dropout=train.dropout,
+                       ground_camera=data.camera if train.ground_view else None, **output_scales(data)).to(device)
+    if train.ground_view and data.camera is None:
+        raise ValueError("ground_view needs the clips' camera (JudgeSet.camera)")
     optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
     generator = torch.Generator().manual_seed(seed)
