@@ -267,6 +267,9 @@ def test_judge_with_the_ground_view_trains_saves_and_loads(tiny_judge_data, tmp_
     again = load_judge(tmp_path / "j")
     videos = data.video(slice(0, 2))
     torch.testing.assert_close(again(videos).ego_pose, judge(videos).ego_pose)
+    # the view is fixed geometry: a bfloat16 copy of the judge compares the same ground
+    half = load_judge(tmp_path / "j").to(torch.bfloat16)
+    torch.testing.assert_close(half.ground_motion(videos), motion)
     # its token reads the ground: with the view's weights zeroed, the readings change
     with torch.no_grad():
         again.ground_token.weight.zero_()

@@ -202,8 +202,8 @@ class WorldJudge(ModelMixin, ConfigMixin):
         self.to_token = nn.Linear(map_channels * h * w, token_dim)
         if ground_camera is not None:
             grid, valid = ground_grid(ground_camera, tuple(frame_size), tuple(ground_area))
-            self.register_buffer("ground_grid", grid, persistent=False)
-            self.register_buffer("ground_valid", valid[1:] & valid[:-1], persistent=False)  # its difference along x
+            # plain tensors, not buffers: fixed geometry that a cast of the model to bfloat16 must not round
+            self.ground_grid, self.ground_valid = grid, valid[1:] & valid[:-1]  # valid: its difference along x
             cell = ground_area[4]
             self.ground_cells = (round(ground_shift[0] / cell), round(ground_shift[1] / cell))
             sx, sy = self.ground_cells
@@ -264,8 +264,8 @@ class WorldJudge(ModelMixin, ConfigMixin):
         grid = self.ground_grid.to(grey.device)[None].expand(grey.shape[0], -1, -1, -1)
         view = F.grid_sample(grey, grid, align_corners=False)[:, 0]  # (B·T, X, Y)
         view = view.diff(dim=1).unflatten(0, (b, t))
-        corr = ground_correlation(view[:, :-1].flatten(0, 1), view[:, 1:].flatten(0, 1), self.ground_valid,
-                                  self.ground_cells)
+        corr = ground_correlation(view[:, :-1].flatten(0, 1), view[:, 1:].flatten(0, 1),
+                                  self.ground_valid.to(grey.device), self.ground_cells)
         return corr.unflatten(0, (b, t - 1))
 
     def clip_embedding(self, videos: torch.Tensor, times: torch.Tensor | None = None) -> torch.Tensor:
