@@ -54,7 +54,8 @@ def main(argv=None) -> int:
     ds = NuScenesClips(data, split=args.split, geometry=False)
     clips = judge_set_of(ds, range(0, len(ds), args.every))
     judge = WorldJudge(context_frames=data.context_frames, future_frames=data.future_frames,
-                       frame_rate=data.frame_rate, frame_size=tuple(clips.frames.shape[-2:]), ground_camera=clips.camera)
+                       frame_rate=data.frame_rate, frame_size=tuple(clips.frames.shape[-2:]),
+                       ground_camera=clips.camera)
     cell = judge.config.ground_area[4]
     k0 = clips.n_context - 1
     errors, guess, still = [], [], []

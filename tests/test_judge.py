@@ -325,6 +325,7 @@ def test_judge_speed_profile_known_answers():
     assert prof["bias"] == pytest.approx(0.0, abs=1e-9)
     assert prof["clip_offset_abs"] == pytest.approx(1.0)  # +1 on the slow clip, −1 on the fast one
     assert prof["after_clip_offset_abs"] == pytest.approx(0.4 / 3)
-    assert prof["scenes"]["slow"]["bias"] == pytest.approx(1.0) and prof["scenes"]["fast"]["bias"] == pytest.approx(-1.0)
+    assert prof["scenes"]["slow"]["bias"] == pytest.approx(1.0)
+    assert prof["scenes"]["fast"]["bias"] == pytest.approx(-1.0)
     assert prof["abs_error_per_frame"] == pytest.approx([1.0, 1.0, 1.0])  # frame 0: |1.2| and |−0.8|, averaged
     assert prof["clip_mean_correlation"] == pytest.approx(1.0)

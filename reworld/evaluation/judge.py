@@ -101,9 +101,9 @@ def ground_grid(camera: dict, frame_size: tuple[int, int], area: tuple[float, fl
     """Where each cell of a patch of flat ground lies in a frame: the inverse perspective mapping of road-plane
     visual odometry. `camera`: the frames' camera as its calibrated_sensor gives it (`translation` [m] and
     `rotation` (w, x, y, z) camera → ego, `camera_intrinsic` [px]) with `size` (W, H), the image size of that
-    intrinsic, from which the frames were resized by axis; `frame_size` (H, W) the frames read; `area` (x0, x1, y0, y1, cell) [m] in the ego frame, the ground at
-    z = 0. → (grid (X, Y, 2) for `F.grid_sample` (align_corners=False), valid (X, Y) bool: in front of the camera
-    and inside the frame)."""
+    intrinsic, from which the frames were resized by axis; `frame_size` (H, W) the frames read; `area`
+    (x0, x1, y0, y1, cell) [m] in the ego frame, the ground at z = 0. → (grid (X, Y, 2) for `F.grid_sample`
+    (align_corners=False), valid (X, Y) bool: in front of the camera and inside the frame)."""
     from pyquaternion import Quaternion
 
     x0, x1, y0, y1, cell = area

@@ -125,6 +125,8 @@ def train_judge(data: JudgeSet, steps: int, seed: int = 0, device: str | torch.d
     device = torch.device(device)
     torch.manual_seed(seed)
     t_total = data.frames.shape[1]
+    if train.ground_view and data.camera is None:
+        raise ValueError("ground_view needs the clips' camera (JudgeSet.camera)")
     model = WorldJudge(context_frames=data.n_context, future_frames=t_total - data.n_context, frame_rate=frame_rate,
                        frame_size=tuple(data.frames.shape[-2:]), widths=tuple(train.widths),
                        frame_stages=train.frame_stages, correlation_radius=train.correlation_radius,
@@ -132,8 +134,6 @@ def train_judge(data: JudgeSet, steps: int, seed: int = 0, device: str | torch.d
                        token_dim=train.token_dim, num_layers=train.num_layers, feature_dim=train.feature_dim,
                        map_channels=train.map_channels, dropout=train.dropout,
                        ground_camera=data.camera if train.ground_view else None, **output_scales(data)).to(device)
-    if train.ground_view and data.camera is None:
-        raise ValueError("ground_view needs the clips' camera (JudgeSet.camera)")
     optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
     generator = torch.Generator().manual_seed(seed)
