@@ -28,6 +28,18 @@ from reworld.models.video_dit import VideoCond, video_dit_from_config
 from reworld.sampling import sample_future
 from reworld.training.judge import JudgeTrainConfig
 
+
+def synth_camera(data) -> dict:
+    """The synthetic world's camera as its calibrated_sensor gives it (what `JudgeSet.camera` reads from a world)."""
+    from reworld.data.synth.params import SynthParams
+    from reworld.data.synth.render import make_camera
+    from reworld.data.synth.writer import CAM_ROTATION
+
+    p, size = SynthParams(), (data.synth_image_height, data.synth_image_width)
+    cam = make_camera(p, size)
+    return {"translation": [p.cam_forward, 0.0, p.cam_height], "rotation": list(CAM_ROTATION),
+            "camera_intrinsic": cam.intrinsic(), "size": [size[1], size[0]]}
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -101,7 +113,8 @@ def main() -> None:
                        frame_rate=data.frame_rate, frame_size=(data.image_height, data.image_width),
                        widths=j.widths, frame_stages=j.frame_stages, correlation_radius=j.correlation_radius,
                        correlation_channels=j.correlation_channels, token_dim=j.token_dim, num_layers=j.num_layers,
-                       feature_dim=j.feature_dim, map_channels=j.map_channels).eval()
+                       feature_dim=j.feature_dim, map_channels=j.map_channels,
+                       ground_camera=synth_camera(data) if j.ground_view else None).eval()
     batch = torch.rand(16, worlds[1].frames, 3, data.image_height, data.image_width) * 2 - 1
     with torch.no_grad():
         judge(batch, output_embedding=True)

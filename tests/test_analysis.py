@@ -548,3 +548,33 @@ def test_denoise_profile_scores_the_models_x0_in_pixels(tiny_run, capsys):
     with pytest.raises(SystemExit) as stop:
         script.main(argv + ["--horizons", "2"])
     assert stop.value.code == 2 and "outside the clips' future" in capsys.readouterr().err
+
+
+def test_latent_noise_probe_known_answers(tiny_run, capsys, tmp_path):
+    """scripts/latent_noise_probe.py: the high-frequency share is 0 for a constant and a slow cosine, 1 for a
+    checkerboard; on a run, the truth's own latents have no latent error and decode to the VAE's ceiling, a larger
+    added noise is a larger latent error (≈ its variance), and the strip is written."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "latent_noise_probe.py"
+    spec = importlib.util.spec_from_file_location("latent_noise_probe", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    yy, xx = torch.meshgrid(torch.arange(16), torch.arange(32), indexing="ij")
+    assert script.high_frequency_share(torch.ones(2, 16, 32)) == pytest.approx(0.0)
+    assert script.high_frequency_share(torch.cos(2 * torch.pi * xx / 8.0)) == pytest.approx(0.0, abs=1e-9)
+    assert script.high_frequency_share((-1.0) ** (yy + xx)) == pytest.approx(1.0)
+    run, _ = tiny_run
+    argv = ["--checkpoint", str(run), "--clips", "0", "--variances", "0.1", "1.0", "--sample-steps", "2",
+            "--out", str(tmp_path / "strips")]
+    assert script.main(argv) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    arms = {r["arm"]: r for r in rows if "arm" in r}
+    assert list(arms) == ["truth", "repeat_last", "noise_var_0.1", "noise_var_1", "sample"]
+    assert max(arms["truth"]["latent_mse_per_frame"]) == 0
+    assert np.mean(arms["noise_var_1"]["latent_mse_per_frame"]) > np.mean(arms["noise_var_0.1"]["latent_mse_per_frame"])
+    assert np.mean(arms["noise_var_1"]["latent_mse_per_frame"]) == pytest.approx(1.0, rel=0.3)
+    assert 0 <= arms["sample"]["error_high_frequency_share"] <= 1
+    assert (tmp_path / "strips" / "clip-0.png").is_file()
+    with pytest.raises(SystemExit):
+        script.main(argv + ["--variances", "-1"])

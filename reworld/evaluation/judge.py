@@ -17,10 +17,10 @@ Architecture (sized for CPU training on the synthetic world; widths in the confi
   the two maps; motion estimation's tool, because how far the road moved between two frames is the speed, and a
   stack of two frames left a plain CNN regressing speed toward its mean: judge 4's speed error was 0.8 m/s with a
   bias per scene);
-- optionally (`ground_camera`, off by default; docs/world4s.md, J7) a ground view: each frame's road patch seen
-  from above through the camera's calibration (`ground_grid`), compared between the two frames at every metric
-  displacement (`ground_correlation`), the surface projected into the pair's token: road-plane visual odometry,
-  where a displacement is a distance;
+- optionally (`ground_camera`; `train-judge` gives it by default since docs/world4s.md, J7) a ground view: each
+  frame's road patch seen from above through the camera's calibration (`ground_grid`), compared between the two
+  frames at every metric displacement (`ground_correlation`), the surface projected into the pair's token:
+  road-plane visual odometry, where a displacement is a distance;
 - the correlation beside both frames' features goes through the remaining stages; the final map, narrowed to
   `map_channels`, is flattened, keeping *where* things are, and projected to a token: a token sees appearance and
   motion between two frames;
