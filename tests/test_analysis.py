@@ -552,8 +552,8 @@ def test_denoise_profile_scores_the_models_x0_in_pixels(tiny_run, capsys):
 
 def test_latent_noise_probe_known_answers(tiny_run, capsys, tmp_path):
     """scripts/latent_noise_probe.py: the high-frequency share is 0 for a constant and a slow cosine, 1 for a
-    checkerboard; on a run, the truth's own latents have no latent error and decode to the VAE's ceiling, a larger
-    added noise is a larger latent error (≈ its variance), and the strip is written."""
+    checkerboard; on a run, the truth's own latents have no latent error, a larger added noise is a larger latent
+    error (≈ its variance) and costs PSNR, and the strip is written."""
     import importlib.util
 
     path = Path(__file__).resolve().parent.parent / "scripts" / "latent_noise_probe.py"
@@ -574,6 +574,7 @@ def test_latent_noise_probe_known_answers(tiny_run, capsys, tmp_path):
     assert max(arms["truth"]["latent_mse_per_frame"]) == 0
     assert np.mean(arms["noise_var_1"]["latent_mse_per_frame"]) > np.mean(arms["noise_var_0.1"]["latent_mse_per_frame"])
     assert np.mean(arms["noise_var_1"]["latent_mse_per_frame"]) == pytest.approx(1.0, rel=0.3)
+    assert np.mean(arms["noise_var_1"]["psnr_db"]) < np.mean(arms["truth"]["psnr_db"])
     assert 0 <= arms["sample"]["error_high_frequency_share"] <= 1
     assert (tmp_path / "strips" / "clip-0.png").is_file()
     with pytest.raises(SystemExit):
