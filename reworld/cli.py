@@ -208,7 +208,8 @@ def cmd_train_judge(args) -> int:
 
     train = judge_train_config(args.set)
     result = fit_judge(args.config, args.out, args.steps, args.dataroot, args.version, args.seed, train=train,
-                       train_dataroot=args.train_dataroot, val_dataroot=args.val_dataroot)
+                       train_dataroot=args.train_dataroot, val_dataroot=args.val_dataroot,
+                       stop_dataroot=args.stop_dataroot)
     print(json.dumps(result["validation"], indent=2, default=float))
     return 0 if result["validation"]["passed"] else 1
 
@@ -366,6 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "`reworld synth --seed 1 --scenes 96`) instead of the train split of --dataroot")
     s.add_argument("--val-dataroot", help="validate on every clip of this world (held-out scenes, e.g. "
                    "`reworld synth --seed 2 --scenes 24`) instead of the val split of --dataroot")
+    s.add_argument("--stop-dataroot", help="keep the checkpoint (every val_every steps) that reads this third world "
+                   "best against the constant-velocity guess (its worst reading's error ratio), e.g. "
+                   "`reworld synth --seed 3 --scenes 12`; without it, the last step's")
     s.add_argument("--dataroot")
     s.add_argument("--version")
     s.add_argument("--set", action="append", metavar="KEY=VALUE",

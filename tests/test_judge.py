@@ -277,6 +277,40 @@ def test_judge_with_the_ground_view_trains_saves_and_loads(tiny_judge_data, tmp_
     assert not torch.allclose(again(videos).ego_pose, judge(videos).ego_pose)
 
 
+def test_reading_score_known_answers():
+    from reworld.evaluation.judge import reading_ratios, reading_score
+
+    cv = {"position_m": [2.0, 4.0], "heading_deg": [1.0, 1.0], "speed_mps": [0.5, 1.5], "lead_distance_m": [4.0, np.nan],
+          "lead_offset_m": [1.0, 1.0], "lead_presence": [0.8, 0.8], "command_acc": 0.6}
+    judge = {"position_m": [1.5, 1.5], "heading_deg": [0.5, 0.5], "speed_mps": [1.1, 1.1], "lead_distance_m": [2.0, 9.0],
+             "lead_offset_m": [0.5, 0.5], "lead_presence": [0.9, 0.9], "command_acc": 0.9}
+    ratios = reading_ratios(judge, cv)
+    expected = {"position_m": 0.5, "heading_deg": 0.5, "speed_mps": 1.1, "lead_distance_m": 5.5 / 4.0,
+                "lead_offset_m": 0.5, "lead_presence": 0.5, "command": 0.25}
+    assert ratios == pytest.approx(expected)
+    assert reading_score(judge, cv) == pytest.approx(5.5 / 4.0)  # the worst reading sets the score
+    assert reading_score(cv, cv) == pytest.approx(1.0)
+
+
+def test_judge_keeps_the_checkpoint_that_reads_the_stop_world_best(tiny_judge_data):
+    from dataclasses import replace as dc_replace
+
+    from reworld.evaluation.judge import constant_velocity_readings, reading_score
+
+    data = tiny_judge_data
+    half = len(data) // 2
+    train, stop = data.subset(np.arange(half)), data.subset(np.arange(half, len(data)))
+    judge, log = train_judge(train, 30, train=dc_replace(TINY_JUDGE, val_every=10), stop=stop)
+    scored = [row for row in log if "stop" in row]
+    assert [row["step"] for row in scored] == [10, 20, 30]
+    chosen = [row for row in scored if row.get("chosen")]
+    assert len(chosen) == 1 and chosen[0]["stop"] == min(row["stop"] for row in scored)
+    # the weights returned are the chosen step's: scored again, they give its logged score
+    again = reading_score(reading_errors(read_videos(judge, stop.video(slice(None)), times=stop.time), stop),
+                          reading_errors(constant_velocity_readings(stop), stop))
+    assert again == pytest.approx(chosen[0]["stop"], abs=1e-4)
+
+
 def test_baseline_futures_and_the_generated_video_report(tiny_judge_data):
     from reworld.evaluation.judge import baseline_futures, judge_baselines, judge_video_report
 

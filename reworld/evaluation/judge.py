@@ -351,15 +351,20 @@ def load_judge_set(cfg: DataConfig, split: str, limit: int | None = None) -> Jud
 def judge_set_of(ds: NuScenesClips, indices) -> JudgeSet:
     """Clips `indices` of a loaded `NuScenesClips` with their frames and frame labels."""
     indices = list(indices)
-    frames, labels = [], []
-    for i in indices:
+    if not indices:
+        raise ValueError("judge_set_of: no clips")
+    cfg = ds.cfg
+    # filled in place, one clip at a time: the set's memory is its uint8 frames (0.5 MB per 21-frame 64×128 clip),
+    # never a list of them beside their stack
+    frames = torch.empty((len(indices), cfg.context_frames + cfg.future_frames, 3, cfg.image_height, cfg.image_width),
+                         dtype=torch.uint8)
+    labels = []
+    for n, i in enumerate(indices):
         clip = ds[i]
         video = torch.cat([clip.observation.frames, clip.target.frames])
-        frames.append(((video + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8))
+        frames[n] = ((video + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
         labels.append(ds.frame_labels(i))
-    if not frames:
-        raise ValueError("judge_set_of: no clips")
-    return JudgeSet(torch.stack(frames), np.stack([lb.time for lb in labels]),
+    return JudgeSet(frames, np.stack([lb.time for lb in labels]),
                     np.stack([lb.ego_pose for lb in labels]), np.stack([lb.speed for lb in labels]),
                     np.stack([lb.lead for lb in labels]), np.array([lb.command for lb in labels]),
                     [ds.samples[i].scene_name for i in indices], ds.cfg.context_frames, clip_camera(ds, indices[0]))
@@ -440,6 +445,25 @@ def reading_errors(readings: dict[str, np.ndarray], data: JudgeSet) -> dict[str,
         "lead_offset_m": masked_mean(np.abs(readings["lead"][..., 2] - lead[..., 2]), both),
         "command_acc": float((readings["command"] == data.command).mean()),
     }
+
+
+def reading_ratios(errors: dict, cv_errors: dict) -> dict[str, float]:
+    """The judge's error over the constant-velocity guess's, per reading (`reading_errors` of both): mean errors over
+    the future frames for position, heading, speed, lead distance and lead offset; error rates (1 − accuracy) for
+    lead presence and command. Below 1: the judge beats the guess on that reading (the checks of `validate_judge`)."""
+    out = {k: float(np.nanmean(errors[k]) / max(float(np.nanmean(cv_errors[k])), 1e-12))
+           for k in ("position_m", "heading_deg", "speed_mps", "lead_distance_m", "lead_offset_m")}
+    out["lead_presence"] = float((1 - np.mean(errors["lead_presence"])) / max(1 - np.mean(cv_errors["lead_presence"]),
+                                                                             1e-12))
+    out["command"] = float((1 - errors["command_acc"]) / max(1 - cv_errors["command_acc"], 1e-12))
+    return out
+
+
+def reading_score(errors: dict, cv_errors: dict) -> float:
+    """The largest of `reading_ratios`: below 1 exactly when the judge beats the guess on every reading. A training
+    run keeps the checkpoint with the lowest score on a world it neither trains nor is validated on (docs/world4s.md,
+    J8)."""
+    return max(reading_ratios(errors, cv_errors).values())
 
 
 # ---------------------------------------------------------------------------------------------- validation

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 
 from reworld.config import load_config, replace
 from reworld.data.types import COMMANDS
-from reworld.evaluation.judge import (JudgeOutput, JudgeSet, WorldJudge, load_judge_set, read_videos, reading_errors,
-                                      validate_judge)
+from reworld.evaluation.judge import (JudgeOutput, JudgeSet, WorldJudge, constant_velocity_readings, load_judge_set,
+                                     read_videos, reading_errors, reading_score, validate_judge)
 from reworld.models.layers import save_model_atomic
 from reworld.paths import resolve_dataroot
 from reworld.runtime import default_device
@@ -44,7 +44,8 @@ class JudgeTrainConfig:
     flip: float = 0.5  # share of clips mirrored left-right (labels mirrored with them)
     jitter: float = 0.15  # per-clip brightness shift, contrast and colour gain spread (0: none)
     log_every: int = 50
-    val_every: int = 400  # with val data: its reading errors are logged (for information; nothing is chosen on it)
+    val_every: int = 400  # with val data: its reading errors are logged (for information; nothing is chosen on it);
+    # with a stop world: the checkpoint is scored on it (`reading_score`) and the best kept
 
 
 def _targets(data: JudgeSet, idx, device) -> dict[str, torch.Tensor]:
@@ -118,9 +119,11 @@ def output_scales(data: JudgeSet) -> dict:
 
 def train_judge(data: JudgeSet, steps: int, seed: int = 0, device: str | torch.device = "cpu",
                 train: JudgeTrainConfig | None = None, frame_rate: float = 4.0,
-                val: JudgeSet | None = None) -> tuple[WorldJudge, list[dict]]:
+                val: JudgeSet | None = None, stop: JudgeSet | None = None) -> tuple[WorldJudge, list[dict]]:
     """Train a `WorldJudge` on `data` for `steps` AdamW steps → (model in eval mode, log rows; with `val`, its mean
-    reading errors every `train.val_every` steps, logged for information)."""
+    reading errors every `train.val_every` steps, logged for information). With `stop` (clips of scenes in neither
+    `data` nor `val`), every `train.val_every` steps and at the last the judge is scored on it (`reading_score`,
+    logged as "stop") and the weights of the lowest score are the ones returned (the chosen row has "chosen": true)."""
     if steps < 1:
         raise ValueError(f"steps must be ≥ 1, got {steps}")
     train = train or JudgeTrainConfig()
@@ -140,6 +143,8 @@ def train_judge(data: JudgeSet, steps: int, seed: int = 0, device: str | torch.d
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
     generator = torch.Generator().manual_seed(seed)
     log, start = [], time.perf_counter()
+    stop_cv = reading_errors(constant_velocity_readings(stop), stop) if stop is not None else None
+    best = None  # (score, step, weights) on the stop world
     model.train()
     for step in range(1, steps + 1):
         idx = torch.randint(len(data), (min(train.batch_size, len(data)),), generator=generator).numpy()
@@ -160,17 +165,30 @@ def train_judge(data: JudgeSet, steps: int, seed: int = 0, device: str | torch.d
                 err = reading_errors(read_videos(model, val.video(slice(None)), times=val.time), val)
                 model.train()
                 log[-1]["val"] = {k: round(float(np.mean(v)), 4) for k, v in err.items()}
+            if stop is not None and (step % train.val_every == 0 or step == steps):
+                model.eval()
+                score = reading_score(reading_errors(read_videos(model, stop.video(slice(None)), times=stop.time),
+                                                     stop), stop_cv)
+                model.train()
+                log[-1]["stop"] = round(score, 4)
+                if best is None or score < best[0]:
+                    best = (score, step, {k: v.detach().clone() for k, v in model.state_dict().items()})
             print(json.dumps(log[-1]), flush=True)
+    if best is not None:
+        model.load_state_dict(best[2])
+        next(row for row in log if row["step"] == best[1] and "stop" in row)["chosen"] = True
     return model.eval(), log
 
 
 # ---------------------------------------------------------------------------------------------- entry point
 def fit_judge(config_path: str | Path, out_dir: str | Path, steps: int, dataroot: str | None = None,
               version: str | None = None, seed: int | None = None, train: JudgeTrainConfig | None = None,
-              train_dataroot: str | None = None, val_dataroot: str | None = None) -> dict:
+              train_dataroot: str | None = None, val_dataroot: str | None = None,
+              stop_dataroot: str | None = None) -> dict:
     """Train the judge on the train split of the config's data (or on every clip of `train_dataroot`, a world of
     training-only scenes), validate it on the val split of the config's data (or on every clip of `val_dataroot`, a
-    world of held-out scenes), save it to `out_dir` (safetensors, atomically) with `validation.json` (the
+    world of held-out scenes), keeping the checkpoint that scores best on every clip of `stop_dataroot` (a third
+    world; without it the last step's), save it to `out_dir` (safetensors, atomically) with `validation.json` (the
     validation, the training log, the data it reads)."""
     config = load_config(config_path)
     named_root = str(dataroot or config.data.dataroot)  # as the user named it (recorded), not this machine's path
@@ -185,14 +203,18 @@ def fit_judge(config_path: str | Path, out_dir: str | Path, steps: int, dataroot
         val_set = load_judge_set(dc_replace(config.data, dataroot=resolve_dataroot(val_dataroot)), "all")
     else:
         val_set = load_judge_set(config.data, "val")
+    stop_set = (load_judge_set(dc_replace(config.data, dataroot=resolve_dataroot(stop_dataroot)), "all")
+                if stop_dataroot else None)
     model, log = train_judge(train_set, steps, seed=seed, device=default_device(), train=train,
-                             frame_rate=config.data.frame_rate, val=val_set)
+                             frame_rate=config.data.frame_rate, val=val_set, stop=stop_set)
     validation = validate_judge(model, val_set)
     out = save_model_atomic(model, out_dir)
     data = {**asdict(config.data), "dataroot": named_root}
     result = {"metric_name": model.metric_name, "steps": steps, "seed": seed, "train_clips": len(train_set),
               "train_dataroot": str(train_dataroot) if train_dataroot else f"{named_root} (train split)",
               "val_dataroot": str(val_dataroot) if val_dataroot else f"{named_root} (val split)",
+              "stop_dataroot": str(stop_dataroot) if stop_dataroot else None,
+              "chosen_step": next((row["step"] for row in log if row.get("chosen")), steps),
               "minutes": round((time.perf_counter() - started) / 60, 1), "validation": validation, "log": log,
               "data": data, "train": asdict(train or JudgeTrainConfig())}
     tmp = out / "validation.json.tmp"
