@@ -290,6 +290,8 @@ def test_reading_score_known_answers():
     assert ratios == pytest.approx(expected)
     assert reading_score(judge, cv) == pytest.approx(5.5 / 4.0)  # the worst reading sets the score
     assert reading_score(cv, cv) == pytest.approx(1.0)
+    blind = {**judge, "lead_distance_m": [np.nan, np.nan], "lead_offset_m": [np.nan, np.nan]}  # never sees a lead
+    assert reading_score(blind, cv) == math.inf
 
 
 def test_judge_keeps_the_checkpoint_that_reads_the_stop_world_best(tiny_judge_data):

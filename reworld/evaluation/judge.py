@@ -450,8 +450,13 @@ def reading_errors(readings: dict[str, np.ndarray], data: JudgeSet) -> dict[str,
 def reading_ratios(errors: dict, cv_errors: dict) -> dict[str, float]:
     """The judge's error over the constant-velocity guess's, per reading (`reading_errors` of both): mean errors over
     the future frames for position, heading, speed, lead distance and lead offset; error rates (1 − accuracy) for
-    lead presence and command. Below 1: the judge beats the guess on that reading (the checks of `validate_judge`)."""
-    out = {k: float(np.nanmean(errors[k]) / max(float(np.nanmean(cv_errors[k])), 1e-12))
+    lead presence and command. Below 1: the judge beats the guess on that reading (the checks of `validate_judge`).
+    A lead reading the judge never gives where the world has a vehicle ahead (its error NaN) is infinitely bad."""
+    def mean(v) -> float:
+        v = np.asarray(v, dtype=float)
+        return float(np.nanmean(v)) if np.isfinite(v).any() else math.inf
+
+    out = {k: mean(errors[k]) / max(mean(cv_errors[k]), 1e-12)
            for k in ("position_m", "heading_deg", "speed_mps", "lead_distance_m", "lead_offset_m")}
     out["lead_presence"] = float((1 - np.mean(errors["lead_presence"])) / max(1 - np.mean(cv_errors["lead_presence"]),
                                                                              1e-12))
