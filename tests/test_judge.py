@@ -292,6 +292,8 @@ def test_reading_score_known_answers():
     assert reading_score(cv, cv) == pytest.approx(1.0)
     blind = {**judge, "lead_distance_m": [np.nan, np.nan], "lead_offset_m": [np.nan, np.nan]}  # never sees a lead
     assert reading_score(blind, cv) == math.inf
+    perfect = {**judge, "command_acc": 1.0}
+    assert reading_ratios(perfect, {**cv, "command_acc": 1.0})["command"] == 1.0  # a tie is not beating the guess
 
 
 def test_judge_keeps_the_checkpoint_that_reads_the_stop_world_best(tiny_judge_data):

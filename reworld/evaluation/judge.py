@@ -447,20 +447,30 @@ def reading_errors(readings: dict[str, np.ndarray], data: JudgeSet) -> dict[str,
     }
 
 
+READING_CHECKS = {"position_m": "position_beats_cv", "heading_deg": "heading_beats_cv", "speed_mps": "speed_beats_cv",
+                  "lead_presence": "lead_presence_beats_cv", "lead_distance_m": "lead_distance_beats_cv",
+                  "lead_offset_m": "lead_offset_beats_cv", "command": "command_beats_cv"}  # ratio → check
+
+
 def reading_ratios(errors: dict, cv_errors: dict) -> dict[str, float]:
     """The judge's error over the constant-velocity guess's, per reading (`reading_errors` of both): mean errors over
     the future frames for position, heading, speed, lead distance and lead offset; error rates (1 − accuracy) for
-    lead presence and command. Below 1: the judge beats the guess on that reading (the checks of `validate_judge`).
-    A lead reading the judge never gives where the world has a vehicle ahead (its error NaN) is infinitely bad."""
+    lead presence and command. Below 1 exactly when the judge beats the guess on that reading (`validate_judge`'s
+    checks are these). A reading either side cannot measure (a lead never given: its errors NaN) is infinitely bad;
+    a tie at zero error is 1 (not beaten)."""
     def mean(v) -> float:
         v = np.asarray(v, dtype=float)
         return float(np.nanmean(v)) if np.isfinite(v).any() else math.inf
 
-    out = {k: mean(errors[k]) / max(mean(cv_errors[k]), 1e-12)
+    def ratio(a: float, b: float) -> float:
+        if not (math.isfinite(a) and math.isfinite(b)):
+            return math.inf
+        return a / b if b > 0 else (1.0 if a == 0 else math.inf)
+
+    out = {k: ratio(mean(errors[k]), mean(cv_errors[k]))
            for k in ("position_m", "heading_deg", "speed_mps", "lead_distance_m", "lead_offset_m")}
-    out["lead_presence"] = float((1 - np.mean(errors["lead_presence"])) / max(1 - np.mean(cv_errors["lead_presence"]),
-                                                                             1e-12))
-    out["command"] = float((1 - errors["command_acc"]) / max(1 - cv_errors["command_acc"], 1e-12))
+    out["lead_presence"] = ratio(1 - mean(errors["lead_presence"]), 1 - mean(cv_errors["lead_presence"]))
+    out["command"] = ratio(1 - float(errors["command_acc"]), 1 - float(cv_errors["command_acc"]))
     return out
 
 
@@ -555,20 +565,15 @@ def validate_judge(judge: WorldJudge, data: JudgeSet, batch_size: int = 16) -> d
     fd = {k: v[0] for k, v in distances.items()}
     kid = {k: v[1] for k, v in distances.items()}
     blur_keys = [f"blur_{s:g}" for s in BLUR_SIGMAS]
+    ratios = reading_ratios(judge_err, cv_err)
     checks = {
-        "position_beats_cv": bool(np.mean(judge_err["position_m"]) < np.mean(cv_err["position_m"])),
-        "heading_beats_cv": bool(np.mean(judge_err["heading_deg"]) < np.mean(cv_err["heading_deg"])),
-        "speed_beats_cv": bool(np.mean(judge_err["speed_mps"]) < np.mean(cv_err["speed_mps"])),
-        "lead_presence_beats_cv": bool(np.mean(judge_err["lead_presence"]) > np.mean(cv_err["lead_presence"])),
-        **{f"lead_{k}_beats_cv": bool(np.nanmean(judge_err[f"lead_{k}_m"]) < np.nanmean(cv_err[f"lead_{k}_m"]))
-           for k in ("distance", "offset")},
-        "command_beats_cv": bool(judge_err["command_acc"] > cv_err["command_acc"]),
+        **{check: bool(ratios[k] < 1.0) for k, check in READING_CHECKS.items()},
         "blur_grows": all(fd[x] < fd[y] and kid[x] < kid[y] for x, y in zip(["real"] + blur_keys, blur_keys)),
         "wrong_futures_above_real": all(fd[k] > 2 * fd["real"] and kid[k] > kid["real"] + 2 * abs(kid["real"])
                                         for k in CORRUPTIONS),
     }
     return {"clips": len(data), "scenes": len(set(data.scenes)), "block": VALIDATION_BLOCK, "clips_a": len(a),
-            "clips_b": len(b), "errors": judge_err, "cv_errors": cv_err,
+            "clips_b": len(b), "errors": judge_err, "cv_errors": cv_err, "ratios": ratios,
             "fd": fd, "kid": kid, "checks": checks, "passed": all(checks.values())}
 
 
