@@ -296,6 +296,36 @@ def test_reading_score_known_answers():
     assert reading_ratios(perfect, {**cv, "command_acc": 1.0})["command"] == 1.0  # a tie is not beating the guess
 
 
+def test_lead_loss_in_the_labels_units(tiny_judge_data):
+    """J9's lead loss: with `lead_spread` the distance and offset units are the training labels' standard deviation
+    over future frames with a vehicle ahead; β sets where the smooth-L1 turns linear (in those units)."""
+    from reworld.evaluation.judge import JudgeOutput
+    from reworld.training.judge import _targets, judge_losses, output_scales
+
+    data = tiny_judge_data
+    t = _targets(data, np.arange(len(data)), "cpu")
+    lead = t["lead"][t["present"] > 0.5].numpy()
+    assert len(lead) > 1
+    assert "lead_scale" not in output_scales(data)  # off: the fixed 40 m, 6 m
+    spread = output_scales(data, lead_spread=True)["lead_scale"]
+    assert spread == pytest.approx(np.maximum(lead.std(0, ddof=1), 0.1), abs=1e-3)
+
+    class Judge:  # judge_losses reads only the judge's output units
+        config = type("Units", (), {"step_scale": (1.0, 1.0, 1.0), "speed_scale": 1.0, "lead_scale": (10.0, 2.0)})
+
+    b, f = 1, 2
+    zeros = torch.zeros(b, f, 3)
+    out = JudgeOutput(ego_pose=zeros, step_motion=zeros, speed=torch.zeros(b, f), lead_logit=torch.zeros(b, f),
+                      lead=torch.tensor([[[5.0, 0.0], [0.0, 0.1]]]), command_logits=torch.zeros(b, 3))
+    target = {"pose": zeros, "steps": zeros, "speed": torch.zeros(b, f), "present": torch.tensor([[1.0, 1.0]]),
+              "lead": torch.zeros(b, f, 2), "command": torch.zeros(b, dtype=torch.long)}
+    # frame 1: distance off by 5 m = 0.5 units; frame 2: offset off by 0.1 m = 0.05 units; mean over the two frames
+    quadratic = judge_losses(out, target, Judge(), lead_beta=1.0)["lead"]
+    assert float(quadratic) == pytest.approx((0.5 * 0.5 ** 2 + 0.5 * 0.05 ** 2) / 2)
+    linear = judge_losses(out, target, Judge(), lead_beta=0.1)["lead"]  # 0.5 is beyond β: |x| − β/2
+    assert float(linear) == pytest.approx(((0.5 - 0.05) + 0.5 * 0.05 ** 2 / 0.1) / 2)
+
+
 def test_judge_keeps_the_checkpoint_that_reads_the_stop_world_best(tiny_judge_data):
     from dataclasses import replace as dc_replace
 

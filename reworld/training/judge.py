@@ -43,6 +43,11 @@ class JudgeTrainConfig:
     ground_view: bool = True
     flip: float = 0.5  # share of clips mirrored left-right (labels mirrored with them)
     jitter: float = 0.15  # per-clip brightness shift, contrast and colour gain spread (0: none)
+    # the lead vehicle's loss (docs/world4s.md, J9): its distance and lateral offset in units of the training labels'
+    # spread (standard deviation over frames with a vehicle ahead) instead of the fixed 40 m and 6 m, and the
+    # smooth-L1's quadratic zone (β, in those units) around zero
+    lead_spread: bool = False
+    lead_beta: float = 1.0
     log_every: int = 50
     val_every: int = 400  # with val data: its reading errors are logged (for information; nothing is chosen on it);
     # with a stop world: the checkpoint is scored on it (`reading_score`) and the best kept
@@ -91,14 +96,17 @@ def augment(videos: torch.Tensor, target: dict[str, torch.Tensor], train: JudgeT
     return videos, target
 
 
-def judge_losses(out: JudgeOutput, target: dict[str, torch.Tensor], judge: WorldJudge) -> dict[str, torch.Tensor]:
-    """Per-term losses, each in the judge's output units (so that every term is O(1))."""
+def judge_losses(out: JudgeOutput, target: dict[str, torch.Tensor], judge: WorldJudge,
+                 lead_beta: float = 1.0) -> dict[str, torch.Tensor]:
+    """Per-term losses, each in the judge's output units (so that every term is O(1)); the lead's smooth-L1 is
+    quadratic within `lead_beta` of zero (in `lead_scale` units), linear beyond."""
     cfg = judge.config
     step_scale = target["steps"].new_tensor(cfg.step_scale)
     pose_scale = step_scale * torch.arange(1, out.ego_pose.shape[1] + 1, device=step_scale.device)[:, None].sqrt()
     lead_scale = target["lead"].new_tensor(cfg.lead_scale)
     present = target["present"]
-    lead_err = F.smooth_l1_loss(out.lead / lead_scale, target["lead"] / lead_scale, reduction="none").sum(-1)
+    lead_err = F.smooth_l1_loss(out.lead / lead_scale, target["lead"] / lead_scale, reduction="none",
+                                beta=lead_beta).sum(-1)
     return {
         "steps": F.smooth_l1_loss(out.step_motion / step_scale, target["steps"] / step_scale),
         "pose": F.smooth_l1_loss(out.ego_pose / pose_scale, target["pose"] / pose_scale),
@@ -109,12 +117,18 @@ def judge_losses(out: JudgeOutput, target: dict[str, torch.Tensor], judge: World
     }
 
 
-def output_scales(data: JudgeSet) -> dict:
-    """The judge's output units from the training labels: per-step motion, speed, lead spread."""
+def output_scales(data: JudgeSet, lead_spread: bool = False) -> dict:
+    """The judge's output units from the training labels: per-step motion and speed (root mean square) and, with
+    `lead_spread`, the lead vehicle's distance and lateral offset (standard deviation over the future frames with a
+    vehicle ahead; fewer than two such frames: the fixed default)."""
     t = _targets(data, np.arange(len(data)), "cpu")
     steps = t["steps"].reshape(-1, 3).square().mean(0).sqrt().clamp_min(1e-3)  # root mean square per component
     speed = float(t["speed"].square().mean().sqrt().clamp_min(1e-3))
-    return {"step_scale": tuple(round(float(v), 4) for v in steps), "speed_scale": round(speed, 3)}
+    scales = {"step_scale": tuple(round(float(v), 4) for v in steps), "speed_scale": round(speed, 3)}
+    lead = t["lead"][t["present"] > 0.5]  # (N, 2) [m]
+    if lead_spread and len(lead) > 1:
+        scales["lead_scale"] = tuple(round(float(v), 3) for v in lead.std(0).clamp_min(0.1))
+    return scales
 
 
 def train_judge(data: JudgeSet, steps: int, seed: int = 0, device: str | torch.device = "cpu",
@@ -138,7 +152,8 @@ def train_judge(data: JudgeSet, steps: int, seed: int = 0, device: str | torch.d
                        correlation_channels=train.correlation_channels,
                        token_dim=train.token_dim, num_layers=train.num_layers, feature_dim=train.feature_dim,
                        map_channels=train.map_channels, dropout=train.dropout,
-                       ground_camera=data.camera if train.ground_view else None, **output_scales(data)).to(device)
+                       ground_camera=data.camera if train.ground_view else None,
+                       **output_scales(data, train.lead_spread)).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
     generator = torch.Generator().manual_seed(seed)
@@ -150,7 +165,7 @@ def train_judge(data: JudgeSet, steps: int, seed: int = 0, device: str | torch.d
         idx = torch.randint(len(data), (min(train.batch_size, len(data)),), generator=generator).numpy()
         videos, target = augment(data.video(torch.as_tensor(idx)).to(device), _targets(data, idx, device), train,
                                  generator)
-        terms = judge_losses(model(videos, torch.as_tensor(data.time[idx])), target, model)
+        terms = judge_losses(model(videos, torch.as_tensor(data.time[idx])), target, model, train.lead_beta)
         loss = sum(terms.values())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
