@@ -55,7 +55,8 @@ def cmd_synth(args) -> int:
         bar.refresh()
 
     summary = generate_world(args.out, num_scenes=args.scenes, seed=args.seed, version=args.version,
-                             image_size=(args.height, args.width), progress=progress, generator=args.generator)
+                             image_size=(args.height, args.width), progress=progress, generator=args.generator,
+                             workers=args.workers)
     bar.close()
     print(json.dumps(summary, indent=2, default=str))
     return 0
@@ -288,6 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="synth-1.1: nuScenes' sensor timing (LIDAR-timed samples 450-550 ms apart, the camera 35 ms "
                         "earlier in 50/100 ms steps, pitch and roll) and median islands; synth-1.0: uniform 12 Hz "
                         "camera frames, no islands (the world the shipped checkpoints were trained on)")
+    s.add_argument("--workers", type=int, default=None,
+                   help="processes rendering scenes (default: the usable cores, at most 8); the world is the same "
+                        "bytes with any number")
     s.set_defaults(func=cmd_synth)
 
     s = sub.add_parser("info", help="what a dataroot holds (scenes, clips, commands) and which checkpoints exist")

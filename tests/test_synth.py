@@ -162,13 +162,15 @@ def _digest(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def test_deterministic_per_seed(tmp_path):
-    kwargs = dict(num_scenes=1, version=VERSION, scene_seconds=1.0, image_size=(64, 128))
-    generate_world(tmp_path / "a", seed=5, **kwargs)
-    generate_world(tmp_path / "b", seed=5, **kwargs)
-    generate_world(tmp_path / "c", seed=6, **kwargs)
+def test_deterministic_per_seed_with_any_number_of_workers(tmp_path):
+    kwargs = dict(version=VERSION, scene_seconds=1.0, image_size=(64, 128))
+    generate_world(tmp_path / "a", num_scenes=3, seed=5, workers=1, **kwargs)
+    seen = []
+    generate_world(tmp_path / "b", num_scenes=3, seed=5, workers=2, progress=lambda d, t: seen.append((d, t)), **kwargs)
+    generate_world(tmp_path / "c", num_scenes=1, seed=6, **kwargs)
     a, b, c = _digest(tmp_path / "a"), _digest(tmp_path / "b"), _digest(tmp_path / "c")
-    assert a == b
+    assert a == b  # scenes rendered in two worker processes: the same bytes as in one
+    assert seen == [(1, 3), (2, 3), (3, 3)]
     assert a[f"{VERSION}/ego_pose.json"] != c[f"{VERSION}/ego_pose.json"]
 
 
@@ -177,6 +179,8 @@ def test_rejects_bad_arguments(tmp_path):
         generate_world(tmp_path, num_scenes=0)
     with pytest.raises(ValueError):
         generate_world(tmp_path, num_scenes=1, image_size=(8, 8))
+    with pytest.raises(ValueError, match="workers"):
+        generate_world(tmp_path, num_scenes=1, workers=0)
 
 
 def test_junctions_are_marked_as_intersections(tiny_world):
