@@ -26,6 +26,7 @@ ROOT = HERE.parent
 
 # Small settings for --quick (a check that every benchmark still runs end to end).
 QUICK_ARGS = {
+    "allocator": ["--steps", "1", "--rounds", "1"],
     "app": ["--untrained-default", "--runs", "1"],
     "loader": ["--repeats", "2"],
     "pdm": ["--batch", "64", "--single", "10", "--repeats", "1"],
@@ -38,6 +39,8 @@ QUICK_ARGS = {
 # The figures shown in the Markdown table (dotted paths into each benchmark's JSON); every key whose name
 # says it is a ratio (`_over_`, `speedup`, `mfu`) is shown as well.
 KEY_FIGURES = {
+    "allocator": ["glibc.judge.step_s", "glibc.judge.faults", "tcmalloc.judge.step_s", "tcmalloc.judge.faults",
+                  "glibc.video_dit.step_s", "tcmalloc.video_dit.step_s"],
     "app": ["ready_s", "pick_to_results_s", "parts_median_s.generate_s", "parts_median_s.plan_s", "app_peak_rss_MB",
             "checkpoints"],
     "loader": ["clips_per_s", "clips_per_s_with_geometry", "clips_per_s_a_step_consumes", "step_s", "train_clips"],

@@ -10,6 +10,7 @@ case "${1:-}" in
   app)
     shift
     if [ -f app/__main__.py ]; then
+      . scripts/cpu_allocator.sh
       exec $PY -m app "$@"
     fi
     # Until the app lands: make the embedded synthetic world if absent and show what exists.
@@ -20,11 +21,16 @@ case "${1:-}" in
     ;;
   test)
     shift
-    # The browser test drives Debian's Chromium through Playwright (never `playwright install`).
-    if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
-      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-        || echo "warning: could not install chromium; the browser test will be skipped" >&2
+    # The browser test drives Debian's Chromium through Playwright (never `playwright install`); tcmalloc makes
+    # CPU training steps faster (scripts/cpu_allocator.sh).
+    missing=()
+    [ -x /usr/bin/chromium ] || missing+=(chromium)
+    ls /usr/lib/*/libtcmalloc_minimal.so.4 >/dev/null 2>&1 || missing+=(libtcmalloc-minimal4)
+    if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null) \
+        || echo "warning: could not install ${missing[*]}; without chromium the browser test is skipped" >&2
     fi
+    . scripts/cpu_allocator.sh
     exec $PY -m pytest "$@"
     ;;
   *)

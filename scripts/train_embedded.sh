@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 export OMP_NUM_THREADS=1
+. scripts/cpu_allocator.sh
 # The shipped checkpoints were trained on the synth-1.0 world (uniform 12 Hz camera, no islands); the default world
 # is now synth-1.1 (nuScenes' sensor timing). This script rewrites data/synth as synth-1.0 unless it already is.
 grep -q '"generator": "synth-1.0"' data/synth/synth_meta.json 2>/dev/null || \
