@@ -215,6 +215,15 @@ def cmd_train_judge(args) -> int:
     return 0 if result["validation"]["passed"] else 1
 
 
+def cmd_judge_card(args) -> int:
+    from reworld.training.judge import write_judge_card
+
+    if not (Path(args.judge) / "validation.json").is_file():
+        raise SystemExit(f"{args.judge}: no validation.json (a folder written by train-judge)")
+    print(write_judge_card(args.judge))
+    return 0
+
+
 def cmd_validate_judge(args) -> int:
     from reworld.config import load_config, replace
     from reworld.evaluation.judge import load_judge, load_judge_set, validate_judge
@@ -379,6 +388,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="a JudgeTrainConfig setting (YAML value), e.g. --set frame_stages=2 --set widths=[32,64,96,128]")
     s.set_defaults(func=cmd_train_judge)
+
+    s = sub.add_parser("judge-card", help="(re)write a judge folder's MODEL_CARD.md from its validation.json")
+    s.add_argument("--judge", required=True, help="a folder written by train-judge")
+    s.set_defaults(func=cmd_judge_card)
 
     s = sub.add_parser("validate-judge", help="the video judge's validation on held-out clips (prints JSON)")
     s.add_argument("--judge", default=str(CHECKPOINTS / "judge"))

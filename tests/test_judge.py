@@ -1,5 +1,6 @@
 """The video judge: its labels (the world's truth per frame), its arithmetic, its training loop, and (with the shipped
 judge) its validation on the clips of a world of held-out scenes."""
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -212,11 +213,29 @@ def test_judge_trains_saves_and_loads(tiny_judge_data, tmp_path):
     assert set(report["fd"]) == {"real", "blur_0.5", "blur_1", "blur_2", "reversed", "repeat_last", "other_scene"}
     assert isinstance(report["passed"], bool)
 
+    # its card (what `train-judge` writes beside validation.json; `judge-card` rewrites it from that file alone)
+    from reworld.cli import main
+
+    folder = tmp_path / "j"
+    result = {"metric_name": judge.metric_name, "steps": 150, "seed": 0, "train_clips": len(data),
+              "train_dataroot": "data/w", "val_dataroot": "data/w", "stop_dataroot": None, "chosen_step": 150,
+              "minutes": 0.1, "validation": report, "log": log, "data": {"frame_rate": 4.0},
+              "train": {**dataclasses.asdict(TINY_JUDGE), "widths": list(TINY_JUDGE.widths)}}
+    (folder / "validation.json").write_text(json.dumps(result, default=float))
+    assert main(["judge-card", "--judge", str(folder)]) == 0
+    card = (folder / "MODEL_CARD.md").read_text()
+    assert f"train-judge --out {folder} --steps 150 --seed 0 --train-dataroot data/w --val-dataroot data/w" in card
+    assert "--set batch_size=4" in card and "--set lr=" not in card  # only what differs from the defaults
+    assert f"| ego position since t = 0 | {np.mean(report['errors']['position_m']):.2f} m |" in card
+    assert f"| FD-judge | {report['fd']['real']:.2f} | {report['fd']['blur_0.5']:.2f} |" in card
+    assert ("**Passed.**" if report["passed"] else "**Failed.**") in card
+    with pytest.raises(SystemExit, match="no validation.json"):  # one line, no card
+        main(["judge-card", "--judge", str(tmp_path)])
+
 
 # ---------------------------------------------------------------------------------------------- the shipped judge
-# A judge is shipped only once it passes its validation (issue 16); until then these two say so and skip.
-needs_judge = pytest.mark.skipif(not (JUDGE / "config.json").is_file(),
-                                 reason="no video judge shipped yet (issue 16): the ones trained so far fail validation")
+# A judge is shipped only once it passes its validation (issue 16); these recompute the shipped one's.
+needs_judge = pytest.mark.skipif(not (JUDGE / "config.json").is_file(), reason="no video judge in assets/checkpoints")
 
 
 @pytest.fixture(scope="module")
@@ -375,6 +394,8 @@ def test_train_judge_settings_from_the_command_line():
     cfg = judge_train_config(["frame_stages=2", "correlation_radius=3", "widths=[24, 48, 96, 128]", "lr=5e-4"])
     assert (cfg.frame_stages, cfg.correlation_radius, cfg.widths, cfg.lr) == (2, 3, (24, 48, 96, 128), 5e-4)
     assert judge_train_config([]) == JudgeTrainConfig()
+    old_lead = judge_train_config(["lead_spread=false", "lead_beta=1"])  # judge 8's lead loss (docs/world4s.md, J9)
+    assert (old_lead.lead_spread, old_lead.lead_beta) == (False, 1.0)
     with pytest.raises(ValueError, match="frame_stages"):
         judge_train_config(["frame_stage=2"])
     assert main(["train-judge", "--out", "/nonexistent/x", "--set", "bogus"]) == 2
