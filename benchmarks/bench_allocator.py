@@ -141,9 +141,8 @@ def main() -> None:
         out[name] = {model: {key: round(statistics.median(run[model][key] for run in runs[name]), 4)
                              for key in ("step_s", "cpu_s", "faults")} for model in runs[name][0]}
     for name in order[1:]:
-        for model in out["glibc"]:
-            out[f"{name}_over_glibc"] = out.get(f"{name}_over_glibc", {})
-            out[f"{name}_over_glibc"][model] = round(out[name][model]["step_s"] / out["glibc"][model]["step_s"], 3)
+        out[f"{name}_over_glibc"] = {model: round(out[name][model]["step_s"] / glibc["step_s"], 3)
+                                     for model, glibc in out["glibc"].items()}
     print(json.dumps(out, indent=2))
 
 

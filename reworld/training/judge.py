@@ -215,8 +215,8 @@ def judge_card(result: dict, name: str = "judge", out: str | None = None) -> str
     err, cv = v["errors"], v["cv_errors"]
     frames = len(err["position_m"])
     rate = float(result.get("data", {}).get("frame_rate", 4.0))
-    changed = {k: val for k, val in train.items() if k in {f.name for f in JudgeTrainConfig.__dataclass_fields__.values()}
-               and _plain(val) != _plain(getattr(JudgeTrainConfig(), k))}
+    defaults = asdict(JudgeTrainConfig())
+    changed = {k: val for k, val in train.items() if k in defaults and _plain(val) != _plain(defaults[k])}
     command = (f"python -m reworld train-judge --out {out or name} --steps {result['steps']} --seed {result['seed']}"
                + (f" --train-dataroot {result['train_dataroot']}" if "(train split)" not in result["train_dataroot"]
                   else "")
