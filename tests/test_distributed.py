@@ -137,29 +137,6 @@ def _rank_states(out: Path) -> tuple[dict, dict]:
     return r0, r1
 
 
-def test_two_processes_keep_identical_parameters(tiny_config_path, tmp_path):
-    out = tmp_path / "ddp"
-    script = tmp_path / "rank_dump.py"
-    script.write_text(RANK_DUMP)
-    common = ["--config", str(tiny_config_path), "--out", str(out)]
-    _launch([str(script), "train", "--stage", "vae", *common, "--max-steps", "2"], processes=2, cwd=REPO)
-    r0, r1 = _rank_states(out)
-    # the latent statistics are fitted after training by rank 0 alone, for the exported VAE
-    for k in set(r0) - {"vae.latents_mean", "vae.latents_std"}:
-        assert torch.equal(r0[k], r1[k]), k
-    _launch([str(script), "train", "--stage", "video", *common, "--max-steps", "3"], processes=2, cwd=REPO)
-    r0, r1 = _rank_states(out)
-    for k in r0:  # gradients are averaged, so every rank takes the same optimizer step, bit for bit
-        assert torch.equal(r0[k], r1[k]), k
-    # rank 0 wrote the checkpoint (step 3) and the exported model, from those same parameters
-    ckpt = latest_checkpoint(out, "video")
-    assert ckpt.name == "step-0000003" and json.loads((ckpt / "meta.json").read_text())["step"] == 3
-    saved = load_file(str(ckpt / "video_dit" / "diffusion_pytorch_model.safetensors"))
-    for k, v in saved.items():
-        assert torch.equal(v, r0[f"video_dit.{k}"]), k
-    assert sorted({s for s, _ in _train_losses(out)}) == [1, 2, 3]  # one log, from rank 0
-
-
 def test_two_processes_match_one_on_the_same_global_batch(tiny_config_path, tmp_path):
     script = tmp_path / "noise_free.py"
     script.write_text(NOISE_FREE)
@@ -340,10 +317,11 @@ def _assert_same(a: dict, b: dict, atol: float) -> None:
 
 
 def test_fsdp_matches_ddp_in_every_stage_and_resumes(vae_run, tiny_config_path, tmp_path):
-    """`train.sharding: fsdp` on two processes trains the same models as DDP on two processes (same
-    global batch, same per-rank noise), and a sharded run resumes from its (unsharded) checkpoint. In stage video
-    with `train.ema_decay` and a cosine schedule: the averages are kept as shards, gathered into the checkpoint,
-    restored into shards on --resume, and the exported (EMA) Video DiT equals DDP's."""
+    """Two processes keep identical parameters under DDP (every rank takes the same step, bit for bit; rank 0
+    alone writes the checkpoint and the log), and `train.sharding: fsdp` on two processes trains the same models as
+    DDP (same global batch, same per-rank noise), and a sharded run resumes from its (unsharded) checkpoint. In stage
+    video with `train.ema_decay` and a cosine schedule: the averages are kept as shards, gathered into the
+    checkpoint, restored into shards on --resume, and the exported (EMA) Video DiT equals DDP's."""
     import yaml
 
     doc = yaml.safe_load(tiny_config_path.read_text())
@@ -358,19 +336,36 @@ def test_fsdp_matches_ddp_in_every_stage_and_resumes(vae_run, tiny_config_path, 
         cfgs[f"{kind}-ema"] = tmp_path / f"{kind}-ema.yaml"
         cfgs[f"{kind}-ema"].write_text(yaml.safe_dump(doc))
 
+    rank_dump = tmp_path / "rank_dump.py"  # the CLI, then each rank writes its parameters (DDP runs)
+    rank_dump.write_text(RANK_DUMP)
+
     def train(kind: str, out: Path, stage: str, steps: int, *extra: str) -> dict:
-        res = _launch(["-m", "reworld", "train", "--stage", stage, "--config", str(cfgs[kind]), "--out", str(out),
+        entry = [str(rank_dump)] if kind.startswith("ddp") else ["-m", "reworld"]
+        res = _launch([*entry, "train", "--stage", stage, "--config", str(cfgs[kind]), "--out", str(out),
                        "--max-steps", str(steps), *extra], processes=2, cwd=REPO)
         return json.loads(res.stdout.strip().splitlines()[-1])
 
     # stage vae: the encoder and decoder are called outside forward
     for kind in ("ddp", "fsdp"):
         train(kind, tmp_path / f"vae-{kind}", "vae", 2)
+    r0, r1 = _rank_states(tmp_path / "vae-ddp")
+    for k in set(r0) - {"vae.latents_mean", "vae.latents_std"}:  # fitted after training by rank 0 alone
+        assert torch.equal(r0[k], r1[k]), k
     _assert_same(_exported(tmp_path / "vae-ddp", "vae"), _exported(tmp_path / "vae-fsdp", "vae"), 1e-6)
 
     # stage video: the sharded run stops at step 2 and resumes to 4
     ddp, fsdp = _fresh(vae_run, tmp_path / "ddp"), _fresh(vae_run, tmp_path / "fsdp")
     train("ddp-ema", ddp, "video", 4)
+    r0, r1 = _rank_states(ddp)
+    for k in r0:  # gradients are averaged, so every rank takes the same optimizer step, bit for bit
+        assert torch.equal(r0[k], r1[k]), k
+    # rank 0 wrote the checkpoint (step 4) from those same parameters, and one log
+    ckpt = latest_checkpoint(ddp, "video")
+    assert ckpt.name == "step-0000004" and json.loads((ckpt / "meta.json").read_text())["step"] == 4
+    saved = load_file(str(ckpt / "video_dit" / "diffusion_pytorch_model.safetensors"))
+    for k, v in saved.items():
+        assert torch.equal(v, r0[f"video_dit.{k}"]), k
+    assert sorted({s for s, _ in _train_losses(ddp)}) == [1, 2, 3, 4]
     train("fsdp-ema", fsdp, "video", 2)
     ckpt = latest_checkpoint(fsdp, "video")
     assert json.loads((ckpt / "meta.json").read_text())["sharding"] == "fsdp"
@@ -388,13 +383,15 @@ def test_fsdp_matches_ddp_in_every_stage_and_resumes(vae_run, tiny_config_path, 
     for key, value in losses_ddp.items():
         assert losses_fsdp[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
 
-    # stages action (negatives through `forward_with_negatives`, the projector outside forward) and
-    # joint (two sharded models, two learning rates), from the same stage-1 Video DiT
-    shutil.rmtree(fsdp / "video_dit")
-    shutil.copytree(ddp / "video_dit", fsdp / "video_dit")
-    for stage in ("action", "joint"):
-        for kind, out in (("ddp", ddp), ("fsdp", fsdp)):
-            train(kind, out, stage, 2)
+    # stage joint (two sharded models, two learning rates; the negatives through `forward_with_negatives`, the
+    # projector outside forward), from the same stage-1 Video DiT and the same stage-2 Action DiT (stage action's
+    # one sharded model is a case of joint's two)
+    train("ddp", ddp, "action", 2)
+    for name in ("video_dit", "action_dit"):
+        shutil.rmtree(fsdp / name, ignore_errors=True)
+        shutil.copytree(ddp / name, fsdp / name)
+    for kind, out in (("ddp", ddp), ("fsdp", fsdp)):
+        train(kind, out, "joint", 2)
     _assert_same(_exported(ddp, "action_dit"), _exported(fsdp, "action_dit"), 1e-5)
     _assert_same(_exported(ddp, "video_dit"), _exported(fsdp, "video_dit"), 1e-5)
 

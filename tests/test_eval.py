@@ -107,7 +107,8 @@ def test_eval_with_a_video_judge(tiny_run, tiny_config, tmp_path):
     assert set(j["baselines"]) == {"real", "repeat_last", "copy_context"}
     for r in [j, *j["baselines"].values()]:
         assert len(r["errors"]["position_m"]) == future and np.isfinite(r["fd_judge"])
-    assert j["baselines"]["real"]["fd_judge"] == pytest.approx(0.0, abs=1e-6)  # the real set against itself
+    floor = j["baselines"]["real"]  # two halves of the real clips, not the real set against itself (FD 0)
+    assert floor["fd_judge"] > 0 and floor["num_videos"] + floor["num_real"] == 12
     c = j["controllability"]
     assert c["clips"] >= 1 and 0.0 <= c["rate"] <= 1.0  # the tiny world turns somewhere in its first 12 clips
     assert "fd_judge" in report.markdown() and "controllability" in report.markdown()

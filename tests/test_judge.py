@@ -11,9 +11,10 @@ import torch
 
 from reworld.config import load_config, replace
 from reworld.data.loader import NuScenesClips, PoseTrack, lead_vehicle, project_on_path
-from reworld.evaluation.judge import (compose_steps, gaussian_blur, load_judge, load_judge_set, read_videos,
-                                      reading_errors, split_within_scenes, validate_judge, wrong_futures)
-from reworld.evaluation.video import kernel_distance
+from reworld.evaluation.judge import (compose_steps, gaussian_blur, judge_kid, load_judge, load_judge_set,
+                                      read_videos, reading_errors, split_real, split_within_scenes, validate_judge,
+                                      wrong_futures)
+from reworld.evaluation.video import frechet_distance, kernel_distance
 from reworld.training.judge import JudgeTrainConfig, augment, train_judge
 
 REPO = Path(__file__).resolve().parent.parent
@@ -384,7 +385,17 @@ def test_baseline_futures_and_the_generated_video_report(tiny_judge_data):
         judge_video_report(judge, data, videos[:, :9], [0, 1, 2])
     base = judge_baselines(judge, data)
     assert set(base) == {"real", "repeat_last", "copy_context"}
-    assert base["real"]["fd_judge"] == pytest.approx(0.0, abs=1e-6)
+    # the floor's distances are the validation's: real set A against real set B, not the real set against itself
+    a, b = split_real(data.scenes)
+    emb = read_videos(judge, data.video(slice(None)), times=data.time)["embedding"]
+    floor = base["real"]
+    assert (floor["num_real"], floor["num_videos"]) == (len(a), len(b))
+    assert floor["fd_judge"] == pytest.approx(frechet_distance(emb[a], emb[b])) and floor["fd_judge"] > 0
+    assert floor["kid_judge"] == pytest.approx(judge_kid(emb[a], emb[b]))
+    assert floor["errors"]["position_m"] == pytest.approx(judge_video_report(
+        judge, data, data.video(slice(None)), np.arange(len(data)))["errors"]["position_m"])
+    one_scene = data.subset([i for i, s in enumerate(data.scenes) if s == data.scenes[0]])
+    assert judge_baselines(judge, one_scene)["real"]["fd_judge"] is None  # no second real set to compare with
 
 
 def test_train_judge_settings_from_the_command_line():

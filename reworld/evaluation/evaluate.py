@@ -9,7 +9,8 @@ features of the project's own video network (`FD-ReWorldNet`), or of a local I3D
 With a video judge that reads the checkpoint's clips (`judge`; `reworld.evaluation.judge`): on every clip of the
 split, `judge_samples` sampled futures each, the judge's reading errors per future frame against the world's
 truth, `fd_judge` and `kid_judge` against the real futures of the same clips, the same for the baselines (repeat
-the last frame, play the context again) and the real futures themselves (the floor), and the controllability of
+the last frame, play the context again) and the floor (the real futures' reading errors; the distances between two
+halves of the real clips, dealt within scenes), and the controllability of
 "what if" (`controllability`).
 """
 from __future__ import annotations
@@ -84,7 +85,7 @@ def judge_tables(judge: dict) -> list[str]:
     for name, r in rows.items():
         cells = [r["fd_judge"], r["kid_judge"]] + [r["errors"][k][m] for k in ("position_m", "speed_mps")
                                                    for m in marks]
-        lines.append(f"| {name} | " + " | ".join(f"{v:.3f}" for v in cells) + " |")
+        lines.append(f"| {name} | " + " | ".join("—" if v is None else f"{v:.3f}" for v in cells) + " |")
     c = judge["controllability"]
     if c["clips"]:
         lines += ["", f"controllability: {c['rate']:.0%} of {c['clips']} turning clips read further left under "
@@ -200,8 +201,9 @@ def judge_metrics(pipe, ds: NuScenesClips, indices, judge, samples: int, steps: 
                   seed: int) -> dict:
     """The video judge's figures of a world model on clips `indices` of `ds` (see the module docstring):
     `video_horizon_s`; the generated futures' report (`judge_video_report`: errors per future frame, `fd_judge`,
-    `kid_judge`), `samples` per clip, each seeded by its clip and sample; `baselines` (the real futures, repeat-last,
-    copy-context) the same way; `controllability`: on the clips whose logged command turns (at a junction), the
+    `kid_judge`), `samples` per clip, each seeded by its clip and sample; `baselines`: repeat-last and
+    copy-context the same way, and "real", the floor (`judge_baselines`: the true futures' reading errors, and the
+    distances between two halves of the real clips); `controllability`: on the clips whose logged command turns (at a junction), the
     future generated with "left" and with "right" (same seed), and the share in which the judge reads the ego further
     left at the last future frame under "left" than under "right" (`rate`), with the mean gap of the two readings."""
     from reworld.evaluation.judge import check_judge_reads, judge_baselines, judge_set_of, judge_video_report, read_videos
