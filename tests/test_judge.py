@@ -429,3 +429,33 @@ def test_judge_speed_profile_known_answers():
     assert prof["scenes"]["fast"]["bias"] == pytest.approx(-1.0)
     assert prof["abs_error_per_frame"] == pytest.approx([1.0, 1.0, 1.0])  # frame 0: |1.2| and |−0.8|, averaged
     assert prof["clip_mean_correlation"] == pytest.approx(1.0)
+
+
+def test_ground_warp_known_answers():
+    """scripts/warp_baseline.py (docs/world4s.md, D2): no motion is the identity; moving d metres forward, the pixel
+    that sees flat ground x metres ahead samples the t = 0 frame where the ground x + d metres ahead was seen."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("warp_baseline", REPO / "scripts" / "warp_baseline.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    camera = {"translation": [1.5, 0.0, 1.5], "rotation": [0.5, -0.5, 0.5, -0.5], "size": [256, 128],
+              "camera_intrinsic": [[202.6, 0.0, 127.5], [0.0, 180.1, 69.9], [0.0, 0.0, 1.0]]}
+    frames = torch.rand(1, 3, 3, 64, 128) * 2 - 1
+    still = mod.warped_futures(frames, 2, camera, np.zeros((1, 1, 3)))
+    torch.testing.assert_close(still[:, 2], frames[:, 1], atol=1e-5, rtol=0)
+    k, rot, t = mod.camera_matrices(camera, (64, 128))
+
+    def row_of(x):  # the image row (half-resolution pixels) that sees the ground x m ahead on the axis
+        cam = (torch.tensor([x, 0.0, 0.0], dtype=torch.float64) - t) @ rot
+        return float(k[1, 1] * cam[1] / cam[2] + k[1, 2])
+
+    grid = mod.ego_warp_grid(camera, (64, 128), np.array([[4.0, 0.0, 0.0]]))[0]
+    ahead = torch.arange(5.0, 60.0, 0.01)
+    rows = np.array([row_of(float(x)) for x in ahead])
+    v = round(row_of(10.0))
+    x_at_v = float(ahead[np.argmin(np.abs(rows - v))])  # the ground distance the pixel (v, centre) sees
+    sampled = ((grid[v, 64, 1] + 1) / 2 * 64 - 0.5).item()  # the row it reads in the t = 0 frame
+    assert float(ahead[np.argmin(np.abs(rows - sampled))]) == pytest.approx(x_at_v + 4.0, abs=0.15)
+    cx = k[0, 2].item()  # moving straight on, the image flows out of the principal point: read closer to it
+    assert abs(((grid[v, 64, 0] + 1) / 2 * 128 - 0.5).item() - cx) < abs(64 - cx)
