@@ -165,7 +165,7 @@ def cmd_eval(args) -> int:
                       video_clips=args.video_clips, steps=args.steps, guidance=args.guidance, seed=args.seed,
                       i3d=args.i3d, feature_net=feature_net, plan_batch=args.plan_batch, scorer=args.scorer,
                       judge=args.judge if args.judge is not None else default_judge(args.checkpoint),
-                      judge_samples=args.judge_samples)
+                      judge_samples=args.judge_samples, every=args.every)
     print(report.markdown())
     if args.json:
         write_report(report, args.json)
@@ -346,7 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dataroot")
     s.add_argument("--version")
     s.add_argument("--split", default="val", choices=["train", "val", "all"])
-    s.add_argument("--limit", type=int, default=None, help="evaluate the first N clips of the split")
+    s.add_argument("--limit", type=int, default=None, help="evaluate the first N clips of the split (after --every)")
+    s.add_argument("--every", type=int, default=1,
+                   help="evaluate every K-th clip of the split: a cheaper evaluation spread over all its scenes")
     s.add_argument("--video-clips", type=int, default=32, help="clips whose futures are sampled (0 = none)")
     s.add_argument("--steps", type=int, default=20, help="video sampling steps")
     s.add_argument("--guidance", type=float, default=None, help="w (default: the config's, 1 without heads)")

@@ -62,6 +62,23 @@ def test_eval_under_navsims_definition(tiny_run, tiny_config):
         evaluate(str(out), split="val", limit=1, video_clips=0, scorer="lqr")
 
 
+def test_eval_every_kth_clip(tiny_run, tiny_config):
+    """`--every K`: every K-th clip of the split (spread over its scenes), then the first `limit` of those."""
+    from reworld.data.loader import NuScenesClips
+
+    out, _ = tiny_run
+    report = evaluate(str(out), dataroot=tiny_config.data.dataroot, split="val", limit=2, video_clips=0,
+                      device="cpu", every=2, scorer="spline")
+    assert report.num_clips == 2 and report.settings["every"] == 2
+    ds = NuScenesClips(tiny_config.data, split="val")
+    clips = [ds[0], ds[2]]  # the clips it read
+    l2 = [np.linalg.norm(constant_velocity(c.observation.ego_status.numpy())[5, :2]
+                         - c.target.trajectory.numpy()[5, :2]) for c in clips]
+    assert report.planners["constant velocity"]["l2_3s"] == pytest.approx(np.mean(l2))
+    with pytest.raises(ValueError, match="every must be an integer"):
+        evaluate(str(out), split="val", limit=1, video_clips=0, every=0)
+
+
 def test_reeval_rewrites_the_cards_figures_and_keeps_the_rest(tiny_run, tiny_config, tiny_config_path, tmp_path):
     """`reevaluate` replaces eval.json and the card's `## Evaluation` section (naming the scorer and the world);
     the commands and stages above it stay as they were."""

@@ -120,7 +120,11 @@ def evaluate(checkpoint: str, dataroot: str | None = None, version: str | None =
              limit: int | None = None, video_clips: int = 32, steps: int = 20, guidance: float | None = None,
              plan_steps: int = 10, seed: int = 0, i3d: str | None = None, feature_net: str | None = None,
              device=None, plan_batch: int = 16, scorer: str = "navsim", judge: str | None = None,
-             judge_samples: int = 4) -> EvalReport:
+             judge_samples: int = 4, every: int = 1) -> EvalReport:
+    """The figures of a checkpoint on the clips of `split`: every `every`-th clip (1: all; a stride spreads a cheaper
+    evaluation over all the split's scenes, where `limit` alone keeps the first scenes), the first `limit` of those."""
+    if not isinstance(every, int) or every < 1:
+        raise ValueError(f"every must be an integer ≥ 1, got {every!r}")
     if not isinstance(plan_batch, int) or plan_batch < 1:
         raise ValueError(f"plan_batch must be an integer ≥ 1, got {plan_batch!r}")
     if scorer not in ("spline", "navsim"):
@@ -132,19 +136,20 @@ def evaluate(checkpoint: str, dataroot: str | None = None, version: str | None =
                                       **({"version": version} if version else {}),
                                       "map_lanes": scorer == "navsim"}).data  # NAVSIM's rules read the lanes
     ds = NuScenesClips(data, split=split, geometry=True)
-    n = len(ds) if limit is None else min(limit, len(ds))
+    picked = list(range(0, len(ds), every))[:limit]
+    n = len(picked)
     if n == 0:
         raise ValueError(f"no {split} clips in {data.dataroot}")
     report = EvalReport(checkpoint=str(checkpoint), split=split, num_clips=n,
                         settings={"seed": seed, "plan_steps": plan_steps, "video_steps": steps,
                                   "dataroot": str(data.dataroot), "version": data.version,
                                   "future_poses": data.future_poses,  # the L2 figures' ground-truth times
-                                  "scorer": scorer, **_world_of(data.dataroot)})
+                                  "scorer": scorer, "every": every, **_world_of(data.dataroot)})
     # `plan_batch` clips at a time, planned together: of each clip only its scene and trajectories are kept (its
     # frames only for the video clips), so memory does not grow with the split's frames
     scenes, experts, still, planned, video_set = [], [], [], [], []
     for start in range(0, n, plan_batch):
-        chunk = [ds[i] for i in range(start, min(start + plan_batch, n))]
+        chunk = [ds[i] for i in picked[start:start + plan_batch]]
         if pipe.has_planner:  # each clip's plan is the one `pipe.plan(clip, seed=seed)` gives alone
             planned.extend(pipe.plan_batch(chunk, steps=plan_steps, seed=seed))
         for i, clip in enumerate(chunk, start):
@@ -166,7 +171,7 @@ def evaluate(checkpoint: str, dataroot: str | None = None, version: str | None =
         report.settings["guidance"] = guidance if guidance is not None else pipe.default_guidance
     if judge:
         from reworld.evaluation.judge import load_judge
-        report.judge = judge_metrics(pipe, ds, range(n), load_judge(judge).to(pipe.device), judge_samples, steps,
+        report.judge = judge_metrics(pipe, ds, picked, load_judge(judge).to(pipe.device), judge_samples, steps,
                                      guidance, seed)
         report.settings["judge"] = str(judge)
     report.seconds = round(time.time() - t0, 1)
