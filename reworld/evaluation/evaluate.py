@@ -218,6 +218,8 @@ def judge_metrics(pipe, ds: NuScenesClips, indices, judge, samples: int, steps: 
     check_judge_reads(judge, ds.cfg)
     indices = list(indices)
     data = judge_set_of(ds, indices)
+    span = list(range(min(indices), max(indices) + 1))  # the floor's distances: the consecutive clips they span
+    floor = judge_set_of(ds, span) if len(span) > len(indices) else None
     w = pipe.default_guidance if guidance is None else guidance
     videos, clip_of, turns = [], [], []
     for j, i in enumerate(indices):
@@ -234,7 +236,7 @@ def judge_metrics(pipe, ds: NuScenesClips, indices, judge, samples: int, steps: 
     out = {"video_horizon_s": ds.cfg.future_frames / ds.cfg.frame_rate, "clips": len(indices),
            "samples_per_clip": samples,
            **judge_video_report(judge, data, torch.stack(videos), np.array(clip_of)),
-           "baselines": judge_baselines(judge, data)}
+           "baselines": judge_baselines(judge, data, floor=floor)}
     if turns:
         times = np.repeat(data.time[[j for j, _ in turns]], 2, axis=0)
         lateral = read_videos(judge, torch.cat([v for _, v in turns]), times=times)["ego_pose"][:, -1, 1]
