@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import csv
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from reworld.evaluation.stats import Interval, paired_interval
 from reworld.guidance_toy import (ToyConfig, TreeDensity, sample_toy, toy_metrics, toy_trajectories, toy_velocities,
                                   train_toy)
 
@@ -24,28 +25,6 @@ if TYPE_CHECKING:
     import plotly.graph_objects as go
 
 SMALLEST_EFFECT = 0.10  # of vanilla's mean outlier rate
-
-
-@dataclass
-class Interval:
-    mean: float
-    boot_lo: float
-    boot_hi: float
-    t_lo: float
-    t_hi: float
-
-
-def paired_interval(diffs: np.ndarray, resamples: int = 10_000, seed: int = 0) -> Interval:
-    """95 % percentile bootstrap over the units (numpy seed 0) and the Student-t interval of their mean."""
-    from scipy import stats
-
-    diffs = np.asarray(diffs, dtype=float)
-    n = len(diffs)
-    rng = np.random.default_rng(seed)
-    means = diffs[rng.integers(0, n, size=(resamples, n))].mean(1)
-    half = stats.t.ppf(0.975, n - 1) * diffs.std(ddof=1) / math.sqrt(n) if n > 1 else float("inf")
-    return Interval(float(diffs.mean()), float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975)),
-                    float(diffs.mean() - half), float(diffs.mean() + half))
 
 
 SMALL = "reproduces, below the smallest effect"  # docs/study.md, amendment 1

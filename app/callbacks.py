@@ -484,7 +484,7 @@ def paired_row(a: pd.DataFrame, b: pd.DataFrame) -> dict:
     """The table's third row: A − B per trajectory sample (sample i of both checkpoints starts from the same noise),
     the mean with its 95 % bootstrap interval over samples, so that a difference within the samples' spread reads
     as one."""
-    from analysis.guidance_toy import paired_interval
+    from reworld.evaluation.stats import paired_interval
 
     row = {"checkpoint": "A − B, paired by sample (95 % bootstrap)", "w": "", "device": "", "generate [s]": None,
            "plan [s]": None}

@@ -126,6 +126,15 @@ def test_eval_with_a_video_judge(tiny_run, tiny_config, tmp_path):
         assert len(r["errors"]["position_m"]) == future and np.isfinite(r["fd_judge"])
     floor = j["baselines"]["real"]  # two halves of the real clips, not the real set against itself (FD 0)
     assert floor["fd_judge"] > 0 and floor["num_videos"] + floor["num_real"] == 12
+    # generated minus each baseline, paired by clip: the mean of the per-clip differences at each whole second
+    per_video = np.asarray(j["position_m_per_video"])  # (24, F): clip k's two samples are videos 2k and 2k + 1
+    for kind in ("repeat_last", "copy_context"):
+        p = j["paired_position_m"][kind]
+        assert p["seconds"] == [pytest.approx(future / tiny_config.data.frame_rate)]  # under 1 s: the last frame
+        base = np.asarray(j["baselines"][kind]["position_m_per_video"])[:, -1]
+        assert p["mean"][0] == pytest.approx(np.mean((per_video[0::2, -1] + per_video[1::2, -1]) / 2 - base))
+        assert p["boot"][0][0] <= p["mean"][0] <= p["boot"][0][1] and p["t"][0][0] <= p["mean"][0] <= p["t"][0][1]
+    assert "generated − repeat_last, position [m] at 0.667 s" in report.markdown()
     c = j["controllability"]
     assert c["clips"] >= 1 and 0.0 <= c["rate"] <= 1.0  # the tiny world turns somewhere in its first 12 clips
     assert "fd_judge" in report.markdown() and "controllability" in report.markdown()

@@ -131,7 +131,8 @@ def test_study_cli_writes_every_arm_and_seed(tmp_path, capsys):
 
 
 def test_verdicts_follow_the_preregistered_rule():
-    from analysis.guidance_toy import paired_interval, verdict
+    from analysis.guidance_toy import verdict
+    from reworld.evaluation.stats import paired_interval
 
     assert verdict(paired_interval(np.array([-0.05, -0.06, -0.04, -0.05, -0.055])), 0.01) == "reproduces"
     # a clear effect in the claimed direction inside the smallest effect of interest (amendment 1)

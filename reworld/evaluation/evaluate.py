@@ -86,6 +86,12 @@ def judge_tables(judge: dict) -> list[str]:
         cells = [r["fd_judge"], r["kid_judge"]] + [r["errors"][k][m] for k in ("position_m", "speed_mps")
                                                    for m in marks]
         lines.append(f"| {name} | " + " | ".join("—" if v is None else f"{v:.3f}" for v in cells) + " |")
+    paired = judge.get("paired_position_m", {})
+    lines += [""] if paired else []
+    for kind, p in paired.items():
+        cells = [f"{m:+.2f} [{lo:+.2f}, {hi:+.2f}]" for m, (lo, hi) in zip(p["mean"], p["boot"])]
+        lines.append(f"generated − {kind}, position [m] at " + " / ".join(f"{s:.3g} s" for s in p["seconds"])
+                     + " (paired by clip, 95 % bootstrap): " + " / ".join(cells))
     c = judge["controllability"]
     if c["clips"]:
         lines += ["", f"controllability: {c['rate']:.0%} of {c['clips']} turning clips read further left under "
@@ -202,6 +208,29 @@ def video_metrics(pipe, clips, steps: int, guidance: float | None, seed: int, i3
     return out
 
 
+def paired_position(report: dict, clip_of: np.ndarray, clips: int, frame_rate: float) -> dict[str, dict]:
+    """Generated minus baseline position error at each whole second ahead, paired by clip (a clip's samples
+    averaged first), with the 95 % bootstrap and t intervals over clips (`paired_interval`): per baseline,
+    {"seconds": [1, 2, …] (the horizon alone when under 1 s), "mean", "boot", "t": [[lo, hi], …]}. Negative: the
+    generated futures read closer."""
+    from reworld.evaluation.stats import paired_interval
+
+    gen = np.asarray(report["position_m_per_video"])  # (M, F)
+    per_clip = np.stack([gen[clip_of == j].mean(0) for j in range(clips)])  # (N, F)
+    n_future = gen.shape[1]
+    seconds = [float(s) for s in range(1, int(n_future / frame_rate) + 1)] or [n_future / frame_rate]
+    marks = [int(round(frame_rate * s)) - 1 for s in seconds]  # under 1 s of future: its last frame
+    out = {}
+    for kind, row in report["baselines"].items():
+        if kind == "real":
+            continue
+        diff = per_clip - np.asarray(row["position_m_per_video"])  # baselines: one video per clip, in clip order
+        ivs = [paired_interval(diff[:, m], resamples=4000) for m in marks]
+        out[kind] = {"seconds": seconds, "mean": [iv.mean for iv in ivs],
+                     "boot": [[iv.boot_lo, iv.boot_hi] for iv in ivs], "t": [[iv.t_lo, iv.t_hi] for iv in ivs]}
+    return out
+
+
 def judge_metrics(pipe, ds: NuScenesClips, indices, judge, samples: int, steps: int, guidance: float | None,
                   seed: int) -> dict:
     """The video judge's figures of a world model on clips `indices` of `ds` (see the module docstring):
@@ -237,6 +266,7 @@ def judge_metrics(pipe, ds: NuScenesClips, indices, judge, samples: int, steps: 
            "samples_per_clip": samples,
            **judge_video_report(judge, data, torch.stack(videos), np.array(clip_of)),
            "baselines": judge_baselines(judge, data, floor=floor)}
+    out["paired_position_m"] = paired_position(out, np.array(clip_of), len(indices), ds.cfg.frame_rate)
     if turns:
         times = np.repeat(data.time[[j for j, _ in turns]], 2, axis=0)
         lateral = read_videos(judge, torch.cat([v for _, v in turns]), times=times)["ego_pose"][:, -1, 1]

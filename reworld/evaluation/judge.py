@@ -626,10 +626,13 @@ def judge_video_report(judge: WorldJudge, data: JudgeSet, videos: torch.Tensor, 
     readings = read_videos(judge, videos, batch_size, data.time[clip_of])
     if real_embedding is None:
         real_embedding = read_videos(judge, data.video(slice(None)), batch_size, data.time)["embedding"]
+    truth = data.ego_pose[clip_of, data.n_context:, :2]
     return {"num_videos": len(videos), "num_real": len(real_embedding),
             "fd_judge": frechet_distance(real_embedding, readings["embedding"]),
             "kid_judge": judge_kid(real_embedding, readings["embedding"]),
-            "errors": reading_errors(readings, data.subset(clip_of))}
+            "errors": reading_errors(readings, data.subset(clip_of)),
+            # (M, F): each video's position error per future frame, for intervals paired by clip
+            "position_m_per_video": np.linalg.norm(readings["ego_pose"][..., :2] - truth, axis=-1).tolist()}
 
 
 @torch.no_grad()

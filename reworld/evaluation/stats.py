@@ -1,0 +1,30 @@
+"""Intervals for paired differences: the one implementation behind the claims study (`analysis.guidance_toy`), the
+app's checkpoint comparison and `eval`'s generated-against-baseline differences."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Interval:
+    mean: float
+    boot_lo: float
+    boot_hi: float
+    t_lo: float
+    t_hi: float
+
+
+def paired_interval(diffs: np.ndarray, resamples: int = 10_000, seed: int = 0) -> Interval:
+    """95 % percentile bootstrap over the units (numpy seed 0) and the Student-t interval of their mean."""
+    from scipy import stats
+
+    diffs = np.asarray(diffs, dtype=float)
+    n = len(diffs)
+    rng = np.random.default_rng(seed)
+    means = diffs[rng.integers(0, n, size=(resamples, n))].mean(1)
+    half = stats.t.ppf(0.975, n - 1) * diffs.std(ddof=1) / math.sqrt(n) if n > 1 else float("inf")
+    return Interval(float(diffs.mean()), float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975)),
+                    float(diffs.mean() - half), float(diffs.mean() + half))
