@@ -397,7 +397,8 @@ def test_baseline_futures_and_the_generated_video_report(tiny_judge_data):
     # a strided choice of clips takes its floor's distances from the consecutive clips it was chosen from
     strided = data.subset(np.arange(0, len(data), 3))
     again = judge_baselines(judge, strided, floor=data)["real"]
-    assert again["fd_judge"] == pytest.approx(floor["fd_judge"]) and again["kid_judge"] == pytest.approx(floor["kid_judge"])
+    assert again["fd_judge"] == pytest.approx(floor["fd_judge"])
+    assert again["kid_judge"] == pytest.approx(floor["kid_judge"])
     assert again["errors"]["position_m"] == pytest.approx(judge_video_report(
         judge, data, strided.video(slice(None)), np.arange(0, len(data), 3))["errors"]["position_m"])
     one_scene = data.subset([i for i, s in enumerate(data.scenes) if s == data.scenes[0]])

@@ -237,9 +237,10 @@ def judge_metrics(pipe, ds: NuScenesClips, indices, judge, samples: int, steps: 
     `video_horizon_s`; the generated futures' report (`judge_video_report`: errors per future frame, `fd_judge`,
     `kid_judge`), `samples` per clip, each seeded by its clip and sample; `baselines`: repeat-last and
     copy-context the same way, and "real", the floor (`judge_baselines`: the true futures' reading errors, and the
-    distances between two halves of the real clips); `controllability`: on the clips whose logged command turns (at a junction), the
-    future generated with "left" and with "right" (same seed), and the share in which the judge reads the ego further
-    left at the last future frame under "left" than under "right" (`rate`), with the mean gap of the two readings."""
+    distances between two halves of the real clips); `paired_position_m` (`paired_position`); `controllability`: on
+    the clips whose logged command turns (at a junction), the future generated with "left" and with "right" (same
+    seed), and the share in which the judge reads the ego further left at the last future frame under "left" than
+    under "right" (`rate`), with the mean gap of the two readings."""
     from reworld.evaluation.judge import check_judge_reads, judge_baselines, judge_set_of, judge_video_report, read_videos
 
     if not isinstance(samples, int) or samples < 1:

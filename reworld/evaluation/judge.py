@@ -424,6 +424,11 @@ def constant_velocity_readings(data: JudgeSet) -> dict[str, np.ndarray]:
             "command": np.full(n, COMMANDS.index("straight"))}
 
 
+def position_errors(readings: dict[str, np.ndarray], data: JudgeSet) -> np.ndarray:
+    """(N, F) [m]: each clip's reading of the ego's position against the truth, per future frame (Euclidean)."""
+    return np.linalg.norm(readings["ego_pose"][..., :2] - data.ego_pose[:, data.n_context:, :2], axis=-1)
+
+
 def reading_errors(readings: dict[str, np.ndarray], data: JudgeSet) -> dict[str, list[float] | float]:
     """Errors of readings against the labels, per future frame (lists of F) and per clip (command):
     position_m (Euclidean), heading_deg, speed_mps (absolute), lead_presence (share of frames right),
@@ -437,7 +442,7 @@ def reading_errors(readings: dict[str, np.ndarray], data: JudgeSet) -> dict[str,
         return [float(err[:, j][mask[:, j]].mean()) if mask[:, j].any() else float("nan") for j in range(err.shape[1])]
 
     return {
-        "position_m": np.linalg.norm(readings["ego_pose"][..., :2] - pose[..., :2], axis=-1).mean(0).tolist(),
+        "position_m": position_errors(readings, data).mean(0).tolist(),
         "heading_deg": np.degrees(np.abs(readings["ego_pose"][..., 2] - pose[..., 2])).mean(0).tolist(),
         "speed_mps": np.abs(readings["speed"] - speed).mean(0).tolist(),
         "lead_presence": (readings["lead"][..., 0] == lead[..., 0]).mean(0).tolist(),
@@ -626,13 +631,12 @@ def judge_video_report(judge: WorldJudge, data: JudgeSet, videos: torch.Tensor, 
     readings = read_videos(judge, videos, batch_size, data.time[clip_of])
     if real_embedding is None:
         real_embedding = read_videos(judge, data.video(slice(None)), batch_size, data.time)["embedding"]
-    truth = data.ego_pose[clip_of, data.n_context:, :2]
     return {"num_videos": len(videos), "num_real": len(real_embedding),
             "fd_judge": frechet_distance(real_embedding, readings["embedding"]),
             "kid_judge": judge_kid(real_embedding, readings["embedding"]),
             "errors": reading_errors(readings, data.subset(clip_of)),
             # (M, F): each video's position error per future frame, for intervals paired by clip
-            "position_m_per_video": np.linalg.norm(readings["ego_pose"][..., :2] - truth, axis=-1).tolist()}
+            "position_m_per_video": position_errors(readings, data.subset(clip_of)).tolist()}
 
 
 @torch.no_grad()
@@ -641,21 +645,25 @@ def judge_baselines(judge: WorldJudge, data: JudgeSet, batch_size: int = 16, flo
     """`judge_video_report` of each baseline in `BASELINES` on the clips of `data`, and the floor, "real": the
     judge's reading errors on the true futures of every clip, and `fd_judge` / `kid_judge` between the validation's
     two real sets (`split_real`: consecutive clips dealt within scenes in blocks of `VALIDATION_BLOCK`), the distance
-    that is sampling noise, on the clips of `floor` (default `data`; for a strided choice of clips, the consecutive
-    clips they were chosen from: strided clips dealt in blocks of 4 leave the halves unmatched in time (FD 47 where
-    it is 4–9), and dealt one by one, clips 1.5 s apart share most of their frames (KID −2.3, an optimistic floor)). A real set against itself would give FD 0 and a KID below 0: not a floor. Each set is half of
-    `data`, so its FD carries more small-sample bias than a generated set's against all the real clips (FD is biased
-    upwards with fewer samples; KID is unbiased); `num_videos` / `num_real` say the sizes. With clips from fewer than
-    2 scenes (or under 2 a side) there is no split: the distances are None."""
+    that is sampling noise (a real set against itself would give FD 0 and a KID below 0: not a floor). The halves
+    are taken from the clips of `floor` (default `data`); for a strided choice of clips, pass the consecutive clips
+    they were chosen from: strided clips dealt in blocks of 4 leave the halves unmatched in time (FD 47 where it is
+    4–9), and dealt one by one, clips 1.5 s apart share most of their frames (KID −2.3, an optimistic floor). Each
+    half has half the clips, so its FD carries more small-sample bias than a generated set's against all the real
+    clips (KID is unbiased); `num_videos` / `num_real` say the sizes. With clips from fewer than 2 scenes (or under 2
+    a side) there is no split: the distances are None."""
     videos = data.video(slice(None))
     readings = read_videos(judge, videos, batch_size, data.time)
     real = readings["embedding"]
     idx = np.arange(len(data))
     row = {"num_videos": len(data), "num_real": len(data), "fd_judge": None, "kid_judge": None,
            "split": None, "errors": reading_errors(readings, data)}
-    halves = real if floor is None else read_videos(judge, floor.video(slice(None)), batch_size, floor.time)["embedding"]
+    if floor is None:
+        floor, halves = data, real
+    else:
+        halves = read_videos(judge, floor.video(slice(None)), batch_size, floor.time)["embedding"]
     try:
-        a, b = split_real(data.scenes if floor is None else floor.scenes)
+        a, b = split_real(floor.scenes)
     except ValueError:
         pass
     else:
