@@ -160,12 +160,12 @@ def cmd_prepare(args) -> int:
 def cmd_eval(args) -> int:
     from reworld.evaluation.evaluate import evaluate, write_report
 
-    feature_net = args.feature_net if args.feature_net is not None else default_clip_net()
+    feature_net = args.feature_net if args.feature_net is not None else default_clip_net(args.checkpoint)
     report = evaluate(args.checkpoint, args.dataroot, args.version, args.split, limit=args.limit,
                       video_clips=args.video_clips, steps=args.steps, guidance=args.guidance, seed=args.seed,
                       i3d=args.i3d, feature_net=feature_net, plan_batch=args.plan_batch, scorer=args.scorer,
                       judge=args.judge if args.judge is not None else default_judge(args.checkpoint),
-                      judge_samples=args.judge_samples, every=args.every)
+                      judge_samples=args.judge_samples, every=args.every, judge_every=args.judge_every)
     print(report.markdown())
     if args.json:
         write_report(report, args.json)
@@ -257,8 +257,10 @@ def cmd_ship(args) -> int:
 
     report = None
     if not args.no_eval:
-        net = default_clip_net()
-        report = evaluate(args.run, split="val", video_clips=args.video_clips, seed=0, feature_net=net).to_json()
+        net = default_clip_net(args.run)
+        report = evaluate(args.run, split="val", video_clips=args.video_clips, seed=0, feature_net=net,
+                          judge=default_judge(args.run), judge_samples=args.judge_samples,
+                          judge_every=args.judge_every).to_json()
         # a small, quick re-evaluation that tests/test_shipped.py repeats and compares within tolerance
         report["check"] = evaluate(args.run, split="val", limit=CHECK_CLIPS, video_clips=2, steps=10,
                                    seed=0).to_json()
@@ -276,7 +278,9 @@ def cmd_reeval(args) -> int:
     ckpt = args.checkpoint
     if not (Path(ckpt) / "MODEL_CARD.md").is_file():
         raise SystemExit(f"{ckpt}: not a shipped checkpoint (no MODEL_CARD.md)")
-    report = evaluate(ckpt, split="val", video_clips=args.video_clips, seed=0, feature_net=default_clip_net()).to_json()
+    report = evaluate(ckpt, split="val", video_clips=args.video_clips, seed=0, feature_net=default_clip_net(ckpt),
+                      judge=default_judge(ckpt), judge_samples=args.judge_samples,
+                      judge_every=args.judge_every).to_json()
     report["check"] = evaluate(ckpt, split="val", limit=CHECK_CLIPS, video_clips=2, steps=10, seed=0).to_json()
     reevaluate(ckpt, report)
     print(f"re-evaluated {ckpt}: " + ", ".join(f"{k}: PDMS {v['pdms']:.3f}" for k, v in report["planners"].items()))
@@ -362,6 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--judge", help="video judge folder (default: the shipped judge when it reads this checkpoint's "
                    "clips); '' for none")
     s.add_argument("--judge-samples", type=int, default=4, help="sampled futures per clip for the judge's figures")
+    s.add_argument("--judge-every", type=int, default=1,
+                   help="the judge reads every K-th of the evaluated clips (default 1: all of them)")
     s.add_argument("--json", help="write the report as JSON")
     s.set_defaults(func=cmd_eval)
 
@@ -424,12 +430,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--shared-vae", help="sibling folder holding the VAE shared by several checkpoints")
     s.add_argument("--commands", help="text file with the exact commands that trained the run")
     s.add_argument("--video-clips", type=int, default=32)
+    s.add_argument("--judge-samples", type=int, default=4, help="sampled futures per clip the video judge reads")
+    s.add_argument("--judge-every", type=int, default=1, help="the judge reads every K-th val clip")
     s.add_argument("--no-eval", action="store_true")
     s.set_defaults(func=cmd_ship)
 
     s = sub.add_parser("reeval", help="re-evaluate a shipped checkpoint in place: eval.json and its card's figures")
     s.add_argument("--checkpoint", required=True)
     s.add_argument("--video-clips", type=int, default=32)
+    s.add_argument("--judge-samples", type=int, default=4, help="sampled futures per clip the video judge reads")
+    s.add_argument("--judge-every", type=int, default=1, help="the judge reads every K-th val clip")
     s.set_defaults(func=cmd_reeval)
     return p
 

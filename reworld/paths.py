@@ -33,6 +33,18 @@ def default_judge(checkpoint: str | Path) -> str | None:
                                              float(d.get("frame_rate", -1))) else None
 
 
-def default_clip_net() -> str | None:
-    """The shipped metric network's folder, when it is there."""
-    return str(CLIP_NET_CHECKPOINT) if (CLIP_NET_CHECKPOINT / "config.json").is_file() else None
+def default_clip_net(checkpoint: str | Path | None = None) -> str | None:
+    """The shipped metric network's folder, when it is there and, given a checkpoint, reads its clips (the last
+    context frame and the future: `num_frames`; `frame_size`)."""
+    net = CLIP_NET_CHECKPOINT / "config.json"
+    if not net.is_file():
+        return None
+    if checkpoint is not None:
+        run = Path(checkpoint) / "config.json"
+        if not run.is_file():
+            return None
+        n, d = json.loads(net.read_text()), json.loads(run.read_text()).get("data", {})
+        if (n.get("num_frames"), list(n.get("frame_size", []))) != (
+                1 + d.get("future_frames", -1), [d.get("image_height"), d.get("image_width")]):
+            return None
+    return str(CLIP_NET_CHECKPOINT)

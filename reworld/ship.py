@@ -12,8 +12,8 @@ import json
 import shutil
 from pathlib import Path
 
-from reworld.config import STAGES
-from reworld.evaluation.evaluate import report_tables
+from reworld.config import STAGES, config_from_dict
+from reworld.evaluation.evaluate import judge_tables, report_tables
 from reworld.pipelines.run_folder import read_run_config, write_model_index
 from reworld.training.checkpoint import latest_checkpoint
 
@@ -36,24 +36,34 @@ def ship(run: str, dest: str, shared_vae: str | None, config_path: str, eval_rep
     tmp = dest_dir.with_name(f".{dest_dir.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    shutil.copy(run_dir / "config.json", tmp / "config.json")
+    config_json = json.loads((run_dir / "config.json").read_text())
+    shared = Path(shared_vae) if shared_vae else None
+    if shared is not None and shared.resolve().parent != dest_dir.resolve().parent:
+        raise ValueError(f"--shared-vae {shared} must be a sibling of {dest_dir} (the checkpoint points at it as "
+                         f"../{shared.name})")
+    # a run that read the shared folder as its pretrained VAE (e.g. `train --vae assets/checkpoints/world4s_vae`)
+    # ships pointing at its sibling, not at the absolute path of the machine it was trained on
+    reads_shared = (shared is not None and not (run_dir / "vae").is_dir() and bool(config.vae.pretrained)
+                    and Path(config.vae.pretrained).resolve() == shared.resolve())
+    if reads_shared:
+        config_json["vae"]["pretrained"] = None
+    (tmp / "config.json").write_text(json.dumps(config_json, indent=2))
     shutil.copytree(run_dir / "video_dit", tmp / "video_dit")
     if (run_dir / "action_dit").is_dir():  # a run stopped after stage video ships as a world model alone
         shutil.copytree(run_dir / "action_dit", tmp / "action_dit")
     # a pretrained VAE (no vae/ in the run) stays where the config's `vae.pretrained` says: nothing to copy
-    if (run_dir / "vae").is_dir() or not config.vae.pretrained:
-        if shared_vae:
-            shared = Path(shared_vae)
+    if (run_dir / "vae").is_dir() or not config.vae.pretrained or reads_shared:
+        if shared is not None:
             if not shared.is_dir():
                 shutil.copytree(run_dir / "vae", shared)
             (tmp / "components.json").write_text(json.dumps({"vae": f"../{shared.name}"}))
         else:
             shutil.copytree(run_dir / "vae", tmp / "vae")
-    write_model_index(tmp, config)
+    write_model_index(tmp, config_from_dict(config_json))
     meta = _stage_meta(run_dir)
     if eval_report is not None:
         (tmp / "eval.json").write_text(json.dumps(eval_report, indent=2))
-    (tmp / "MODEL_CARD.md").write_text(model_card(json.loads((run_dir / "config.json").read_text()), meta,
+    (tmp / "MODEL_CARD.md").write_text(model_card(config_json, meta,
                                                   eval_report, commands, config_path))
     if dest_dir.exists():
         shutil.rmtree(dest_dir)
@@ -115,7 +125,20 @@ def evaluation_section(report: dict) -> list[str]:
             f"--seed {s['seed']}` on {report['num_clips']} held-out clips{world} (video on {s.get('video_clips', 0)} "
             f"clips, {s['video_steps']} steps, w = {s.get('guidance')}); planning scored by {scorer}, L2 against "
             f"the {s.get('future_poses', 'uniform')} future poses:", "",
-            *report_tables(report["planners"], report.get("video") or {})]
+            *report_tables(report["planners"], report.get("video") or {}), *judge_section(report)]
+
+
+def judge_section(report: dict) -> list[str]:
+    """The video judge's figures of an eval.json report, with the command that makes them, or nothing."""
+    judge, s = report.get("judge") or {}, report["settings"]
+    if not judge:
+        return []
+    every, k = s.get("judge_every", 1), judge["samples_per_clip"]
+    return ["", f"The video judge (`{Path(s['judge']).name}`) on {judge['clips']} held-out clips"
+            f"{'' if every == 1 else f' (one in {every}, in scene order)'}, {k} sampled futures each "
+            f"({judge['video_horizon_s']:g} s of future; `--judge-every {every} --judge-samples {k}`): its reading "
+            "errors at each second ahead, its Fréchet distance and KID against the same clips' real futures, and the "
+            "baselines:", *judge_tables(judge)]
 
 
 def reevaluate(checkpoint: str, report: dict) -> Path:

@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# The exact commands that produced assets/checkpoints/{vae,vanilla,reworld,video_net,judge} (see each card).
+# The exact commands that produced the first embedded checkpoints (64×128, 5 + 4 frames at 6 Hz: 0.67 s of future;
+# embedded until 2026-12-02, in git history, and written here to runs/v1/), assets/checkpoints/{video_net,judge} and
+# the ablation study (assets/ablation/). The embedded reworld and vanilla checkpoints now come from
+# scripts/train_world4s.sh (4 s of future).
 # Two runs share one VAE, data, seed and budget; they differ only in the `loss` section of their config.
 # On 2 CPU cores the two Video DiT runs go side by side with one thread each (about 40 min).
 set -euo pipefail
@@ -26,10 +29,11 @@ wait
 $PY -m reworld train-video-net --config configs/default.yaml --out assets/checkpoints/video_net --steps 500
 awk '/reworld synth/{f=1} f{print} /train-video-net/{exit}' "$0" | sed 's/^\[ -f [^]]*\] || //; s/^ *\$PY/python/' \
   > runs/commands.txt
-$PY -m reworld ship --run runs/reworld --to assets/checkpoints/reworld --config configs/default.yaml \
-  --shared-vae assets/checkpoints/vae --commands runs/commands.txt
-$PY -m reworld ship --run runs/vanilla --to assets/checkpoints/vanilla --config configs/vanilla.yaml \
-  --shared-vae assets/checkpoints/vae --commands runs/commands.txt
+mkdir -p runs/v1
+$PY -m reworld ship --run runs/reworld --to runs/v1/reworld --config configs/default.yaml \
+  --shared-vae runs/v1/vae --commands runs/commands.txt
+$PY -m reworld ship --run runs/vanilla --to runs/v1/vanilla --config configs/vanilla.yaml \
+  --shared-vae runs/v1/vae --commands runs/commands.txt
 # The ablation study (assets/ablation/): IG on/off from scratch over two seeds (a 4-block Video DiT), and four
 # planner arms on the ReWorld stage-1 Video DiT (a copy taken before stage 3 changed it).
 $PY -m reworld ablate video --config configs/ablation.yaml --vae runs/shared/vae --seeds 0 1 --steps 600 \
@@ -39,7 +43,7 @@ $PY -m reworld ablate planner --config configs/default.yaml --video-run runs/rew
 # The cards' and README's figures are on the default world (synth-1.1: the same scenes with nuScenes' sensor
 # timing and median islands) under NAVSIM's PDM score: write it back and re-evaluate both checkpoints in place.
 $PY -m reworld synth --out data/synth --scenes 24 --seed 0
-for run in reworld vanilla; do $PY -m reworld reeval --checkpoint assets/checkpoints/$run; done
+for run in reworld vanilla; do $PY -m reworld reeval --checkpoint runs/v1/$run; done
 # The video judge (issue 16): 4 Hz, 1 s + 4 s clips (configs/world4s.yaml), trained on a world of 384 training-only
 # scenes (seed 1: none is a scene of the default world), its checkpoint chosen on a third world (seed 3), validated on
 # a world of 12 held-out scenes (seed 2) (assets/checkpoints/judge: MODEL_CARD.md and validation.json; the command

@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -103,6 +104,34 @@ def test_reeval_rewrites_the_cards_figures_and_keeps_the_rest(tiny_run, tiny_con
     assert not list(dest.glob(".*.tmp"))
 
 
+def test_ship_points_a_run_that_read_a_shared_vae_at_its_sibling(tiny_run, tiny_config_path, tmp_path):
+    """A run trained on a pretrained VAE folder (`train --vae assets/checkpoints/world4s_vae`) ships pointing at that
+    folder as its sibling (components.json), not at the absolute path it was trained under: the checkpoints load
+    after their folder moves; a shared VAE that is not a sibling of the checkpoint is refused."""
+    import json
+    import shutil
+
+    from reworld.pipelines import WorldActionPipeline
+    from reworld.ship import ship
+
+    out, _ = tiny_run
+    ckpts, run = tmp_path / "checkpoints", tmp_path / "run"
+    shutil.copytree(out / "vae", ckpts / "shared_vae")
+    shutil.copytree(out, run, ignore=shutil.ignore_patterns("vae", "prepared", "cache", "checkpoints"))
+    config = json.loads((run / "config.json").read_text())
+    config["vae"]["pretrained"] = str((ckpts / "shared_vae").resolve())
+    (run / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="must be a sibling"):
+        ship(str(run), str(tmp_path / "elsewhere" / "model"), str(ckpts / "shared_vae"), str(tiny_config_path),
+             None, [])
+    ship(str(run), str(ckpts / "model"), str(ckpts / "shared_vae"), str(tiny_config_path), None, [])
+    assert json.loads((ckpts / "model" / "config.json").read_text())["vae"]["pretrained"] is None
+    assert json.loads((ckpts / "model" / "components.json").read_text()) == {"vae": "../shared_vae"}
+    moved = shutil.move(str(ckpts), str(tmp_path / "moved"))
+    pipe = WorldActionPipeline.from_pretrained(Path(moved) / "model", device="cpu")
+    assert pipe.has_planner
+
+
 def test_eval_with_a_video_judge(tiny_run, tiny_config, tmp_path):
     """A judge that reads the run's clips adds its figures: per future frame, for the generated futures, the real
     ones and the baselines; and controllability on the turning clips."""
@@ -138,6 +167,15 @@ def test_eval_with_a_video_judge(tiny_run, tiny_config, tmp_path):
     c = j["controllability"]
     assert c["clips"] >= 1 and 0.0 <= c["rate"] <= 1.0  # the tiny world turns somewhere in its first 12 clips
     assert "fd_judge" in report.markdown() and "controllability" in report.markdown()
+    # the judge on every 4th of the 12 clips (planning still on all 12), and the model card's section of it
+    from reworld.ship import evaluation_section
+    strided = evaluate(str(out), dataroot=tiny_config.data.dataroot, split="all", limit=12, video_clips=0, steps=2,
+                       judge=str(tmp_path / "judge"), judge_samples=1, judge_every=4)
+    assert strided.num_clips == 12 and (strided.judge["clips"], strided.judge["num_videos"]) == (3, 3)
+    card = "\n".join(evaluation_section(strided.to_json()))
+    assert "on 3 held-out clips (one in 4, in scene order), 1 sampled futures each" in card and "| generated |" in card
+    with pytest.raises(ValueError, match="judge_every must be an integer"):
+        evaluate(str(out), split="val", limit=1, video_clips=0, judge_every=0)
 
 
 def test_eval_refuses_a_judge_of_other_clips(tiny_run, tiny_config, tmp_path):
@@ -149,3 +187,20 @@ def test_eval_refuses_a_judge_of_other_clips(tiny_run, tiny_config, tmp_path):
     with pytest.raises(ValueError, match="the judge reads 5 \\+ 16 frames at 4 Hz"):
         evaluate(str(out), dataroot=tiny_config.data.dataroot, split="all", limit=2, video_clips=0, steps=2,
                  judge=str(tmp_path / "judge"))
+
+
+def test_default_metric_networks_only_read_the_clips_they_were_trained_on(tmp_path):
+    """`eval`, `ship` and `reeval` take the shipped ReWorldVideoNet and video judge only for a checkpoint whose clips
+    they read (ReWorldVideoNet: the last context frame and 4 future frames at 64×128; the judge: 5 + 16 at 4 Hz)."""
+    from reworld.config import load_config
+    from reworld.paths import REPO_ROOT, default_clip_net, default_judge
+
+    for name, net, judge in (("default", True, False), ("world4s", False, True)):
+        data = load_config(REPO_ROOT / "configs" / f"{name}.yaml").data
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps({"data": {
+            k: getattr(data, k) for k in ("context_frames", "future_frames", "frame_rate", "image_height",
+                                          "image_width")}}))
+        assert (default_clip_net(folder) is not None) == net and (default_judge(folder) is not None) == judge
+    assert default_clip_net(tmp_path / "missing") is None and default_clip_net() is not None

@@ -15,7 +15,7 @@ def test_shipped_checkpoint_loads(path):
 
     pipe = WorldActionPipeline.from_pretrained(path, device="cpu", require_planner=True)
     assert (path / "MODEL_CARD.md").is_file() and (path / "eval.json").is_file()
-    assert pipe.config.name == path.name or (path.name == "reworld" and pipe.config.name == "default")
+    assert pipe.config.name in {"reworld": ("world4s", "default"), "vanilla": ("world4s-vanilla", "vanilla")}[path.name]
 
 
 @pytest.mark.slow

@@ -126,11 +126,13 @@ def evaluate(checkpoint: str, dataroot: str | None = None, version: str | None =
              limit: int | None = None, video_clips: int = 32, steps: int = 20, guidance: float | None = None,
              plan_steps: int = 10, seed: int = 0, i3d: str | None = None, feature_net: str | None = None,
              device=None, plan_batch: int = 16, scorer: str = "navsim", judge: str | None = None,
-             judge_samples: int = 4, every: int = 1) -> EvalReport:
+             judge_samples: int = 4, every: int = 1, judge_every: int = 1) -> EvalReport:
     """The figures of a checkpoint on the clips of `split`: every `every`-th clip (1: all; a stride spreads a cheaper
-    evaluation over all the split's scenes, where `limit` alone keeps the first scenes), the first `limit` of those."""
-    if not isinstance(every, int) or every < 1:
-        raise ValueError(f"every must be an integer ≥ 1, got {every!r}")
+    evaluation over all the split's scenes, where `limit` alone keeps the first scenes), the first `limit` of those;
+    the judge reads every `judge_every`-th of those (its sampled futures cost most of a run)."""
+    for name, value in (("every", every), ("judge_every", judge_every)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer ≥ 1, got {value!r}")
     if not isinstance(plan_batch, int) or plan_batch < 1:
         raise ValueError(f"plan_batch must be an integer ≥ 1, got {plan_batch!r}")
     if scorer not in ("spline", "navsim"):
@@ -177,9 +179,10 @@ def evaluate(checkpoint: str, dataroot: str | None = None, version: str | None =
         report.settings["guidance"] = guidance if guidance is not None else pipe.default_guidance
     if judge:
         from reworld.evaluation.judge import load_judge
-        report.judge = judge_metrics(pipe, ds, picked, load_judge(judge).to(pipe.device), judge_samples, steps,
-                                     guidance, seed)
+        report.judge = judge_metrics(pipe, ds, picked[::judge_every], load_judge(judge).to(pipe.device),
+                                     judge_samples, steps, guidance, seed)
         report.settings["judge"] = str(judge)
+        report.settings["judge_every"] = judge_every
     report.seconds = round(time.time() - t0, 1)
     return report
 
