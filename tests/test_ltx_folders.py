@@ -157,7 +157,7 @@ def test_the_app_shares_one_vae_between_checkpoints_that_share_its_folder():
     from reworld.paths import CHECKPOINTS
 
     pipes = load_pipelines([CHECKPOINTS / "reworld", CHECKPOINTS / "vanilla"], device="cpu")
-    assert pipes["reworld"].vae is pipes["vanilla"].vae  # both point at assets/checkpoints/vae
+    assert pipes["reworld"].vae is pipes["vanilla"].vae  # both point at assets/checkpoints/world4s_vae
     assert pipes["reworld"].video_dit is not pipes["vanilla"].video_dit
 
 
