@@ -16,12 +16,16 @@ def test_config_loads(path):
     assert cfg.name == path.stem or (path.stem == "default" and cfg.name == "default")
 
 
-def test_vanilla_differs_from_default_only_in_losses():
-    default, vanilla = load_config(CONFIGS[0].parent / "default.yaml"), load_config(CONFIGS[0].parent / "vanilla.yaml")
+@pytest.mark.parametrize("pair", [("default", "vanilla"), ("world4s", "world4s-vanilla")])
+def test_vanilla_differs_from_default_only_in_losses(pair):
+    """The ablation pairs (the first embedded checkpoints; the world4s ones) differ only in their loss weights."""
+    default, vanilla = (load_config(CONFIGS[0].parent / f"{name}.yaml") for name in pair)
     for section in ("data", "vae", "video", "action", "train"):
         assert getattr(default, section) == getattr(vanilla, section), section
     assert vanilla.loss.lambda_ig == vanilla.loss.lambda_align == vanilla.loss.lambda_hn == 0.0
     assert default.loss.lambda_ig > 0 and default.loss.lambda_align > 0 and default.loss.lambda_hn > 0
+    assert dataclasses.replace(vanilla.loss, lambda_ig=default.loss.lambda_ig, lambda_align=default.loss.lambda_align,
+                   lambda_hn=default.loss.lambda_hn) == default.loss
 
 
 def test_paper_config_builds_ltx_2b_on_meta():
@@ -57,7 +61,8 @@ def test_retired_keys_of_older_configs_are_dropped_on_load():
     assert cfg == load_config(CONFIGS[0].parent / "default.yaml")
     shipped = Path(__file__).parent.parent / "assets" / "checkpoints" / "vanilla" / "config.json"
     doc = json.loads(shipped.read_text())
-    assert "meta_init" in doc["video"]  # written before the retirement
+    doc["video"]["meta_init"] = True  # as the first embedded checkpoints, written before the retirement, carried it
+    assert config_from_dict(doc) == config_from_dict(json.loads(shipped.read_text()))
     assert config_from_dict(doc).loss.lambda_ig == 0.0
     with pytest.raises(ConfigError, match="meta_nit"):
         config_from_dict({"video": {"meta_nit": True}})
