@@ -100,6 +100,9 @@ class VideoConfig:
     # equal to its input predicts x0 = c, a copy of the last context frame (a reparameterisation: loss, sampler and
     # x0 = x_t − σ v unchanged; `models.video_dit`)
     future_residual: bool = False
+    # the command and the ego status also added to the embedded timestep that every block's adaLN reads, as DiT
+    # conditions on a class (zero-initialised; the cross-attended conditioning tokens stay; `models.video_dit`)
+    adaln_cond: bool = False
 
 
 @dataclass(frozen=True)

@@ -257,6 +257,46 @@ def test_future_residual_is_the_plain_network_on_the_residual_and_copies_the_las
                                  in_channels=4).future_residual
 
 
+def test_adaln_cond_is_added_to_the_embedded_timestep_and_starts_as_the_plain_model(tmp_path):
+    """`adaln_cond` (DiT's class conditioning): new weights only in `cond_adaln`, zero outputs at initialisation (the
+    plain model's output exactly); once trained, every block's modulation is LTX's linear(silu(emb(t) + e)) with
+    e = command embedding + ego MLP, so the command changes the velocity even when the cross-attended tokens ignore
+    it; the loss reaches the command embedding; the flag is saved, loaded strictly and reached from the config."""
+    plain, model = tiny_model(), tiny_model(adaln_cond=True)
+    assert {k.split(".")[0] for k in set(model.state_dict()) - set(plain.state_dict())} == {"cond_adaln"}
+    model.load_state_dict({**plain.state_dict(), **{k: v for k, v in model.state_dict().items() if "cond_adaln" in k}})
+    latents, sigma, cond = inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(model(latents, sigma, cond, 2).sample, plain(latents, sigma, cond, 2).sample,
+                                   rtol=0, atol=0)
+    loss = model(latents, sigma, cond, 2).sample.square().mean()
+    loss.backward()
+    assert model.cond_adaln.command.weight.grad[cond.command].abs().sum() > 0  # the loss reaches the command
+
+    with torch.no_grad():
+        model.cond_adaln.command.weight.normal_(), model.cond_adaln.ego[2].weight.normal_()
+        model.cond.command.weight.zero_()  # the cross-attended tokens no longer carry the command
+        seen = {}
+        model.transformer.transformer_blocks[0].register_forward_pre_hook(
+            lambda m, args, kw: seen.update(temb=kw["temb"]), with_kwargs=True)
+        out = model(latents, sigma, cond, 2).sample
+        te, b, t = model.transformer.time_embed, 2, latents.shape[2]
+        steps = sigma[:, None] * 1000.0 * (torch.arange(t) >= 2).float()[None]
+        emb = te.emb(steps.flatten(), resolution=None, aspect_ratio=None, batch_size=b, hidden_dtype=torch.float32)
+        e = model.cond_adaln.command(cond.command) + model.cond_adaln.ego(cond.ego_status)
+        want = te.linear(te.silu(emb.view(b, t, -1) + e[:, None])).repeat_interleave(16, dim=1)  # 4 × 4 tokens a frame
+        torch.testing.assert_close(seen["temb"], want)
+        other = VideoCond(command=(cond.command + 1) % 3, ego_status=cond.ego_status)
+        assert not torch.allclose(model(latents, sigma, other, 2).sample, out)
+    save_model_atomic(model, tmp_path / "dit")
+    loaded = VideoDiT.from_pretrained(tmp_path / "dit")
+    assert loaded.config.adaln_cond is True
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(latents, sigma, cond, 2).sample, out)
+    built = video_dit_from_config(VideoConfig(num_layers=2, head_blocks=(1,), adaln_cond=True), in_channels=4)
+    assert built.cond_adaln is not None and torch.count_nonzero(built.cond_adaln.command.weight) == 0
+
+
 def test_context_timestep_is_zero_whatever_sigma():
     """With every frame context, σ must not matter (all timesteps 0)."""
     model = tiny_model()

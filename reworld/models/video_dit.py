@@ -24,6 +24,12 @@ its velocity is ε − r0 = v + c. So the blocks read the future frames as x_t �
 returns (final, heads, lens) is the network's output − c on future frames: the flow-matching loss, the sampler and
 x0 = x_t − σ v stay as they are (a reparameterisation, as EDM's preconditioning is). At σ = 1 a network that returns
 its input predicts x0 = c, the copy, which the plain model has to find by attention.
+
+`adaln_cond` (off by default and in LTX-Video): the command and the ego status also modulate every block, as DiT
+(Peebles and Xie, 2023) conditions on a class: `AdaLNCond` maps them to the transformer's width and adds the result
+to the embedded timestep of every token before LTX's `time_embed.linear` turns it into each block's shift, scale and
+gate (and the output layer's and the heads' shift and scale). Its output layers start at zero, so at initialisation
+the model is the plain one; the conditioning tokens that the blocks cross-attend to stay as they are.
 """
 from __future__ import annotations
 
@@ -113,6 +119,26 @@ class CondTokens(nn.Module):
         return self.base + tokens.view(b, self.num_tokens, self.channels)  # (B, N, Cc)
 
 
+class AdaLNCond(nn.Module):
+    """Command embedding + ego-status MLP → (B, D), added to the embedded timestep (DiT's class conditioning);
+    zero-initialised outputs, so a new one changes nothing until trained."""
+
+    def __init__(self, num_commands: int, ego_dim: int, dim: int):
+        super().__init__()
+        self.command = nn.Embedding(num_commands, dim)
+        self.ego = nn.Sequential(nn.Linear(ego_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.zeros_(self.command.weight)
+        self.ego[0].reset_parameters()
+        nn.init.zeros_(self.ego[2].weight)
+        nn.init.zeros_(self.ego[2].bias)
+
+    def forward(self, command: torch.Tensor, ego_status: torch.Tensor) -> torch.Tensor:
+        return self.command(command) + self.ego(ego_status.to(self.command.weight.dtype))  # (B, D)
+
+
 class VideoDiT(ModelMixin, ConfigMixin):
     """LTX-Video transformer + conditioning tokens + intermediate velocity heads (see module docstring)."""
 
@@ -139,6 +165,7 @@ class VideoDiT(ModelMixin, ConfigMixin):
         patch_size: int = 1,  # p×p latent pixels per token
         concat_last_context: bool = False,  # every token also sees the last context latent frame (module docstring)
         future_residual: bool = False,  # the future as a residual on the last context latent frame (module docstring)
+        adaln_cond: bool = False,  # command and ego status also through every block's adaLN (module docstring)
     ):
         super().__init__()
         if patch_size < 1:
@@ -169,6 +196,7 @@ class VideoDiT(ModelMixin, ConfigMixin):
         self.heads = nn.ModuleDict({str(k): AdaLNVelocityHead(dim, token_channels) for k in blocks})
         self.context_proj = nn.Linear(token_channels, dim) if concat_last_context else None
         self.reset_context_proj()
+        self.cond_adaln = AdaLNCond(num_commands, ego_dim, dim) if adaln_cond else None
         self.patch_size = patch_size
         self.future_residual = bool(future_residual)
         self.head_block_ids: tuple[int, ...] = tuple(blocks)
@@ -181,12 +209,21 @@ class VideoDiT(ModelMixin, ConfigMixin):
             nn.init.zeros_(self.context_proj.bias)
 
     # ----------------------------------------------------------------------------------------------
-    def _timestep_embedding(self, sigma: torch.Tensor, n_context: int, t: int, tokens_per_frame: int, dtype):
-        """Per-frame timesteps (context 0, future σ·1000) → per-token (temb (B, S, 6D), embedded (B, S, D))."""
+    def _timestep_embedding(self, sigma: torch.Tensor, n_context: int, t: int, tokens_per_frame: int, dtype,
+                            cond: VideoCond | None = None):
+        """Per-frame timesteps (context 0, future σ·1000) → per-token (temb (B, S, 6D), embedded (B, S, D)); with
+        `adaln_cond`, the command and ego status are added to the embedded timestep of every frame first."""
         b = sigma.shape[0]
         frame_is_future = (torch.arange(t, device=sigma.device) >= n_context).to(sigma.dtype)  # (t,)
         timestep = sigma[:, None] * TIMESTEP_SCALE * frame_is_future[None, :]  # (B, t)
-        temb, embedded = self.transformer.time_embed(timestep.flatten(), batch_size=b, hidden_dtype=dtype)
+        if self.cond_adaln is None:
+            temb, embedded = self.transformer.time_embed(timestep.flatten(), batch_size=b, hidden_dtype=dtype)
+        else:  # LTX's AdaLayerNormSingle, its two halves apart: emb (timestep → D), then linear(silu(·)) → 6D
+            te = self.transformer.time_embed
+            embedded = te.emb(timestep.flatten(), resolution=None, aspect_ratio=None, batch_size=b, hidden_dtype=dtype)
+            extra = self.cond_adaln(cond.command, cond.ego_status).to(embedded.dtype)  # (B, D)
+            embedded = (embedded.view(b, t, -1) + extra[:, None]).flatten(0, 1)  # (B·t, D)
+            temb = te.linear(te.silu(embedded))
         temb = temb.view(b, t, -1).repeat_interleave(tokens_per_frame, dim=1)  # (B, S, 6D)
         embedded = embedded.view(b, t, -1).repeat_interleave(tokens_per_frame, dim=1)  # (B, S, D)
         return temb, embedded
@@ -240,7 +277,7 @@ class VideoDiT(ModelMixin, ConfigMixin):
             x = tr.proj_in(x) + self.context_proj(last).repeat(1, t, 1)  # every frame's tokens, frame-major
         else:
             x = tr.proj_in(x)  # (B, S, D)
-        temb, embedded = self._timestep_embedding(sigma, n_context, t, hp * wp, x.dtype)  # (B, S, 6D), (B, S, D)
+        temb, embedded = self._timestep_embedding(sigma, n_context, t, hp * wp, x.dtype, cond)  # (B,S,6D), (B,S,D)
         context = tr.caption_projection(self.cond(cond.command, cond.ego_status))  # (B, N, D)
 
         heads: dict[int, torch.Tensor] = {}
@@ -361,13 +398,15 @@ class VideoDiT(ModelMixin, ConfigMixin):
             state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
         load_state_dict_strict(model.transformer, state, where=str(path), assign=True)
         dtype = dtype or next(model.transformer.parameters()).dtype
-        new_parts = [model.cond, model.heads] + ([model.context_proj] if model.context_proj is not None else [])
+        new_parts = [model.cond, model.heads] + [m for m in (model.context_proj, model.cond_adaln) if m is not None]
         for module in new_parts:  # new parts: real memory, fresh initialisation
             module.to_empty(device="cpu")
         model.cond.reset_parameters()
         for head in model.heads.values():
             head.reset_parameters()
         model.reset_context_proj()
+        if model.cond_adaln is not None:
+            model.cond_adaln.reset_parameters()
         for module in new_parts:
             module.to(dtype)
         return model.eval()
@@ -388,7 +427,8 @@ def video_dit_from_config(cfg: VideoConfig, in_channels: int,
     `in_channels` = VAE latent channels. RoPE scale: `cfg.rope_interpolation_scale` when the config pins one, else
     `rope_scale` (the run's, from `ltx_rope_scale`), else VideoDiT's default; stored in the model's config."""
     new_args = dict(head_blocks=tuple(cfg.head_blocks), num_cond_tokens=cfg.num_cond_tokens,
-                    concat_last_context=bool(cfg.concat_last_context), future_residual=bool(cfg.future_residual))
+                    concat_last_context=bool(cfg.concat_last_context), future_residual=bool(cfg.future_residual),
+                    adaln_cond=bool(cfg.adaln_cond))
     scale = cfg.rope_interpolation_scale or rope_scale
     if scale is not None:
         if len(scale) != 3:
