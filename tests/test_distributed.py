@@ -316,6 +316,19 @@ def _assert_same(a: dict, b: dict, atol: float) -> None:
         torch.testing.assert_close(a[k], b[k], atol=atol, rtol=0, msg=k)
 
 
+def _assert_same_adam_steps(a: dict, b: dict, lr: float, share: float = 0.05) -> None:
+    """Two runs that took the same AdamW steps up to rounding. Adam divides by the gradient's own scale, so a
+    gradient that differs in its last bits where it is ≈ 0 (a convolution summed in another order: FSDP computes on
+    gathered copies of the weights) can move that element by up to 2·lr a step the other way; on an AVX-512 machine
+    (2026-12-02) 2.6 % of the VAE's elements differed by more than 1e-6 after 2 steps, by at most lr / 3. Runs whose
+    gradients really differ (ranks not averaged, a shard lost) differ on a large share of the elements by ≈ 2·lr."""
+    assert a.keys() == b.keys()
+    n = sum(v.numel() for v in a.values())
+    off = sum(int(((a[k] - b[k]).abs() > 1e-6).sum()) for k in a)
+    worst = max(float((a[k] - b[k]).abs().max()) for k in a)
+    assert off <= share * n and worst < lr, f"{off} of {n} elements differ by > 1e-6, the largest by {worst:.2e}"
+
+
 def test_fsdp_matches_ddp_in_every_stage_and_resumes(vae_run, tiny_config_path, tmp_path):
     """Two processes keep identical parameters under DDP (every rank takes the same step, bit for bit; rank 0
     alone writes the checkpoint and the log), and `train.sharding: fsdp` on two processes trains the same models as
@@ -325,6 +338,9 @@ def test_fsdp_matches_ddp_in_every_stage_and_resumes(vae_run, tiny_config_path, 
     import yaml
 
     doc = yaml.safe_load(tiny_config_path.read_text())
+    from reworld.config import load_config
+
+    doc_lr = load_config(tiny_config_path).train.lr
     cfgs = {}
     for kind in ("ddp", "fsdp"):
         doc["train"]["sharding"] = kind
@@ -351,7 +367,8 @@ def test_fsdp_matches_ddp_in_every_stage_and_resumes(vae_run, tiny_config_path, 
     r0, r1 = _rank_states(tmp_path / "vae-ddp")
     for k in set(r0) - {"vae.latents_mean", "vae.latents_std"}:  # fitted after training by rank 0 alone
         assert torch.equal(r0[k], r1[k]), k
-    _assert_same(_exported(tmp_path / "vae-ddp", "vae"), _exported(tmp_path / "vae-fsdp", "vae"), 1e-6)
+    _assert_same_adam_steps(_exported(tmp_path / "vae-ddp", "vae"), _exported(tmp_path / "vae-fsdp", "vae"),
+                            lr=doc_lr)
 
     # stage video: the sharded run stops at step 2 and resumes to 4
     ddp, fsdp = _fresh(vae_run, tmp_path / "ddp"), _fresh(vae_run, tmp_path / "fsdp")
