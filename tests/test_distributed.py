@@ -321,7 +321,8 @@ def _assert_same_adam_steps(a: dict, b: dict, lr: float, share: float = 0.05) ->
     gradient that differs in its last bits where it is ≈ 0 (a convolution summed in another order: FSDP computes on
     gathered copies of the weights) can move that element by up to 2·lr a step the other way; on an AVX-512 machine
     (2026-12-02) 2.6 % of the VAE's elements differed by more than 1e-6 after 2 steps, by at most lr / 3. Runs whose
-    gradients really differ (ranks not averaged, a shard lost) differ on a large share of the elements by ≈ 2·lr."""
+    gradients really differ (ranks not averaged, a shard lost) are expected to differ on a large share of the elements
+    by up to 2·lr (expected from Adam's first steps, lr·sign(g); not measured here)."""
     assert a.keys() == b.keys()
     n = sum(v.numel() for v in a.values())
     off = sum(int(((a[k] - b[k]).abs() > 1e-6).sum()) for k in a)
