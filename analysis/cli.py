@@ -7,6 +7,8 @@
     python -m analysis ablation  --csv curves.csv [--csv table.csv] [--target 'val/loss<=0.2'] --out DIR
     python -m analysis guidance-toy [--seeds 1 2 3 4 5 --steps N --samples 10000 --guidance 1.4] --out DIR
     python -m analysis guidance-toy-model [--arm ig --seed 1] --out DIR    (the app's toy: one trained arm)
+    python -m analysis guidance-sweep --checkpoint RUN --judge JUDGE [--w 0 0.5 1 1.4 2 3 --every 3 --samples 1]
+                                 --out DIR    (the judge's readings against w on held-out clips; the app's view)
 
 HTML files load plotly.js from `plotly.min.js` beside them (written once per folder; no CDN, viewers
 may be offline); `--self-contained` embeds it in every file instead. A user's mistake (a missing
@@ -213,6 +215,48 @@ def cmd_futures(args) -> int:
     return 0
 
 
+def cmd_guidance_sweep(args) -> int:
+    from PIL import Image
+
+    from reworld.data.loader import NuScenesClips
+    from reworld.evaluation.judge import load_judge
+
+    from .guidance_sweep import check_ws, guidance_sweep, sweep_figure, sweep_frames
+
+    ws = check_ws(args.w)
+    if args.every < 1:
+        raise ValueError(f"--every must be ≥ 1, got {args.every}")
+    pipe = _pipeline(args.checkpoint, args.device)
+    judge = load_judge(args.judge).to(pipe.device)
+    data = pipe.clip_spec
+    ds = NuScenesClips(data, args.split, geometry=False,
+                       dataroot=resolve_dataroot(args.dataroot or data.dataroot), version=args.version)
+    indices = list(range(0, len(ds), args.every))[:args.limit]
+    if not indices:
+        raise ValueError(f"no clips in split {args.split!r} of {ds.root}")
+    name = args.name or Path(args.checkpoint).resolve().name
+    _log(f"guidance sweep of {name}: w = {ws} on {len(indices)} {args.split} clips × {args.samples}, "
+         f"{args.steps} steps on {pipe.device}")
+    t0 = time.perf_counter()
+    sweep = guidance_sweep(pipe, ds, indices, judge, ws, args.steps, args.samples, args.seed, args.reference, _log)
+    frames, truth = sweep.pop("_frames"), sweep.pop("_truth")
+    sweep.update(name=name, split=args.split, every=args.every, judge=str(args.judge),
+                 command=(f"python -m analysis guidance-sweep --checkpoint {args.checkpoint} --judge {args.judge} "
+                          f"--w {' '.join(f'{w:g}' for w in ws)} --reference {args.reference:g} --split {args.split} "
+                          f"--every {args.every}" + (f" --limit {args.limit}" if args.limit else "")
+                          + f" --samples {args.samples} --steps {args.steps} --seed {args.seed} --out {args.out}"),
+                 seconds_taken=round(time.perf_counter() - t0, 1))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    png = out / f"guidance_sweep_{name}.png"
+    Image.fromarray(sweep_frames(truth, frames, data.frame_rate)).save(png)
+    files = [write_json(sweep, out / f"guidance_sweep_{name}.json"), png]
+    if args.html:
+        files.append(write_figure(sweep_figure(sweep), out / f"guidance_sweep_{name}.html", args.self_contained))
+    _print_files(files)
+    return 0
+
+
 # --------------------------------------------------------------------------- embedding
 
 
@@ -374,6 +418,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--guidance", type=float, default=1.4, help="w of the ig_sg arm's training target")
     s.add_argument("--out", required=True, help="model folder (written atomically)")
     s.set_defaults(func=cmd_guidance_toy_model)
+
+    s = sub.add_parser("guidance-sweep", help="the video judge's readings of a world model's futures against the "
+                       "guidance w, on held-out clips with the same noise at every w (JSON, frame grid PNG)")
+    s.add_argument("--checkpoint", required=True, help="run folder or shipped checkpoint with a trained head")
+    s.add_argument("--judge", required=True, help="video judge folder (e.g. assets/checkpoints/judge)")
+    s.add_argument("--w", type=float, nargs="+", default=[0.0, 0.5, 1.0, 1.4, 2.0, 3.0], help="guidance values")
+    s.add_argument("--reference", type=float, default=1.0, help="the w every other is paired with (default 1)")
+    s.add_argument("--dataroot", help="nuScenes-format root (default: the checkpoint's config)")
+    s.add_argument("--version", help="table folder, e.g. v1.0-synth or v1.0-mini")
+    s.add_argument("--split", default="val", choices=["train", "val", "all"])
+    s.add_argument("--every", type=int, default=3, help="every K-th clip of the split (as eval --every)")
+    s.add_argument("--limit", type=int, default=None, help="at most this many clips (after --every)")
+    s.add_argument("--samples", type=int, default=1, help="sampled futures per clip and w")
+    s.add_argument("--steps", type=int, default=20)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--name", default=None, help="file name part (default: the checkpoint folder's name)")
+    s.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    s.add_argument("--html", action="store_true", help="also write the figure as HTML")
+    s.add_argument("--self-contained", action="store_true", help="embed plotly.js in the HTML file")
+    s.add_argument("--out", required=True, help="output folder (created)")
+    s.set_defaults(func=cmd_guidance_sweep)
 
     s = sub.add_parser("embedding", help="UMAP and separation of experts vs hard negatives (Action DiT features)")
     s.add_argument("--checkpoint", required=True, action="append", help="repeat to compare (vanilla vs ReWorld)")

@@ -511,14 +511,40 @@ def no_ablation_note(ctx) -> str:
             "there (`step,run,seed,metric,value`, see `analysis/ablation.py`); until then this panel stays empty.")
 
 
+VERDICT_COLUMNS = ["comparison", "mean", "95 % bootstrap", "95 % t", "smallest effect", "verdict"]
+
+
+def study_verdicts(ctx, csv_name: str) -> pd.DataFrame:
+    """The pre-registered comparisons of a claims-study part (docs/study.md) whose results sit beside its CSV
+    (`<name>.json` with "comparisons": mean, intervals and verdict each), as a table; empty for other CSVs."""
+    import json
+
+    path = ctx.ablation_dir / f"{Path(csv_name).stem}.json"
+    try:
+        comparisons = json.loads(path.read_text()).get("comparisons") if path.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        raise gr.Error(f"{path.name}: not readable as the study's results JSON") from None
+    if not isinstance(comparisons, dict):
+        return pd.DataFrame(columns=VERDICT_COLUMNS)
+    rows = []
+    for name, c in comparisons.items():
+        try:
+            rows.append([name, f"{c['mean']:+.4f}", f"[{c['boot_lo']:+.4f}, {c['boot_hi']:+.4f}]",
+                         f"[{c['t_lo']:+.4f}, {c['t_hi']:+.4f}]", f"{c['smallest_effect']:.4f}", c["verdict"]])
+        except (KeyError, TypeError, ValueError):
+            raise gr.Error(f"{path.name}: comparison {name!r} lacks its mean, intervals or verdict") from None
+    return pd.DataFrame(rows, columns=VERDICT_COLUMNS)
+
+
 @user_errors
 def ablation(ctx, csv_name):
-    """Training curves (or a metric table) of one ablation CSV from the app's asset folder."""
+    """Training curves (or a metric table) of one ablation CSV from the app's asset folder, and the pre-registered
+    comparisons with their verdicts when the CSV is a claims-study part's (`study_verdicts`)."""
     from analysis import ablation as AB
 
     files = ablation_files(ctx)
     if not csv_name and not files:
-        return None, no_ablation_note(ctx)
+        return None, no_ablation_note(ctx), pd.DataFrame(columns=VERDICT_COLUMNS)
     name = V.name(csv_name or files[0], "ablation CSV", files)
     kind, df = AB.read_ablation_csv(ctx.ablation_dir / name)
     if kind == "curves":
@@ -532,7 +558,12 @@ def ablation(ctx, csv_name):
     else:
         fig = AB.table_figure(df)
         note = f"`{name}`: metric table of runs {', '.join(map(str, df['run'].unique()))}"
-    return fig, note
+    verdicts = study_verdicts(ctx, name)
+    if len(verdicts):
+        note += (". Below: the comparisons registered in docs/study.md before the runs, paired by seed, with their "
+                 "verdicts (*reproduces*: the interval excludes 0 in the claimed direction; *does not*: it excludes "
+                 "the smallest effect of interest; *inconclusive*: neither)")
+    return fig, note, verdicts
 
 
 # --------------------------------------------------------------------------- guidance toy
@@ -575,6 +606,78 @@ def toy(ctx, guidance, seed):
         text += " The study's means: " + ", ".join(f"{k.split(', ')[1].split(' (')[0]} {v:.1%}"
                                                    for k, v in refs.items()) + " (docs/study.md §1)."
     return fig, G.toy_sweep_figure(sweep, w, refs), text
+
+
+SWEEP_PREFIX = "guidance_sweep_"  # assets/ablation/guidance_sweep_<checkpoint>.json (+ .png): analysis guidance-sweep
+SWEEP_KEYS = ("rows", "references", "seconds", "clips", "samples_per_clip", "steps", "default_guidance",
+              "reference_w")
+
+
+def sweep_names(ctx) -> list[str]:
+    """The guidance sweeps on real clips the app can show: `guidance_sweep_<name>.json` in its ablation folder."""
+    d = ctx.ablation_dir
+    if d is None or not d.is_dir():
+        return []
+    return sorted(p.stem[len(SWEEP_PREFIX):] for p in d.glob(f"{SWEEP_PREFIX}*.json"))
+
+
+def _read_sweep(path: Path) -> dict:
+    import json
+
+    try:
+        sweep = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise gr.Error(f"{path.name}: not readable as JSON ({type(e).__name__})") from None
+    missing = [k for k in SWEEP_KEYS if not isinstance(sweep, dict) or k not in sweep]
+    if missing or not sweep["rows"]:
+        raise gr.Error(f"{path.name}: not a guidance sweep (missing {', '.join(missing) or 'rows'}); remake it "
+                       "with `python -m analysis guidance-sweep`")
+    return sweep
+
+
+def _interval(iv) -> str:
+    return f"[{iv[0]:+.2f}, {iv[1]:+.2f}]"
+
+
+@user_errors
+def guidance_sweep_view(ctx, sweep, guidance):
+    """A shipped guidance sweep on real clips (`analysis.guidance_sweep`): the judge's distance and position error
+    against w with the baselines, `guidance` marked; one clip's future at several horizons per w; a line of numbers
+    at the swept w nearest `guidance`."""
+    from PIL import Image
+
+    from analysis.guidance_sweep import sweep_figure
+
+    names = sweep_names(ctx)
+    if not names:
+        return None, None, ("**No guidance sweep on real clips** in the app's ablation folder: make one with "
+                            "`python -m analysis guidance-sweep --checkpoint assets/checkpoints/reworld --judge "
+                            "assets/checkpoints/judge --out assets/ablation`.")
+    name = V.name(sweep or names[0], "guidance sweep", names)
+    w = V.guidance(guidance)
+    path = ctx.ablation_dir / f"{SWEEP_PREFIX}{name}.json"
+    data = ctx.sweeps.get((name, path.stat().st_mtime_ns), lambda: _read_sweep(path))
+    png = path.with_suffix(".png")
+    image = np.asarray(Image.open(png).convert("RGB")) if png.is_file() else None
+    rows = data["rows"]
+    row = rows[int(np.argmin([abs(r["w"] - w) for r in rows]))]
+    last = len(data["seconds"]) - 1
+    ref = data["reference_w"]
+    refs = data["references"]
+    text = (f"`{name}` on {data['clips']} held-out clips × {data['samples_per_clip']} ({data['steps']} steps, the same "
+            f"noise at every w; its default w = {data['default_guidance']:g}). At **w = {row['w']:g}**"
+            + (f" (the swept value nearest {w:g})" if row["w"] != w else "")
+            + f": FD {row['fd_judge']:.1f}, position error {row['position_m_mean']:.2f} m on average over the "
+            f"horizon {_interval(row['position_m_mean_boot']).replace('+', '')}")
+    if row["w"] != ref:
+        d = row["minus_reference_position_m_at_s"][last]
+        iv = row["minus_reference_position_m_at_s_boot"][last]
+        text += f"; at {data['seconds'][last]:g} s, {d:+.2f} m against w = {ref:g} {_interval(iv)} (paired by clip)"
+    names_b = {"repeat_last": "repeat-last", "copy_context": "copy-context", "real": "real futures"}
+    text += ". References: " + ", ".join(
+        f"{names_b.get(k, k)} " + (f"FD {v['fd_judge']:.1f}, " if v.get("fd_judge") is not None else "")
+        + f"{v['position_m_mean']:.2f} m" for k, v in refs.items()) + ". Intervals: 95 % bootstrap over clips."
+    return sweep_figure(data, w), image, text
 
 
 # --------------------------------------------------------------------------- export

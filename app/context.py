@@ -126,6 +126,7 @@ class AppContext:
         self.features = LRU(8)
         self.toy_dir = Path(toy_dir) if toy_dir else None  # the guidance toy's model folder (None: no toy view)
         self.toy_sweeps = LRU(8)  # seed → outlier rate against w
+        self.sweeps = LRU(4)  # (guidance sweep on real clips, file mtime) → its JSON
         self._toy = None
         self.scenes: dict[str, list[int]] = {}
         for i, ref in enumerate(dataset.samples):

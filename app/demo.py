@@ -334,6 +334,22 @@ TOY_GUIDE = (
     "what guidance wins back, so an IG model at w = 1.4 is not better than a plain model trained as long.")
 
 
+SWEEP_GUIDE = (
+    "The same guidance on the world model itself, read by the video judge (a network trained to read the ego's "
+    "motion and the vehicle ahead from rendered clips, validated before use) on held-out clips. Every w samples the "
+    "same clips from the same noise, so differences between w are the guidance's, not the noise's.\n\n"
+    "- **Left**: the Fréchet distance between the judge's features of the generated futures and of the real ones "
+    "(lower: closer to real video). Dashed lines: repeating the last frame, copying the context forward, and two "
+    "halves of the real clips (the floor: what sampling noise alone gives).\n"
+    "- **Right**: how far from the truth the judge reads the ego's position in the generated future, averaged over "
+    "the horizon (solid) and at its last second (dotted), with 95 % intervals over clips.\n"
+    "- **Below**: one clip's future at +1, +2 and +4 s, the truth on top and a row per w.\n\n"
+    "On the toy, w > 1 pulls samples onto the branches. Here, look for whether the curves move with w at all and "
+    "whether any w reaches the dashed lines: if they stay flat, the head and the final output disagree little and "
+    "guidance changes little of what the judge can read. The grey vertical line is the slider's w; the dotted one "
+    "the checkpoint's default.")
+
+
 def _intro(summary: str, guide: str, open_guide: bool = False) -> None:
     """A view's first lines: what it shows, then its "What to look for" note."""
     gr.Markdown(summary)
@@ -343,7 +359,7 @@ def _intro(summary: str, guide: str, open_guide: bool = False) -> None:
 
 def _toy_tab(shared: _Shared) -> None:
     ctx = shared.ctx
-    with gr.Tab("Guidance (2-D toy)", id="toy"):
+    with gr.Tab("Guidance (toy and real clips)", id="toy"):
         _intro("Intermediate guidance on a 2-D density where every number is exact: the head's, the final and the "
                "guided velocity field, and samples moving under them.", TOY_GUIDE, open_guide=True)
         with gr.Row():
@@ -354,14 +370,32 @@ def _toy_tab(shared: _Shared) -> None:
         toy_note = gr.Markdown(elem_classes="status-line", elem_id="toy-note")
         toy_fields = gr.Plot(label="Velocity fields and samples", elem_id="toy-fields", show_label=False)
         toy_sweep = gr.Plot(label="Samples off the tree against w", elem_id="toy-sweep", show_label=False)
-        _export(shared, "toy", [toy_fields, toy_sweep])
+        gr.Markdown("### On real clips: what the video judge reads against w")
+        with gr.Accordion("What to look for", open=False):
+            gr.Markdown(SWEEP_GUIDE)
+        sweeps = C.sweep_names(ctx)
+        gs_name = gr.Dropdown(sweeps, value=sweeps[0] if sweeps else None, label="Guidance sweep (assets/ablation/)",
+                              elem_id="sweep-name")
+        gs_note = gr.Markdown(elem_classes="status-line", elem_id="sweep-note")
+        gs_plot = gr.Plot(label="The judge against w", elem_id="sweep-plot", show_label=False)
+        gr.Markdown("One held-out clip's future at +1, +2 and +4 s: the truth on top, then a row per w.")
+        gs_frames = gr.Image(label="Futures per w", elem_id="sweep-frames", show_label=False, interactive=False,
+                             buttons=["download"])
+        _export(shared, "toy", [toy_fields, toy_sweep, gs_plot])
 
     def show_toy(guidance, seed):  # parameter names are the API's
         return C.toy(ctx, guidance, seed)
 
+    def show_sweep(sweep, guidance):  # parameter names are the API's
+        return C.guidance_sweep_view(ctx, sweep, guidance)
+
     outputs = [toy_fields, toy_sweep, toy_note]
     toy_btn.click(show_toy, [toy_w, toy_seed], outputs, api_name="toy", **HEAVY)
     toy_w.release(show_toy, [toy_w, toy_seed], outputs, **PRIVATE, **HEAVY)
+    sweep_out = [gs_plot, gs_frames, gs_note]
+    gs_name.change(show_sweep, [gs_name, toy_w], sweep_out, api_name="guidance_sweep")
+    toy_w.release(show_sweep, [gs_name, toy_w], sweep_out, **PRIVATE)
+    shared.demo.load(show_sweep, [gs_name, toy_w], sweep_out, **PRIVATE)
 
 
 ALIGNMENT_GUIDE = (
@@ -460,6 +494,8 @@ def _compare_tab(shared: _Shared, settings: _Settings) -> None:
         csv = gr.Dropdown(files, value=files[0] if files else None, label="Ablation CSV (assets/ablation/)")
         abl_note = gr.Markdown(elem_id="abl-note")
         abl_plot = gr.Plot(label="Training curves")
+        abl_verdicts = gr.Dataframe(label="Pre-registered comparisons and verdicts", elem_id="abl-verdicts",
+                                    interactive=False)
         _export(shared, "compare", [bev_a, bev_b, curves_a, curves_b, abl_plot])
 
     def run_compare(checkpoint_a, checkpoint_b, scene, sample, steps, guidance, seed, samples, command,
@@ -476,5 +512,5 @@ def _compare_tab(shared: _Shared, settings: _Settings) -> None:
     cmp_btn.click(shared.arm, None, None, queue=False, **PRIVATE).then(
         run_compare, inputs, [video_a, video_b, bev_a, bev_b, cmp_table, curves_a, curves_b], api_name="compare",
         **HEAVY)
-    csv.change(show_ablation, csv, [abl_plot, abl_note], api_name="ablation")
-    shared.demo.load(lambda name: C.ablation(ctx, name), csv, [abl_plot, abl_note], **PRIVATE)
+    csv.change(show_ablation, csv, [abl_plot, abl_note, abl_verdicts], api_name="ablation")
+    shared.demo.load(lambda name: C.ablation(ctx, name), csv, [abl_plot, abl_note, abl_verdicts], **PRIVATE)

@@ -81,3 +81,32 @@ def _world(tmp_path_factory, name: str, num_scenes: int, seed: int) -> Path:
     root = tmp_path_factory.mktemp(name)
     generate_world(root, num_scenes=num_scenes, seed=seed)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_judge(tiny_config, tmp_path_factory):
+    """A video judge folder that reads the tiny world's clips (3 training steps: real classes, not a good judge)."""
+    from reworld.evaluation.judge import load_judge_set
+    from reworld.training.judge import JudgeTrainConfig, train_judge
+
+    data = load_judge_set(tiny_config.data, "all", limit=8)
+    tiny = JudgeTrainConfig(batch_size=4, widths=(8, 16), frame_stages=1, correlation_radius=1,
+                            correlation_channels=8, token_dim=32, num_layers=1, feature_dim=16)
+    judge, _ = train_judge(data, 3, train=tiny, frame_rate=tiny_config.data.frame_rate)
+    path = tmp_path_factory.mktemp("judge") / "judge"
+    judge.save_pretrained(path, safe_serialization=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_sweep(tiny_run, tiny_config, tiny_judge, tmp_path_factory):
+    """`python -m analysis guidance-sweep` of the tiny run (w = 0, 1, 2; 6 clips × 2 samples, 2 steps): the folder
+    with guidance_sweep_tiny.json and .png."""
+    from analysis.cli import main
+
+    out = tmp_path_factory.mktemp("sweep")
+    argv = ["guidance-sweep", "--checkpoint", str(tiny_run[0]), "--judge", str(tiny_judge), "--w", "2", "0", "1",
+            "--split", "all", "--every", "2", "--limit", "6", "--samples", "2", "--steps", "2", "--name", "tiny",
+            "--dataroot", str(tiny_config.data.dataroot), "--out", str(out)]
+    assert main(argv) == 0
+    return out

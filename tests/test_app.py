@@ -7,6 +7,7 @@ import re
 import gradio as gr
 import numpy as np
 import pytest
+from PIL import Image
 
 from test_app_support import tiny_demo, tiny_pipeline
 
@@ -346,16 +347,62 @@ def test_ablation_panel_with_and_without_data(ctx, tmp_path, monkeypatch):
     from app import callbacks as C
 
     monkeypatch.setattr(ctx, "ablation_dir", tmp_path / "absent")
-    fig, note = C.ablation(ctx, None)
-    assert fig is None and "No ablation data" in note
+    fig, note, verdicts = C.ablation(ctx, None)
+    assert fig is None and "No ablation data" in note and verdicts.empty
     monkeypatch.setattr(ctx, "ablation_dir", tmp_path)
     (tmp_path / "curves.csv").write_text("step,run,seed,metric,value\n0,vanilla,0,val/loss,1.0\n"
                                          "10,vanilla,0,val/loss,0.5\n"
                                          "0,reworld,0,val/loss,1.0\n10,reworld,0,val/loss,0.4\n")
-    fig, note = C.ablation(ctx, "curves.csv")
-    assert len(fig.data) == 2 and "vanilla" in note
+    fig, note, verdicts = C.ablation(ctx, "curves.csv")
+    assert len(fig.data) == 2 and "vanilla" in note and verdicts.empty
     with pytest.raises(gr.Error, match="unknown ablation CSV"):
         C.ablation(ctx, "other.csv")
+
+
+def test_ablation_panel_shows_the_study_verdicts(ctx, tmp_path, monkeypatch):
+    """A claims-study part's CSV comes with its registered comparisons and verdicts (from the JSON beside it)."""
+    import json
+    import shutil
+
+    from app import callbacks as C
+    from reworld.paths import ASSETS
+
+    for suffix in (".csv", ".json"):
+        shutil.copy(ASSETS / "ablation" / f"guidance_toy{suffix}", tmp_path)
+    monkeypatch.setattr(ctx, "ablation_dir", tmp_path)
+    fig, note, verdicts = C.ablation(ctx, "guidance_toy.csv")
+    study = json.loads((tmp_path / "guidance_toy.json").read_text())["comparisons"]
+    assert list(verdicts["comparison"]) == list(study) and list(verdicts["verdict"]) == [
+        c["verdict"] for c in study.values()]
+    assert "docs/study.md" in note and fig is not None
+    (tmp_path / "guidance_toy.json").write_text('{"comparisons": {"a": {"mean": 1}}}')
+    with pytest.raises(gr.Error, match="guidance_toy.json: comparison 'a' lacks"):
+        C.ablation(ctx, "guidance_toy.csv")
+
+
+def test_guidance_sweep_view(ctx, tiny_sweep, tmp_path, monkeypatch):
+    """The shipped sweep on real clips: its figure with the asked w marked, the frame grid, and the numbers of the
+    swept w nearest it; no sweep is a note; an unknown name or a broken file a short error naming it."""
+    import shutil
+
+    from app import callbacks as C
+
+    monkeypatch.setattr(ctx, "ablation_dir", tmp_path / "absent")
+    fig, image, note = C.guidance_sweep_view(ctx, None, 1.4)
+    assert fig is None and image is None and "No guidance sweep" in note
+    monkeypatch.setattr(ctx, "ablation_dir", tiny_sweep)
+    fig, image, note = C.guidance_sweep_view(ctx, "tiny", 1.9)
+    assert image.shape == np.asarray(Image.open(tiny_sweep / "guidance_sweep_tiny.png").convert("RGB")).shape
+    assert "**w = 2**" in note and "nearest 1.9" in note and "against w = 1" in note
+    assert any(getattr(sh, "x0", None) == 1.9 for sh in fig.layout.shapes)
+    with pytest.raises(gr.Error, match="unknown guidance sweep"):
+        C.guidance_sweep_view(ctx, "other", 1.0)
+    bad = tmp_path / "abl"
+    shutil.copytree(tiny_sweep, bad)
+    (bad / "guidance_sweep_broken.json").write_text('{"rows": [')
+    monkeypatch.setattr(ctx, "ablation_dir", bad)
+    with pytest.raises(gr.Error, match="guidance_sweep_broken.json"):
+        C.guidance_sweep_view(ctx, "broken", 1.0)
 
 
 def test_create_demo_refuses_mismatched_or_path_named_checkpoints(tiny_config, tmp_path):

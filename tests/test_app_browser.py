@@ -185,13 +185,18 @@ def test_browser_views_and_screenshots(url):
         other.close()
 
         # Guidance toy: the three fields with a σ slider and a play button, and the sweep against w
-        page.get_by_role("tab", name="Guidance (2-D toy)").click()
+        page.get_by_role("tab", name="Guidance (toy and real clips)").click()
         page.get_by_role("button", name="Show", exact=True).click()
         _wait_plot(page, "toy-fields")
         _wait_plot(page, "toy-sweep")
         expect(page.locator("#toy-note")).to_contain_text("w = 1.4", timeout=TIMEOUT_MS)
         expect(page.locator("#toy-fields .slider-container").first).to_be_visible(timeout=TIMEOUT_MS)
         _no_overlaps(page, "toy-fields", "toy-sweep")
+        # below it, the shipped guidance sweep on real clips (assets/ablation/): the judge against w, futures per w
+        _wait_plot(page, "sweep-plot")
+        _wait_image(page, "sweep-frames")
+        expect(page.locator("#sweep-note")).to_contain_text("held-out clips", timeout=TIMEOUT_MS)
+        _no_overlaps(page, "sweep-plot")
         shots.append(_shot(page, "toy"))
         # the view's figures export to one interactive HTML page to download
         page.locator("#toy-export-btn").click()

@@ -13,15 +13,19 @@ from test_app_support import tiny_demo
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 ENDPOINTS = {"/list_scenes", "/scene", "/generate", "/plan", "/stop", "/velocity", "/velocity_preview", "/embedding",
-             "/compare", "/ablation", "/toy", "/alignment"}
+             "/compare", "/ablation", "/toy", "/guidance_sweep", "/alignment"}
 
 
 @pytest.fixture(scope="module")
-def served(tiny_config, tmp_path_factory):
+def served(tiny_config, tiny_sweep, tmp_path_factory):
+    import shutil
+
     from app.cli import serve
 
     out = tmp_path_factory.mktemp("app-client")
     abl = tmp_path_factory.mktemp("ablation")
+    for f in tiny_sweep.glob("guidance_sweep_tiny.*"):
+        shutil.copy(f, abl)
     (abl / "curves.csv").write_text("step,run,seed,metric,value\n0,vanilla,0,val/loss,1.0\n10,vanilla,0,val/loss,0.5\n")
     demo, ctx = tiny_demo(tiny_config, out, ablation_dir=abl)
     port = free_port()
@@ -52,7 +56,7 @@ def test_every_named_endpoint_answers(served, client, monkeypatch):
     assert names["/compare"] == ["checkpoint_a", "checkpoint_b", "scene", "sample", "steps", "guidance", "seed",
                                  "samples", "command"]
     assert names["/velocity_preview"] == ["step", "layer"] and names["/ablation"] == ["csv"]
-    assert names["/toy"] == ["guidance", "seed"]
+    assert names["/toy"] == ["guidance", "seed"] and names["/guidance_sweep"] == ["sweep", "guidance"]
     assert names["/alignment"] == ["checkpoints", "scene", "sample", "negatives", "seed"]
 
     scenes = client.predict(api_name="/list_scenes")
@@ -86,10 +90,12 @@ def test_every_named_endpoint_answers(served, client, monkeypatch):
     assert len(out) == 7 and [r[0] for r in out[4]["data"]][:2] == ["reworld", "vanilla"]
     assert out[4]["data"][2][0].startswith("A − B, paired by sample")
 
-    fig, note = client.predict("curves.csv", api_name="/ablation")
+    fig, note, verdicts = client.predict("curves.csv", api_name="/ablation")
     assert fig is not None and "vanilla" in note
     fields, sweep, text = client.predict(guidance=2.0, seed=1, api_name="/toy")
     assert fields is not None and sweep is not None and "w = 2" in text
+    fig, frames, text = client.predict(sweep="tiny", guidance=0.1, api_name="/guidance_sweep")
+    assert fig is not None and frames is not None and "**w = 0**" in text and "nearest 0.1" in text
     fig, note, numbers = client.predict(checkpoints=["reworld", "vanilla"], scene=name, sample=0, negatives=3, seed=0,
                                         api_name="/alignment")
     assert fig is not None and set(numbers["checkpoints"]) == {"reworld", "vanilla"} and "split" in note
@@ -110,6 +116,8 @@ BAD = [
     ("/alignment", (["reworld"], "S", 0, 40, 0), "negatives|hard negatives|maximum"),
     ("/alignment", (["../x"], "S", 0, 3, 0), "x"),
     ("/ablation", ("../../etc/passwd",), "passwd"),
+    ("/guidance_sweep", ("../../etc/passwd", 1.0), "passwd"),
+    ("/guidance_sweep", ("tiny", 4.0), "guidance|maximum"),
 ]
 
 

@@ -1,5 +1,6 @@
 """`reworld eval` on the tiny run: every key, honest baselines, and the Markdown table."""
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -132,18 +133,11 @@ def test_ship_points_a_run_that_read_a_shared_vae_at_its_sibling(tiny_run, tiny_
     assert pipe.has_planner
 
 
-def test_eval_with_a_video_judge(tiny_run, tiny_config, tmp_path):
+def test_eval_with_a_video_judge(tiny_run, tiny_config, tiny_judge, tmp_path):
     """A judge that reads the run's clips adds its figures: per future frame, for the generated futures, the real
     ones and the baselines; and controllability on the turning clips."""
-    from reworld.evaluation.judge import load_judge_set
-    from reworld.training.judge import JudgeTrainConfig, train_judge
-
     out, _ = tiny_run
-    data = load_judge_set(tiny_config.data, "all", limit=8)
-    tiny = JudgeTrainConfig(batch_size=4, widths=(8, 16), frame_stages=1, correlation_radius=1,
-                            correlation_channels=8, token_dim=32, num_layers=1, feature_dim=16)
-    judge, _ = train_judge(data, 3, train=tiny, frame_rate=tiny_config.data.frame_rate)
-    judge.save_pretrained(tmp_path / "judge", safe_serialization=True)
+    shutil.copytree(tiny_judge, tmp_path / "judge")
     report = evaluate(str(out), dataroot=tiny_config.data.dataroot, split="all", limit=12, video_clips=0, steps=2,
                       judge=str(tmp_path / "judge"), judge_samples=2)
     j = report.judge

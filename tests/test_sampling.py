@@ -93,6 +93,27 @@ def test_command_changes_the_sample(model, context):
     assert (a.future - b.future).abs().max() > 1e-3
 
 
+def test_command_guidance_contrasts_with_the_other_commands(model, context):
+    """s = 0 is bitwise the plain sampler; one step at s follows v_f + s (v_f − mean of the other commands' v_f), the
+    other commands being each sample's own two others."""
+    latents, cond = context
+    assert torch.equal(sample(model, context, command_guidance=0.0).future, sample(model, context).future)
+    s = 2.5
+    out = sample(model, context, command_guidance=s, steps=1)
+    x = torch.randn((2, 4, 1, 4, 4), generator=torch.Generator().manual_seed(0))
+
+    def v(commands):
+        c = VideoCond(command=torch.tensor(commands), ego_status=cond.ego_status)
+        with torch.no_grad():
+            return model(torch.cat([latents, x], 2), torch.ones(2), c, 2).sample[:, :, 2:]
+
+    v_f = v([0, 2])  # the context's commands: left, right
+    v_other = (v([1, 0]) + v([2, 1])) / 2  # left's others: straight, right; right's: left, straight
+    torch.testing.assert_close(out.future, x - (v_f + s * (v_f - v_other)), rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="command_guidance must be ≥ 0"):
+        sample(model, context, command_guidance=-1.0)
+
+
 def test_record_and_decoded_previews(model, context):
     calls = []
 

@@ -234,6 +234,22 @@ def paired_position(report: dict, clip_of: np.ndarray, clips: int, frame_rate: f
     return out
 
 
+def sampled_videos(pipe, ds: NuScenesClips, indices, samples: int, steps: int, guidance: float, seed: int
+                   ) -> tuple[torch.Tensor, np.ndarray]:
+    """`samples` generated futures of each clip `indices[j]` after its true context: videos (M, T, 3, H, W) and
+    `clip_of` (M,) = j. Sample k of clip j is seeded `seed + k·N + j` (N clips), so the same clip, sample and seed
+    get the same noise at every guidance w and in every run."""
+    videos, clip_of = [], []
+    indices = list(indices)
+    for j, i in enumerate(indices):
+        clip = ds[i]
+        for k in range(samples):
+            gen = pipe.generate(clip, steps=steps, guidance=guidance, seed=seed + k * len(indices) + j).frames
+            videos.append(torch.cat([clip.observation.frames, gen]))
+            clip_of.append(j)
+    return torch.stack(videos), np.array(clip_of)
+
+
 def judge_metrics(pipe, ds: NuScenesClips, indices, judge, samples: int, steps: int, guidance: float | None,
                   seed: int) -> dict:
     """The video judge's figures of a world model on clips `indices` of `ds` (see the module docstring):
@@ -244,7 +260,7 @@ def judge_metrics(pipe, ds: NuScenesClips, indices, judge, samples: int, steps: 
     the clips whose logged command turns (at a junction), the future generated with "left" and with "right" (same
     seed), and the share in which the judge reads the ego further left at the last future frame under "left" than
     under "right" (`rate`), with the mean gap of the two readings."""
-    from reworld.evaluation.judge import check_judge_reads, judge_baselines, judge_set_of, judge_video_report, read_videos
+    from reworld.evaluation.judge import check_judge_reads, judge_baselines, judge_set_of, judge_video_report
 
     if not isinstance(samples, int) or samples < 1:
         raise ValueError(f"judge_samples must be an integer ≥ 1, got {samples!r}")
@@ -254,32 +270,40 @@ def judge_metrics(pipe, ds: NuScenesClips, indices, judge, samples: int, steps: 
     span = list(range(min(indices), max(indices) + 1))  # the floor's distances: the consecutive clips they span
     floor = judge_set_of(ds, span) if len(span) > len(indices) else None
     w = pipe.default_guidance if guidance is None else guidance
-    videos, clip_of, turns = [], [], []
-    for j, i in enumerate(indices):
-        clip = ds[i]
-        for k in range(samples):
-            gen = pipe.generate(clip, steps=steps, guidance=w, seed=seed + k * len(indices) + j).frames
-            videos.append(torch.cat([clip.observation.frames, gen]))
-            clip_of.append(j)
-        if COMMANDS[int(data.command[j])] in ("left", "right"):
-            pair = [torch.cat([clip.observation.frames,
-                               pipe.generate(clip, steps=steps, guidance=w, seed=seed + j, command=c).frames])
-                    for c in ("left", "right")]
-            turns.append((j, torch.stack(pair)))
+    videos, clip_of = sampled_videos(pipe, ds, indices, samples, steps, w, seed)
     out = {"video_horizon_s": ds.cfg.future_frames / ds.cfg.frame_rate, "clips": len(indices),
            "samples_per_clip": samples,
-           **judge_video_report(judge, data, torch.stack(videos), np.array(clip_of)),
+           **judge_video_report(judge, data, videos, clip_of),
            "baselines": judge_baselines(judge, data, floor=floor)}
     out["paired_position_m"] = paired_position(out, np.array(clip_of), len(indices), ds.cfg.frame_rate)
-    if turns:
-        times = np.repeat(data.time[[j for j, _ in turns]], 2, axis=0)
-        lateral = read_videos(judge, torch.cat([v for _, v in turns]), times=times)["ego_pose"][:, -1, 1]
-        gap = lateral[0::2] - lateral[1::2]  # + y is left of the t = 0 frame
-        out["controllability"] = {"clips": len(turns), "rate": float(np.mean(gap > 0)),
-                                  "lateral_gap_m": float(np.mean(gap))}
-    else:
-        out["controllability"] = {"clips": 0, "rate": None, "lateral_gap_m": None}
+    out["controllability"] = controllability(pipe, ds, indices, judge, data, steps, w, seed)
     return out
+
+
+def controllability(pipe, ds: NuScenesClips, indices, judge, data, steps: int, guidance: float, seed: int,
+                    command_guidance: float = 0.0) -> dict:
+    """On the clips `indices` (with their `JudgeSet` `data`) whose logged command turns: the future generated with
+    "left" and with "right" from the same seed (`seed + j` for clip j), and the share in which the judge reads the
+    ego further left at the last future frame under "left" than under "right" (`rate`), with the mean gap of the
+    two readings (`lateral_gap_m`, + is left) and the per-clip gaps."""
+    from reworld.evaluation.judge import read_videos
+
+    turns = []
+    for j, i in enumerate(indices):
+        if COMMANDS[int(data.command[j])] in ("left", "right"):
+            clip = ds[i]
+            pair = [torch.cat([clip.observation.frames,
+                               pipe.generate(clip, steps=steps, guidance=guidance, seed=seed + j, command=c,
+                                             command_guidance=command_guidance).frames])
+                    for c in ("left", "right")]
+            turns.append((j, torch.stack(pair)))
+    if not turns:
+        return {"clips": 0, "rate": None, "lateral_gap_m": None, "gaps_m": []}
+    times = np.repeat(data.time[[j for j, _ in turns]], 2, axis=0)
+    lateral = read_videos(judge, torch.cat([v for _, v in turns]), times=times)["ego_pose"][:, -1, 1]
+    gap = lateral[0::2] - lateral[1::2]  # + y is left of the t = 0 frame
+    return {"clips": len(turns), "rate": float(np.mean(gap > 0)), "lateral_gap_m": float(np.mean(gap)),
+            "gaps_m": gap.tolist()}
 
 
 def write_report(report: EvalReport, path: str | Path) -> None:

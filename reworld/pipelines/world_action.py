@@ -196,10 +196,12 @@ class WorldActionPipeline:
     def generate(self, clip: Clip, steps: int = 20, guidance: float = 1.0, seed: int = 0, command: str | None = None,
                  guidance_interval: tuple[float, float] | None = None, record: bool = False,
                  decode_previews: bool = False, callback: Callable | None = None,
-                 should_stop: Callable[[], bool] | None = None, lens: bool = False) -> GenerationResult:
+                 should_stop: Callable[[], bool] | None = None, lens: bool = False,
+                 command_guidance: float = 0.0) -> GenerationResult:
         """Sample the future of `clip`. record: keep a `StepRecord` per step (with `decode_previews`, each layer's
         x0 prediction decoded); lens: the records also hold the output layer's velocity on every block
-        (`StepRecord.v_lens`; decode one with `decode_future`)."""
+        (`StepRecord.v_lens`; decode one with `decode_future`); command_guidance: s of the sampler's contrast with
+        the other driving commands (0: off; `reworld.sampling.sample_future`)."""
         _check_steps(steps)
         t0 = time.perf_counter()
         _, n_fut = latent_split(self.config.data, self.vae)
@@ -212,6 +214,7 @@ class WorldActionPipeline:
 
         res = sample_future(self.video_dit, context, cond, n_fut, steps, generator=torch.Generator().manual_seed(seed),
                             guidance=guidance, guidance_interval=guidance_interval, shift=self.config.loss.shift,
+                            command_guidance=command_guidance,
                             record=record or lens,
                             record_lens=lens, decode_fn=decode if (record and decode_previews) else None, callback=callback,
                             should_stop=should_stop)

@@ -7,9 +7,14 @@ Convention: `x_t = (1 − σ) x0 + σ ε`, velocity `v ≈ ε − x0`, step `x �
 Guidance: `v_w = v_i + w (v_f − v_i)` with `v_i` the velocity of an intermediate head and `v_f` the final
 one, both from the same forward pass; `w = 1` (or a step outside the guidance interval) uses `v_f`
 itself, so it is bitwise the unguided sampler.
+Command guidance (optional, `command_guidance` s > 0): `v ← v + s (v_f − v̄_f)` with `v̄_f` the mean final velocity
+of the same x_t under each *other* driving command (a contrast with the other commands, as negative-prompt guidance
+contrasts with a negative condition): it amplifies whatever the model's prediction owes to its command, at one
+more forward per other command and step; s = 0 is bitwise the sampler without it.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -85,6 +90,7 @@ def sample_future(
     guidance: float = 1.0,
     guidance_interval: tuple[float, float] | None = None,
     guidance_head: int | None = None,
+    command_guidance: float = 0.0,
     shift: float = 1.0,
     record: bool = False,
     record_lens: bool = False,
@@ -97,6 +103,8 @@ def sample_future(
     generator: CPU `torch.Generator`; the initial noise is drawn on it and moved to the model's device.
     guidance: w; 1.0 = plain sampler. guidance_interval: (σ_lo, σ_hi), guide only while σ_lo ≤ σ ≤ σ_hi.
     guidance_head: block of the head that gives v_i (default: the shallowest head the model returns).
+    command_guidance: s ≥ 0 of the contrast with the other commands (module docstring); needs a `cond` with a
+    `command` and a model with `config.num_commands`.
     record: keep a `StepRecord` per step; `decode_fn(latents (B, C, t, h, w))` (e.g. VAE decoding) is then
     applied to the x0 previews, with the context latents in front. record_lens: the records also keep the output
     layer's velocity on every block (`StepRecord.v_lens`, the model's `return_lens`); needs `record`.
@@ -110,6 +118,14 @@ def sample_future(
         raise ValueError("record_lens needs record=True")
     if generator.device.type != "cpu":
         raise ValueError("generator must be a CPU torch.Generator (noise is drawn on the CPU)")
+    if not command_guidance >= 0:
+        raise ValueError(f"command_guidance must be ≥ 0, got {command_guidance}")
+    others = []
+    if command_guidance > 0:
+        if getattr(cond, "command", None) is None:
+            raise ValueError("command_guidance needs a condition with a driving command")
+        num = model.config.num_commands
+        others = [dataclasses.replace(cond, command=(cond.command + k) % num) for k in range(1, num)]
     b, c, n_ctx, h, w = context_latents.shape
     # the sampler's state is at least float32 whatever the model computes in (bf16 steps would drift)
     device, dtype = context_latents.device, torch.promote_types(context_latents.dtype, torch.float32)
@@ -142,6 +158,9 @@ def sample_future(
             v = v_heads[k] + guidance * (v_f - v_heads[k])  # v_w, future tokens only
         else:
             v = v_f  # exactly the unguided velocity
+        if others:
+            v_other = sum(model(full, sigma_t, o, n_ctx).sample[:, :, n_ctx:].to(dtype) for o in others) / len(others)
+            v = v + command_guidance * (v_f - v_other)
         if history is not None:
             history.append(_record_step(i, sigma, sigma_next, guided, x, v_f, v_heads, context_latents, decode_fn))
             if record_lens:

@@ -1,0 +1,182 @@
+"""What the guidance scale w does to a world model's futures, read by the video judge on real (held-out) clips.
+
+Intermediate guidance samples with v_w = v_i + w (v_f − v_i) (v_i: the trained head's velocity, v_f: the final
+output's): w = 1 is the plain model, w = 0 the head alone, w > 1 pushes past the final output, away from the head.
+`guidance_sweep` samples the same clips with the same noise at every w of a list (sample k of clip j seeded as in
+`eval`) and reads every future with the judge: `fd_judge` / `kid_judge` against the clips' real futures, the
+reading errors per future frame, and per clip the position error at each whole second ahead, so that each w's
+difference to the reference w (1 by default) gets a paired 95 % bootstrap interval over clips. The baselines
+(repeat the last frame, copy the context forward) and the floor (real futures) are read once, as references.
+`python -m analysis guidance-sweep` writes it as JSON with a figure (`sweep_figure`) and a frame grid
+(`sweep_frames`: one clip's future at several horizons, a row per w); the app's guidance view shows the shipped
+sweep (assets/ablation/guidance_sweep_<checkpoint>.json) beside the 2-D toy.
+"""
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+import torch
+from PIL import Image, ImageDraw
+from plotly.subplots import make_subplots
+
+from reworld.evaluation.stats import paired_interval
+
+LABEL_W, LABEL_H, GAP = 56, 12, 2  # [px] the frame grid's label column, label strip and gaps
+COLORS = {"w": "#0072B2", "repeat_last": "#D55E00", "copy_context": "#CC79A7", "real": "#009E73"}  # Okabe-Ito
+
+
+def check_ws(ws) -> list[float]:
+    ws = [float(w) for w in ws]
+    if not ws:
+        raise ValueError("the sweep needs at least one guidance value w")
+    if any(not np.isfinite(w) or w < 0 or w > 10 for w in ws):
+        raise ValueError(f"guidance values must lie in [0, 10], got {ws}")
+    if len(set(ws)) != len(ws):
+        raise ValueError(f"guidance values repeat: {ws}")
+    return sorted(ws)
+
+
+def _seconds(n_future: int, frame_rate: float) -> tuple[list[float], list[int]]:
+    seconds = [float(s) for s in range(1, int(n_future / frame_rate) + 1)] or [n_future / frame_rate]
+    return seconds, [int(round(frame_rate * s)) - 1 for s in seconds]
+
+
+def _per_clip(position: np.ndarray, clip_of: np.ndarray, clips: int) -> np.ndarray:
+    """(N, F): each clip's position error per future frame, its samples averaged."""
+    return np.stack([position[clip_of == j].mean(0) for j in range(clips)])
+
+
+def guidance_sweep(pipe, ds, indices, judge, ws, steps: int = 20, samples: int = 1, seed: int = 0,
+                   reference: float = 1.0, log=None) -> dict:
+    """The judge's figures of `pipe`'s futures on clips `indices` of `ds` at every w of `ws` (module docstring).
+    A checkpoint without a trained intermediate head has nothing to guide with: refused."""
+    from reworld.evaluation.evaluate import sampled_videos
+    from reworld.evaluation.judge import check_judge_reads, judge_baselines, judge_set_of, judge_video_report, \
+        read_videos
+
+    if not pipe.trained_heads:
+        raise ValueError(f"{pipe.path or 'this checkpoint'} has no trained intermediate head (λ_ig = 0): guidance "
+                         "would only scale its velocity, so there is nothing to sweep")
+    ws = check_ws(ws)
+    if reference not in ws:
+        raise ValueError(f"the reference w = {reference:g} must be one of the swept values {ws}")
+    if not isinstance(samples, int) or samples < 1:
+        raise ValueError(f"samples must be an integer ≥ 1, got {samples!r}")
+    check_judge_reads(judge, ds.cfg)
+    indices = list(indices)
+    data = judge_set_of(ds, indices)
+    n = len(indices)
+    real_embedding = read_videos(judge, data.video(slice(None)), times=data.time)["embedding"]
+    seconds, marks = _seconds(ds.cfg.future_frames, ds.cfg.frame_rate)
+    rows, per_clip, frames = [], {}, {}
+    for w in ws:
+        if log:
+            log(f"w = {w:g}: {n} clips × {samples}")
+        videos, clip_of = sampled_videos(pipe, ds, indices, samples, steps, w, seed)
+        rep = judge_video_report(judge, data, videos, clip_of, real_embedding=real_embedding)
+        pc = _per_clip(np.asarray(rep["position_m_per_video"]), clip_of, n)
+        per_clip[w] = pc
+        frames[w] = videos[0, data.n_context:]  # the first clip's first sample: the frame grid
+        ivs = [paired_interval(pc[:, m], resamples=4000) for m in marks]
+        mean_iv = paired_interval(pc.mean(1), resamples=4000)
+        rows.append({"w": w, "fd_judge": rep["fd_judge"], "kid_judge": rep["kid_judge"], "errors": rep["errors"],
+                     "position_m_at_s": [iv.mean for iv in ivs],
+                     "position_m_at_s_boot": [[iv.boot_lo, iv.boot_hi] for iv in ivs],
+                     "position_m_mean": mean_iv.mean, "position_m_mean_boot": [mean_iv.boot_lo, mean_iv.boot_hi]})
+    for row in rows:  # paired with the reference w, clip by clip
+        diff = per_clip[row["w"]] - per_clip[reference]
+        ivs = [paired_interval(diff[:, m], resamples=4000) for m in marks]
+        row["minus_reference_position_m_at_s"] = [iv.mean for iv in ivs]
+        row["minus_reference_position_m_at_s_boot"] = [[iv.boot_lo, iv.boot_hi] for iv in ivs]
+    span = list(range(min(indices), max(indices) + 1))  # the floor's two real halves: the clips the choice spans
+    base = judge_baselines(judge, data, floor=judge_set_of(ds, span) if len(span) > n else None)
+    references = {}
+    for kind, b in base.items():
+        pos = np.asarray(b["position_m_per_video"]) if "position_m_per_video" in b else None
+        references[kind] = {"fd_judge": b["fd_judge"], "kid_judge": b["kid_judge"],
+                            "position_m_at_s": [float(np.mean(b["errors"]["position_m"][m])) for m in marks],
+                            "position_m_mean": float(np.mean(b["errors"]["position_m"]))}
+        if pos is not None:
+            references[kind]["position_m_mean_boot"] = list(_boot(pos.mean(1)))
+    return {"checkpoint": str(pipe.path), "trained_heads": list(pipe.trained_heads),
+            "default_guidance": pipe.default_guidance, "reference_w": reference, "steps": steps,
+            "samples_per_clip": samples, "seed": seed, "clips": n, "indices": indices,
+            "scenes": sorted(set(data.scenes)), "seconds": seconds,
+            "frame_rate": ds.cfg.frame_rate, "rows": rows, "references": references,
+            "frame_clip": {"scene": data.scenes[0], "index": indices[0]}, "_frames": frames,
+            "_truth": data.video(slice(0, 1))[0, data.n_context:]}
+
+
+def _boot(values: np.ndarray) -> tuple[float, float]:
+    iv = paired_interval(values, resamples=4000)
+    return iv.boot_lo, iv.boot_hi
+
+
+def sweep_figure(sweep: dict, guidance: float | None = None) -> go.Figure:
+    """Two panels against w: the judge's distance to the real futures (FD; lower is closer), and its position
+    error (mean over the horizon and at the last whole second, 95 % bootstrap over clips); the baselines and the
+    floor as horizontal lines; `guidance` marked (e.g. the app's slider)."""
+    rows = sweep["rows"]
+    ws = [r["w"] for r in rows]
+    last = len(sweep["seconds"]) - 1
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.14,
+                        subplot_titles=("Fréchet distance to real futures (judge)",
+                                        "ego position error read by the judge [m]"))
+    fig.add_trace(go.Scatter(x=ws, y=[r["fd_judge"] for r in rows], mode="lines+markers", name="generated",
+                             line=dict(color=COLORS["w"]), legendgroup="gen"), 1, 1)
+    for key, dash, label in (("position_m_mean", "solid", "mean over the horizon"),
+                             ("position_m_at_s", "dot", f"at {sweep['seconds'][last]:g} s")):
+        if key == "position_m_mean":
+            y = [r[key] for r in rows]
+            lo = [r[key] - r[key + "_boot"][0] for r in rows]
+            hi = [r[key + "_boot"][1] - r[key] for r in rows]
+        else:
+            y = [r[key][last] for r in rows]
+            lo = [r[key][last] - r[key + "_boot"][last][0] for r in rows]
+            hi = [r[key + "_boot"][last][1] - r[key][last] for r in rows]
+        fig.add_trace(go.Scatter(x=ws, y=y, mode="lines+markers", name=f"generated, {label}",
+                                 line=dict(color=COLORS["w"], dash=dash), showlegend=True,
+                                 error_y=dict(type="data", array=hi, arrayminus=lo, visible=True)), 1, 2)
+    names = {"repeat_last": "repeat last frame", "copy_context": "copy context forward", "real": "real futures (floor)"}
+    for kind, ref in sweep["references"].items():
+        color = COLORS.get(kind, "#777777")
+        if ref["fd_judge"] is not None:
+            fig.add_hline(y=ref["fd_judge"], line=dict(color=color, dash="dash", width=1), row=1, col=1)
+        fig.add_hline(y=ref["position_m_mean"], line=dict(color=color, dash="dash", width=1), row=1, col=2)
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name=names.get(kind, kind),
+                                 line=dict(color=color, dash="dash")), 1, 2)
+    if guidance is not None:
+        for col in (1, 2):
+            fig.add_vline(x=float(guidance), line=dict(color="#444444", width=1), row=1, col=col)
+    fig.add_vline(x=sweep["default_guidance"], line=dict(color="#999999", width=1, dash="dot"), row=1, col=1)
+    for col in (1, 2):
+        fig.update_xaxes(title_text="guidance w", row=1, col=col)
+    fig.update_layout(height=380, margin=dict(l=50, r=20, t=60, b=50), template="plotly_white",
+                      legend=dict(orientation="h", yanchor="top", y=-0.2, x=0, font=dict(size=11)),
+                      title=dict(text=f"{sweep['clips']} held-out clips × {sweep['samples_per_clip']} · "
+                                      f"{sweep['steps']} steps · same noise at every w", font=dict(size=13)))
+    return fig
+
+
+def _to_uint8(frame: torch.Tensor) -> np.ndarray:
+    return ((frame.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+
+
+def sweep_frames(truth: torch.Tensor, frames: dict, frame_rate: float, horizons=(1.0, 2.0, 4.0)) -> np.ndarray:
+    """A grid (uint8 HWC): a column per horizon [s] the future reaches (else its last frame), the true future in the
+    first row, then a row per w."""
+    cols = [int(round(h * frame_rate)) - 1 for h in horizons if 1 <= round(h * frame_rate) <= len(truth)]
+    cols = cols or [len(truth) - 1]  # a future shorter than every horizon: its last frame
+    horizons = [(c + 1) / frame_rate for c in cols]
+    h, wd = truth.shape[-2:]
+    rows = [("truth", truth)] + [(f"w = {w:g}", f) for w, f in sorted(frames.items())]
+    canvas = Image.new("RGB", (LABEL_W + len(cols) * (wd + GAP), LABEL_H + len(rows) * (h + GAP)), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    for c, t in enumerate(horizons):
+        draw.text((LABEL_W + c * (wd + GAP) + 2, 0), f"+{t:g} s", fill=(0, 0, 0))
+    for r, (label, video) in enumerate(rows):
+        y = LABEL_H + r * (h + GAP)
+        draw.text((2, y + h // 2 - 5), label, fill=(0, 0, 0))
+        for c, k in enumerate(cols):
+            canvas.paste(Image.fromarray(_to_uint8(video[k])), (LABEL_W + c * (wd + GAP), y))
+    return np.asarray(canvas)
