@@ -34,6 +34,14 @@ def write_json(data: Any, path: str | Path) -> Path:
     return path
 
 
+def emit_json(data: Any, path: str | Path | None = None) -> int:
+    """A script's numbers: printed as JSON, and written to `path` when given; 0 (the exit status)."""
+    print(json.dumps(to_jsonable(data), indent=2, allow_nan=False))
+    if path:
+        write_json(data, path)
+    return 0
+
+
 def write_figure(fig, path: str | Path, self_contained: bool = False) -> Path:
     """Write a plotly figure as HTML that opens without internet: plotly.js goes into the same folder
     (`plotly.min.js`, shared by every figure there) or, with `self_contained`, into the file itself.

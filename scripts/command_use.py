@@ -14,7 +14,6 @@ listed clip's. Latent MSE is in the VAE's units: compare rows of one checkpoint,
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -26,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 @torch.no_grad()
 def main(argv=None) -> int:
+    from analysis.output import emit_json
     from reworld.data.loader import NuScenesClips
     from reworld.data.types import COMMANDS
     from reworld.evaluation.stats import paired_interval
@@ -97,11 +97,7 @@ def main(argv=None) -> int:
             "wrong_command_minus_logged_per_sigma": [interval(d_cmd[:, k]) for k in range(len(args.sigmas))],
             "other_ego_minus_logged": interval(d_ego.mean(1)),
             "other_ego_minus_logged_relative": float(d_ego.mean() / logged[m].mean())}
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
-    return 0
+    return emit_json(out, args.out)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ over the horizon), paired by clip with s = 0 when 0 is among the scales: the pri
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
@@ -34,6 +33,7 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 @torch.no_grad()
 def main(argv=None) -> int:
+    from analysis.output import emit_json
     from reworld.data.loader import NuScenesClips
     from reworld.data.types import COMMANDS
     from reworld.evaluation.evaluate import controllability
@@ -95,11 +95,7 @@ def main(argv=None) -> int:
             out["scales"][f"{s:g}"]["logged_position_minus_s0"] = {
                 "last": [d_last.mean, d_last.boot_lo, d_last.boot_hi],
                 "mean": [d_mean.mean, d_mean.boot_lo, d_mean.boot_hi]}
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
-    return 0
+    return emit_json(out, args.out)
 
 
 if __name__ == "__main__":
