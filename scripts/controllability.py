@@ -66,14 +66,13 @@ def main(argv=None) -> int:
            "guidance": w, "seed": args.seed, "turning_clips": len(turning), "scales": {}}
     per_scale = {}
     for s in args.command_guidance:
-        c = controllability(pipe, ds, indices, judge, data, args.steps, w, args.seed, command_guidance=s)
-        # the logged command's future of each turning clip (same seed as its pair): how far from the truth it reads
-        videos = []
-        for j in turning:
-            clip = ds[indices[j]]
-            videos.append(torch.cat([clip.observation.frames, pipe.generate(
-                clip, steps=args.steps, guidance=w, seed=args.seed + j, command_guidance=s).frames]))
-        pos = position_errors(read_videos(judge, torch.stack(videos), times=sub.time), sub)  # (N, F)
+        pairs = []
+        c = controllability(pipe, ds, indices, judge, data, args.steps, w, args.seed, command_guidance=s,
+                            videos=pairs)
+        # the logged command's future of each turning clip is one of its pair (same seed, command and s): how far
+        # from the truth it reads
+        logged = torch.stack([pair[0 if COMMANDS[int(data.command[j])] == "left" else 1] for j, pair in pairs])
+        pos = position_errors(read_videos(judge, logged, times=sub.time), sub)  # (N, F)
         per_scale[s] = (np.asarray(c["gaps_m"]), pos)
         k, n = int(np.sum(np.asarray(c["gaps_m"]) > 0)), c["clips"]
         gap = paired_interval(c["gaps_m"], resamples=4000)

@@ -160,6 +160,20 @@ def test_eval_with_a_video_judge(tiny_run, tiny_config, tiny_judge, tmp_path):
     assert "generated − repeat_last, position [m] at 0.667 s" in report.markdown()
     c = j["controllability"]
     assert c["clips"] >= 1 and 0.0 <= c["rate"] <= 1.0  # the tiny world turns somewhere in its first 12 clips
+    assert len(c["gaps_m"]) == c["clips"] and c["rate"] == pytest.approx(np.mean(np.asarray(c["gaps_m"]) > 0))
+    # the same measurement on its own hands back the videos it read (left, then right, per turning clip)
+    from reworld.data.loader import NuScenesClips
+    from reworld.evaluation.evaluate import controllability
+    from reworld.evaluation.judge import judge_set_of, load_judge
+    from reworld.pipelines import WorldActionPipeline
+
+    pipe = WorldActionPipeline.from_pretrained(out)
+    ds = NuScenesClips(pipe.clip_spec, "all", geometry=False, dataroot=tiny_config.data.dataroot)
+    pairs = []
+    alone = controllability(pipe, ds, range(12), load_judge(tiny_judge), judge_set_of(ds, range(12)), 2,
+                            pipe.default_guidance, 0, videos=pairs)
+    assert alone["gaps_m"] == pytest.approx(c["gaps_m"], rel=1e-5) and len(pairs) == c["clips"]
+    assert pairs[0][1].shape[:2] == (2, tiny_config.data.context_frames + future)
     assert "fd_judge" in report.markdown() and "controllability" in report.markdown()
     # the judge on every 4th of the 12 clips (planning still on all 12), and the model card's section of it
     from reworld.ship import evaluation_section

@@ -281,11 +281,12 @@ def judge_metrics(pipe, ds: NuScenesClips, indices, judge, samples: int, steps: 
 
 
 def controllability(pipe, ds: NuScenesClips, indices, judge, data, steps: int, guidance: float, seed: int,
-                    command_guidance: float = 0.0) -> dict:
+                    command_guidance: float = 0.0, videos: list | None = None) -> dict:
     """On the clips `indices` (with their `JudgeSet` `data`) whose logged command turns: the future generated with
     "left" and with "right" from the same seed (`seed + j` for clip j), and the share in which the judge reads the
     ego further left at the last future frame under "left" than under "right" (`rate`), with the mean gap of the
-    two readings (`lateral_gap_m`, + is left) and the per-clip gaps."""
+    two readings (`lateral_gap_m`, + is left) and the per-clip gaps. `videos`: a list that receives (j, the two
+    videos (2, T, 3, H, W), left first) per turning clip."""
     from reworld.evaluation.judge import read_videos
 
     turns = []
@@ -297,6 +298,8 @@ def controllability(pipe, ds: NuScenesClips, indices, judge, data, steps: int, g
                                              command_guidance=command_guidance).frames])
                     for c in ("left", "right")]
             turns.append((j, torch.stack(pair)))
+    if videos is not None:
+        videos.extend(turns)
     if not turns:
         return {"clips": 0, "rate": None, "lateral_gap_m": None, "gaps_m": []}
     times = np.repeat(data.time[[j for j, _ in turns]], 2, axis=0)
