@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from ports import free_port
+from reworld.paths import ASSETS
 from test_app_support import tiny_demo
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -57,7 +58,9 @@ def url(tiny_config, tmp_path_factory):
         dataset = open_dataset(next(iter(pipes.values())).config.data)
         demo = create_demo(pipes, dataset, out_dir=out)
     else:
-        demo, ctx = tiny_demo(tiny_config, out)
+        # the shipped result files (ablation curves, the study's verdicts, the guidance sweep on real clips) are views
+        # of files, not of the models: the tiny app shows them as the embedded one does
+        demo, ctx = tiny_demo(tiny_config, out, ablation_dir=ASSETS / "ablation")
         # The tiny Video DiT samples 200 steps in about a second, faster than a click travels (and 6 s at 0.03 s a
         # forward was still too fast for a busy browser: the run ended before the Stop arrived); the Stop check
         # slows each forward so that a 200-step run lasts a minute, and the Stop finds it still going.
@@ -232,6 +235,8 @@ def test_browser_views_and_screenshots(url):
         _wait_plot(page, "cmp-bev-a")
         _no_overlaps(page, "cmp-bev-a")
         expect(page.locator("#abl-note")).not_to_be_empty(timeout=TIMEOUT_MS)
+        # the claims study's toy part (the first CSV) with its registered comparisons and verdicts
+        expect(page.locator("#abl-verdicts")).to_contain_text("does not", timeout=TIMEOUT_MS)
         shots.append(_shot(page, "compare"))
 
         # Stop really stops: a long run, stopped from the page, ends early with a clear message
