@@ -9,6 +9,8 @@
     python -m analysis guidance-toy-model [--arm ig --seed 1] --out DIR    (the app's toy: one trained arm)
     python -m analysis guidance-sweep --checkpoint RUN --judge JUDGE [--w 0 0.5 1 1.4 2 3 --every 3 --samples 1]
                                  --out DIR    (the judge's readings against w on held-out clips; the app's view)
+    python -m analysis plan-scores --checkpoint RUN [--samples 8 --split val] --out scores.csv
+    python -m analysis study-planner --out runs/study-c3 [--arms … --seeds 0 1 2 --parallel 2]  (docs/study.md §4)
 
 HTML files load plotly.js from `plotly.min.js` beside them (written once per folder; no CDN, viewers
 may be offline); `--self-contained` embeds it in every file instead. A user's mistake (a missing
@@ -257,6 +259,44 @@ def cmd_guidance_sweep(args) -> int:
     return 0
 
 
+def cmd_plan_scores(args) -> int:
+    from dataclasses import replace
+
+    from reworld.data.loader import NuScenesClips
+
+    from .study_planner import plan_scores, write_scores
+
+    pipe = _pipeline(args.checkpoint, args.device, require_planner=True)
+    data = replace(pipe.config.data, dataroot=resolve_dataroot(args.dataroot or pipe.config.data.dataroot),
+                   map_lanes=args.scorer == "navsim", **({"version": args.version} if args.version else {}))
+    ds = NuScenesClips(data, split=args.split, geometry=True)
+    if len(ds) == 0:
+        raise ValueError(f"no {args.split} clips in {data.dataroot}")
+    _log(f"plan scores of {args.checkpoint}: {len(ds)} {args.split} clips × {args.samples} plans, {args.scorer} scorer")
+    t0 = time.perf_counter()
+    rows = plan_scores(pipe, ds, args.samples, scorer=args.scorer, log=_log)
+    path = write_scores(rows, Path(args.out))
+    pdms = np.array([r["pdms"] for r in rows])
+    _log(f"mean PDMS {pdms.mean():.4f} over {len(rows)} plans ({time.perf_counter() - t0:.0f} s)")
+    _print_files([path])
+    return 0
+
+
+def cmd_study_planner(args) -> int:
+    from .study_planner import SEEDS, run_study
+
+    if args.parallel < 1 or args.samples < 1:
+        raise ValueError("--parallel and --samples must be ≥ 1")
+    max_steps = {k: v for k, v in (("action", args.action_steps), ("joint", args.joint_steps)) if v}
+    summary = run_study(Path(args.out), Path(args.checkpoint), Path(args.config), args.arms,
+                        args.seeds if args.seeds is not None else list(SEEDS), args.samples, args.parallel,
+                        Path(args.results), max_steps or None, _log)
+    for name, c in summary.get("comparisons", {}).items():
+        print(f"{name}: {c['mean']:+.2f} PDMS points, bootstrap over clips [{c['boot_lo']:+.2f}, {c['boot_hi']:+.2f}], "
+              f"t over seeds [{c['t_lo']:+.2f}, {c['t_hi']:+.2f}]: {c['verdict']}")
+    return 0
+
+
 # --------------------------------------------------------------------------- embedding
 
 
@@ -439,6 +479,32 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--self-contained", action="store_true", help="embed plotly.js in the HTML file")
     s.add_argument("--out", required=True, help="output folder (created)")
     s.set_defaults(func=cmd_guidance_sweep)
+
+    s = sub.add_parser("plan-scores", help="every clip of a split planned N times (seeds 0 … N−1) and scored by the "
+                       "PDM score: one CSV row per clip and plan")
+    s.add_argument("--checkpoint", required=True, help="run folder or shipped checkpoint with a planner")
+    s.add_argument("--dataroot", help="nuScenes-format root (default: the checkpoint's config)")
+    s.add_argument("--version", help="table folder, e.g. v1.0-synth or v1.0-mini")
+    s.add_argument("--split", default="val", choices=["train", "val", "all"])
+    s.add_argument("--samples", type=int, default=8, help="plans per clip")
+    s.add_argument("--scorer", default="navsim", choices=["navsim", "spline"])
+    s.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    s.add_argument("--out", required=True, help="CSV file (written atomically)")
+    s.set_defaults(func=cmd_plan_scores)
+
+    s = sub.add_parser("study-planner", help="the claims study's planning part (docs/study.md §4): arms × seeds "
+                       "trained, scored, summarised with intervals; resumable")
+    s.add_argument("--out", required=True, help="study folder (run folders, shared per-clip files, scores, logs)")
+    s.add_argument("--arms", nargs="+", default=["vanilla", "full", "+align", "+hn"])
+    s.add_argument("--seeds", type=int, nargs="+", default=None, help="default: the registered 0 1 2")
+    s.add_argument("--samples", type=int, default=8, help="plans per clip")
+    s.add_argument("--parallel", type=int, default=2, help="jobs at a time (each with cores ÷ this threads)")
+    s.add_argument("--checkpoint", default="assets/checkpoints/reworld", help="whose Video DiT every arm starts from")
+    s.add_argument("--config", default="configs/world4s.yaml", help="base config of every arm")
+    s.add_argument("--results", default="assets/ablation", help="folder of the summary files")
+    s.add_argument("--action-steps", type=int, default=None, help="override stage action's steps (tests)")
+    s.add_argument("--joint-steps", type=int, default=None, help="override stage joint's steps (tests)")
+    s.set_defaults(func=cmd_study_planner)
 
     s = sub.add_parser("embedding", help="UMAP and separation of experts vs hard negatives (Action DiT features)")
     s.add_argument("--checkpoint", required=True, action="append", help="repeat to compare (vanilla vs ReWorld)")

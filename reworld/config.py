@@ -115,6 +115,10 @@ class ActionConfig:
     # stage action: the frozen Video DiT's hidden states prepared once per clip on disk (bf16), or recomputed every
     # step with fresh noise (false: no disk, one frozen forward per step; what a paper-shaped model wants)
     feature_cache: bool = True
+    # with the cache: noise draws prepared per clip (each step reads one per clip, chosen by the run's seed, the step
+    # and the clip, so a resumed run reads the same); 1 = one fixed draw per clip for the whole stage. Without the
+    # cache every step draws fresh noise (what DriveLaW does) at one frozen forward per step
+    feature_draws: int = 1
     align_block: int = 1  # Action DiT block whose tokens are aligned
     align_video_block: int = 2  # Video DiT block that is the alignment target
     plan_steps: int = 10  # Euler steps of the planner at inference
@@ -134,6 +138,9 @@ class LossConfig:
     hn_num_negatives: int = 8  # K hard negatives made per clip (cached)
     hn_negatives_per_step: int = 4  # of those, drawn per sample and step (0 = all K)
     hn_hinge_margin: float = 0.0  # [m] output-space repulsion margin (0 = off)
+    # hard negatives clipped, once normalised with the expert's per-waypoint statistics, to |z| ≤ this before they
+    # are noised: a negative far outside the expert's range is told apart by its magnitude alone (0 = off)
+    hn_clip_z: float = 0.0
     lambda_hinge: float = 1.0  # weight of the output-space repulsion (0 = off)
     logit_mean: float = 0.0  # shifted logit-normal σ sampling
     logit_std: float = 1.0

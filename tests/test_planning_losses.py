@@ -201,3 +201,33 @@ def test_hinge_term_pushes_the_prediction():
     assert terms["hinge"] > 0
     terms["hinge"].backward()
     assert model.final.linear.weight.grad.abs().sum() > 0
+
+
+def test_clipped_negatives_enter_within_the_range():
+    """`hn_clip_z`: the negatives the network sees are the normalised ones clipped to |z| ≤ c (a negative inside the
+    range is unchanged; one far outside sits on its edge), noised with the expert's σ and ε as before."""
+    model = tiny_model()
+    seen = {}
+    fwd = model.forward_with_negatives
+
+    def spy(noisy_poses, noisy_negatives, sigma, *args, **kwargs):
+        seen.update(x=noisy_poses.detach(), neg=noisy_negatives.detach(), sigma=sigma.detach())
+        return fwd(noisy_poses, noisy_negatives, sigma, *args, **kwargs)
+
+    model.forward_with_negatives = spy
+    b = batch()
+    b["negatives"] = b["negatives"].clone()
+    b["negatives"][:, 0] *= 50.0  # far outside the expert's range
+    cfg = dataclasses.replace(FULL, hn_negatives_per_step=0, hn_clip_z=3.0)
+    planner_training_losses(model, **b, loss_cfg=cfg, generator=torch.Generator().manual_seed(0))
+    s = seen["sigma"][:, None, None, None]
+    ego = b["ego_status"]
+    z = model.normalize(b["negatives"], ego[:, None])
+    assert z[:, 0].abs().max() > 3.0  # the test's premise
+    expected = (1 - s) * (z.clamp(-3.0, 3.0) - model.normalize(b["poses"], ego)[:, None])
+    torch.testing.assert_close(seen["neg"] - seen["x"][:, None], expected, rtol=1e-4, atol=1e-5)
+    off = dataclasses.replace(FULL, hn_negatives_per_step=0)
+    planner_training_losses(model, **b, loss_cfg=off, generator=torch.Generator().manual_seed(0))
+    assert (seen["neg"] - seen["x"][:, None]).abs().max() > 10.0  # unclipped: the magnitude gives it away
+    with pytest.raises(ValueError, match="hn_clip_z"):
+        planner_training_losses(model, **b, loss_cfg=dataclasses.replace(FULL, hn_clip_z=-1.0))

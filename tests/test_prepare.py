@@ -148,6 +148,55 @@ def test_hidden_state_files_do_not_depend_on_batching(setup, tiny_config):
         assert f.get_tensor("block0").dtype == torch.bfloat16
 
 
+def test_hidden_state_files_with_several_noise_draws(setup, tiny_config):
+    """`action.feature_draws: 3`: each clip's file holds 3 noise draws (draw 0 equal to the one-draw file's), a new
+    folder key; a batch read for a training step takes each clip's draw chosen by seed, step and clip (the same on
+    every read), every draw is used over steps, and validation (no step) reads draw 0."""
+    from reworld.config import replace
+    from reworld.models.video_dit import video_dit_from_config
+
+    config, out, vae, tokens = setup
+    tokens = tokens[:4]
+    clips = load_clip_tensors(config.data, "train", limit=4)
+    with torch.no_grad():
+        latents = encode_frames(vae, clips.video(slice(None)))
+    torch.manual_seed(0)
+    video_dit = video_dit_from_config(config.video, in_channels=latents.shape[1]).eval()
+    blocks = [0, 1]
+    three = replace(config, action={"feature_draws": 3})
+    vdir = out / "vd"
+    video_dit.save_pretrained(vdir)
+    assert P.hidden_states_folder(out, config, vdir, vdir, blocks, "train") != \
+        P.hidden_states_folder(out, three, vdir, vdir, blocks, "train")
+    one_f, three_f = out / "draws1", out / "draws3"
+    P.prepare_hidden_states(config, one_f, video_dit, latents, tokens, clips.command, clips.ego_status, 1, blocks, "cpu")
+    P.prepare_hidden_states(three, three_f, video_dit, latents, tokens, clips.command, clips.ego_status, 1, blocks,
+                            "cpu", batch=3)
+    one = P.HiddenStateStore(one_f, tokens, blocks, "cpu")
+    many = P.HiddenStateStore(three_f, tokens, blocks, "cpu", draws=3, seed=config.train.seed)
+    for x, y in zip(one[[0, 1, 2, 3]], many[[0, 1, 2, 3]]):  # no step: draw 0, the one-draw cache's
+        assert torch.equal(x, y)
+    from safetensors import safe_open
+
+    with safe_open(str(three_f / f"{tokens[0]}.safetensors"), "pt") as f:
+        d = [f.get_tensor(P.draw_key(0, k)).float() for k in range(3)]
+    assert not torch.equal(d[0], d[1]) and not torch.equal(d[1], d[2])  # the draws differ
+    chosen = set()
+    for step in range(12):
+        read = many.read_cpu([0, 2], step=step)["block0"]
+        assert torch.equal(read, many.read_cpu([0, 2], step=step)["block0"])  # the same on every read
+        k = P.step_draw(config.train.seed, step, tokens[0], 3)
+        assert torch.equal(read[0].float(), d[k])
+        chosen.add(k)
+    assert chosen == {0, 1, 2}
+    with pytest.raises(ValueError, match="feature_draws"):
+        P.check_feature_draws(0)
+    few = P.HiddenStateStore(one_f, tokens, blocks, "cpu", draws=3)
+    with pytest.raises(CheckpointError, match="fewer draws|not a readable"):
+        for step in range(12):
+            few.read_cpu([0, 1, 2, 3], step=step)
+
+
 def test_training_reads_its_files_ahead_through_a_dataloader(tiny_run, tiny_config_path, tmp_path, monkeypatch):
     """Stage video with `train.num_workers: 2` reads every step's latent files in DataLoader workers (the training
     process itself opens none after the store's first look) and trains exactly as reading them in the step."""

@@ -311,6 +311,30 @@ def test_action_stage_without_feature_files_recomputes_them(tiny_config_path, ti
     assert (out / "action_dit" / "config.json").is_file()
 
 
+def test_action_stage_with_several_feature_draws_and_clipped_negatives(tiny_config_path, tiny_run, tmp_path):
+    """The claims study's planner switches (docs/study.md §4) train: `action.feature_draws: 2` prepares two noise
+    draws per clip in a folder of its own, `loss.hn_clip_z: 3` clips the negatives; the losses stay finite."""
+    import yaml
+    from safetensors import safe_open
+
+    src, _ = tiny_run
+    doc = yaml.safe_load(tiny_config_path.read_text())
+    doc.setdefault("action", {})["feature_draws"] = 2
+    doc.setdefault("loss", {}).update(hn_clip_z=3.0, lambda_hn=0.2)
+    cfg = tmp_path / "draws.yaml"
+    cfg.write_text(yaml.safe_dump(doc))
+    out = tmp_path / "run"
+    for part in ("vae", "video_dit"):
+        shutil.copytree(src / part, out / part)
+    assert run_stage("action", str(cfg), str(out), max_steps=3)["finite"]
+    files = sorted((out / "prepared").glob("features-*/train/*.safetensors"))
+    assert len(files) == len(load_clip_tensors_tokens(tiny_config_path))
+    with safe_open(str(files[0]), "pt") as f:
+        keys = set(f.keys())
+    assert any(k.endswith("@1") for k in keys) and any("@" not in k for k in keys)
+    assert json.loads((out / "config.json").read_text())["loss"]["hn_clip_z"] == 3.0
+
+
 def load_clip_tensors_tokens(config_path) -> list[str]:
     from reworld.config import load_config
     from reworld.data.clips import load_clip_tensors
@@ -333,6 +357,10 @@ def test_plan_batch_gives_each_clip_its_own_plan(tiny_run, tiny_config):
     assert batch.shape == (len(clips), 8, 3)
     np.testing.assert_allclose(batch, alone, atol=1e-4)
     assert not np.allclose(batch, pipe.plan_batch(clips, steps=4, seed=4), atol=1e-3)  # the seed matters
+    several = pipe.plan_seeds(clips, [4, 3], steps=4)  # the claims study's plans: sample j is seed j's plan
+    assert several.shape == (len(clips), 2, 8, 3)
+    np.testing.assert_allclose(several[:, 1], batch, atol=1e-4)
+    np.testing.assert_allclose(several[:, 0], pipe.plan_batch(clips, steps=4, seed=4), atol=1e-4)
 
 
 def test_attention_backend_switch(tiny_config):

@@ -120,9 +120,12 @@ def planner_training_losses(
     (B, D_video) pooled or (B, N, D_video) per-waypoint representation of video block `l_v`, a
     stop-gradient target. Returns `fm`, and `align`, `hn`, `hinge` only when their weight is non-zero
     (a switched-off term is not computed), and `total` = fm + λ_a·align + λ_h·hn + λ_hinge·hinge.
-    Negatives (`hn_negatives_per_step` of the K per sample) are noised with the expert's σ and ε and run
-    with it up to the alignment block only.
+    Negatives (`hn_negatives_per_step` of the K per sample), normalised as the expert is (and clipped to
+    |z| ≤ `hn_clip_z` when it is > 0), are noised with the expert's σ and ε (σ-matched) and run with it up to the
+    alignment block only.
     """
+    if not loss_cfg.hn_clip_z >= 0:
+        raise ValueError(f"loss.hn_clip_z must be ≥ 0 (0 = off), got {loss_cfg.hn_clip_z!r}")
     use_align = loss_cfg.lambda_align > 0
     use_hn = loss_cfg.lambda_hn > 0
     use_hinge = loss_cfg.lambda_hinge > 0 and loss_cfg.hn_hinge_margin > 0
@@ -153,6 +156,8 @@ def planner_training_losses(
         # Negatives are noised with the expert's σ and ε and run with it, up to the alignment block only.
         negatives, neg_mask = select_negatives(negatives, neg_mask, loss_cfg.hn_negatives_per_step, generator)
         neg0 = model.normalize(negatives, ego_status[:, None])  # (B, K, N, P)
+        if loss_cfg.hn_clip_z > 0:  # into the range the network sees the expert in
+            neg0 = neg0.clamp(-loss_cfg.hn_clip_z, loss_cfg.hn_clip_z)
         neg_t = (1 - s[:, None]) * neg0 + s[:, None] * eps[:, None]  # (B, K, N, P)
         out, neg_pooled = model.forward_with_negatives(x_t, neg_t, sigma, video_hidden_states, ego_status, command)
     else:

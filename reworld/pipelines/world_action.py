@@ -274,9 +274,17 @@ class WorldActionPipeline:
         """One trajectory per clip, (B, 8, 3), for many clips at once: one batched VAE encode, Video DiT forward
         and planner loop. Each clip's noise comes from its own generators seeded by `seed`, so a clip's plan is
         the one `plan(clip, steps, num_samples=1, seed=seed)` gives, to float precision (what `eval` uses)."""
+        return self.plan_seeds(clips, [seed], steps)[:, 0]
+
+    @torch.no_grad()
+    def plan_seeds(self, clips: Sequence[Clip], seeds: Sequence[int], steps: int = 10) -> np.ndarray:
+        """One trajectory per clip and seed, (B, S, 8, 3): sample j of a clip is `plan_batch`'s (and `plan`'s) plan
+        with seed `seeds[j]` (its Video DiT features' noise and its planner's), the context encoded once."""
         _check_steps(steps)
         if not clips:
             raise ValueError("plan_batch needs at least one clip")
+        if not seeds:
+            raise ValueError("plan_seeds needs at least one seed")
         planner = self._planner()
         n_ctx, n_fut = latent_split(self.config.data, self.vae)
         frames = torch.stack([c.observation.frames for c in clips]).to(self.device)
@@ -286,13 +294,16 @@ class WorldActionPipeline:
         latents = torch.cat([context, torch.zeros(shape, device=self.device, dtype=context.dtype)], dim=2)
         command = torch.tensor([c.observation.command for c in clips], device=self.device)
         ego = torch.stack([c.observation.ego_status for c in clips]).to(self.device)
-        hidden = video_hidden_states(self.video_dit, latents, command, ego, n_ctx,
-                                     hidden_state_blocks(self.config, self.video_dit), self.config.action.feature_sigma,
-                                     self.config.action.feature_pool,
-                                     [torch.Generator().manual_seed(seed) for _ in clips])
-        poses = plan_sample(planner, hidden, ego, command, steps=steps, num_samples=1,
-                            generator=[torch.Generator().manual_seed(seed) for _ in clips])
-        return poses[:, 0].cpu().numpy()
+        out = []
+        for seed in seeds:
+            hidden = video_hidden_states(self.video_dit, latents, command, ego, n_ctx,
+                                         hidden_state_blocks(self.config, self.video_dit),
+                                         self.config.action.feature_sigma, self.config.action.feature_pool,
+                                         [torch.Generator().manual_seed(int(seed)) for _ in clips])
+            poses = plan_sample(planner, hidden, ego, command, steps=steps, num_samples=1,
+                                generator=[torch.Generator().manual_seed(int(seed)) for _ in clips])
+            out.append(poses[:, 0].cpu().numpy())
+        return np.stack(out, axis=1)
 
     @torch.no_grad()
     def _features_of(self, clip: Clip, trajectories, sigma: float, seed: int):

@@ -121,7 +121,7 @@ class StepFiles(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict:
         idx = global_batch(self.num_items, self.batch_size, self.seed, self.start + i)[self.rank::self.world]
-        return {name: store.read_cpu(idx) for name, store in self.stores.items()}
+        return {name: store.read_cpu(idx, step=self.start + i) for name, store in self.stores.items()}
 
 
 def step_files(spec: StageSpec, tcfg, batch_size: int, rank: int, world: int, start: int, stop: int, pin: bool):

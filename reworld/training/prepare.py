@@ -168,27 +168,55 @@ def hidden_states_folder(out: Path, config: Config, video_dir: Path, vae_dir: Pa
     doc = {"video": file_digest(video_dir), "vae": file_digest(vae_dir), "blocks": list(blocks),
            "sigma": config.action.feature_sigma, "pool": config.action.feature_pool, "seed": config.train.seed,
            "data": _data_doc(config)}
+    if config.action.feature_draws != 1:  # one draw keeps the key (and the files) it always had
+        doc["draws"] = config.action.feature_draws
     return out / "prepared" / f"features-{_key(doc)}" / split
+
+
+def check_feature_draws(draws) -> int:
+    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
+        raise ValueError(f"action.feature_draws must be an integer ≥ 1, got {draws!r}")
+    return draws
+
+
+def draw_seed(seed: int, token: str, draw: int) -> int:
+    """The noise seed of a clip's feature draw: draw 0 is the one-draw cache's (`token_seed`), so both agree on it."""
+    return token_seed(seed, token if draw == 0 else f"{token}/draw{draw}")
+
+
+def step_draw(seed: int, step: int, token: str, draws: int) -> int:
+    """Which of a clip's `draws` cached noise draws training step `step` reads: a function of the run's seed, the
+    step and the clip alone (so a resumed run, any batch and any number of processes read the same)."""
+    return int(hashlib.sha256(f"{seed}:{step}:{token}".encode()).hexdigest()[:8], 16) % draws
+
+
+def draw_key(block: int, draw: int) -> str:
+    return f"block{block}" if draw == 0 else f"block{block}@{draw}"
 
 
 @torch.no_grad()
 def prepare_hidden_states(config: Config, folder: Path, video_dit, latents, tokens: list[str], command: torch.Tensor,
                           ego_status: torch.Tensor, n_ctx: int, blocks: list[int], device, batch: int = 8) -> Path:
     """The Video DiT hidden states (`reworld.pipelines.hidden_states`) of the clips `tokens` (rows of `latents`,
-    `command`, `ego_status`) with no file yet in `folder` (this rank's share), in bf16, one file per clip."""
+    `command`, `ego_status`) with no file yet in `folder` (this rank's share), in bf16, one file per clip holding
+    `action.feature_draws` noise draws (`block{k}`, then `block{k}@{d}`)."""
     from reworld.pipelines.hidden_states import video_hidden_states
 
+    draws = check_feature_draws(config.action.feature_draws)
     missing = set(_my_missing(folder, tokens))
     rows = [i for i, t in enumerate(tokens) if t in missing]
     video_dit.eval()
     for i in range(0, len(rows), batch):
         idx = rows[i:i + batch]
-        gens = [torch.Generator().manual_seed(token_seed(config.train.seed, tokens[j])) for j in idx]
-        feats = video_hidden_states(video_dit, latents[idx], command[idx].to(device), ego_status[idx].to(device),
-                                    n_ctx, blocks, config.action.feature_sigma, config.action.feature_pool, gens)
+        files: list[dict] = [{} for _ in idx]
+        for d in range(draws):
+            gens = [torch.Generator().manual_seed(draw_seed(config.train.seed, tokens[j], d)) for j in idx]
+            feats = video_hidden_states(video_dit, latents[idx], command[idx].to(device), ego_status[idx].to(device),
+                                        n_ctx, blocks, config.action.feature_sigma, config.action.feature_pool, gens)
+            for row in range(len(idx)):
+                files[row].update({draw_key(k, d): f[row].to(torch.bfloat16).cpu() for k, f in zip(blocks, feats)})
         for row, j in enumerate(idx):
-            write_clip_file(folder, tokens[j], {f"block{k}": f[row].to(torch.bfloat16).cpu()
-                                                for k, f in zip(blocks, feats)})
+            write_clip_file(folder, tokens[j], files[row])
     _barrier()
     return folder
 
@@ -221,8 +249,9 @@ class ClipStore:
             return list(range(len(self.tokens))[idx])
         return [int(i) for i in np.atleast_1d(np.asarray(idx)).tolist()]
 
-    def read_cpu(self, idx) -> dict[str, torch.Tensor]:
-        """The batch `idx` read from its files, on the CPU (what a `DataLoader` worker does)."""
+    def read_cpu(self, idx, step: int | None = None) -> dict[str, torch.Tensor]:
+        """The batch `idx` read from its files, on the CPU (what a `DataLoader` worker does); `step`: the training
+        step it is read for (the loop passes it; stores whose files hold several draws choose by it)."""
         files = [self.read(i) for i in self.rows(idx)]
         out = {}
         for name in files[0]:
@@ -268,7 +297,7 @@ class LatentStore(ClipStore):
             raise CheckpointError(f"{self.folder / self.tokens[i]}.safetensors: not a readable latent file "
                                   f"(no 'latents'); delete it to encode the clip again") from None
 
-    def read_cpu(self, idx) -> dict[str, torch.Tensor]:
+    def read_cpu(self, idx, step: int | None = None) -> dict[str, torch.Tensor]:
         return {"latents": torch.stack([self._read(i) for i in self.rows(idx)])}
 
     def __getitem__(self, idx) -> torch.Tensor:
@@ -297,13 +326,36 @@ class NegativeStore(ClipStore):
 
 
 class HiddenStateStore(ClipStore):
-    """The prepared Video DiT hidden states: `store[idx]` → one (B, S', D) float32 tensor per block, on `device`."""
+    """The prepared Video DiT hidden states: `store[idx]` → one (B, S', D) float32 tensor per block, on `device`.
+    With several noise draws per file (`draws`, `seed`), a batch read for training step `step` takes each clip's
+    draw `step_draw(seed, step, token, draws)`; read without a step (validation) it takes draw 0."""
 
     what, made_by = "hidden-state", "prepare_hidden_states"
 
-    def __init__(self, folder: Path, tokens: list[str], blocks: list[int], device):
+    def __init__(self, folder: Path, tokens: list[str], blocks: list[int], device, draws: int = 1, seed: int = 0):
         super().__init__(folder, tokens, device, dtype=torch.float32)
-        self.blocks = list(blocks)
+        self.blocks, self.draws, self.seed = list(blocks), check_feature_draws(draws), seed
+
+    def read_cpu(self, idx, step: int | None = None) -> dict[str, torch.Tensor]:
+        if self.draws == 1:
+            return super().read_cpu(idx)
+        from safetensors import safe_open
+
+        out: dict[str, list] = {f"block{k}": [] for k in self.blocks}
+        for i in self.rows(idx):
+            token = self.tokens[i]
+            d = 0 if step is None else step_draw(self.seed, step, token, self.draws)
+            path = self.folder / f"{token}.safetensors"
+            try:
+                with safe_open(str(path), "pt") as f:  # only this step's draw is read
+                    for k in self.blocks:
+                        out[f"block{k}"].append(f.get_tensor(draw_key(k, d)))
+            except (SafetensorError, OSError, ValueError) as e:
+                raise CheckpointError(f"{path}: not a readable {self.what} file ({e}); delete it to make it again") \
+                    from None
+            except KeyError as e:  # safetensors names a missing tensor in a SafetensorError on some versions
+                raise CheckpointError(f"{path}: no hidden states {e.args[0]} (made with fewer draws?)") from None
+        return {name: torch.stack(ts) for name, ts in out.items()}
 
     def __getitem__(self, idx) -> list[torch.Tensor]:
         b = self.batch(idx)

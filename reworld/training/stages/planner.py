@@ -5,7 +5,8 @@ latents at σ = `action.feature_sigma`, context clean, blocks `video.feature_blo
 `action.feature_pool`² latent pixels). With `action.feature_cache` stage 2 prepares them once per clip on disk
 (`reworld.training.prepare.prepare_hidden_states`: bf16, split across ranks, keyed by the Video DiT and VAE
 weights and the settings, so a changed checkpoint or data makes new files) and reads each step's batch from
-there; without it, it recomputes them every step with fresh noise. Stage 3 recomputes them every step, because
+there (`action.feature_draws` noise draws per clip, one read per step); without it, it recomputes them every step
+with fresh noise. Stage 3 recomputes them every step, because
 the Video DiT it reads is training too, and keeps the Video DiT's own flow loss beside the planner's. The hard
 negatives are per-clip files too (`prepare_negatives`), made by all ranks, each its share.
 """
@@ -46,6 +47,7 @@ from reworld.training.prepare import (
     HiddenStateStore,
     LatentStore,
     NegativeStore,
+    check_feature_draws,
     hidden_states_folder,
     prepare_hidden_states,
     prepare_latents,
@@ -145,8 +147,9 @@ def planner_setup(config: Config, out: Path, device, stage: str) -> PlannerSetup
 
 def action_stage(config: Config, out: Path, device) -> StageSpec:
     """Stage 2: a new Action DiT on the frozen Video DiT's cached hidden states."""
-    s = planner_setup(config, out, device, "action")
     acfg = config.action
+    check_feature_draws(acfg.feature_draws)
+    s = planner_setup(config, out, device, "action")
     interval = config.data.horizon_s / config.data.num_poses
     residual = s.train.trajectory - anchor_trajectory(s.train.ego_status, acfg.num_waypoints,
                                                       s.train.trajectory.shape[-1], interval, acfg.anchor)
@@ -161,7 +164,8 @@ def action_stage(config: Config, out: Path, device) -> StageSpec:
             folder = hidden_states_folder(out, config, out / "video_dit", s.vae_dir, s.blocks, split)
             prepare_hidden_states(config, folder, s.video_dit, lat, clips.tokens, clips.command, clips.ego_status,
                                   s.n_ctx, s.blocks, device)
-            return HiddenStateStore(folder, clips.tokens, s.blocks, device)
+            return HiddenStateStore(folder, clips.tokens, s.blocks, device, draws=acfg.feature_draws,
+                                    seed=config.train.seed)
 
         train_hidden, val_store = prepared("train", s.train, s.train_lat), prepared("val", s.val, s.val_lat)
         val_hidden = val_store[slice(None)]  # `train.val_clips` clips: small

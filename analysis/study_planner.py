@@ -1,0 +1,315 @@
+"""The claims study's planning part, C3 (docs/study.md §4): Action DiT arms × seeds on one frozen-then-fine-tuned Video
+DiT, every val clip planned with several seeds and scored by NAVSIM's PDM score, paired intervals over clips, verdict.
+
+    python -m analysis study-planner --out runs/study-c3 [--arms vanilla full +align +hn] [--seeds 0 1 2]
+                                     [--parallel 2] [--samples 8] [--results assets/ablation]
+
+A job (arm, seed) is a run folder `OUT/<arm>-s<seed>` that starts as the shipped Video DiT (`--checkpoint`, its
+`video_dit/`, the VAE it points to copied once to `OUT/vae`), trained by the repository's own commands:
+`python -m reworld prepare` (once per seed, under a lock: the per-clip files are shared through `OUT/prepared`),
+`python -m reworld train --stage action` and `--stage joint` (each `--resume`d), then scored by
+`python -m analysis plan-scores` (every val clip × `--samples` plans, seeds 0 … S−1) into `OUT/scores/`. A step whose
+output exists is not run again, so a killed study picks up where it stopped. Jobs run `--parallel` at a time, each
+process with cores ÷ parallel threads. After each job the summary is rewritten: `planner_study.csv` (arm, seed,
+metric, value: means over clips and samples), `planner_study_clips.csv` (each clip's PDMS per arm and seed, mean over
+samples: what the intervals are computed from) and `planner_study.json` (the registered comparisons; a verdict only
+once every registered seed of both arms is in).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from reworld.evaluation.stats import paired_interval
+
+# docs/study.md §4: the arms' planner losses (the shipped config's weights); everything else as the base config
+ARMS = {
+    "vanilla": {"lambda_align": 0.0, "lambda_hn": 0.0},
+    "full": {"lambda_align": 0.5, "lambda_hn": 0.2},
+    "+align": {"lambda_align": 0.5, "lambda_hn": 0.0},
+    "+hn": {"lambda_align": 0.0, "lambda_hn": 0.2},
+}
+# the study's switches, on in every arm (docs/study.md §4 and amendment 2)
+SWITCHES = {"action": {"feature_draws": 4}, "loss": {"hn_clip_z": 3.0}}
+SEEDS = (0, 1, 2)
+# (arm, reference): the first is the claim (C3's verdict), the others are reported beside it
+COMPARISONS = (("full", "vanilla"), ("+align", "vanilla"), ("+hn", "vanilla"))
+SMALLEST_EFFECT = 0.65  # [PDMS points]: half the paper's +1.3
+PAPER = {"vanilla": 89.1, "full": 90.4}  # PDMS (NAVSIM navtest), the paper's table
+METRICS = ("pdms", "nc", "dac", "ttc", "ep", "c", "l2_1s", "l2_2s", "l2_3s")
+SCORE_COLUMNS = ("token", "sample", *METRICS)
+
+
+def job_order(arms, seeds) -> list[tuple[str, int]]:
+    """Vanilla and full first, seed by seed (the claim's verdict needs them), then the other arms."""
+    first = [a for a in ("vanilla", "full") if a in arms]
+    rest = [a for a in arms if a not in first]
+    return [(a, s) for s in seeds for a in first] + [(a, s) for s in seeds for a in rest]
+
+
+def check_arms(arms) -> list[str]:
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown:
+        raise ValueError(f"unknown arm(s) {unknown}; the study's arms are {', '.join(ARMS)}")
+    return list(dict.fromkeys(arms))
+
+
+def arm_config(base: Path, arm: str, seed: int) -> dict:
+    """The base config with the arm's losses, the study's switches and the seed."""
+    doc = yaml.safe_load(Path(base).read_text()) or {}
+    for section, values in SWITCHES.items():
+        doc.setdefault(section, {}).update(values)
+    doc.setdefault("loss", {}).update(ARMS[arm])
+    doc.setdefault("train", {})["seed"] = int(seed)
+    doc["name"] = f"{doc.get('name', 'study')}-{arm}-s{seed}"
+    return doc
+
+
+def run_name(arm: str, seed: int) -> str:
+    return f"{arm.replace('+', 'plus-')}-s{seed}"
+
+
+def init_run(out: Path, checkpoint: Path, arm: str, seed: int, base: Path) -> tuple[Path, Path]:
+    """The job's run folder (the shipped Video DiT, a pointer to the study's VAE copy, the shared per-clip files) and
+    its config file."""
+    from reworld.pipelines.run_folder import component_dir
+
+    vae = out / "vae"
+    if not (vae / "config.json").is_file():
+        tmp = out / ".vae.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(component_dir(checkpoint, "vae"), tmp)
+        tmp.replace(vae)
+    run = out / run_name(arm, seed)
+    if not (run / "video_dit" / "config.json").is_file():
+        tmp = out / f".{run.name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        shutil.copytree(checkpoint / "video_dit", tmp / "video_dit")
+        (tmp / "components.json").write_text(json.dumps({"vae": "../vae"}))
+        shutil.rmtree(run, ignore_errors=True)
+        tmp.replace(run)
+    shared = out / "prepared"
+    shared.mkdir(parents=True, exist_ok=True)
+    if not (run / "prepared").exists():
+        (run / "prepared").symlink_to(Path("..") / "prepared")
+    cfg = out / "configs" / f"{run.name}.yaml"
+    cfg.parent.mkdir(parents=True, exist_ok=True)
+    cfg.write_text(yaml.safe_dump(arm_config(base, arm, seed), sort_keys=False))
+    return run, cfg
+
+
+def _run(cmd: list[str], log: Path, threads: int) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as f:
+        f.write(f"\n$ {' '.join(cmd)}  # {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        f.flush()
+        rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
+    if rc != 0:
+        raise RuntimeError(f"`{' '.join(cmd)}` failed (exit {rc}); its output is in {log}")
+
+
+def _done(run: Path, step: str) -> Path:
+    return run / f".study-{step}.done"
+
+
+def run_job(out: Path, checkpoint: Path, base: Path, arm: str, seed: int, samples: int, threads: int,
+            seed_locks: dict, max_steps: dict | None = None, log=print) -> Path:
+    """One (arm, seed): prepare (once per seed, locked), stage action, stage joint, scores. Returns the scores CSV."""
+    py = sys.executable
+    run, cfg = init_run(out, checkpoint, arm, seed, base)
+    logfile = out / "logs" / f"{run.name}.log"
+    scores = out / "scores" / f"{run.name}.csv"
+    if scores.is_file():
+        return scores
+    with seed_locks[seed]:  # the seed's per-clip files (latents, features, negatives) are made once
+        if not _done(run, "prepare").is_file():
+            log(f"[study] {run.name}: prepare")
+            _run([py, "-m", "reworld", "prepare", "--config", str(cfg), "--out", str(run)], logfile, threads)
+            _done(run, "prepare").touch()
+    for stage in ("action", "joint"):
+        if _done(run, stage).is_file():
+            continue
+        log(f"[study] {run.name}: stage {stage}")
+        t0 = time.time()
+        cmd = [py, "-m", "reworld", "train", "--stage", stage, "--config", str(cfg), "--out", str(run), "--resume"]
+        if max_steps and stage in max_steps:
+            cmd += ["--max-steps", str(max_steps[stage])]
+        _run(cmd, logfile, threads)
+        _done(run, stage).write_text(json.dumps({"seconds": round(time.time() - t0, 1)}))
+    log(f"[study] {run.name}: scores")
+    _run([py, "-m", "analysis", "plan-scores", "--checkpoint", str(run), "--samples", str(samples),
+          "--out", str(scores)], logfile, threads)
+    return scores
+
+
+# ------------------------------------------------------------------------------------------------- scoring
+def plan_scores(pipe, ds, samples: int, batch: int = 16, scorer: str = "navsim", log=None) -> list[dict]:
+    """Every clip of `ds` planned `samples` times (seeds 0 … samples − 1: `pipe.plan_seeds`, each sample the plan
+    `eval` gives with that seed) and scored: one row per clip and sample (`SCORE_COLUMNS`)."""
+    from reworld.planning.pdm import PDMScorerConfig, score_trajectories
+    from reworld.planning.scene import PlanningScene
+
+    if not isinstance(samples, int) or samples < 1:
+        raise ValueError(f"samples must be an integer ≥ 1, got {samples!r}")
+    scoring = PDMScorerConfig(simulation=scorer)
+    rows = []
+    for start in range(0, len(ds), batch):
+        clips = [ds[i] for i in range(start, min(start + batch, len(ds)))]
+        plans = pipe.plan_seeds(clips, list(range(samples)))  # (B, S, 8, 3)
+        for clip, poses in zip(clips, plans):
+            results = score_trajectories(PlanningScene.from_clip(clip), poses, scoring)
+            expert = clip.target.trajectory.numpy()
+            l2 = np.linalg.norm(poses[:, :, :2] - expert[None, :, :2], axis=-1)  # (S, 8) at 0.5 … 4 s
+            for j, r in enumerate(results):
+                rows.append({"token": clip.sample_token, "sample": j,
+                             **{k: float(getattr(r, k)) for k in ("pdms", "nc", "dac", "ttc", "ep", "c")},
+                             "l2_1s": float(l2[j, 1]), "l2_2s": float(l2[j, 3]), "l2_3s": float(l2[j, 5])})
+        if log:
+            log(f"  {min(start + batch, len(ds))}/{len(ds)} clips")
+    return rows
+
+
+def write_scores(rows: list[dict], path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=SCORE_COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+    tmp.replace(path)  # whole or absent: a job is done when its scores exist
+    return path
+
+
+def read_scores(path: Path) -> dict[str, np.ndarray]:
+    """token → (samples, metrics) array in `METRICS` order."""
+    by: dict[str, list] = {}
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None or list(reader.fieldnames) != list(SCORE_COLUMNS):
+            raise ValueError(f"{path}: expected the columns {', '.join(SCORE_COLUMNS)}")
+        for row in reader:
+            by.setdefault(row["token"], []).append([float(row[m]) for m in METRICS])
+    return {t: np.asarray(v) for t, v in by.items()}
+
+
+# ------------------------------------------------------------------------------------------------- summary
+def verdict(boot: tuple[float, float], t_seeds: tuple[float, float] | None, smallest: float) -> str:
+    """A claimed increase (docs/study.md §0, amendments 1–2): both intervals (clips' bootstrap, seeds' t) above 0:
+    'reproduces' ('…, below the smallest effect' when both also lie below `smallest`); both below `smallest`:
+    'does not'; else 'inconclusive'."""
+    ivs = [boot] + ([t_seeds] if t_seeds is not None else [])
+    if all(lo > 0 for lo, _ in ivs):
+        return "reproduces, below the smallest effect" if all(hi < smallest for _, hi in ivs) else "reproduces"
+    if all(hi < smallest for _, hi in ivs):
+        return "does not"
+    return "inconclusive"
+
+
+def summarize(scores: dict[tuple[str, int], dict[str, np.ndarray]], seeds) -> dict:
+    """Means per arm and seed, and each registered comparison over the clips both arms scored with every seed they
+    share: per clip, the arm's PDMS minus the reference's (mean over those seeds and the samples), in points; the
+    95 % bootstrap over clips and the Student-t interval over the seeds' effects; a verdict once every registered
+    seed is in."""
+    from scipy import stats
+
+    means = {}
+    for (arm, seed), by in sorted(scores.items()):
+        allrows = np.concatenate(list(by.values()))
+        means.setdefault(arm, {})[str(seed)] = {m: float(allrows[:, i].mean()) for i, m in enumerate(METRICS)}
+    comps = {}
+    for arm, ref in COMPARISONS:
+        shared = [s for s in seeds if (arm, s) in scores and (ref, s) in scores]
+        if not shared:
+            continue
+        tokens = sorted(set.intersection(*(set(scores[k, s]) for s in shared for k in (arm, ref))))
+        per_seed_clip = np.array([[scores[arm, s][t][:, 0].mean() - scores[ref, s][t][:, 0].mean() for t in tokens]
+                                  for s in shared]) * 100  # (seeds, clips), points
+        per_clip = per_seed_clip.mean(axis=0)
+        iv = paired_interval(per_clip)
+        per_seed = per_seed_clip.mean(axis=1)
+        if len(shared) > 1:
+            half = stats.t.ppf(0.975, len(shared) - 1) * per_seed.std(ddof=1) / np.sqrt(len(shared))
+            t_seeds = (float(per_seed.mean() - half), float(per_seed.mean() + half))
+        else:
+            t_seeds = (float("-inf"), float("inf"))
+        complete = len(shared) == len(seeds)
+        comps[f"{arm} − {ref}"] = {
+            "unit": "PDMS points; bootstrap over clips (every seed's scores of a clip together), t over seeds",
+            "seeds": shared, "clips": len(tokens), "per_seed": per_seed.tolist(), "mean": iv.mean,
+            "boot_lo": iv.boot_lo, "boot_hi": iv.boot_hi, "t_lo": t_seeds[0], "t_hi": t_seeds[1],
+            "t_clips_lo": iv.t_lo, "t_clips_hi": iv.t_hi, "smallest_effect": SMALLEST_EFFECT,
+            "verdict": (verdict((iv.boot_lo, iv.boot_hi), t_seeds, SMALLEST_EFFECT) if complete
+                        else f"pending ({len(shared)} of {len(seeds)} seeds)"),
+        }
+    return {"means": means, "comparisons": comps}
+
+
+def write_summary(out: Path, results: Path, arms, seeds, extra: dict) -> dict:
+    """Read every finished job's scores and write the three result files to `results`."""
+    scores = {}
+    for arm in arms:
+        for seed in seeds:
+            path = out / "scores" / f"{run_name(arm, seed)}.csv"
+            if path.is_file():
+                scores[arm, seed] = read_scores(path)
+    if not scores:
+        return {}
+    summary = summarize(scores, seeds)
+    results.mkdir(parents=True, exist_ok=True)
+    with open(results / "planner_study.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["arm", "seed", "metric", "value"])
+        for arm, per_seed in summary["means"].items():
+            for seed, values in per_seed.items():
+                w.writerows([arm, seed, m, f"{v:.6g}"] for m, v in values.items())
+    with open(results / "planner_study_clips.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["arm", "seed", "token", "pdms"])
+        for (arm, seed), by in sorted(scores.items()):
+            w.writerows([arm, seed, t, f"{v[:, 0].mean():.6g}"] for t, v in sorted(by.items()))
+    from .output import write_json
+
+    write_json({**extra, "arms": list(arms), "registered_seeds": list(seeds), "paper_pdms": PAPER, **summary},
+               results / "planner_study.json")
+    return summary
+
+
+def run_study(out: Path, checkpoint: Path, base: Path, arms, seeds, samples: int, parallel: int, results: Path,
+              max_steps: dict | None = None, log=print) -> dict:
+    arms = check_arms(arms)
+    out.mkdir(parents=True, exist_ok=True)
+    cores = os.cpu_count() or 1
+    threads = max(1, cores // max(1, parallel))
+    locks = {s: threading.Lock() for s in seeds}
+    summary_lock = threading.Lock()
+    extra = {"checkpoint": str(checkpoint), "config": str(base), "samples": samples, "switches": SWITCHES,
+             "arm_losses": {a: ARMS[a] for a in arms},
+             "command": (f"python -m analysis study-planner --out {out} --arms {' '.join(arms)} --seeds "
+                         f"{' '.join(map(str, seeds))} --samples {samples} --checkpoint {checkpoint} --config {base} "
+                         f"--results {results}")}
+
+    def job(arm_seed):
+        arm, seed = arm_seed
+        run_job(out, checkpoint, base, arm, seed, samples, threads, locks, max_steps, log)
+        with summary_lock:
+            write_summary(out, results, arms, seeds, extra)
+        log(f"[study] {run_name(arm, seed)}: done")
+
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+        for f in [pool.submit(job, js) for js in job_order(arms, seeds)]:
+            f.result()
+    return write_summary(out, results, arms, seeds, extra)

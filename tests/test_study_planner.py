@@ -1,0 +1,91 @@
+"""The claims study's planning part (docs/study.md §4): the verdict rule and the summary on known scores, and the
+whole driver end to end on the tiny world (prepare, both stages, scores, summary, resume)."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from analysis import study_planner as SP
+
+
+def test_verdict_rule_known_answers():
+    small = SP.SMALLEST_EFFECT
+    assert SP.verdict((0.8, 2.0), (0.7, 2.5), small) == "reproduces"
+    assert SP.verdict((0.1, 0.5), (0.05, 0.6), small) == "reproduces, below the smallest effect"
+    assert SP.verdict((-0.5, 0.4), (-1.0, 0.6), small) == "does not"
+    assert SP.verdict((0.1, 0.5), (-3.0, 4.0), small) == "inconclusive"  # the seeds' interval disagrees
+    assert SP.verdict((-0.2, 1.4), (-0.5, 1.5), small) == "inconclusive"
+    assert SP.verdict((0.1, 0.5), None, small) == "reproduces, below the smallest effect"
+
+
+def _scores(offset: float, seed: int, tokens, samples: int = 4) -> dict:
+    rng = np.random.default_rng(seed)
+    out = {}
+    for i, t in enumerate(tokens):
+        base = 0.8 + 0.01 * i
+        rows = np.zeros((samples, len(SP.METRICS)))
+        rows[:, 0] = base + offset + rng.normal(0, 0.001, samples)
+        out[t] = rows
+    return out
+
+
+def test_summary_effect_in_points_with_its_intervals():
+    """An arm 2 PDMS points above vanilla on every clip and seed: the effect reads +2.0 points, both intervals are
+    above 0 and above the smallest effect: 'reproduces'. With a seed missing, no verdict yet."""
+    tokens = [f"t{i}" for i in range(30)]
+    scores = {}
+    for s in (0, 1, 2):
+        scores["vanilla", s] = _scores(0.0, 10 + s, tokens)
+        scores["full", s] = _scores(0.02, 20 + s, tokens)
+    out = SP.summarize(scores, [0, 1, 2])
+    c = out["comparisons"]["full − vanilla"]
+    assert math.isclose(c["mean"], 2.0, abs_tol=0.05)
+    assert 0.65 < c["boot_lo"] < c["mean"] < c["boot_hi"] and 0.65 < c["t_lo"] < c["t_hi"]
+    assert c["clips"] == 30 and c["seeds"] == [0, 1, 2] and c["verdict"] == "reproduces"
+    assert math.isclose(out["means"]["full"]["0"]["pdms"] - out["means"]["vanilla"]["0"]["pdms"], 0.02, abs_tol=1e-3)
+    del scores["full", 2]
+    c = SP.summarize(scores, [0, 1, 2])["comparisons"]["full − vanilla"]
+    assert c["verdict"] == "pending (2 of 3 seeds)" and c["seeds"] == [0, 1]
+
+
+def test_job_order_puts_the_claim_first():
+    order = SP.job_order(["+align", "vanilla", "full"], [0, 1])
+    assert order == [("vanilla", 0), ("full", 0), ("vanilla", 1), ("full", 1), ("+align", 0), ("+align", 1)]
+    with pytest.raises(ValueError, match="unknown arm"):
+        SP.check_arms(["vanilla", "bogus"])
+
+
+def test_study_runs_end_to_end_and_resumes(tiny_run, tiny_config_path, tmp_path):
+    """Two arms × one seed on the tiny world through the repository's own commands: each run folder starts from the
+    checkpoint's Video DiT, trains both stages with the study's switches, is scored on every val clip × 2 plans; the
+    summary's per-clip file gives the comparison's mean; a second call runs nothing again."""
+    src, _ = tiny_run
+    out, results = tmp_path / "study", tmp_path / "results"
+    summary = SP.run_study(out, src, tiny_config_path, ["vanilla", "full"], [0], samples=2, parallel=1,
+                           results=results, max_steps={"action": 2, "joint": 1}, log=lambda m: None)
+    c = summary["comparisons"]["full − vanilla"]
+    assert not c["verdict"].startswith("pending") and c["clips"] > 0
+    run_cfg = json.loads((out / "full-s0" / "config.json").read_text())
+    assert run_cfg["action"]["feature_draws"] == 4 and run_cfg["loss"]["hn_clip_z"] == 3.0
+    assert run_cfg["loss"]["lambda_align"] == 0.5 and run_cfg["loss"]["lambda_hn"] == 0.2
+    assert json.loads((out / "vanilla-s0" / "config.json").read_text())["loss"]["lambda_align"] == 0.0
+    from reworld.config import load_config
+    from reworld.data.loader import NuScenesClips
+
+    val = len(NuScenesClips(load_config(tiny_config_path).data, split="val", geometry=False))
+    scores = SP.read_scores(out / "scores" / "full-s0.csv")
+    assert len(scores) == val and all(v.shape == (2, len(SP.METRICS)) for v in scores.values())
+    import pandas as pd
+
+    clips = pd.read_csv(results / "planner_study_clips.csv")
+    piv = clips.pivot_table(index="token", columns="arm", values="pdms")
+    assert math.isclose((piv["full"] - piv["vanilla"]).mean() * 100, c["mean"], abs_tol=1e-3)
+    table = pd.read_csv(results / "planner_study.csv")
+    assert set(table["arm"]) == {"vanilla", "full"} and "pdms" in set(table["metric"])
+    stamp = (out / "scores" / "full-s0.csv").stat().st_mtime_ns
+    SP.run_study(out, src, tiny_config_path, ["vanilla", "full"], [0], samples=2, parallel=1, results=results,
+                 max_steps={"action": 2, "joint": 1}, log=lambda m: None)
+    assert (out / "scores" / "full-s0.csv").stat().st_mtime_ns == stamp
