@@ -80,17 +80,24 @@ def run_name(arm: str, seed: int) -> str:
     return f"{arm.replace('+', 'plus-')}-s{seed}"
 
 
-def init_run(out: Path, checkpoint: Path, arm: str, seed: int, base: Path) -> tuple[Path, Path]:
-    """The job's run folder (the shipped Video DiT, a pointer to the study's VAE copy, the shared per-clip files) and
-    its config file."""
+def init_study(out: Path, checkpoint: Path) -> None:
+    """The study folder: a copy of the checkpoint's VAE (every run points to it) and the shared per-clip files."""
     from reworld.pipelines.run_folder import component_dir
 
+    if not (checkpoint / "video_dit" / "config.json").is_file():
+        raise FileNotFoundError(f"{checkpoint}: no video_dit/ to start the study's runs from")
     vae = out / "vae"
     if not (vae / "config.json").is_file():
         tmp = out / ".vae.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(component_dir(checkpoint, "vae"), tmp)
         tmp.replace(vae)
+    (out / "prepared").mkdir(parents=True, exist_ok=True)
+
+
+def init_run(out: Path, checkpoint: Path, arm: str, seed: int, base: Path) -> tuple[Path, Path]:
+    """The job's run folder (the shipped Video DiT, a pointer to the study's VAE copy, the shared per-clip files) and
+    its config file (`init_study` first)."""
     run = out / run_name(arm, seed)
     if not (run / "video_dit" / "config.json").is_file():
         tmp = out / f".{run.name}.tmp"
@@ -100,8 +107,6 @@ def init_run(out: Path, checkpoint: Path, arm: str, seed: int, base: Path) -> tu
         (tmp / "components.json").write_text(json.dumps({"vae": "../vae"}))
         shutil.rmtree(run, ignore_errors=True)
         tmp.replace(run)
-    shared = out / "prepared"
-    shared.mkdir(parents=True, exist_ok=True)
     if not (run / "prepared").exists():
         (run / "prepared").symlink_to(Path("..") / "prepared")
     cfg = out / "configs" / f"{run.name}.yaml"
@@ -309,7 +314,21 @@ def run_study(out: Path, checkpoint: Path, base: Path, arms, seeds, samples: int
             write_summary(out, results, arms, seeds, extra)
         log(f"[study] {run_name(arm, seed)}: done")
 
+    init_study(out, checkpoint)
+    failed = threading.Event()
+
+    def guarded(arm_seed):
+        if failed.is_set():  # a job failed: start no other
+            return
+        try:
+            job(arm_seed)
+        except BaseException as e:
+            failed.set()
+            log(f"[study] {run_name(*arm_seed)} failed: {e}")
+            raise
+
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-        for f in [pool.submit(job, js) for js in job_order(arms, seeds)]:
-            f.result()
+        futures = [pool.submit(guarded, js) for js in job_order(arms, seeds)]
+        for f in futures:
+            f.result()  # the first failure is raised here, after the running jobs end
     return write_summary(out, results, arms, seeds, extra)
