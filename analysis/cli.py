@@ -495,7 +495,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("study-planner", help="the claims study's planning part (docs/study.md §4): arms × seeds "
                        "trained, scored, summarised with intervals; resumable")
     s.add_argument("--out", required=True, help="study folder (run folders, shared per-clip files, scores, logs)")
-    s.add_argument("--arms", nargs="+", default=["vanilla", "full", "+align", "+hn"])
+    s.add_argument("--arms", nargs="+", default=["vanilla", "full", "+align", "+hn"],
+                   help="of vanilla full +align +hn (registered), full-1draw full-unclipped (a switch off), "
+                        "full-frames full+hinge (exploratory)")
     s.add_argument("--seeds", type=int, nargs="+", default=None, help="default: the registered 0 1 2")
     s.add_argument("--samples", type=int, default=8, help="plans per clip")
     s.add_argument("--parallel", type=int, default=2, help="jobs at a time (each with cores ÷ this threads)")

@@ -33,18 +33,26 @@ import yaml
 
 from reworld.evaluation.stats import paired_interval
 
-# docs/study.md §4: the arms' planner losses (the shipped config's weights); everything else as the base config
-ARMS = {
-    "vanilla": {"lambda_align": 0.0, "lambda_hn": 0.0},
-    "full": {"lambda_align": 0.5, "lambda_hn": 0.2},
-    "+align": {"lambda_align": 0.5, "lambda_hn": 0.0},
-    "+hn": {"lambda_align": 0.0, "lambda_hn": 0.2},
-}
-# the study's switches, on in every arm (docs/study.md §4 and amendment 2)
+# the study's switches, on in every arm unless the arm says otherwise (docs/study.md §4 and amendment 2)
 SWITCHES = {"action": {"feature_draws": 4}, "loss": {"hn_clip_z": 3.0}}
+_FULL = {"lambda_align": 0.5, "lambda_hn": 0.2}
+# docs/study.md §4: each arm's changes to the base config (the shipped config's loss weights) over the switches. The
+# first four are the registered arms; then each switch turned off in full (amendment 2), then the exploratory arms
+# (amendment 3)
+ARMS = {
+    "vanilla": {"loss": {"lambda_align": 0.0, "lambda_hn": 0.0}},
+    "full": {"loss": _FULL},
+    "+align": {"loss": {"lambda_align": 0.5, "lambda_hn": 0.0}},
+    "+hn": {"loss": {"lambda_align": 0.0, "lambda_hn": 0.2}},
+    "full-1draw": {"loss": _FULL, "action": {"feature_draws": 1}},
+    "full-unclipped": {"loss": {**_FULL, "hn_clip_z": 0.0}},
+    "full-frames": {"loss": _FULL, "action": {"align_target": "frames"}},
+    "full+hinge": {"loss": {**_FULL, "hn_hinge_margin": 1.0, "lambda_hinge": 1.0}},
+}
 SEEDS = (0, 1, 2)
 # (arm, reference): the first is the claim (C3's verdict), the others are reported beside it
-COMPARISONS = (("full", "vanilla"), ("+align", "vanilla"), ("+hn", "vanilla"))
+COMPARISONS = (("full", "vanilla"), ("+align", "vanilla"), ("+hn", "vanilla"), ("full-1draw", "full"),
+               ("full-unclipped", "full"), ("full-frames", "full"), ("full+hinge", "full"))
 SMALLEST_EFFECT = 0.65  # [PDMS points]: half the paper's +1.3
 PAPER = {"vanilla": 89.1, "full": 90.4}  # PDMS (NAVSIM navtest), the paper's table
 METRICS = ("pdms", "nc", "dac", "ttc", "ep", "c", "l2_1s", "l2_2s", "l2_3s")
@@ -68,9 +76,9 @@ def check_arms(arms) -> list[str]:
 def arm_config(base: Path, arm: str, seed: int) -> dict:
     """The base config with the arm's losses, the study's switches and the seed."""
     doc = yaml.safe_load(Path(base).read_text()) or {}
-    for section, values in SWITCHES.items():
-        doc.setdefault(section, {}).update(values)
-    doc.setdefault("loss", {}).update(ARMS[arm])
+    for changes in (SWITCHES, ARMS[arm]):
+        for section, values in changes.items():
+            doc.setdefault(section, {}).update(values)
     doc.setdefault("train", {})["seed"] = int(seed)
     doc["name"] = f"{doc.get('name', 'study')}-{arm}-s{seed}"
     return doc
@@ -224,6 +232,15 @@ def verdict(boot: tuple[float, float], t_seeds: tuple[float, float] | None, smal
     return "inconclusive"
 
 
+def direction(boot: tuple[float, float], t_seeds: tuple[float, float]) -> str:
+    """A comparison that is not the claim: which way both intervals put it, or neither."""
+    if boot[0] > 0 and t_seeds[0] > 0:
+        return "higher (both intervals above 0)"
+    if boot[1] < 0 and t_seeds[1] < 0:
+        return "lower (both intervals below 0)"
+    return "no difference shown"
+
+
 def summarize(scores: dict[tuple[str, int], dict[str, np.ndarray]], seeds) -> dict:
     """Means per arm and seed, and each registered comparison over the clips both arms scored with every seed they
     share: per clip, the arm's PDMS minus the reference's (mean over those seeds and the samples), in points; the
@@ -252,13 +269,16 @@ def summarize(scores: dict[tuple[str, int], dict[str, np.ndarray]], seeds) -> di
         else:
             t_seeds = (float("-inf"), float("inf"))
         complete = len(shared) == len(seeds)
+        claim = (arm, ref) == COMPARISONS[0]
         comps[f"{arm} − {ref}"] = {
             "unit": "PDMS points; bootstrap over clips (every seed's scores of a clip together), t over seeds",
             "seeds": shared, "clips": len(tokens), "per_seed": per_seed.tolist(), "mean": iv.mean,
             "boot_lo": iv.boot_lo, "boot_hi": iv.boot_hi, "t_lo": t_seeds[0], "t_hi": t_seeds[1],
             "t_clips_lo": iv.t_lo, "t_clips_hi": iv.t_hi, "smallest_effect": SMALLEST_EFFECT,
-            "verdict": (verdict((iv.boot_lo, iv.boot_hi), t_seeds, SMALLEST_EFFECT) if complete
-                        else f"pending ({len(shared)} of {len(seeds)} seeds)"),
+            "verdict": (f"pending ({len(shared)} of {len(seeds)} seeds)" if not complete
+                        else verdict((iv.boot_lo, iv.boot_hi), t_seeds, SMALLEST_EFFECT) if claim
+                        else direction((iv.boot_lo, iv.boot_hi), t_seeds)),
+            "role": "the claim (C3)" if claim else "reported beside it, not used for C3's verdict",
         }
     return {"means": means, "comparisons": comps}
 
@@ -302,7 +322,7 @@ def run_study(out: Path, checkpoint: Path, base: Path, arms, seeds, samples: int
     locks = {s: threading.Lock() for s in seeds}
     summary_lock = threading.Lock()
     extra = {"checkpoint": str(checkpoint), "config": str(base), "samples": samples, "switches": SWITCHES,
-             "arm_losses": {a: ARMS[a] for a in arms},
+             "arm_changes": {a: ARMS[a] for a in arms},
              "command": (f"python -m analysis study-planner --out {out} --arms {' '.join(arms)} --seeds "
                          f"{' '.join(map(str, seeds))} --samples {samples} --checkpoint {checkpoint} --config {base} "
                          f"--results {results}")}

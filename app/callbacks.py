@@ -560,9 +560,11 @@ def ablation(ctx, csv_name):
         note = f"`{name}`: metric table of runs {', '.join(map(str, df['run'].unique()))}"
     verdicts = study_verdicts(ctx, name)
     if len(verdicts):
-        note += (". Below: the comparisons registered in docs/study.md before the runs, paired by seed, with their "
-                 "verdicts (*reproduces*: the interval excludes 0 in the claimed direction; *does not*: it excludes "
-                 "the smallest effect of interest; *inconclusive*: neither)")
+        note += (". Below: the comparisons registered in docs/study.md before the runs, paired as the part registers "
+                 "(the toy and convergence by seed, planning by clip with a t interval over seeds), with their "
+                 "verdicts (*reproduces*: the intervals exclude 0 in the claimed direction; *does not*: they exclude "
+                 "the smallest effect of interest; *inconclusive*: neither; *pending*: not every registered seed is "
+                 "in)")
     return fig, note, verdicts
 
 

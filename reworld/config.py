@@ -121,6 +121,9 @@ class ActionConfig:
     feature_draws: int = 1
     align_block: int = 1  # Action DiT block whose tokens are aligned
     align_video_block: int = 2  # Video DiT block that is the alignment target
+    # what each waypoint token is aligned with: "pooled" (the mean of all future tokens, the same for every waypoint)
+    # or "frames" (waypoint k: the mean of the tokens of the future latent frame at its time)
+    align_target: str = "pooled"
     plan_steps: int = 10  # Euler steps of the planner at inference
     anchor: str = "constant_velocity"  # predict the residual from this kinematic anchor ("none": raw poses)
     per_waypoint_stats: bool = True  # normalise each waypoint with its own centre and half-range

@@ -89,3 +89,36 @@ def test_study_runs_end_to_end_and_resumes(tiny_run, tiny_config_path, tmp_path)
     SP.run_study(out, src, tiny_config_path, ["vanilla", "full"], [0], samples=2, parallel=1, results=results,
                  max_steps={"action": 2, "joint": 1}, log=lambda m: None)
     assert (out / "scores" / "full-s0.csv").stat().st_mtime_ns == stamp
+
+
+def test_arm_configs_carry_the_switches_and_their_exceptions(tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text("name: w\nloss: {lambda_ig: 0.5}\naction: {width: 128}\n")
+    full = SP.arm_config(base, "full", 2)
+    assert full["action"] == {"width": 128, "feature_draws": 4} and full["train"]["seed"] == 2
+    assert full["loss"] == {"lambda_ig": 0.5, "hn_clip_z": 3.0, "lambda_align": 0.5, "lambda_hn": 0.2}
+    assert SP.arm_config(base, "full-1draw", 0)["action"]["feature_draws"] == 1
+    assert SP.arm_config(base, "full-unclipped", 0)["loss"]["hn_clip_z"] == 0.0
+    assert SP.arm_config(base, "vanilla", 0)["loss"]["lambda_align"] == 0.0
+    assert SP.arm_config(base, "full-frames", 0)["action"]["align_target"] == "frames"
+
+
+def test_frame_alignment_target_known_answer():
+    """`action.align_target: frames`: waypoint k is aligned with the mean of the tokens of the future latent frame at
+    its time; "pooled" is the mean of every future token."""
+    import torch
+
+    from reworld.pipelines.hidden_states import alignment_target, waypoint_frames
+
+    assert waypoint_frames(8, 8) == list(range(8))
+    assert waypoint_frames(4, 8) == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert waypoint_frames(1, 8) == [0] * 8
+    b, t, n_ctx, per, d = 2, 5, 1, 3, 4
+    h = torch.arange(b * t * per * d, dtype=torch.float32).view(b, t * per, d)
+    frames = alignment_target(h, n_ctx, t, "frames", 8)
+    assert frames.shape == (b, 8, d)
+    torch.testing.assert_close(frames[:, 0], h[:, per:2 * per].mean(1))  # future frame 0 = latent frame 1
+    torch.testing.assert_close(frames[:, 7], h[:, 4 * per:5 * per].mean(1))
+    torch.testing.assert_close(alignment_target(h, n_ctx, t, "pooled", 8), h[:, per:].mean(1))
+    with pytest.raises(ValueError, match="align_target"):
+        alignment_target(h, n_ctx, t, "spatial", 8)

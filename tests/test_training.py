@@ -313,14 +313,15 @@ def test_action_stage_without_feature_files_recomputes_them(tiny_config_path, ti
 
 def test_action_stage_with_several_feature_draws_and_clipped_negatives(tiny_config_path, tiny_run, tmp_path):
     """The claims study's planner switches (docs/study.md §4) train: `action.feature_draws: 2` prepares two noise
-    draws per clip in a folder of its own, `loss.hn_clip_z: 3` clips the negatives; the losses stay finite."""
+    draws per clip in a folder of its own, `loss.hn_clip_z: 3` clips the negatives, `action.align_target: frames`
+    aligns each waypoint with its future frame; the losses stay finite."""
     import yaml
     from safetensors import safe_open
 
     src, _ = tiny_run
     doc = yaml.safe_load(tiny_config_path.read_text())
-    doc.setdefault("action", {})["feature_draws"] = 2
-    doc.setdefault("loss", {}).update(hn_clip_z=3.0, lambda_hn=0.2)
+    doc.setdefault("action", {}).update(feature_draws=2, align_target="frames")
+    doc.setdefault("loss", {}).update(hn_clip_z=3.0, lambda_hn=0.2, lambda_align=0.5)
     cfg = tmp_path / "draws.yaml"
     cfg.write_text(yaml.safe_dump(doc))
     out = tmp_path / "run"

@@ -65,3 +65,25 @@ def future_token_mean(hidden_states: torch.Tensor, n_ctx: int, t: int) -> torch.
     """Mean over the future latent frames' tokens: (B, S', D) → (B, D)."""
     per_frame = hidden_states.shape[1] // t
     return hidden_states[:, n_ctx * per_frame:].mean(dim=1)
+
+
+ALIGN_TARGETS = ("pooled", "frames")
+
+
+def waypoint_frames(n_future: int, num_waypoints: int) -> list[int]:
+    """The future latent frame at each waypoint's time (both evenly spaced over the horizon, each ending at its
+    time): waypoint k → frame ⌈(k + 1) · n_future / N⌉ − 1."""
+    return [min(n_future - 1, -(-(k + 1) * n_future // num_waypoints) - 1) for k in range(num_waypoints)]
+
+
+def alignment_target(hidden_states: torch.Tensor, n_ctx: int, t: int, kind: str, num_waypoints: int) -> torch.Tensor:
+    """The alignment target of block `align_video_block`'s hidden states (B, S', D): "pooled" → (B, D), the mean of
+    the future tokens; "frames" → (B, N, D), waypoint k's row the mean of the tokens of its future latent frame."""
+    if kind == "pooled":
+        return future_token_mean(hidden_states, n_ctx, t)
+    if kind != "frames":
+        raise ValueError(f"action.align_target must be one of {ALIGN_TARGETS}, got {kind!r}")
+    b, s, d = hidden_states.shape
+    per_frame = s // t
+    frames = hidden_states.view(b, t, per_frame, d)[:, n_ctx:].mean(dim=2)  # (B, n_future, D)
+    return frames[:, waypoint_frames(t - n_ctx, num_waypoints)]

@@ -33,8 +33,9 @@ from reworld.models.layers import load_model_strict, save_model_atomic
 from reworld.models.vae import latent_split
 from reworld.models.video_dit import VideoCond, VideoDiT
 from reworld.pipelines.hidden_states import (
+    ALIGN_TARGETS,
     alignment_position,
-    future_token_mean,
+    alignment_target,
     hidden_state_blocks,
     video_hidden_states,
 )
@@ -107,7 +108,9 @@ class PlannerSetup:
     def planner_terms(self, action_dit, hidden: list[torch.Tensor], idx, generator) -> dict[str, torch.Tensor]:
         """Stage-2 loss terms of training clips `idx` given their Video DiT hidden states."""
         d = self.device
-        target = future_token_mean(hidden[self.align_pos], self.n_ctx, self.train_lat.shape[2]).detach()
+        acfg = self.config.action
+        target = alignment_target(hidden[self.align_pos], self.n_ctx, self.train_lat.shape[2], acfg.align_target,
+                                  acfg.num_waypoints).detach()
         neg_traj, neg_mask = self.negatives[idx] if self.negatives is not None else (None, None)
         return planner_training_losses(
             action_dit, hidden, self.train.trajectory[idx].to(d), self.train.ego_status[idx].to(d),
@@ -126,6 +129,8 @@ class PlannerSetup:
 
 
 def planner_setup(config: Config, out: Path, device, stage: str) -> PlannerSetup:
+    if config.action.align_target not in ALIGN_TARGETS:
+        raise ValueError(f"action.align_target must be one of {ALIGN_TARGETS}, got {config.action.align_target!r}")
     vae = load_run_vae(out, config, stage).to(device).requires_grad_(False)
     video_dit = VideoDiT.from_pretrained(require_component(out / "video_dit", "a trained Video DiT (stage video)",
                                                            stage)).to(device)
