@@ -288,9 +288,20 @@ def cmd_study_planner(args) -> int:
     if args.parallel < 1 or args.samples < 1:
         raise ValueError("--parallel and --samples must be ≥ 1")
     max_steps = {k: v for k, v in (("action", args.action_steps), ("joint", args.joint_steps)) if v}
-    summary = run_study(Path(args.out), Path(args.checkpoint), Path(args.config), args.arms,
-                        args.seeds if args.seeds is not None else list(SEEDS), args.samples, args.parallel,
-                        Path(args.results), max_steps or None, _log)
+    if args.summary_only:
+        from .study_planner import check_arms, summary_extra, write_summary
+
+        seeds = args.seeds if args.seeds is not None else list(SEEDS)
+        arms = check_arms(args.arms)
+        summary = write_summary(Path(args.out), Path(args.results), arms, seeds,
+                                summary_extra(Path(args.out), Path(args.checkpoint), Path(args.config), arms, seeds,
+                                              args.samples, Path(args.results)))
+        if not summary:
+            raise FileNotFoundError(f"no scores in {Path(args.out) / 'scores'} yet")
+    else:
+        summary = run_study(Path(args.out), Path(args.checkpoint), Path(args.config), args.arms,
+                            args.seeds if args.seeds is not None else list(SEEDS), args.samples, args.parallel,
+                            Path(args.results), max_steps or None, _log)
     for name, c in summary.get("comparisons", {}).items():
         print(f"{name}: {c['mean']:+.2f} PDMS points, bootstrap over clips [{c['boot_lo']:+.2f}, {c['boot_hi']:+.2f}], "
               f"t over seeds [{c['t_lo']:+.2f}, {c['t_hi']:+.2f}]: {c['verdict']}")
@@ -506,6 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--results", default="assets/ablation", help="folder of the summary files")
     s.add_argument("--action-steps", type=int, default=None, help="override stage action's steps (tests)")
     s.add_argument("--joint-steps", type=int, default=None, help="override stage joint's steps (tests)")
+    s.add_argument("--summary-only", action="store_true", help="only rewrite the summary from the scores there are")
     s.set_defaults(func=cmd_study_planner)
 
     s = sub.add_parser("embedding", help="UMAP and separation of experts vs hard negatives (Action DiT features)")

@@ -11,8 +11,8 @@ A job (arm, seed) is a run folder `OUT/<arm>-s<seed>` that starts as the shipped
 `python -m analysis plan-scores` (every val clip × `--samples` plans, seeds 0 … S−1) into `OUT/scores/`. A step whose
 output exists is not run again, so a killed study picks up where it stopped. Jobs run `--parallel` at a time, each
 process with cores ÷ parallel threads. After each job the summary is rewritten: `planner_study.csv` (arm, seed,
-metric, value: means over clips and samples), `planner_study_clips.csv` (each clip's PDMS per arm and seed, mean over
-samples: what the intervals are computed from) and `planner_study.json` (the registered comparisons; a verdict only
+metric, value: means over clips and samples), `planner_study/clips.csv` (each clip's PDMS per arm and seed, mean
+over samples: what the intervals are computed from) and `planner_study.json` (the registered comparisons; a verdict only
 once every registered seed of both arms is in).
 """
 from __future__ import annotations
@@ -301,7 +301,8 @@ def write_summary(out: Path, results: Path, arms, seeds, extra: dict) -> dict:
         for arm, per_seed in summary["means"].items():
             for seed, values in per_seed.items():
                 w.writerows([arm, seed, m, f"{v:.6g}"] for m, v in values.items())
-    with open(results / "planner_study_clips.csv", "w", newline="") as f:
+    (results / "planner_study").mkdir(exist_ok=True)  # not a CSV of the app's ablation list: a folder of its own
+    with open(results / "planner_study" / "clips.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["arm", "seed", "token", "pdms"])
         for (arm, seed), by in sorted(scores.items()):
@@ -313,6 +314,15 @@ def write_summary(out: Path, results: Path, arms, seeds, extra: dict) -> dict:
     return summary
 
 
+def summary_extra(out: Path, checkpoint: Path, base: Path, arms, seeds, samples: int, results: Path) -> dict:
+    """What the summary JSON says about how it was made, with the command that makes it."""
+    return {"checkpoint": str(checkpoint), "config": str(base), "samples": samples, "switches": SWITCHES,
+            "arm_changes": {a: ARMS[a] for a in arms},
+            "command": (f"python -m analysis study-planner --out {out} --arms {' '.join(arms)} --seeds "
+                        f"{' '.join(map(str, seeds))} --samples {samples} --checkpoint {checkpoint} --config {base} "
+                        f"--results {results}")}
+
+
 def run_study(out: Path, checkpoint: Path, base: Path, arms, seeds, samples: int, parallel: int, results: Path,
               max_steps: dict | None = None, log=print) -> dict:
     arms = check_arms(arms)
@@ -321,11 +331,7 @@ def run_study(out: Path, checkpoint: Path, base: Path, arms, seeds, samples: int
     threads = max(1, cores // max(1, parallel))
     locks = {s: threading.Lock() for s in seeds}
     summary_lock = threading.Lock()
-    extra = {"checkpoint": str(checkpoint), "config": str(base), "samples": samples, "switches": SWITCHES,
-             "arm_changes": {a: ARMS[a] for a in arms},
-             "command": (f"python -m analysis study-planner --out {out} --arms {' '.join(arms)} --seeds "
-                         f"{' '.join(map(str, seeds))} --samples {samples} --checkpoint {checkpoint} --config {base} "
-                         f"--results {results}")}
+    extra = summary_extra(out, checkpoint, base, arms, seeds, samples, results)
 
     def job(arm_seed):
         arm, seed = arm_seed

@@ -80,7 +80,7 @@ def test_study_runs_end_to_end_and_resumes(tiny_run, tiny_config_path, tmp_path)
     assert len(scores) == val and all(v.shape == (2, len(SP.METRICS)) for v in scores.values())
     import pandas as pd
 
-    clips = pd.read_csv(results / "planner_study_clips.csv")
+    clips = pd.read_csv(results / "planner_study" / "clips.csv")
     piv = clips.pivot_table(index="token", columns="arm", values="pdms")
     assert math.isclose((piv["full"] - piv["vanilla"]).mean() * 100, c["mean"], abs_tol=1e-3)
     table = pd.read_csv(results / "planner_study.csv")
