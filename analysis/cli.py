@@ -11,6 +11,8 @@
                                  --out DIR    (the judge's readings against w on held-out clips; the app's view)
     python -m analysis plan-scores --checkpoint RUN [--samples 8 --split val] --out scores.csv
     python -m analysis study-planner --out runs/study-c3 [--arms … --seeds 0 1 2 --parallel 2]  (docs/study.md §4)
+    python -m analysis judge-scores --checkpoint RUN --guidance 1.4 [--samples 4] --out scores.npz
+    python -m analysis study-finetune --out runs/study-c1 [--seeds 0 1 2 --samples 4]  (docs/study.md §3)
 
 HTML files load plotly.js from `plotly.min.js` beside them (written once per folder; no CDN, viewers
 may be offline); `--self-contained` embeds it in every file instead. A user's mistake (a missing
@@ -282,6 +284,52 @@ def cmd_plan_scores(args) -> int:
     return 0
 
 
+def cmd_judge_scores(args) -> int:
+    from dataclasses import replace
+
+    from reworld.data.loader import NuScenesClips
+    from reworld.evaluation.judge import load_judge
+    from reworld.paths import default_judge
+
+    from .study_finetune import judge_scores, write_npz
+
+    judge_dir = args.judge or default_judge(args.checkpoint)
+    if not judge_dir:
+        raise FileNotFoundError(f"no video judge reads the clips of {args.checkpoint}; pass --judge")
+    pipe = _pipeline(args.checkpoint, args.device)
+    data = replace(pipe.clip_spec, dataroot=resolve_dataroot(args.dataroot or pipe.clip_spec.dataroot),
+                   **({"version": args.version} if args.version else {}))
+    ds = NuScenesClips(data, split=args.split, geometry=False)
+    if len(ds) == 0:
+        raise ValueError(f"no {args.split} clips in {data.dataroot}")
+    if args.samples < 1:
+        raise ValueError(f"--samples must be ≥ 1, got {args.samples}")
+    _log(f"judge scores of {args.checkpoint}: {len(ds)} {args.split} clips × {args.samples} futures at w = "
+         f"{args.guidance:g}, {args.steps} steps")
+    t0 = time.perf_counter()
+    arrays = judge_scores(pipe, ds, load_judge(judge_dir).to(pipe.device), args.samples, args.guidance, args.steps,
+                          args.seed)
+    path = write_npz(arrays, Path(args.out))
+    _log(f"mean position error {arrays['position_m'].mean():.3f} m ({time.perf_counter() - t0:.0f} s)")
+    _print_files([path])
+    return 0
+
+
+def cmd_study_finetune(args) -> int:
+    from .study_finetune import BOOTSTRAP, SEEDS, run_study
+
+    if args.samples < 1:
+        raise ValueError("--samples must be ≥ 1")
+    summary = run_study(Path(args.out), Path(args.checkpoint), Path(args.config),
+                        args.seeds if args.seeds is not None else list(SEEDS), args.samples, Path(args.results),
+                        args.steps, args.resamples or BOOTSTRAP, args.judge, args.sample_steps, _log)
+    for name, c in summary.get("comparisons", {}).items():
+        print(f"{name}: {100 * c['mean']:+.1f} % fd_judge, bootstrap over clips [{100 * c['boot_lo']:+.1f}, "
+              f"{100 * c['boot_hi']:+.1f}] %, t over seeds [{100 * c['t_lo']:+.1f}, {100 * c['t_hi']:+.1f}] %: "
+              f"{c['verdict']}")
+    return 0
+
+
 def cmd_study_planner(args) -> int:
     from .study_planner import SEEDS, run_study
 
@@ -502,6 +550,36 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     s.add_argument("--out", required=True, help="CSV file (written atomically)")
     s.set_defaults(func=cmd_plan_scores)
+
+    s = sub.add_parser("judge-scores", help="every clip of a split × N sampled futures at guidance w, read by the "
+                       "video judge: embeddings and position errors (NPZ), the real clips' embeddings")
+    s.add_argument("--checkpoint", required=True, help="run folder or shipped checkpoint")
+    s.add_argument("--judge", default=None, help="video judge folder (default: the shipped one, when it reads these "
+                                                 "clips)")
+    s.add_argument("--guidance", type=float, required=True, help="w")
+    s.add_argument("--samples", type=int, default=4, help="sampled futures per clip")
+    s.add_argument("--steps", type=int, default=20)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--dataroot", help="nuScenes-format root (default: the checkpoint's config)")
+    s.add_argument("--version", help="table folder, e.g. v1.0-synth or v1.0-mini")
+    s.add_argument("--split", default="val", choices=["train", "val", "all"])
+    s.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    s.add_argument("--out", required=True, help="NPZ file (written atomically)")
+    s.set_defaults(func=cmd_judge_scores)
+
+    s = sub.add_parser("study-finetune", help="the claims study's fine-tuning part (docs/study.md §3): the vanilla "
+                       "Video DiT fine-tuned with λ_ig = 0 and 0.5, judged, summarised with intervals; resumable")
+    s.add_argument("--out", required=True, help="study folder (run folders, shared latents, scores, logs)")
+    s.add_argument("--seeds", type=int, nargs="+", default=None, help="default: the registered 0 1 2")
+    s.add_argument("--samples", type=int, default=4, help="sampled futures per clip")
+    s.add_argument("--checkpoint", default="assets/checkpoints/vanilla", help="whose Video DiT is fine-tuned")
+    s.add_argument("--config", default="configs/world4s-vanilla.yaml", help="the config it was trained with")
+    s.add_argument("--results", default="assets/ablation", help="folder of the summary files")
+    s.add_argument("--steps", type=int, default=None, help="override the fine-tuning steps (tests)")
+    s.add_argument("--resamples", type=int, default=None, help="bootstrap resamples (default: the registered 10 000)")
+    s.add_argument("--judge", default=None, help="video judge folder (default: the shipped one)")
+    s.add_argument("--sample-steps", type=int, default=20, help="Euler steps of the sampled futures (registered: 20)")
+    s.set_defaults(func=cmd_study_finetune)
 
     s = sub.add_parser("study-planner", help="the claims study's planning part (docs/study.md §4): arms × seeds "
                        "trained, scored, summarised with intervals; resumable")

@@ -106,24 +106,32 @@ def init_study(out: Path, checkpoint: Path) -> None:
 def init_run(out: Path, checkpoint: Path, arm: str, seed: int, base: Path) -> tuple[Path, Path]:
     """The job's run folder (the shipped Video DiT, a pointer to the study's VAE copy, the shared per-clip files) and
     its config file (`init_study` first)."""
-    run = out / run_name(arm, seed)
-    if not (run / "video_dit" / "config.json").is_file():
-        tmp = out / f".{run.name}.tmp"
+    return make_run(out, run_name(arm, seed), arm_config(base, arm, seed), checkpoint / "video_dit")
+
+
+def make_run(out: Path, name: str, config: dict, video_dit: Path | None = None) -> tuple[Path, Path]:
+    """A study's run folder `out/name`: a copy of `video_dit` when given, a pointer to the study's VAE copy, the
+    shared per-clip files (`out/prepared`); and its config file `out/configs/name.yaml`."""
+    run = out / name
+    if not (run / "components.json").is_file() or (video_dit and not (run / "video_dit" / "config.json").is_file()):
+        tmp = out / f".{name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        shutil.copytree(checkpoint / "video_dit", tmp / "video_dit")
+        if video_dit:
+            shutil.copytree(video_dit, tmp / "video_dit")
         (tmp / "components.json").write_text(json.dumps({"vae": "../vae"}))
         shutil.rmtree(run, ignore_errors=True)
         tmp.replace(run)
     if not (run / "prepared").exists():
         (run / "prepared").symlink_to(Path("..") / "prepared")
-    cfg = out / "configs" / f"{run.name}.yaml"
+    cfg = out / "configs" / f"{name}.yaml"
     cfg.parent.mkdir(parents=True, exist_ok=True)
-    cfg.write_text(yaml.safe_dump(arm_config(base, arm, seed), sort_keys=False))
+    cfg.write_text(yaml.safe_dump(config, sort_keys=False))
     return run, cfg
 
 
-def _run(cmd: list[str], log: Path, threads: int) -> None:
+def run_logged(cmd: list[str], log: Path, threads: int) -> None:
+    """A command with its output appended to `log`, `threads` threads; a failure names the log."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a") as f:
@@ -134,7 +142,7 @@ def _run(cmd: list[str], log: Path, threads: int) -> None:
         raise RuntimeError(f"`{' '.join(cmd)}` failed (exit {rc}); its output is in {log}")
 
 
-def _done(run: Path, step: str) -> Path:
+def done_marker(run: Path, step: str) -> Path:
     return run / f".study-{step}.done"
 
 
@@ -148,22 +156,22 @@ def run_job(out: Path, checkpoint: Path, base: Path, arm: str, seed: int, sample
     if scores.is_file():
         return scores
     with seed_locks[seed]:  # the seed's per-clip files (latents, features, negatives) are made once
-        if not _done(run, "prepare").is_file():
+        if not done_marker(run, "prepare").is_file():
             log(f"[study] {run.name}: prepare")
-            _run([py, "-m", "reworld", "prepare", "--config", str(cfg), "--out", str(run)], logfile, threads)
-            _done(run, "prepare").touch()
+            run_logged([py, "-m", "reworld", "prepare", "--config", str(cfg), "--out", str(run)], logfile, threads)
+            done_marker(run, "prepare").touch()
     for stage in ("action", "joint"):
-        if _done(run, stage).is_file():
+        if done_marker(run, stage).is_file():
             continue
         log(f"[study] {run.name}: stage {stage}")
         t0 = time.time()
         cmd = [py, "-m", "reworld", "train", "--stage", stage, "--config", str(cfg), "--out", str(run), "--resume"]
         if max_steps and stage in max_steps:
             cmd += ["--max-steps", str(max_steps[stage])]
-        _run(cmd, logfile, threads)
-        _done(run, stage).write_text(json.dumps({"seconds": round(time.time() - t0, 1)}))
+        run_logged(cmd, logfile, threads)
+        done_marker(run, stage).write_text(json.dumps({"seconds": round(time.time() - t0, 1)}))
     log(f"[study] {run.name}: scores")
-    _run([py, "-m", "analysis", "plan-scores", "--checkpoint", str(run), "--samples", str(samples),
+    run_logged([py, "-m", "analysis", "plan-scores", "--checkpoint", str(run), "--samples", str(samples),
           "--out", str(scores)], logfile, threads)
     return scores
 

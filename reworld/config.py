@@ -87,6 +87,9 @@ class VideoConfig:
     # spatial compression, seen at the same token count
     patch_size: int = 1
     pretrained: str | None = None  # local diffusers folder with LTX-Video transformer weights (or its pipeline)
+    # fine-tuning: stage video starts from this Video DiT folder (this package's own, e.g. a shipped checkpoint's
+    # `video_dit/`), loaded strictly into the config's architecture; its untrained heads (all zeros) start as new ones
+    init_from: str | None = None
     # LTX RoPE (t, h, w) interpolation scale; None: derived from the clips and the VAE as diffusers' LTXPipeline
     # does, (temporal ratio / frame rate, spatial ratio, spatial ratio) (`models.video_dit.ltx_rope_scale`)
     rope_interpolation_scale: tuple[float, ...] | None = None

@@ -336,6 +336,31 @@ def test_action_stage_with_several_feature_draws_and_clipped_negatives(tiny_conf
     assert json.loads((out / "config.json").read_text())["loss"]["hn_clip_z"] == 3.0
 
 
+def test_video_stage_fine_tunes_from_a_saved_video_dit(tiny_config_path, tiny_run, tmp_path):
+    """`video.init_from` (the claims study's C1): stage video starts from a saved Video DiT's weights, all of them
+    (at lr 0 the exported model is the one it started from); a folder of another architecture is a short error."""
+    import yaml
+
+    from reworld.models.video_dit import VideoDiT
+
+    src, _ = tiny_run
+    doc = yaml.safe_load(tiny_config_path.read_text())
+    doc["video"]["init_from"] = str(src / "video_dit")
+    doc["train"].update(lr=0.0, ema_decay=0.0, lr_schedule="constant", lr_warmup_steps=0)
+    cfg = tmp_path / "ft.yaml"
+    cfg.write_text(yaml.safe_dump(doc))
+    out = tmp_path / "ft"
+    shutil.copytree(src / "vae", out / "vae")
+    assert run_stage("video", str(cfg), str(out), max_steps=1)["finite"]
+    start, tuned = VideoDiT.from_pretrained(src / "video_dit"), VideoDiT.from_pretrained(out / "video_dit")
+    for (k, a), b in zip(start.state_dict().items(), tuned.state_dict().values()):
+        assert torch.equal(a, b), k
+    doc["video"]["num_layers"] = doc["video"].get("num_layers", 8) + 1
+    cfg.write_text(yaml.safe_dump(doc))
+    with pytest.raises(CheckpointError, match="init_from .*do not fit"):
+        run_stage("video", str(cfg), str(tmp_path / "ft2"), max_steps=1, vae_path=str(src / "vae"))
+
+
 def load_clip_tensors_tokens(config_path) -> list[str]:
     from reworld.config import load_config
     from reworld.data.clips import load_clip_tensors

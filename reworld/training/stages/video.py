@@ -10,7 +10,7 @@ from reworld.config import Config
 from reworld.data.clips import ClipTensors, load_clip_tensors
 from reworld.evaluation.video import psnr
 from reworld.losses.flow import video_training_losses
-from reworld.models.layers import save_model_atomic
+from reworld.models.layers import CheckpointError, save_model_atomic
 from reworld.models.vae import decode_latents, latent_split
 from reworld.models.video_dit import (
     VideoCond,
@@ -25,6 +25,17 @@ from reworld.training.prepare import LatentStore, prepare_latents
 from reworld.training.stages.common import encode_clips, load_run_vae, speed_up
 
 
+def init_from_folder(model: VideoDiT, folder: str | Path) -> None:
+    """Start `model` from the weights of a saved Video DiT (`video.init_from`: fine-tuning), strictly: every tensor
+    of the config's architecture, nothing else, the same shapes."""
+    start = VideoDiT.from_pretrained(folder)  # CheckpointError when missing or broken
+    try:
+        model.load_state_dict(start.state_dict())
+    except RuntimeError as e:
+        raise CheckpointError(f"video.init_from {folder}: its weights do not fit the config's Video DiT "
+                              f"({str(e).splitlines()[0]})") from None
+
+
 def video_stage(config: Config, out: Path, device) -> StageSpec:
     vae = load_run_vae(out, config, "video").to(device).requires_grad_(False)
     n_ctx, n_fut = latent_split(config.data, vae)
@@ -34,6 +45,8 @@ def video_stage(config: Config, out: Path, device) -> StageSpec:
     train_lat, val_lat = LatentStore(folder, train.tokens, device), encode_clips(vae, val, device)
     rope = ltx_rope_scale(config.data.frame_rate, vae.temporal_compression_ratio, vae.spatial_compression_ratio)
     model = video_dit_from_config(config.video, in_channels=train_lat.shape[1], rope_scale=rope).to(device)
+    if config.video.init_from:
+        init_from_folder(model, config.video.init_from)
     speed_up(model, config.train)
     lcfg = config.loss
 

@@ -1,0 +1,68 @@
+"""The claims study's fine-tuning part (docs/study.md §3): the summary's known answers, and the driver end to end on
+the tiny world (fine-tuning from a saved Video DiT, judge scores, summary, resume)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from analysis import study_finetune as SF
+
+
+def _scores(noise: float, seed: int, n: int = 40, samples: int = 3, d: int = 6) -> dict:
+    rng = np.random.default_rng(seed)
+    real = rng.normal(size=(n, d))
+    clip_of = np.repeat(np.arange(n), samples)
+    gen = real[clip_of] + noise * rng.normal(size=(n * samples, d)) + noise
+    return {"embedding": gen, "clip_of": clip_of, "position_m": np.full((n * samples, 16), noise),
+            "real_embedding": real, "frame_rate": np.array(4.0)}
+
+
+def test_summary_relative_fd_change_and_verdict():
+    """Futures nearer the real clips in the judge's features (less noise) in every seed: the relative change of
+    fd_judge is negative with both intervals below the smallest effect: 'reproduces'; the comparison of the loss alone
+    is reported beside it; a missing seed leaves the claim pending."""
+    scores = {}
+    for s in (0, 1, 2):
+        scores["lig0", s, 1.0] = _scores(1.0, 10 + s)
+        scores["lig0.5", s, 1.4] = _scores(0.3, 10 + s)
+        scores["lig0.5", s, 1.0] = _scores(0.9, 10 + s)
+    out = SF.summarize(scores, [0, 1, 2], resamples=200)
+    c = out["comparisons"]["lig0.5 w=1.4 − lig0 w=1"]
+    assert c["mean"] < -0.5 and c["boot_hi"] < SF.SMALLEST_EFFECT and c["t_hi"] < SF.SMALLEST_EFFECT
+    assert c["verdict"] == "reproduces" and c["role"] == "the claim (C1)"
+    assert out["comparisons"]["lig0.5 w=1 − lig0 w=1"]["verdict"].startswith("the loss alone: ")
+    assert out["means"]["lig0 w=1"]["0"]["position_m_4s"] == pytest.approx(1.0)
+    # the per-seed effect is the ratio of the two distances on every clip
+    fd = SF.fd_of_clips(scores["lig0.5", 0, 1.4], np.arange(40)) / SF.fd_of_clips(scores["lig0", 0, 1.0],
+                                                                                    np.arange(40)) - 1
+    assert c["per_seed"][0] == pytest.approx(fd)
+    del scores["lig0.5", 2, 1.4]
+    assert SF.summarize(scores, [0, 1, 2], resamples=50)["comparisons"]["lig0.5 w=1.4 − lig0 w=1"]["verdict"] == \
+        "pending (2 of 3 seeds)"
+    assert SF.verdict((-0.05, -0.01), (-0.08, -0.001), -0.10) == "reproduces, below the smallest effect"
+    assert SF.verdict((-0.05, 0.03), (-0.09, 0.05), -0.10) == "does not"
+    assert SF.verdict((-0.3, 0.03), (-0.5, 0.05), -0.10) == "inconclusive"
+
+
+def test_finetune_study_end_to_end(tiny_run, tiny_config_path, tiny_judge, tmp_path):
+    """One seed on the tiny world: both arms fine-tune the checkpoint's Video DiT (λ_ig from the arm, the registered
+    schedule), every val clip × 2 futures is judged at each arm's w, the summary has both comparisons; a second call
+    runs nothing again."""
+    src, _ = tiny_run
+    out, results = tmp_path / "c1", tmp_path / "results"
+    summary = SF.run_study(out, src, tiny_config_path, [0], samples=2, results=results, max_steps=2, resamples=20,
+                           judge=str(tiny_judge), sample_steps=2, log=lambda m: None)
+    assert set(summary["comparisons"]) == {"lig0.5 w=1.4 − lig0 w=1", "lig0.5 w=1 − lig0 w=1"}
+    cfg = json.loads((out / "lig0.5-s0" / "config.json").read_text())
+    assert cfg["loss"]["lambda_ig"] == 0.5 and cfg["video"]["init_from"].endswith("video_dit")
+    assert cfg["train"]["lr_schedule"] == "constant_with_warmup" and cfg["train"]["lr"] == 1e-4
+    assert json.loads((out / "lig0-s0" / "config.json").read_text())["loss"]["lambda_ig"] == 0.0
+    s = SF.read_npz(out / "scores" / "lig0.5-s0-w1.4.npz")
+    assert len(s["embedding"]) == 2 * len(s["real_embedding"]) and s["position_m"].shape[0] == len(s["embedding"])
+    stamp = (out / "scores" / "lig0-s0-w1.npz").stat().st_mtime_ns
+    SF.run_study(out, src, tiny_config_path, [0], samples=2, results=results, max_steps=2, resamples=20,
+                 judge=str(tiny_judge), sample_steps=2, log=lambda m: None)
+    assert (out / "scores" / "lig0-s0-w1.npz").stat().st_mtime_ns == stamp
+    assert (results / "finetune_study.csv").is_file() and (results / "finetune_study.json").is_file()
