@@ -130,8 +130,21 @@ def make_run(out: Path, name: str, config: dict, video_dit: Path | None = None) 
     return run, cfg
 
 
+IN_PROCESS = False  # tests: run `python -m reworld|analysis …` commands in this process (no interpreter start-up)
+
+
 def run_logged(cmd: list[str], log: Path, threads: int) -> None:
     """A command with its output appended to `log`, `threads` threads; a failure names the log."""
+    if IN_PROCESS and cmd[1:2] == ["-m"] and cmd[2] in ("reworld", "analysis"):
+        import contextlib
+        import importlib
+
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "a") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
+            rc = importlib.import_module(f"{cmd[2]}.cli").main(cmd[3:])
+        if rc:
+            raise RuntimeError(f"`{' '.join(cmd)}` failed (exit {rc}); its output is in {log}")
+        return
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a") as f:

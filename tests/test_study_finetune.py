@@ -46,11 +46,12 @@ def test_summary_relative_fd_change_and_verdict():
     assert SF.verdict((-0.3, 0.03), (-0.5, 0.05), -0.10) == "inconclusive"
 
 
-def test_finetune_study_end_to_end(tiny_run, tiny_config_path, tiny_judge, tmp_path):
+def test_finetune_study_end_to_end(tiny_run, tiny_config_path, tiny_judge, tmp_path, monkeypatch):
     """One seed on the tiny world: both arms fine-tune the checkpoint's Video DiT (λ_ig from the arm, the registered
     schedule), every val clip × 2 futures is judged at each arm's w, the summary has both comparisons; a second call
     runs nothing again."""
     src, _ = tiny_run
+    monkeypatch.setattr("analysis.study_planner.IN_PROCESS", True)  # the commands without interpreter start-up
     out, results = tmp_path / "c1", tmp_path / "results"
     summary = SF.run_study(out, src, tiny_config_path, [0], samples=2, results=results, max_steps=2, resamples=20,
                            judge=str(tiny_judge), sample_steps=2, log=lambda m: None)

@@ -58,11 +58,12 @@ def test_job_order_puts_the_claim_first():
         SP.check_arms(["vanilla", "bogus"])
 
 
-def test_study_runs_end_to_end_and_resumes(tiny_run, tiny_config_path, tmp_path):
+def test_study_runs_end_to_end_and_resumes(tiny_run, tiny_config_path, tmp_path, monkeypatch):
     """Two arms × one seed on the tiny world through the repository's own commands: each run folder starts from the
     checkpoint's Video DiT, trains both stages with the study's switches, is scored on every val clip × 2 plans; the
     summary's per-clip file gives the comparison's mean; a second call runs nothing again."""
     src, _ = tiny_run
+    monkeypatch.setattr("analysis.study_planner.IN_PROCESS", True)  # the commands without interpreter start-up
     out, results = tmp_path / "study", tmp_path / "results"
     summary = SP.run_study(out, src, tiny_config_path, ["vanilla", "full"], [0], samples=2, parallel=1,
                            results=results, max_steps={"action": 2, "joint": 1}, log=lambda m: None)
@@ -122,3 +123,14 @@ def test_frame_alignment_target_known_answer():
     torch.testing.assert_close(alignment_target(h, n_ctx, t, "pooled", 8), h[:, per:].mean(1))
     with pytest.raises(ValueError, match="align_target"):
         alignment_target(h, n_ctx, t, "spatial", 8)
+
+
+def test_a_failed_command_names_its_log(tmp_path):
+    import sys
+
+    log = tmp_path / "logs" / "x.log"
+    with pytest.raises(RuntimeError, match=r"exit 3.*x\.log"):
+        SP.run_logged([sys.executable, "-c", "print('hello'); import sys; sys.exit(3)"], log, 1)
+    assert "hello" in log.read_text()
+    SP.run_logged([sys.executable, "-c", "import os; print(os.environ['OMP_NUM_THREADS'])"], log, 1)
+    assert log.read_text().strip().endswith("1")
