@@ -586,7 +586,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="study folder (run folders, shared per-clip files, scores, logs)")
     s.add_argument("--arms", nargs="+", default=["vanilla", "full", "+align", "+hn"],
                    help="of vanilla full +align +hn (registered), full-1draw full-unclipped (a switch off), "
-                        "full-frames full+hinge (exploratory)")
+                        "full-frames full+hinge full-clean full-sigma0.2 (exploratory)")
     s.add_argument("--seeds", type=int, nargs="+", default=None, help="default: the registered 0 1 2")
     s.add_argument("--samples", type=int, default=8, help="plans per clip")
     s.add_argument("--parallel", type=int, default=2, help="jobs at a time (each with cores ÷ this threads)")

@@ -38,7 +38,7 @@ SWITCHES = {"action": {"feature_draws": 4}, "loss": {"hn_clip_z": 3.0}}
 _FULL = {"lambda_align": 0.5, "lambda_hn": 0.2}
 # docs/study.md §4: each arm's changes to the base config (the shipped config's loss weights) over the switches. The
 # first four are the registered arms; then each switch turned off in full (amendment 2), then the exploratory arms
-# (amendment 3)
+# (amendments 3 and 5)
 ARMS = {
     "vanilla": {"loss": {"lambda_align": 0.0, "lambda_hn": 0.0}},
     "full": {"loss": _FULL},
@@ -48,11 +48,14 @@ ARMS = {
     "full-unclipped": {"loss": {**_FULL, "hn_clip_z": 0.0}},
     "full-frames": {"loss": _FULL, "action": {"align_target": "frames"}},
     "full+hinge": {"loss": {**_FULL, "hn_hinge_margin": 1.0, "lambda_hinge": 1.0}},
+    "full-clean": {"loss": _FULL, "action": {"align_sigma": 0.0}},
+    "full-sigma0.2": {"loss": _FULL, "action": {"align_sigma": 0.2}},
 }
 SEEDS = (0, 1, 2)
 # (arm, reference): the first is the claim (C3's verdict), the others are reported beside it
 COMPARISONS = (("full", "vanilla"), ("+align", "vanilla"), ("+hn", "vanilla"), ("full-1draw", "full"),
-               ("full-unclipped", "full"), ("full-frames", "full"), ("full+hinge", "full"))
+               ("full-unclipped", "full"), ("full-frames", "full"), ("full+hinge", "full"), ("full-clean", "full"),
+               ("full-sigma0.2", "full"))
 SMALLEST_EFFECT = 0.65  # [PDMS points]: half the paper's +1.3
 PAPER = {"vanilla": 89.1, "full": 90.4}  # PDMS (NAVSIM navtest), the paper's table
 METRICS = ("pdms", "nc", "dac", "ttc", "ep", "c", "l2_1s", "l2_2s", "l2_3s")

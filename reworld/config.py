@@ -127,6 +127,9 @@ class ActionConfig:
     # what each waypoint token is aligned with: "pooled" (the mean of all future tokens, the same for every waypoint)
     # or "frames" (waypoint k: the mean of the tokens of the future latent frame at its time)
     align_target: str = "pooled"
+    # the σ of the future in the Video DiT pass that gives the alignment target (REPA's teacher sees clean input):
+    # None = the planner's own features (σ = feature_sigma, the same pass); 0 = the clean future (a second pass)
+    align_sigma: float | None = None
     plan_steps: int = 10  # Euler steps of the planner at inference
     anchor: str = "constant_velocity"  # predict the residual from this kinematic anchor ("none": raw poses)
     per_waypoint_stats: bool = True  # normalise each waypoint with its own centre and half-range

@@ -197,6 +197,46 @@ def test_hidden_state_files_with_several_noise_draws(setup, tiny_config):
             few.read_cpu([0, 1, 2, 3], step=step)
 
 
+def test_hidden_state_files_with_the_alignment_targets_own_pass(setup, tiny_config):
+    """`action.align_sigma: 0`: each draw's file also holds the frame means of the alignment block in a pass with the
+    clean future (a new folder key); with no noise in that pass, every draw's target is the same."""
+    from reworld.config import replace
+    from reworld.models.video_dit import video_dit_from_config
+    from reworld.pipelines.hidden_states import frame_means, video_hidden_states
+
+    config, out, vae, tokens = setup
+    tokens = tokens[:3]
+    clips = load_clip_tensors(config.data, "train", limit=3)
+    with torch.no_grad():
+        latents = encode_frames(vae, clips.video(slice(None)))
+    torch.manual_seed(0)
+    video_dit = video_dit_from_config(config.video, in_channels=latents.shape[1]).eval()
+    blocks = [0, 1]
+    cfg = replace(config, action={"feature_draws": 2, "align_sigma": 0.0, "align_video_block": 1})
+    vdir = out / "vd2"
+    video_dit.save_pretrained(vdir)
+    assert P.hidden_states_folder(out, cfg, vdir, vdir, blocks, "train") != \
+        P.hidden_states_folder(out, replace(cfg, action={"align_sigma": None}), vdir, vdir, blocks, "train")
+    folder = out / "with-target"
+    P.prepare_hidden_states(cfg, folder, video_dit, latents, tokens, clips.command, clips.ego_status, 1, blocks, "cpu")
+    store = P.HiddenStateStore(folder, tokens, blocks, "cpu", draws=2, seed=cfg.train.seed, target=True)
+    t = latents.shape[2]
+    a, b = store.read_cpu([0, 1, 2], step=None), {}
+    for step in range(8):  # find a step that reads draw 1 of clip 0
+        if P.step_draw(cfg.train.seed, step, tokens[0], 2) == 1:
+            b = store.read_cpu([0, 1, 2], step=step)
+            break
+    assert a["target"].shape[:2] == (3, t) and a["target"].shape[2] == a["block0"].shape[2]
+    assert torch.equal(a["target"][0], b["target"][0]) and not torch.equal(a["block0"][0], b["block0"][0])
+    with torch.no_grad():  # the target is the clean pass of block 1, its frame means
+        (hs,) = video_hidden_states(video_dit, latents[:1], clips.command[:1], clips.ego_status[:1], 1, [1], 0.0, 1,
+                                    torch.Generator().manual_seed(0))
+    torch.testing.assert_close(a["target"][:1].float(), frame_means(hs, t).to(torch.bfloat16).float())
+    assert store.target([0, 2]).shape[0] == 2
+    with pytest.raises(ValueError, match="no alignment target"):
+        P.HiddenStateStore(folder, tokens, blocks, "cpu", draws=2).target([0])
+
+
 def test_training_reads_its_files_ahead_through_a_dataloader(tiny_run, tiny_config_path, tmp_path, monkeypatch):
     """Stage video with `train.num_workers: 2` reads every step's latent files in DataLoader workers (the training
     process itself opens none after the store's first look) and trains exactly as reading them in the step."""

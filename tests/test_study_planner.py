@@ -102,6 +102,8 @@ def test_arm_configs_carry_the_switches_and_their_exceptions(tmp_path):
     assert SP.arm_config(base, "full-unclipped", 0)["loss"]["hn_clip_z"] == 0.0
     assert SP.arm_config(base, "vanilla", 0)["loss"]["lambda_align"] == 0.0
     assert SP.arm_config(base, "full-frames", 0)["action"]["align_target"] == "frames"
+    assert SP.arm_config(base, "full-clean", 0)["action"]["align_sigma"] == 0.0
+    assert SP.arm_config(base, "full-sigma0.2", 0)["action"] == {"width": 128, "feature_draws": 4, "align_sigma": 0.2}
 
 
 def test_frame_alignment_target_known_answer():

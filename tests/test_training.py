@@ -314,13 +314,14 @@ def test_action_stage_without_feature_files_recomputes_them(tiny_config_path, ti
 def test_action_stage_with_several_feature_draws_and_clipped_negatives(tiny_config_path, tiny_run, tmp_path):
     """The claims study's planner switches (docs/study.md §4) train: `action.feature_draws: 2` prepares two noise
     draws per clip in a folder of its own, `loss.hn_clip_z: 3` clips the negatives, `action.align_target: frames`
-    aligns each waypoint with its future frame; the losses stay finite."""
+    aligns each waypoint with its future frame, `action.align_sigma: 0` takes the target from the clean future; the
+    losses of stages action and joint stay finite."""
     import yaml
     from safetensors import safe_open
 
     src, _ = tiny_run
     doc = yaml.safe_load(tiny_config_path.read_text())
-    doc.setdefault("action", {}).update(feature_draws=2, align_target="frames")
+    doc.setdefault("action", {}).update(feature_draws=2, align_target="frames", align_sigma=0.0)
     doc.setdefault("loss", {}).update(hn_clip_z=3.0, lambda_hn=0.2, lambda_align=0.5)
     cfg = tmp_path / "draws.yaml"
     cfg.write_text(yaml.safe_dump(doc))
@@ -334,6 +335,9 @@ def test_action_stage_with_several_feature_draws_and_clipped_negatives(tiny_conf
         keys = set(f.keys())
     assert any(k.endswith("@1") for k in keys) and any("@" not in k for k in keys)
     assert json.loads((out / "config.json").read_text())["loss"]["hn_clip_z"] == 3.0
+    with safe_open(str(files[0]), "pt") as f:
+        assert {"target", "target@1"} <= set(f.keys())  # the clean pass of the alignment target, per draw
+    assert run_stage("joint", str(cfg), str(out), max_steps=1)["finite"]  # stage 3 makes the target's pass itself
 
 
 def test_video_stage_fine_tunes_from_a_saved_video_dit(tiny_config_path, tiny_run, tmp_path):

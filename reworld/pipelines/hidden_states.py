@@ -76,14 +76,34 @@ def waypoint_frames(n_future: int, num_waypoints: int) -> list[int]:
     return [min(n_future - 1, -(-(k + 1) * n_future // num_waypoints) - 1) for k in range(num_waypoints)]
 
 
-def alignment_target(hidden_states: torch.Tensor, n_ctx: int, t: int, kind: str, num_waypoints: int) -> torch.Tensor:
-    """The alignment target of block `align_video_block`'s hidden states (B, S', D): "pooled" → (B, D), the mean of
-    the future tokens; "frames" → (B, N, D), waypoint k's row the mean of the tokens of its future latent frame."""
+def frame_means(hidden_states: torch.Tensor, t: int) -> torch.Tensor:
+    """The mean token of each latent frame: (B, S', D) → (B, t, D)."""
+    b, s, d = hidden_states.shape
+    return hidden_states.view(b, t, s // t, d).mean(dim=2)
+
+
+def target_from_frames(frames: torch.Tensor, n_ctx: int, kind: str, num_waypoints: int) -> torch.Tensor:
+    """The alignment target from the frame means (B, t, D) of block `align_video_block`: "pooled" → (B, D), the mean
+    of the future frames (= of the future tokens); "frames" → (B, N, D), waypoint k's row its future latent frame."""
+    future = frames[:, n_ctx:]  # (B, n_future, D)
     if kind == "pooled":
-        return future_token_mean(hidden_states, n_ctx, t)
+        return future.mean(dim=1)
     if kind != "frames":
         raise ValueError(f"action.align_target must be one of {ALIGN_TARGETS}, got {kind!r}")
-    b, s, d = hidden_states.shape
-    per_frame = s // t
-    frames = hidden_states.view(b, t, per_frame, d)[:, n_ctx:].mean(dim=2)  # (B, n_future, D)
-    return frames[:, waypoint_frames(t - n_ctx, num_waypoints)]
+    return future[:, waypoint_frames(future.shape[1], num_waypoints)]
+
+
+def alignment_target(hidden_states: torch.Tensor, n_ctx: int, t: int, kind: str, num_waypoints: int) -> torch.Tensor:
+    """The alignment target of block `align_video_block`'s hidden states (B, S', D) (`target_from_frames`)."""
+    if kind not in ALIGN_TARGETS:
+        raise ValueError(f"action.align_target must be one of {ALIGN_TARGETS}, got {kind!r}")
+    return target_from_frames(frame_means(hidden_states, t), n_ctx, kind, num_waypoints)
+
+
+def target_frames(video_dit, latents: torch.Tensor, command: torch.Tensor, ego: torch.Tensor, n_ctx: int, block: int,
+                  sigma: float, generator) -> torch.Tensor:
+    """The frame means (B, t, D) of block `block` in a Video DiT pass with the future at `sigma` (`action.align_sigma`:
+    0 = the clean future), the alignment target's source when it is not the planner's own pass."""
+    t = latents.shape[2]
+    (hs,) = video_hidden_states(video_dit, latents, command, ego, n_ctx, [block], sigma, 1, generator)
+    return frame_means(hs, t)

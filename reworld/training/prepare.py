@@ -170,6 +170,8 @@ def hidden_states_folder(out: Path, config: Config, video_dir: Path, vae_dir: Pa
            "data": _data_doc(config)}
     if config.action.feature_draws != 1:  # one draw keeps the key (and the files) it always had
         doc["draws"] = config.action.feature_draws
+    if config.action.align_sigma is not None:  # the files also hold the alignment target's own pass
+        doc["align"] = [config.action.align_sigma, config.action.align_video_block]
     return out / "prepared" / f"features-{_key(doc)}" / split
 
 
@@ -190,8 +192,10 @@ def step_draw(seed: int, step: int, token: str, draws: int) -> int:
     return int(hashlib.sha256(f"{seed}:{step}:{token}".encode()).hexdigest()[:8], 16) % draws
 
 
-def draw_key(block: int, draw: int) -> str:
-    return f"block{block}" if draw == 0 else f"block{block}@{draw}"
+def draw_key(block: int | str, draw: int) -> str:
+    """The tensor name of block `block`'s draw (`block{k}`, `block{k}@{d}`), or of the target's (`target@{d}`)."""
+    name = block if isinstance(block, str) else f"block{block}"
+    return name if draw == 0 else f"{name}@{draw}"
 
 
 @torch.no_grad()
@@ -199,8 +203,9 @@ def prepare_hidden_states(config: Config, folder: Path, video_dit, latents, toke
                           ego_status: torch.Tensor, n_ctx: int, blocks: list[int], device, batch: int = 8) -> Path:
     """The Video DiT hidden states (`reworld.pipelines.hidden_states`) of the clips `tokens` (rows of `latents`,
     `command`, `ego_status`) with no file yet in `folder` (this rank's share), in bf16, one file per clip holding
-    `action.feature_draws` noise draws (`block{k}`, then `block{k}@{d}`)."""
-    from reworld.pipelines.hidden_states import video_hidden_states
+    `action.feature_draws` noise draws (`block{k}`, then `block{k}@{d}`); with `action.align_sigma`, each draw's
+    alignment-target frame means too (`target`, `target@{d}`: block `align_video_block` with the future at that σ)."""
+    from reworld.pipelines.hidden_states import target_frames, video_hidden_states
 
     draws = check_feature_draws(config.action.feature_draws)
     missing = set(_my_missing(folder, tokens))
@@ -215,6 +220,14 @@ def prepare_hidden_states(config: Config, folder: Path, video_dit, latents, toke
                                         n_ctx, blocks, config.action.feature_sigma, config.action.feature_pool, gens)
             for row in range(len(idx)):
                 files[row].update({draw_key(k, d): f[row].to(torch.bfloat16).cpu() for k, f in zip(blocks, feats)})
+            align_sigma = config.action.align_sigma
+            if align_sigma is not None:
+                gens = [torch.Generator().manual_seed(draw_seed(config.train.seed, f"{tokens[j]}/target", d))
+                        for j in idx]
+                frames = target_frames(video_dit, latents[idx], command[idx].to(device), ego_status[idx].to(device),
+                                       n_ctx, config.action.align_video_block, align_sigma, gens)
+                for row in range(len(idx)):
+                    files[row][draw_key("target", d)] = frames[row].to(torch.bfloat16).cpu()
         for row, j in enumerate(idx):
             write_clip_file(folder, tokens[j], files[row])
     _barrier()
@@ -332,30 +345,36 @@ class HiddenStateStore(ClipStore):
 
     what, made_by = "hidden-state", "prepare_hidden_states"
 
-    def __init__(self, folder: Path, tokens: list[str], blocks: list[int], device, draws: int = 1, seed: int = 0):
+    def __init__(self, folder: Path, tokens: list[str], blocks: list[int], device, draws: int = 1, seed: int = 0,
+                 target: bool = False):
         super().__init__(folder, tokens, device, dtype=torch.float32)
         self.blocks, self.draws, self.seed = list(blocks), check_feature_draws(draws), seed
+        self.names = [f"block{k}" for k in self.blocks] + (["target"] if target else [])
 
     def read_cpu(self, idx, step: int | None = None) -> dict[str, torch.Tensor]:
-        if self.draws == 1:
-            return super().read_cpu(idx)
         from safetensors import safe_open
 
-        out: dict[str, list] = {f"block{k}": [] for k in self.blocks}
+        out: dict[str, list] = {name: [] for name in self.names}
         for i in self.rows(idx):
             token = self.tokens[i]
-            d = 0 if step is None else step_draw(self.seed, step, token, self.draws)
+            d = 0 if step is None or self.draws == 1 else step_draw(self.seed, step, token, self.draws)
             path = self.folder / f"{token}.safetensors"
             try:
                 with safe_open(str(path), "pt") as f:  # only this step's draw is read
-                    for k in self.blocks:
-                        out[f"block{k}"].append(f.get_tensor(draw_key(k, d)))
+                    for name in self.names:
+                        out[name].append(f.get_tensor(draw_key(name, d)))
             except (SafetensorError, OSError, ValueError) as e:
                 raise CheckpointError(f"{path}: not a readable {self.what} file ({e}); delete it to make it again") \
                     from None
             except KeyError as e:  # safetensors names a missing tensor in a SafetensorError on some versions
                 raise CheckpointError(f"{path}: no hidden states {e.args[0]} (made with fewer draws?)") from None
         return {name: torch.stack(ts) for name, ts in out.items()}
+
+    def target(self, idx) -> torch.Tensor:
+        """The alignment target's frame means (B, t, D) of the batch (a store made with `target=True`)."""
+        if "target" not in self.names:
+            raise ValueError("this hidden-state store holds no alignment target (action.align_sigma is not set)")
+        return self.batch(idx)["target"]
 
     def __getitem__(self, idx) -> list[torch.Tensor]:
         b = self.batch(idx)

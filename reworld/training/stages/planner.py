@@ -35,7 +35,9 @@ from reworld.models.video_dit import VideoCond, VideoDiT
 from reworld.pipelines.hidden_states import (
     ALIGN_TARGETS,
     alignment_position,
-    alignment_target,
+    frame_means,
+    target_frames,
+    target_from_frames,
     hidden_state_blocks,
     video_hidden_states,
 )
@@ -105,12 +107,27 @@ class PlannerSetup:
                                    clips.ego_status[idx].to(self.device), self.n_ctx, self.blocks,
                                    acfg.feature_sigma, acfg.feature_pool, generator)
 
-    def planner_terms(self, action_dit, hidden: list[torch.Tensor], idx, generator) -> dict[str, torch.Tensor]:
-        """Stage-2 loss terms of training clips `idx` given their Video DiT hidden states."""
+    def target_frames(self, clips: ClipTensors, lat, idx, generator) -> torch.Tensor | None:
+        """The alignment target's own pass (`action.align_sigma`; None when the target is the planner's features)."""
+        acfg = self.config.action
+        if acfg.align_sigma is None:
+            return None
+        with torch.no_grad():
+            return target_frames(self.video_dit, lat[idx], clips.command[idx].to(self.device),
+                                 clips.ego_status[idx].to(self.device), self.n_ctx, self.blocks[self.align_pos],
+                                 acfg.align_sigma, generator)
+
+    def planner_terms(self, action_dit, hidden: list[torch.Tensor], idx, generator,
+                      frames: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Stage-2 loss terms of training clips `idx` given their Video DiT hidden states (and, with
+        `action.align_sigma`, the frame means of the target's own pass)."""
         d = self.device
         acfg = self.config.action
-        target = alignment_target(hidden[self.align_pos], self.n_ctx, self.train_lat.shape[2], acfg.align_target,
-                                  acfg.num_waypoints).detach()
+        if frames is None:
+            if acfg.align_sigma is not None:
+                raise ValueError("action.align_sigma is set but the target's pass was not given")
+            frames = frame_means(hidden[self.align_pos], self.train_lat.shape[2])
+        target = target_from_frames(frames, self.n_ctx, acfg.align_target, acfg.num_waypoints).detach()
         neg_traj, neg_mask = self.negatives[idx] if self.negatives is not None else (None, None)
         return planner_training_losses(
             action_dit, hidden, self.train.trajectory[idx].to(d), self.train.ego_status[idx].to(d),
@@ -131,6 +148,9 @@ class PlannerSetup:
 def planner_setup(config: Config, out: Path, device, stage: str) -> PlannerSetup:
     if config.action.align_target not in ALIGN_TARGETS:
         raise ValueError(f"action.align_target must be one of {ALIGN_TARGETS}, got {config.action.align_target!r}")
+    sigma = config.action.align_sigma
+    if sigma is not None and (isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not 0 <= sigma <= 1):
+        raise ValueError(f"action.align_sigma must be null or a σ in [0, 1], got {sigma!r}")
     vae = load_run_vae(out, config, stage).to(device).requires_grad_(False)
     video_dit = VideoDiT.from_pretrained(require_component(out / "video_dit", "a trained Video DiT (stage video)",
                                                            stage)).to(device)
@@ -170,13 +190,13 @@ def action_stage(config: Config, out: Path, device) -> StageSpec:
             prepare_hidden_states(config, folder, s.video_dit, lat, clips.tokens, clips.command, clips.ego_status,
                                   s.n_ctx, s.blocks, device)
             return HiddenStateStore(folder, clips.tokens, s.blocks, device, draws=acfg.feature_draws,
-                                    seed=config.train.seed)
+                                    seed=config.train.seed, target=acfg.align_sigma is not None)
 
         train_hidden, val_store = prepared("train", s.train, s.train_lat), prepared("val", s.val, s.val_lat)
         val_hidden = val_store[slice(None)]  # `train.val_clips` clips: small
 
         def hidden_of(idx, generator):
-            return train_hidden[idx]
+            return train_hidden[idx], train_hidden.target(idx) if acfg.align_sigma is not None else None
     else:
         with torch.no_grad():
             val_hidden = s.hidden_states(s.val, s.val_lat, slice(None),
@@ -184,10 +204,12 @@ def action_stage(config: Config, out: Path, device) -> StageSpec:
 
         def hidden_of(idx, generator):
             with torch.no_grad():  # the frozen Video DiT, fresh noise every step
-                return s.hidden_states(s.train, s.train_lat, idx, generator)
+                return (s.hidden_states(s.train, s.train_lat, idx, generator),
+                        s.target_frames(s.train, s.train_lat, idx, generator))
 
     def step_fn(idx, generator):
-        return s.planner_terms(action_dit, hidden_of(idx, generator), idx, generator)
+        hidden, frames = hidden_of(idx, generator)
+        return s.planner_terms(action_dit, hidden, idx, generator, frames)
 
     @torch.no_grad()
     def validate(step):
@@ -218,7 +240,8 @@ def joint_stage(config: Config, out: Path, device) -> StageSpec:
               {"params": list(video_dit.parameters()), "lr": config.train.lr_video_joint}]
 
     def step_fn(idx, generator):
-        terms = s.planner_terms(action_dit, s.hidden_states(s.train, s.train_lat, idx, generator), idx, generator)
+        terms = s.planner_terms(action_dit, s.hidden_states(s.train, s.train_lat, idx, generator), idx, generator,
+                                s.target_frames(s.train, s.train_lat, idx, generator))
         cond = VideoCond(s.train.command[idx].to(device), s.train.ego_status[idx].to(device))
         video_terms = video_training_losses(video_dit, s.train_lat[idx], s.n_ctx, cond, config.loss, generator)
         return {**terms, "video": video_terms["total"], "total": terms["total"] + video_terms["total"]}
