@@ -514,6 +514,13 @@ def no_ablation_note(ctx) -> str:
 VERDICT_COLUMNS = ["comparison", "mean", "95 % bootstrap", "95 % t", "smallest effect", "verdict"]
 
 
+def _verdict_interval(lo, hi) -> str:
+    """"[lo, hi]", or "—" for an interval not computed yet (one seed: no t interval over seeds; JSON null)."""
+    if lo is None or hi is None:
+        return "—"
+    return f"[{float(lo):+.4f}, {float(hi):+.4f}]"
+
+
 def study_verdicts(ctx, csv_name: str) -> pd.DataFrame:
     """The pre-registered comparisons of a claims-study part (docs/study.md) whose results sit beside its CSV
     (`<name>.json` with "comparisons": mean, intervals and verdict each), as a table; empty for other CSVs."""
@@ -529,8 +536,8 @@ def study_verdicts(ctx, csv_name: str) -> pd.DataFrame:
     rows = []
     for name, c in comparisons.items():
         try:
-            rows.append([name, f"{c['mean']:+.4f}", f"[{c['boot_lo']:+.4f}, {c['boot_hi']:+.4f}]",
-                         f"[{c['t_lo']:+.4f}, {c['t_hi']:+.4f}]", f"{c['smallest_effect']:.4f}", c["verdict"]])
+            rows.append([name, f"{c['mean']:+.4f}", _verdict_interval(c["boot_lo"], c["boot_hi"]),
+                         _verdict_interval(c["t_lo"], c["t_hi"]), f"{c['smallest_effect']:.4f}", c["verdict"]])
         except (KeyError, TypeError, ValueError):
             raise gr.Error(f"{path.name}: comparison {name!r} lacks its mean, intervals or verdict") from None
     return pd.DataFrame(rows, columns=VERDICT_COLUMNS)
