@@ -15,7 +15,6 @@ change of `fd_judge`, its bootstrap over clips with the seeds kept, the per-seed
 """
 from __future__ import annotations
 
-import csv
 import json
 import os
 import sys
@@ -25,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from .study_planner import done_marker, init_study, make_run, run_logged
+from .study_planner import done_marker, init_study, make_run, run_logged, write_means_csv
 
 # docs/study.md §3: λ_ig of each arm, and the guidance values each is sampled at
 ARMS = {"lig0": 0.0, "lig0.5": 0.5}
@@ -201,13 +200,7 @@ def write_summary(out: Path, results: Path, seeds, extra: dict, resamples: int =
     if not scores:
         return {}
     summary = summarize(scores, seeds, resamples)
-    results.mkdir(parents=True, exist_ok=True)
-    with open(results / "finetune_study.csv", "w", newline="") as f:
-        wr = csv.writer(f)
-        wr.writerow(["arm", "seed", "metric", "value"])
-        for arm, per_seed in summary["means"].items():
-            for seed, values in per_seed.items():
-                wr.writerows([arm, seed, m, f"{v:.6g}"] for m, v in values.items())
+    write_means_csv(summary["means"], results / "finetune_study.csv")
     from .output import write_json
 
     write_json({**extra, "registered_seeds": list(seeds), "paper": PAPER, **summary}, results / "finetune_study.json")

@@ -307,6 +307,18 @@ def summarize(scores: dict[tuple[str, int], dict[str, np.ndarray]], seeds) -> di
     return {"means": means, "comparisons": comps}
 
 
+def write_means_csv(means: dict, path: Path) -> Path:
+    """A study part's means in the app's results format: arm, seed, metric, value (one row each)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["arm", "seed", "metric", "value"])
+        for arm, per_seed in means.items():
+            for seed, values in per_seed.items():
+                w.writerows([arm, seed, m, f"{v:.6g}"] for m, v in values.items())
+    return path
+
+
 def write_summary(out: Path, results: Path, arms, seeds, extra: dict) -> dict:
     """Read every finished job's scores and write the three result files to `results`."""
     scores = {}
@@ -318,13 +330,7 @@ def write_summary(out: Path, results: Path, arms, seeds, extra: dict) -> dict:
     if not scores:
         return {}
     summary = summarize(scores, seeds)
-    results.mkdir(parents=True, exist_ok=True)
-    with open(results / "planner_study.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["arm", "seed", "metric", "value"])
-        for arm, per_seed in summary["means"].items():
-            for seed, values in per_seed.items():
-                w.writerows([arm, seed, m, f"{v:.6g}"] for m, v in values.items())
+    write_means_csv(summary["means"], results / "planner_study.csv")
     (results / "planner_study").mkdir(exist_ok=True)  # not a CSV of the app's ablation list: a folder of its own
     with open(results / "planner_study" / "clips.csv", "w", newline="") as f:
         w = csv.writer(f)

@@ -128,7 +128,8 @@ def test_vanilla_runs_without_negatives_or_target():
         planner_training_losses(tiny_model(), **b, loss_cfg=dataclasses.replace(cfg, lambda_hn=0.2))
 
 
-def test_negatives_share_sigma_and_noise():
+def spied_model():
+    """A tiny model whose `forward_with_negatives` records the noisy expert, negatives and σ it is given."""
     model = tiny_model()
     seen = {}
     fwd = model.forward_with_negatives
@@ -138,6 +139,11 @@ def test_negatives_share_sigma_and_noise():
         return fwd(noisy_poses, noisy_negatives, sigma, *args, **kwargs)
 
     model.forward_with_negatives = spy
+    return model, seen
+
+
+def test_negatives_share_sigma_and_noise():
+    model, seen = spied_model()
     b = batch()
     cfg = dataclasses.replace(FULL, hn_negatives_per_step=0)  # all K, in order
     planner_training_losses(model, **b, loss_cfg=cfg, generator=torch.Generator().manual_seed(0))
@@ -206,15 +212,7 @@ def test_hinge_term_pushes_the_prediction():
 def test_clipped_negatives_enter_within_the_range():
     """`hn_clip_z`: the negatives the network sees are the normalised ones clipped to |z| ≤ c (a negative inside the
     range is unchanged; one far outside sits on its edge), noised with the expert's σ and ε as before."""
-    model = tiny_model()
-    seen = {}
-    fwd = model.forward_with_negatives
-
-    def spy(noisy_poses, noisy_negatives, sigma, *args, **kwargs):
-        seen.update(x=noisy_poses.detach(), neg=noisy_negatives.detach(), sigma=sigma.detach())
-        return fwd(noisy_poses, noisy_negatives, sigma, *args, **kwargs)
-
-    model.forward_with_negatives = spy
+    model, seen = spied_model()
     b = batch()
     b["negatives"] = b["negatives"].clone()
     b["negatives"][:, 0] *= 50.0  # far outside the expert's range
