@@ -14,6 +14,10 @@ process with cores ÷ parallel threads. After each job the summary is rewritten:
 metric, value: means over clips and samples), `planner_study/clips.csv` (each clip's PDMS per arm and seed, mean
 over samples: what the intervals are computed from) and `planner_study.json` (the registered comparisons; a verdict only
 once every registered seed of both arms is in).
+
+The results folder is also the study's ledger: the study outlives a machine (a 2-core session runs a few jobs; its run
+folders and score files go with it), so a run the results already hold is kept in every later summary and is not run
+again; only the results are committed.
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -166,11 +171,11 @@ def run_job(out: Path, checkpoint: Path, base: Path, arm: str, seed: int, sample
             seed_locks: dict, max_steps: dict | None = None, log=print) -> Path:
     """One (arm, seed): prepare (once per seed, locked), stage action, stage joint, scores. Returns the scores CSV."""
     py = sys.executable
-    run, cfg = init_run(out, checkpoint, arm, seed, base)
-    logfile = out / "logs" / f"{run.name}.log"
-    scores = out / "scores" / f"{run.name}.csv"
+    scores = out / "scores" / f"{run_name(arm, seed)}.csv"
     if scores.is_file():
         return scores
+    run, cfg = init_run(out, checkpoint, arm, seed, base)
+    logfile = out / "logs" / f"{run.name}.log"
     with seed_locks[seed]:  # the seed's per-clip files (latents, features, negatives) are made once
         if not done_marker(run, "prepare").is_file():
             log(f"[study] {run.name}: prepare")
@@ -265,7 +270,50 @@ def direction(boot: tuple[float, float], t_seeds: tuple[float, float]) -> str:
     return "no difference shown"
 
 
-def summarize(scores: dict[tuple[str, int], dict[str, np.ndarray]], seeds) -> dict:
+@dataclass
+class RunResult:
+    """What the summary needs of one (arm, seed): each clip's PDMS (mean over its samples) and every metric's mean over
+    clips and samples. It is what the ledger (`planner_study/clips.csv` and `planner_study.csv`) keeps of a run."""
+
+    clips: dict[str, float]
+    means: dict[str, float]
+
+
+def run_result(scores: dict[str, np.ndarray]) -> RunResult:
+    """A run's per-sample scores (`read_scores`) reduced to what the summary needs."""
+    allrows = np.concatenate(list(scores.values()))
+    return RunResult({t: float(v[:, 0].mean()) for t, v in scores.items()},
+                     {m: float(allrows[:, i].mean()) for i, m in enumerate(METRICS)})
+
+
+def read_ledger(results: Path) -> dict[tuple[str, int], RunResult]:
+    """The runs an earlier summary in `results` holds (its per-clip file and its means), so that a study spread over
+    machines (whose run folders and score files are gone) goes on from its committed results. A run in one file but not
+    the other is an error that names both."""
+    clips_csv, means_csv = results / "planner_study" / "clips.csv", results / "planner_study.csv"
+    if not clips_csv.is_file() and not means_csv.is_file():
+        return {}
+    clips: dict[tuple[str, int], dict[str, float]] = {}
+    means: dict[tuple[str, int], dict[str, float]] = {}
+    for path, columns, into, key in ((clips_csv, ["arm", "seed", "token", "pdms"], clips, "token"),
+                                     (means_csv, ["arm", "seed", "metric", "value"], means, "metric")):
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames is None or list(reader.fieldnames) != columns:
+                raise ValueError(f"{path}: expected the columns {', '.join(columns)}")
+            for row in reader:
+                value = row["pdms" if key == "token" else "value"]
+                into.setdefault((row["arm"], int(row["seed"])), {})[row[key]] = float(value)
+    if set(clips) != set(means):
+        odd = sorted(set(clips) ^ set(means))
+        raise ValueError(f"{clips_csv} and {means_csv} disagree on the runs they hold: {odd}")
+    for run, m in means.items():
+        if set(m) != set(METRICS):
+            raise ValueError(f"{means_csv}: run {run_name(*run)} lacks metrics {sorted(set(METRICS) - set(m))}")
+    return {run: RunResult(clips[run], means[run]) for run in clips}
+
+
+def summarize(runs: dict[tuple[str, int], RunResult], seeds) -> dict:
     """Means per arm and seed, and each registered comparison over the clips both arms scored with every seed they
     share: per clip, the arm's PDMS minus the reference's (mean over those seeds and the samples), in points; the
     95 % bootstrap over clips and the Student-t interval over the seeds' effects; a verdict once every registered
@@ -273,16 +321,15 @@ def summarize(scores: dict[tuple[str, int], dict[str, np.ndarray]], seeds) -> di
     from scipy import stats
 
     means = {}
-    for (arm, seed), by in sorted(scores.items()):
-        allrows = np.concatenate(list(by.values()))
-        means.setdefault(arm, {})[str(seed)] = {m: float(allrows[:, i].mean()) for i, m in enumerate(METRICS)}
+    for (arm, seed), r in sorted(runs.items()):
+        means.setdefault(arm, {})[str(seed)] = dict(r.means)
     comps = {}
     for arm, ref in COMPARISONS:
-        shared = [s for s in seeds if (arm, s) in scores and (ref, s) in scores]
+        shared = [s for s in seeds if (arm, s) in runs and (ref, s) in runs]
         if not shared:
             continue
-        tokens = sorted(set.intersection(*(set(scores[k, s]) for s in shared for k in (arm, ref))))
-        per_seed_clip = np.array([[scores[arm, s][t][:, 0].mean() - scores[ref, s][t][:, 0].mean() for t in tokens]
+        tokens = sorted(set.intersection(*(set(runs[k, s].clips) for s in shared for k in (arm, ref))))
+        per_seed_clip = np.array([[runs[arm, s].clips[t] - runs[ref, s].clips[t] for t in tokens]
                                   for s in shared]) * 100  # (seeds, clips), points
         per_clip = per_seed_clip.mean(axis=0)
         iv = paired_interval(per_clip)
@@ -320,27 +367,35 @@ def write_means_csv(means: dict, path: Path) -> Path:
 
 
 def write_summary(out: Path, results: Path, arms, seeds, extra: dict) -> dict:
-    """Read every finished job's scores and write the three result files to `results`."""
-    scores = {}
+    """The runs of `arms` × `seeds` scored in `out/scores`, with every run the ledger in `results` already holds (a
+    score file here wins over the ledger's copy of the same run), written back to `results` as the three result
+    files."""
+    runs = dict(read_ledger(results))
+    sources = {run_name(*k): "ledger" for k in runs}
     for arm in arms:
         for seed in seeds:
             path = out / "scores" / f"{run_name(arm, seed)}.csv"
             if path.is_file():
-                scores[arm, seed] = read_scores(path)
-    if not scores:
+                runs[arm, seed] = run_result(read_scores(path))
+                sources[run_name(arm, seed)] = str(path)
+    if not runs:
         return {}
-    summary = summarize(scores, seeds)
+    summary = summarize(runs, seeds)
+    results.mkdir(parents=True, exist_ok=True)
     write_means_csv(summary["means"], results / "planner_study.csv")
     (results / "planner_study").mkdir(exist_ok=True)  # not a CSV of the app's ablation list: a folder of its own
-    with open(results / "planner_study" / "clips.csv", "w", newline="") as f:
+    tmp = results / "planner_study" / ".clips.csv.tmp"
+    with open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["arm", "seed", "token", "pdms"])
-        for (arm, seed), by in sorted(scores.items()):
-            w.writerows([arm, seed, t, f"{v[:, 0].mean():.6g}"] for t, v in sorted(by.items()))
+        for (arm, seed), r in sorted(runs.items()):
+            w.writerows([arm, seed, t, f"{v:.6g}"] for t, v in sorted(r.clips.items()))
+    tmp.replace(results / "planner_study" / "clips.csv")
     from .output import write_json
 
-    write_json({**extra, "arms": list(arms), "registered_seeds": list(seeds), "paper_pdms": PAPER, **summary},
-               results / "planner_study.json")
+    listed = list(dict.fromkeys([*arms, *(a for a, _ in sorted(runs))]))
+    write_json({**extra, "arms": listed, "registered_seeds": list(seeds), "paper_pdms": PAPER,
+                "run_sources": dict(sorted(sources.items())), **summary}, results / "planner_study.json")
     return summary
 
 
@@ -371,6 +426,11 @@ def run_study(out: Path, checkpoint: Path, base: Path, arms, seeds, samples: int
         log(f"[study] {run_name(arm, seed)}: done")
 
     init_study(out, checkpoint)
+    held = read_ledger(results)
+    todo = [js for js in job_order(arms, seeds) if js not in held or (out / "scores" / f"{run_name(*js)}.csv").is_file()]
+    for js in job_order(arms, seeds):
+        if js not in todo:
+            log(f"[study] {run_name(*js)}: in the ledger ({results}), not run again")
     failed = threading.Event()
 
     def guarded(arm_seed):
@@ -384,7 +444,7 @@ def run_study(out: Path, checkpoint: Path, base: Path, arms, seeds, samples: int
             raise
 
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-        futures = [pool.submit(guarded, js) for js in job_order(arms, seeds)]
+        futures = [pool.submit(guarded, js) for js in todo]
         for f in futures:
             f.result()  # the first failure is raised here, after the running jobs end
     return write_summary(out, results, arms, seeds, extra)

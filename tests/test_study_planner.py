@@ -38,8 +38,8 @@ def test_summary_effect_in_points_with_its_intervals():
     tokens = [f"t{i}" for i in range(30)]
     scores = {}
     for s in (0, 1, 2):
-        scores["vanilla", s] = _scores(0.0, 10 + s, tokens)
-        scores["full", s] = _scores(0.02, 20 + s, tokens)
+        scores["vanilla", s] = SP.run_result(_scores(0.0, 10 + s, tokens))
+        scores["full", s] = SP.run_result(_scores(0.02, 20 + s, tokens))
     out = SP.summarize(scores, [0, 1, 2])
     c = out["comparisons"]["full − vanilla"]
     assert math.isclose(c["mean"], 2.0, abs_tol=0.05)
@@ -49,6 +49,42 @@ def test_summary_effect_in_points_with_its_intervals():
     del scores["full", 2]
     c = SP.summarize(scores, [0, 1, 2])["comparisons"]["full − vanilla"]
     assert c["verdict"] == "pending (2 of 3 seeds)" and c["seeds"] == [0, 1]
+
+
+def test_the_ledger_carries_runs_from_machine_to_machine(tmp_path):
+    """A study summarised on one machine (seeds 0 and 1), then seed 2 scored on another that has only the committed
+    results: the summary equals the one made with every score file at hand, and the ledger's runs are not run
+    again."""
+    tokens = [f"t{i}" for i in range(25)]
+    scores = {(arm, s): _scores(0.01 * (arm == "full") - 0.005 * s, 30 + s + 7 * (arm == "full"), tokens)
+              for arm in ("vanilla", "full") for s in (0, 1, 2)}
+    first, second, results = tmp_path / "m1", tmp_path / "m2", tmp_path / "results"
+
+    def write(out, seeds):
+        for arm in ("vanilla", "full"):
+            for s in seeds:
+                rows = [{"token": t, "sample": j, **dict(zip(SP.METRICS, v[j]))}
+                        for t, v in scores[arm, s].items() for j in range(len(v))]
+                SP.write_scores(rows, out / "scores" / f"{SP.run_name(arm, s)}.csv")
+
+    write(first, [0, 1])
+    SP.write_summary(first, results, ["vanilla", "full"], [0, 1, 2], {})
+    assert SP.summarize({k: SP.run_result(v) for k, v in scores.items() if k[1] < 2}, [0, 1, 2])["comparisons"] \
+        == json.loads((results / "planner_study.json").read_text())["comparisons"]
+    write(second, [2])  # the second machine: only seed 2's files, and the committed results
+    got = SP.write_summary(second, results, ["vanilla", "full"], [0, 1, 2], {})["comparisons"]["full − vanilla"]
+    want = SP.summarize({k: SP.run_result(v) for k, v in scores.items()}, [0, 1, 2])["comparisons"]["full − vanilla"]
+    for key in ("mean", "boot_lo", "boot_hi", "t_lo", "t_hi"):
+        assert math.isclose(got[key], want[key], abs_tol=1e-3), key  # the ledger keeps 6 significant digits
+    assert got["seeds"] == [0, 1, 2] and not got["verdict"].startswith("pending")
+    doc = json.loads((results / "planner_study.json").read_text())
+    assert doc["run_sources"]["full-s0"] == "ledger" and doc["run_sources"]["full-s2"].endswith("full-s2.csv")
+    held = SP.read_ledger(results)
+    assert set(held) == set(scores) and held["full", 1].means["pdms"] == pytest.approx(
+        SP.run_result(scores["full", 1]).means["pdms"], abs=1e-6)
+    (results / "planner_study.csv").write_text("arm,seed,metric,value\nfull,0,pdms,0.8\n")
+    with pytest.raises(ValueError, match="disagree on the runs"):
+        SP.read_ledger(results)
 
 
 def test_job_order_puts_the_claim_first():
@@ -90,6 +126,10 @@ def test_study_runs_end_to_end_and_resumes(tiny_run, tiny_config_path, tmp_path,
     SP.run_study(out, src, tiny_config_path, ["vanilla", "full"], [0], samples=2, parallel=1, results=results,
                  max_steps={"action": 2, "joint": 1}, log=lambda m: None)
     assert (out / "scores" / "full-s0.csv").stat().st_mtime_ns == stamp
+    again = SP.run_study(tmp_path / "elsewhere", src, tiny_config_path, ["vanilla", "full"], [0], samples=2, parallel=1,
+                         results=results, max_steps={"action": 2, "joint": 1}, log=lambda m: None)  # a new machine
+    assert not (tmp_path / "elsewhere" / "full-s0").exists()  # the committed results hold both runs: nothing runs
+    assert math.isclose(again["comparisons"]["full − vanilla"]["mean"], c["mean"], abs_tol=1e-3)
 
 
 def test_arm_configs_carry_the_switches_and_their_exceptions(tmp_path):
