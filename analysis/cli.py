@@ -8,6 +8,7 @@
     python -m analysis guidance-toy [--seeds 1 2 3 4 5 --steps N --samples 10000 --guidance 1.4] --out DIR
     python -m analysis guidance-toy-model [--arm ig --seed 1] --out DIR    (the app's toy: one trained arm)
     python -m analysis guidance-sweep --checkpoint RUN --judge JUDGE [--w 0 0.5 1 1.4 2 3 --every 3 --samples 1]
+    python -m analysis steps-sweep --checkpoint RUN --judge JUDGE [--steps 4 6 8 10 14 20 --guidance W]
                                  --out DIR    (the judge's readings against w on held-out clips; the app's view)
     python -m analysis plan-scores --checkpoint RUN [--samples 8 --split val] --out scores.csv
     python -m analysis study-planner --out runs/study-c3 [--arms … --seeds 0 1 2 --parallel 2]  (docs/study.md §4)
@@ -219,15 +220,11 @@ def cmd_futures(args) -> int:
     return 0
 
 
-def cmd_guidance_sweep(args) -> int:
-    from PIL import Image
-
+def _sweep_inputs(args):
+    """A sampler sweep's pipeline, judge, dataset, clip indices and name from its arguments."""
     from reworld.data.loader import NuScenesClips
     from reworld.evaluation.judge import load_judge
 
-    from .guidance_sweep import check_ws, guidance_sweep, sweep_figure, sweep_frames
-
-    ws = check_ws(args.w)
     if args.every < 1:
         raise ValueError(f"--every must be ≥ 1, got {args.every}")
     pipe = _pipeline(args.checkpoint, args.device)
@@ -238,26 +235,62 @@ def cmd_guidance_sweep(args) -> int:
     indices = list(range(0, len(ds), args.every))[:args.limit]
     if not indices:
         raise ValueError(f"no clips in split {args.split!r} of {ds.root}")
-    name = args.name or Path(args.checkpoint).resolve().name
+    return pipe, judge, ds, indices, args.name or Path(args.checkpoint).resolve().name
+
+
+def _write_sweep(args, sweep: dict, kind: str, name: str, command: str, t0: float, frame_rate: float) -> None:
+    from PIL import Image
+
+    from .guidance_sweep import sweep_figure, sweep_frames
+
+    frames, truth = sweep.pop("_frames"), sweep.pop("_truth")
+    sweep.update(name=name, split=args.split, every=args.every, judge=str(args.judge),
+                 command=(command + f" --split {args.split} --every {args.every}"
+                          + (f" --limit {args.limit}" if args.limit else "")
+                          + f" --samples {args.samples} --seed {args.seed} --out {args.out}"),
+                 seconds_taken=round(time.perf_counter() - t0, 1))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    png = out / f"{kind}_{name}.png"
+    Image.fromarray(sweep_frames(truth, frames, frame_rate)).save(png)
+    files = [write_json(sweep, out / f"{kind}_{name}.json"), png]
+    if args.html:
+        files.append(write_figure(sweep_figure(sweep), out / f"{kind}_{name}.html", args.self_contained))
+    _print_files(files)
+
+
+def cmd_guidance_sweep(args) -> int:
+    from .guidance_sweep import check_ws, guidance_sweep
+
+    ws = check_ws(args.w)
+    pipe, judge, ds, indices, name = _sweep_inputs(args)
     _log(f"guidance sweep of {name}: w = {ws} on {len(indices)} {args.split} clips × {args.samples}, "
          f"{args.steps} steps on {pipe.device}")
     t0 = time.perf_counter()
     sweep = guidance_sweep(pipe, ds, indices, judge, ws, args.steps, args.samples, args.seed, args.reference, _log)
-    frames, truth = sweep.pop("_frames"), sweep.pop("_truth")
-    sweep.update(name=name, split=args.split, every=args.every, judge=str(args.judge),
-                 command=(f"python -m analysis guidance-sweep --checkpoint {args.checkpoint} --judge {args.judge} "
-                          f"--w {' '.join(f'{w:g}' for w in ws)} --reference {args.reference:g} --split {args.split} "
-                          f"--every {args.every}" + (f" --limit {args.limit}" if args.limit else "")
-                          + f" --samples {args.samples} --steps {args.steps} --seed {args.seed} --out {args.out}"),
-                 seconds_taken=round(time.perf_counter() - t0, 1))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    png = out / f"guidance_sweep_{name}.png"
-    Image.fromarray(sweep_frames(truth, frames, data.frame_rate)).save(png)
-    files = [write_json(sweep, out / f"guidance_sweep_{name}.json"), png]
-    if args.html:
-        files.append(write_figure(sweep_figure(sweep), out / f"guidance_sweep_{name}.html", args.self_contained))
-    _print_files(files)
+    _write_sweep(args, sweep, "guidance_sweep", name,
+                 f"python -m analysis guidance-sweep --checkpoint {args.checkpoint} --judge {args.judge} "
+                 f"--w {' '.join(f'{w:g}' for w in ws)} --reference {args.reference:g} --steps {args.steps}",
+                 t0, ds.cfg.frame_rate)
+    return 0
+
+
+def cmd_steps_sweep(args) -> int:
+    from .guidance_sweep import check_steps_list, steps_sweep
+
+    steps_list = check_steps_list(args.steps)
+    pipe, judge, ds, indices, name = _sweep_inputs(args)
+    w = pipe.default_guidance if args.guidance is None else args.guidance
+    _log(f"steps sweep of {name}: {steps_list} steps at w = {w:g} on {len(indices)} {args.split} clips × "
+         f"{args.samples} on {pipe.device}")
+    t0 = time.perf_counter()
+    sweep = steps_sweep(pipe, ds, indices, judge, steps_list, w, args.samples, args.seed, args.reference, _log)
+    _write_sweep(args, sweep, "steps_sweep", name,
+                 f"python -m analysis steps-sweep --checkpoint {args.checkpoint} --judge {args.judge} "
+                 f"--steps {' '.join(map(str, steps_list))} --guidance {w:g} --reference {sweep['reference_steps']}",
+                 t0, ds.cfg.frame_rate)
+    f = sweep["fewest_steps"]
+    print(f"fewest steps that read as {sweep['reference_steps']} ({f['rule']}): {f['steps']}")
     return 0
 
 
@@ -538,6 +571,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--self-contained", action="store_true", help="embed plotly.js in the HTML file")
     s.add_argument("--out", required=True, help="output folder (created)")
     s.set_defaults(func=cmd_guidance_sweep)
+
+    s = sub.add_parser("steps-sweep", help="the video judge's readings of a world model's futures against the "
+                       "sampler's step count, on held-out clips with the same noise at every count (JSON, frame grid "
+                       "PNG, the registered rule's fewest steps; docs/sampler-steps.md)")
+    s.add_argument("--checkpoint", required=True, help="run folder or shipped checkpoint")
+    s.add_argument("--judge", required=True, help="video judge folder (e.g. assets/checkpoints/judge)")
+    s.add_argument("--steps", type=int, nargs="+", default=[4, 6, 8, 10, 14, 20], help="step counts")
+    s.add_argument("--guidance", type=float, default=None, help="w (default: the checkpoint's own)")
+    s.add_argument("--reference", type=int, default=None, help="the count every other is paired with (default: "
+                   "the most)")
+    s.add_argument("--dataroot", help="nuScenes-format root (default: the checkpoint's config)")
+    s.add_argument("--version", help="table folder, e.g. v1.0-synth or v1.0-mini")
+    s.add_argument("--split", default="val", choices=["train", "val", "all"])
+    s.add_argument("--every", type=int, default=3, help="every K-th clip of the split (as eval --every)")
+    s.add_argument("--limit", type=int, default=None, help="at most this many clips (after --every)")
+    s.add_argument("--samples", type=int, default=1, help="sampled futures per clip and step count")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--name", default=None, help="file name part (default: the checkpoint folder's name)")
+    s.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    s.add_argument("--html", action="store_true", help="also write the figure as HTML")
+    s.add_argument("--self-contained", action="store_true", help="embed plotly.js in the HTML file")
+    s.add_argument("--out", required=True, help="output folder (created)")
+    s.set_defaults(func=cmd_steps_sweep)
 
     s = sub.add_parser("plan-scores", help="every clip of a split planned N times (seeds 0 … N−1) and scored by the "
                        "PDM score: one CSV row per clip and plan")

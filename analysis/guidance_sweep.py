@@ -46,20 +46,31 @@ def _per_clip(position: np.ndarray, clip_of: np.ndarray, clips: int) -> np.ndarr
     return np.stack([position[clip_of == j].mean(0) for j in range(clips)])
 
 
-def guidance_sweep(pipe, ds, indices, judge, ws, steps: int = 20, samples: int = 1, seed: int = 0,
-                   reference: float = 1.0, log=None) -> dict:
-    """The judge's figures of `pipe`'s futures on clips `indices` of `ds` at every w of `ws` (module docstring).
-    A checkpoint without a trained intermediate head has nothing to guide with: refused."""
+def check_steps_list(steps_list) -> list[int]:
+    steps_list = [int(s) for s in steps_list]
+    if not steps_list:
+        raise ValueError("the sweep needs at least one step count")
+    if any(s < 1 or s > 200 for s in steps_list):
+        raise ValueError(f"step counts must lie in [1, 200], got {steps_list}")
+    if len(set(steps_list)) != len(steps_list):
+        raise ValueError(f"step counts repeat: {steps_list}")
+    return sorted(steps_list)
+
+
+def sampler_sweep(pipe, ds, indices, judge, settings, reference, samples: int = 1, seed: int = 0, log=None) -> dict:
+    """The judge's figures of `pipe`'s futures on clips `indices` of `ds` at every sampler setting `(steps, w)` of
+    `settings`, each paired clip by clip with the `reference` setting (the module docstring); the same noise for the
+    same clip and sample at every setting. Each row also holds the wall time of one `generate` at its setting."""
+    import time
+
     from reworld.evaluation.evaluate import sampled_videos
     from reworld.evaluation.judge import check_judge_reads, judge_baselines, judge_set_of, judge_video_report, \
         read_videos
 
-    if not pipe.trained_heads:
-        raise ValueError(f"{pipe.path or 'this checkpoint'} has no trained intermediate head (λ_ig = 0): guidance "
-                         "would only scale its velocity, so there is nothing to sweep")
-    ws = check_ws(ws)
-    if reference not in ws:
-        raise ValueError(f"the reference w = {reference:g} must be one of the swept values {ws}")
+    settings = [(int(st), float(w)) for st, w in settings]
+    reference = (int(reference[0]), float(reference[1]))
+    if reference not in settings:
+        raise ValueError(f"the reference setting {reference} must be one of the swept settings {settings}")
     if not isinstance(samples, int) or samples < 1:
         raise ValueError(f"samples must be an integer ≥ 1, got {samples!r}")
     check_judge_reads(judge, ds.cfg)
@@ -69,25 +80,31 @@ def guidance_sweep(pipe, ds, indices, judge, ws, steps: int = 20, samples: int =
     real_embedding = read_videos(judge, data.video(slice(None)), times=data.time)["embedding"]
     seconds, marks = _seconds(ds.cfg.future_frames, ds.cfg.frame_rate)
     rows, per_clip, frames = [], {}, {}
-    for w in ws:
+    for steps, w in settings:
         if log:
-            log(f"w = {w:g}: {n} clips × {samples}")
+            log(f"{steps} steps, w = {w:g}: {n} clips × {samples}")
+        t0 = time.perf_counter()
         videos, clip_of = sampled_videos(pipe, ds, indices, samples, steps, w, seed)
+        per_video_s = (time.perf_counter() - t0) / len(videos)
         rep = judge_video_report(judge, data, videos, clip_of, real_embedding=real_embedding)
         pc = _per_clip(np.asarray(rep["position_m_per_video"]), clip_of, n)
-        per_clip[w] = pc
-        frames[w] = videos[0, data.n_context:]  # the first clip's first sample: the frame grid
+        per_clip[steps, w] = pc
+        frames[steps, w] = videos[0, data.n_context:]  # the first clip's first sample: the frame grid
         ivs = [paired_interval(pc[:, m], resamples=4000) for m in marks]
         mean_iv = paired_interval(pc.mean(1), resamples=4000)
-        rows.append({"w": w, "fd_judge": rep["fd_judge"], "kid_judge": rep["kid_judge"], "errors": rep["errors"],
+        rows.append({"steps": steps, "w": w, "seconds_per_future": per_video_s, "fd_judge": rep["fd_judge"],
+                     "kid_judge": rep["kid_judge"], "errors": rep["errors"],
                      "position_m_at_s": [iv.mean for iv in ivs],
                      "position_m_at_s_boot": [[iv.boot_lo, iv.boot_hi] for iv in ivs],
                      "position_m_mean": mean_iv.mean, "position_m_mean_boot": [mean_iv.boot_lo, mean_iv.boot_hi]})
-    for row in rows:  # paired with the reference w, clip by clip
-        diff = per_clip[row["w"]] - per_clip[reference]
+    for row in rows:  # paired with the reference setting, clip by clip
+        diff = per_clip[row["steps"], row["w"]] - per_clip[reference]
         ivs = [paired_interval(diff[:, m], resamples=4000) for m in marks]
+        mean_iv = paired_interval(diff.mean(1), resamples=4000)
         row["minus_reference_position_m_at_s"] = [iv.mean for iv in ivs]
         row["minus_reference_position_m_at_s_boot"] = [[iv.boot_lo, iv.boot_hi] for iv in ivs]
+        row["minus_reference_position_m_mean"] = mean_iv.mean
+        row["minus_reference_position_m_mean_boot"] = [mean_iv.boot_lo, mean_iv.boot_hi]
     span = list(range(min(indices), max(indices) + 1))  # the floor's two real halves: the clips the choice spans
     base = judge_baselines(judge, data, floor=judge_set_of(ds, span) if len(span) > n else None)
     references = {}
@@ -99,12 +116,68 @@ def guidance_sweep(pipe, ds, indices, judge, ws, steps: int = 20, samples: int =
         if pos is not None:
             references[kind]["position_m_mean_boot"] = list(_boot(pos.mean(1)))
     return {"checkpoint": str(pipe.path), "trained_heads": list(pipe.trained_heads),
-            "default_guidance": pipe.default_guidance, "reference_w": reference, "steps": steps,
-            "samples_per_clip": samples, "seed": seed, "clips": n, "indices": indices,
-            "scenes": sorted(set(data.scenes)), "seconds": seconds,
+            "default_guidance": pipe.default_guidance, "samples_per_clip": samples, "seed": seed, "clips": n,
+            "indices": indices, "scenes": sorted(set(data.scenes)), "seconds": seconds,
             "frame_rate": ds.cfg.frame_rate, "rows": rows, "references": references,
             "frame_clip": {"scene": data.scenes[0], "index": indices[0]}, "_frames": frames,
             "_truth": data.video(slice(0, 1))[0, data.n_context:]}
+
+
+def guidance_sweep(pipe, ds, indices, judge, ws, steps: int = 20, samples: int = 1, seed: int = 0,
+                   reference: float = 1.0, log=None) -> dict:
+    """The judge's figures of `pipe`'s futures on clips `indices` of `ds` at every w of `ws` (module docstring).
+    A checkpoint without a trained intermediate head has nothing to guide with: refused."""
+    if not pipe.trained_heads:
+        raise ValueError(f"{pipe.path or 'this checkpoint'} has no trained intermediate head (λ_ig = 0): guidance "
+                         "would only scale its velocity, so there is nothing to sweep")
+    ws = check_ws(ws)
+    if reference not in ws:
+        raise ValueError(f"the reference w = {reference:g} must be one of the swept values {ws}")
+    sweep = sampler_sweep(pipe, ds, indices, judge, [(steps, w) for w in ws], (steps, reference), samples, seed, log)
+    sweep["_frames"] = {f"w = {w:g}": f for (_, w), f in sweep["_frames"].items()}
+    return {**sweep, "varies": "w", "reference_w": reference, "steps": steps}
+
+
+def steps_sweep(pipe, ds, indices, judge, steps_list, guidance: float | None = None, samples: int = 1, seed: int = 0,
+                reference: int | None = None, log=None) -> dict:
+    """The same at every sampler step count of `steps_list` and one w (the checkpoint's default unless given; w ≠ 1
+    needs a trained head), each paired with `reference` steps (default: the most); with the registered rule's
+    reading (`fewest_steps`)."""
+    steps_list = check_steps_list(steps_list)
+    w = pipe.default_guidance if guidance is None else float(guidance)
+    if w != 1.0 and not pipe.trained_heads:
+        raise ValueError(f"{pipe.path or 'this checkpoint'} has no trained intermediate head: it samples at w = 1")
+    reference = max(steps_list) if reference is None else int(reference)
+    if reference not in steps_list:
+        raise ValueError(f"the reference {reference} steps must be one of the swept counts {steps_list}")
+    sweep = sampler_sweep(pipe, ds, indices, judge, [(st, w) for st in steps_list], (reference, w), samples, seed,
+                          log)
+    sweep["_frames"] = {f"{st} steps": f for (st, _), f in sweep["_frames"].items()}
+    return {**sweep, "varies": "steps", "guidance": w, "reference_steps": reference,
+            "fewest_steps": fewest_steps(sweep["rows"], reference)}
+
+
+# the registered rule (docs/sampler-steps.md): a step count reads as the reference when its fd_judge is at most 10 %
+# above the reference's and the upper end of the paired interval of its mean position error's change is ≤ 0.25 m
+FD_TOLERANCE, POSITION_TOLERANCE_M = 0.10, 0.25
+
+
+def fewest_steps(rows, reference: int) -> dict:
+    """The registered rule over a steps sweep's rows: every step count's pass/fail with its reasons, and the fewest
+    that passes (the reference passes by definition)."""
+    ref = next(r for r in rows if r["steps"] == reference)
+    verdicts = {}
+    for r in rows:
+        fd_ok = r["fd_judge"] is not None and ref["fd_judge"] is not None \
+            and r["fd_judge"] <= (1 + FD_TOLERANCE) * ref["fd_judge"]
+        pos_ok = r["minus_reference_position_m_mean_boot"][1] <= POSITION_TOLERANCE_M
+        verdicts[str(r["steps"])] = {"passes": bool(r["steps"] == reference or (fd_ok and pos_ok)),
+                                     "fd_ratio": (r["fd_judge"] / ref["fd_judge"]
+                                                  if r["fd_judge"] is not None and ref["fd_judge"] else None),
+                                     "position_change_m_boot_hi": r["minus_reference_position_m_mean_boot"][1]}
+    passing = sorted(int(k) for k, v in verdicts.items() if v["passes"])
+    return {"rule": f"fd_judge ≤ {1 + FD_TOLERANCE:g} × the reference's and the paired interval of the mean position "
+                    f"error's change ≤ +{POSITION_TOLERANCE_M:g} m", "steps": passing[0], "by_steps": verdicts}
 
 
 def _boot(values: np.ndarray) -> tuple[float, float]:
@@ -117,7 +190,8 @@ def sweep_figure(sweep: dict, guidance: float | None = None) -> go.Figure:
     error (mean over the horizon and at the last whole second, 95 % bootstrap over clips); the baselines and the
     floor as horizontal lines; `guidance` marked (e.g. the app's slider)."""
     rows = sweep["rows"]
-    ws = [r["w"] for r in rows]
+    varies = sweep.get("varies", "w")
+    ws = [r[varies] for r in rows]
     last = len(sweep["seconds"]) - 1
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.14,
                         subplot_titles=("Fréchet distance to real futures (judge)",
@@ -148,13 +222,16 @@ def sweep_figure(sweep: dict, guidance: float | None = None) -> go.Figure:
     if guidance is not None:
         for col in (1, 2):
             fig.add_vline(x=float(guidance), line=dict(color="#444444", width=1), row=1, col=col)
-    fig.add_vline(x=sweep["default_guidance"], line=dict(color="#999999", width=1, dash="dot"), row=1, col=1)
+    if varies == "w":
+        fig.add_vline(x=sweep["default_guidance"], line=dict(color="#999999", width=1, dash="dot"), row=1, col=1)
     for col in (1, 2):
-        fig.update_xaxes(title_text="guidance w", row=1, col=col)
+        fig.update_xaxes(title_text="guidance w" if varies == "w" else "sampler steps", row=1, col=col)
     fig.update_layout(height=380, margin=dict(l=50, r=20, t=60, b=50), template="plotly_white",
                       legend=dict(orientation="h", yanchor="top", y=-0.2, x=0, font=dict(size=11)),
                       title=dict(text=f"{sweep['clips']} held-out clips × {sweep['samples_per_clip']} · "
-                                      f"{sweep['steps']} steps · same noise at every w", font=dict(size=13)))
+                                      + (f"{sweep['steps']} steps · same noise at every w" if varies == "w" else
+                                         f"w = {sweep['guidance']:g} · same noise at every step count"),
+                                      font=dict(size=13)))
     return fig
 
 
@@ -164,12 +241,12 @@ def _to_uint8(frame: torch.Tensor) -> np.ndarray:
 
 def sweep_frames(truth: torch.Tensor, frames: dict, frame_rate: float, horizons=(1.0, 2.0, 4.0)) -> np.ndarray:
     """A grid (uint8 HWC): a column per horizon [s] the future reaches (else its last frame), the true future in the
-    first row, then a row per w."""
+    first row, then a row per entry of `frames` (label → future), in its order."""
     cols = [int(round(h * frame_rate)) - 1 for h in horizons if 1 <= round(h * frame_rate) <= len(truth)]
     cols = cols or [len(truth) - 1]  # a future shorter than every horizon: its last frame
     horizons = [(c + 1) / frame_rate for c in cols]
     h, wd = truth.shape[-2:]
-    rows = [("truth", truth)] + [(f"w = {w:g}", f) for w, f in sorted(frames.items())]
+    rows = [("truth", truth)] + list(frames.items())
     canvas = Image.new("RGB", (LABEL_W + len(cols) * (wd + GAP), LABEL_H + len(rows) * (h + GAP)), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     for c, t in enumerate(horizons):

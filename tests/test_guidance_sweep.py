@@ -79,3 +79,56 @@ def test_sweep_cli_errors_are_one_line(tiny_run, tiny_judge, tmp_path, capsys):
     assert main(["guidance-sweep", "--checkpoint", str(tiny_run[0]), "--judge", str(tiny_judge), "--w", "1", "1",
                  "--out", str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip().startswith("error: guidance values repeat")
+
+
+def test_steps_sweep_is_the_eval_measurement_at_every_count(tiny_run, tiny_config, tiny_judge, tmp_path):
+    """`python -m analysis steps-sweep`: each step count's row is `eval`'s judge figures at that count (same clips,
+    samples, seeds), paired with the most steps; the frame grid has a row per count; the rule's fewest steps is
+    one that passes it."""
+    from analysis.cli import main
+    from reworld.data.loader import NuScenesClips
+    from reworld.evaluation.evaluate import judge_metrics
+    from reworld.evaluation.judge import load_judge
+    from reworld.pipelines import WorldActionPipeline
+
+    argv = ["steps-sweep", "--checkpoint", str(tiny_run[0]), "--judge", str(tiny_judge), "--steps", "3", "1",
+            "--guidance", "1.4", "--split", "all", "--every", "2", "--limit", "4", "--samples", "1", "--name", "tiny",
+            "--dataroot", str(tiny_config.data.dataroot), "--out", str(tmp_path)]
+    assert main(argv) == 0
+    sweep = json.loads((tmp_path / "steps_sweep_tiny.json").read_text())
+    assert sweep["varies"] == "steps" and sweep["reference_steps"] == 3 and sweep["guidance"] == 1.4
+    assert [r["steps"] for r in sweep["rows"]] == [1, 3] and all(r["seconds_per_future"] > 0 for r in sweep["rows"])
+    pipe = WorldActionPipeline.from_pretrained(tiny_run[0])
+    ds = NuScenesClips(pipe.clip_spec, "all", geometry=False, dataroot=tiny_config.data.dataroot)
+    judge = load_judge(tiny_judge)
+    for row in sweep["rows"]:
+        ref = judge_metrics(pipe, ds, sweep["indices"], judge, samples=1, steps=row["steps"], guidance=1.4, seed=0)
+        assert row["fd_judge"] == pytest.approx(ref["fd_judge"], rel=1e-5)
+        np.testing.assert_allclose(row["errors"]["position_m"], ref["errors"]["position_m"], rtol=1e-5)
+    three = sweep["rows"][1]
+    assert three["minus_reference_position_m_mean"] == 0.0 and three["minus_reference_position_m_mean_boot"] == [0, 0]
+    rule = sweep["fewest_steps"]
+    assert rule["by_steps"]["3"]["passes"] and rule["steps"] in (1, 3)
+    assert rule["by_steps"][str(rule["steps"])]["passes"]
+    grid = np.asarray(Image.open(tmp_path / "steps_sweep_tiny.png"))
+    assert grid.shape[0] == LABEL_H + 3 * (tiny_config.data.image_height + GAP)  # the truth, then 1 and 3 steps
+    fig = sweep_figure(sweep)
+    assert list([s.x for s in fig.data if s.name == "generated"][0]) == [1, 3]
+    assert fig.layout.xaxis.title.text == "sampler steps"
+
+
+def test_fewest_steps_rule_known_answers():
+    from analysis.guidance_sweep import check_steps_list, fewest_steps
+
+    def row(steps, fd, hi):
+        return {"steps": steps, "fd_judge": fd, "minus_reference_position_m_mean_boot": [hi - 0.2, hi]}
+
+    rows = [row(4, 13.0, 0.1), row(6, 10.9, 0.3), row(8, 10.9, 0.2), row(20, 10.0, 0.0)]
+    out = fewest_steps(rows, 20)
+    assert out["steps"] == 8  # 4: FD 30 % above; 6: the position interval reaches +0.3 m
+    assert [out["by_steps"][k]["passes"] for k in ("4", "6", "8", "20")] == [False, False, True, True]
+    assert out["by_steps"]["4"]["fd_ratio"] == pytest.approx(1.3)
+    assert fewest_steps([row(20, 10.0, 0.0)], 20)["steps"] == 20
+    for bad in ([], [0], [4, 4], [500]):
+        with pytest.raises(ValueError, match="step count"):
+            check_steps_list(bad)
