@@ -7,9 +7,11 @@ A job (arm, seed) is a run folder `OUT/<arm>-s<seed>` whose stage video starts f
 (`video.init_from`; its head, all zeros after a vanilla run, starts as a new one), trained by
 `python -m reworld train --stage video` for the registered 1000 steps (constant lr 1e-4 after 50 warm-up steps, EMA
 restarted), then sampled at each of its arm's guidance values by `python -m analysis judge-scores` (every val clip ×
-`--samples` futures, 20 steps, seeds as `eval`'s) into `OUT/scores/<arm>-s<seed>-w<w>.npz`: the judge's embedding
-and position error of every future, and the real clips' embeddings. Jobs run one at a time on every core (a Video
-DiT step wants both); a step whose output exists is not run again. After each job the summary is rewritten:
+`--samples` futures, 20 steps, seeds as `eval`'s) into `RESULTS/finetune_study/scores/<arm>-s<seed>-w<w>.npz`: the
+judge's embedding and position error of every future, and the real clips' embeddings (≈ 0.4 MB each). Those files
+are committed: they are the study's ledger, so a study spread over machines (whose run folders go with them) goes on
+where it stopped. Jobs run one at a time on every core (a Video DiT step wants both); a step whose output exists is
+not run again, and a job whose score files all exist is not run at all. After each job the summary is rewritten:
 `finetune_study.csv` (arm, seed, metric, value) and `finetune_study.json` (the registered comparisons: the relative
 change of `fd_judge`, its bootstrap over clips with the seeds kept, the per-seed effects and their t interval).
 """
@@ -58,10 +60,17 @@ def arm_config(base: Path, arm: str, seed: int, init_from: Path) -> dict:
     return doc
 
 
+def score_path(results: Path, arm: str, seed: int, w: float) -> Path:
+    return results / "finetune_study" / "scores" / f"{score_name(arm, seed, w)}.npz"
+
+
 def run_job(out: Path, checkpoint: Path, base: Path, arm: str, seed: int, samples: int, max_steps: int | None,
-            judge: str | None = None, sample_steps: int = 20, log=print) -> list[Path]:
+            results: Path, judge: str | None = None, sample_steps: int = 20, log=print) -> list[Path]:
     py = sys.executable
     name = f"{arm}-s{seed}"
+    paths = [score_path(results, arm, seed, w) for w in GUIDANCE[arm]]
+    if all(p.is_file() for p in paths):  # in the ledger: nothing to run
+        return paths
     run, cfg = make_run(out, name, arm_config(base, arm, seed, checkpoint / "video_dit"))
     logfile = out / "logs" / f"{name}.log"
     threads = os.cpu_count() or 1
@@ -73,15 +82,12 @@ def run_job(out: Path, checkpoint: Path, base: Path, arm: str, seed: int, sample
             cmd += ["--max-steps", str(max_steps)]
         run_logged(cmd, logfile, threads)
         done_marker(run, "video").write_text(json.dumps({"seconds": round(time.time() - t0, 1)}))
-    paths = []
-    for w in GUIDANCE[arm]:
-        path = out / "scores" / f"{score_name(arm, seed, w)}.npz"
+    for w, path in zip(GUIDANCE[arm], paths):
         if not path.is_file():
             log(f"[study] {name}: judge scores at w = {w:g}")
             run_logged([py, "-m", "analysis", "judge-scores", "--checkpoint", str(run), "--guidance", f"{w:g}",
                         "--samples", str(samples), "--steps", str(sample_steps), "--out", str(path)]
                        + (["--judge", str(judge)] if judge else []), logfile, threads)
-        paths.append(path)
     return paths
 
 
@@ -189,12 +195,13 @@ def summarize(scores: dict[tuple[str, int, float], dict], seeds, resamples: int 
     return {"means": means, "comparisons": comps}
 
 
-def write_summary(out: Path, results: Path, seeds, extra: dict, resamples: int = BOOTSTRAP) -> dict:
+def write_summary(results: Path, seeds, extra: dict, resamples: int = BOOTSTRAP) -> dict:
+    """The summary of every score file in the ledger (`RESULTS/finetune_study/scores/`)."""
     scores = {}
     for arm, ws in GUIDANCE.items():
         for seed in seeds:
             for w in ws:
-                path = out / "scores" / f"{score_name(arm, seed, w)}.npz"
+                path = score_path(results, arm, seed, w)
                 if path.is_file():
                     scores[arm, seed, w] = read_npz(path)
     if not scores:
@@ -218,6 +225,6 @@ def run_study(out: Path, checkpoint: Path, base: Path, seeds, samples: int, resu
                          f"--samples {samples} --checkpoint {checkpoint} --config {base} --results {results}")}
     for seed in seeds:  # both arms of a seed before the next seed: the comparison is paired by seed
         for arm in ARMS:
-            run_job(out, checkpoint, base, arm, seed, samples, max_steps, judge, sample_steps, log)
-            write_summary(out, results, seeds, extra, resamples)
-    return write_summary(out, results, seeds, extra, resamples)
+            run_job(out, checkpoint, base, arm, seed, samples, max_steps, results, judge, sample_steps, log)
+            write_summary(results, seeds, extra, resamples)
+    return write_summary(results, seeds, extra, resamples)

@@ -60,10 +60,16 @@ def test_finetune_study_end_to_end(tiny_run, tiny_config_path, tiny_judge, tmp_p
     assert cfg["loss"]["lambda_ig"] == 0.5 and cfg["video"]["init_from"].endswith("video_dit")
     assert cfg["train"]["lr_schedule"] == "constant_with_warmup" and cfg["train"]["lr"] == 1e-4
     assert json.loads((out / "lig0-s0" / "config.json").read_text())["loss"]["lambda_ig"] == 0.0
-    s = SF.read_npz(out / "scores" / "lig0.5-s0-w1.4.npz")
+    ledger = results / "finetune_study" / "scores"  # the committed score files
+    s = SF.read_npz(ledger / "lig0.5-s0-w1.4.npz")
     assert len(s["embedding"]) == 2 * len(s["real_embedding"]) and s["position_m"].shape[0] == len(s["embedding"])
-    stamp = (out / "scores" / "lig0-s0-w1.npz").stat().st_mtime_ns
+    stamp = (ledger / "lig0-s0-w1.npz").stat().st_mtime_ns
     SF.run_study(out, src, tiny_config_path, [0], samples=2, results=results, max_steps=2, resamples=20,
                  judge=str(tiny_judge), sample_steps=2, log=lambda m: None)
-    assert (out / "scores" / "lig0-s0-w1.npz").stat().st_mtime_ns == stamp
+    assert (ledger / "lig0-s0-w1.npz").stat().st_mtime_ns == stamp
     assert (results / "finetune_study.csv").is_file() and (results / "finetune_study.json").is_file()
+    # another machine with only the committed results: nothing is trained or scored again, the summary is the same
+    again = SF.run_study(tmp_path / "elsewhere", src, tiny_config_path, [0], samples=2, results=results, max_steps=2,
+                         resamples=20, judge=str(tiny_judge), sample_steps=2, log=lambda m: None)
+    assert not (tmp_path / "elsewhere" / "lig0-s0").exists()
+    assert again["comparisons"] == summary["comparisons"]
