@@ -8,7 +8,7 @@
     python -m analysis guidance-toy [--seeds 1 2 3 4 5 --steps N --samples 10000 --guidance 1.4] --out DIR
     python -m analysis guidance-toy-model [--arm ig --seed 1] --out DIR    (the app's toy: one trained arm)
     python -m analysis guidance-sweep --checkpoint RUN --judge JUDGE [--w 0 0.5 1 1.4 2 3 --every 3 --samples 1]
-    python -m analysis steps-sweep --checkpoint RUN --judge JUDGE [--steps 4 6 8 10 14 20 --guidance W]
+    python -m analysis steps-sweep --checkpoint RUN --judge JUDGE [--steps 4 6 8 10 20 --guidance W]
                                  --out DIR    (the judge's readings against w on held-out clips; the app's view)
     python -m analysis plan-scores --checkpoint RUN [--samples 8 --split val] --out scores.csv
     python -m analysis study-planner --out runs/study-c3 [--arms … --seeds 0 1 2 --parallel 2]  (docs/study.md §4)
@@ -497,6 +497,22 @@ def _print_files(files) -> None:
 # --------------------------------------------------------------------------- parser
 
 
+def _sweep_arguments(s, per: str) -> None:
+    """The arguments a sampler sweep shares: its clips, samples, seed, names and outputs."""
+    s.add_argument("--dataroot", help="nuScenes-format root (default: the checkpoint's config)")
+    s.add_argument("--version", help="table folder, e.g. v1.0-synth or v1.0-mini")
+    s.add_argument("--split", default="val", choices=["train", "val", "all"])
+    s.add_argument("--every", type=int, default=3, help="every K-th clip of the split (as eval --every)")
+    s.add_argument("--limit", type=int, default=None, help="at most this many clips (after --every)")
+    s.add_argument("--samples", type=int, default=1, help=f"sampled futures per clip and {per}")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--name", default=None, help="file name part (default: the checkpoint folder's name)")
+    s.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    s.add_argument("--html", action="store_true", help="also write the figure as HTML")
+    s.add_argument("--self-contained", action="store_true", help="embed plotly.js in the HTML file")
+    s.add_argument("--out", required=True, help="output folder (created)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m analysis", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -557,19 +573,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--judge", required=True, help="video judge folder (e.g. assets/checkpoints/judge)")
     s.add_argument("--w", type=float, nargs="+", default=[0.0, 0.5, 1.0, 1.4, 2.0, 3.0], help="guidance values")
     s.add_argument("--reference", type=float, default=1.0, help="the w every other is paired with (default 1)")
-    s.add_argument("--dataroot", help="nuScenes-format root (default: the checkpoint's config)")
-    s.add_argument("--version", help="table folder, e.g. v1.0-synth or v1.0-mini")
-    s.add_argument("--split", default="val", choices=["train", "val", "all"])
-    s.add_argument("--every", type=int, default=3, help="every K-th clip of the split (as eval --every)")
-    s.add_argument("--limit", type=int, default=None, help="at most this many clips (after --every)")
-    s.add_argument("--samples", type=int, default=1, help="sampled futures per clip and w")
     s.add_argument("--steps", type=int, default=20)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--name", default=None, help="file name part (default: the checkpoint folder's name)")
-    s.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    s.add_argument("--html", action="store_true", help="also write the figure as HTML")
-    s.add_argument("--self-contained", action="store_true", help="embed plotly.js in the HTML file")
-    s.add_argument("--out", required=True, help="output folder (created)")
+    _sweep_arguments(s, "w")
     s.set_defaults(func=cmd_guidance_sweep)
 
     s = sub.add_parser("steps-sweep", help="the video judge's readings of a world model's futures against the "
@@ -577,22 +582,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "PNG, the registered rule's fewest steps; docs/sampler-steps.md)")
     s.add_argument("--checkpoint", required=True, help="run folder or shipped checkpoint")
     s.add_argument("--judge", required=True, help="video judge folder (e.g. assets/checkpoints/judge)")
-    s.add_argument("--steps", type=int, nargs="+", default=[4, 6, 8, 10, 14, 20], help="step counts")
+    s.add_argument("--steps", type=int, nargs="+", default=[4, 6, 8, 10, 20], help="step counts (the registered ones)")
     s.add_argument("--guidance", type=float, default=None, help="w (default: the checkpoint's own)")
     s.add_argument("--reference", type=int, default=None, help="the count every other is paired with (default: "
                    "the most)")
-    s.add_argument("--dataroot", help="nuScenes-format root (default: the checkpoint's config)")
-    s.add_argument("--version", help="table folder, e.g. v1.0-synth or v1.0-mini")
-    s.add_argument("--split", default="val", choices=["train", "val", "all"])
-    s.add_argument("--every", type=int, default=3, help="every K-th clip of the split (as eval --every)")
-    s.add_argument("--limit", type=int, default=None, help="at most this many clips (after --every)")
-    s.add_argument("--samples", type=int, default=1, help="sampled futures per clip and step count")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--name", default=None, help="file name part (default: the checkpoint folder's name)")
-    s.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    s.add_argument("--html", action="store_true", help="also write the figure as HTML")
-    s.add_argument("--self-contained", action="store_true", help="embed plotly.js in the HTML file")
-    s.add_argument("--out", required=True, help="output folder (created)")
+    _sweep_arguments(s, "step count")
     s.set_defaults(func=cmd_steps_sweep)
 
     s = sub.add_parser("plan-scores", help="every clip of a split planned N times (seeds 0 … N−1) and scored by the "
