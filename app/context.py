@@ -3,6 +3,7 @@ user sees, the model lock, and per-session stop flags keyed by Gradio's session 
 module global; `create_demo` makes one `AppContext` per app."""
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from collections import OrderedDict
@@ -96,6 +97,35 @@ class StopFlags:
 CONTEXT_CACHE = 16  # encoded contexts kept per checkpoint
 
 
+def interactive_steps(ablation_dir: Path | None, name: str, checkpoint: str | Path, validated_steps: int,
+                      guidance: float) -> tuple[int, str]:
+    """The sampler steps the app uses for checkpoint `name` unless the user sets them: the fewest steps that its own
+    steps sweep (`python -m analysis steps-sweep`, `ablation_dir/steps_sweep_<name>.json`) found to read as its
+    validated count by the video judge (docs/sampler-steps.md), with a sentence saying so; without such a sweep of
+    this checkpoint (its folder name, validated steps and w), its validated count and no sentence."""
+    path = Path(ablation_dir) / f"steps_sweep_{name}.json" if ablation_dir else None
+    if path is None or not path.is_file():
+        return validated_steps, ""
+    try:
+        doc = json.loads(path.read_text())
+        steps = doc["fewest_steps"]["steps"]
+        same = (doc["varies"] == "steps" and Path(str(doc["checkpoint"])).name == Path(str(checkpoint)).name
+                and doc["reference_steps"] == validated_steps and float(doc["guidance"]) == float(guidance))
+    except (OSError, ValueError, KeyError, TypeError):
+        return validated_steps, ""
+    if not same or not isinstance(steps, int) or not 1 <= steps <= validated_steps:
+        return validated_steps, ""
+    rows = {r.get("steps"): r for r in doc.get("rows", [])}
+    got, ref = rows.get(steps, {}), rows.get(validated_steps, {})
+    numbers = ""
+    if isinstance(got.get("fd_judge"), float) and isinstance(ref.get("fd_judge"), float):
+        numbers = (f" (fd_judge {got['fd_judge']:.2f} against {ref['fd_judge']:.2f}, mean position error "
+                   f"{got.get('minus_reference_position_m_mean', 0.0):+.2f} m)")
+    return steps, (f"Default steps for `{name}`: **{steps}**, the fewest its steps sweep found the video judge to read "
+                   f"as its validated {validated_steps} on {doc['clips']} held-out clips{numbers}; `eval` and the "
+                   f"model card use {validated_steps} (docs/sampler-steps.md).")
+
+
 class AppContext:
     def __init__(self, pipelines: dict, dataset, out_dir: str | Path, ablation_dir: str | Path | None = None,
                  cache_dir: str | Path | None = None, offload: bool | None = None, toy_dir: str | Path | None = None):
@@ -119,6 +149,9 @@ class AppContext:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.ablation_dir = Path(ablation_dir) if ablation_dir else None
+        # name → (default sampler steps in the app, the sentence that says where they come from)
+        self.interactive = {name: interactive_steps(self.ablation_dir, name, pipe.path or name, pipe.default_steps,
+                                                    pipe.default_guidance) for name, pipe in self.pipelines.items()}
         self.cache_dir = Path(cache_dir) if cache_dir else self.out_dir / "cache"
         self.model_lock = threading.Lock()  # one job on the models at a time, whatever the queue does
         self.stops = StopFlags()

@@ -219,9 +219,10 @@ def _url_state(shared: _Shared, settings: _Settings, tabs: gr.Tabs, show_scene) 
 def _generate_tab(shared: _Shared, first_pipe) -> _Settings:
     """Generate & plan; its sampler settings (defaults: the first checkpoint's) serve the later tabs too."""
     ctx, where = shared.ctx, [shared.checkpoint, shared.scene, shared.sample]
+    first = ctx.names[0]
     with gr.Tab("Generate & plan", id="generate"):
         with gr.Row():
-            steps = gr.Slider(1, V.MAX_STEPS, value=first_pipe.default_steps, step=1,
+            steps = gr.Slider(1, V.MAX_STEPS, value=ctx.interactive[first][0], step=1,
                               label="Denoising steps", elem_id="gen-steps")
             guidance = gr.Slider(*V.GUIDANCE_RANGE, value=first_pipe.default_guidance, step=0.05,
                                  label="Guidance w (1 = unguided)")
@@ -232,6 +233,8 @@ def _generate_tab(shared: _Shared, first_pipe) -> _Settings:
             randomise = gr.Button("Randomise seed", scale=1)
             run_btn = gr.Button("Generate & plan", variant="primary", scale=2)
             stop_btn = gr.Button("Stop", variant="stop", scale=1)
+        if ctx.interactive[first][1]:
+            gr.Markdown(ctx.interactive[first][1], elem_id="steps-note")
         gen_status = gr.Markdown(elem_id="gen-status", elem_classes="status-line")
         plan_status = gr.Markdown(elem_id="plan-status", elem_classes="status-line")
         with gr.Row():
