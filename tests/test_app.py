@@ -615,3 +615,38 @@ def test_a_clips_context_is_encoded_once_for_its_plan_and_its_video(ctx, scene, 
     fresh = replace(clip, observation=replace(clip.observation, frames=clip.observation.frames.clone()))
     pipe.encode_context(fresh)
     assert len(calls) == 2
+
+
+def test_default_steps_come_from_the_checkpoints_own_steps_sweep(tiny_config, tmp_path):
+    """The app samples a checkpoint with the fewest steps its own steps sweep read as its validated count (the slider's
+    default, with a sentence that says so); a sweep of another checkpoint, w or count, or a broken file, changes
+    nothing."""
+    import json
+
+    from reworld.data.loader import NuScenesClips
+
+    from app.context import interactive_steps
+    from app.demo import create_demo
+
+    pipe = tiny_pipeline(0, tiny_config.data)
+    validated, w = pipe.default_steps, pipe.default_guidance
+    rows = [{"steps": 1, "fd_judge": 5.5, "minus_reference_position_m_mean": -0.1},
+            {"steps": validated, "fd_judge": 5.0, "minus_reference_position_m_mean": 0.0}]
+    doc = {"varies": "steps", "checkpoint": "somewhere/tiny", "reference_steps": validated, "guidance": w,
+           "clips": 7, "rows": rows, "fewest_steps": {"steps": 1}}
+    (tmp_path / "steps_sweep_tiny.json").write_text(json.dumps(doc))
+    steps, note = interactive_steps(tmp_path, "tiny", "assets/tiny", validated, w)
+    assert steps == 1 and "**1**" in note and "fd_judge 5.50 against 5.00" in note and "7 held-out clips" in note
+    assert interactive_steps(tmp_path, "tiny", "assets/other", validated, w) == (validated, "")  # another folder
+    assert interactive_steps(tmp_path, "tiny", "assets/tiny", validated, w + 0.5) == (validated, "")  # another w
+    assert interactive_steps(tmp_path, "tiny", "assets/tiny", validated + 1, w) == (validated + 1, "")
+    assert interactive_steps(tmp_path, "nothing", "assets/nothing", validated, w) == (validated, "")
+    (tmp_path / "steps_sweep_broken.json").write_text("{not json")
+    assert interactive_steps(tmp_path, "broken", "assets/broken", validated, w) == (validated, "")
+
+    pipe.path = tmp_path / "tiny"
+    demo = create_demo({"tiny": pipe}, NuScenesClips(tiny_config.data, split="all"), out_dir=tmp_path / "out",
+                       ablation_dir=tmp_path)
+    slider = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "gen-steps")
+    assert slider.value == 1
+    assert any(getattr(b, "elem_id", None) == "steps-note" for b in demo.blocks.values())
