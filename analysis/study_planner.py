@@ -380,6 +380,9 @@ def write_summary(out: Path, results: Path, arms, seeds, extra: dict) -> dict:
                 sources[run_name(arm, seed)] = str(path)
     if not runs:
         return {}
+    # a call for some seeds (e.g. `--seeds 0 1` on a machine that runs only those) still summarises the seeds the
+    # ledger holds: a comparison is complete only with every seed of either
+    seeds = sorted(set(seeds) | {s for _, s in runs})
     summary = summarize(runs, seeds)
     results.mkdir(parents=True, exist_ok=True)
     write_means_csv(summary["means"], results / "planner_study.csv")
