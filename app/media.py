@@ -97,23 +97,26 @@ def side_by_side_frames(context, generated, true_future, frame_rate: float, scal
     return np.stack(out)
 
 
+# BT.601 limited range: rows (R, G, B, offset) for cv2.transform
+_RGB_TO_Y = np.array([[65.481, 128.553, 24.966, 16 * 255]], np.float32) / 255
+_RGB_TO_UV = np.array([[-37.797, -74.203, 112.0, 128 * 255], [112.0, -93.786, -18.214, 128 * 255]], np.float32) / 255
+
+
 def yuv420p_frame(rgb: np.ndarray):
     """(H, W, 3) uint8 RGB → an `av.VideoFrame` in yuv420p (BT.601, limited range, 2×2 chroma means) with every
     byte of its planes set, row padding included. libswscale's converter and x264 read past the end of a row
     into that padding, which PyAV leaves uninitialised, so the same frames gave a different video from call
     to call; converting here and zeroing the padding makes the video a function of the frames."""
     import av
+    import cv2
 
-    x = rgb.astype(np.float32)
-    r, g, b = x[..., 0], x[..., 1], x[..., 2]
-    h, w = r.shape
-
-    def sub(c: np.ndarray) -> np.ndarray:  # (H, W) → (H/2, W/2): 2×2 means
-        return c.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
-
-    planes = (16 + (65.481 * r + 128.553 * g + 24.966 * b) / 255,
-              sub(128 + (-37.797 * r - 74.203 * g + 112.0 * b) / 255),
-              sub(128 + (112.0 * r - 93.786 * g - 18.214 * b) / 255))
+    x = np.ascontiguousarray(rgb, dtype=np.float32)
+    h, w = x.shape[:2]
+    # per-pixel affine maps with OpenCV (5× faster than numpy's broadcasting, same values to float rounding);
+    # chroma is linear in RGB, so the 2×2 mean of chroma is the chroma of the 2×2 mean (INTER_AREA at ½: box means)
+    y = cv2.transform(x, _RGB_TO_Y)
+    uv = cv2.transform(cv2.resize(x, (w // 2, h // 2), interpolation=cv2.INTER_AREA), _RGB_TO_UV)
+    planes = (y, uv[..., 0], uv[..., 1])
     frame = av.VideoFrame(w, h, "yuv420p")
     for plane, data in zip(frame.planes, planes):
         padded = np.zeros((plane.height, plane.line_size), dtype=np.uint8)
@@ -140,7 +143,9 @@ def write_mp4(frames: np.ndarray, path: str | Path, fps: float) -> Path:
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         # No B-frames and one encoder thread: with x264's defaults two encodings of the same frames differed in a
         # B-frame's bytes on a loaded machine (5 of 16 under 3 busy processes; 16 of 16 equal without B-frames).
-        stream.options = {"crf": "18", "preset": "veryfast", "x264-params": "bframes=0"}
+        # ultrafast: 0.12 s against veryfast's 0.27 s for a 21-frame 1028×278 side-by-side, the same quality
+        # (41.0 against 40.6 dB PSNR to the frames), a larger file (545 against 330 KB) that never leaves the machine
+        stream.options = {"crf": "18", "preset": "ultrafast", "x264-params": "bframes=0"}
         stream.codec_context.thread_count = 1
         for f in frames:
             for packet in stream.encode(yuv420p_frame(f)):

@@ -73,6 +73,25 @@ def test_generate_writes_browser_playable_h264(ctx, scene):
     assert all(np.array_equal(x, y) for x, y in zip(fa, fb))
 
 
+def test_yuv420p_planes_are_bt601_limited_range_with_2x2_chroma_means():
+    """Known answers: BT.601 studio-range red, white and black; a 2×2 block's chroma is the mean of its pixels'."""
+    from app.media import yuv420p_frame
+
+    def planes(rgb):
+        f = yuv420p_frame(np.asarray(rgb, np.uint8))
+        return [np.frombuffer(bytes(p), np.uint8).reshape(p.height, p.line_size)[:, : p.width] for p in f.planes]
+
+    for colour, yuv in (((255, 0, 0), (81, 90, 240)), ((255, 255, 255), (235, 128, 128)), ((0, 0, 0), (16, 128, 128)),
+                        ((0, 0, 255), (41, 240, 110))):
+        got = planes(np.tile(np.array(colour, np.uint8), (4, 6, 1)))
+        assert [int(np.unique(p)[0]) for p in got] == list(yuv) and all(len(np.unique(p)) == 1 for p in got), colour
+    block = np.zeros((2, 2, 3), np.uint8)
+    block[0, 0] = (255, 0, 0)  # one red pixel of four: chroma a quarter of the way from grey to red's
+    y, u, v = planes(block)
+    assert y.tolist() == [[81, 16], [16, 16]] and u.tolist() == [[round(128 - 37.797 / 4)]] \
+        and v.tolist() == [[round(128 + 112 / 4)]]
+
+
 def test_the_same_frames_give_the_same_video(tmp_path):
     """The video is a function of the frames: rows whose width leaves padding in the encoder's buffers
     (516 px here) once made two encodings of the same frames decode to different pictures. What is asserted is
@@ -596,6 +615,9 @@ def test_a_clips_context_is_encoded_once_for_its_plan_and_its_video(ctx, scene, 
 
     pipe = ctx.pipelines["reworld"]
     assert pipe.context_cache_size > 0
+    from reworld.models.vae import OneDNNConv3d  # and its VAE convolves on oneDNN (benchmarks/bench_conv3d.py)
+
+    assert {type(m) for m in pipe.vae.modules() if isinstance(m, torch.nn.Conv3d)} == {OneDNNConv3d}
     pipe._context_cache.clear()
     calls = []
     real = W.encode_frames
@@ -615,6 +637,29 @@ def test_a_clips_context_is_encoded_once_for_its_plan_and_its_video(ctx, scene, 
     fresh = replace(clip, observation=replace(clip.observation, frames=clip.observation.frames.clone()))
     pipe.encode_context(fresh)
     assert len(calls) == 2
+
+
+def test_a_clips_reference_progress_is_computed_once_and_scores_as_uncached(ctx, scene, monkeypatch):
+    """PDM's reference (PDM-Closed's progress) depends on the scene only: two plans of one clip (other seeds,
+    other sample counts) compute it once and score exactly as a pipeline without the cache does."""
+    import reworld.pipelines.world_action as W
+
+    pipe = ctx.pipelines["reworld"]
+    pipe._reference_cache.clear()
+    calls = []
+    real = W.reference_progress
+    monkeypatch.setattr(W, "reference_progress", lambda *a, **k: calls.append(1) or real(*a, **k))
+    clip = ctx.clip(scene, 1)
+    a = pipe.plan(clip, steps=2, num_samples=3, seed=0)
+    b = pipe.plan(clip, steps=2, num_samples=2, seed=5)
+    assert len(calls) == 1 and a.scores and b.scores
+    pipe.context_cache_size = 0
+    try:
+        c = pipe.plan(clip, steps=2, num_samples=2, seed=5)
+    finally:
+        pipe.context_cache_size = 16
+    assert [r.pdms for r in c.scores] == [r.pdms for r in b.scores] and [r.ep for r in c.scores] == [r.ep for r in b.scores]
+    assert len(calls) == 1  # uncached: score_trajectories computed it itself
 
 
 def test_default_steps_come_from_the_checkpoints_own_steps_sweep(tiny_config, tmp_path):

@@ -22,6 +22,8 @@ from reworld.models.vae import (
     fit_latent_stats,
     latent_split,
     load_pretrained_vae,
+    OneDNNConv3d,
+    use_onednn_conv3d,
     vae_ratios,
 )
 from reworld.models.video_dit import VIDEO_DIT_PRESETS, VideoCond, VideoDiT, video_dit_from_config
@@ -91,6 +93,40 @@ def test_latent_stats_normalise_and_survive_save(vae, tmp_path):
     torch.testing.assert_close(loaded.latents_std, fitted.latents_std, rtol=0, atol=0)
     with torch.no_grad():
         torch.testing.assert_close(encode_frames(loaded, frames), z, rtol=0, atol=0)
+
+
+def test_onednn_convolutions_decode_as_pytorch_does_and_leave_training_alone(tmp_path):
+    torch.manual_seed(0)
+    plain = build_vae(TINY_VAE).eval()
+    fast = build_vae(TINY_VAE).eval()
+    fast.load_state_dict(plain.state_dict())
+    assert use_onednn_conv3d(fast) is fast
+    convs = [m for m in fast.modules() if isinstance(m, torch.nn.Conv3d)]
+    assert convs and all(type(m) is OneDNNConv3d for m in convs)
+    assert fast.state_dict().keys() == plain.state_dict().keys()
+    frames = torch.rand(1, 9, 3, 32, 64) * 2 - 1
+    with torch.no_grad():
+        z = encode_frames(plain, frames)
+        torch.testing.assert_close(encode_frames(fast, frames), z, rtol=0, atol=1e-5)
+        torch.testing.assert_close(decode_latents(fast, z), decode_latents(plain, z), rtol=0, atol=1e-5)
+    if torch.backends.mkldnn.is_available():  # it is oneDNN that ran, not the fallback
+        from torch.profiler import profile
+
+        with torch.no_grad(), profile() as prof:
+            decode_latents(fast, z)
+        ops = {e.key for e in prof.key_averages()}
+        assert "aten::mkldnn_convolution" in ops and "aten::slow_conv3d_forward" not in ops
+    # a graph that needs gradients takes nn.Conv3d's own path: training is unchanged, gradients included
+    for model in (plain, fast):
+        model.zero_grad()
+        decode_latents(model, encode_frames(model, frames)).square().mean().backward()
+    for (name, a), (_, b) in zip(plain.named_parameters(), fast.named_parameters()):
+        if a.grad is not None:
+            torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-6, msg=name)
+    # saved and reloaded, the weights are plain nn.Conv3d ones
+    save_model_atomic(fast, tmp_path / "vae")
+    reloaded = load_pretrained_vae(tmp_path / "vae")
+    assert not any(type(m) is OneDNNConv3d for m in reloaded.modules())
 
 
 def test_missing_vae_folder_is_an_error(tmp_path):

@@ -81,6 +81,32 @@ def configure_vae(vae: AutoencoderKLLTXVideo, cfg: VAEConfig) -> AutoencoderKLLT
     return vae
 
 
+class OneDNNConv3d(torch.nn.Conv3d):
+    """`nn.Conv3d` that runs float32 inference on the CPU through oneDNN (`torch.mkldnn_convolution`), with the same
+    weights, state dict and result (to float rounding). PyTorch sends a single clip's small 3×3×3 convolutions to its
+    naive `slow_conv3d` (its heuristic wants a batch > 1 or N·C·T·H > 20480), which is 3–3.5× slower there on the
+    VAE decoder's [1, 64, 13, 18, 34] activations (`benchmarks/bench_decode.py`). Anything else (a GPU, bf16, a
+    graph that needs gradients, another padding mode, no oneDNN) takes `nn.Conv3d`'s own path."""
+
+    def _conv_forward(self, input, weight, bias):
+        if (input.device.type == "cpu" and input.dtype == torch.float32 and weight.dtype == torch.float32
+                and self.padding_mode == "zeros" and not isinstance(self.padding, str)
+                and not (torch.is_grad_enabled() and (input.requires_grad or weight.requires_grad))
+                and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
+            return torch.mkldnn_convolution(input.contiguous(), weight.contiguous(), bias, self.padding, self.stride,
+                                            self.dilation, self.groups)
+        return super()._conv_forward(input, weight, bias)
+
+
+def use_onednn_conv3d(module: torch.nn.Module) -> torch.nn.Module:
+    """Turn every plain `nn.Conv3d` in `module` into a `OneDNNConv3d` in place (same parameters and state dict);
+    returns `module`."""
+    for m in module.modules():
+        if type(m) is torch.nn.Conv3d:
+            m.__class__ = OneDNNConv3d
+    return module
+
+
 def latent_split(data_cfg: DataConfig, vae: AutoencoderKLLTXVideo) -> tuple[int, int]:
     """(n_ctx_latent, n_fut_latent): how many latent frames are context and future for this clip layout.
     Raises ValueError when the frame counts do not fall on latent-frame boundaries."""

@@ -22,12 +22,13 @@ from reworld.config import Config, DataConfig
 from reworld.data.types import COMMANDS, Clip
 from reworld.models.action_dit import ActionDiT
 from reworld.models.layers import CheckpointError, load_model_strict
-from reworld.models.vae import configure_vae, decode_latents, encode_frames, latent_split, load_pretrained_vae
+from reworld.models.vae import (configure_vae, decode_latents, encode_frames, latent_split, load_pretrained_vae,
+                                use_onednn_conv3d)
 from reworld.models.video_dit import VideoCond, VideoDiT
 from reworld.pipelines.hidden_states import (alignment_position, future_token_mean, hidden_state_blocks,
                                              video_hidden_states)
 from reworld.pipelines.run_folder import read_run_config, vae_folder
-from reworld.planning.pdm import score_trajectories
+from reworld.planning.pdm import reference_progress, score_trajectories
 from reworld.planning.scene import PlanningScene
 from reworld.runtime import default_device
 from reworld.sampling import default_guidance, plan_sample, sample_future
@@ -58,7 +59,8 @@ class WorldActionPipeline:
                  path: str | None = None):
         self.config = config
         self.device = torch.device(device) if device is not None else default_device()
-        self.vae = vae.to(self.device).eval()
+        # a clip's VAE convolutions on oneDNN on the CPU (PyTorch's heuristic leaves them on its naive kernel)
+        self.vae = use_onednn_conv3d(vae.to(self.device).eval())
         self.video_dit = video_dit.to(self.device).eval()
         self.action_dit = action_dit.to(self.device).eval() if action_dit is not None else None
         self.path = path
@@ -67,6 +69,7 @@ class WorldActionPipeline:
         # video, its plan and its analyses; a hit needs the very same frames tensor, so a reloaded clip is re-encoded
         self.context_cache_size = 0
         self._context_cache: OrderedDict = OrderedDict()
+        self._reference_cache: OrderedDict = OrderedDict()  # the same size: scenes' reference progress (PDM)
 
     def offload(self, device: torch.device | str = "cpu") -> None:
         """Move the Video DiT and the Action DiT to `device` (host memory) while another checkpoint works; the VAE
@@ -176,6 +179,24 @@ class WorldActionPipeline:
                 self._context_cache.popitem(last=False)
         return latents
 
+    def _reference_progress(self, clip: Clip, scene: PlanningScene) -> float | None:
+        """The scene's reference progress for EP (NAVSIM's: PDM-Closed's trajectory, ≈ 0.1–0.3 s of IDM unrolls on
+        a CPU) when `context_cache_size` > 0: it depends on the scene alone, not on the samples, so a clip planned
+        again (other seed, samples or command) reuses it while the very same target is cached; None otherwise
+        (`score_trajectories` computes it)."""
+        if self.context_cache_size <= 0:
+            return None
+        key = (clip.scene_name, clip.sample_token)
+        hit = self._reference_cache.get(key)
+        if hit is not None and hit[0] is clip.target:
+            self._reference_cache.move_to_end(key)
+            return hit[1]
+        reference = reference_progress(scene)
+        self._reference_cache[key] = (clip.target, reference)
+        while len(self._reference_cache) > self.context_cache_size:
+            self._reference_cache.popitem(last=False)
+        return reference
+
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, seed: int = 0) -> torch.Tensor:
         """Latents (B, C, t, h, w) → frames (B, T, 3, H, W) in [-1, 1], with the run's decode settings."""
@@ -265,7 +286,8 @@ class WorldActionPipeline:
                             generator=torch.Generator().manual_seed(seed))[0].cpu().numpy()
         scores = []
         if score and clip.target.drivable_area:
-            scores = score_trajectories(PlanningScene.from_clip(clip), poses)
+            scene = PlanningScene.from_clip(clip)
+            scores = score_trajectories(scene, poses, reference=self._reference_progress(clip, scene))
         return PlanResult(trajectories=poses, scores=scores, command=name, device=str(self.device),
                           seconds=time.perf_counter() - t0)
 

@@ -36,6 +36,17 @@ def _plot_xy(xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return -xy[..., 1], xy[..., 0]
 
 
+def _joined(shapes: list[np.ndarray]) -> tuple[list, list]:
+    """Ego-frame shapes (each (n, 2)) → one plot polyline per coordinate with a gap (None) between shapes."""
+    hx, vy = [], []
+    for i, shape in enumerate(shapes):
+        if i:
+            hx.append(None), vy.append(None)
+        h, v = _plot_xy(np.asarray(shape, dtype=np.float64))
+        hx.extend(h.tolist()), vy.extend(v.tolist())
+    return hx, vy
+
+
 def _agent_pose(track: np.ndarray, t: float) -> tuple[float, float, float]:
     return (float(np.interp(t, track[:, 0], track[:, 1])), float(np.interp(t, track[:, 0], track[:, 2])),
             float(np.interp(t, track[:, 0], np.unwrap(track[:, 3]))))
@@ -60,44 +71,47 @@ def bev_figure(scene: PlanningScene, trajectories=None, labels: list[str] | None
     `trajectories` (N, 8, 3); `labels` per trajectory (safe / collision / off_road / ttc); without labels
     they are read from `scores` (`failure_kind`), else drawn as plain candidates. `scores` give hover text.
     """
+    # one trace per kind of outline (gaps between the shapes; `fill="toself"` closes each segment on its own):
+    # a busy scene is ~ 20 traces instead of ~ 250, which made the figure cost more than the plan it shows
     fig = go.Figure()
-    for i, poly in enumerate(scene.drivable_area):
-        ring = np.concatenate([poly, poly[:1]])
-        hx, vy = _plot_xy(ring)
+    if scene.drivable_area:
+        hx, vy = _joined([np.concatenate([poly, poly[:1]]) for poly in scene.drivable_area])
         fig.add_trace(go.Scatter(x=hx, y=vy, fill="toself", mode="lines", line=dict(color="#bbbbbb", width=1),
                                  fillcolor="rgba(200,200,200,0.45)", hoverinfo="skip", name="drivable area",
-                                 legendgroup="drivable", showlegend=i == 0))
-    first = True
-    for rings in scene.drivable_holes:  # islands, medians, blocks: drawn over the drivable fill
-        for ring in rings:
-            hx, vy = _plot_xy(np.concatenate([ring, ring[:1]]))
-            fig.add_trace(go.Scatter(x=hx, y=vy, fill="toself", mode="lines", line=dict(color="#bbbbbb", width=1),
-                                     fillcolor="white", hoverinfo="skip", name="not drivable (hole)",
-                                     legendgroup="holes", showlegend=first))
-            first = False
+                                 legendgroup="drivable"))
+    holes = [np.concatenate([ring, ring[:1]]) for rings in scene.drivable_holes for ring in rings]
+    if holes:  # islands, medians, blocks: drawn over the drivable fill
+        hx, vy = _joined(holes)
+        fig.add_trace(go.Scatter(x=hx, y=vy, fill="toself", mode="lines", line=dict(color="#bbbbbb", width=1),
+                                 fillcolor="white", hoverinfo="skip", name="not drivable (hole)",
+                                 legendgroup="holes"))
     if len(scene.centerline) >= 2:
         hx, vy = _plot_xy(scene.centerline)
         fig.add_trace(go.Scatter(x=hx, y=vy, mode="lines", line=dict(color="#999999", dash="dash"),
                                  name="centreline", hoverinfo="skip"))
-    legend_types: set[str] = set()
+    by_type: dict[str, list] = {}
     for agent in scene.agents:
-        color = AGENT_COLORS.get(agent.type, "#555555")
-        for t in FUTURE_TIMES_S:  # faded future boxes
-            if agent.track[0, 0] > t:
-                continue
-            hx, vy = _plot_xy(_box(*_agent_pose(agent.track, t), agent.length, agent.width))
+        by_type.setdefault(agent.type, []).append(agent)
+    for kind, agents in by_type.items():
+        color = AGENT_COLORS.get(kind, "#555555")
+        faded = [_box(*_agent_pose(a.track, t), a.length, a.width) for a in agents for t in FUTURE_TIMES_S
+                 if a.track[0, 0] <= t]
+        if faded:  # where each agent will be at 1 … 4 s
+            hx, vy = _joined(faded)
             fig.add_trace(go.Scatter(x=hx, y=vy, mode="lines", line=dict(color=color, width=1), opacity=0.25,
-                                     hoverinfo="skip", showlegend=False, legendgroup=agent.type))
-        times = np.linspace(agent.track[0, 0], max(agent.track[-1, 0], agent.track[0, 0]), 20)
-        centres = np.array([_agent_pose(agent.track, t)[:2] for t in times])
-        hx, vy = _plot_xy(centres)
+                                     hoverinfo="skip", showlegend=False, legendgroup=kind))
+        paths = []
+        for a in agents:
+            times = np.linspace(a.track[0, 0], max(a.track[-1, 0], a.track[0, 0]), 20)
+            paths.append(np.array([_agent_pose(a.track, t)[:2] for t in times]))
+        hx, vy = _joined(paths)
         fig.add_trace(go.Scatter(x=hx, y=vy, mode="lines", line=dict(color=color, width=1, dash="dot"),
-                                 hoverinfo="skip", showlegend=False, legendgroup=agent.type))
-        hx, vy = _plot_xy(_box(*_agent_pose(agent.track, agent.track[0, 0]), agent.length, agent.width))
+                                 hoverinfo="skip", showlegend=False, legendgroup=kind))
+        boxes = [_box(*_agent_pose(a.track, a.track[0, 0]), a.length, a.width) for a in agents]
+        hx, vy = _joined(boxes)
+        text = [t for a in agents for t in [f"{a.id} ({a.type})"] * 5 + [None]][:-1]
         fig.add_trace(go.Scatter(x=hx, y=vy, fill="toself", mode="lines", line=dict(color=color),
-                                 name=agent.type, legendgroup=agent.type, showlegend=agent.type not in legend_types,
-                                 hovertext=f"{agent.id} ({agent.type})", hoverinfo="text"))
-        legend_types.add(agent.type)
+                                 name=kind, legendgroup=kind, hovertext=text, hoverinfo="text"))
     hx, vy = _plot_xy(_box(scene.ego_center_offset, 0.0, 0.0, scene.ego_length, scene.ego_width))
     fig.add_trace(go.Scatter(x=hx, y=vy, fill="toself", mode="lines", line=dict(color=EXPERT_COLOR), name="ego",
                              hovertext=f"ego {scene.ego_speed:.1f} m/s, command {scene.command}", hoverinfo="text"))
