@@ -10,7 +10,9 @@ Starts the real app in a subprocess (the embedded checkpoints by default) and me
   sweep read as its validated count, else that count — its w, 16 trajectory samples): median over `--runs`
   different scenes, after one warm-up call that is reported on its own;
 - with `--compare-steps N` (default: the checkpoint's validated count, when the app's default differs), the same
-  at N steps on other fresh scenes in the same app, and the ratio of the two medians.
+  at N steps on other fresh scenes in the same app, and the ratio of the two medians;
+- with `--compare-env KEY=VALUE` (e.g. `OMP_WAIT_POLICY=ACTIVE`, against the app's default PASSIVE), a second app
+  started with that environment and both timed on the same further fresh scenes, their calls alternating (A B B A).
 Targets (embedded default on CPU): ready ≤ 20 s (issue 8), pick → results ≤ 2 s (issue 18 item 6).
 
 `--untrained-default` times an untrained model of exactly the embedded default's architecture and sizes
@@ -63,11 +65,12 @@ def make_untrained_default(folder: Path, config: Path | None = None) -> Path:
     return folder
 
 
-def start_app(port: int, checkpoints: list[str], log, threads: int | None = None) -> tuple[subprocess.Popen, float]:
+def start_app(port: int, checkpoints: list[str], log, threads: int | None = None,
+              extra_env: dict | None = None) -> tuple[subprocess.Popen, float]:
     cmd = [sys.executable, "-m", "app", "--port", str(port)] + ([] if threads is None else ["--threads", str(threads)])
     for c in checkpoints:
         cmd += ["--checkpoint", c]
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", **(extra_env or {})}
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
@@ -122,8 +125,17 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, help="sampler steps (default: the app's default for the checkpoint)")
     p.add_argument("--compare-steps", type=int, help="also time this many steps (default: the validated count when "
                    "the app's default differs)")
+    p.add_argument("--compare-env", metavar="KEY=VALUE", action="append", default=[],
+                   help="also start a second app with this environment (repeatable; e.g. OMP_WAIT_POLICY=ACTIVE) and "
+                        "time it on the same fresh scenes, the two apps' calls alternating (A B B A)")
     p.add_argument("--out", help="also write the JSON here")
     args = p.parse_args(argv)
+    extra_env = {}
+    for item in args.compare_env:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            p.error(f"--compare-env needs KEY=VALUE, got {item!r}")
+        extra_env[key] = value
 
     from gradio_client import Client
 
@@ -139,7 +151,7 @@ def main(argv=None) -> int:
     elif checkpoints:
         label = ", ".join(checkpoints)
     log = open(tmp / "app.log", "w")
-    ready, proc = [], None
+    ready, proc, proc_b = [], None, None
     try:
         for i in range(args.starts):
             if proc is not None:
@@ -169,10 +181,24 @@ def main(argv=None) -> int:
         compared = [pick_to_results(client, checkpoint, scenes[(args.runs + i + 1) % len(scenes)], other, guidance,
                                     args.samples) for i in range(args.runs if other else 0)]
         memory = process_memory_mb(proc.pid)  # the server's peak after every job above
+        env_a, env_b = [], []
+        if extra_env:  # a second app: both time the same fresh scenes, A B B A, while the other one idles
+            port_b = free_port()
+            proc_b, ready_b = start_app(port_b, checkpoints, log, args.threads, extra_env)
+            client_b = Client(f"http://127.0.0.1:{port_b}/", verbose=False)
+            pick_to_results(client_b, checkpoint, scenes[0], steps, guidance, args.samples)  # its warm-up
+            # scenes neither app has shown (A's runs above used 1 … runs, and 2·runs + 1 … with --compare-steps)
+            first_fresh = 2 * args.runs + 1 if other else args.runs + 1
+            for i in range(args.runs):
+                scene = scenes[(first_fresh + i) % len(scenes)]
+                pair = [(client, env_a), (client_b, env_b)]
+                for c, out in (pair if i % 2 == 0 else pair[::-1]):
+                    out.append(pick_to_results(c, checkpoint, scene, steps, guidance, args.samples))
     finally:
-        if proc is not None:
-            proc.terminate()
-            proc.wait(30)
+        for p_ in (proc, proc_b):
+            if p_ is not None:
+                p_.terminate()
+                p_.wait(30)
         log.close()
 
     def med(key):
@@ -195,6 +221,14 @@ def main(argv=None) -> int:
                                         for k in ("scene_s", "generate_s", "plan_s")},
             "pick_to_results_over_compared": med("total_s") / statistics.median(r["total_s"] for r in compared)}
            if compared else {}),
+        **({"compared_env": extra_env, "env_ready_s": ready_b,
+            "env_app_default_pick_to_results_s": statistics.median(r["total_s"] for r in env_a),
+            "env_compared_pick_to_results_s": statistics.median(r["total_s"] for r in env_b),
+            "env_parts_median_s": {name: {k: statistics.median(r[k] for r in rows)
+                                          for k in ("scene_s", "generate_s", "plan_s")}
+                                   for name, rows in (("app_default", env_a), ("compared_env", env_b))},
+            "app_default_over_compared_env": statistics.median(r["total_s"] for r in env_a)
+            / statistics.median(r["total_s"] for r in env_b)} if extra_env else {}),
         "status_example": {"generate": runs[0]["generate_status"], "plan": runs[0]["plan_status"]},
         "targets": TARGETS,
     }
