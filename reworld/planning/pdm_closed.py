@@ -101,7 +101,8 @@ def forecast_scene(scene: PlanningScene, horizon_s: float = 5.0) -> PlanningScen
 
 
 def _agent_boxes(scene: PlanningScene, times: np.ndarray):
-    """Forecast agent boxes at `times`: shapely polygons (A, T), centres (A, T, 2), headings (A,), speed (A,)."""
+    """Forecast agent boxes at `times`: shapely polygons (A, T) (an object array), centres (A, T, 2), headings
+    (A,), speed (A,)."""
     polys, centres, headings, speeds = [], [], [], []
     for a in scene.agents:
         tr = a.track
@@ -120,18 +121,23 @@ def _agent_boxes(scene: PlanningScene, times: np.ndarray):
         centres.append(np.stack([x, y], -1))
         headings.append(h)
         speeds.append(v)
+    polys = np.stack(polys) if polys else np.empty((0, len(times)), dtype=object)
     return polys, centres, np.array(headings), np.array(speeds)
 
 
-def idm_unroll(scene: PlanningScene, path: _Path, target_speed: float) -> np.ndarray:
-    """Progress along `path` at 0 … 4 s (41 values) of IDM from the ego's projection and speed."""
+def idm_unroll(scene: PlanningScene, path: _Path, target_speed: float, boxes=None) -> np.ndarray:
+    """Progress along `path` at 0 … 4 s (41 values) of IDM from the ego's projection and speed. `boxes`: the
+    scene's `_agent_boxes` at those times (computed when None; `proposals` computes them once for its 15)."""
     x = float(path.project(0.0, 0.0))
     v = float(scene.ego_speed)
     times = np.arange(STEPS + 1) * DT
-    polys, centres, headings, speeds = _agent_boxes(scene, times)
+    polys, centres, headings, speeds = _agent_boxes(scene, times) if boxes is None else boxes
     corridor = shapely.buffer(shapely.LineString(path.at(np.linspace(x, x + target_speed * 5.0, 50))[:, :2]),
                               scene.ego_width / 2, cap_style="square")
     shapely.prepare(corridor)
+    # which agent boxes touch the corridor, at every step in one vectorised call (the same predicate the loop
+    # below asked agent by agent: 0.05 s instead of 0.15 s of a proposal set on a busy scene)
+    in_corridor = shapely.intersects(corridor, polys)  # (A, T)
     out = [x]
     x_lead, v_lead, l_rear = 0.0, 0.0, 0.0  # NAVSIM never sets the leader before the first step
     sqrt_ab = 2.0 * math.sqrt(A_MAX * B_MAX)
@@ -145,10 +151,8 @@ def idm_unroll(scene: PlanningScene, path: _Path, target_speed: float) -> np.nda
             ego = shapely.affinity.rotate(ego, float(pose[2]), use_radians=True, origin=(0, 0))
             ego = shapely.affinity.translate(ego, float(pose[0]), float(pose[1]))
             best = math.inf
-            for a, agent_polys in enumerate(polys):
-                poly = agent_polys[k]
-                if not corridor.intersects(poly):
-                    continue
+            for a in np.flatnonzero(in_corridor[:, k]):  # in the agents' order, as before: ties keep the first
+                poly = polys[a, k]
                 ahead = float(path.project(*centres[a][k])) > x
                 if not ahead:
                     continue
@@ -169,10 +173,11 @@ def idm_unroll(scene: PlanningScene, path: _Path, target_speed: float) -> np.nda
 def proposals(scene: PlanningScene, speed_limit: float = FALLBACK_SPEED_LIMIT) -> np.ndarray:
     """(15, 8, 3) proposal poses at 0.5 … 4 s, path-major (offsets 0, −1, +1 m; fractions 0.2 … 1.0)."""
     base = _Path(_path(scene))
+    boxes = _agent_boxes(scene, np.arange(STEPS + 1) * DT)  # the same for every proposal
     out = []
     for offset in LATERAL_OFFSETS:
         path = base.shifted(offset)
         for fraction in SPEED_FRACTIONS:
-            progress = idm_unroll(scene, path, fraction * speed_limit)
+            progress = idm_unroll(scene, path, fraction * speed_limit, boxes)
             out.append(path.at(progress[5::5]))  # 0.5 … 4.0 s
     return np.stack(out)
