@@ -32,8 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="VAE and Video DiT precision (default auto: bfloat16 on CUDA, float32 on the CPU)")
     p.add_argument("--threads", type=int, default=0,
                    help="torch CPU threads (default 0: torch's default, the machine's cores; the embedded world4s "
-                        "models generate 1.7× faster on 2 cores than on 1; waiting threads sleep rather than spin "
-                        "(OMP_WAIT_POLICY=PASSIVE unless set), so other jobs on the cores slow it less)")
+                        "models generate 1.7× faster on 2 cores than on 1. On a machine busy with other jobs, use 1 "
+                        "or set OMP_WAIT_POLICY=PASSIVE: spinning threads stall there (benchmarks/bench_app.py "
+                        "--compare-env measures both))")
     p.add_argument("--share", action="store_true", help="public Gradio link; needs --auth")
     p.add_argument("--auth", metavar="USER:PASS", help="require this login")
     return p
@@ -149,11 +150,6 @@ def _css() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    # OpenMP threads that wait at a barrier sleep instead of spinning (read when torch loads its OpenMP runtime, so
-    # before the first torch import): the server's own threads, the browser and any other process share the cores
-    # with torch's, and a spinning team then stalls; set OMP_WAIT_POLICY to override (benchmarks/bench_app.py
-    # --compare-env OMP_WAIT_POLICY=ACTIVE measures the difference)
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_args(argv)
     from reworld.models.layers import CheckpointError
 
