@@ -11,7 +11,7 @@ Starts the real app in a subprocess (the embedded checkpoints by default) and me
   different scenes, after one warm-up call that is reported on its own;
 - with `--compare-steps N` (default: the checkpoint's validated count, when the app's default differs), the same
   at N steps on other fresh scenes in the same app, and the ratio of the two medians;
-- with `--compare-env KEY=VALUE` (e.g. `OMP_WAIT_POLICY=ACTIVE`, against the app's default PASSIVE), a second app
+- with `--compare-env KEY=VALUE` (e.g. `OMP_WAIT_POLICY=PASSIVE`, against the default active waiting), a second app
   started with that environment and both timed on the same further fresh scenes, their calls alternating (A B B A).
 Targets (embedded default on CPU): ready ≤ 20 s (issue 8), pick → results ≤ 2 s (issue 18 item 6).
 
@@ -126,7 +126,7 @@ def main(argv=None) -> int:
     p.add_argument("--compare-steps", type=int, help="also time this many steps (default: the validated count when "
                    "the app's default differs)")
     p.add_argument("--compare-env", metavar="KEY=VALUE", action="append", default=[],
-                   help="also start a second app with this environment (repeatable; e.g. OMP_WAIT_POLICY=ACTIVE) and "
+                   help="also start a second app with this environment (repeatable; e.g. OMP_WAIT_POLICY=PASSIVE) and "
                         "time it on the same fresh scenes, the two apps' calls alternating (A B B A)")
     p.add_argument("--out", help="also write the JSON here")
     args = p.parse_args(argv)

@@ -15,9 +15,8 @@ from pathlib import Path
 import torch
 
 from benchmarks.timing import paired_times, ratio
-from reworld.models.vae import OneDNNConv3d, decode_latents, encode_frames, use_onednn_conv3d
+from reworld.models.vae import OneDNNConv3d, decode_latents, encode_frames, load_pretrained_vae, use_onednn_conv3d
 from reworld.pipelines.run_folder import read_run_config, vae_folder
-from reworld.models.vae import load_pretrained_vae
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -160,24 +160,31 @@ class WorldActionPipeline:
                          ego_status=clip.observation.ego_status[None].to(self.device))
         return cond, COMMANDS[index]
 
+    def _cached(self, cache: OrderedDict, clip: Clip, owner, make):
+        """`make()`, kept in `cache` (at most `context_cache_size` clips, least recently used out first) for this clip
+        while `owner` (the tensor or target it was made from) is the very same object, so a reloaded clip is made
+        again; with `context_cache_size` 0 nothing is kept."""
+        key = (clip.scene_name, clip.sample_token)
+        hit = cache.get(key)
+        if hit is not None and hit[0] is owner:
+            cache.move_to_end(key)
+            return hit[1]
+        value = make()
+        if self.context_cache_size > 0:
+            cache[key] = (owner, value)
+            while len(cache) > self.context_cache_size:
+                cache.popitem(last=False)
+        return value
+
     @torch.no_grad()
     def encode_context(self, clip: Clip) -> torch.Tensor:
         """Context latents (1, C, n_ctx, h, w) (from the cache when `context_cache_size` > 0 and these very frames
         were encoded lately)."""
         frames = clip.observation.frames
-        key = (clip.scene_name, clip.sample_token)
-        hit = self._context_cache.get(key)
-        if hit is not None and hit[0] is frames and hit[1].device == self.device:
-            self._context_cache.move_to_end(key)
-            return hit[1]
         n_ctx, _ = latent_split(self.config.data, self.vae)
         # the causal encoder sees context frames only, so no future leaks into the context latents
-        latents = encode_frames(self.vae, frames[None].to(self.device))[:, :, :n_ctx]
-        if self.context_cache_size > 0:
-            self._context_cache[key] = (frames, latents)
-            while len(self._context_cache) > self.context_cache_size:
-                self._context_cache.popitem(last=False)
-        return latents
+        return self._cached(self._context_cache, clip, frames,
+                            lambda: encode_frames(self.vae, frames[None].to(self.device))[:, :, :n_ctx])
 
     def _reference_progress(self, clip: Clip, scene: PlanningScene) -> float | None:
         """The scene's reference progress for EP (NAVSIM's: PDM-Closed's trajectory, ≈ 0.1–0.3 s of IDM unrolls on
@@ -186,16 +193,7 @@ class WorldActionPipeline:
         (`score_trajectories` computes it)."""
         if self.context_cache_size <= 0:
             return None
-        key = (clip.scene_name, clip.sample_token)
-        hit = self._reference_cache.get(key)
-        if hit is not None and hit[0] is clip.target:
-            self._reference_cache.move_to_end(key)
-            return hit[1]
-        reference = reference_progress(scene)
-        self._reference_cache[key] = (clip.target, reference)
-        while len(self._reference_cache) > self.context_cache_size:
-            self._reference_cache.popitem(last=False)
-        return reference
+        return self._cached(self._reference_cache, clip, clip.target, lambda: reference_progress(scene))
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, seed: int = 0) -> torch.Tensor:

@@ -136,7 +136,7 @@ def idm_unroll(scene: PlanningScene, path: _Path, target_speed: float, boxes=Non
                               scene.ego_width / 2, cap_style="square")
     shapely.prepare(corridor)
     # which agent boxes touch the corridor, at every step in one vectorised call (the same predicate the loop
-    # below asked agent by agent: 0.05 s instead of 0.15 s of a proposal set on a busy scene)
+    # below asked agent by agent; with the boxes made once, a scene's 15 proposals take 0.064 s instead of 0.20 s)
     in_corridor = shapely.intersects(corridor, polys)  # (A, T)
     out = [x]
     x_lead, v_lead, l_rear = 0.0, 0.0, 0.0  # NAVSIM never sets the leader before the first step
