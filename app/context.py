@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +95,7 @@ class StopFlags:
 
 
 CONTEXT_CACHE = 16  # encoded contexts kept per checkpoint
+KEEP_FILES = 256  # output files (videos, pictures, exports) kept in out_dir; Gradio serves its own copies
 
 
 def interactive_steps(ablation_dir: Path | None, name: str, checkpoint: str | Path, validated_steps: int,
@@ -148,6 +149,8 @@ class AppContext:
                                              for f in diff))
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._files: deque[Path] = deque()  # what new_path named, oldest first
+        self._files_lock = threading.Lock()
         self.ablation_dir = Path(ablation_dir) if ablation_dir else None
         # name → (default sampler steps in the app, the sentence that says where they come from)
         self.interactive = {name: interactive_steps(self.ablation_dir, name, pipe.path or name, pipe.default_steps,
@@ -223,4 +226,11 @@ class AppContext:
         return self._toy
 
     def new_path(self, suffix: str) -> Path:
-        return self.out_dir / f"{uuid.uuid4().hex}{suffix}"
+        """A fresh file name in `out_dir`. Only the last `KEEP_FILES` are kept: Gradio serves its own copy of an
+        output file (its cache), so an older one of ours is only disk a long session would fill (a PNG every pick)."""
+        path = self.out_dir / f"{uuid.uuid4().hex}{suffix}"
+        with self._files_lock:
+            self._files.append(path)
+            while len(self._files) > KEEP_FILES:
+                self._files.popleft().unlink(missing_ok=True)
+        return path

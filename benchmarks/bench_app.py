@@ -5,14 +5,18 @@
 Starts the real app in a subprocess (the embedded checkpoints by default) and measures:
 - ready_s: from process start to the first HTTP 200 of the page (excluding first-time world generation:
   generate it once beforehand);
-- pick_to_results_s: with `gradio_client`, /scene (a fresh scene) + /generate + /plan at the app's default
+- pick_to_results_s: with `gradio_client`, /scene (a fresh scene) + /plan + /generate (the order of the app's
+  "Generate & plan" button: the plan first, then the video) at the app's default
   settings (the steps the app defaults to for the checkpoint — `app.context.interactive_steps`: the fewest its steps
   sweep read as its validated count, else that count — its w, 16 trajectory samples): median over `--runs`
   different scenes, after one warm-up call that is reported on its own;
 - with `--compare-steps N` (default: the checkpoint's validated count, when the app's default differs), the same
   at N steps on other fresh scenes in the same app, and the ratio of the two medians;
 - with `--compare-env KEY=VALUE` (e.g. `OMP_WAIT_POLICY=PASSIVE`, against the default active waiting), a second app
-  started with that environment and both timed on the same further fresh scenes, their calls alternating (A B B A).
+  started with that environment, the two timed in turn (sessions B A A B, one app process at a time, each timing
+  the same scenes after its warm-up);
+- with `--compare-repo DIR` (a checkout of other code, e.g. `git worktree add /tmp/before <commit>` with the world's
+  `data/` linked in), the second app is that code's, timed the same way: a before/after ratio measured in one run.
 Targets (embedded default on CPU): ready ≤ 20 s (issue 8), pick → results ≤ 2 s (issue 18 item 6).
 
 `--untrained-default` times an untrained model of exactly the embedded default's architecture and sizes
@@ -66,13 +70,13 @@ def make_untrained_default(folder: Path, config: Path | None = None) -> Path:
 
 
 def start_app(port: int, checkpoints: list[str], log, threads: int | None = None,
-              extra_env: dict | None = None) -> tuple[subprocess.Popen, float]:
+              extra_env: dict | None = None, repo: Path = REPO) -> tuple[subprocess.Popen, float]:
     cmd = [sys.executable, "-m", "app", "--port", str(port)] + ([] if threads is None else ["--threads", str(threads)])
     for c in checkpoints:
         cmd += ["--checkpoint", c]
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", **(extra_env or {})}
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     while True:
         if proc.poll() is not None:
@@ -93,11 +97,11 @@ def pick_to_results(client, checkpoint: str, scene: str, steps: int, guidance: f
     t0 = time.perf_counter()
     client.predict(scene, 0, api_name="/scene")
     t1 = time.perf_counter()
-    _, gen_status = client.predict(checkpoint, scene, 0, steps, guidance, 0, "logged", api_name="/generate")
-    t2 = time.perf_counter()
     _, _, plan_status = client.predict(checkpoint, scene, 0, samples, 0, "logged", api_name="/plan")
+    t2 = time.perf_counter()
+    _, gen_status = client.predict(checkpoint, scene, 0, steps, guidance, 0, "logged", api_name="/generate")
     t3 = time.perf_counter()
-    return {"total_s": t3 - t0, "scene_s": t1 - t0, "generate_s": t2 - t1, "plan_s": t3 - t2,
+    return {"total_s": t3 - t0, "scene_s": t1 - t0, "plan_s": t2 - t1, "generate_s": t3 - t2,
             "generate_status": gen_status, "plan_status": plan_status}
 
 
@@ -126,8 +130,10 @@ def main(argv=None) -> int:
     p.add_argument("--compare-steps", type=int, help="also time this many steps (default: the validated count when "
                    "the app's default differs)")
     p.add_argument("--compare-env", metavar="KEY=VALUE", action="append", default=[],
-                   help="also start a second app with this environment (repeatable; e.g. OMP_WAIT_POLICY=PASSIVE) and "
-                        "time it on the same fresh scenes, the two apps' calls alternating (A B B A)")
+                   help="also time an app with this environment (repeatable; e.g. OMP_WAIT_POLICY=PASSIVE) against the "
+                        "default, on the same scenes, the two in turn (sessions B A A B, one process at a time)")
+    p.add_argument("--compare-repo", metavar="DIR", help="also time the app of this checkout (other code) against this "
+                   "one, on the same scenes, the two in turn (sessions B A A B, one process at a time)")
     p.add_argument("--out", help="also write the JSON here")
     args = p.parse_args(argv)
     extra_env = {}
@@ -136,6 +142,9 @@ def main(argv=None) -> int:
         if not sep or not key:
             p.error(f"--compare-env needs KEY=VALUE, got {item!r}")
         extra_env[key] = value
+    other_repo = Path(args.compare_repo).resolve() if args.compare_repo else None
+    if other_repo is not None and not (other_repo / "app" / "__main__.py").is_file():
+        p.error(f"--compare-repo {other_repo}: not a checkout of this repository (no app/__main__.py)")
 
     from gradio_client import Client
 
@@ -181,19 +190,27 @@ def main(argv=None) -> int:
         compared = [pick_to_results(client, checkpoint, scenes[(args.runs + i + 1) % len(scenes)], other, guidance,
                                     args.samples) for i in range(args.runs if other else 0)]
         memory = process_memory_mb(proc.pid)  # the server's peak after every job above
-        env_a, env_b = [], []
-        if extra_env:  # a second app: both time the same fresh scenes, A B B A, while the other one idles
-            port_b = free_port()
-            proc_b, ready_b = start_app(port_b, checkpoints, log, args.threads, extra_env)
-            client_b = Client(f"http://127.0.0.1:{port_b}/", verbose=False)
-            pick_to_results(client_b, checkpoint, scenes[0], steps, guidance, args.samples)  # its warm-up
-            # scenes neither app has shown (A's runs above used 1 … runs, and 2·runs + 1 … with --compare-steps)
-            first_fresh = 2 * args.runs + 1 if other else args.runs + 1
-            for i in range(args.runs):
-                scene = scenes[(first_fresh + i) % len(scenes)]
-                pair = [(client, env_a), (client_b, env_b)]
-                for c, out in (pair if i % 2 == 0 else pair[::-1]):
-                    out.append(pick_to_results(c, checkpoint, scene, steps, guidance, args.samples))
+        env_a, env_b, ready_b = [], [], None
+        if extra_env or other_repo:
+            # The two apps take turns, one process at a time, in sessions B A A B: each a fresh process (empty caches)
+            # timing the same scenes after its warm-up, so that nothing of one app runs beside the other while it is
+            # timed (two apps side by side measured both slower on 2 cores: 2.59 and 2.81 s against 1.73 s alone)
+            proc.terminate()
+            proc.wait(30)
+            proc = None
+            fresh = [scenes[(i + 1) % len(scenes)] for i in range(args.runs)]
+            for which, out in (("b", env_b), ("a", env_a), ("a", env_a), ("b", env_b)):
+                port_b = free_port()
+                b = which == "b"
+                proc_b, ready_x = start_app(port_b, checkpoints, log, args.threads, extra_env if b else None,
+                                            (other_repo or REPO) if b else REPO)
+                ready_b = ready_x if b and ready_b is None else ready_b
+                client_b = Client(f"http://127.0.0.1:{port_b}/", verbose=False)
+                pick_to_results(client_b, checkpoint, scenes[0], steps, guidance, args.samples)  # its warm-up
+                out.extend(pick_to_results(client_b, checkpoint, s_, steps, guidance, args.samples) for s_ in fresh)
+                proc_b.terminate()
+                proc_b.wait(30)
+                proc_b = None
     finally:
         for p_ in (proc, proc_b):
             if p_ is not None:
@@ -221,14 +238,14 @@ def main(argv=None) -> int:
                                         for k in ("scene_s", "generate_s", "plan_s")},
             "pick_to_results_over_compared": med("total_s") / statistics.median(r["total_s"] for r in compared)}
            if compared else {}),
-        **({"compared_env": extra_env, "env_ready_s": ready_b,
+        **({"compared_env": extra_env, "compared_repo": str(other_repo) if other_repo else None, "env_ready_s": ready_b,
             "env_app_default_pick_to_results_s": statistics.median(r["total_s"] for r in env_a),
             "env_compared_pick_to_results_s": statistics.median(r["total_s"] for r in env_b),
             "env_parts_median_s": {name: {k: statistics.median(r[k] for r in rows)
                                           for k in ("scene_s", "generate_s", "plan_s")}
                                    for name, rows in (("app_default", env_a), ("compared_env", env_b))},
             "app_default_over_compared_env": statistics.median(r["total_s"] for r in env_a)
-            / statistics.median(r["total_s"] for r in env_b)} if extra_env else {}),
+            / statistics.median(r["total_s"] for r in env_b)} if extra_env or other_repo else {}),
         "status_example": {"generate": runs[0]["generate_status"], "plan": runs[0]["plan_status"]},
         "targets": TARGETS,
     }

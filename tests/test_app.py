@@ -662,6 +662,77 @@ def test_a_clips_reference_progress_is_computed_once_and_scores_as_uncached(ctx,
     assert len(calls) == 1  # uncached: score_trajectories computed it itself
 
 
+def test_a_clips_plan_and_video_share_their_sigma_1_pass_and_give_what_uncached_pipelines_give(ctx, scene):
+    """The planner's features and the sampler's first step are one Video DiT pass when a clip is planned and
+    generated with one seed: with the app's cache the pair makes 1 pass fewer (either order, guided or not), and
+    its trajectories and frames are exactly an uncached pipeline's; another seed or clip does not share it."""
+    import torch
+
+    pipe = ctx.pipelines["reworld"]
+    assert pipe.config.action.feature_sigma == 1.0 and pipe.trained_heads
+    passes = []
+    real = pipe.video_dit.forward
+    pipe.video_dit.forward = lambda *a, **k: passes.append(1) or real(*a, **k)
+    clip, other = ctx.clip(scene, 1), ctx.clip(scene, 2)
+
+    def pair(first_plan: bool, w: float, seed: int = 4, video_clip=None):
+        pipe._first_passes.clear()
+        passes.clear()
+        jobs = [lambda: pipe.plan(clip, steps=2, num_samples=3, seed=seed, score=False),
+                lambda: pipe.generate(video_clip or clip, steps=3, guidance=w, seed=4)]
+        out = [job() for job in (jobs if first_plan else jobs[::-1])]
+        plan, video = out if first_plan else out[::-1]
+        return plan.trajectories, video.frames, len(passes)
+
+    try:
+        shared = {(order, w): pair(order, w) for order in (True, False) for w in (1.0, 1.4)}
+        assert all(n == 1 + 3 - 1 for _, _, n in shared.values())
+        assert pair(True, 1.4, seed=5)[2] == 4 and pair(True, 1.4, video_clip=other)[2] == 4  # nothing to share
+        pipe.context_cache_size = 0
+        for (order, w), (traj, frames, _) in shared.items():
+            ref_traj, ref_frames, n = pair(order, w)
+            assert n == 4 and np.array_equal(traj, ref_traj) and torch.equal(frames, ref_frames)
+    finally:
+        pipe.context_cache_size = 16
+        del pipe.video_dit.forward
+        pipe._first_passes.clear()
+
+
+def test_frame_pictures_are_the_same_pixels_made_faster(tmp_path):
+    """OpenCV's nearest-neighbour upscale is np.repeat's (every factor the app uses); a caption strip is drawn once
+    and reused; the PNG the scene view serves decodes to its array exactly."""
+    from app import media
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (7, 11, 3), dtype=np.uint8)
+    for factor in (1, 2, 3, 4):
+        assert np.array_equal(media.upscale(img, factor), np.repeat(np.repeat(img, factor, 0), factor, 1))
+    batch = rng.integers(0, 256, (2, 5, 6, 3), dtype=np.uint8)  # (T, H, W, 3) keeps numpy's path
+    assert media.upscale(batch, 2).shape == (2, 10, 12, 3)
+    media._strip.cache_clear()
+    a = media.caption(img, "t = +0.17 s")
+    b = media.caption(img[::-1].copy(), "t = +0.17 s")
+    assert media._strip.cache_info().hits == 1 and np.array_equal(a[:media.LABEL_HEIGHT], b[:media.LABEL_HEIGHT])
+    assert np.array_equal(a[media.LABEL_HEIGHT:], img) and a[:media.LABEL_HEIGHT].std() > 0  # the text is drawn
+    path = media.write_png(a, tmp_path / "x.png")
+    assert np.array_equal(np.asarray(Image.open(path).convert("RGB")), a)
+    with pytest.raises(ValueError, match="uint8"):
+        media.write_png(a.astype(np.float32), tmp_path / "y.png")
+
+
+def test_the_app_keeps_only_its_last_output_files(ctx, monkeypatch):
+    """Gradio serves its own copies of outputs, so the app's folder keeps the last KEEP_FILES it wrote, not one more
+    per pick for as long as it runs."""
+    import app.context as K
+
+    monkeypatch.setattr(K, "KEEP_FILES", 3)
+    paths = []
+    for _ in range(5):
+        paths.append(ctx.new_path(".png"))
+        paths[-1].write_bytes(b"x")
+    assert [p.exists() for p in paths] == [False, False, True, True, True]
+
+
 def test_default_steps_come_from_the_checkpoints_own_steps_sweep(tiny_config, tmp_path):
     """The app samples a checkpoint with the fewest steps its own steps sweep read as its validated count (the slider's
     default, with a sentence that says so); a sweep of another checkpoint, w or count, or a broken file, changes

@@ -90,3 +90,12 @@ def test_bev_figure_draws_negatives_by_label_with_x_up():
     assert fig.layout.yaxis.range[0] < 0 < scene.expert[-1, 0] < fig.layout.yaxis.range[1]
     with pytest.raises(ValueError, match="same length"):
         bev_figure(scene, hn.trajectories, labels=["safe"])
+    # built from plain dicts without plotly's validation: validating it changes nothing (a bad property would raise)
+    import json
+
+    import plotly.graph_objects as go
+
+    assert scene.agents and any(t.legendgroup == scene.agents[0].type for t in fig.data)
+    for f in (fig, bev_figure(scene)):
+        assert json.loads(go.Figure(json.loads(f.to_json())).to_json()) == json.loads(f.to_json())
+        assert f.layout.template.layout.plot_bgcolor == "white"  # plotly_white's, applied

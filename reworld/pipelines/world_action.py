@@ -54,6 +54,41 @@ class PlanResult:
     seconds: float = 0.0
 
 
+class _SharedFirstPass:
+    """The Video DiT as `sample_future` and `video_hidden_states` call it, with its pass at σ = 1 remembered.
+
+    The planner's features (σ = `action.feature_sigma`, 1 by default) and the sampler's first step are the same pass
+    when a clip is planned and generated with one seed: both draw their noise first on a fresh generator of that
+    seed, and at σ = 1 the future latents are that noise. So a pass at σ = 1 is made once with everything either
+    job reads (the heads' velocities, the planner's blocks' hidden states) and a later call whose inputs are
+    exactly equal (`torch.equal`: latents, σ, command, ego status, context length) gets it back: the app's plan
+    then video of a clip make 4 Video DiT passes instead of 5. Any other call passes straight through."""
+
+    def __init__(self, model, blocks: list[int], memo: OrderedDict, size: int):
+        self.model, self.blocks, self.memo, self.size = model, blocks, memo, size
+
+    def __getattr__(self, name):  # config, token_grid, … of the Video DiT
+        return getattr(self.model, name)
+
+    def __call__(self, latents, sigma, cond, n_context, *, return_heads=False, return_hidden_states=None,
+                 return_lens=False):
+        wanted = set(int(k) for k in (return_hidden_states or ()))
+        sigma_t = torch.as_tensor(sigma)
+        if self.size <= 0 or return_lens or not bool((sigma_t == 1.0).all()) or not wanted <= set(self.blocks):
+            return self.model(latents, sigma, cond, n_context, return_heads=return_heads,
+                              return_hidden_states=return_hidden_states, return_lens=return_lens)
+        key = (latents, sigma_t, cond.command, cond.ego_status, n_context)
+        for k, (inputs, out) in self.memo.items():
+            if inputs[4] == n_context and all(torch.equal(a, b) for a, b in zip(inputs[:4], key[:4])):
+                self.memo.move_to_end(k)
+                return out
+        out = self.model(latents, sigma, cond, n_context, return_heads=True, return_hidden_states=self.blocks)
+        self.memo[id(out)] = (tuple(t.clone() if torch.is_tensor(t) else t for t in key), out)
+        while len(self.memo) > self.size:
+            self.memo.popitem(last=False)
+        return out
+
+
 class WorldActionPipeline:
     def __init__(self, config: Config, vae, video_dit, action_dit=None, device: torch.device | str | None = None,
                  path: str | None = None):
@@ -70,6 +105,7 @@ class WorldActionPipeline:
         self.context_cache_size = 0
         self._context_cache: OrderedDict = OrderedDict()
         self._reference_cache: OrderedDict = OrderedDict()  # the same size: scenes' reference progress (PDM)
+        self._first_passes: OrderedDict = OrderedDict()  # `_SharedFirstPass`'s memo (while the cache is on)
 
     def offload(self, device: torch.device | str = "cpu") -> None:
         """Move the Video DiT and the Action DiT to `device` (host memory) while another checkpoint works; the VAE
@@ -77,6 +113,7 @@ class WorldActionPipeline:
         self.video_dit.to(device)
         if self.action_dit is not None:
             self.action_dit.to(device)
+        self._first_passes.clear()  # their tensors live on the accelerator
         self.resident = False
 
     def onload(self) -> None:
@@ -176,6 +213,15 @@ class WorldActionPipeline:
                 cache.popitem(last=False)
         return value
 
+    def _video_model(self):
+        """The Video DiT for `generate` and `video_hidden_states`: with the cache on, its σ = 1 pass shared between
+        a clip's plan and video (`_SharedFirstPass`, at most 4 passes kept)."""
+        if self.context_cache_size <= 0:
+            self._first_passes.clear()
+            return self.video_dit
+        return _SharedFirstPass(self.video_dit, hidden_state_blocks(self.config, self.video_dit), self._first_passes,
+                                min(4, self.context_cache_size))
+
     @torch.no_grad()
     def encode_context(self, clip: Clip) -> torch.Tensor:
         """Context latents (1, C, n_ctx, h, w) (from the cache when `context_cache_size` > 0 and these very frames
@@ -231,11 +277,11 @@ class WorldActionPipeline:
         def decode(latents):
             return self.decode(latents, seed)[0, n_ctx_frames:].cpu()
 
-        res = sample_future(self.video_dit, context, cond, n_fut, steps, generator=torch.Generator().manual_seed(seed),
-                            guidance=guidance, guidance_interval=guidance_interval, shift=self.config.loss.shift,
-                            command_guidance=command_guidance,
-                            record=record or lens,
-                            record_lens=lens, decode_fn=decode if (record and decode_previews) else None, callback=callback,
+        res = sample_future(self._video_model(), context, cond, n_fut, steps,
+                            generator=torch.Generator().manual_seed(seed), guidance=guidance,
+                            guidance_interval=guidance_interval, shift=self.config.loss.shift,
+                            command_guidance=command_guidance, record=record or lens, record_lens=lens,
+                            decode_fn=decode if (record and decode_previews) else None, callback=callback,
                             should_stop=should_stop)
         frames = decode(res.latents)
         if self.device.type == "cuda":
@@ -263,7 +309,7 @@ class WorldActionPipeline:
         shape[2] = n_fut
         latents = torch.cat([context, torch.zeros(shape, device=self.device, dtype=context.dtype)], dim=2)
         sigma = self.config.action.feature_sigma if sigma is None else float(sigma)
-        return video_hidden_states(self.video_dit, latents, cond.command, cond.ego_status, n_ctx,
+        return video_hidden_states(self._video_model(), latents, cond.command, cond.ego_status, n_ctx,
                                    hidden_state_blocks(self.config, self.video_dit), sigma,
                                    self.config.action.feature_pool, torch.Generator().manual_seed(seed))
 

@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import plotly.graph_objects as go
+import plotly.io as pio
 
 from reworld.planning.pdm import PDMResults, failure_kind
 from reworld.planning.scene import PlanningScene
@@ -48,8 +49,13 @@ def _joined(shapes: list[np.ndarray]) -> tuple[list, list]:
 
 
 def _agent_pose(track: np.ndarray, t: float) -> tuple[float, float, float]:
-    return (float(np.interp(t, track[:, 0], track[:, 1])), float(np.interp(t, track[:, 0], track[:, 2])),
-            float(np.interp(t, track[:, 0], np.unwrap(track[:, 3]))))
+    return tuple(float(v) for v in _agent_poses(track, [t])[0])
+
+
+def _agent_poses(track: np.ndarray, times) -> np.ndarray:
+    """(len(times), 3) x, y, heading of a track (t, x, y, heading rows) at `times`, linearly interpolated."""
+    return np.stack([np.interp(times, track[:, 0], track[:, 1]), np.interp(times, track[:, 0], track[:, 2]),
+                     np.interp(times, track[:, 0], np.unwrap(track[:, 3]))], axis=-1)
 
 
 def _hover(result: PDMResults | None) -> str:
@@ -73,56 +79,60 @@ def bev_figure(scene: PlanningScene, trajectories=None, labels: list[str] | None
     """
     # one trace per kind of outline (gaps between the shapes; `fill="toself"` closes each segment on its own):
     # a busy scene is ≈ 27 traces instead of ≈ 150, and the figure takes 0.45× the time
-    fig = go.Figure()
+    traces = []
+
+    def add(**trace):
+        traces.append(dict(type="scatter", **trace))
+
     if scene.drivable_area:
         hx, vy = _joined([np.concatenate([poly, poly[:1]]) for poly in scene.drivable_area])
-        fig.add_trace(go.Scatter(x=hx, y=vy, fill="toself", mode="lines", line=dict(color="#bbbbbb", width=1),
-                                 fillcolor="rgba(200,200,200,0.45)", hoverinfo="skip", name="drivable area",
-                                 legendgroup="drivable"))
+        add(x=hx, y=vy, fill="toself", mode="lines", line=dict(color="#bbbbbb", width=1),
+            fillcolor="rgba(200,200,200,0.45)", hoverinfo="skip", name="drivable area",
+            legendgroup="drivable")
     holes = [np.concatenate([ring, ring[:1]]) for rings in scene.drivable_holes for ring in rings]
     if holes:  # islands, medians, blocks: drawn over the drivable fill
         hx, vy = _joined(holes)
-        fig.add_trace(go.Scatter(x=hx, y=vy, fill="toself", mode="lines", line=dict(color="#bbbbbb", width=1),
-                                 fillcolor="white", hoverinfo="skip", name="not drivable (hole)",
-                                 legendgroup="holes"))
+        add(x=hx, y=vy, fill="toself", mode="lines", line=dict(color="#bbbbbb", width=1),
+            fillcolor="white", hoverinfo="skip", name="not drivable (hole)",
+            legendgroup="holes")
     if len(scene.centerline) >= 2:
         hx, vy = _plot_xy(scene.centerline)
-        fig.add_trace(go.Scatter(x=hx, y=vy, mode="lines", line=dict(color="#999999", dash="dash"),
-                                 name="centreline", hoverinfo="skip"))
+        add(x=hx, y=vy, mode="lines", line=dict(color="#999999", dash="dash"),
+            name="centreline", hoverinfo="skip")
     by_type: dict[str, list] = {}
     for agent in scene.agents:
         by_type.setdefault(agent.type, []).append(agent)
     for kind, agents in by_type.items():
         color = AGENT_COLORS.get(kind, "#555555")
-        faded = [_box(*_agent_pose(a.track, t), a.length, a.width) for a in agents for t in FUTURE_TIMES_S
-                 if a.track[0, 0] <= t]
+        faded = [_box(*pose, a.length, a.width) for a in agents
+                 for pose in _agent_poses(a.track, [t for t in FUTURE_TIMES_S if a.track[0, 0] <= t]).tolist()]
         if faded:  # where each agent will be at 1 … 4 s
             hx, vy = _joined(faded)
-            fig.add_trace(go.Scatter(x=hx, y=vy, mode="lines", line=dict(color=color, width=1), opacity=0.25,
-                                     hoverinfo="skip", showlegend=False, legendgroup=kind))
+            add(x=hx, y=vy, mode="lines", line=dict(color=color, width=1), opacity=0.25,
+                hoverinfo="skip", showlegend=False, legendgroup=kind)
         paths = []
         for a in agents:
             times = np.linspace(a.track[0, 0], max(a.track[-1, 0], a.track[0, 0]), 20)
-            paths.append(np.array([_agent_pose(a.track, t)[:2] for t in times]))
+            paths.append(_agent_poses(a.track, times)[:, :2])
         hx, vy = _joined(paths)
-        fig.add_trace(go.Scatter(x=hx, y=vy, mode="lines", line=dict(color=color, width=1, dash="dot"),
-                                 hoverinfo="skip", showlegend=False, legendgroup=kind))
+        add(x=hx, y=vy, mode="lines", line=dict(color=color, width=1, dash="dot"),
+            hoverinfo="skip", showlegend=False, legendgroup=kind)
         boxes = [_box(*_agent_pose(a.track, a.track[0, 0]), a.length, a.width) for a in agents]
         hx, vy = _joined(boxes)
         text = [t for a in agents for t in [f"{a.id} ({a.type})"] * 5 + [None]][:-1]
-        fig.add_trace(go.Scatter(x=hx, y=vy, fill="toself", mode="lines", line=dict(color=color),
-                                 name=kind, legendgroup=kind, hovertext=text, hoverinfo="text"))
+        add(x=hx, y=vy, fill="toself", mode="lines", line=dict(color=color),
+            name=kind, legendgroup=kind, hovertext=text, hoverinfo="text")
     hx, vy = _plot_xy(_box(scene.ego_center_offset, 0.0, 0.0, scene.ego_length, scene.ego_width))
-    fig.add_trace(go.Scatter(x=hx, y=vy, fill="toself", mode="lines", line=dict(color=EXPERT_COLOR), name="ego",
-                             hovertext=f"ego {scene.ego_speed:.1f} m/s, command {scene.command}", hoverinfo="text"))
+    add(x=hx, y=vy, fill="toself", mode="lines", line=dict(color=EXPERT_COLOR), name="ego",
+        hovertext=f"ego {scene.ego_speed:.1f} m/s, command {scene.command}", hoverinfo="text")
 
     all_xy = [np.zeros((1, 2))]
     if scene.expert is not None:
         xy = np.concatenate([np.zeros((1, 2)), scene.expert[:, :2]])
         all_xy.append(xy)
         hx, vy = _plot_xy(xy)
-        fig.add_trace(go.Scatter(x=hx, y=vy, mode="lines+markers", line=dict(color=EXPERT_COLOR, width=3),
-                                 marker=dict(size=6), name="expert", hoverinfo="name"))
+        add(x=hx, y=vy, mode="lines+markers", line=dict(color=EXPERT_COLOR, width=3),
+            marker=dict(size=6), name="expert", hoverinfo="name")
     if trajectories is not None:
         trajectories = np.asarray(trajectories, dtype=np.float64).reshape(-1, 8, 3)
         if labels is None:
@@ -136,20 +146,26 @@ def bev_figure(scene: PlanningScene, trajectories=None, labels: list[str] | None
             hx, vy = _plot_xy(xy)
             label = labels[i]
             hover = _hover(scores[i] if scores is not None else None) or label
-            fig.add_trace(go.Scatter(x=hx, y=vy, mode="lines+markers", name=label, legendgroup=label,
-                                     showlegend=label not in shown, marker=dict(size=4),
-                                     line=dict(color=LABEL_COLORS.get(label, LABEL_COLORS["candidate"]), width=2),
-                                     hovertext=f"#{i} {label}<br>{hover}", hoverinfo="text"))
+            add(x=hx, y=vy, mode="lines+markers", name=label, legendgroup=label,
+                showlegend=label not in shown, marker=dict(size=4),
+                line=dict(color=LABEL_COLORS.get(label, LABEL_COLORS["candidate"]), width=2),
+                hovertext=f"#{i} {label}<br>{hover}", hoverinfo="text")
             shown.add(label)
 
     pts = np.concatenate(all_xy)
     x_hi = max(40.0, float(pts[:, 0].max()) + 10.0)
     x_lo = min(-10.0, float(pts[:, 0].min()) - 5.0)
     half = max(20.0, float(np.abs(pts[:, 1]).max()) + 8.0, (x_hi - x_lo) * 0.4)
-    fig.update_layout(
-        title=title, template="plotly_white", height=700, legend=dict(itemsizing="constant"),
-        xaxis=dict(title="← left   lateral −y [m]   right →", range=[-half, half], zeroline=False),
-        yaxis=dict(title="forward x [m]", range=[x_lo, x_hi], scaleanchor="x", scaleratio=1, zeroline=False),
+    layout = dict(
+        template=pio.templates["plotly_white"], height=700, legend=dict(itemsizing="constant"),
+        xaxis=dict(title=dict(text="← left   lateral −y [m]   right →"), range=[-half, half], zeroline=False),
+        yaxis=dict(title=dict(text="forward x [m]"), range=[x_lo, x_hi], scaleanchor="x", scaleratio=1, zeroline=False),
         margin=dict(l=40, r=20, t=50 if title else 20, b=40),
     )
+    if title:
+        layout["title"] = dict(text=title)
+    # plain dicts, not validated property by property (most of a figure's time): on 82 figures of the synthetic world
+    # the JSON is the validated build's exactly, 0.2–0.3× the time with the vectorised agent poses; validating it
+    # changes nothing (tested)
+    fig = go.Figure(data=traces, layout=layout, _validate=False)
     return fig
