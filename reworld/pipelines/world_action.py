@@ -215,12 +215,14 @@ class WorldActionPipeline:
 
     def _video_model(self):
         """The Video DiT for `generate` and `video_hidden_states`: with the cache on, its σ = 1 pass shared between
-        a clip's plan and video (`_SharedFirstPass`, at most 4 passes kept)."""
+        a clip's plan and video (`_SharedFirstPass`). One pass is kept, the last: it holds every planner block's
+        hidden states, which at the paper's sizes are hundreds of MB, and the app plans and generates a clip back to
+        back."""
         if self.context_cache_size <= 0:
             self._first_passes.clear()
             return self.video_dit
         return _SharedFirstPass(self.video_dit, hidden_state_blocks(self.config, self.video_dit), self._first_passes,
-                                min(4, self.context_cache_size))
+                                1)
 
     @torch.no_grad()
     def encode_context(self, clip: Clip) -> torch.Tensor:
