@@ -36,7 +36,7 @@ def _font(size: int = 14):
         return ImageFont.load_default()
 
 
-@functools.lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=256)  # ≤ 256 × ≈ 35 KB
 def _strip(width: int, text: str, color: tuple, background: tuple) -> np.ndarray:
     """A caption strip, drawn once: the same labels (frame times, checkpoint names) come back on every clip."""
     strip = Image.new("RGB", (width, LABEL_HEIGHT), background)
