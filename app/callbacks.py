@@ -194,8 +194,8 @@ def generate(ctx, checkpoint, scene, index, steps, guidance, seed, command, sess
         clip, steps=steps, guidance=w, seed=seed, command=cmd, callback=_sampler_progress(progress, "generating"),
         should_stop=should_stop), pipe)
     path = _video(ctx, clip, result.frames, f"generated ({checkpoint})")
-    return str(path), _status(result, "generated", f"{steps} steps · w = {w:g} · seed {seed} · "
-                              + _command_text(clip, cmd, result.command))
+    return str(path), _status(result, "generated", f"{clip.scene_name} · sample {int(index)} · {steps} steps · "
+                              f"w = {w:g} · seed {seed} · " + _command_text(clip, cmd, result.command))
 
 
 def _video(ctx, clip, generated, label: str) -> Path:
@@ -233,12 +233,32 @@ def plan(ctx, checkpoint, scene, index, num_samples, seed, command, session: str
     if clip.target.drivable_area:
         fig = bev_figure(PlanningScene.from_clip(clip), result.trajectories, scores=result.scores or None,
                          title=f"{checkpoint}: {n} sampled trajectories · {clip.scene_name} · sample {int(index)}")
-    extra = f"{n} samples · seed {seed} · " + _command_text(clip, cmd, result.command)
+    extra = f"{clip.scene_name} · sample {int(index)} · {n} samples · seed {seed} · " + _command_text(
+        clip, cmd, result.command)
     if len(table):
         extra += f" · mean PDMS {table['PDMS'].mean():.3f} · best {table['PDMS'].max():.3f}"
     else:
         extra += " · not scored (no map geometry)"
     return fig, table, _status(result, "planned", extra)
+
+
+def generate_and_plan(ctx, checkpoint, scene, index, num_samples, steps, guidance, seed, command, session: str = "",
+                      progress=None):
+    """The *Generate & plan* button's two jobs as one event (one round trip less than two chained events): yields
+    the plan's outputs as soon as they are ready — (BEV, table, plan status, skip, "Generating …") — then the video's
+    (skip × 3, MP4, status). Both jobs must have been armed (`StopFlags.arm(session, jobs=2)`): a Stop during the plan
+    reaches the video. A plan that fails says why in its status line (and as a warning) and the video still comes;
+    a failed or stopped video raises `gr.Error` as `generate` does."""
+    try:
+        fig, table, status = plan(ctx, checkpoint, scene, index, num_samples, seed, command, session=session)
+    except gr.Error as e:
+        if e.title != "Stopped":
+            gr.Warning(f"Not planned: {e.message}")
+        fig, table, status = gr.skip(), gr.skip(), f"**not planned**: {e.message}"
+    yield fig, table, status, gr.skip(), "Generating …"
+    video, status = generate(ctx, checkpoint, scene, index, steps, guidance, seed, command, session=session,
+                             progress=progress)
+    yield gr.skip(), gr.skip(), gr.skip(), video, status
 
 
 # --------------------------------------------------------------------------- velocity

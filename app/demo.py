@@ -51,17 +51,28 @@ def _header(ctx: AppContext) -> str:
 
 @dataclass
 class _Shared:
-    """What every tab reads: the app's context, the Blocks (for load events), the pickers above the tabs,
-    and the per-session stop actions (`stop` answers a Stop button, `arm` precedes a stoppable job, `arm_two` a chain
-    of two)."""
+    """What every tab reads: the app's context, the Blocks (for load events), the pickers above the tabs, the
+    session's open tab (its id: set when a tab is selected or restored from the URL), and the per-session stop
+    actions (`stop` answers a Stop button, `arm` precedes a stoppable job, `arm_two` a chain of two)."""
     ctx: AppContext
     demo: gr.Blocks
     scene: gr.Dropdown
     sample: gr.Slider
     checkpoint: gr.Dropdown
+    tab: gr.State
     stop: Callable
     arm: Callable
     arm_two: Callable
+
+
+@dataclass
+class _ScenePick:
+    """The scene view's callback, inputs and outputs (the URL's restore shows them too), and the dependency a user's
+    pick of a scene starts (its sample reset to 0): later steps of that pick chain on it."""
+    show: Callable
+    where: list
+    outputs: list
+    picked: object
 
 
 @dataclass
@@ -72,6 +83,7 @@ class _Settings:
     command: gr.Dropdown
     samples: gr.Slider
     seed: gr.Number
+    run_on_pick: Callable  # (dependency or triggers) → the Generate & plan tab's run after a pick, when it is open
 
 
 def create_demo(pipelines: dict, dataset, out_dir: str | Path | None = None,
@@ -91,14 +103,15 @@ def create_demo(pipelines: dict, dataset, out_dir: str | Path | None = None,
         gr.Markdown(_header(ctx))
         shared = _pickers(ctx, demo)
         with gr.Tabs() as tabs:
-            show_scene = _scene_tab(shared)
+            pick = _scene_tab(shared)
             settings = _generate_tab(shared, ctx.pipelines[ctx.names[0]])
             _velocity_tab(shared, settings)
             _toy_tab(shared)
             _alignment_tab(shared, settings.seed, tabs)
             _representations_tab(shared, settings.seed)
             _compare_tab(shared, settings)
-        _url_state(shared, settings, tabs, show_scene)
+        _url_state(shared, settings, tabs, pick)
+        _runs_on_pick(shared, settings, pick)
 
     demo.reworld_context = ctx  # for tests and the launcher (allowed output folder)
     return demo
@@ -111,7 +124,7 @@ def _pickers(ctx: AppContext, demo: gr.Blocks) -> _Shared:
         scene = gr.Dropdown(ctx.scene_choices(), value=list(ctx.scenes)[0], label="Scene", scale=3)
         # the bound is the longest scene's; picking a scene narrows it for this session
         sample = gr.Slider(0, most - 1, value=0, step=1, label="Sample on the scene's timeline (2 Hz key frames)",
-                           scale=3)
+                           scale=3, elem_id="pick-sample")
         checkpoint = gr.Dropdown(ctx.names, value=ctx.names[0], label="Checkpoint", scale=1)
 
     def stop(request: gr.Request):
@@ -123,7 +136,7 @@ def _pickers(ctx: AppContext, demo: gr.Blocks) -> _Shared:
     def arm_two(request: gr.Request):  # the plan, then the video: a Stop during the plan stops the video too
         ctx.stops.arm(_session(request), jobs=2)
 
-    return _Shared(ctx, demo, scene, sample, checkpoint, stop, arm, arm_two)
+    return _Shared(ctx, demo, scene, sample, checkpoint, gr.State("scene"), stop, arm, arm_two)
 
 
 def _scene_tab(shared: _Shared) -> None:
@@ -152,11 +165,12 @@ def _scene_tab(shared: _Shared) -> None:
 
     where = [scene, sample]
     # a user's pick (not the URL's restore, which sets the sample too) starts the scene's timeline at 0
-    scene.input(on_scene, scene, sample, **PRIVATE).then(show_scene, where, [frames, bev, info], **PRIVATE)
+    picked = scene.input(on_scene, scene, sample, queue=False, **PRIVATE)  # no model: not queued
+    picked.then(show_scene, where, [frames, bev, info], **PRIVATE)
     gr.on([sample.release, sample.input], show_scene, where, [frames, bev, info], api_name="scene",
           trigger_mode="always_last")
     shared.demo.load(lambda: C.list_scenes(ctx), None, scenes_json, api_name="list_scenes")
-    return lambda: (show_scene, where, [frames, bev, info])
+    return _ScenePick(show_scene, where, [frames, bev, info], picked)
 
 
 TABS = ("scene", "generate", "velocity", "toy", "alignment", "representations", "compare")
@@ -194,12 +208,11 @@ def _export(shared: _Shared, view: str, plots: list) -> None:
     button.click(export, plots, file, **PRIVATE)
 
 
-def _url_state(shared: _Shared, settings: _Settings, tabs: gr.Tabs, show_scene) -> None:
+def _url_state(shared: _Shared, settings: _Settings, tabs: gr.Tabs, pick: _ScenePick) -> None:
     """Scene, sample, checkpoint, seed, guidance and tab live in the URL's query (`?scene=…&sample=…&tab=velocity`):
     the page restores them on load (each value checked on the server; a bad one is left at its default and named
     in the log) and writes them back whenever they change."""
     ctx = shared.ctx
-    show, where, outputs = show_scene()
     state = [shared.scene, shared.sample, shared.checkpoint, settings.seed, settings.guidance]
 
     def restore(request: gr.Request):
@@ -208,22 +221,30 @@ def _url_state(shared: _Shared, settings: _Settings, tabs: gr.Tabs, show_scene) 
         return (r["scene"], gr.Slider(maximum=n - 1, value=r["sample"]), r["checkpoint"],
                 r["seed"] if r["seed"] is not None else gr.skip(),
                 r["guidance"] if r["guidance"] is not None else gr.skip(),
-                gr.Tabs(selected=r["tab"]) if r["tab"] else gr.skip())
+                gr.Tabs(selected=r["tab"]) if r["tab"] else gr.skip(), r["tab"] or "scene")
 
-    restored = shared.demo.load(restore, None, [*state, tabs], **PRIVATE)
+    restored = shared.demo.load(restore, None, [*state, tabs, shared.tab], **PRIVATE)
     restored.then(None, None, None, js=RESTORED, queue=False, **PRIVATE)
-    restored.then(show, where, outputs, **PRIVATE)
+    restored.then(pick.show, pick.where, pick.outputs, **PRIVATE)
+    settings.run_on_pick(restored)  # a shared link to the Generate & plan tab shows its results
     gr.on([c.change for c in state], None, state, None, js=WRITE_URL, queue=False, **PRIVATE)
     for tab in tabs.children:
         if isinstance(tab, gr.Tab) and tab.id in TABS:
             tab.select(None, None, None, js=_write_tab(tab.id), queue=False, **PRIVATE)
+            tab.select(lambda t=tab.id: t, None, shared.tab, queue=False, **PRIVATE)
+
+
+def _runs_on_pick(shared: _Shared, settings: _Settings, pick: _ScenePick) -> None:
+    """While the Generate & plan tab is open, a new scene or sample runs it (its *run on every pick* box)."""
+    settings.run_on_pick(pick.picked)
+    settings.run_on_pick([shared.sample.release, shared.sample.input])
 
 
 def _generate_tab(shared: _Shared, first_pipe) -> _Settings:
     """Generate & plan; its sampler settings (defaults: the first checkpoint's) serve the later tabs too."""
     ctx, where = shared.ctx, [shared.checkpoint, shared.scene, shared.sample]
     first = ctx.names[0]
-    with gr.Tab("Generate & plan", id="generate"):
+    with gr.Tab("Generate & plan", id="generate") as gen_tab:
         with gr.Row():
             steps = gr.Slider(1, V.MAX_STEPS, value=ctx.interactive[first][0], step=1,
                               label="Denoising steps", elem_id="gen-steps")
@@ -236,6 +257,10 @@ def _generate_tab(shared: _Shared, first_pipe) -> _Settings:
             randomise = gr.Button("Randomise seed", scale=1)
             run_btn = gr.Button("Generate & plan", variant="primary", scale=2)
             stop_btn = gr.Button("Stop", variant="stop", scale=1)
+            auto = gr.Checkbox(True, label="Run on every pick", elem_id="gen-auto", scale=1,
+                               info="while this tab is open, a new scene or sample generates and plans")
+            # the plan and the video on their own, for scripts (`/plan`, `/generate`); the page runs both at once
+            plan_only, generate_only = gr.Button(visible=False), gr.Button(visible=False)
         if ctx.interactive[first][1]:
             gr.Markdown(ctx.interactive[first][1], elem_id="steps-note")
         gen_status = gr.Markdown(elem_id="gen-status", elem_classes="status-line")
@@ -248,6 +273,7 @@ def _generate_tab(shared: _Shared, first_pipe) -> _Settings:
         pdm_table = gr.Dataframe(label="PDM sub-scores per sampled trajectory", elem_id="pdm-table",
                                  interactive=False)
         _export(shared, "generate", [plan_bev])
+        shown = gr.State(None)  # the settings of the tab's last finished run (a repr): an unchanged view is not rerun
 
     def run_generate(checkpoint, scene, sample, steps, guidance, seed, command, request: gr.Request,
                      progress=gr.Progress()):
@@ -256,16 +282,59 @@ def _generate_tab(shared: _Shared, first_pipe) -> _Settings:
     def run_plan(checkpoint, scene, sample, samples, seed, command, request: gr.Request):
         return C.plan(ctx, checkpoint, scene, sample, samples, seed, command, _session(request))
 
+    # one event, the plan first: it is ready in a fraction of the video's time (shown at once), and both share the
+    # clip's encoded context and the Video DiT's σ = 1 pass; both jobs are armed, so a Stop during the plan reaches
+    # the video, and a failed plan still lets the video come
+    def stream(values, request, progress):
+        """The plan's outputs, then the video's; with the finished run's settings as the tab's `shown` last."""
+        session = _session(request)
+        for i, out in enumerate(C.generate_and_plan(ctx, *values, session, progress)):
+            yield *out, (repr(values) if i == 1 else gr.skip())
+
+    def run_both(checkpoint, scene, sample, samples, steps, guidance, seed, command, request: gr.Request,
+                 progress=gr.Progress()):
+        yield from stream((checkpoint, scene, sample, samples, steps, guidance, seed, command), request, progress)
+
+    def run_picked(tab, run, shown_now, checkpoint, scene, sample, samples, steps, guidance, seed, command,
+                   request: gr.Request, progress=gr.Progress()):
+        """After a pick (or the tab being opened: `tab` is then "generate"): run when *Run on every pick* is on,
+        this tab is open and its results are not already of these settings."""
+        values = (checkpoint, scene, sample, samples, steps, guidance, seed, command)
+        if not (run and tab == "generate") or shown_now == repr(values):
+            yield (gr.skip(),) * len(outputs)
+            return
+        ctx.stops.arm(_session(request), jobs=2)
+        yield from stream(values, request, progress)
+
+    outputs = [plan_bev, pdm_table, plan_status, video, gen_status, shown]
+    inputs = [*where, samples, steps, guidance, seed, command]
     randomise.click(lambda: secrets.randbelow(V.MAX_SEED + 1), None, seed, queue=False, **PRIVATE)
-    # the plan first: it is ready in a fraction of the video's time, and both share the clip's encoded context
-    # (.then, not .success: both jobs were armed and each must run to consume its share; a failed plan still lets
-    # the video come, and a Stop clicked during the plan reaches the video)
     run_btn.click(shared.arm_two, None, None, queue=False, **PRIVATE).then(
-        run_plan, [*where, samples, seed, command], [plan_bev, pdm_table, plan_status], api_name="plan",
-        **HEAVY).then(
-        run_generate, [*where, steps, guidance, seed, command], [video, gen_status], api_name="generate", **HEAVY)
+        run_both, inputs, outputs, api_name="generate_and_plan", **HEAVY)
+    plan_only.click(run_plan, [*where, samples, seed, command], [plan_bev, pdm_table, plan_status], api_name="plan",
+                    **HEAVY)
+    generate_only.click(run_generate, [*where, steps, guidance, seed, command], [video, gen_status],
+                        api_name="generate", **HEAVY)
     stop_btn.click(shared.stop, None, gen_status, queue=False, api_name="stop")
-    return _Settings(steps, guidance, command, samples, seed)
+
+    def run_on_pick(after) -> None:
+        """`after`: a dependency (chained with .then) or a list of triggers."""
+        args = (run_picked, [shared.tab, auto, shown, *inputs], outputs)
+        if isinstance(after, list):
+            gr.on(after, *args, trigger_mode="always_last", **HEAVY, **PRIVATE)
+        else:
+            after.then(*args, **HEAVY, **PRIVATE)
+
+    def run_opened(run, shown_now, checkpoint, scene, sample, samples, steps, guidance, seed, command,
+                   request: gr.Request, progress=gr.Progress()):
+        # the select event sets `shared.tab` too, in no set order: this tab is the open one
+        yield from run_picked("generate", run, shown_now, checkpoint, scene, sample, samples, steps, guidance, seed,
+                              command, request, progress)
+
+    # opening the tab after a pick made elsewhere shows that pick's results
+    gen_tab.select(run_opened, [auto, shown, *inputs], outputs, trigger_mode="always_last", **HEAVY, **PRIVATE)
+
+    return _Settings(steps, guidance, command, samples, seed, run_on_pick)
 
 
 VELOCITY_GUIDE = (

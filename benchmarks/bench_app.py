@@ -5,8 +5,9 @@
 Starts the real app in a subprocess (the embedded checkpoints by default) and measures:
 - ready_s: from process start to the first HTTP 200 of the page (excluding first-time world generation:
   generate it once beforehand);
-- pick_to_results_s: with `gradio_client`, /scene (a fresh scene) + /plan + /generate (the order of the app's
-  "Generate & plan" button: the plan first, then the video) at the app's default
+- pick_to_results_s: with `gradio_client`, what the page does when a fresh scene is picked with "Generate & plan"
+  open and "Run on every pick" on: /scene and /generate_and_plan (one streamed event: the plan, then the video) sent
+  together, until both are in (older apps: /scene, /plan, /generate in turn, as their button did), at the app's default
   settings (the steps the app defaults to for the checkpoint — `app.context.interactive_steps`: the fewest its steps
   sweep read as its validated count, else that count — its w, 16 trajectory samples): median over `--runs`
   different scenes, after one warm-up call that is reported on its own;
@@ -93,16 +94,44 @@ def start_app(port: int, checkpoints: list[str], log, threads: int | None = None
         time.sleep(0.1)
 
 
-def pick_to_results(client, checkpoint: str, scene: str, steps: int, guidance: float, samples: int) -> dict:
+PARTS = ("scene_shown_s", "plan_shown_s", "video_shown_s")
+
+
+def page_path(client) -> bool:
+    """Whether the app runs Generate & plan as one streamed event on every pick (`/generate_and_plan`); older apps
+    ran /plan and then /generate from the button."""
+    return "/generate_and_plan" in client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+
+
+def pick_to_results(client, checkpoint: str, scene: str, steps: int, guidance: float, samples: int,
+                    streamed: bool = True) -> dict:
+    """One pick, as the page makes it with *Generate & plan* open and *Run on every pick* on: the scene view
+    (`/scene`) and the one streamed event (`/generate_and_plan`: the plan as its first output, then the video) are
+    sent together; `total_s` is pick → both shown, and each part is pick → that part shown. `streamed=False` (an app
+    without that event): /scene, /plan, /generate in turn, as its button did."""
     t0 = time.perf_counter()
-    client.predict(scene, 0, api_name="/scene")
-    t1 = time.perf_counter()
-    _, _, plan_status = client.predict(checkpoint, scene, 0, samples, 0, "logged", api_name="/plan")
-    t2 = time.perf_counter()
-    _, gen_status = client.predict(checkpoint, scene, 0, steps, guidance, 0, "logged", api_name="/generate")
-    t3 = time.perf_counter()
-    return {"total_s": t3 - t0, "scene_s": t1 - t0, "plan_s": t2 - t1, "generate_s": t3 - t2,
-            "generate_status": gen_status, "plan_status": plan_status}
+    if not streamed:
+        client.predict(scene, 0, api_name="/scene")
+        t1 = time.perf_counter()
+        _, _, plan_status = client.predict(checkpoint, scene, 0, samples, 0, "logged", api_name="/plan")
+        t2 = time.perf_counter()
+        _, gen_status = client.predict(checkpoint, scene, 0, steps, guidance, 0, "logged", api_name="/generate")
+        t3 = time.perf_counter()
+        return {"total_s": t3 - t0, "scene_shown_s": t1 - t0, "plan_shown_s": t2 - t0, "video_shown_s": t3 - t0,
+                "generate_status": gen_status, "plan_status": plan_status}
+    shown = {}
+    view = client.submit(scene, 0, api_name="/scene",
+                         result_callbacks=[lambda *_: shown.setdefault("scene", time.perf_counter())])
+    run = client.submit(checkpoint, scene, 0, samples, steps, guidance, 0, "logged", api_name="/generate_and_plan")
+    outputs = []
+    for out in run:  # each streamed output as it comes
+        outputs.append((time.perf_counter(), out))
+    run.result()
+    view.result()
+    t_scene = shown.get("scene", time.perf_counter())
+    (t_plan, first), (t_video, last) = outputs[0], outputs[-1]
+    return {"total_s": max(t_scene, t_video) - t0, "scene_shown_s": t_scene - t0, "plan_shown_s": t_plan - t0,
+            "video_shown_s": t_video - t0, "generate_status": last[4], "plan_status": first[2]}
 
 
 def process_memory_mb(pid: int) -> dict[str, float]:
@@ -184,13 +213,14 @@ def main(argv=None) -> int:
                                                 guidance)[0]
         other = args.compare_steps or (validated if validated != steps else None)
         scenes = [s["scene"] for s in client.predict(api_name="/list_scenes")]
-        warm = pick_to_results(client, checkpoint, scenes[0], steps, guidance, args.samples)
-        runs = [pick_to_results(client, checkpoint, scenes[(i + 1) % len(scenes)], steps, guidance, args.samples)
-                for i in range(args.runs)]
+        streamed = page_path(client)
+        warm = pick_to_results(client, checkpoint, scenes[0], steps, guidance, args.samples, streamed)
+        runs = [pick_to_results(client, checkpoint, scenes[(i + 1) % len(scenes)], steps, guidance, args.samples,
+                                streamed) for i in range(args.runs)]
         compared = [pick_to_results(client, checkpoint, scenes[(args.runs + i + 1) % len(scenes)], other, guidance,
-                                    args.samples) for i in range(args.runs if other else 0)]
+                                    args.samples, streamed) for i in range(args.runs if other else 0)]
         memory = process_memory_mb(proc.pid)  # the server's peak after every job above
-        env_a, env_b, ready_b = [], [], None
+        env_a, env_b, ready_b, paths = [], [], None, {}
         if extra_env or other_repo:
             # The two apps take turns, one process at a time, in sessions B A A B: each a fresh process (empty caches)
             # timing the same scenes after its warm-up, so that nothing of one app runs beside the other while it is
@@ -206,8 +236,11 @@ def main(argv=None) -> int:
                                             (other_repo or REPO) if b else REPO)
                 ready_b = ready_x if b and ready_b is None else ready_b
                 client_b = Client(f"http://127.0.0.1:{port_b}/", verbose=False)
-                pick_to_results(client_b, checkpoint, scenes[0], steps, guidance, args.samples)  # its warm-up
-                out.extend(pick_to_results(client_b, checkpoint, s_, steps, guidance, args.samples) for s_ in fresh)
+                streamed_b = page_path(client_b)
+                paths[which] = "streamed" if streamed_b else "/plan then /generate"
+                pick_to_results(client_b, checkpoint, scenes[0], steps, guidance, args.samples, streamed_b)  # warm-up
+                out.extend(pick_to_results(client_b, checkpoint, s_, steps, guidance, args.samples, streamed_b)
+                           for s_ in fresh)
                 proc_b.terminate()
                 proc_b.wait(30)
                 proc_b = None
@@ -228,21 +261,23 @@ def main(argv=None) -> int:
                      "threads": "app default" if args.threads is None else args.threads},
         "ready_s": statistics.median(ready), "ready_runs_s": ready,
         "pick_to_results_s": med("total_s"),
-        "parts_median_s": {k: med(k) for k in ("scene_s", "generate_s", "plan_s")},
+        "path": "/scene and /generate_and_plan together" if streamed else "/scene, /plan, /generate in turn",
+        "parts_median_s": {k: med(k) for k in PARTS},
         "warmup_pick_to_results_s": warm["total_s"],
         "app_peak_rss_MB": memory["peak_rss_MB"], "app_rss_after_runs_MB": memory["rss_MB"],
         "runs_s": [r["total_s"] for r in runs],
         **({"compared_steps": other,
             "compared_pick_to_results_s": statistics.median(r["total_s"] for r in compared),
             "compared_parts_median_s": {k: statistics.median(r[k] for r in compared)
-                                        for k in ("scene_s", "generate_s", "plan_s")},
+                                        for k in PARTS},
             "pick_to_results_over_compared": med("total_s") / statistics.median(r["total_s"] for r in compared)}
            if compared else {}),
         **({"compared_env": extra_env, "compared_repo": str(other_repo) if other_repo else None, "env_ready_s": ready_b,
+            "env_paths": {"app_default": paths.get("a"), "compared_env": paths.get("b")},
             "env_app_default_pick_to_results_s": statistics.median(r["total_s"] for r in env_a),
             "env_compared_pick_to_results_s": statistics.median(r["total_s"] for r in env_b),
             "env_parts_median_s": {name: {k: statistics.median(r[k] for r in rows)
-                                          for k in ("scene_s", "generate_s", "plan_s")}
+                                          for k in PARTS}
                                    for name, rows in (("app_default", env_a), ("compared_env", env_b))},
             "app_default_over_compared_env": statistics.median(r["total_s"] for r in env_a)
             / statistics.median(r["total_s"] for r in env_b)} if extra_env or other_repo else {}),

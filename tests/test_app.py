@@ -259,6 +259,44 @@ def test_stop_really_stops_between_steps_and_a_stray_stop_is_harmless(ctx, scene
     assert not ctx.stops.stop("rejected")
 
 
+def test_generate_and_plan_one_event(ctx, monkeypatch):
+    """The page's Generate & plan as one event: the plan first, then the video; a Stop during the plan reaches the
+    video; a failed plan says why in its status line and the video still comes; no stale stop is left."""
+    from app import callbacks as C
+
+    scene = list(ctx.scenes)[1]
+    out = list(C.generate_and_plan(ctx, "reworld", scene, 0, 3, 2, 1.0, 0, "logged", session="both"))
+    assert len(out) == 2
+    fig, table, plan_status, video, gen_status = out[0]
+    assert fig is not None and len(table) == 3 and "planned" in plan_status and gen_status == "Generating …"
+    assert out[1][3].endswith(".mp4") and "generated" in out[1][4] and not ctx.stops.stop("both")
+
+    # Stop clicked while the plan runs (both jobs armed, as the page does): the video stops before its first step
+    ctx.stops.arm("both", jobs=2)
+    pipe = ctx.pipeline("reworld")
+    real_plan = pipe.plan
+
+    def plan_then_stop(*a, **k):
+        ctx.stops.stop("both")
+        return real_plan(*a, **k)
+
+    monkeypatch.setattr(pipe, "plan", plan_then_stop)
+    events = C.generate_and_plan(ctx, "reworld", scene, 0, 3, 2, 1.0, 0, "logged", session="both")
+    assert "planned" in next(events)[2]
+    with pytest.raises(gr.Error, match="Stopped after 0 of 2 steps"):
+        next(events)
+    assert not ctx.stops.stop("both")
+
+    # a plan that fails: its reason in the plan's status, and the video still comes
+    def broken(*a, **k):
+        raise ValueError("no map for this clip")
+
+    monkeypatch.setattr(pipe, "plan", broken)
+    out = list(C.generate_and_plan(ctx, "reworld", scene, 0, 3, 2, 1.0, 0, "logged", session="both"))
+    assert "not planned" in out[0][2] and "no map for this clip" in out[0][2]
+    assert out[1][3].endswith(".mp4") and not ctx.stops.stop("both")
+
+
 def test_url_state_restores_a_shared_view_and_ignores_bad_values(ctx, capsys):
     from app import callbacks as C
     from app.demo import TABS

@@ -159,6 +159,13 @@ def test_browser_views_and_screenshots(url):
         playing = page.evaluate("() => { const v = document.querySelector('#gen-video video'); "
                                 "return {w: v.videoWidth, h: v.videoHeight, d: v.duration}; }")
         assert playing["w"] > 0 and playing["h"] > 0 and playing["d"] > 0
+        # with this tab open, picking another sample generates and plans it by itself ("Run on every pick")
+        sample_box = page.locator("#pick-sample input[type=number]")
+        sample_box.fill("1")
+        sample_box.press("Enter")
+        expect(page.locator("#plan-status")).to_contain_text("sample 1 ·", timeout=TIMEOUT_MS)
+        expect(page.locator("#gen-status")).to_contain_text("sample 1 ·", timeout=TIMEOUT_MS)
+        _wait_video(page, "gen-video")
         shots.append(_shot(page, "generate"))
 
         # Intermediate vs final velocity

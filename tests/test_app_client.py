@@ -12,8 +12,11 @@ from test_app_support import tiny_demo
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
-ENDPOINTS = {"/list_scenes", "/scene", "/generate", "/plan", "/stop", "/velocity", "/velocity_preview", "/embedding",
+ENDPOINTS = {"/list_scenes", "/scene", "/generate_and_plan", "/generate", "/plan", "/stop", "/velocity", "/velocity_preview", "/embedding",
              "/compare", "/ablation", "/toy", "/guidance_sweep", "/alignment"}
+
+
+SERVED_DEMO = {}
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +33,7 @@ def served(tiny_config, tiny_sweep, tmp_path_factory):
     demo, ctx = tiny_demo(tiny_config, out, ablation_dir=abl)
     port = free_port()
     serve(demo, "127.0.0.1", port, prevent_thread_lock=True)
+    SERVED_DEMO["demo"] = demo
     yield f"http://127.0.0.1:{port}/", ctx
     demo.close()
 
@@ -52,6 +56,8 @@ def test_every_named_endpoint_answers(served, client, monkeypatch):
     assert names["/generate"] == names["/velocity"] == ["checkpoint", "scene", "sample", "steps", "guidance", "seed",
                                                         "command"]
     assert names["/plan"] == ["checkpoint", "scene", "sample", "samples", "seed", "command"]
+    assert names["/generate_and_plan"] == ["checkpoint", "scene", "sample", "samples", "steps", "guidance", "seed",
+                                           "command"]
     assert names["/embedding"] == ["checkpoints", "clips", "negatives", "dims", "seed"]
     assert names["/compare"] == ["checkpoint_a", "checkpoint_b", "scene", "sample", "steps", "guidance", "seed",
                                  "samples", "command"]
@@ -136,6 +142,30 @@ def test_bad_api_values_are_clear_errors_and_the_model_is_not_touched(served, cl
     with pytest.raises(AppError, match=message):
         client.predict(*args, api_name=endpoint)
     assert calls == []
+
+
+def test_generate_and_plan_streams_the_plan_then_the_video(served, client):
+    """The page's Generate & plan is one event: its first output carries the plan (BEV, table, status) while the video
+    is still to come, its last the video."""
+    url, ctx = served
+    scene = list(ctx.scenes)[1]
+    job = client.submit("reworld", scene, 0, 3, 2, 1.4, 5, "logged", api_name="/generate_and_plan")
+    job.result()
+    first, last = job.outputs()[0], job.outputs()[-1]
+    assert len(job.outputs()) == 2
+    bev, table, plan_status, _, gen_status = first
+    assert bev is not None and len(table["data"]) == 3 and "3 samples" in plan_status and gen_status == "Generating …"
+    video, gen_status = last[3], last[4]
+    path = video["video"] if isinstance(video, dict) else video
+    assert path.endswith(".mp4") and "generated" in gen_status and "2 steps" in gen_status
+
+
+def test_the_queue_polls_every_10_ms(served):
+    """The app's queue does not poll every 1 ms (gradio's default, ≈ 10 % of a core; `app.cli.quieter_queue`): a
+    gradio without that private setting fails here, so that the change is seen."""
+    from app.cli import QUEUE_POLL_S
+
+    assert SERVED_DEMO["demo"]._queue.sleep_when_free == QUEUE_POLL_S == 0.01
 
 
 def test_nan_guidance_over_raw_http_is_a_clear_error(served):
