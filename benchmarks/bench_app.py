@@ -134,6 +134,24 @@ def pick_to_results(client, checkpoint: str, scene: str, steps: int, guidance: f
             "video_shown_s": t_video - t0, "generate_status": last[4], "plan_status": first[2]}
 
 
+def cpu_times() -> list[int] | None:
+    """The machine's CPU time counters (/proc/stat's "cpu" line: user nice system idle iowait irq softirq steal …), or
+    None where there is no /proc."""
+    try:
+        return [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def steal_share(before: list[int] | None, after: list[int] | None) -> float | None:
+    """The share of CPU time the hypervisor gave to others between two `cpu_times` (on a shared virtual machine this
+    is how much slower everything ran; a benchmark's absolute seconds mean little when it is large)."""
+    if before is None or after is None:
+        return None
+    d = [b - a for a, b in zip(before, after)]
+    return round(d[7] / sum(d), 3) if sum(d) > 0 else None
+
+
 def process_memory_mb(pid: int) -> dict[str, float]:
     """Peak (VmHWM) and current (VmRSS) resident memory of a running process, from /proc (Linux), in MB."""
     fields = {}
@@ -165,6 +183,7 @@ def main(argv=None) -> int:
                    "one, on the same scenes, the two in turn (sessions B A A B, one process at a time)")
     p.add_argument("--out", help="also write the JSON here")
     args = p.parse_args(argv)
+    cpu_before = cpu_times()
     extra_env = {}
     for item in args.compare_env:
         key, sep, value = item.partition("=")
@@ -256,7 +275,7 @@ def main(argv=None) -> int:
 
     result = {
         "checkpoints": label, "cpu_count": os.cpu_count(),
-        "load_average_1min": os.getloadavg()[0],
+        "load_average_1min": os.getloadavg()[0], "cpu_steal_share": steal_share(cpu_before, cpu_times()),
         "settings": {"steps": steps, "guidance": guidance, "samples": args.samples, "runs": args.runs,
                      "threads": "app default" if args.threads is None else args.threads},
         "ready_s": statistics.median(ready), "ready_runs_s": ready,
