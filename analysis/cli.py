@@ -14,6 +14,7 @@
     python -m analysis study-planner --out runs/study-c3 [--arms … --seeds 0 1 2 --parallel 2]  (docs/study.md §4)
     python -m analysis judge-scores --checkpoint RUN --guidance 1.4 [--samples 4] --out scores.npz
     python -m analysis study-finetune --out runs/study-c1 [--seeds 0 1 2 --samples 4]  (docs/study.md §3)
+    python -m analysis study-convergence --out runs/study-c2 [--seeds 0 1 2 3 4]  (docs/study.md §2, amendment 8)
 
 HTML files load plotly.js from `plotly.min.js` beside them (written once per folder; no CDN, viewers
 may be offline); `--self-contained` embeds it in every file instead. A user's mistake (a missing
@@ -363,6 +364,26 @@ def cmd_study_finetune(args) -> int:
     return 0
 
 
+def cmd_study_convergence(args) -> int:
+    from . import study_convergence as SC
+
+    checkpoints = tuple(args.checkpoints) if args.checkpoints else SC.CHECKPOINTS
+    if len(checkpoints) < 2 or min(checkpoints) < 1:
+        raise ValueError("--checkpoints needs at least two steps ≥ 1")
+    if args.samples < 1 or args.sample_steps < 1:
+        raise ValueError("--samples and --sample-steps must be ≥ 1")
+    summary = SC.run_study(Path(args.out), Path(args.checkpoint), Path(args.config),
+                           args.seeds if args.seeds is not None else list(SC.SEEDS), Path(args.results),
+                           args.samples, args.sample_steps, checkpoints, args.resamples or SC.BOOTSTRAP, args.judge,
+                           _log)
+    print(f"vanilla's final step S_v = {summary['final_step']}")
+    for name, c in summary.get("speed_ups", {}).items():
+        if "median" in c:
+            print(f"{name}: speed-up median {c['median']:.2f}×, bootstrap over seeds [{c['boot_lo']:.2f}, "
+                  f"{c['boot_hi']:.2f}], t over seeds [{c['t_lo']:.2f}, {c['t_hi']:.2f}]: {c['verdict']}")
+    return 0
+
+
 def cmd_study_planner(args) -> int:
     from .study_planner import SEEDS, run_study
 
@@ -630,6 +651,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--judge", default=None, help="video judge folder (default: the shipped one)")
     s.add_argument("--sample-steps", type=int, default=20, help="Euler steps of the sampled futures (registered: 20)")
     s.set_defaults(func=cmd_study_finetune)
+
+    s = sub.add_parser("study-convergence", help="the claims study's convergence part (docs/study.md §2, amendment "
+                       "8): stage 1 from scratch with and without IG, judged at log-scale checkpoints; resumable")
+    s.add_argument("--out", required=True, help="study folder (run folders, shared latents, logs)")
+    s.add_argument("--seeds", type=int, nargs="+", default=None, help="default: the registered 0 1 2 3 4")
+    s.add_argument("--checkpoint", default="assets/checkpoints/vanilla", help="whose VAE the runs use")
+    s.add_argument("--config", default="configs/world4s-vanilla.yaml", help="the config the arms start from")
+    s.add_argument("--results", default="assets/ablation", help="folder of the ledger and the summary files")
+    s.add_argument("--checkpoints", type=int, nargs="+", default=None,
+                   help="steps to judge at (default: the registered 250 500 1000 2000 4000; tests use fewer)")
+    s.add_argument("--samples", type=int, default=2, help="sampled futures per val clip (registered: 2)")
+    s.add_argument("--sample-steps", type=int, default=8, help="Euler steps of the futures (registered: 8)")
+    s.add_argument("--resamples", type=int, default=None, help="bootstrap resamples (default: the registered 10 000)")
+    s.add_argument("--judge", default=None, help="video judge folder (default: the shipped one)")
+    s.set_defaults(func=cmd_study_convergence)
 
     s = sub.add_parser("study-planner", help="the claims study's planning part (docs/study.md §4): arms × seeds "
                        "trained, scored, summarised with intervals; resumable")

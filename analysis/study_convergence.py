@@ -1,0 +1,285 @@
+"""The claims study's convergence part, C2 (docs/study.md §2 with amendment 8): stage 1 trained from scratch with and
+without the intermediate-guidance loss, sampled at checkpoints on a log scale, read by the video judge; speed-up per
+seed where each arm's curve reaches vanilla's final value; median over seeds with intervals; verdict.
+
+    python -m analysis study-convergence --out runs/study-c2 [--seeds 0 1 2 3 4] [--results assets/ablation]
+
+A job (arm, seed) is a run folder `OUT/<arm>-s<seed>` whose stage video trains from scratch under `--config` (the
+world4s vanilla config, λ_ig and ω from the arm, a constant learning rate after the config's warm-up) in segments:
+`python -m reworld train --stage video --resume --max-steps S` for each checkpoint S in turn (a resumed run replays
+exactly the batches and noise of an uninterrupted one, and a constant rate does not depend on the run's length), its
+EMA weights exported at S and sampled at each of the arm's guidance values by `python -m analysis judge-scores`
+(every val clip × `--samples` futures, `--sample-steps` Euler steps, seeds as `eval`'s) into
+`RESULTS/convergence_study/scores/<arm>-s<seed>-k<S>-w<w>.npz`. Those files are committed as they land: they are the
+study's ledger, so the study goes on from any clone; a checkpoint whose files are all there is not trained for or
+scored again.
+
+Vanilla's final step S_v is decided once, on seed 0's vanilla curve (run first): the first checkpoint at which its
+fd_judge improved by less than 5 % over the previous one (a doubling earlier), at most the last registered checkpoint.
+Every arm and seed then trains to S_v. After each checkpoint the summary is rewritten: `convergence_study.csv`
+(step, run, seed, metric, value: the curves with their seeds, as the app's ablation tab reads them) and
+`convergence_study.json` (S_v, each arm's steps to reach vanilla's value and speed-up per seed, the median with a
+bootstrap interval over seeds and a t interval over log₂ speed-ups, the verdict).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from .study_finetune import fd_of_clips, read_npz
+from .study_planner import init_study, make_run, run_logged
+
+# docs/study.md §2 with amendment 8
+ARMS = {"vanilla": {"lambda_ig": 0.0, "ig_target_shift": 0.0},
+        "ig": {"lambda_ig": 0.5, "ig_target_shift": 0.0},
+        "ig-sg": {"lambda_ig": 0.5, "ig_target_shift": 1.0 - 1.0 / 1.4}}  # ω = 1 − 1/w*: guidance w* baked in
+GUIDANCE = {"vanilla": (1.0,), "ig": (1.0, 1.4), "ig-sg": (1.0,)}
+CHECKPOINTS = (250, 500, 1000, 2000, 4000)  # EMA checkpoints, doublings; the last is the cap on S_v
+FLAT = 0.05  # vanilla's curve has flattened when a doubling improves fd_judge by less than this share
+SEEDS = (0, 1, 2, 3, 4)
+POWER_SEEDS = (5, 6, 7)  # added once if the verdict is inconclusive with an interval wider than 1.0 (§2)
+SAMPLES, SAMPLE_STEPS = 2, 8  # futures per val clip, Euler steps (amendment 8)
+SCHEDULE = {"lr_schedule": "constant_with_warmup"}  # the config's lr and warm-up; no decay toward an unknown end
+CLAIM = ("ig", 1.4)  # IG's convergence curves are of guided samples
+SMALLEST_EFFECT = 1.5  # speed-up; the paper claims ≈ 2×
+PAPER = {"speed_up": 2.0}
+BOOTSTRAP = 10_000  # docs/study.md §0
+
+
+def label(arm: str, w: float) -> str:
+    return f"{arm} w={w:g}"
+
+
+def score_path(results: Path, arm: str, seed: int, step: int, w: float) -> Path:
+    return results / "convergence_study" / "scores" / f"{arm}-s{seed}-k{step}-w{w:g}.npz"
+
+
+def arm_config(base: Path, arm: str, seed: int) -> dict:
+    doc = yaml.safe_load(Path(base).read_text()) or {}
+    doc.setdefault("loss", {}).update(ARMS[arm])
+    video = doc.setdefault("video", {})
+    video.pop("init_from", None)  # from scratch
+    train = doc.setdefault("train", {})
+    train.update(SCHEDULE, seed=int(seed))
+    train["max_steps"] = {**(train.get("max_steps") or {}), "video": max(CHECKPOINTS)}
+    # the trainer validates (and writes a checkpoint) at the end of every segment: nothing in between
+    every = max(CHECKPOINTS) * 10
+    train.update(val_every=every, ckpt_every=every)
+    doc["name"] = f"{doc.get('name', 'study')}-conv-{arm}-s{seed}"
+    return doc
+
+
+def trained_step(run: Path) -> int:
+    """The step of the run's last complete stage-video checkpoint (0 without one)."""
+    from reworld.training.checkpoint import META, latest_checkpoint
+
+    ckpt = latest_checkpoint(run, "video")
+    return 0 if ckpt is None else int(json.loads((ckpt / META).read_text())["step"])
+
+
+def run_checkpoint(out: Path, checkpoint: Path, base: Path, arm: str, seed: int, step: int, results: Path,
+                   samples: int, sample_steps: int, judge: str | None, log=print) -> list[Path]:
+    """Train (arm, seed) to `step` (resuming) and score it at each of the arm's w; returns the score files."""
+    py = sys.executable
+    paths = [score_path(results, arm, seed, step, w) for w in GUIDANCE[arm]]
+    if all(p.is_file() for p in paths):  # in the ledger: nothing to run
+        return paths
+    name = f"{arm}-s{seed}"
+    run, cfg = make_run(out, name, arm_config(base, arm, seed))
+    logfile = out / "logs" / f"{name}.log"
+    threads = os.cpu_count() or 1
+    done = trained_step(run)
+    if done > step:
+        raise RuntimeError(f"{run} is trained to step {done}, past checkpoint {step} whose scores are missing; "
+                           f"delete {run} to train it again from scratch")
+    if done < step:
+        log(f"[study] {name}: stage video to step {step}")
+        t0 = time.time()
+        run_logged([py, "-m", "reworld", "train", "--stage", "video", "--config", str(cfg), "--out", str(run),
+                    "--resume", "--max-steps", str(step)], logfile, threads)
+        (run / f".study-k{step}.done").write_text(json.dumps({"seconds": round(time.time() - t0, 1)}))
+    for w, path in zip(GUIDANCE[arm], paths):
+        if not path.is_file():
+            log(f"[study] {name}: judge scores at step {step}, w = {w:g}")
+            run_logged([py, "-m", "analysis", "judge-scores", "--checkpoint", str(run), "--guidance", f"{w:g}",
+                        "--samples", str(samples), "--steps", str(sample_steps), "--out", str(path)]
+                       + (["--judge", str(judge)] if judge else []), logfile, threads)
+    return paths
+
+
+# ------------------------------------------------------------------------------------------------- summary
+def fd_curve(results: Path, arm: str, seed: int, w: float, checkpoints=CHECKPOINTS) -> dict[int, float]:
+    """fd_judge at every checkpoint of (arm, seed, w) that the ledger holds."""
+    out = {}
+    for k in checkpoints:
+        path = score_path(results, arm, seed, k, w)
+        if path.is_file():
+            s = read_npz(path)
+            out[k] = fd_of_clips(s, np.arange(len(s["real_embedding"])))
+    return out
+
+
+def final_step(curve: dict[int, float], checkpoints=CHECKPOINTS, flat: float = FLAT) -> int | None:
+    """S_v from vanilla's curve: the first checkpoint whose fd_judge improved by less than `flat` (a share) over the
+    previous checkpoint's, or the last checkpoint; None while the curve has not decided it yet."""
+    for prev, k in zip(checkpoints, checkpoints[1:]):
+        if prev not in curve or k not in curve:
+            return None
+        if curve[prev] - curve[k] < flat * curve[prev]:
+            return k
+    return checkpoints[-1] if checkpoints[-1] in curve else None
+
+
+def steps_to_reach(curve: dict[int, float], target: float, final: int) -> tuple[float, str]:
+    """The first step at which `curve` (fd_judge against steps; lower is better) reaches `target`, interpolated
+    linearly in log₂ steps between the checkpoints around the crossing, and how it is bounded: "reached",
+    "at or before" (already at the first checkpoint: the step is an upper bound) or "not reached" (by `final`: the
+    step is reported as `final`, a lower bound)."""
+    ks = sorted(k for k in curve if k <= final)
+    if not ks:
+        raise ValueError("no checkpoint to read the curve at")
+    if curve[ks[0]] <= target:
+        return float(ks[0]), "at or before"
+    for a, b in zip(ks, ks[1:]):
+        if curve[b] <= target:
+            frac = (curve[a] - target) / (curve[a] - curve[b])
+            return float(2 ** (math.log2(a) + frac * (math.log2(b) - math.log2(a)))), "reached"
+    return float(final), "not reached"
+
+
+def verdict(boot: tuple[float, float], t_seeds: tuple[float, float], median: float,
+            smallest: float = SMALLEST_EFFECT) -> str:
+    """A claimed speed-up (> 1): docs/study.md §2, both intervals agreeing (§0), amendment 1's wording."""
+    ivs = [boot, t_seeds]
+    if all(lo > 1 for lo, _ in ivs):
+        return "reproduces" if median >= smallest else "reproduces, below the smallest effect"
+    if all(hi < smallest for _, hi in ivs):
+        return "does not"
+    return "inconclusive"
+
+
+def summarize(results: Path, seeds, checkpoints=CHECKPOINTS, resamples: int = BOOTSTRAP) -> dict:
+    """Curves, S_v, speed-ups and verdicts of everything the ledger holds."""
+    from scipy import stats
+
+    curves = {(arm, seed, w): fd_curve(results, arm, seed, w, checkpoints)
+              for arm, ws in GUIDANCE.items() for seed in seeds for w in ws}
+    final = final_step(curves.get(("vanilla", seeds[0], 1.0), {}), checkpoints) if seeds else None
+    out: dict = {"final_step": final, "decided_on": f"vanilla, seed {seeds[0]}" if seeds else None,
+                 "curves": {label(a, w): {str(s): {str(k): v for k, v in c.items()} for (a2, s, w2), c in curves.items()
+                                          if (a2, w2) == (a, w) and c}
+                            for a, ws in GUIDANCE.items() for w in ws},
+                 "speed_ups": {}}
+    if final is None:
+        return out
+    for arm, ws in GUIDANCE.items():
+        for w in ws:
+            if arm == "vanilla":
+                continue
+            rows = {}
+            for seed in seeds:
+                van, cur = curves["vanilla", seed, 1.0], curves[arm, seed, w]
+                if final not in van or not all(k in cur for k in checkpoints if k <= final):
+                    continue
+                step, bound = steps_to_reach(cur, van[final], final)
+                rows[seed] = {"target_fd": van[final], "steps": step, "bound": bound, "speed_up": final / step}
+            entry = {"per_seed": {str(s): r for s, r in rows.items()}, "seeds": sorted(rows),
+                     "role": "the claim (C2)" if (arm, w) == CLAIM else "reported beside it, not used for C2's verdict"}
+            if rows:
+                sp = np.array([r["speed_up"] for r in rows.values()])
+                rng = np.random.default_rng(0)
+                boots = np.median(sp[rng.integers(0, len(sp), (resamples, len(sp)))], axis=1)
+                boot = (float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975)))
+                logs = np.log2(sp)
+                if len(sp) > 1:
+                    half = stats.t.ppf(0.975, len(sp) - 1) * logs.std(ddof=1) / np.sqrt(len(sp))
+                    t_iv = (float(2 ** (logs.mean() - half)), float(2 ** (logs.mean() + half)))
+                else:
+                    t_iv = (0.0, float("inf"))
+                complete = len(rows) == len(seeds)
+                median = float(np.median(sp))
+                v = verdict(boot, t_iv, median)
+                entry.update(median=median, geometric_mean=float(2 ** logs.mean()), boot_lo=boot[0], boot_hi=boot[1],
+                             t_lo=t_iv[0], t_hi=t_iv[1], smallest_effect=SMALLEST_EFFECT,
+                             verdict=(f"pending ({len(rows)} of {len(seeds)} seeds)" if not complete
+                                      else v if (arm, w) == CLAIM else "beside the claim: " + v),
+                             power_rule=bool(complete and (arm, w) == CLAIM and v == "inconclusive"
+                                             and max(boot[1], t_iv[1]) - min(boot[0], t_iv[0]) > 1.0))
+            out["speed_ups"][label(arm, w)] = entry
+    return out
+
+
+def write_curves_csv(results: Path, seeds, checkpoints=CHECKPOINTS) -> Path:
+    """Every score file's figures as curves (step, run, seed, metric, value): fd_judge, kid_judge, mean position
+    error."""
+    from reworld.evaluation.judge import judge_kid
+
+    path = results / "convergence_study.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        wr = csv.writer(f)
+        wr.writerow(["step", "run", "seed", "metric", "value"])
+        for arm, ws in GUIDANCE.items():
+            for w in ws:
+                for seed in seeds:
+                    for k in checkpoints:
+                        p = score_path(results, arm, seed, k, w)
+                        if not p.is_file():
+                            continue
+                        s = read_npz(p)
+                        n = len(s["real_embedding"])
+                        for metric, value in (("fd_judge", fd_of_clips(s, np.arange(n))),
+                                              ("kid_judge", judge_kid(s["real_embedding"], s["embedding"])),
+                                              ("position_m", float(s["position_m"].mean()))):
+                            wr.writerow([k, label(arm, w), seed, metric, f"{value:.6g}"])
+    return path
+
+
+def write_summary(results: Path, seeds, extra: dict, checkpoints=CHECKPOINTS, resamples: int = BOOTSTRAP) -> dict:
+    from .output import write_json
+
+    summary = summarize(results, seeds, checkpoints, resamples)
+    write_curves_csv(results, seeds, checkpoints)
+    write_json({**extra, "registered_seeds": list(seeds), "paper": PAPER, **summary},
+               results / "convergence_study.json")
+    return summary
+
+
+def run_study(out: Path, checkpoint: Path, base: Path, seeds, results: Path, samples: int = SAMPLES,
+              sample_steps: int = SAMPLE_STEPS, checkpoints=CHECKPOINTS, resamples: int = BOOTSTRAP,
+              judge: str | None = None, log=print) -> dict:
+    """Seed-major: seed `seeds[0]`'s vanilla first, checkpoint by checkpoint until S_v is decided; then every arm of
+    every seed to S_v (vanilla of each seed first)."""
+    seeds = list(seeds)
+    checkpoints = tuple(sorted(checkpoints))
+    out.mkdir(parents=True, exist_ok=True)
+    init_study(out, checkpoint)
+    extra = {"vae_of": str(checkpoint), "config": str(base), "samples": samples, "sample_steps": sample_steps,
+             "checkpoints": list(checkpoints), "flat": FLAT, "schedule": SCHEDULE,
+             "arms": {a: {**ARMS[a], "guidance": GUIDANCE[a]} for a in ARMS},
+             "command": (f"python -m analysis study-convergence --out {out} --seeds {' '.join(map(str, seeds))} "
+                         f"--checkpoint {checkpoint} --config {base} --results {results}")}
+    args = dict(samples=samples, sample_steps=sample_steps, judge=judge, log=log)
+    first = seeds[0]
+    final = None
+    for k in checkpoints:  # S_v from the first seed's vanilla curve
+        run_checkpoint(out, checkpoint, base, "vanilla", first, k, results, **args)
+        final = final_step(fd_curve(results, "vanilla", first, 1.0, checkpoints), checkpoints)
+        write_summary(results, seeds, extra, checkpoints, resamples)
+        if final is not None:
+            break
+    log(f"[study] vanilla's final step S_v = {final} (seed {first})")
+    for seed in seeds:
+        for arm in ARMS:
+            for k in (c for c in checkpoints if c <= final):
+                run_checkpoint(out, checkpoint, base, arm, seed, k, results, **args)
+            write_summary(results, seeds, extra, checkpoints, resamples)
+    return write_summary(results, seeds, extra, checkpoints, resamples)

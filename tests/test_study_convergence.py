@@ -1,0 +1,117 @@
+"""The claims study's convergence part (docs/study.md §2, amendment 8): the speed-up's known answers, S_v's rule, the
+summary over a ledger built to a known answer, and the driver end to end on the tiny world (segments resumed from
+scratch, judge scores per checkpoint, summary, resume)."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from analysis import study_convergence as SC
+from analysis import study_finetune as SF
+
+
+def test_steps_to_reach_and_the_final_step_known_answers():
+    curve = {250: 10.0, 500: 6.0, 1000: 4.0, 2000: 3.9}
+    # between 500 (6) and 1000 (4), target 5: half way in log2 steps, the geometric mean of 500 and 1000
+    assert SC.steps_to_reach(curve, 5.0, 2000) == (pytest.approx(math.sqrt(500 * 1000)), "reached")
+    assert SC.steps_to_reach(curve, 4.0, 2000) == (1000.0, "reached")
+    assert SC.steps_to_reach(curve, 12.0, 2000) == (250.0, "at or before")
+    assert SC.steps_to_reach(curve, 3.0, 2000) == (2000.0, "not reached")
+    assert SC.steps_to_reach(curve, 3.95, 1000) == (1000.0, "not reached")  # nothing past the final step counts
+    # S_v: the first doubling that improves fd_judge by less than 5 %: 1000 → 2000 (4 → 3.9, 2.5 %)
+    assert SC.final_step(curve) == 2000
+    assert SC.final_step({250: 10.0, 500: 9.9}) == 500  # already flat after one doubling
+    assert SC.final_step({250: 10.0, 500: 9.0}) is None  # still falling: not decided yet
+    falling = {k: 100.0 / k for k in SC.CHECKPOINTS}  # never flat: the last registered checkpoint
+    assert SC.final_step(falling) == SC.CHECKPOINTS[-1]
+    assert SC.final_step({250: 10.0, 500: 10.5}) == 500  # worse counts as not improving
+
+
+def test_verdicts_known_answers():
+    assert SC.verdict((1.6, 2.4), (1.5, 2.6), 2.0) == "reproduces"
+    assert SC.verdict((1.1, 1.4), (1.05, 1.45), 1.2) == "reproduces, below the smallest effect"
+    assert SC.verdict((0.8, 1.3), (0.7, 1.4), 1.0) == "does not"
+    assert SC.verdict((0.8, 2.2), (0.6, 2.9), 1.1) == "inconclusive"
+    assert SC.verdict((1.2, 2.0), (0.9, 2.3), 1.6) == "inconclusive"  # the intervals disagree
+
+
+def _write(results, arm, seed, step, w, level):
+    """A score file whose futures sit `level` away from the real clips along one fixed draw per seed (fd_judge grows
+    with `level`; equal levels give exactly equal distances)."""
+    rng = np.random.default_rng(seed)
+    n, samples, d = 30, 2, 5
+    real = rng.normal(size=(n, d))
+    clip_of = np.repeat(np.arange(n), samples)
+    gen = real[clip_of] + level * (rng.normal(size=(n * samples, d)) + 1)
+    SF.write_npz({"embedding": gen, "clip_of": clip_of, "position_m": np.full((n * samples, 16), level),
+                  "real_embedding": real, "frame_rate": np.array(4.0)}, SC.score_path(results, arm, seed, step, w))
+
+
+def test_summary_reads_a_two_fold_speed_up_from_the_ledger(tmp_path):
+    """Vanilla's curve flattens at 2000; IG at w = 1.4 is at every checkpoint where vanilla is a doubling later, so it
+    reaches vanilla's final value at 1000: 2× on every seed, 'reproduces'; IG at w = 1 is vanilla's twin (1×, 'does
+    not'); the stop-gradient arm is missing a seed: pending."""
+    vanilla = {250: 2.0, 500: 1.4, 1000: 1.0, 2000: 0.98, 4000: 0.97}
+    doubled = {250: 1.4, 500: 1.0, 1000: 0.98, 2000: 0.97}
+    seeds = [0, 1, 2, 3, 4]
+    for seed in seeds:
+        for k in (250, 500, 1000, 2000):
+            _write(tmp_path, "vanilla", seed, k, 1.0, vanilla[k])
+            _write(tmp_path, "ig", seed, k, 1.4, doubled[k])
+            _write(tmp_path, "ig", seed, k, 1.0, vanilla[k])
+            if seed < 4:
+                _write(tmp_path, "ig-sg", seed, k, 1.0, doubled[k])
+    out = SC.summarize(tmp_path, seeds, resamples=200)
+    assert out["final_step"] == 2000 and out["decided_on"] == "vanilla, seed 0"
+    claim = out["speed_ups"]["ig w=1.4"]
+    assert claim["role"] == "the claim (C2)" and claim["seeds"] == seeds
+    assert [claim["per_seed"][str(s)]["speed_up"] for s in seeds] == [pytest.approx(2.0)] * 5
+    assert all(claim["per_seed"][str(s)]["bound"] == "reached" for s in seeds)
+    assert claim["median"] == pytest.approx(2.0) and claim["verdict"] == "reproduces" and not claim["power_rule"]
+    alone = out["speed_ups"]["ig w=1"]
+    assert alone["median"] == pytest.approx(1.0) and alone["verdict"] == "beside the claim: does not"
+    assert out["speed_ups"]["ig-sg w=1"]["verdict"] == "pending (4 of 5 seeds)"
+    # the curves file has every arm, seed and checkpoint, in the app's curve format
+    SC.write_curves_csv(tmp_path, seeds)
+    import pandas as pd
+
+    df = pd.read_csv(tmp_path / "convergence_study.csv")
+    assert list(df.columns) == ["step", "run", "seed", "metric", "value"]
+    fd = df[(df.metric == "fd_judge") & (df.run == "vanilla w=1")]
+    assert len(fd) == 5 * 4 and fd.groupby("step").value.mean().is_monotonic_decreasing
+
+
+def test_convergence_study_end_to_end(tiny_run, tiny_config_path, tiny_judge, tmp_path, monkeypatch):
+    """One seed on the tiny world, checkpoints 2 and 4: vanilla first (S_v from its curve), then every arm trained
+    from scratch in segments to S_v (λ_ig and ω from the arm, a constant rate) and judged at each checkpoint and w; a
+    second call runs nothing again, and another machine with the ledger alone reads the same summary."""
+    src, _ = tiny_run
+    monkeypatch.setattr("analysis.study_planner.IN_PROCESS", True)  # the commands without interpreter start-up
+    out, results = tmp_path / "c2", tmp_path / "results"
+    kw = dict(samples=1, sample_steps=2, checkpoints=(2, 4), resamples=20, judge=str(tiny_judge), log=lambda m: None)
+    summary = SC.run_study(out, src, tiny_config_path, [0], results, **kw)
+    final = summary["final_step"]
+    assert final in (2, 4)
+    ledger = results / "convergence_study" / "scores"
+    expected = {f"{a}-s0-k{k}-w{w:g}.npz" for a, ws in SC.GUIDANCE.items() for w in ws for k in (2, 4) if k <= final}
+    assert {p.name for p in ledger.glob("*.npz")} >= expected
+    cfg = json.loads((out / "ig-sg-s0" / "config.json").read_text())
+    assert cfg["loss"]["lambda_ig"] == 0.5 and cfg["loss"]["ig_target_shift"] == pytest.approx(1 - 1 / 1.4)
+    assert cfg["train"]["lr_schedule"] == "constant_with_warmup" and not cfg["video"].get("init_from")
+    assert json.loads((out / "vanilla-s0" / "config.json").read_text())["loss"]["lambda_ig"] == 0.0
+    assert SC.trained_step(out / "ig-s0") == final
+    s = SF.read_npz(ledger / f"ig-s0-k{final}-w1.4.npz")
+    assert len(s["embedding"]) == len(s["real_embedding"])
+    assert set(summary["speed_ups"]) == {"ig w=1", "ig w=1.4", "ig-sg w=1"}
+    c = summary["speed_ups"]["ig w=1.4"]
+    assert c["seeds"] == [0] and math.isfinite(c["median"]) and c["median"] > 0
+    stamp = (ledger / "vanilla-s0-k2-w1.npz").stat().st_mtime_ns
+    SC.run_study(out, src, tiny_config_path, [0], results, **kw)
+    assert (ledger / "vanilla-s0-k2-w1.npz").stat().st_mtime_ns == stamp
+    assert (results / "convergence_study.csv").is_file() and (results / "convergence_study.json").is_file()
+    again = SC.run_study(tmp_path / "elsewhere", src, tiny_config_path, [0], results, **kw)
+    assert not (tmp_path / "elsewhere" / "vanilla-s0").exists()
+    assert again["speed_ups"] == summary["speed_ups"]
