@@ -214,6 +214,10 @@ def summarize(results: Path, seeds, checkpoints=CHECKPOINTS, resamples: int = BO
                              power_rule=bool(complete and (arm, w) == CLAIM and v == "inconclusive"
                                              and max(boot[1], t_iv[1]) - min(boot[0], t_iv[0]) > 1.0))
             out["speed_ups"][label(arm, w)] = entry
+    # the app's table of registered comparisons (the ablation tab): the median speed-up with its intervals
+    out["comparisons"] = {f"{name} against vanilla w=1: speed-up (median, ×)": {
+        k: e[k] for k in ("median", "boot_lo", "boot_hi", "t_lo", "t_hi", "smallest_effect", "verdict")}
+        for name, e in out["speed_ups"].items() if "median" in e}
     return out
 
 

@@ -531,7 +531,7 @@ def no_ablation_note(ctx) -> str:
             "there (`step,run,seed,metric,value`, see `analysis/ablation.py`); until then this panel stays empty.")
 
 
-VERDICT_COLUMNS = ["comparison", "mean", "95 % bootstrap", "95 % t", "smallest effect", "verdict"]
+VERDICT_COLUMNS = ["comparison", "effect", "95 % bootstrap", "95 % t", "smallest effect", "verdict"]
 
 
 def _verdict_interval(lo, hi) -> str:
@@ -543,7 +543,8 @@ def _verdict_interval(lo, hi) -> str:
 
 def study_verdicts(ctx, csv_name: str) -> pd.DataFrame:
     """The pre-registered comparisons of a claims-study part (docs/study.md) whose results sit beside its CSV
-    (`<name>.json` with "comparisons": mean, intervals and verdict each), as a table; empty for other CSVs."""
+    (`<name>.json` with "comparisons": the effect — a mean, or for the convergence part the median speed-up —
+    its intervals and verdict each), as a table; empty for other CSVs."""
     import json
 
     path = ctx.ablation_dir / f"{Path(csv_name).stem}.json"
@@ -556,7 +557,8 @@ def study_verdicts(ctx, csv_name: str) -> pd.DataFrame:
     rows = []
     for name, c in comparisons.items():
         try:
-            rows.append([name, f"{c['mean']:+.4f}", _verdict_interval(c["boot_lo"], c["boot_hi"]),
+            effect = c["mean"] if "mean" in c else c["median"]
+            rows.append([name, f"{effect:+.4f}", _verdict_interval(c["boot_lo"], c["boot_hi"]),
                          _verdict_interval(c["t_lo"], c["t_hi"]), f"{c['smallest_effect']:.4f}", c["verdict"]])
         except (KeyError, TypeError, ValueError):
             raise gr.Error(f"{path.name}: comparison {name!r} lacks its mean, intervals or verdict") from None

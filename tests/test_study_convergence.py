@@ -74,6 +74,14 @@ def test_summary_reads_a_two_fold_speed_up_from_the_ledger(tmp_path):
     alone = out["speed_ups"]["ig w=1"]
     assert alone["median"] == pytest.approx(1.0) and alone["verdict"] == "beside the claim: does not"
     assert out["speed_ups"]["ig-sg w=1"]["verdict"] == "pending (4 of 5 seeds)"
+    # the app's ablation tab shows them with the other parts' registered comparisons
+    from analysis.output import write_json
+    from app import callbacks as C
+
+    write_json(out, tmp_path / "convergence_study.json")
+    table = C.study_verdicts(type("Ctx", (), {"ablation_dir": tmp_path})(), "convergence_study.csv")
+    row = table[table.comparison.str.startswith("ig w=1.4 against vanilla")].iloc[0]
+    assert row["effect"] == "+2.0000" and row["verdict"] == "reproduces" and len(table) == 3
     # the curves file has every arm, seed and checkpoint, in the app's curve format
     SC.write_curves_csv(tmp_path, seeds)
     import pandas as pd
