@@ -261,6 +261,27 @@ def generate_and_plan(ctx, checkpoint, scene, index, num_samples, steps, guidanc
     yield gr.skip(), gr.skip(), gr.skip(), video, status
 
 
+def generate_and_plan_shown(ctx, values: tuple, session: str = "", progress=None):
+    """`generate_and_plan(ctx, *values, …)`, remembering `values` for the session once the video is done (what its
+    Generate & plan tab shows: a pick of the same settings does not run them again)."""
+    for i, out in enumerate(generate_and_plan(ctx, *values, session=session, progress=progress)):
+        if i == 1:
+            ctx.shown.put(session, repr(values))
+        yield out
+
+
+def generate_and_plan_on_pick(ctx, tab: str, run: bool, values: tuple, session: str = "", progress=None):
+    """After a pick of scene or sample (or the tab being opened): Generate & plan when *Run on every pick* is on (`run`),
+    the tab is open (`tab` == "generate") and it does not already show these settings (checked on the server, so the
+    two events of one slider move, input and release, run once); else nothing changes (five skips). Arms both jobs
+    itself (a Stop during the plan reaches the video)."""
+    if not (run and tab == "generate") or ctx.shown.peek(session) == repr(values):
+        yield (gr.skip(),) * 5
+        return
+    ctx.stops.arm(session, jobs=2)
+    yield from generate_and_plan_shown(ctx, values, session, progress)
+
+
 # --------------------------------------------------------------------------- velocity
 
 

@@ -25,6 +25,18 @@ class LRU:
         self._data: OrderedDict = OrderedDict()
         self._lock = threading.Lock()
 
+    def peek(self, key, default=None):
+        """The value kept for `key` (not made, not moved), or `default`."""
+        with self._lock:
+            return self._data.get(key, default)
+
+    def put(self, key, value) -> None:
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self.size:
+                self._data.popitem(last=False)
+
     def get(self, key, make):
         with self._lock:
             if key in self._data:
@@ -95,6 +107,7 @@ class StopFlags:
 
 
 CONTEXT_CACHE = 16  # encoded contexts kept per checkpoint
+SESSIONS_KEPT = 1024  # sessions whose last Generate & plan settings are remembered (a pick does not rerun them)
 KEEP_FILES = 256  # output files (videos, pictures, exports) kept in out_dir; Gradio serves its own copies
 
 
@@ -158,6 +171,7 @@ class AppContext:
         self.cache_dir = Path(cache_dir) if cache_dir else self.out_dir / "cache"
         self.model_lock = threading.Lock()  # one job on the models at a time, whatever the queue does
         self.stops = StopFlags()
+        self.shown = LRU(SESSIONS_KEPT)  # session → the settings its Generate & plan tab last finished a run of
         self.clips = LRU(64)
         self.features = LRU(8)
         self.toy_dir = Path(toy_dir) if toy_dir else None  # the guidance toy's model folder (None: no toy view)

@@ -273,7 +273,6 @@ def _generate_tab(shared: _Shared, first_pipe) -> _Settings:
         pdm_table = gr.Dataframe(label="PDM sub-scores per sampled trajectory", elem_id="pdm-table",
                                  interactive=False)
         _export(shared, "generate", [plan_bev])
-        shown = gr.State(None)  # the settings of the tab's last finished run (a repr): an unchanged view is not rerun
 
     def run_generate(checkpoint, scene, sample, steps, guidance, seed, command, request: gr.Request,
                      progress=gr.Progress()):
@@ -285,28 +284,17 @@ def _generate_tab(shared: _Shared, first_pipe) -> _Settings:
     # one event, the plan first: it is ready in a fraction of the video's time (shown at once), and both share the
     # clip's encoded context and the Video DiT's σ = 1 pass; both jobs are armed, so a Stop during the plan reaches
     # the video, and a failed plan still lets the video come
-    def stream(values, request, progress):
-        """The plan's outputs, then the video's; with the finished run's settings as the tab's `shown` last."""
-        session = _session(request)
-        for i, out in enumerate(C.generate_and_plan(ctx, *values, session, progress)):
-            yield *out, (repr(values) if i == 1 else gr.skip())
-
     def run_both(checkpoint, scene, sample, samples, steps, guidance, seed, command, request: gr.Request,
                  progress=gr.Progress()):
-        yield from stream((checkpoint, scene, sample, samples, steps, guidance, seed, command), request, progress)
+        yield from C.generate_and_plan_shown(ctx, (checkpoint, scene, sample, samples, steps, guidance, seed, command),
+                                             _session(request), progress)
 
-    def run_picked(tab, run, shown_now, checkpoint, scene, sample, samples, steps, guidance, seed, command,
+    def run_picked(tab, run, checkpoint, scene, sample, samples, steps, guidance, seed, command,
                    request: gr.Request, progress=gr.Progress()):
-        """After a pick (or the tab being opened: `tab` is then "generate"): run when *Run on every pick* is on,
-        this tab is open and its results are not already of these settings."""
-        values = (checkpoint, scene, sample, samples, steps, guidance, seed, command)
-        if not (run and tab == "generate") or shown_now == repr(values):
-            yield (gr.skip(),) * len(outputs)
-            return
-        ctx.stops.arm(_session(request), jobs=2)
-        yield from stream(values, request, progress)
+        yield from C.generate_and_plan_on_pick(ctx, tab, run, (checkpoint, scene, sample, samples, steps, guidance,
+                                                               seed, command), _session(request), progress)
 
-    outputs = [plan_bev, pdm_table, plan_status, video, gen_status, shown]
+    outputs = [plan_bev, pdm_table, plan_status, video, gen_status]
     inputs = [*where, samples, steps, guidance, seed, command]
     randomise.click(lambda: secrets.randbelow(V.MAX_SEED + 1), None, seed, queue=False, **PRIVATE)
     run_btn.click(shared.arm_two, None, None, queue=False, **PRIVATE).then(
@@ -319,20 +307,20 @@ def _generate_tab(shared: _Shared, first_pipe) -> _Settings:
 
     def run_on_pick(after) -> None:
         """`after`: a dependency (chained with .then) or a list of triggers."""
-        args = (run_picked, [shared.tab, auto, shown, *inputs], outputs)
+        args = (run_picked, [shared.tab, auto, *inputs], outputs)
         if isinstance(after, list):
             gr.on(after, *args, trigger_mode="always_last", **HEAVY, **PRIVATE)
         else:
             after.then(*args, **HEAVY, **PRIVATE)
 
-    def run_opened(run, shown_now, checkpoint, scene, sample, samples, steps, guidance, seed, command,
+    def run_opened(run, checkpoint, scene, sample, samples, steps, guidance, seed, command,
                    request: gr.Request, progress=gr.Progress()):
         # the select event sets `shared.tab` too, in no set order: this tab is the open one
-        yield from run_picked("generate", run, shown_now, checkpoint, scene, sample, samples, steps, guidance, seed,
-                              command, request, progress)
+        yield from run_picked("generate", run, checkpoint, scene, sample, samples, steps, guidance, seed, command,
+                              request, progress)
 
     # opening the tab after a pick made elsewhere shows that pick's results
-    gen_tab.select(run_opened, [auto, shown, *inputs], outputs, trigger_mode="always_last", **HEAVY, **PRIVATE)
+    gen_tab.select(run_opened, [auto, *inputs], outputs, trigger_mode="always_last", **HEAVY, **PRIVATE)
 
     return _Settings(steps, guidance, command, samples, seed, run_on_pick)
 

@@ -297,6 +297,26 @@ def test_generate_and_plan_one_event(ctx, monkeypatch):
     assert out[1][3].endswith(".mp4") and not ctx.stops.stop("both")
 
 
+def test_generate_and_plan_on_pick_runs_each_view_once(ctx):
+    """Run on every pick: a pick runs Generate & plan while its tab is open and the box is ticked, once per settings
+    (the slider's two events, or opening the tab again, do not rerun what the tab shows); another sample runs."""
+    from app import callbacks as C
+
+    scene = list(ctx.scenes)[2]
+    values = ("reworld", scene, 0, 2, 2, 1.0, 0, "logged")
+    skipped = list(C.generate_and_plan_on_pick(ctx, "scene", True, values, "pick"))  # another tab is open
+    assert len(skipped) == 1 and all(isinstance(x, dict) and x.get("__type__") == "update" for x in skipped[0])
+    assert len(list(C.generate_and_plan_on_pick(ctx, "generate", False, values, "pick"))) == 1  # box unticked
+    ran = list(C.generate_and_plan_on_pick(ctx, "generate", True, values, "pick"))
+    assert len(ran) == 2 and ran[1][3].endswith(".mp4") and "sample 0" in ran[1][4]
+    assert len(list(C.generate_and_plan_on_pick(ctx, "generate", True, values, "pick"))) == 1  # shown: not rerun
+    assert len(list(C.generate_and_plan_on_pick(ctx, "generate", True, values, "other session"))) == 2
+    moved = ("reworld", scene, 1, *values[3:])
+    out = list(C.generate_and_plan_on_pick(ctx, "generate", True, moved, "pick"))
+    assert len(out) == 2 and "sample 1" in out[1][4]
+    assert not ctx.stops.stop("pick")  # both armed jobs were taken: nothing left to stop
+
+
 def test_url_state_restores_a_shared_view_and_ignores_bad_values(ctx, capsys):
     from app import callbacks as C
     from app.demo import TABS
