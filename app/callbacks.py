@@ -541,9 +541,17 @@ def paired_row(a: pd.DataFrame, b: pd.DataFrame) -> dict:
 # --------------------------------------------------------------------------- ablation curves
 
 
+# the claims study's parts in docs/study.md's order (the toy §1, convergence §2, fine-tuning §3, planning §4): the
+# ablation tab lists them first, so that it opens on a part with its registered verdicts
+STUDY_CSVS = ("guidance_toy.csv", "convergence_study.csv", "finetune_study.csv", "planner_study.csv")
+
+
 def ablation_files(ctx) -> list[str]:
+    """The ablation CSVs: the claims study's parts first (`STUDY_CSVS`' order), then the others by name."""
     d = ctx.ablation_dir
-    return sorted(p.name for p in d.glob("*.csv")) if d is not None and d.is_dir() else []
+    names = sorted(p.name for p in d.glob("*.csv")) if d is not None and d.is_dir() else []
+    rank = {n: i for i, n in enumerate(STUDY_CSVS)}
+    return sorted(names, key=lambda n: (rank.get(n, len(rank)), n))
 
 
 def no_ablation_note(ctx) -> str:

@@ -67,12 +67,13 @@ class _Shared:
 
 @dataclass
 class _ScenePick:
-    """The scene view's callback, inputs and outputs (the URL's restore shows them too), and the dependency a user's
-    pick of a scene starts (its sample reset to 0): later steps of that pick chain on it."""
+    """The scene view's callback, inputs and outputs (the URL's restore shows them too), and the scene views a pick
+    ends with (of a scene, its sample reset to 0; of a sample): later steps of a pick chain on them, after the view
+    (on 2 cores, a model job beside the view made both slower than one after the other)."""
     show: Callable
     where: list
     outputs: list
-    picked: object
+    shown: list
 
 
 @dataclass
@@ -83,7 +84,7 @@ class _Settings:
     command: gr.Dropdown
     samples: gr.Slider
     seed: gr.Number
-    run_on_pick: Callable  # (dependency or triggers) → the Generate & plan tab's run after a pick, when it is open
+    run_on_pick: Callable  # (dependency) → the Generate & plan tab's run after it, when that tab is open
 
 
 def create_demo(pipelines: dict, dataset, out_dir: str | Path | None = None,
@@ -166,11 +167,11 @@ def _scene_tab(shared: _Shared) -> None:
     where = [scene, sample]
     # a user's pick (not the URL's restore, which sets the sample too) starts the scene's timeline at 0
     picked = scene.input(on_scene, scene, sample, queue=False, **PRIVATE)  # no model: not queued
-    picked.then(show_scene, where, [frames, bev, info], **PRIVATE)
-    gr.on([sample.release, sample.input], show_scene, where, [frames, bev, info], api_name="scene",
-          trigger_mode="always_last")
+    scene_shown = picked.then(show_scene, where, [frames, bev, info], **PRIVATE)
+    sample_shown = gr.on([sample.release, sample.input], show_scene, where, [frames, bev, info], api_name="scene",
+                         trigger_mode="always_last")
     shared.demo.load(lambda: C.list_scenes(ctx), None, scenes_json, api_name="list_scenes")
-    return _ScenePick(show_scene, where, [frames, bev, info], picked)
+    return _ScenePick(show_scene, where, [frames, bev, info], [scene_shown, sample_shown])
 
 
 TABS = ("scene", "generate", "velocity", "toy", "alignment", "representations", "compare")
@@ -225,8 +226,8 @@ def _url_state(shared: _Shared, settings: _Settings, tabs: gr.Tabs, pick: _Scene
 
     restored = shared.demo.load(restore, None, [*state, tabs, shared.tab], **PRIVATE)
     restored.then(None, None, None, js=RESTORED, queue=False, **PRIVATE)
-    restored.then(pick.show, pick.where, pick.outputs, **PRIVATE)
-    settings.run_on_pick(restored)  # a shared link to the Generate & plan tab shows its results
+    # a shared link to the Generate & plan tab shows its results, after the scene's view
+    settings.run_on_pick(restored.then(pick.show, pick.where, pick.outputs, **PRIVATE))
     gr.on([c.change for c in state], None, state, None, js=WRITE_URL, queue=False, **PRIVATE)
     for tab in tabs.children:
         if isinstance(tab, gr.Tab) and tab.id in TABS:
@@ -235,9 +236,10 @@ def _url_state(shared: _Shared, settings: _Settings, tabs: gr.Tabs, pick: _Scene
 
 
 def _runs_on_pick(shared: _Shared, settings: _Settings, pick: _ScenePick) -> None:
-    """While the Generate & plan tab is open, a new scene or sample runs it (its *run on every pick* box)."""
-    settings.run_on_pick(pick.picked)
-    settings.run_on_pick([shared.sample.release, shared.sample.input])
+    """While the Generate & plan tab is open, a new scene or sample runs it (its *run on every pick* box), once the
+    scene's view is shown."""
+    for shown in pick.shown:
+        settings.run_on_pick(shown)
 
 
 def _generate_tab(shared: _Shared, first_pipe) -> _Settings:
@@ -306,12 +308,8 @@ def _generate_tab(shared: _Shared, first_pipe) -> _Settings:
     stop_btn.click(shared.stop, None, gen_status, queue=False, api_name="stop")
 
     def run_on_pick(after) -> None:
-        """`after`: a dependency (chained with .then) or a list of triggers."""
-        args = (run_picked, [shared.tab, auto, *inputs], outputs)
-        if isinstance(after, list):
-            gr.on(after, *args, trigger_mode="always_last", **HEAVY, **PRIVATE)
-        else:
-            after.then(*args, **HEAVY, **PRIVATE)
+        """Chains the tab's run after `after` (a dependency: the scene view a pick ends with)."""
+        after.then(run_picked, [shared.tab, auto, *inputs], outputs, trigger_mode="always_last", **HEAVY, **PRIVATE)
 
     def run_opened(run, checkpoint, scene, sample, samples, steps, guidance, seed, command,
                    request: gr.Request, progress=gr.Progress()):

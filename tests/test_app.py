@@ -434,6 +434,11 @@ def test_ablation_panel_with_and_without_data(ctx, tmp_path, monkeypatch):
     assert len(fig.data) == 2 and "vanilla" in note and verdicts.empty
     with pytest.raises(gr.Error, match="unknown ablation CSV"):
         C.ablation(ctx, "other.csv")
+    # the claims study's parts come first, in the study's order, so that the tab opens on the toy's verdicts
+    for name in ("planner_study.csv", "a_first.csv", "finetune_study.csv", "guidance_toy.csv"):
+        (tmp_path / name).write_text("arm,seed,metric,value\nvanilla,0,pdms,0.8\n")
+    assert C.ablation_files(ctx) == ["guidance_toy.csv", "finetune_study.csv", "planner_study.csv", "a_first.csv",
+                                     "curves.csv"]
 
 
 def test_ablation_panel_shows_the_study_verdicts(ctx, tmp_path, monkeypatch):
