@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from .study_finetune import fd_of_clips, read_npz
+from .study_finetune import fd_of_clips, judge_missing, read_npz
 from .study_planner import init_study, make_run, run_logged
 
 # docs/study.md §2 with amendment 8
@@ -106,12 +106,8 @@ def run_checkpoint(out: Path, checkpoint: Path, base: Path, arm: str, seed: int,
         run_logged([py, "-m", "reworld", "train", "--stage", "video", "--config", str(cfg), "--out", str(run),
                     "--resume", "--max-steps", str(step)], logfile, threads)
         (run / f".study-k{step}.done").write_text(json.dumps({"seconds": round(time.time() - t0, 1)}))
-    for w, path in zip(GUIDANCE[arm], paths):
-        if not path.is_file():
-            log(f"[study] {name}: judge scores at step {step}, w = {w:g}")
-            run_logged([py, "-m", "analysis", "judge-scores", "--checkpoint", str(run), "--guidance", f"{w:g}",
-                        "--samples", str(samples), "--steps", str(sample_steps), "--out", str(path)]
-                       + (["--judge", str(judge)] if judge else []), logfile, threads)
+    judge_missing(run, zip(GUIDANCE[arm], paths), samples, sample_steps, judge, logfile, threads,
+                  lambda w: log(f"[study] {name}: judge scores at step {step}, w = {w:g}"))
     return paths
 
 

@@ -82,13 +82,21 @@ def run_job(out: Path, checkpoint: Path, base: Path, arm: str, seed: int, sample
             cmd += ["--max-steps", str(max_steps)]
         run_logged(cmd, logfile, threads)
         done_marker(run, "video").write_text(json.dumps({"seconds": round(time.time() - t0, 1)}))
-    for w, path in zip(GUIDANCE[arm], paths):
-        if not path.is_file():
-            log(f"[study] {name}: judge scores at w = {w:g}")
-            run_logged([py, "-m", "analysis", "judge-scores", "--checkpoint", str(run), "--guidance", f"{w:g}",
-                        "--samples", str(samples), "--steps", str(sample_steps), "--out", str(path)]
-                       + (["--judge", str(judge)] if judge else []), logfile, threads)
+    judge_missing(run, zip(GUIDANCE[arm], paths), samples, sample_steps, judge, logfile, threads,
+                  lambda w: log(f"[study] {name}: judge scores at w = {w:g}"))
     return paths
+
+
+def judge_missing(run: Path, wanted, samples: int, sample_steps: int, judge: str | None, logfile: Path, threads: int,
+                  announce) -> None:
+    """`python -m analysis judge-scores` of the run folder at each (w, score file) of `wanted` whose file is not
+    there yet (`announce(w)` before each)."""
+    for w, path in wanted:
+        if not path.is_file():
+            announce(w)
+            run_logged([sys.executable, "-m", "analysis", "judge-scores", "--checkpoint", str(run), "--guidance",
+                        f"{w:g}", "--samples", str(samples), "--steps", str(sample_steps), "--out", str(path)]
+                       + (["--judge", str(judge)] if judge else []), logfile, threads)
 
 
 # ------------------------------------------------------------------------------------------------- scoring
