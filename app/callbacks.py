@@ -246,8 +246,8 @@ def generate_and_plan(ctx, checkpoint, scene, index, num_samples, steps, guidanc
                       progress=None):
     """The *Generate & plan* button's two jobs as one event (measured no faster than two chained events; the page
     then shows one run, and the plan as soon as it is ready): yields the plan's outputs first — (BEV, table, plan
-    status, skip, "Generating …") — then the video's (skip × 3, MP4, status). Both jobs must have been armed (`StopFlags.arm(session, jobs=2)`): a Stop during the plan
-    reaches the video. A plan that fails says why in its status line (and as a warning) and the video still comes;
+    status, skip, "Generating …") — then the video's (skip × 3, MP4, status). Both jobs must have been armed
+    (`StopFlags.arm(session, jobs=2)`): a Stop during the plan reaches the video. A plan that fails says why in its status line (and as a warning) and the video still comes;
     a failed or stopped video raises `gr.Error` as `generate` does."""
     try:
         fig, table, status = plan(ctx, checkpoint, scene, index, num_samples, seed, command, session=session)
@@ -271,8 +271,8 @@ def generate_and_plan_shown(ctx, values: tuple, session: str = "", progress=None
 
 
 def generate_and_plan_on_pick(ctx, tab: str, run: bool, values: tuple, session: str = "", progress=None):
-    """After a pick of scene or sample (or the tab being opened): Generate & plan when *Run on every pick* is on (`run`),
-    the tab is open (`tab` == "generate") and it does not already show these settings (checked on the server, so the
+    """After a pick of scene or sample (or the tab being opened): Generate & plan when *Run on every pick* is on
+    (`run`), the tab is open (`tab` == "generate") and it does not already show these settings (checked on the server, so the
     two events of one slider move, input and release, run once); else nothing changes (five skips). Arms both jobs
     itself (a Stop during the plan reaches the video)."""
     if not (run and tab == "generate") or ctx.shown.peek(session) == repr(values):
