@@ -247,8 +247,9 @@ def generate_and_plan(ctx, checkpoint, scene, index, num_samples, steps, guidanc
     """The *Generate & plan* button's two jobs as one event (measured no faster than two chained events; the page
     then shows one run, and the plan as soon as it is ready): yields the plan's outputs first — (BEV, table, plan
     status, skip, "Generating …") — then the video's (skip × 3, MP4, status). Both jobs must have been armed
-    (`StopFlags.arm(session, jobs=2)`): a Stop during the plan reaches the video. A plan that fails says why in its status line (and as a warning) and the video still comes;
-    a failed or stopped video raises `gr.Error` as `generate` does."""
+    (`StopFlags.arm(session, jobs=2)`): a Stop during the plan reaches the video. A plan that fails says why in its
+    status line (and as a warning) and the video still comes; a failed or stopped video raises `gr.Error` as
+    `generate` does."""
     try:
         fig, table, status = plan(ctx, checkpoint, scene, index, num_samples, seed, command, session=session)
     except gr.Error as e:
