@@ -273,9 +273,9 @@ def generate_and_plan_shown(ctx, values: tuple, session: str = "", progress=None
 
 def generate_and_plan_on_pick(ctx, tab: str, run: bool, values: tuple, session: str = "", progress=None):
     """After a pick of scene or sample (or the tab being opened): Generate & plan when *Run on every pick* is on
-    (`run`), the tab is open (`tab` == "generate") and it does not already show these settings (checked on the server, so the
-    two events of one slider move, input and release, run once); else nothing changes (five skips). Arms both jobs
-    itself (a Stop during the plan reaches the video)."""
+    (`run`), the tab is open (`tab` == "generate") and it does not already show these settings (checked on the
+    server, so the two events of one slider move, input and release, run once); else nothing changes (five skips).
+    Arms both jobs itself (a Stop during the plan reaches the video)."""
     if not (run and tab == "generate") or ctx.shown.peek(session) == repr(values):
         yield (gr.skip(),) * 5
         return
