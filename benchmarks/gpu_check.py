@@ -14,7 +14,8 @@
    shape) with 4 of the 28 blocks, bf16 autocast: whether it fits, time, memory, MFU. `paper_full`: all 28
    blocks with gradient checkpointing, batch 1.
 5. `stages`: `reworld train` of every stage (vae, video, action, joint) for a few steps on a small world at the
-   default model size, fp32 and bf16, each in its own process: exit status, seconds per step, peak memory.
+   default model size, fp32 and bf16 (one process each: accelerate fixes the precision once per process), each
+   stage from the run folder the earlier ones wrote: exit status, seconds per step, peak memory.
 6. `generate_plan`: the shipped `reworld` checkpoint on the device, fp32 and bf16: generate + plan seconds, and
    how far bf16 lands from fp32 (PSNR of the frames, metres of the plans).
 7. `cuda_tests`: the test files whose code runs on the default device (`CUDA_TESTS`), on CUDA.
@@ -217,7 +218,8 @@ def paper_cut(device: torch.device, repeats: int, peak_n: int, dry_run: bool, la
 
 def stages(device: torch.device, out: Path, dry_run: bool, steps: int,
            names: tuple[str, ...] = ("vae", "video", "action", "joint")) -> dict:
-    """`reworld train` of every stage in fresh processes (accelerate fixes the precision once per process)."""
+    """`reworld train` of the stages in order, one fresh process per precision (accelerate fixes the precision once
+    per process)."""
     import yaml
 
     from reworld.data.synth import generate_world
@@ -237,31 +239,37 @@ def stages(device: torch.device, out: Path, dry_run: bool, steps: int,
         config = out / f"stages-{precision}.yaml"
         config.write_text(yaml.safe_dump(doc))
         run = out / f"run-{precision}"
+        cmd = [sys.executable, "-m", "benchmarks.gpu_check", "--child-stages", ",".join(names), str(config), str(run),
+               str(steps)]
+        env = {**os.environ, **({"CUDA_VISIBLE_DEVICES": ""} if device.type == "cpu" else {})}
+        done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
         rows = {}
-        for stage in names:
-            cmd = [sys.executable, "-m", "benchmarks.gpu_check", "--child-stage", stage, str(config), str(run),
-                   str(steps)]
-            t0 = time.perf_counter()
-            env = {**os.environ, **({"CUDA_VISIBLE_DEVICES": ""} if device.type == "cpu" else {})}
-            done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
-            row = {"exit": done.returncode, "wall_s": round(time.perf_counter() - t0, 1)}
-            if done.returncode == 0:
-                row.update(json.loads(done.stdout.strip().splitlines()[-1]))
-            else:
-                row["stderr_tail"] = done.stderr[-1500:]
-            rows[stage] = row
+        for line in done.stdout.splitlines():  # one row per stage, as each ends
+            if line.startswith(STAGE_ROW):
+                row = json.loads(line[len(STAGE_ROW):])
+                rows[row.pop("stage")] = row
+        for k, stage in enumerate(names[len(rows):]):  # the stage that failed, and those it left undone
+            rows[stage] = ({"exit": done.returncode or 1, "stderr_tail": done.stderr[-1500:]} if k == 0
+                           else {"exit": None, "skipped": "an earlier stage failed"})
         results["fp32" if precision == "no" else "bf16"] = rows
     return results
 
 
-def child_stage(stage: str, config: str, run: str, steps: int) -> None:
+STAGE_ROW = "gpu_check stage: "
+
+
+def child_stages(names: list[str], config: str, run: str, steps: int) -> None:
+    """The stages in order in this process, one `STAGE_ROW` line each as it ends (peak memory since its start)."""
     from reworld.training import run_stage
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    _peak_reset(device)
-    result = run_stage(stage, config, run, max_steps=steps)
-    print(json.dumps({"finite": result["finite"], "s_per_step": round(result["seconds"] / steps, 4),
-                      "peak_memory_mb": _peak_mb(device)}))
+    for stage in names:
+        _peak_reset(device)
+        t0 = time.perf_counter()
+        result = run_stage(stage, config, run, max_steps=steps)
+        row = {"stage": stage, "exit": 0, "wall_s": round(time.perf_counter() - t0, 1), "finite": result["finite"],
+               "s_per_step": round(result["seconds"] / steps, 4), "peak_memory_mb": _peak_mb(device)}
+        print(STAGE_ROW + json.dumps(row), flush=True)
 
 
 def generate_plan(device: torch.device, out: Path, dry_run: bool) -> dict:
@@ -339,11 +347,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stages", default="vae,video,action,joint",
                         help="stages of section `stages` (in order; later ones need the earlier ones' run folder)")
     parser.add_argument("--only", default=None, help="comma-separated sections to run (default: all)")
-    parser.add_argument("--child-stage", nargs=4, metavar=("STAGE", "CONFIG", "RUN", "STEPS"), help=argparse.SUPPRESS)
+    parser.add_argument("--child-stages", nargs=4, metavar=("STAGES", "CONFIG", "RUN", "STEPS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.child_stage:
-        stage, config, run, steps = args.child_stage
-        child_stage(stage, config, run, int(steps))
+    if args.child_stages:
+        stages_, config, run, steps = args.child_stages
+        child_stages(stages_.split(","), config, run, int(steps))
         return 0
     if not args.dry_run and not torch.cuda.is_available():
         print("error: no CUDA device; run with --dry-run to test the script on the CPU", file=sys.stderr)

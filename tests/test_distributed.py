@@ -43,25 +43,47 @@ def _launch(args: list[str], processes: int, cwd: Path) -> subprocess.CompletedP
     return out
 
 
-# Wraps the real CLI (`python -m reworld …`): after `run` returns, each rank writes its trained parameters.
-RANK_DUMP = textwrap.dedent('''
-    import os, sys
+# Runs the real CLI's commands one after another in one launch (a JSON list: {"argv": [...], "dump": bool} or
+# {"copy": [src, dst]}, a folder rank 0 copies while the others wait), so that the processes start once. The
+# process group stays up between runs and is ended after the last one. With "dump", each rank writes its trained
+# parameters beside the run (`<stage>-rank<i>-of-<n>.safetensors`). Each run's result goes to argv[2].
+SEQUENCE = textwrap.dedent('''
+    import json, os, shutil, sys
+    import torch.distributed as dist
     from safetensors.torch import save_file
     import reworld.training.stages as stages
+    from reworld.cli import main
 
-    _run = stages.run
+    _run, dump, results = stages.run, [False], []
 
     def run(spec, config, out, max_steps, resume, accelerator):
         result = _run(spec, config, out, max_steps, resume, accelerator)
-        state = {f"{k}.{n}": t.detach().cpu().contiguous() for k, m in spec.models.items()
-                 for n, t in m.state_dict().items()}
-        name = f"rank{accelerator.process_index}-of-{accelerator.num_processes}.safetensors"
-        save_file(state, os.path.join(out, name), metadata={"type": accelerator.distributed_type.name})
+        if dump[0]:
+            state = {f"{k}.{n}": t.detach().cpu().contiguous() for k, m in spec.models.items()
+                     for n, t in m.state_dict().items()}
+            name = f"{spec.name}-rank{accelerator.process_index}-of-{accelerator.num_processes}.safetensors"
+            save_file(state, os.path.join(out, name), metadata={"type": accelerator.distributed_type.name})
+        results.append(result)
         return result
 
     stages.run = run
-    from reworld.cli import main
-    sys.exit(main(sys.argv[1:]))
+    stages.end_run = lambda accelerator: accelerator.wait_for_everyone()
+    for item in json.load(open(sys.argv[1])):
+        if "copy" in item:
+            if dist.get_rank() == 0:
+                shutil.rmtree(item["copy"][1], ignore_errors=True)
+                shutil.copytree(*item["copy"])
+            dist.barrier()
+            continue
+        dump[0] = item["dump"]
+        code = main(item["argv"])
+        if code:
+            sys.exit(code)
+    if dist.get_rank() == 0:
+        with open(sys.argv[2], "w") as f:
+            json.dump(results, f, default=float)
+    dist.barrier()
+    dist.destroy_process_group()
 ''')
 
 # A noise-free stage through the real loop: a regression whose step is a function of the batch alone, so
@@ -127,12 +149,13 @@ def _train_losses(out: Path) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- distributed
-def _rank_states(out: Path) -> tuple[dict, dict]:
+def _rank_states(out: Path, stage: str) -> tuple[dict, dict]:
     from safetensors import safe_open
 
-    with safe_open(str(out / "rank0-of-2.safetensors"), "pt") as f:
+    r0, r1 = (out / f"{stage}-rank{i}-of-2.safetensors" for i in (0, 1))
+    with safe_open(str(r0), "pt") as f:
         assert f.metadata()["type"] == "MULTI_CPU"
-    r0, r1 = load_file(str(out / "rank0-of-2.safetensors")), load_file(str(out / "rank1-of-2.safetensors"))
+    r0, r1 = load_file(str(r0)), load_file(str(r1))
     assert r0.keys() == r1.keys() and len(r0) > 10
     return r0, r1
 
@@ -335,7 +358,8 @@ def test_fsdp_matches_ddp_in_every_stage_and_resumes(vae_run, tiny_config_path, 
     alone writes the checkpoint and the log), and `train.sharding: fsdp` on two processes trains the same models as
     DDP (same global batch, same per-rank noise), and a sharded run resumes from its (unsharded) checkpoint. In stage
     video with `train.ema_decay` and a cosine schedule: the averages are kept as shards, gathered into the
-    checkpoint, restored into shards on --resume, and the exported (EMA) Video DiT equals DDP's."""
+    checkpoint, restored into shards on --resume, and the exported (EMA) Video DiT equals DDP's. The eight runs
+    share one `accelerate launch` (SEQUENCE), as the real CLI called one after another."""
     import yaml
 
     doc = yaml.safe_load(tiny_config_path.read_text())
@@ -353,28 +377,46 @@ def test_fsdp_matches_ddp_in_every_stage_and_resumes(vae_run, tiny_config_path, 
         cfgs[f"{kind}-ema"] = tmp_path / f"{kind}-ema.yaml"
         cfgs[f"{kind}-ema"].write_text(yaml.safe_dump(doc))
 
-    rank_dump = tmp_path / "rank_dump.py"  # the CLI, then each rank writes its parameters (DDP runs)
-    rank_dump.write_text(RANK_DUMP)
-
     def train(kind: str, out: Path, stage: str, steps: int, *extra: str) -> dict:
-        entry = [str(rank_dump)] if kind.startswith("ddp") else ["-m", "reworld"]
-        res = _launch([*entry, "train", "--stage", stage, "--config", str(cfgs[kind]), "--out", str(out),
-                       "--max-steps", str(steps), *extra], processes=2, cwd=REPO)
-        return json.loads(res.stdout.strip().splitlines()[-1])
+        argv = ["train", "--stage", stage, "--config", str(cfgs[kind]), "--out", str(out), "--max-steps", str(steps),
+                *extra]
+        return {"argv": argv, "dump": kind.startswith("ddp")}  # each DDP rank writes its parameters
 
-    # stage vae: the encoder and decoder are called outside forward
-    for kind in ("ddp", "fsdp"):
-        train(kind, tmp_path / f"vae-{kind}", "vae", 2)
-    r0, r1 = _rank_states(tmp_path / "vae-ddp")
+    def copy(src: Path, dst: Path) -> dict:
+        return {"copy": [str(src), str(dst)]}
+
+    ddp, fsdp = _fresh(vae_run, tmp_path / "ddp"), _fresh(vae_run, tmp_path / "fsdp")
+    exports = tmp_path / "video-exports"
+    plan = [
+        # stage vae: the encoder and decoder are called outside forward
+        train("ddp", tmp_path / "vae-ddp", "vae", 2), train("fsdp", tmp_path / "vae-fsdp", "vae", 2),
+        # stage video: the sharded run stops at step 2 and resumes to 4
+        train("ddp-ema", ddp, "video", 4), train("fsdp-ema", fsdp, "video", 2),
+        train("fsdp-ema", fsdp, "video", 4, "--resume"),
+        copy(ddp / "video_dit", exports / "ddp"), copy(fsdp / "video_dit", exports / "fsdp"),
+        # stage joint (two sharded models, two learning rates; the negatives through `forward_with_negatives`, the
+        # projector outside forward), from the same stage-1 Video DiT and the same stage-2 Action DiT (stage
+        # action's one sharded model is a case of joint's two)
+        train("ddp", ddp, "action", 2),
+        copy(ddp / "video_dit", fsdp / "video_dit"), copy(ddp / "action_dit", fsdp / "action_dit"),
+        train("ddp", ddp, "joint", 2), train("fsdp", fsdp, "joint", 2),
+    ]
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    (tmp_path / "sequence.py").write_text(SEQUENCE)
+    _launch([str(tmp_path / "sequence.py"), str(tmp_path / "plan.json"), str(tmp_path / "results.json")],
+            processes=2, cwd=REPO)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert len(results) == sum("argv" in p for p in plan)
+
+    # stage vae
+    r0, r1 = _rank_states(tmp_path / "vae-ddp", "vae")
     for k in set(r0) - {"vae.latents_mean", "vae.latents_std"}:  # fitted after training by rank 0 alone
         assert torch.equal(r0[k], r1[k]), k
     _assert_same_adam_steps(_exported(tmp_path / "vae-ddp", "vae"), _exported(tmp_path / "vae-fsdp", "vae"),
                             lr=doc_lr)
 
-    # stage video: the sharded run stops at step 2 and resumes to 4
-    ddp, fsdp = _fresh(vae_run, tmp_path / "ddp"), _fresh(vae_run, tmp_path / "fsdp")
-    train("ddp-ema", ddp, "video", 4)
-    r0, r1 = _rank_states(ddp)
+    # stage video
+    r0, r1 = _rank_states(ddp, "video")
     for k in r0:  # gradients are averaged, so every rank takes the same optimizer step, bit for bit
         assert torch.equal(r0[k], r1[k]), k
     # rank 0 wrote the checkpoint (step 4) from those same parameters, and one log
@@ -384,13 +426,12 @@ def test_fsdp_matches_ddp_in_every_stage_and_resumes(vae_run, tiny_config_path, 
     for k, v in saved.items():
         assert torch.equal(v, r0[f"video_dit.{k}"]), k
     assert sorted({s for s, _ in _train_losses(ddp)}) == [1, 2, 3, 4]
-    train("fsdp-ema", fsdp, "video", 2)
     ckpt = latest_checkpoint(fsdp, "video")
     assert json.loads((ckpt / "meta.json").read_text())["sharding"] == "fsdp"
     assert (ckpt / "ema.safetensors").is_file()
-    resumed = train("fsdp-ema", fsdp, "video", 4, "--resume")
+    resumed = results[4]
     assert resumed["start"] == 2 and resumed["finite"]
-    _assert_same(_exported(ddp, "video_dit"), _exported(fsdp, "video_dit"), 1e-5)
+    _assert_same(_exported(exports, "ddp"), _exported(exports, "fsdp"), 1e-5)
     _assert_same(load_file(str(latest_checkpoint(ddp, "video") / "ema.safetensors")),
                  load_file(str(latest_checkpoint(fsdp, "video") / "ema.safetensors")), 1e-5)
     opt_ddp = load_file(str(latest_checkpoint(ddp, "video") / "optimizer.safetensors"))
@@ -401,15 +442,7 @@ def test_fsdp_matches_ddp_in_every_stage_and_resumes(vae_run, tiny_config_path, 
     for key, value in losses_ddp.items():
         assert losses_fsdp[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
 
-    # stage joint (two sharded models, two learning rates; the negatives through `forward_with_negatives`, the
-    # projector outside forward), from the same stage-1 Video DiT and the same stage-2 Action DiT (stage action's
-    # one sharded model is a case of joint's two)
-    train("ddp", ddp, "action", 2)
-    for name in ("video_dit", "action_dit"):
-        shutil.rmtree(fsdp / name, ignore_errors=True)
-        shutil.copytree(ddp / name, fsdp / name)
-    for kind, out in (("ddp", ddp), ("fsdp", fsdp)):
-        train(kind, out, "joint", 2)
+    # stage joint
     _assert_same(_exported(ddp, "action_dit"), _exported(fsdp, "action_dit"), 1e-5)
     _assert_same(_exported(ddp, "video_dit"), _exported(fsdp, "video_dit"), 1e-5)
 

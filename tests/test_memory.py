@@ -27,6 +27,21 @@ def _peak_mb(stage: str, config, out) -> float:
     return json.loads(done.stdout.strip().splitlines()[-1])["peak_rss_mb"]
 
 
+def _prepare_latents(config_path, out):
+    """The train split's latent files, as stage video's first run writes them."""
+    import torch
+
+    from reworld.pipelines.run_folder import vae_folder
+    from reworld.training.prepare import prepare_latents
+    from reworld.training.stages import run_config
+    from reworld.training.stages.common import load_run_vae
+
+    config = run_config(str(config_path), out, "video")
+    vae = load_run_vae(out, config, "video").requires_grad_(False)
+    tokens = load_clip_tensors(config.data, "train", frames=False).tokens
+    return prepare_latents(config, out, vae, vae_folder(out, config), "train", tokens, torch.device("cpu"))
+
+
 def test_peak_host_memory_is_the_same_on_a_3_and_a_12_scene_world(tiny_run, tiny_config_path, tmp_path):
     import shutil
 
@@ -47,8 +62,10 @@ def test_peak_host_memory_is_the_same_on_a_3_and_a_12_scene_world(tiny_run, tiny
         d = load_config(cfg).data
         clips[n] = len(load_clip_tensors(d, "train", frames=False).tokens)
         frame_bytes[n] = clips[n] * (d.context_frames + d.future_frames) * 3 * d.image_height * d.image_width * 4
-        _peak_mb("video", cfg, out)  # the first run also prepares the latents (streamed, a batch at a time)
-        peaks[n] = _peak_mb("video", cfg, out)  # a run as it trains from the prepared files
+        folder = _prepare_latents(cfg, out)  # here, as the stage's first run would (streamed, a batch at a time)
+        written = {f.name: f.stat().st_mtime_ns for f in folder.iterdir()}
+        peaks[n] = _peak_mb("video", cfg, out)  # a run as it trains from the prepared files …
+        assert written and {f.name: f.stat().st_mtime_ns for f in folder.iterdir()} == written  # … and only reads
     grown = peaks[12] - peaks[3]  # what grows: the devkit's tables (~75 KB a clip here) and per-clip metadata
     would_grow = (frame_bytes[12] - frame_bytes[3]) / 2**20  # what holding the train split's frames would add
     print(f"clips {clips}, peak RSS {peaks} MB, the frames in RAM would add {would_grow:.0f} MB")

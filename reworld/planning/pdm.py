@@ -54,8 +54,8 @@ from functools import lru_cache
 
 import numpy as np
 import shapely
-from scipy.signal import savgol_filter
 
+from reworld.planning.navsim import savgol_operator
 from reworld.planning.scene import PlanningScene, SceneFormatError, validate_poses
 
 DYNAMIC_TYPES = ("vehicle", "pedestrian", "cyclist")
@@ -323,18 +323,13 @@ def ego_areas(scene: PlanningScene, states: _States, config: PDMScorerConfig):
     non_drivable = ~shapely.contains_xy(scene.drivable_geometry, cx, cy).all(-1)
     hit_any = np.zeros(cx.shape[:2], dtype=int)
     one_holds_all = np.zeros(cx.shape[:2], dtype=bool)
-    for poly in scene.lanes:
-        geom = shapely.Polygon(poly)
-        shapely.prepare(geom)
-        inside = shapely.contains_xy(geom, cx, cy)  # (N, T1, 4)
+    for inside in scene.lane_geometries.contains(cx, cy):  # (N, T1, 4) per lane polygon
         hit_any += inside.any(-1)
         one_holds_all |= inside.all(-1)
     multiple_lanes = (hit_any > 1) & ~one_holds_all
     in_intersection = np.zeros(cx.shape[:2], dtype=bool)
-    for poly in scene.intersections:
-        geom = shapely.Polygon(poly)
-        shapely.prepare(geom)
-        in_intersection |= shapely.contains_xy(geom, states.x, states.y)  # the rear axle (the pose)
+    for inside in scene.intersection_geometries.contains(states.x, states.y):  # the rear axle (the pose)
+        in_intersection |= inside
     return multiple_lanes, non_drivable, in_intersection
 
 
@@ -521,20 +516,13 @@ def _drivable(scene, states, config):
     return np.where(off.any(1), 0.0, 1.0), np.where(off.any(1), off.argmax(1) + 1, -1)
 
 
-@lru_cache(maxsize=32)
-def _savgol_operator(n: int, window: int, poly: int, deriv: int, dt: float) -> np.ndarray:
-    """(n, n) matrix S with savgol_filter(v, ...) == v @ S (the filter is linear, edges included)."""
-    window = min(window, n)
-    return savgol_filter(np.eye(n), window, poly, deriv=deriv, delta=dt, axis=-1)
-
-
 def _comfort(states, config):
     """C per trajectory and, per trajectory, the names of the violated limits."""
     n_t = states.x.shape[1]
     c, s = np.cos(states.heading), np.sin(states.heading)
 
     def smooth(v, window, poly=2, deriv=0):  # Savitzky-Golay along time, as a precomputed matrix
-        return v @ _savgol_operator(n_t, window, poly, deriv, config.dt)
+        return v @ savgol_operator(n_t, window, poly, deriv, config.dt)
 
     lon = smooth(states.ax * c + states.ay * s, config.accel_window)
     lat = smooth(-states.ax * s + states.ay * c, config.accel_window)

@@ -92,6 +92,30 @@ def _validate_agent(agent: Any, where: str) -> AgentTrack:
 
 
 @dataclass(frozen=True, eq=False)
+class MapLayer:
+    """The polygons of one map layer, prepared, with their bounding boxes (P, 4): min x, min y, max x, max y."""
+    polygons: list
+    bounds: np.ndarray
+
+    @classmethod
+    def of(cls, rings: list[np.ndarray]) -> MapLayer:
+        polygons = [shapely.Polygon(r) for r in rings]
+        for g in polygons:
+            shapely.prepare(g)
+        return cls(polygons, shapely.bounds(np.array(polygons, dtype=object)).reshape(-1, 4))
+
+    def contains(self, x: np.ndarray, y: np.ndarray):
+        """Per polygon, whether each point (x, y) lies strictly inside it (shapely's `contains_xy`): one bool array
+        of x's shape per polygon. Only the points inside a polygon's bounding box are tested (the same answer)."""
+        for geom, (x0, y0, x1, y1) in zip(self.polygons, self.bounds):
+            near = (x >= x0) & (x <= x1) & (y >= y0) & (y <= y1)
+            inside = np.zeros(x.shape, dtype=bool)
+            if near.any():
+                inside[near] = shapely.contains_xy(geom, x[near], y[near])
+            yield inside
+
+
+@dataclass(frozen=True, eq=False)
 class PlanningScene:
     """Everything the PDM scorer needs about one moment, in the ego frame at t=0."""
 
@@ -181,6 +205,16 @@ class PlanningScene:
         union = shapely.union_all(polys)
         shapely.prepare(union)
         return union
+
+    @cached_property
+    def lane_geometries(self) -> MapLayer:
+        """`lanes` as prepared polygons with their bounding boxes, for point queries."""
+        return MapLayer.of(self.lanes)
+
+    @cached_property
+    def intersection_geometries(self) -> MapLayer:
+        """`intersections` as prepared polygons with their bounding boxes, for point queries."""
+        return MapLayer.of(self.intersections)
 
     @cached_property
     def centerline_geometry(self) -> shapely.LineString | None:
