@@ -2,6 +2,7 @@
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -291,6 +292,16 @@ def test_train_compile_compiles_every_block_and_keeps_the_output(tiny_config):
 
 
 
+def _from_the_shared_run(src: Path, out: Path) -> Path:
+    """A run folder with the shared run's VAE, Video DiT and hard negatives (keyed by the data, K, the seed and the
+    scorer, none of which the tests below change: the stage finds them made)."""
+    for part in ("vae", "video_dit"):
+        shutil.copytree(src / part, out / part)
+    for folder in (src / "prepared").glob("negatives-*"):
+        shutil.copytree(folder, out / "prepared" / folder.name)
+    return out
+
+
 def test_action_stage_without_feature_files_recomputes_them(tiny_config_path, tiny_run, tmp_path):
     """`action.feature_cache: false` trains stage action on hidden states recomputed every step (fresh noise): no
     feature files are written; with the cache the files exist, one per clip and split."""
@@ -303,9 +314,7 @@ def test_action_stage_without_feature_files_recomputes_them(tiny_config_path, ti
     doc.setdefault("action", {})["feature_cache"] = False
     cfg = tmp_path / "nocache.yaml"
     cfg.write_text(yaml.safe_dump(doc))
-    out = tmp_path / "run"
-    for part in ("vae", "video_dit"):
-        shutil.copytree(src / part, out / part)
+    out = _from_the_shared_run(src, tmp_path / "run")
     assert run_stage("action", str(cfg), str(out), max_steps=2)["finite"]
     assert not list((out / "prepared").glob("features-*"))
     assert (out / "action_dit" / "config.json").is_file()
@@ -325,10 +334,10 @@ def test_action_stage_with_several_feature_draws_and_clipped_negatives(tiny_conf
     doc.setdefault("loss", {}).update(hn_clip_z=3.0, lambda_hn=0.2, lambda_align=0.5)
     cfg = tmp_path / "draws.yaml"
     cfg.write_text(yaml.safe_dump(doc))
-    out = tmp_path / "run"
-    for part in ("vae", "video_dit"):
-        shutil.copytree(src / part, out / part)
+    out = _from_the_shared_run(src, tmp_path / "run")
     assert run_stage("action", str(cfg), str(out), max_steps=3)["finite"]
+    made = {p.name for p in (out / "prepared").glob("negatives-*")}
+    assert made == {p.name for p in (src / "prepared").glob("negatives-*")}  # the shared run's, none made here
     files = sorted((out / "prepared").glob("features-*/train/*.safetensors"))
     assert len(files) == len(load_clip_tensors_tokens(tiny_config_path))
     with safe_open(str(files[0]), "pt") as f:
