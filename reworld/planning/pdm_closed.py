@@ -125,6 +125,15 @@ def _agent_boxes(scene: PlanningScene, times: np.ndarray):
     return polys, centres, np.array(headings), np.array(speeds)
 
 
+def _ego_box(scene: PlanningScene, pose: np.ndarray):
+    """The ego's box at `pose` [x, y, heading] (its centre `ego_center_offset` ahead of the pose)."""
+    off = scene.ego_center_offset
+    ego = shapely.box(off - scene.ego_length / 2, -scene.ego_width / 2, off + scene.ego_length / 2,
+                      scene.ego_width / 2)
+    ego = shapely.affinity.rotate(ego, float(pose[2]), use_radians=True, origin=(0, 0))
+    return shapely.affinity.translate(ego, float(pose[0]), float(pose[1]))
+
+
 def idm_unroll(scene: PlanningScene, path: _Path, target_speed: float, boxes=None) -> np.ndarray:
     """Progress along `path` at 0 … 4 s (41 values) of IDM from the ego's projection and speed. `boxes`: the
     scene's `_agent_boxes` at those times (computed when None; `proposals` computes them once for its 15)."""
@@ -138,24 +147,21 @@ def idm_unroll(scene: PlanningScene, path: _Path, target_speed: float, boxes=Non
     # which agent boxes touch the corridor, at every step in one vectorised call (the same predicate the loop
     # below asked agent by agent; with the boxes made once, a scene's 15 proposals take 0.064 s instead of 0.20 s)
     in_corridor = shapely.intersects(corridor, polys)  # (A, T)
+    centre_xy = np.stack(centres) if len(centres) else np.zeros((0, len(times), 2))  # (A, T, 2)
     out = [x]
     x_lead, v_lead, l_rear = 0.0, 0.0, 0.0  # NAVSIM never sets the leader before the first step
     sqrt_ab = 2.0 * math.sqrt(A_MAX * B_MAX)
     for k in range(1, STEPS + 1):
         if k % 2 == 0:  # the leader, refreshed every other step from the previous state
             x_lead, v_lead, l_rear = path.length, 0.0, scene.ego_length / 2
-            pose = path.at(np.array(x))
-            off = scene.ego_center_offset  # the box centre ahead of the pose
-            ego = shapely.box(off - scene.ego_length / 2, -scene.ego_width / 2, off + scene.ego_length / 2,
-                              scene.ego_width / 2)
-            ego = shapely.affinity.rotate(ego, float(pose[2]), use_radians=True, origin=(0, 0))
-            ego = shapely.affinity.translate(ego, float(pose[0]), float(pose[1]))
-            best = math.inf
-            for a in np.flatnonzero(in_corridor[:, k]):  # in the agents' order, as before: ties keep the first
+            best, ego = math.inf, None
+            near = np.flatnonzero(in_corridor[:, k])
+            ahead = path.project(*centre_xy[near, k].T) > x if len(near) else near  # one call for them all
+            for a in near[ahead]:  # in the agents' order, as before: ties keep the first
                 poly = polys[a, k]
-                ahead = float(path.project(*centres[a][k])) > x
-                if not ahead:
-                    continue
+                if ego is None:  # the ego's pose and box, made only when an agent ahead needs its distance
+                    pose = path.at(np.array(x))
+                    ego = _ego_box(scene, pose)
                 d = float(shapely.distance(ego, poly))
                 if d < best:
                     best = d
