@@ -10,14 +10,25 @@ made from the expert by a random speed scale and a sideways drift:
 - batched, the spline scorer (`PDMScorerConfig(simulation="spline")`), for comparison;
 - hard negatives: `generate_hard_negatives` calls per second (k = 8), under each scorer.
 
+With `--world DIR` (a synthetic or nuScenes-format world: lanes, junctions, traffic), instead: seconds per clip of
+what `reworld prepare` and every scoring call do per clip, on `--clips` clips spread over the world (each scene
+made afresh from its clip, as there): its hard negatives (k = 8) and its PDM-Closed reference (the 15 proposals
+tracked and scored); medians over `--repeats`. `--compare-repo DIR2` times the same in a checkout of other code
+(e.g. `git worktree add /tmp/before <commit>`), the two in turn in fresh processes (B A A B), with the ratio.
+
     .venv/bin/python -m benchmarks.bench_pdm [--batch 1024] [--agents 10] [--repeats 5]   # from the repo root
+    .venv/bin/python -m benchmarks.bench_pdm --world data/synth [--clips 20] [--compare-repo /tmp/before]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -55,13 +66,66 @@ def _median_time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+def world_times(world: str, clips: int, repeats: int) -> dict:
+    """Seconds per clip, on `clips` clips spread over the world: hard negatives (k = 8) and the PDM-Closed
+    reference, each scene made afresh from its clip; medians over `repeats`."""
+    from reworld.config import DataConfig
+    from reworld.data.loader import NuScenesClips
+
+    ds = NuScenesClips(DataConfig(dataroot=str(world), image_height=32, image_width=64), split="all", frames=False)
+    picked = [ds[int(i)] for i in np.linspace(0, len(ds) - 1, clips).round()]
+
+    def negatives():
+        for i, clip in enumerate(picked):
+            generate_hard_negatives(PlanningScene.from_clip(clip), clip.target.trajectory.numpy(), k=8, seed=i)
+
+    def references():
+        for clip in picked:
+            reference_progress(PlanningScene.from_clip(clip))
+
+    negatives()  # warm-up
+    return {"clips": len(picked), "hard_negatives_s_per_clip": _median_time(negatives, repeats) / len(picked),
+            "reference_s_per_clip": _median_time(references, repeats) / len(picked)}
+
+
+def compare_world(world: str, clips: int, repeats: int, other: Path) -> dict:
+    """This code's and `other`'s `world_times`, each in fresh processes, in turn (B A A B)."""
+    here = Path(__file__).resolve().parent.parent
+
+    def run(repo: Path) -> dict:
+        env = {**os.environ, "PYTHONPATH": str(repo)}
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--world", str(Path(world).resolve()), "--clips",
+               str(clips), "--repeats", str(repeats)]
+        done = subprocess.run(cmd, env=env, cwd=repo, capture_output=True, text=True, check=True)
+        return json.loads(done.stdout)["world"]
+
+    rows = {"this": [], "other": []}
+    for who in ("other", "this", "this", "other"):
+        rows[who].append(run(here if who == "this" else other))
+    out = {"compared_repo": str(other), "sessions": "B A A B, each a fresh process"}
+    for key in ("hard_negatives_s_per_clip", "reference_s_per_clip"):
+        a, b = (statistics.median(r[key] for r in rows[w]) for w in ("this", "other"))
+        out[key] = {"this": round(a, 4), "other": round(b, 4), "this_over_other": round(a / b, 3)}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--single", type=int, default=100, help="trajectories scored one at a time")
     parser.add_argument("--agents", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--world", help="time per clip on this world's clips instead (see above)")
+    parser.add_argument("--clips", type=int, default=20)
+    parser.add_argument("--compare-repo", type=Path, help="with --world: also time this checkout's code")
     args = parser.parse_args()
+    if args.world:
+        if args.compare_repo:
+            print(json.dumps({"world": str(args.world), **compare_world(args.world, args.clips, args.repeats,
+                                                                        args.compare_repo.resolve())}, indent=2))
+        else:
+            print(json.dumps({"world": world_times(args.world, args.clips, args.repeats)}, indent=2))
+        return
 
     scene = bench_scene(args.agents)
     rng = np.random.default_rng(0)
