@@ -251,6 +251,8 @@ def stages(device: torch.device, out: Path, dry_run: bool, steps: int,
         for k, stage in enumerate(names[len(rows):]):  # the stage that failed, and those it left undone
             rows[stage] = ({"exit": done.returncode or 1, "stderr_tail": done.stderr[-1500:]} if k == 0
                            else {"exit": None, "skipped": "an earlier stage failed"})
+        if done.returncode and len(rows) == len(names) and all(r["exit"] == 0 for r in rows.values()):
+            rows[names[-1]].update(exit=done.returncode, stderr_tail=done.stderr[-1500:])  # failed after its row
         results["fp32" if precision == "no" else "bf16"] = rows
     return results
 
