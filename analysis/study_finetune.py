@@ -233,6 +233,8 @@ def run_study(out: Path, checkpoint: Path, base: Path, seeds, samples: int, resu
                          f"--samples {samples} --checkpoint {checkpoint} --config {base} --results {results}")}
     for seed in seeds:  # both arms of a seed before the next seed: the comparison is paired by seed
         for arm in ARMS:
+            if all(score_path(results, arm, seed, w).is_file() for w in GUIDANCE[arm]):
+                continue  # in the ledger: its summary is the final one's (a rewrite costs minutes of bootstrap)
             run_job(out, checkpoint, base, arm, seed, samples, max_steps, results, judge, sample_steps, log)
             write_summary(results, seeds, extra, resamples)
     return write_summary(results, seeds, extra, resamples)
