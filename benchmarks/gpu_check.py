@@ -345,6 +345,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "outputs" / "gpu_check"))
     parser.add_argument("--dry-run", action="store_true", help="CPU, tiny configs, two steps (tests the script)")
+    parser.add_argument("--config", default=str(ROOT / "configs" / "default.yaml"),
+                        help="the config of `seed_parity` and `stage1_step` (e.g. configs/world4s.yaml, the shipped "
+                             "models' world); the dry run uses configs/tiny.yaml")
     parser.add_argument("--steps", type=int, default=None, help="training steps per stage (default 5; dry run 2)")
     parser.add_argument("--stages", default="vae,video,action,joint",
                         help="stages of section `stages` (in order; later ones need the earlier ones' run folder)")
@@ -361,10 +364,11 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device("cpu" if args.dry_run else "cuda")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    default = load_config(ROOT / "configs" / ("tiny.yaml" if args.dry_run else "default.yaml"))
+    default = load_config(ROOT / "configs" / "tiny.yaml" if args.dry_run else Path(args.config))
     repeats, peak_n = (2, 256) if args.dry_run else (10, 8192)
     steps = args.steps or (2 if args.dry_run else 5)
-    doc: dict = {"dry_run": args.dry_run, "env": env(device)}
+    doc: dict = {"dry_run": args.dry_run, "config": "configs/tiny.yaml" if args.dry_run else os.path.relpath(args.config, ROOT),
+                 "env": env(device)}
     sections = [("seed_parity", lambda: seed_parity(default, device)),
                 ("stage1_step", lambda: stage1_step(default, device, repeats, peak_n, compile=not args.dry_run)),
                 ("paper_cut", lambda: paper_cut(device, repeats, peak_n, args.dry_run)),

@@ -164,11 +164,9 @@ def test_partial_checkpoint_is_never_picked(tmp_path):
     assert [p.name for p in complete_checkpoints(tmp_path, "video")] == ["step-0000002"]
 
 
-def test_nonfinite_loss_stops_naming_step_and_term(tmp_path, tiny_config):
+def test_nonfinite_loss_stops_naming_step_and_term(tmp_path, tiny_config, cpu_accelerator):
     """The check is deferred (no host sync per step) yet names the first bad step and its terms, and no
     checkpoint is written from weights a non-finite step touched."""
-    from accelerate import Accelerator
-
     from reworld.config import replace
 
     lin = torch.nn.Linear(3, 1)
@@ -183,7 +181,7 @@ def test_nonfinite_loss_stops_naming_step_and_term(tmp_path, tiny_config):
     spec = StageSpec("video", {"m": SafetensorsModule(lin)}, [{"params": list(lin.parameters())}], 10, step_fn)
     config = replace(tiny_config, train={"log_every": 10, "val_every": 10, "ckpt_every": 2})
     with pytest.raises(TrainingError, match=r"step 3: term\(s\) ig, total"):
-        run(spec, config, tmp_path, max_steps=6, resume=False, accelerator=Accelerator(cpu=True))
+        run(spec, config, tmp_path, max_steps=6, resume=False, accelerator=cpu_accelerator())
     assert latest_checkpoint(tmp_path, "video").name == "step-0000002"  # the last good one, untouched
     assert step_fn.calls == 4  # caught at step 4's checkpoint, before it is written, not at the next log
 
@@ -465,12 +463,26 @@ def _ema_stage(exported: dict, seen: list):
                      export_fn=export_fn, load_fn=load_fn), lin
 
 
-def test_ema_and_lr_schedule_are_exported_and_resume_exactly(tmp_path, tiny_config):
+@pytest.fixture
+def cpu_accelerator():
+    """`Accelerator(cpu=True)` for stages built of CPU modules. accelerate keeps one AcceleratorState per process,
+    and on a CUDA machine an earlier test in the same process has set it up on the GPU, after which
+    `Accelerator(cpu=True)` refuses (seen on an H200); the state is reset before each one and after the test."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    def make():
+        AcceleratorState._reset_state(reset_partial_state=True)
+        return Accelerator(cpu=True)
+
+    yield make
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def test_ema_and_lr_schedule_are_exported_and_resume_exactly(tmp_path, tiny_config, cpu_accelerator):
     """With `train.ema_decay` the exported weights are diffusers' warm-up EMA of the raw weights (known answer,
     recomputed here from the weights each step saw), checkpoints carry the averages, and a run stopped and
     resumed exports what an uninterrupted one does, schedule and average included."""
-    from accelerate import Accelerator
-
     from reworld.config import replace
 
     config = replace(tiny_config, train={"log_every": 1, "val_every": 100, "ckpt_every": 3, "lr": 0.05,
@@ -478,7 +490,7 @@ def test_ema_and_lr_schedule_are_exported_and_resume_exactly(tmp_path, tiny_conf
                                          "ema_power": 0.75})
     whole, seen = {}, []
     spec, lin = _ema_stage(whole, seen)
-    run(spec, config, tmp_path / "a", max_steps=6, resume=False, accelerator=Accelerator(cpu=True))
+    run(spec, config, tmp_path / "a", max_steps=6, resume=False, accelerator=cpu_accelerator())
     raw = seen[1:] + [lin.weight.detach().clone()]  # the raw weights after steps 1…6
     ema = seen[0].clone()
     for n, w in enumerate(raw, start=1):  # decay 1 − (1 + s)^−power with s = n − 1, capped; 0 at the first step
@@ -491,10 +503,10 @@ def test_ema_and_lr_schedule_are_exported_and_resume_exactly(tmp_path, tiny_conf
 
     parts, _ = {}, None
     spec_b, _ = _ema_stage(parts, [])
-    run(spec_b, config, tmp_path / "b", max_steps=6, resume=False, accelerator=Accelerator(cpu=True))
+    run(spec_b, config, tmp_path / "b", max_steps=6, resume=False, accelerator=cpu_accelerator())
     spec_c, _ = _ema_stage(parts, [])  # a fresh process: new models, restored from step 3
     shutil.rmtree(tmp_path / "b" / "checkpoints" / "video" / "step-0000006")
-    run(spec_c, config, tmp_path / "b", max_steps=6, resume=True, accelerator=Accelerator(cpu=True))
+    run(spec_c, config, tmp_path / "b", max_steps=6, resume=True, accelerator=cpu_accelerator())
     for k in whole:
         torch.testing.assert_close(parts[k], whole[k], rtol=1e-6, atol=1e-7)
 
