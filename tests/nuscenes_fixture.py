@@ -43,7 +43,10 @@ def _log_and_mask(root: Path, tables: dict, name: str) -> None:
                           "filename": f"maps/{name}-mask.png"})
 
 
-def build(root: Path, seconds: float = 10.0, image_size: tuple[int, int] = (90, 160)) -> Path:
+def build(root: Path, seconds: float = 10.0, image_size: tuple[int, int] = (90, 160),
+          extra_agents: dict | None = None) -> Path:
+    """`extra_agents`: instance token -> (motion t -> (x, y, yaw), first, last): more cars, annotated at the key
+    frames of [first, last] seconds only (an agent that enters or leaves the annotated area)."""
     root = Path(root)
     tables: dict[str, list] = {k: [] for k in (
         "attribute", "calibrated_sensor", "category", "ego_pose", "instance", "log", "map", "sample",
@@ -103,12 +106,16 @@ def build(root: Path, seconds: float = 10.0, image_size: tuple[int, int] = (90, 
         "inst-parked": (lambda t: (160.0, 99.9, math.pi), "attr-parked"),
         "inst-lead": (lambda t: (120.0 + 7.0 * t, LANE_Y, 0.0), "attr-moving"),
     }
+    window = {inst: (0.0, math.inf) for inst in agents}
+    for inst, (motion, first, last) in (extra_agents or {}).items():
+        agents[inst], window[inst] = (motion, "attr-moving"), (first, last)
     for inst, (motion, attr) in agents.items():
-        tokens = [f"ann-{inst}-{j:03d}" for j in range(len(keys))]
-        for j, k in enumerate(keys):
-            x, y, yaw = motion(k / 12)
+        seen = [j for j, k in enumerate(keys) if window[inst][0] - 1e-9 <= k / 12 <= window[inst][1] + 1e-9]
+        tokens = [f"ann-{inst}-{j:03d}" for j in range(len(seen))]
+        for j, jk in enumerate(seen):
+            x, y, yaw = motion(keys[jk] / 12)
             tables["sample_annotation"].append({
-                "token": tokens[j], "sample_token": sample_tokens[j], "instance_token": inst,
+                "token": tokens[j], "sample_token": sample_tokens[jk], "instance_token": inst,
                 "visibility_token": "4", "attribute_tokens": [attr], "translation": [x, y, 0.8],
                 "size": [1.9, 4.6, 1.6], "rotation": _quat(yaw), "prev": tokens[j - 1] if j else "",
                 "next": tokens[j + 1] if j + 1 < len(tokens) else "", "num_lidar_pts": 10, "num_radar_pts": 0})

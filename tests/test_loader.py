@@ -78,10 +78,34 @@ def test_agents_in_ego_frame(clips):
     assert parked.track.shape == (1, 4)  # standing still: one row
     np.testing.assert_allclose(parked.track[0, 1:3], [160.0 - ego_x, 99.9 - fx.LANE_Y], atol=1e-6)
     assert abs(abs(parked.track[0, 3]) - np.pi) < 1e-6
-    assert lead.track.shape == (9, 4)  # key frames over the 4 s horizon
-    np.testing.assert_allclose(lead.track[:, 0], np.arange(9) * 0.5, atol=1e-6)
+    assert lead.track.shape == (11, 4)  # key frames over NAVSIM's 5 s observation of a 4 s plan
+    np.testing.assert_allclose(lead.track[:, 0], np.arange(11) * 0.5, atol=1e-6)
     np.testing.assert_allclose(lead.track[:, 1], 120.0 + 7.0 * (t0 + lead.track[:, 0]) - ego_x, atol=1e-6)
     assert (parked.length, parked.width) == (4.6, 1.9)
+
+
+def test_agents_enter_and_leave_as_navsims_observation_has_them(clips, tmp_path):
+    """NAVSIM v1.1's observation of a 4 s plan: every car annotated at a key frame of [0, 5 s]; one that enters
+    later is there from its first annotation, one that leaves only up to its last; where the scene ends before
+    5 s, a car still annotated at its last key frame is held there to 5 s."""
+    import math
+
+    t0 = (clips[0].timestamp - fx.T0_US) / 1e6
+    root = fx.build(tmp_path / "world", extra_agents={
+        "inst-leaves": (lambda t: (110.0 + 8.0 * t, fx.LANE_Y - 3.5, 0.0), 0.0, t0 + 1.0),
+        "inst-enters": (lambda t: (200.0 - 6.0 * t, 99.9, math.pi), t0 + 2.5, math.inf)})
+    ds = NuScenesClips(DataConfig(dataroot=str(root), version=fx.VERSION, image_height=32, image_width=64))
+    agents = {a.id: a for a in ds[0].target.agents}
+    np.testing.assert_allclose(agents["inst-leaves"].track[:, 0], [0.0, 0.5, 1.0], atol=1e-6)
+    np.testing.assert_allclose(agents["inst-enters"].track[:, 0], np.arange(5, 11) * 0.5, atol=1e-6)
+    # in the ego frame at t = 0, where it first shows
+    assert agents["inst-enters"].track[0, 1] == pytest.approx(200.0 - 6.0 * (t0 + 2.5) - fx.ego_state(t0)[0])
+    last = ds[len(ds) - 1]
+    t_end = (last.timestamp - fx.T0_US) / 1e6
+    lead = {a.id: a for a in last.target.agents}["inst-lead"]
+    assert t_end + lead.track[-2, 0] == pytest.approx(10.0)  # the scene's last key frame, before this clip's 5 s
+    assert lead.track[-1, 0] == pytest.approx(5.0) and lead.track[-2, 0] < 4.75
+    np.testing.assert_array_equal(lead.track[-1, 1:], lead.track[-2, 1:])  # held where the data stops
 
 
 def test_map_geometry(clips):

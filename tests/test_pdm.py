@@ -100,6 +100,30 @@ def test_hard_braking_is_uncomfortable():
     assert score_trajectory(scene, gentle).c == 1.0
 
 
+def test_agents_are_there_from_their_first_to_their_last_annotation_as_in_navsim():
+    """NAVSIM's observation: a track is interpolated between its first and last annotation and absent outside them;
+    a track annotated once is there, standing, at every step; PDM-Closed plans only around the agents of t = 0."""
+    from reworld.planning.pdm_closed import forecast_scene
+
+    def standing(id_, x, times):
+        return AgentTrack(id_, "vehicle", 4.5, 1.9, np.array([[t, x, 0.0, 0.0] for t in times]))
+
+    # a car 25 m ahead that is gone after 1 s (it turned off): nothing left to hit at 2 s
+    gone = score_trajectory(road_scene([standing("gone", 25.0, [0.0, 1.0])]), straight(10.0))
+    assert (gone.nc, gone.ttc) == (1.0, 1.0)
+    # the same car annotated to 4 s is hit when the front bumper reaches it: (25 - 2.25 - 2.25) / 10 = 2.05 s
+    stays = score_trajectory(road_scene([standing("stays", 25.0, [0.0, 4.0])]), straight(10.0))
+    assert stays.nc == 0.0 and 2.0 <= stays.collision_time_s <= 2.2
+    # a car that enters at 3 s 30 m ahead, where the ego already is: hit at its first annotation
+    enters = road_scene([standing("enters", 30.0, [3.0, 4.0])])
+    r = score_trajectory(enters, straight(10.0))
+    assert r.nc == 0.0 and r.collision_time_s == pytest.approx(3.0)
+    assert forecast_scene(enters).agents == []  # not in the frame PDM-Closed plans from
+    # annotated once, at 3 s: NAVSIM keeps it at every step, so the ego reaches it at (30 - 4.5) / 10 = 2.55 s
+    once = score_trajectory(road_scene([standing("once", 30.0, [3.0])]), straight(10.0))
+    assert once.nc == 0.0 and 2.5 <= once.collision_time_s <= 2.7
+
+
 def test_closing_in_on_a_car_ahead_fails_ttc_without_colliding():
     lead = car("lead", 22.5, speed=6.0)  # rear bumper 18 m ahead of the ego's front, 6 m/s
     scene = road_scene([lead], speed=10.0)

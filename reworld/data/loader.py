@@ -32,6 +32,7 @@ REQUIRED_TABLES = (
 )
 MAP_NAMES = ("singapore-onenorth", "singapore-hollandvillage", "singapore-queenstown", "boston-seaport")
 US = 1e-6  # [s] per nuScenes timestamp unit
+OBSERVATION_EXTRA_S = 1.0  # [s] agents are read this far past the plan's horizon (NAVSIM v1.1: 5 s for 4 s plans)
 
 
 class DatasetError(ValueError):
@@ -424,27 +425,39 @@ class NuScenesClips(torch.utils.data.Dataset):
         return out
 
     def _agents(self, sample: dict, origin: np.ndarray, yaw0: float, t0: float) -> list[AgentTrack]:
-        """Instances seen at t=0, tracked over the key frames of the horizon (linear in between)."""
+        """Every instance annotated at a key frame of [0, horizon + 1 s] (and the first one after), tracked over them (linear in between), as
+        NAVSIM v1.1's observation has them (its metric caching reads 5 s for 4 s plans: TTC looks 0.9 s past the
+        last pose): an agent that enters after t = 0 is there from its first annotation, one that leaves is gone
+        after its last (`reworld.planning.pdm`). Where the scene ends before horizon + 1 s, an agent still annotated
+        at its last key frame is held there to horizon + 1 s (the data stops, not the agent)."""
+        end = self.cfg.horizon_s + OBSERVATION_EXTRA_S
         rows: dict[str, list] = {}
         meta: dict[str, tuple] = {}
-        s = sample
-        while s is not None and (s["timestamp"] * US - t0) <= self.cfg.horizon_s + 1e-3:
-            t = s["timestamp"] * US - t0
+        s, last_key = sample, 0.0
+        while s is not None:  # the key frames from t = 0 to the first at or after the end (they are not on a grid)
+            t = last_key = s["timestamp"] * US - t0
             for ann_token in s["anns"]:
                 ann = self.nusc.get("sample_annotation", ann_token)
                 inst = ann["instance_token"]
-                if s is not sample and inst not in rows:
-                    continue  # only agents present at t=0
                 xy = to_ego_frame(np.array(ann["translation"][:2]), origin, yaw0)
                 rows.setdefault(inst, []).append([t, xy[0], xy[1], yaw_of(ann["rotation"]) - yaw0])
                 meta[inst] = (ann["category_name"], ann["size"])
+            if t >= end - 1e-3:
+                break
             s = self.nusc.get("sample", s["next"]) if s["next"] else None
+        scene_ends = last_key < end - 1e-3
         agents = []
         for inst, r in rows.items():
             arr = np.array(r, dtype=np.float64)
             arr[:, 3] = wrap_angle(np.unwrap(arr[:, 3]))
             if len(arr) > 1 and np.max(np.linalg.norm(arr[:, 1:3] - arr[0, 1:3], axis=1)) < 0.1:
-                arr = arr[:1]  # standing still: one row
+                arr = arr[[0, -1]]  # standing still: its first pose, over its first to its last annotation
+                arr[1, 1:] = arr[0, 1:]
+            if scene_ends and arr[-1, 0] == last_key:
+                arr = np.concatenate([arr, arr[-1:]])
+                arr[-1, 0] = end
+            if len(arr) == 2 and np.array_equal(arr[0, 1:], arr[1, 1:]) and arr[0, 0] == 0.0 and arr[1, 0] >= end - 1e-3:
+                arr = arr[:1]  # standing over the whole observation: one row
             category, (w, l, _h) = meta[inst]
             agents.append(AgentTrack(id=inst, type=agent_type(category), length=float(l), width=float(w), track=arr))
         return agents

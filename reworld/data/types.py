@@ -16,13 +16,14 @@ AGENT_TYPES = ("vehicle", "pedestrian", "cyclist", "static")
 
 @dataclass(frozen=True)
 class AgentTrack:
-    """One other road user over the horizon, in the ego frame at t=0."""
+    """One other road user, in the ego frame at t=0, as NAVSIM's observation has it: annotated over the plan's horizon
+    + 1 s, there from its first row to its last (linear in between), or, with one row, standing at every step."""
 
     id: str
     type: str  # one of AGENT_TYPES
     length: float  # [m]
     width: float  # [m]
-    track: np.ndarray  # (N, 4) rows [t (s from 0), x (m), y (m), heading (rad)]; one row = standing still
+    track: np.ndarray  # (N, 4) rows [t (s from 0), x (m), y (m), heading (rad)]; one row = standing throughout
 
 
 @dataclass(frozen=True)

@@ -220,7 +220,7 @@ class _AgentStates:
     x: np.ndarray
     y: np.ndarray
     heading: np.ndarray
-    present: np.ndarray  # bool: the track has started
+    present: np.ndarray  # bool: the agent is in NAVSIM's observation at that step
     half_length: np.ndarray  # (A,)
     half_width: np.ndarray  # (A,)
     ids: list[str]
@@ -228,13 +228,20 @@ class _AgentStates:
 
 
 def _agent_states(scene: PlanningScene, num_steps: int, config: PDMScorerConfig) -> _AgentStates:
+    """Each agent's box at the scorer's steps and whether it is there: NAVSIM's observation (its metric caching's
+    `_interpolate_gt_observation`) interpolates each track linearly between its first and last annotation and
+    drops it outside them; a track annotated at one time only is kept, standing, at every step. Annotation times
+    are NAVSIM's nominal 0.5 s grid and real timestamps here (nuScenes' key frames jitter by tens of ms), so a
+    track's ends are matched to the nearest step (half a step either side)."""
     t = np.arange(num_steps) * config.dt
+    half = config.dt / 2
     rows = []
     for a in scene.agents:
         tr = a.track  # (R, 4); np.interp holds the first/last row outside the track's times
         head = np.unwrap(tr[:, 3])
+        present = np.ones(num_steps, dtype=bool) if len(tr) == 1 else (t >= tr[0, 0] - half) & (t <= tr[-1, 0] + half)
         rows.append((np.interp(t, tr[:, 0], tr[:, 1]), np.interp(t, tr[:, 0], tr[:, 2]),
-                     np.interp(t, tr[:, 0], head), t >= tr[0, 0] - 1e-9))
+                     np.interp(t, tr[:, 0], head), present))
     if not rows:
         empty = np.zeros((0, num_steps))
         return _AgentStates(empty, empty, empty, empty.astype(bool), np.zeros(0), np.zeros(0), [], np.zeros(0, bool))
@@ -415,7 +422,8 @@ def _collisions_navsim(scene, states, ag, areas, config):
 def _time_to_collision_navsim(scene, states, ag, areas, config):
     """NAVSIM's TTC: the ego box pushed along its heading by speed·{0, 0.3, 0.6, 0.9} s against the agents at that
     later time; a hit counts when the agent is ahead (< 30°) or, with the ego in several lanes, off the drivable
-    area or in an intersection, when it is not behind (> 150°); other hits put the agent on an ignore list."""
+    area or in an intersection, when it is not behind (> 150°); other hits put the agent on an ignore list. Every
+    step 0 … 4 s is checked, against agents up to 4.9 s (v1.1; v2 stops at 3.1 s)."""
     multiple_lanes, non_drivable, in_intersection = areas
     ex, ey = _ego_centres(states, scene)
     hl, hw = scene.ego_length / 2, scene.ego_width / 2

@@ -77,12 +77,15 @@ class _Path:
 
 def forecast_scene(scene: PlanningScene, horizon_s: float = 5.0) -> PlanningScene:
     """The scene with every agent replaced by its constant-velocity forecast from its first state (static objects
-    and agents present at one time only stand still): what PDM-Closed scores its proposals against."""
+    and agents present at one time only stand still): what PDM-Closed scores its proposals against. Only the agents
+    seen at t = 0: those that enter later are not in the frame PDM-Closed plans from."""
     from reworld.data.types import AgentTrack
 
     agents = []
     for a in scene.agents:
         tr = a.track
+        if tr[0, 0] > 0.05:
+            continue  # not yet seen at t = 0: PDM-Closed plans from the current frame's detections, as NAVSIM's does
         if len(tr) >= 2 and a.type != "static":
             dt = tr[1, 0] - tr[0, 0]
             vx, vy = (tr[1, 1] - tr[0, 1]) / dt, (tr[1, 2] - tr[0, 2]) / dt

@@ -11,7 +11,8 @@ seconds). JSON schema::
                  "intersections": [[[x, y], ...], ...],          # optional; intersection polygons
                  "centerline": [[x, y], ...],                    # route centreline
                  "agents": [{"id", "type", "length", "width",
-                             "track": [[t, x, y, heading], ...]}],  # t in s from 0; one row = standing still
+                             "track": [[t, x, y, heading], ...]}],  # t in s from 0 (to 5 s); there from
+                                                    # its first row to its last; one row = there, standing, throughout
                  "expert": [[x, y, heading] x 8]}                # optional; poses at 0.5 ... 4.0 s
     traj.json:  {"poses": [[x, y, heading] x 8]}
 

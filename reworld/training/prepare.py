@@ -130,7 +130,8 @@ def negatives_folder(out: Path, config: Config, split: str) -> Path:
     from reworld.planning.pdm import PDMScorerConfig
 
     scorer = {k: v for k, v in dataclasses.asdict(PDMScorerConfig()).items()}
-    doc = {"k": config.loss.hn_num_negatives, "seed": config.train.seed, "data": _data_doc(config), "scorer": scorer}
+    doc = {"k": config.loss.hn_num_negatives, "seed": config.train.seed, "data": _data_doc(config), "scorer": scorer,
+           "agents": "navsim-observation"}  # the loader's agents since 2026-12-04 (entering, leaving, to horizon + 1 s)
     return out / "prepared" / f"negatives-{_key(doc)}" / split
 
 

@@ -52,6 +52,12 @@ def _agent_pose(track: np.ndarray, t: float) -> tuple[float, float, float]:
     return tuple(float(v) for v in _agent_poses(track, [t])[0])
 
 
+def _there(track: np.ndarray, t: float) -> bool:
+    """Whether the scorer has the agent at `t` (`reworld.planning.pdm`: between its first and last annotation;
+    a track of one row at every step)."""
+    return len(track) == 1 or track[0, 0] - 0.05 <= t <= track[-1, 0] + 0.05
+
+
 def _agent_poses(track: np.ndarray, times) -> np.ndarray:
     """(len(times), 3) x, y, heading of a track (t, x, y, heading rows) at `times`, linearly interpolated."""
     return np.stack([np.interp(times, track[:, 0], track[:, 1]), np.interp(times, track[:, 0], track[:, 2]),
@@ -105,7 +111,7 @@ def bev_figure(scene: PlanningScene, trajectories=None, labels: list[str] | None
     for kind, agents in by_type.items():
         color = AGENT_COLORS.get(kind, "#555555")
         faded = [_box(*pose, a.length, a.width) for a in agents
-                 for pose in _agent_poses(a.track, [t for t in FUTURE_TIMES_S if a.track[0, 0] <= t]).tolist()]
+                 for pose in _agent_poses(a.track, [t for t in FUTURE_TIMES_S if _there(a.track, t)]).tolist()]
         if faded:  # where each agent will be at 1 … 4 s
             hx, vy = _joined(faded)
             add(x=hx, y=vy, mode="lines", line=dict(color=color, width=1), opacity=0.25,
@@ -117,9 +123,10 @@ def bev_figure(scene: PlanningScene, trajectories=None, labels: list[str] | None
         hx, vy = _joined(paths)
         add(x=hx, y=vy, mode="lines", line=dict(color=color, width=1, dash="dot"),
             hoverinfo="skip", showlegend=False, legendgroup=kind)
-        boxes = [_box(*_agent_pose(a.track, a.track[0, 0]), a.length, a.width) for a in agents]
+        now = [a for a in agents if _there(a.track, 0.0)]  # the boxes at t = 0; later arrivals only faded
+        boxes = [_box(*_agent_pose(a.track, 0.0), a.length, a.width) for a in now]
         hx, vy = _joined(boxes)
-        text = [t for a in agents for t in [f"{a.id} ({a.type})"] * 5 + [None]][:-1]
+        text = [t for a in now for t in [f"{a.id} ({a.type})"] * 5 + [None]][:-1]
         add(x=hx, y=vy, fill="toself", mode="lines", line=dict(color=color),
             name=kind, legendgroup=kind, hovertext=text, hoverinfo="text")
     hx, vy = _plot_xy(_box(scene.ego_center_offset, 0.0, 0.0, scene.ego_length, scene.ego_width))
