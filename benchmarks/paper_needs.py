@@ -1,6 +1,6 @@
 """What a run of a config needs, computed from its shapes (and, for activations, from a measured GPU run):
 the disk of each kind of prepared per-clip file, the parameters, and the GPU memory of training state per
-process under DDP and under FSDP.
+process under DDP and under FSDP (16 bytes a parameter, 20 with `train.ema_decay`'s fp32 averages).
 
     .venv/bin/python -m benchmarks.paper_needs --config configs/paper.yaml --gpus 8 [--train-clips N --val-clips N]
     .venv/bin/python -m benchmarks.paper_needs --config configs/paper.yaml --dataroot /data/nuscenes  # counts clips
@@ -25,6 +25,7 @@ from reworld.config import Config, load_config
 ROOT = Path(__file__).resolve().parents[1]
 LTX_VAE = {"latent_channels": 128, "spatial": 32, "temporal": 8}
 STATE_BYTES = 16  # per parameter: fp32 weight, fp32 gradient, AdamW's two fp32 moments (mixed precision keeps these)
+EMA_BYTES = 4  # per parameter with train.ema_decay > 0: the fp32 averages (sharded like the weights under FSDP)
 
 
 def vae_shape(config: Config) -> dict:
@@ -80,8 +81,10 @@ def needs(config: Config, gpus: int, train_clips: int, val_clips: int, measured:
     out = {"config": config.name, "clips": {"train": train_clips, "val": val_clips}, "vae": vs,
            "latent_shape": [vs["latent_channels"], t, h, w], "video_tokens": t * h * w, "params": params, "disk": disk}
     state = {}
+    per_param = STATE_BYTES + (EMA_BYTES if config.train.ema_decay > 0 else 0)
+    out["state_bytes_per_param"] = per_param
     for name in ("video_dit", "action_dit"):
-        full = params[name] * STATE_BYTES
+        full = params[name] * per_param
         state[name] = {"ddp_GB_per_gpu": round(full / 1e9, 1), f"fsdp_{gpus}_GB_per_gpu": round(full / gpus / 1e9, 1)}
     out["training_state"] = state
     if measured and "peak_memory_mb" in measured:
@@ -91,7 +94,7 @@ def needs(config: Config, gpus: int, train_clips: int, val_clips: int, measured:
             "measured_on": "one H200, batch 1, 28 blocks, gradient checkpointing, bf16 (benchmarks/gpu_check_h200.json)",
             "per_clip_GB": round(act / 1e9, 1), "per_gpu_batch": per_gpu_batch,
             "per_gpu_GB": round(act * per_gpu_batch / 1e9, 1),
-            "stage_video_fsdp_total_GB_per_gpu": round((act * per_gpu_batch + params["video_dit"] * STATE_BYTES / gpus)
+            "stage_video_fsdp_total_GB_per_gpu": round((act * per_gpu_batch + params["video_dit"] * per_param / gpus)
                                                        / 1e9, 1)}
     return out
 
@@ -105,7 +108,8 @@ def markdown(doc: dict) -> str:
     for k, v in doc["disk"].items():
         rows.append(f"| {k} | {v['per_clip_MB']} MB | {v['train_GB']} GB | {v['val_GB']} GB |"
                     + (f" {v['note']}" if "note" in v else ""))
-    rows += ["", "| training state (fp32 weights, grads, AdamW) | " + " | ".join(next(iter(doc["training_state"]
+    what = "fp32 weights, grads, AdamW" + (", EMA" if doc["state_bytes_per_param"] > STATE_BYTES else "")
+    rows += ["", f"| training state ({what}) | " + " | ".join(next(iter(doc["training_state"]
                                                                                         .values())).keys()) + " |",
              "|---|---|---|"]
     for k, v in doc["training_state"].items():
