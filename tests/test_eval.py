@@ -173,7 +173,7 @@ def test_eval_with_a_video_judge(tiny_run, tiny_config, tiny_judge, tmp_path):
     alone = controllability(pipe, ds, range(12), load_judge(tiny_judge), judge_set_of(ds, range(12)), 2,
                             pipe.default_guidance, 0, videos=pairs)
     # the tiny judge's gaps are ~1e-7 m, a difference of two near-equal readings: on a GPU (an H200) the batched and
-    # the one-clip passes round differently there, so the gaps agree within 10 µm (seen: 0.5 µm), not to a relative 1e-5
+    # the one-clip passes round differently, so the gaps agree within 10 µm (seen: 0.5 µm), not to a relative 1e-5
     assert alone["gaps_m"] == pytest.approx(c["gaps_m"], rel=1e-5, abs=1e-5) and len(pairs) == c["clips"]
     assert pairs[0][1].shape[:2] == (2, tiny_config.data.context_frames + future)
     assert "fd_judge" in report.markdown() and "controllability" in report.markdown()

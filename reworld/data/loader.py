@@ -425,11 +425,12 @@ class NuScenesClips(torch.utils.data.Dataset):
         return out
 
     def _agents(self, sample: dict, origin: np.ndarray, yaw0: float, t0: float) -> list[AgentTrack]:
-        """Every instance annotated at a key frame of [0, horizon + 1 s] (and the first one after), tracked over them (linear in between), as
-        NAVSIM v1.1's observation has them (its metric caching reads 5 s for 4 s plans: TTC looks 0.9 s past the
-        last pose): an agent that enters after t = 0 is there from its first annotation, one that leaves is gone
-        after its last (`reworld.planning.pdm`). Where the scene ends before horizon + 1 s, an agent still annotated
-        at its last key frame is held there to horizon + 1 s (the data stops, not the agent)."""
+        """Every instance annotated at a key frame of [0, horizon + 1 s] (and the first one after), tracked over
+        them (linear in between), as NAVSIM v1.1's observation has them (its metric caching reads 5 s for 4 s plans:
+        TTC looks 0.9 s past the last pose): an agent that enters after t = 0 is there from its first annotation,
+        one that leaves is gone after its last (`reworld.planning.pdm`). Where the scene ends before horizon + 1 s,
+        an agent still annotated at its last key frame is held there to horizon + 1 s
+        (the data stops, not the agent)."""
         end = self.cfg.horizon_s + OBSERVATION_EXTRA_S
         rows: dict[str, list] = {}
         meta: dict[str, tuple] = {}
@@ -456,7 +457,8 @@ class NuScenesClips(torch.utils.data.Dataset):
             if scene_ends and arr[-1, 0] == last_key:
                 arr = np.concatenate([arr, arr[-1:]])
                 arr[-1, 0] = end
-            if len(arr) == 2 and np.array_equal(arr[0, 1:], arr[1, 1:]) and arr[0, 0] == 0.0 and arr[1, 0] >= end - 1e-3:
+            standing = len(arr) == 2 and np.array_equal(arr[0, 1:], arr[1, 1:])
+            if standing and arr[0, 0] == 0.0 and arr[1, 0] >= end - 1e-3:
                 arr = arr[:1]  # standing over the whole observation: one row
             category, (w, l, _h) = meta[inst]
             agents.append(AgentTrack(id=inst, type=agent_type(category), length=float(l), width=float(w), track=arr))
