@@ -227,6 +227,15 @@ class _AgentStates:
     dynamic: np.ndarray  # (A,) bool: vehicle / pedestrian / cyclist
 
 
+def agent_present(track: np.ndarray, t, tolerance: float = 0.05) -> np.ndarray:
+    """Whether NAVSIM's observation has the agent of `track` at times `t`: between its first and last row (each end
+    matched to `tolerance`, half a 0.1 s step), or at every time for a track of one row."""
+    t = np.asarray(t, dtype=np.float64)
+    if len(track) == 1:
+        return np.ones(t.shape, dtype=bool)
+    return (t >= track[0, 0] - tolerance) & (t <= track[-1, 0] + tolerance)
+
+
 def _agent_states(scene: PlanningScene, num_steps: int, config: PDMScorerConfig) -> _AgentStates:
     """Each agent's box at the scorer's steps and whether it is there: NAVSIM's observation (its metric caching's
     `_interpolate_gt_observation`) interpolates each track linearly between its first and last annotation and
@@ -239,7 +248,7 @@ def _agent_states(scene: PlanningScene, num_steps: int, config: PDMScorerConfig)
     for a in scene.agents:
         tr = a.track  # (R, 4); np.interp holds the first/last row outside the track's times
         head = np.unwrap(tr[:, 3])
-        present = np.ones(num_steps, dtype=bool) if len(tr) == 1 else (t >= tr[0, 0] - half) & (t <= tr[-1, 0] + half)
+        present = agent_present(tr, t, half)
         rows.append((np.interp(t, tr[:, 0], tr[:, 1]), np.interp(t, tr[:, 0], tr[:, 2]),
                      np.interp(t, tr[:, 0], head), present))
     if not rows:

@@ -10,7 +10,7 @@ import numpy as np
 import plotly.graph_objects as go
 import plotly.io as pio
 
-from reworld.planning.pdm import PDMResults, failure_kind
+from reworld.planning.pdm import PDMResults, agent_present, failure_kind
 from reworld.planning.scene import PlanningScene
 
 LABEL_COLORS = {
@@ -50,12 +50,6 @@ def _joined(shapes: list[np.ndarray]) -> tuple[list, list]:
 
 def _agent_pose(track: np.ndarray, t: float) -> tuple[float, float, float]:
     return tuple(float(v) for v in _agent_poses(track, [t])[0])
-
-
-def _there(track: np.ndarray, t: float) -> bool:
-    """Whether the scorer has the agent at `t` (`reworld.planning.pdm`: between its first and last annotation;
-    a track of one row at every step)."""
-    return len(track) == 1 or track[0, 0] - 0.05 <= t <= track[-1, 0] + 0.05
 
 
 def _agent_poses(track: np.ndarray, times) -> np.ndarray:
@@ -111,7 +105,7 @@ def bev_figure(scene: PlanningScene, trajectories=None, labels: list[str] | None
     for kind, agents in by_type.items():
         color = AGENT_COLORS.get(kind, "#555555")
         faded = [_box(*pose, a.length, a.width) for a in agents
-                 for pose in _agent_poses(a.track, [t for t in FUTURE_TIMES_S if _there(a.track, t)]).tolist()]
+                 for pose in _agent_poses(a.track, [t for t in FUTURE_TIMES_S if agent_present(a.track, t)]).tolist()]
         if faded:  # where each agent will be at 1 … 4 s
             hx, vy = _joined(faded)
             add(x=hx, y=vy, mode="lines", line=dict(color=color, width=1), opacity=0.25,
@@ -123,7 +117,7 @@ def bev_figure(scene: PlanningScene, trajectories=None, labels: list[str] | None
         hx, vy = _joined(paths)
         add(x=hx, y=vy, mode="lines", line=dict(color=color, width=1, dash="dot"),
             hoverinfo="skip", showlegend=False, legendgroup=kind)
-        now = [a for a in agents if _there(a.track, 0.0)]  # the boxes at t = 0; later arrivals only faded
+        now = [a for a in agents if agent_present(a.track, 0.0)]  # the boxes at t = 0; later arrivals only faded
         boxes = [_box(*_agent_pose(a.track, 0.0), a.length, a.width) for a in now]
         hx, vy = _joined(boxes)
         text = [t for a in now for t in [f"{a.id} ({a.type})"] * 5 + [None]][:-1]
