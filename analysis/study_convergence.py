@@ -19,7 +19,9 @@ fd_judge improved by less than 5 % over the previous one (a doubling earlier), a
 Every arm and seed then trains to S_v. After each checkpoint the summary is rewritten: `convergence_study.csv`
 (step, run, seed, metric, value: the curves with their seeds, as the app's ablation tab reads them) and
 `convergence_study.json` (S_v, each arm's steps to reach vanilla's value and speed-up per seed, the median with a
-bootstrap interval over seeds and a t interval over log₂ speed-ups, the verdict).
+bootstrap interval over seeds and a t interval over log₂ speed-ups, the verdict). The sanity curve (amendment 13) is
+each run's validation flow loss at each checkpoint, read from its training log into the ledger
+`RESULTS/convergence_study/flow_loss.csv` after each segment (`collect_flow_loss`).
 """
 from __future__ import annotations
 
@@ -106,9 +108,60 @@ def run_checkpoint(out: Path, checkpoint: Path, base: Path, arm: str, seed: int,
         run_logged([py, "-m", "reworld", "train", "--stage", "video", "--config", str(cfg), "--out", str(run),
                     "--resume", "--max-steps", str(step)], logfile, threads)
         (run / f".study-k{step}.done").write_text(json.dumps({"seconds": round(time.time() - t0, 1)}))
+        collect_flow_loss(out, results)
     judge_missing(run, zip(GUIDANCE[arm], paths), samples, sample_steps, judge, logfile, threads,
                   lambda w: log(f"[study] {name}: judge scores at step {step}, w = {w:g}"))
     return paths
+
+
+def flow_loss_path(results: Path) -> Path:
+    return results / "convergence_study" / "flow_loss.csv"
+
+
+def collect_flow_loss(out: Path, results: Path, checkpoints=None) -> Path:
+    """The sanity curve (amendment 13): each run's validation flow loss at each checkpoint, as its trainer logged it at
+    the end of the segment (`OUT/<arm>-s<seed>/logs/video.csv`, every validation row or those at `checkpoints`: 16
+    val clips, σ and noise drawn from seed 1234, the same draws at every checkpoint and arm), merged into the ledger
+    `RESULTS/convergence_study/flow_loss.csv` (arm, seed, step, flow_loss). Rows already there stay (their run
+    folders may be gone); a step logged twice (a segment run again) keeps its last value. For `ig-sg` the logged term
+    is its own objective (the ω-shifted target), not the plain flow loss of the other arms."""
+    path = flow_loss_path(results)
+    rows: dict[tuple[str, int, int], str] = {}
+    if path.is_file():
+        with open(path, newline="") as f:
+            for r in csv.DictReader(f):
+                rows[r["arm"], int(r["seed"]), int(r["step"])] = r["flow_loss"]
+    for arm in ARMS:
+        for log in sorted(Path(out).glob(f"{arm}-s*/logs/video.csv")):
+            seed = log.parent.parent.name[len(arm) + 2:]
+            if not seed.isdigit():
+                continue  # another arm's folder whose name starts with this one's (ig / ig-sg)
+            with open(log, newline="") as f:
+                for r in csv.DictReader(f):
+                    if r["kind"] == "val" and r["name"] == "flow_loss" and (checkpoints is None
+                                                                             or int(r["step"]) in checkpoints):
+                        rows[arm, int(seed), int(r["step"])] = r["value"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as f:
+        wr = csv.writer(f)
+        wr.writerow(["arm", "seed", "step", "flow_loss"])
+        for (arm, seed, step), v in sorted(rows.items(), key=lambda kv: (list(ARMS).index(kv[0][0]), *kv[0][1:])):
+            wr.writerow([arm, seed, step, v])
+    tmp.replace(path)
+    return path
+
+
+def flow_loss_curves(results: Path, seeds) -> dict[str, dict[str, dict[str, float]]]:
+    """{arm: {seed: {step: flow loss}}} from the ledger (the sanity curve; no verdict reads it)."""
+    path = flow_loss_path(results)
+    out: dict = {}
+    if path.is_file():
+        with open(path, newline="") as f:
+            for r in csv.DictReader(f):
+                if int(r["seed"]) in seeds:
+                    out.setdefault(r["arm"], {}).setdefault(r["seed"], {})[r["step"]] = float(r["flow_loss"])
+    return out
 
 
 # ------------------------------------------------------------------------------------------------- summary
@@ -173,7 +226,10 @@ def summarize(results: Path, seeds, checkpoints=CHECKPOINTS, resamples: int = BO
                  "curves": {label(a, w): {str(s): {str(k): v for k, v in c.items()} for (a2, s, w2), c in curves.items()
                                           if (a2, w2) == (a, w) and c}
                             for a, ws in GUIDANCE.items() for w in ws},
-                 "speed_ups": {}}
+                 "speed_ups": {},
+                 "flow_loss_val": {"what": "sanity curve (amendment 13): the trainer's validation flow loss at each "
+                                           "checkpoint; ig-sg's is its own objective; no verdict reads it",
+                                   "curves": flow_loss_curves(results, seeds)}}
     if final is None:
         return out
     for arm, ws in GUIDANCE.items():
@@ -240,6 +296,10 @@ def write_curves_csv(results: Path, seeds, checkpoints=CHECKPOINTS) -> Path:
                                               ("kid_judge", judge_kid(s["real_embedding"], s["embedding"])),
                                               ("position_m", float(s["position_m"].mean()))):
                             wr.writerow([k, label(arm, w), seed, metric, f"{value:.6g}"])
+        for arm, by_seed in flow_loss_curves(results, seeds).items():  # the model's, so under the arm's first w
+            for seed, curve in by_seed.items():
+                for k, value in curve.items():
+                    wr.writerow([k, label(arm, GUIDANCE[arm][0]), seed, "flow_loss_val", f"{value:.6g}"])
     return path
 
 
@@ -262,6 +322,7 @@ def run_study(out: Path, checkpoint: Path, base: Path, seeds, results: Path, sam
     checkpoints = tuple(sorted(checkpoints))
     out.mkdir(parents=True, exist_ok=True)
     init_study(out, checkpoint)
+    collect_flow_loss(out, results)  # runs trained before the sanity curve was collected (amendment 13)
     extra = {"vae_of": str(checkpoint), "config": str(base), "samples": samples, "sample_steps": sample_steps,
              "checkpoints": list(checkpoints), "flat": FLAT, "schedule": SCHEDULE,
              "arms": {a: {**ARMS[a], "guidance": GUIDANCE[a]} for a in ARMS},

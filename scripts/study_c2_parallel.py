@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis.study_convergence import (ARMS, CHECKPOINTS, GUIDANCE, SAMPLE_STEPS, SAMPLES, arm_config,  # noqa: E402
-                                        score_path, trained_step)
+                                        collect_flow_loss, score_path, trained_step)
 from analysis.study_planner import init_study, make_run  # noqa: E402
 
 SNAPSHOT_SKIP = ("checkpoints", "tensorboard", "logs", "prepared")
@@ -160,6 +160,9 @@ def main(argv=None) -> int:
                 scores = a.results / "convergence_study" / "scores"
                 if scores.is_dir():
                     tar.add(scores, arcname="scores")
+                flow = a.results / "convergence_study" / "flow_loss.csv"
+                if flow.is_file():
+                    tar.add(flow, arcname="flow_loss.csv")
             tmp.replace(a.bundle)
 
     def write_status(final=False):
@@ -186,6 +189,7 @@ def main(argv=None) -> int:
             if t.kind == "train":
                 c = chains[(t.arm, t.seed)]
                 snap = snapshot(c["run"], t.step)
+                collect_flow_loss(a.out, a.results, steps)
                 pending.extend(score_tasks(t.arm, t.seed, t.step, snap))
                 c["next"] += 1
                 if c["next"] < len(steps):

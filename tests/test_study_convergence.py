@@ -123,3 +123,39 @@ def test_convergence_study_end_to_end(tiny_run, tiny_config_path, tiny_judge, tm
     again = SC.run_study(tmp_path / "elsewhere", src, tiny_config_path, [0], results, **kw)
     assert not (tmp_path / "elsewhere" / "vanilla-s0").exists()
     assert again["speed_ups"] == summary["speed_ups"]
+
+
+def test_the_flow_loss_sanity_curve_is_collected_from_the_training_logs(tmp_path):
+    """Amendment 13: each run's logged validation flow loss at its checkpoints lands in a ledger CSV (a segment run
+    again keeps its last value; rows of run folders that are gone stay; `ig` does not swallow `ig-sg`'s or a
+    snapshot's folder) and in the curves file under the arm's first w."""
+    out, results = tmp_path / "c2", tmp_path / "results"
+
+    def log(run, rows):
+        (out / run / "logs").mkdir(parents=True, exist_ok=True)
+        text = "step,kind,time,name,value\n" + "".join(f"{k},{kind},1.0,{name},{v}\n" for k, kind, name, v in rows)
+        (out / run / "logs" / "video.csv").write_text(text)
+
+    log("vanilla-s0", [(10, "train", "gen", 9.0), (250, "val", "flow_loss", 1.03), (250, "val", "psnr_sampled", 15.0),
+                       (500, "val", "flow_loss", 0.86), (500, "val", "flow_loss", 0.85)])
+    log("ig-s0", [(250, "val", "flow_loss", 1.04)])
+    log("ig-sg-s0", [(250, "val", "flow_loss", 1.20)])
+    log("ig-s0-k250", [(250, "val", "flow_loss", 7.0)])
+    path = SC.collect_flow_loss(out, results)
+    assert path.read_text().splitlines() == ["arm,seed,step,flow_loss", "vanilla,0,250,1.03", "vanilla,0,500,0.85",
+                                             "ig,0,250,1.04", "ig-sg,0,250,1.2"]
+    import shutil
+
+    shutil.rmtree(out / "vanilla-s0")
+    log("ig-s0", [(250, "val", "flow_loss", 1.04), (500, "val", "flow_loss", 0.88)])
+    SC.collect_flow_loss(out, results)
+    curves = SC.flow_loss_curves(results, [0])
+    assert curves == {"vanilla": {"0": {"250": 1.03, "500": 0.85}}, "ig": {"0": {"250": 1.04, "500": 0.88}},
+                      "ig-sg": {"0": {"250": 1.2}}}
+    assert SC.flow_loss_curves(results, [1]) == {}
+    import pandas as pd
+
+    df = pd.read_csv(SC.write_curves_csv(results, [0]))
+    got = df[df.metric == "flow_loss_val"].sort_values(["run", "step"])
+    assert list(got.run) == ["ig w=1", "ig w=1", "ig-sg w=1", "vanilla w=1", "vanilla w=1"]
+    assert list(got.value) == [1.04, 0.88, 1.2, 1.03, 0.85]
