@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     p.add_argument("--deadline", type=float, default=None, help="unix time: launch nothing after it minus --margin")
     p.add_argument("--margin", type=float, default=60.0, help="s before the deadline after which nothing starts")
     p.add_argument("--bundle", type=Path, default=None, help="tar of the ledger, rewritten after every set")
-    p.add_argument("--extra", action="append", default=[], help="python -m reworld train option appended (tests)")
+    p.add_argument("--judge", default=None, help="video judge folder (default: the shipped one)")
     a = p.parse_args(argv)
 
     py = sys.executable
@@ -120,7 +120,7 @@ def main(argv=None) -> int:
         c = chains[(arm, seed)]
         k = steps[c["next"]]
         cmd = [py, "-m", "reworld", "train", "--stage", "video", "--config", str(c["cfg"]), "--out", str(c["run"]),
-               "--resume", "--max-steps", str(k)] + a.extra
+               "--resume", "--max-steps", str(k)]
         return Task("train", arm, seed, k, cmd, a.out / "logs" / f"{arm}-s{seed}.log")
 
     def score_tasks(arm, seed, k, snap):
@@ -131,6 +131,7 @@ def main(argv=None) -> int:
                 continue
             cmd = [py, "-m", "analysis", "judge-scores", "--checkpoint", str(snap), "--guidance", f"{w:g}",
                    "--samples", str(a.samples), "--steps", str(a.sample_steps), "--out", str(path)]
+            cmd += ["--judge", str(a.judge)] if a.judge else []
             out.append(Task("score", arm, seed, k, cmd, a.out / "logs" / f"{arm}-s{seed}-k{k}-w{w:g}.log", w))
         return out
 

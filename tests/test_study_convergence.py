@@ -159,3 +159,45 @@ def test_the_flow_loss_sanity_curve_is_collected_from_the_training_logs(tmp_path
     got = df[df.metric == "flow_loss_val"].sort_values(["run", "step"])
     assert list(got.run) == ["ig w=1", "ig w=1", "ig-sg w=1", "vanilla w=1", "vanilla w=1"]
     assert list(got.value) == [1.04, 0.88, 1.2, 1.03, 0.85]
+
+
+def test_the_parallel_runner_writes_the_studys_own_ledger(tiny_run, tiny_config_path, tiny_judge, tmp_path,
+                                                           monkeypatch):
+    """scripts/study_c2_parallel.py (amendment 12: the same commands as many processes, each checkpoint scored from a
+    copy of its exported pipeline while the chain trains on) gives the ledger the study's own runner gives for the
+    same seed: the same score files, the same futures read by the judge, the same sanity curve; a second call runs
+    nothing again."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src, _ = tiny_run
+    monkeypatch.setattr("analysis.study_planner.IN_PROCESS", True)
+    kw = dict(samples=1, sample_steps=2, checkpoints=(2, 4), resamples=20, judge=str(tiny_judge), log=lambda m: None)
+    final = SC.run_study(tmp_path / "serial", src, tiny_config_path, [1], tmp_path / "r-serial", **kw)["final_step"]
+    script = Path(__file__).resolve().parent.parent / "scripts" / "study_c2_parallel.py"
+    cmd = [sys.executable, str(script), "--out", str(tmp_path / "par"), "--results", str(tmp_path / "r-par"),
+           "--seeds", "1", "--checkpoint", str(src), "--config", str(tiny_config_path), "--final", str(final),
+           "--checkpoints", "2", "4", "--samples", "1", "--sample-steps", "2", "--workers", "2", "--judge",
+           str(tiny_judge), "--bundle", str(tmp_path / "back" / "c2_scores.tar")]
+    subprocess.run(cmd, check=True, capture_output=True)
+    serial, par = (tmp_path / r / "convergence_study" for r in ("r-serial", "r-par"))
+    names = sorted(p.name for p in (serial / "scores").glob("*.npz"))
+    assert names and names == sorted(p.name for p in (par / "scores").glob("*.npz"))
+    for name in names:
+        a, b = SF.read_npz(serial / "scores" / name), SF.read_npz(par / "scores" / name)
+        np.testing.assert_allclose(b["embedding"], a["embedding"], rtol=1e-3, atol=1e-4)
+        np.testing.assert_allclose(b["position_m"], a["position_m"], rtol=1e-3, atol=1e-4)
+    assert SC.flow_loss_curves(tmp_path / "r-par", [1]).keys() == {"vanilla", "ig", "ig-sg"}
+    for arm, by_seed in SC.flow_loss_curves(tmp_path / "r-serial", [1]).items():
+        got = SC.flow_loss_curves(tmp_path / "r-par", [1])[arm]["1"]
+        assert got == pytest.approx(by_seed["1"], rel=1e-4)
+    status = json.loads((tmp_path / "back" / "c2_scores.json").read_text())
+    assert status["final"] and all(status["complete"].values())
+    import tarfile
+
+    with tarfile.open(tmp_path / "back" / "c2_scores.tar") as tar:
+        assert {f"scores/{n}" for n in names} | {"flow_loss.csv"} <= set(tar.getnames())
+    stamp = (par / "scores" / names[0]).stat().st_mtime_ns
+    subprocess.run(cmd, check=True, capture_output=True)
+    assert (par / "scores" / names[0]).stat().st_mtime_ns == stamp
