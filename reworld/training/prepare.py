@@ -77,19 +77,29 @@ def prepare_latents(config: Config, out: Path, vae, vae_dir: Path, split: str, t
     folder = latents_folder(out, config, vae_dir, split)
     missing = _my_missing(folder, tokens)
     if missing:  # the devkit's tables are opened only when there is work
-        ds = NuScenesClips(config.data, split=split, geometry=False)
-        index = {ref.sample_token: i for i, ref in enumerate(ds.samples)}
-        todo = [index[t] for t in missing]
-        vae.eval()
-        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(ds, todo), batch_size=batch,
-                                             num_workers=config.train.num_workers, collate_fn=_clips)
-        for clips in loader:
-            frames = torch.stack([torch.cat([c.observation.frames, c.target.frames]) for c in clips])
-            latents = encode_frames(vae, frames.to(device)).cpu()  # (B, C, t, h, w)
-            for clip, lat in zip(clips, latents):
-                write_clip_file(folder, clip.sample_token, {"latents": lat})
+        dev = torch.device(device)
+        # the global RNG as it was: a DataLoader draws its base seed from it, and the stage initialises its model
+        # after this, so a run that encodes the clips itself would otherwise start from another init than one that
+        # finds them encoded
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+            _encode_missing(config, folder, vae, split, missing, device, batch)
     _barrier()
     return folder
+
+
+def _encode_missing(config: Config, folder: Path, vae, split: str, missing: list[str], device, batch: int) -> None:
+    """Encode the clips `missing` of `split` into one latent file each (no gradients: the caller's `no_grad`)."""
+    ds = NuScenesClips(config.data, split=split, geometry=False)
+    index = {ref.sample_token: i for i, ref in enumerate(ds.samples)}
+    todo = [index[t] for t in missing]
+    vae.eval()
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(ds, todo), batch_size=batch,
+                                         num_workers=config.train.num_workers, collate_fn=_clips)
+    for clips in loader:
+        frames = torch.stack([torch.cat([c.observation.frames, c.target.frames]) for c in clips])
+        latents = encode_frames(vae, frames.to(device)).cpu()  # (B, C, t, h, w)
+        for clip, lat in zip(clips, latents):
+            write_clip_file(folder, clip.sample_token, {"latents": lat})
 
 
 def _key(doc) -> str:
