@@ -51,6 +51,9 @@ POWER_SEEDS = (5, 6, 7)  # added once if the verdict is inconclusive with an int
 SAMPLES, SAMPLE_STEPS = 2, 8  # futures per val clip, Euler steps (amendment 8)
 SCHEDULE = {"lr_schedule": "constant_with_warmup"}  # the config's lr and warm-up; no decay toward an unknown end
 CLAIM = ("ig", 1.4)  # IG's convergence curves are of guided samples
+# amendment 14: seed 0's first vanilla run (it encoded the shared latents, which moved its init) is kept under this
+# name; S_v stays the one decided on it, and seed 0's speed-ups use the vanilla run trained again with its arms' init
+UNPAIRED = "vanilla-unpaired"
 SMALLEST_EFFECT = 1.5  # speed-up; the paper claims ≈ 2×
 PAPER = {"speed_up": 2.0}
 BOOTSTRAP = 10_000  # docs/study.md §0
@@ -131,7 +134,7 @@ def collect_flow_loss(out: Path, results: Path, checkpoints=None) -> Path:
         with open(path, newline="") as f:
             for r in csv.DictReader(f):
                 rows[r["arm"], int(r["seed"]), int(r["step"])] = r["flow_loss"]
-    for arm in ARMS:
+    for arm in (*ARMS, UNPAIRED):
         for log in sorted(Path(out).glob(f"{arm}-s*/logs/video.csv")):
             seed = log.parent.parent.name[len(arm) + 2:]
             if not seed.isdigit():
@@ -146,7 +149,8 @@ def collect_flow_loss(out: Path, results: Path, checkpoints=None) -> Path:
     with open(tmp, "w", newline="") as f:
         wr = csv.writer(f)
         wr.writerow(["arm", "seed", "step", "flow_loss"])
-        for (arm, seed, step), v in sorted(rows.items(), key=lambda kv: (list(ARMS).index(kv[0][0]), *kv[0][1:])):
+        order = [*ARMS, UNPAIRED]
+        for (arm, seed, step), v in sorted(rows.items(), key=lambda kv: (order.index(kv[0][0]), *kv[0][1:])):
             wr.writerow([arm, seed, step, v])
     tmp.replace(path)
     return path
@@ -215,17 +219,32 @@ def verdict(boot: tuple[float, float], t_seeds: tuple[float, float], median: flo
     return "inconclusive"
 
 
+def fixed_final(results: Path, seeds, checkpoints=CHECKPOINTS) -> tuple[int | None, str | None]:
+    """S_v as decided on seed 0's first vanilla curve when the ledger holds it (amendment 14: kept as `UNPAIRED`),
+    and what it was decided on; (None, the vanilla seed it will be decided on) otherwise."""
+    final = final_step(fd_curve(results, UNPAIRED, 0, 1.0, checkpoints), checkpoints)
+    if final is not None:
+        return final, "vanilla, seed 0, its first (unpaired) run (amendment 14)"
+    return None, (f"vanilla, seed {seeds[0]}" if seeds else None)
+
+
 def summarize(results: Path, seeds, checkpoints=CHECKPOINTS, resamples: int = BOOTSTRAP) -> dict:
     """Curves, S_v, speed-ups and verdicts of everything the ledger holds."""
     from scipy import stats
 
     curves = {(arm, seed, w): fd_curve(results, arm, seed, w, checkpoints)
               for arm, ws in GUIDANCE.items() for seed in seeds for w in ws}
-    final = final_step(curves.get(("vanilla", seeds[0], 1.0), {}), checkpoints) if seeds else None
-    out: dict = {"final_step": final, "decided_on": f"vanilla, seed {seeds[0]}" if seeds else None,
+    unpaired = fd_curve(results, UNPAIRED, 0, 1.0, checkpoints)
+    final, decided_on = fixed_final(results, seeds, checkpoints)
+    if final is None and seeds:
+        final = final_step(curves.get(("vanilla", seeds[0], 1.0), {}), checkpoints)
+    out: dict = {"final_step": final, "decided_on": decided_on,
                  "curves": {label(a, w): {str(s): {str(k): v for k, v in c.items()} for (a2, s, w2), c in curves.items()
                                           if (a2, w2) == (a, w) and c}
                             for a, ws in GUIDANCE.items() for w in ws},
+                 "unpaired": {"what": "seed 0's first vanilla run, whose init differed from its arms' (amendment "
+                                      "14); S_v was decided on it; reported beside, not used for speed-ups",
+                              "curve": {str(k): v for k, v in unpaired.items()}},
                  "speed_ups": {},
                  "flow_loss_val": {"what": "sanity curve (amendment 13): the trainer's validation flow loss at each "
                                            "checkpoint; ig-sg's is its own objective; no verdict reads it",
@@ -296,10 +315,19 @@ def write_curves_csv(results: Path, seeds, checkpoints=CHECKPOINTS) -> Path:
                                               ("kid_judge", judge_kid(s["real_embedding"], s["embedding"])),
                                               ("position_m", float(s["position_m"].mean()))):
                             wr.writerow([k, label(arm, w), seed, metric, f"{value:.6g}"])
+        for k in checkpoints:  # amendment 14: seed 0's first vanilla run, beside
+            p = score_path(results, UNPAIRED, 0, k, 1.0)
+            if p.is_file():
+                s = read_npz(p)
+                n = len(s["real_embedding"])
+                for metric, value in (("fd_judge", fd_of_clips(s, np.arange(n))),
+                                      ("kid_judge", judge_kid(s["real_embedding"], s["embedding"])),
+                                      ("position_m", float(s["position_m"].mean()))):
+                    wr.writerow([k, label(UNPAIRED, 1.0), 0, metric, f"{value:.6g}"])
         for arm, by_seed in flow_loss_curves(results, seeds).items():  # the model's, so under the arm's first w
             for seed, curve in by_seed.items():
                 for k, value in curve.items():
-                    wr.writerow([k, label(arm, GUIDANCE[arm][0]), seed, "flow_loss_val", f"{value:.6g}"])
+                    wr.writerow([k, label(arm, GUIDANCE.get(arm, (1.0,))[0]), seed, "flow_loss_val", f"{value:.6g}"])
     return path
 
 
@@ -330,8 +358,8 @@ def run_study(out: Path, checkpoint: Path, base: Path, seeds, results: Path, sam
                          f"--checkpoint {checkpoint} --config {base} --results {results}")}
     args = dict(samples=samples, sample_steps=sample_steps, judge=judge, log=log)
     first = seeds[0]
-    final = None
-    for k in checkpoints:  # S_v from the first seed's vanilla curve
+    final, _ = fixed_final(results, seeds, checkpoints)
+    for k in (checkpoints if final is None else ()):  # S_v from the first seed's vanilla curve
         run_checkpoint(out, checkpoint, base, "vanilla", first, k, results, **args)
         final = final_step(fd_curve(results, "vanilla", first, 1.0, checkpoints), checkpoints)
         write_summary(results, seeds, extra, checkpoints, resamples)

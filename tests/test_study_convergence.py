@@ -201,3 +201,28 @@ def test_the_parallel_runner_writes_the_studys_own_ledger(tiny_run, tiny_config_
     stamp = (par / "scores" / names[0]).stat().st_mtime_ns
     subprocess.run(cmd, check=True, capture_output=True)
     assert (par / "scores" / names[0]).stat().st_mtime_ns == stamp
+
+
+def test_seed_0s_first_vanilla_run_fixes_s_v_and_stands_beside(tmp_path):
+    """Amendment 14: seed 0's first vanilla run (kept as 'vanilla-unpaired') decides S_v, here 1000, though the paired
+    rerun's curve would decide 2000; seed 0's speed-ups use the rerun, which is pending until it lands; the first run's
+    curve is in the summary and the CSV beside the others."""
+    first = {250: 2.0, 500: 1.4, 1000: 1.4, 2000: 1.4}  # flat at 1000
+    rerun = {250: 2.0, 500: 1.4, 1000: 1.0, 2000: 0.98}  # would be flat only after 2000
+    for k, v in first.items():
+        _write(tmp_path, SC.UNPAIRED, 0, k, 1.0, v)
+        _write(tmp_path, "ig", 0, k, 1.4, v)
+    out = SC.summarize(tmp_path, [0], resamples=20)
+    assert out["final_step"] == 1000 and "amendment 14" in out["decided_on"]
+    assert out["speed_ups"]["ig w=1.4"]["seeds"] == []  # no paired vanilla for seed 0 yet
+    assert set(out["unpaired"]["curve"]) == {"250", "500", "1000", "2000"}
+    for k, v in rerun.items():
+        _write(tmp_path, "vanilla", 0, k, 1.0, v)
+    out = SC.summarize(tmp_path, [0], resamples=20)
+    assert out["final_step"] == 1000
+    claim = out["speed_ups"]["ig w=1.4"]["per_seed"]["0"]
+    assert claim["target_fd"] == pytest.approx(out["curves"]["vanilla w=1"]["0"]["1000"])  # the rerun's value at S_v
+    import pandas as pd
+
+    df = pd.read_csv(SC.write_curves_csv(tmp_path, [0]))
+    assert len(df[(df.run == "vanilla-unpaired w=1") & (df.metric == "fd_judge")]) == 4
