@@ -90,10 +90,15 @@ def trained_step(run: Path) -> int:
     return 0 if ckpt is None else int(json.loads((ckpt / META).read_text())["step"])
 
 
+def train_command(run: Path, cfg: Path, step: int) -> list[str]:
+    """The segment that trains the run's stage video on to `step` (resuming from its last checkpoint)."""
+    return [sys.executable, "-m", "reworld", "train", "--stage", "video", "--config", str(cfg), "--out", str(run),
+            "--resume", "--max-steps", str(step)]
+
+
 def run_checkpoint(out: Path, checkpoint: Path, base: Path, arm: str, seed: int, step: int, results: Path,
                    samples: int, sample_steps: int, judge: str | None, log=print) -> list[Path]:
     """Train (arm, seed) to `step` (resuming) and score it at each of the arm's w; returns the score files."""
-    py = sys.executable
     paths = [score_path(results, arm, seed, step, w) for w in GUIDANCE[arm]]
     if all(p.is_file() for p in paths):  # in the ledger: nothing to run
         return paths
@@ -108,8 +113,7 @@ def run_checkpoint(out: Path, checkpoint: Path, base: Path, arm: str, seed: int,
     if done < step:
         log(f"[study] {name}: stage video to step {step}")
         t0 = time.time()
-        run_logged([py, "-m", "reworld", "train", "--stage", "video", "--config", str(cfg), "--out", str(run),
-                    "--resume", "--max-steps", str(step)], logfile, threads)
+        run_logged(train_command(run, cfg, step), logfile, threads)
         (run / f".study-k{step}.done").write_text(json.dumps({"seconds": round(time.time() - t0, 1)}))
         collect_flow_loss(out, results)
     judge_missing(run, zip(GUIDANCE[arm], paths), samples, sample_steps, judge, logfile, threads,

@@ -87,16 +87,21 @@ def run_job(out: Path, checkpoint: Path, base: Path, arm: str, seed: int, sample
     return paths
 
 
+def judge_command(run: Path, w: float, path: Path, samples: int, sample_steps: int, judge: str | None) -> list[str]:
+    """The `python -m analysis judge-scores` command that writes the score file `path` of the run folder at w."""
+    return ([sys.executable, "-m", "analysis", "judge-scores", "--checkpoint", str(run), "--guidance", f"{w:g}",
+             "--samples", str(samples), "--steps", str(sample_steps), "--out", str(path)]
+            + (["--judge", str(judge)] if judge else []))
+
+
 def judge_missing(run: Path, wanted, samples: int, sample_steps: int, judge: str | None, logfile: Path, threads: int,
                   announce) -> None:
-    """`python -m analysis judge-scores` of the run folder at each (w, score file) of `wanted` whose file is not
-    there yet (`announce(w)` before each)."""
+    """`judge_command` of the run folder at each (w, score file) of `wanted` whose file is not there yet
+    (`announce(w)` before each)."""
     for w, path in wanted:
         if not path.is_file():
             announce(w)
-            run_logged([sys.executable, "-m", "analysis", "judge-scores", "--checkpoint", str(run), "--guidance",
-                        f"{w:g}", "--samples", str(samples), "--steps", str(sample_steps), "--out", str(path)]
-                       + (["--judge", str(judge)] if judge else []), logfile, threads)
+            run_logged(judge_command(run, w, path, samples, sample_steps, judge), logfile, threads)
 
 
 # ------------------------------------------------------------------------------------------------- scoring

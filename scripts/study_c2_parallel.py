@@ -28,7 +28,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis.study_convergence import (ARMS, CHECKPOINTS, GUIDANCE, SAMPLE_STEPS, SAMPLES, arm_config,  # noqa: E402
-                                        collect_flow_loss, score_path, trained_step)
+                                        collect_flow_loss, score_path, train_command, trained_step)
+from analysis.study_finetune import judge_command  # noqa: E402
 from analysis.study_planner import init_study, make_run  # noqa: E402
 
 SNAPSHOT_SKIP = ("checkpoints", "tensorboard", "logs", "prepared")
@@ -119,9 +120,7 @@ def main(argv=None) -> int:
     def train_task(arm, seed):
         c = chains[(arm, seed)]
         k = steps[c["next"]]
-        cmd = [py, "-m", "reworld", "train", "--stage", "video", "--config", str(c["cfg"]), "--out", str(c["run"]),
-               "--resume", "--max-steps", str(k)]
-        return Task("train", arm, seed, k, cmd, a.out / "logs" / f"{arm}-s{seed}.log")
+        return Task("train", arm, seed, k, train_command(c["run"], c["cfg"], k), a.out / "logs" / f"{arm}-s{seed}.log")
 
     def score_tasks(arm, seed, k, snap):
         out = []
@@ -129,9 +128,7 @@ def main(argv=None) -> int:
             path = score_path(a.results, arm, seed, k, w)
             if path.is_file():
                 continue
-            cmd = [py, "-m", "analysis", "judge-scores", "--checkpoint", str(snap), "--guidance", f"{w:g}",
-                   "--samples", str(a.samples), "--steps", str(a.sample_steps), "--out", str(path)]
-            cmd += ["--judge", str(a.judge)] if a.judge else []
+            cmd = judge_command(snap, w, path, a.samples, a.sample_steps, a.judge)
             out.append(Task("score", arm, seed, k, cmd, a.out / "logs" / f"{arm}-s{seed}-k{k}-w{w:g}.log", w))
         return out
 
