@@ -306,28 +306,19 @@ def write_curves_csv(results: Path, seeds, checkpoints=CHECKPOINTS) -> Path:
     with open(path, "w", newline="") as f:
         wr = csv.writer(f)
         wr.writerow(["step", "run", "seed", "metric", "value"])
-        for arm, ws in GUIDANCE.items():
-            for w in ws:
-                for seed in seeds:
-                    for k in checkpoints:
-                        p = score_path(results, arm, seed, k, w)
-                        if not p.is_file():
-                            continue
-                        s = read_npz(p)
-                        n = len(s["real_embedding"])
-                        for metric, value in (("fd_judge", fd_of_clips(s, np.arange(n))),
-                                              ("kid_judge", judge_kid(s["real_embedding"], s["embedding"])),
-                                              ("position_m", float(s["position_m"].mean()))):
-                            wr.writerow([k, label(arm, w), seed, metric, f"{value:.6g}"])
-        for k in checkpoints:  # amendment 14: seed 0's first vanilla run, beside
-            p = score_path(results, UNPAIRED, 0, k, 1.0)
-            if p.is_file():
+        # every (arm, w, seed), and beside them seed 0's first vanilla run (amendment 14)
+        runs = [(arm, w, seed) for arm, ws in GUIDANCE.items() for w in ws for seed in seeds] + [(UNPAIRED, 1.0, 0)]
+        for arm, w, seed in runs:
+            for k in checkpoints:
+                p = score_path(results, arm, seed, k, w)
+                if not p.is_file():
+                    continue
                 s = read_npz(p)
                 n = len(s["real_embedding"])
                 for metric, value in (("fd_judge", fd_of_clips(s, np.arange(n))),
                                       ("kid_judge", judge_kid(s["real_embedding"], s["embedding"])),
                                       ("position_m", float(s["position_m"].mean()))):
-                    wr.writerow([k, label(UNPAIRED, 1.0), 0, metric, f"{value:.6g}"])
+                    wr.writerow([k, label(arm, w), seed, metric, f"{value:.6g}"])
         for arm, by_seed in flow_loss_curves(results, seeds).items():  # the model's, so under the arm's first w
             for seed, curve in by_seed.items():
                 for k, value in curve.items():
