@@ -14,7 +14,6 @@ over the horizon), paired by clip with s = 0 when 0 is among the scales: the pri
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
@@ -24,13 +23,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return centre - half, centre + half
-
-
 @torch.no_grad()
 def main(argv=None) -> int:
     from analysis.output import emit_json
@@ -38,7 +30,7 @@ def main(argv=None) -> int:
     from reworld.data.types import COMMANDS
     from reworld.evaluation.evaluate import controllability
     from reworld.evaluation.judge import check_judge_reads, judge_set_of, load_judge, position_errors, read_videos
-    from reworld.evaluation.stats import paired_interval
+    from reworld.evaluation.stats import paired_interval, wilson
     from reworld.pipelines import WorldActionPipeline
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

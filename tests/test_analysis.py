@@ -579,3 +579,46 @@ def test_latent_noise_probe_known_answers(tiny_run, capsys, tmp_path):
     assert (tmp_path / "strips" / "clip-0.png").is_file()
     with pytest.raises(SystemExit):
         script.main(argv + ["--variances", "-1"])
+
+
+def test_wilson_interval_and_the_judge_eval_comparison_known_answers(tmp_path):
+    """`reworld.evaluation.stats.wilson` against scipy's Wilson interval; scripts/compare_judge_evals.py on two eval
+    documents built to a known answer: B reads every clip 0.5 m further off than A, so B − A is 0.5 m with an interval
+    of width 0; 3 of 4 gaps positive."""
+    import importlib.util
+    import io
+    import json
+    from contextlib import redirect_stdout
+
+    from scipy.stats import binomtest, norm
+
+    from reworld.evaluation.stats import wilson
+
+    for k, n in ((17, 23), (0, 5), (12, 51)):
+        ref = binomtest(k, n).proportion_ci(method="wilson")  # at the exact quantile 1.95996…
+        assert wilson(k, n, z=norm.ppf(0.975)) == pytest.approx((ref.low, ref.high), abs=1e-9)
+        assert wilson(k, n) == pytest.approx((ref.low, ref.high), abs=1e-4)  # the default z = 1.96
+    rng = np.random.default_rng(0)
+    per_video = rng.uniform(0, 5, size=(6, 16))
+
+    def doc(pos, gaps):
+        return {"judge": {"video_horizon_s": 4.0, "fd_judge": 1.0, "kid_judge": 0.0,
+                          "errors": {"position_m": pos.mean(0).tolist()}, "position_m_per_video": pos.tolist(),
+                          "controllability": {"clips": len(gaps), "rate": float(np.mean(np.array(gaps) > 0)),
+                                              "lateral_gap_m": float(np.mean(gaps)), "gaps_m": gaps}}}
+
+    (tmp_path / "a.json").write_text(json.dumps({"A": doc(per_video, [0.1, -0.1, 0.2, 0.3])}))
+    (tmp_path / "b.json").write_text(json.dumps(doc(per_video + 0.5, [0.1, -0.1, 0.2, 0.3])))
+    path = Path(__file__).resolve().parent.parent / "scripts" / "compare_judge_evals.py"
+    spec = importlib.util.spec_from_file_location("compare_judge_evals", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        assert mod.main([str(tmp_path / "b.json"), f"{tmp_path / 'a.json'}:A"]) == 0
+    out = json.loads(buf.getvalue())
+    d = out["b_minus_a_position_mean_m"]
+    assert d["mean"] == pytest.approx(0.5) and d["boot"] == pytest.approx([0.5, 0.5]) and d["units"] == 6
+    assert out["b"]["position_m_at_s"] == pytest.approx((per_video + 0.5).mean(0)[[3, 7, 11, 15]].tolist())
+    ctrl = out["a"]["controllability"]
+    assert ctrl["turned"] == 3 and ctrl["rate_wilson"] == pytest.approx(list(wilson(3, 4)))

@@ -28,3 +28,11 @@ def paired_interval(diffs: np.ndarray, resamples: int = 10_000, seed: int = 0) -
     half = stats.t.ppf(0.975, n - 1) * diffs.std(ddof=1) / math.sqrt(n) if n > 1 else float("inf")
     return Interval(float(diffs.mean()), float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975)),
                     float(diffs.mean() - half), float(diffs.mean() + half))
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a rate of k successes in n trials (95 % at z = 1.96)."""
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
