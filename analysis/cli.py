@@ -10,7 +10,7 @@
     python -m analysis guidance-sweep --checkpoint RUN --judge JUDGE [--w 0 0.5 1 1.4 2 3 --every 3 --samples 1]
     python -m analysis steps-sweep --checkpoint RUN --judge JUDGE [--steps 4 6 8 10 20 --guidance W]
                                  --out DIR    (the judge's readings against w on held-out clips; the app's view)
-    python -m analysis plan-scores --checkpoint RUN [--samples 8 --split val] --out scores.csv
+    python -m analysis plan-scores --checkpoint RUN [--samples 8 --split val --plan-shift S] --out scores.csv
     python -m analysis study-planner --out runs/study-c3 [--arms … --seeds 0 1 2 --parallel 2]  (docs/study.md §4)
     python -m analysis judge-scores --checkpoint RUN --guidance 1.4 [--samples 4] --out scores.npz
     python -m analysis study-finetune --out runs/study-c1 [--seeds 0 1 2 --samples 4]  (docs/study.md §3)
@@ -303,6 +303,12 @@ def cmd_plan_scores(args) -> int:
     from .study_planner import plan_scores, write_scores
 
     pipe = _pipeline(args.checkpoint, args.device, require_planner=True)
+    if args.plan_shift is not None:  # the planner's σ grid only: plan-scores never samples a future
+        if not args.plan_shift > 0:
+            raise ValueError(f"--plan-shift must be > 0, got {args.plan_shift}")
+        from reworld.config import replace as replace_config
+
+        pipe.config = replace_config(pipe.config, loss={"shift": args.plan_shift})
     data = replace(pipe.config.data, dataroot=resolve_dataroot(args.dataroot or pipe.config.data.dataroot),
                    map_lanes=args.scorer == "navsim", **({"version": args.version} if args.version else {}))
     ds = NuScenesClips(data, split=args.split, geometry=True)
@@ -618,6 +624,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--split", default="val", choices=["train", "val", "all"])
     s.add_argument("--samples", type=int, default=8, help="plans per clip")
     s.add_argument("--scorer", default="navsim", choices=["navsim", "spline"])
+    s.add_argument("--plan-shift", type=float, default=None,
+                   help="time shift of the planner's σ grid (default: the checkpoint's loss.shift, the one it was "
+                   "trained with; 1: the unshifted grid every planner sampled on before 2026-12-04)")
     s.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     s.add_argument("--out", required=True, help="CSV file (written atomically)")
     s.set_defaults(func=cmd_plan_scores)

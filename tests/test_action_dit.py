@@ -138,6 +138,29 @@ def test_plan_sample_integrates_a_known_velocity():
     torch.testing.assert_close(out[:, 0], model.denormalize(target).expand(B, 8, 3), rtol=1e-5, atol=1e-5)
 
 
+def test_plan_sample_walks_the_grid_of_its_training_shift():
+    """The planner steps on flow_sigmas(steps, shift), the σ its training drew (loss.shift): at world4s's shift 6
+    its last step starts at σ ≈ 0.4, where it was trained, not at the unshifted grid's 0.1, where it hardly was."""
+    from reworld.models.action_dit import ActionDiTOutput
+    from reworld.schedulers import flow_sigmas
+
+    model, seen = tiny_model(), []
+
+    def velocity(noisy_poses, sigma, *args, **kwargs):
+        seen.append(float(sigma[0]))
+        return ActionDiTOutput(sample=torch.zeros_like(noisy_poses))
+
+    model.forward = velocity
+    x = inputs()
+    plan_sample(model, x["video_hidden_states"], x["ego_status"], x["command"], steps=10, shift=6.0,
+                generator=torch.Generator().manual_seed(0))
+    assert seen == pytest.approx(flow_sigmas(10, 6.0)[:-1]) and seen[-1] > 0.35
+    seen.clear()
+    plan_sample(model, x["video_hidden_states"], x["ego_status"], x["command"], steps=10,
+                generator=torch.Generator().manual_seed(0))
+    assert seen == pytest.approx(flow_sigmas(10)[:-1]) and seen[-1] == pytest.approx(0.1)
+
+
 def test_constant_velocity_anchor_and_per_waypoint_statistics():
     """With the anchor, the constant-velocity trajectory is the residual 0, and per-waypoint statistics
     make every waypoint's residuals span [−1, 1] however small they are near t = 0."""

@@ -622,3 +622,31 @@ def test_wilson_interval_and_the_judge_eval_comparison_known_answers(tmp_path):
     assert out["b"]["position_m_at_s"] == pytest.approx((per_video + 0.5).mean(0)[[3, 7, 11, 15]].tolist())
     ctrl = out["a"]["controllability"]
     assert ctrl["turned"] == 3 and ctrl["rate_wilson"] == pytest.approx(list(wilson(3, 4)))
+
+
+def test_plan_scores_comparison_known_answer(tmp_path):
+    """scripts/compare_plan_scores.py on two score CSVs built to a known answer: B scores every plan 0.02 higher
+    than A, so B − A is +2 points with an interval of width 0; clips or plan counts that differ are refused."""
+    import importlib.util
+
+    from analysis.study_planner import METRICS, write_scores
+
+    rng = np.random.default_rng(0)
+    rows = [{"token": f"t{c}", "sample": j, **{m: float(v) for m, v in zip(METRICS, rng.uniform(0.2, 0.8, 9))}}
+            for c in range(5) for j in range(3)]
+    write_scores(rows, tmp_path / "a.csv")
+    write_scores([{**r, "pdms": r["pdms"] + 0.02} for r in rows], tmp_path / "b.csv")
+    write_scores(rows[:-1], tmp_path / "short.csv")
+    path = Path(__file__).resolve().parent.parent / "scripts" / "compare_plan_scores.py"
+    spec = importlib.util.spec_from_file_location("compare_plan_scores", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = mod.compare(tmp_path / "a.csv", tmp_path / "b.csv")
+    d = out["pdms_b_minus_a_points"]
+    assert out["clips"] == 5 and out["plans_per_clip"] == 3
+    assert d["mean"] == pytest.approx(2.0) and d["boot"] == pytest.approx([2.0, 2.0])
+    assert out["b"]["pdms"] - out["a"]["pdms"] == pytest.approx(0.02) and out["b"]["nc"] == out["a"]["nc"]
+    with pytest.raises(ValueError, match="plans"):
+        mod.compare(tmp_path / "a.csv", tmp_path / "short.csv")
+    assert mod.main([str(tmp_path / "a.csv"), str(tmp_path / "b.csv"), "--json", str(tmp_path / "c.json")]) == 0
+    assert json.loads((tmp_path / "c.json").read_text())["pdms_b_minus_a_points"]["mean"] == pytest.approx(2.0)

@@ -176,3 +176,22 @@ def test_a_failed_command_names_its_log(tmp_path):
     assert "hello" in log.read_text()
     SP.run_logged([sys.executable, "-c", "import os; print(os.environ['OMP_NUM_THREADS'])"], log, 1)
     assert log.read_text().strip().endswith("1")
+
+
+def test_plan_scores_command_and_its_plan_shift(tiny_run, tmp_path):
+    """`plan-scores` writes one row per clip and plan; `--plan-shift` moves only the planner's σ grid (the tiny run
+    trained at shift 1, so its default plans are `--plan-shift 1`'s and `--plan-shift 4`'s differ); a shift ≤ 0 is
+    refused with one line."""
+    from analysis.cli import main
+
+    src, _ = tiny_run
+    paths = {name: tmp_path / f"{name}.csv" for name in ("default", "one", "four")}
+    for name, extra in (("default", []), ("one", ["--plan-shift", "1"]), ("four", ["--plan-shift", "4"])):
+        assert main(["plan-scores", "--checkpoint", str(src), "--samples", "2", "--out", str(paths[name])] + extra) == 0
+    scores = {name: SP.read_scores(p) for name, p in paths.items()}
+    assert all(v.shape[0] == 2 for v in scores["default"].values())
+    for t, v in scores["default"].items():
+        np.testing.assert_array_equal(v, scores["one"][t])
+    assert any(not np.array_equal(v[:, -3:], scores["four"][t][:, -3:]) for t, v in scores["default"].items())
+    assert main(["plan-scores", "--checkpoint", str(src), "--plan-shift", "0", "--out", str(tmp_path / "x.csv")]) == 2
+    assert not (tmp_path / "x.csv").exists()

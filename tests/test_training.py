@@ -92,6 +92,17 @@ def test_pipeline_generate_and_plan(tiny_run, tiny_config):
     assert [r.sigma for r in pipe.generate(clip, steps=4, seed=3, record=True).record] == flow_sigmas(4)[:-1]
     pipe.config = replace(pipe.config, loss={"shift": 3.0})
     assert [r.sigma for r in pipe.generate(clip, steps=4, seed=3, record=True).record] == flow_sigmas(4, 3.0)[:-1]
+    # … and so does the planner's, trained on σ drawn with the same shift (its steps used to walk the unshifted grid)
+    seen, forward = [], pipe.action_dit.forward
+
+    def spy(noisy_poses, sigma, *args, **kwargs):
+        seen.append(float(sigma[0]))
+        return forward(noisy_poses, sigma, *args, **kwargs)
+
+    pipe.action_dit.forward = spy
+    pipe.plan(clip, steps=4, seed=3)
+    pipe.plan_seeds([clip], [3], steps=4)
+    assert seen == pytest.approx(flow_sigmas(4, 3.0)[:-1] * 2)
 
 
 def test_pipeline_says_what_callers_need(tiny_run, tiny_config):

@@ -329,7 +329,8 @@ class WorldActionPipeline:
         hidden = self.video_hidden_states(clip, command=command, seed=seed)
         cond, name = self._cond(clip, command)
         poses = plan_sample(planner, hidden, cond.ego_status, cond.command, steps=steps, num_samples=num_samples,
-                            generator=torch.Generator().manual_seed(seed))[0].cpu().numpy()
+                            generator=torch.Generator().manual_seed(seed), shift=self.config.loss.shift)
+        poses = poses[0].cpu().numpy()
         scores = []
         if score and clip.target.drivable_area:
             scene = PlanningScene.from_clip(clip)
@@ -369,7 +370,8 @@ class WorldActionPipeline:
                                          self.config.action.feature_sigma, self.config.action.feature_pool,
                                          [torch.Generator().manual_seed(int(seed)) for _ in clips])
             poses = plan_sample(planner, hidden, ego, command, steps=steps, num_samples=1,
-                                generator=[torch.Generator().manual_seed(int(seed)) for _ in clips])
+                                generator=[torch.Generator().manual_seed(int(seed)) for _ in clips],
+                                shift=self.config.loss.shift)
             out.append(poses[:, 0].cpu().numpy())
         return np.stack(out, axis=1)
 

@@ -66,7 +66,8 @@ def planning_validation(config: Config, action_dit, hidden_states_fn, clips: Cli
     action_dit.eval()
     feats = hidden_states_fn()
     poses = plan_sample(action_dit, feats, clips.ego_status.to(feats[0].device), clips.command.to(feats[0].device),
-                        steps=steps, num_samples=1, generator=torch.Generator().manual_seed(0))[:, 0].cpu()
+                        steps=steps, num_samples=1, generator=torch.Generator().manual_seed(0),
+                        shift=config.loss.shift)[:, 0].cpu()
     results = [score_trajectory(s, p.numpy()) for s, p in zip(scenes, poses)]
     l2 = (poses[..., :2] - clips.trajectory[..., :2]).norm(dim=-1).mean()
     return {**{k: float(np.mean([getattr(r, k) for r in results])) for k in ("pdms", "nc", "dac", "c")},
