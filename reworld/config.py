@@ -106,6 +106,10 @@ class VideoConfig:
     # the command and the ego status also added to the embedded timestep that every block's adaLN reads, as DiT
     # conditions on a class (zero-initialised; the cross-attended conditioning tokens stay; `models.video_dit`)
     adaln_cond: bool = False
+    # training-only worlds (nuScenes-format dataroots, the config's version and clip settings): every clip of every
+    # scene in them joins the train split's clips in this stage (the Video DiT's), never its validation; the VAE
+    # and planner stages train on the config's own train split
+    train_worlds: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -383,6 +383,53 @@ def test_video_stage_fine_tunes_from_a_saved_video_dit(tiny_config_path, tiny_ru
         run_stage("video", str(cfg), str(tmp_path / "ft2"), max_steps=1, vae_path=str(src / "vae"))
 
 
+def test_video_stage_trains_on_the_clips_of_extra_worlds(tiny_config_path, tiny_run, tmp_path):
+    """`video.train_worlds`: every clip of a training-only world joins the train split's clips in stage video, each
+    world encoded into its own latent folder; the joined store gives each clip the latents its own frames encode to;
+    naming a world twice (or the config's own) is a short error."""
+    import dataclasses
+
+    import yaml
+
+    from reworld.config import ConfigError, load_config
+    from reworld.data.clips import load_clip_tensors
+    from reworld.data.synth import generate_world
+    from reworld.models.vae import encode_frames
+    from reworld.training.prepare import LatentStore
+    from reworld.training.stages.common import load_run_vae
+    from reworld.training.stages.video import train_clips_and_latents
+
+    src, _ = tiny_run
+    extra = tmp_path / "extra-world"
+    generate_world(extra, num_scenes=2, seed=5, version="v1.0-synth", image_size=(64, 128), scene_seconds=10.0)
+    doc = yaml.safe_load(tiny_config_path.read_text())
+    doc["video"]["train_worlds"] = [str(extra)]
+    cfg_path = tmp_path / "worlds.yaml"
+    cfg_path.write_text(yaml.safe_dump(doc))
+    config = load_config(cfg_path)
+    out = tmp_path / "run"
+    shutil.copytree(src / "vae", out / "vae")
+    vae = load_run_vae(out, config, "video")
+    with torch.no_grad():
+        clips, parts = train_clips_and_latents(config, out, vae, "cpu")
+    own = load_clip_tensors(config.data, "train", frames=False)
+    theirs = load_clip_tensors(dataclasses.replace(config.data, dataroot=str(extra)), "all")
+    assert clips.tokens == own.tokens + theirs.tokens and len(clips.command) == len(clips.tokens)
+    assert [len(tokens) for _, tokens in parts] == [len(own), len(theirs)]
+    assert parts[0][0].name == "train" and parts[1][0].name == "all" and parts[0][0].parent != parts[1][0].parent
+    store = LatentStore.joined(parts, "cpu")
+    i = len(own) + 1  # the second clip of the extra world
+    with torch.no_grad():
+        expect = encode_frames(vae, theirs.video(slice(1, 2)))[0]
+    assert torch.allclose(store[[i]][0], expect, atol=1e-5)
+    assert run_stage("video", str(cfg_path), str(out), max_steps=1)["finite"]
+
+    doc["video"]["train_worlds"] = [str(extra), str(extra) + "/"]
+    cfg_path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ConfigError, match="named twice"):
+        train_clips_and_latents(load_config(cfg_path), out, vae, "cpu")
+
+
 def load_clip_tensors_tokens(config_path) -> list[str]:
     from reworld.config import load_config
     from reworld.data.clips import load_clip_tensors

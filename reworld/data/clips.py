@@ -24,6 +24,16 @@ class ClipTensors:
     def __len__(self) -> int:
         return len(self.tokens)
 
+    @classmethod
+    def cat(cls, parts: list[ClipTensors]) -> ClipTensors:
+        """The clips of `parts` one after the other (frames only when every part has them)."""
+        if not parts or len({p.n_context for p in parts}) != 1:
+            raise ValueError("ClipTensors.cat: needs at least one part, all with the same context frames")
+        frames = None if any(p.frames is None for p in parts) else torch.cat([p.frames for p in parts])
+        return cls(frames, torch.cat([p.ego_status for p in parts]), torch.cat([p.command for p in parts]),
+                   torch.cat([p.trajectory for p in parts]), [t for p in parts for t in p.tokens],
+                   parts[0].n_context)
+
     def video(self, idx) -> torch.Tensor:
         """(B, T, 3, H, W) float in [-1, 1]."""
         if self.frames is None:

@@ -248,20 +248,32 @@ def prepare_hidden_states(config: Config, folder: Path, video_dit, latents, toke
 # ---------------------------------------------------------------------------------------------- reading
 class ClipStore:
     """Per-clip files of `tokens` in `folder`, indexed like tensors with a leading clip axis: `store[idx]` gives a
-    dict of the batch's tensors on `device` (floating ones as `dtype` when given)."""
+    dict of the batch's tensors on `device` (floating ones as `dtype` when given). `folder` may also be a list, one
+    folder per token (clips of several worlds, each prepared in its own folder: `joined`)."""
 
     what = "prepared"
     made_by = "prepare"
 
-    def __init__(self, folder: Path, tokens: list[str], device, dtype: torch.dtype | None = None):
-        self.folder, self.tokens, self.device, self.dtype = Path(folder), list(tokens), torch.device(device), dtype
-        missing = [t for t in self.tokens if not (self.folder / f"{t}.safetensors").is_file()]
+    def __init__(self, folder: Path | list[Path], tokens: list[str], device, dtype: torch.dtype | None = None):
+        self.tokens, self.device, self.dtype = list(tokens), torch.device(device), dtype
+        folders = [Path(f) for f in folder] if isinstance(folder, (list, tuple)) else [Path(folder)] * len(self.tokens)
+        if len(folders) != len(self.tokens):
+            raise ValueError(f"{len(folders)} folders for {len(self.tokens)} tokens")
+        self.folder = folders[0] if folders else Path(folder)
+        self.paths = [f / f"{t}.safetensors" for f, t in zip(folders, self.tokens)]
+        missing = [p for p in self.paths if not p.is_file()]
         if missing:
-            raise CheckpointError(f"{self.folder}: no {self.what} file for {len(missing)} clip(s), e.g. {missing[0]}; "
-                                  f"they are made by {self.made_by}")
+            raise CheckpointError(f"{missing[0].parent}: no {self.what} file for {len(missing)} clip(s), e.g. "
+                                  f"{missing[0].stem}; they are made by {self.made_by}")
+
+    @classmethod
+    def joined(cls, parts: list[tuple[Path, list[str]]], device, **kwargs):
+        """One store over the clips of several folders, in the order given: `parts` = [(folder, tokens), …]."""
+        folders = [Path(f) for f, tokens in parts for _ in tokens]
+        return cls(folders, [t for _, tokens in parts for t in tokens], device, **kwargs)
 
     def read(self, i: int) -> dict[str, torch.Tensor]:
-        path = self.folder / f"{self.tokens[i]}.safetensors"
+        path = self.paths[i]
         try:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError) as e:
@@ -318,7 +330,7 @@ class LatentStore(ClipStore):
         try:
             return self.read(i)["latents"]
         except KeyError:
-            raise CheckpointError(f"{self.folder / self.tokens[i]}.safetensors: not a readable latent file "
+            raise CheckpointError(f"{self.paths[i]}: not a readable latent file "
                                   f"(no 'latents'); delete it to encode the clip again") from None
 
     def read_cpu(self, idx, step: int | None = None) -> dict[str, torch.Tensor]:

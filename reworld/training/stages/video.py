@@ -2,11 +2,12 @@
 (`losses.flow.video_training_losses`), the VAE frozen; validation samples futures with the run's guidance."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from reworld.config import Config
+from reworld.config import Config, ConfigError
 from reworld.data.clips import ClipTensors, load_clip_tensors
 from reworld.evaluation.video import psnr
 from reworld.losses.flow import video_training_losses
@@ -18,6 +19,7 @@ from reworld.models.video_dit import (
     ltx_rope_scale,
     video_dit_from_config,
 )
+from reworld.paths import resolve_dataroot
 from reworld.pipelines.run_folder import vae_folder
 from reworld.sampling import default_guidance, sample_future
 from reworld.training.loop import StageSpec
@@ -36,13 +38,29 @@ def init_from_folder(model: VideoDiT, folder: str | Path) -> None:
                               f"({str(e).splitlines()[0]})") from None
 
 
+def train_clips_and_latents(config: Config, out: Path, vae, device) -> tuple[ClipTensors, list]:
+    """The stage's training clips (conditions only: latents come from files) and their latent folders: the config's
+    train split, then every clip of each `video.train_worlds` world, each encoded once into its own folder."""
+    vae_dir = vae_folder(out, config)
+    roots = [Path(resolve_dataroot(r)).resolve() for r in (config.data.dataroot, *config.video.train_worlds)]
+    if len(set(roots)) != len(roots):
+        raise ConfigError(f"video.train_worlds {list(config.video.train_worlds)}: a world is named twice or is "
+                          f"data.dataroot itself ({config.data.dataroot}); its clips would be drawn twice as often")
+    clips, parts = [], []
+    for root, split in [(config.data.dataroot, "train")] + [(w, "all") for w in config.video.train_worlds]:
+        cfg = config if split == "train" else replace(config, data=replace(config.data, dataroot=root))
+        part = load_clip_tensors(cfg.data, split, frames=False)
+        clips.append(part)
+        parts.append((prepare_latents(cfg, out, vae, vae_dir, split, part.tokens, device), part.tokens))
+    return ClipTensors.cat(clips), parts
+
+
 def video_stage(config: Config, out: Path, device) -> StageSpec:
     vae = load_run_vae(out, config, "video").to(device).requires_grad_(False)
     n_ctx, n_fut = latent_split(config.data, vae)
-    train = load_clip_tensors(config.data, "train", frames=False)  # conditions only: latents come from files
+    train, parts = train_clips_and_latents(config, out, vae, device)
     val = load_clip_tensors(config.data, "val", limit=config.train.val_clips)  # a few clips, frames for PSNR
-    folder = prepare_latents(config, out, vae, vae_folder(out, config), "train", train.tokens, device)
-    train_lat, val_lat = LatentStore(folder, train.tokens, device), encode_clips(vae, val, device)
+    train_lat, val_lat = LatentStore.joined(parts, device), encode_clips(vae, val, device)
     rope = ltx_rope_scale(config.data.frame_rate, vae.temporal_compression_ratio, vae.spatial_compression_ratio)
     model = video_dit_from_config(config.video, in_channels=train_lat.shape[1], rope_scale=rope).to(device)
     if config.video.init_from:
