@@ -160,6 +160,9 @@ class LossConfig:
     # the model's noise schedule (diffusers' time shift, SD3: 3.0): training draws σ shifted by it and the sampler
     # spaces its steps with it (as diffusers' FlowMatchEulerDiscreteScheduler(shift=…)); > 1 spends both on high σ
     shift: float = 1.0
+    # the Video DiT sampler's grid stretched so that its last σ before 0 is this (diffusers' `shift_terminal`;
+    # LTX-Video's scheduler: 0.1); None: no stretch. Sampling only: training σ and the planner's grid do not use it
+    shift_terminal: float | None = None
 
 
 @dataclass(frozen=True)

@@ -108,7 +108,8 @@ def main(argv=None) -> int:
         if args.sample_steps:
             sample = sample_future(pipe.video_dit, lat[:, :, :n_ctx], cond, fut.shape[2], args.sample_steps,
                                    generator=torch.Generator().manual_seed(args.seed + i),
-                                   shift=pipe.config.loss.shift).future
+                                   shift=pipe.config.loss.shift,
+                                   shift_terminal=pipe.config.loss.shift_terminal).future
             rows.append({"clip": i, "sample_steps": args.sample_steps, "sample_mse_per_frame": per_frame(sample),
                          "repeat_last_mse_per_frame": per_frame(last)})
             print(json.dumps(rows[-1]))

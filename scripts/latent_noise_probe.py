@@ -82,7 +82,8 @@ def main(argv=None) -> int:
         if args.sample_steps:
             arms["sample"] = sample_future(pipe.video_dit, ctx, cond, fut.shape[2], args.sample_steps,
                                            generator=torch.Generator().manual_seed(args.seed + i),
-                                           shift=pipe.config.loss.shift).future
+                                           shift=pipe.config.loss.shift,
+                                           shift_terminal=pipe.config.loss.shift_terminal).future
         strip = []
         for name, z in arms.items():
             frames = decode_latents(pipe.vae, torch.cat([ctx, z], 2))[0, -truth.shape[0]:]

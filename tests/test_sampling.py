@@ -171,3 +171,40 @@ def test_sigma_schedule():
     assert shifted[0] == 1.0 and shifted[-1] == 0.0
     assert all(s > p for s, p in zip(shifted[1:-1], [0.75, 0.5, 0.25]))
     torch.testing.assert_close(torch.tensor(shifted[2]), torch.tensor(3 * 0.5 / (1 + 2 * 0.5)))
+
+
+def test_ltx_schedule_matches_diffusers_scheduler_and_paper_config():
+    """LTX-Video's schedule (dynamic shifting from the token count, `shift_terminal` 0.1): `flow_sigmas` with
+    `dynamic_shift(tokens)` and the terminal gives diffusers' FlowMatchEulerDiscreteScheduler's grid as LTXPipeline
+    sets it; the sampled result walks that grid; configs/paper.yaml carries the shift of its own token count."""
+    import numpy as np
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from reworld.config import load_config
+    from reworld.schedulers import dynamic_shift
+
+    ltx = dict(base_image_seq_len=1024, max_image_seq_len=4096, base_shift=0.95, max_shift=2.05)
+    for tokens, steps in [(512, 8), (512, 40), (3000, 20)]:
+        sched = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, shift_terminal=0.1, **ltx)
+        # LTXPipeline's `calculate_shift` (its module needs transformers, which this stack does not install)
+        m = (ltx["max_shift"] - ltx["base_shift"]) / (ltx["max_image_seq_len"] - ltx["base_image_seq_len"])
+        mu = tokens * m + ltx["base_shift"] - m * ltx["base_image_seq_len"]
+        sched.set_timesteps(sigmas=np.linspace(1.0, 1.0 / steps, steps), mu=mu)
+        ours = flow_sigmas(steps, dynamic_shift(tokens), terminal=0.1)
+        np.testing.assert_allclose(ours, sched.sigmas.double().numpy(), atol=1e-6)
+        assert ours[-2] == pytest.approx(0.1) and ours[-1] == 0.0
+    assert flow_sigmas(1, 2.0, terminal=0.1) == [1.0, 0.0]
+    with pytest.raises(ValueError, match="shift_terminal"):
+        flow_sigmas(4, 2.0, terminal=1.0)
+
+    cfg = load_config("configs/paper.yaml")
+    d = cfg.data
+    frames = (d.context_frames + d.future_frames - 1) // 8 + 1  # LTX-Video's VAE: 8× in time, 32× in space
+    tokens = frames * (d.image_height // 32) * (d.image_width // 32) // cfg.video.patch_size ** 2
+    assert tokens == 512
+    assert cfg.loss.shift == pytest.approx(dynamic_shift(tokens), abs=1e-4) and cfg.loss.shift_terminal == 0.1
+
+
+def test_sampler_walks_the_terminal_stretched_grid(model, context):
+    result = sample(model, context, shift=2.0, shift_terminal=0.1, record=True)
+    assert [r.sigma for r in result.record] == flow_sigmas(STEPS, 2.0, 0.1)[:-1]

@@ -282,6 +282,7 @@ class WorldActionPipeline:
         res = sample_future(self._video_model(), context, cond, n_fut, steps,
                             generator=torch.Generator().manual_seed(seed), guidance=guidance,
                             guidance_interval=guidance_interval, shift=self.config.loss.shift,
+                            shift_terminal=self.config.loss.shift_terminal,
                             command_guidance=command_guidance, record=record or lens, record_lens=lens,
                             decode_fn=decode if (record and decode_previews) else None, callback=callback,
                             should_stop=should_stop)

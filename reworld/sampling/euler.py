@@ -92,6 +92,7 @@ def sample_future(
     guidance_head: int | None = None,
     command_guidance: float = 0.0,
     shift: float = 1.0,
+    shift_terminal: float | None = None,
     record: bool = False,
     record_lens: bool = False,
     decode_fn: Callable[[torch.Tensor], Any] | None = None,
@@ -132,7 +133,7 @@ def sample_future(
     context_latents = context_latents.to(dtype)
     noise = torch.randn((b, c, n_future, h, w), generator=generator, dtype=torch.float32)
     x = noise.to(device=device, dtype=dtype)  # (B, C, n_future, h, w) future latents at σ = 1
-    sigmas = flow_sigmas(steps, shift)
+    sigmas = flow_sigmas(steps, shift, shift_terminal)
     guide_any = guidance != 1.0
     need_heads = guide_any or record
     history: list[StepRecord] | None = [] if record else None

@@ -81,7 +81,8 @@ def video_stage(config: Config, out: Path, device) -> StageSpec:
                                       torch.Generator().manual_seed(1234))
         res = sample_future(model, val_lat[:, :, :n_ctx], cond_of(val, slice(None)), n_fut,
                             config.train.sample_steps, generator=torch.Generator().manual_seed(0),
-                            guidance=default_guidance(config), shift=lcfg.shift)
+                            guidance=default_guidance(config), shift=lcfg.shift,
+                            shift_terminal=lcfg.shift_terminal)
         frames = decode_latents(vae, res.latents, decode_timestep=config.vae.decode_timestep,
                                 decode_noise_scale=config.vae.decode_noise_scale,
                                 generator=torch.Generator().manual_seed(0))[:, config.data.context_frames:]
