@@ -584,7 +584,7 @@ def test_latent_noise_probe_known_answers(tiny_run, capsys, tmp_path):
 def test_wilson_interval_and_the_judge_eval_comparison_known_answers(tmp_path):
     """`reworld.evaluation.stats.wilson` against scipy's Wilson interval; scripts/compare_judge_evals.py on two eval
     documents built to a known answer: B reads every clip 0.5 m further off than A, so B − A is 0.5 m with an interval
-    of width 0; 3 of 4 gaps positive."""
+    of width 0; 3 of 4 gaps positive. Several seeds per arm, pooled to a known answer."""
     import importlib.util
     import io
     import json
@@ -622,6 +622,31 @@ def test_wilson_interval_and_the_judge_eval_comparison_known_answers(tmp_path):
     assert out["b"]["position_m_at_s"] == pytest.approx((per_video + 0.5).mean(0)[[3, 7, 11, 15]].tolist())
     ctrl = out["a"]["controllability"]
     assert ctrl["turned"] == 3 and ctrl["rate_wilson"] == pytest.approx(list(wilson(3, 4)))
+
+    # several seeds per arm: B's seed i reads every clip 0.2 (i + 1) m further off than A's seed i, so the pooled
+    # B − A is 0.4 m, its t interval over the 3 seeds' means 0.4 ± t(0.975, 2) · 0.2 / √3, the two-level bootstrap
+    # inside the seeds' range, and each arm's init spread is the spread of its seeds' means
+    from scipy.stats import t as student_t
+
+    a_specs, b_specs = [], []
+    for i, shift in enumerate((0.2, 0.4, 0.6)):
+        (tmp_path / f"a{i}.json").write_text(json.dumps(doc(per_video + 0.1 * i, [0.1, -0.1])))
+        (tmp_path / f"b{i}.json").write_text(json.dumps(doc(per_video + 0.1 * i + shift, [0.1, -0.1])))
+        a_specs.append(str(tmp_path / f"a{i}.json"))
+        b_specs.append(str(tmp_path / f"b{i}.json"))
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        assert mod.main([",".join(b_specs), ",".join(a_specs)]) == 0
+    out = json.loads(buf.getvalue())
+    d = out["b_minus_a_position_mean_m"]
+    half = student_t.ppf(0.975, 2) * 0.2 / np.sqrt(3)
+    assert d["mean"] == pytest.approx(0.4) and d["t_over_seeds"] == pytest.approx([0.4 - half, 0.4 + half])
+    assert d["per_seed"] == pytest.approx([0.2, 0.4, 0.6]) and (d["seeds"], d["clips"]) == (3, 6)
+    assert 0.2 - 1e-9 <= d["boot_seeds_clips"][0] < 0.4 < d["boot_seeds_clips"][1] <= 0.6 + 1e-9
+    assert out["init_spread_m"]["a"] == pytest.approx(0.1) and len(out["seeds"]) == 3
+    assert out["seeds"][2]["b_minus_a_position_mean_m"]["mean"] == pytest.approx(0.6)
+    with pytest.raises(SystemExit), redirect_stdout(io.StringIO()):
+        mod.main([",".join(b_specs), ",".join(a_specs[:2])])
 
 
 def test_plan_scores_comparison_known_answer(tmp_path):
