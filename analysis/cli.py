@@ -15,6 +15,8 @@
     python -m analysis judge-scores --checkpoint RUN --guidance 1.4 [--samples 4] --out scores.npz
     python -m analysis study-finetune --out runs/study-c1 [--seeds 0 1 2 --samples 4]  (docs/study.md §3)
     python -m analysis study-convergence --out runs/study-c2 [--seeds 0 1 2 3 4]  (docs/study.md §2, amendment 8)
+    python -m analysis screen-video --out runs/screen --vae VAE --arm A=CFG --arm B=CFG [--seeds 0 1 2]
+                                 (world-model screens, several seeds per arm, paired by seed: docs/world4s.md)
 
 HTML files load plotly.js from `plotly.min.js` beside them (written once per folder; no CDN, viewers
 may be offline); `--self-contained` embeds it in every file instead. A user's mistake (a missing
@@ -370,6 +372,24 @@ def cmd_study_finetune(args) -> int:
     return 0
 
 
+def cmd_screen_video(args) -> int:
+    from . import screen as SV
+
+    if args.every < 1 or args.judge_samples < 1:
+        raise ValueError("--every and --judge-samples must be ≥ 1")
+    if len(set(args.seeds)) != len(args.seeds):
+        raise ValueError(f"--seeds names a seed twice: {args.seeds}")
+    doc = SV.run_screen(Path(args.out), SV.parse_arms(args.arm), args.seeds, Path(args.vae), args.judge, args.every,
+                        args.judge_samples, _log)
+    for arm, c in doc["compared"].items():
+        d = c["b_minus_a_position_mean_m"]
+        lo, hi = d.get("t_over_seeds", d.get("t"))
+        print(f"{arm} − {doc['control']} over {len(c['seeds'])} seed(s): mean position error {d['mean']:+.3f} m, "
+              f"t interval [{lo:+.3f}, {hi:+.3f}]")
+    print(f"wrote {Path(args.out) / 'screen.json'}")
+    return 0
+
+
 def cmd_study_convergence(args) -> int:
     from . import study_convergence as SC
 
@@ -559,7 +579,8 @@ def build_parser() -> argparse.ArgumentParser:
     common(s, clips=4)
     s.add_argument("--steps", type=int, default=20)
     s.add_argument("--guidance", type=float, default=None,
-                   help="w of intermediate-supervised guidance (default: the checkpoint's own, 1 without a trained head)")
+                   help="w of intermediate-supervised guidance (default: the checkpoint's own, 1 without a trained "
+                        "head)")
     s.set_defaults(func=cmd_velocity)
 
     s = sub.add_parser("futures", help="generated vs true futures at native resolution, several horizons (PNG)")
@@ -675,6 +696,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resamples", type=int, default=None, help="bootstrap resamples (default: the registered 10 000)")
     s.add_argument("--judge", default=None, help="video judge folder (default: the shipped one)")
     s.set_defaults(func=cmd_study_convergence)
+
+    s = sub.add_parser("screen-video", help="a world-model screen: arms (configs) × training seeds, stage video "
+                       "trained and judged on the same clips, compared with the first arm paired by seed; resumable")
+    s.add_argument("--out", required=True, help="screen folder (runs, shared VAE and latents, evals, screen.json)")
+    s.add_argument("--arm", required=True, action="append", help="NAME=CONFIG.yaml, repeated; the first is the control")
+    s.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (default 0 1 2)")
+    s.add_argument("--vae", required=True, help="checkpoint or run folder whose trained VAE every run uses")
+    s.add_argument("--judge", default=None, help="video judge folder (default: eval's, the shipped one)")
+    s.add_argument("--every", type=int, default=3, help="the judge reads every K-th val clip (E8–E12: 3)")
+    s.add_argument("--judge-samples", type=int, default=1, help="sampled futures per clip (E8–E12: 1)")
+    s.set_defaults(func=cmd_screen_video)
 
     s = sub.add_parser("study-planner", help="the claims study's planning part (docs/study.md §4): arms × seeds "
                        "trained, scored, summarised with intervals; resumable")

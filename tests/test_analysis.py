@@ -643,8 +643,8 @@ def test_wilson_interval_and_the_judge_eval_comparison_known_answers(tmp_path):
     assert d["mean"] == pytest.approx(0.4) and d["t_over_seeds"] == pytest.approx([0.4 - half, 0.4 + half])
     assert d["per_seed"] == pytest.approx([0.2, 0.4, 0.6]) and (d["seeds"], d["clips"]) == (3, 6)
     assert 0.2 - 1e-9 <= d["boot_seeds_clips"][0] < 0.4 < d["boot_seeds_clips"][1] <= 0.6 + 1e-9
-    assert out["init_spread_m"]["a"] == pytest.approx(0.1) and len(out["seeds"]) == 3
-    assert out["seeds"][2]["b_minus_a_position_mean_m"]["mean"] == pytest.approx(0.6)
+    assert out["init_spread_m"]["a"] == pytest.approx(0.1) and len(out["per_seed"]) == 3
+    assert out["per_seed"][2]["b_minus_a_position_mean_m"]["mean"] == pytest.approx(0.6)
     with pytest.raises(SystemExit), redirect_stdout(io.StringIO()):
         mod.main([",".join(b_specs), ",".join(a_specs[:2])])
 

@@ -254,7 +254,8 @@ def test_bf16_autocast_and_gradient_checkpointing_train_the_video_stage(tiny_con
 
     src, _ = tiny_run
     losses = {}
-    for name, train in (("plain", {}), ("ckpt", {"gradient_checkpointing": True}), ("bf16", {"mixed_precision": "bf16"})):
+    for name, train in (("plain", {}), ("ckpt", {"gradient_checkpointing": True}),
+                        ("bf16", {"mixed_precision": "bf16"})):
         doc = yaml.safe_load(tiny_config_path.read_text())
         doc["train"].update(train)
         cfg = tmp_path / f"{name}.yaml"
