@@ -66,3 +66,12 @@ def test_retired_keys_of_older_configs_are_dropped_on_load():
     assert config_from_dict(doc).loss.lambda_ig == 0.0
     with pytest.raises(ConfigError, match="meta_nit"):
         config_from_dict({"video": {"meta_nit": True}})
+
+
+def test_screen_arms_differ_from_their_control_only_in_what_they_test():
+    """docs/world4s.md's screen arms (configs/screens/): E13's W192 is configs/world4s.yaml with 6 attention heads
+    (width 192), nothing else."""
+    base = load_config(CONFIGS[0].parent / "world4s.yaml")
+    w192 = load_config(CONFIGS[0].parent / "screens" / "e13-w192.yaml")
+    assert w192.name == "e13-w192" and w192.video.num_attention_heads == 6 and base.video.num_attention_heads == 4
+    assert dataclasses.replace(w192, name=base.name, video=dataclasses.replace(w192.video, num_attention_heads=4)) == base
