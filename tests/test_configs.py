@@ -74,4 +74,5 @@ def test_screen_arms_differ_from_their_control_only_in_what_they_test():
     base = load_config(CONFIGS[0].parent / "world4s.yaml")
     w192 = load_config(CONFIGS[0].parent / "screens" / "e13-w192.yaml")
     assert w192.name == "e13-w192" and w192.video.num_attention_heads == 6 and base.video.num_attention_heads == 4
-    assert dataclasses.replace(w192, name=base.name, video=dataclasses.replace(w192.video, num_attention_heads=4)) == base
+    narrow = dataclasses.replace(w192.video, num_attention_heads=4)
+    assert dataclasses.replace(w192, name=base.name, video=narrow) == base
