@@ -380,7 +380,7 @@ def cmd_screen_video(args) -> int:
     if len(set(args.seeds)) != len(args.seeds):
         raise ValueError(f"--seeds names a seed twice: {args.seeds}")
     doc = SV.run_screen(Path(args.out), SV.parse_arms(args.arm), args.seeds, Path(args.vae), args.judge, args.every,
-                        args.judge_samples, _log)
+                        args.judge_samples, _log, Path(args.evals) if args.evals else None)
     for arm, c in doc["compared"].items():
         d = c["b_minus_a_position_mean_m"]
         lo, hi = d.get("t_over_seeds", d.get("t"))
@@ -706,6 +706,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--judge", default=None, help="video judge folder (default: eval's, the shipped one)")
     s.add_argument("--every", type=int, default=3, help="the judge reads every K-th val clip (E8–E12: 3)")
     s.add_argument("--judge-samples", type=int, default=1, help="sampled futures per clip (E8–E12: 1)")
+    s.add_argument("--evals", default=None, help="folder of the eval reports, the screen's ledger (default OUT/evals; "
+                                                 "a run whose report is there is not run again)")
     s.set_defaults(func=cmd_screen_video)
 
     s = sub.add_parser("study-planner", help="the claims study's planning part (docs/study.md §4): arms × seeds "

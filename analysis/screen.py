@@ -12,7 +12,8 @@ scratch to its config's budget (`python -m reworld train --stage video`, resumin
 seed 1, …), so that a screen stopped part-way leaves whole pairs. Resumable: a judged run (its eval JSON) is not run
 again, and the comparison is rewritten from the eval JSONs after every run.
 
-Writes `out/evals/<arm>-s<seed>.json` (the eval reports) and `out/screen.json`: for every other arm, B − A of the
+Writes `<evals>/<arm>-s<seed>.json` (the eval reports; `--evals`, default `out/evals`: a folder in the repository
+keeps them, committed as they land, across machines) and `out/screen.json`: for every other arm, B − A of the
 mean position error over the horizon paired by clip within each seed and pooled over the seeds that both arms have
 (`compare_evals`: the t interval over the seeds' means, which a decision over few seeds rests on, and a two-level
 bootstrap), each arm's fd_judge, kid_judge and controllability per seed, and each arm's init spread. The runs share
@@ -140,8 +141,10 @@ def arm_config(cfg: Path, seed: int) -> dict:
     return doc
 
 
-def eval_path(out: Path, arm: str, seed: int) -> Path:
-    return out / "evals" / f"{arm}-s{seed}.json"
+def eval_path(evals: Path, arm: str, seed: int) -> Path:
+    """Where (arm, seed)'s eval report is kept: `evals` is the screen's ledger (default `out/evals`; a folder in the
+    repository keeps it across machines, and a run whose report is there is not run again)."""
+    return Path(evals) / f"{arm}-s{seed}.json"
 
 
 def init_vae(out: Path, vae: Path) -> None:
@@ -160,9 +163,9 @@ def init_vae(out: Path, vae: Path) -> None:
 
 
 def run_one(out: Path, arm: str, cfg: Path, seed: int, judge: str | None, every: int, samples: int,
-            log=print) -> Path:
+            evals: Path, log=print) -> Path:
     """Train (arm, seed)'s stage video (resuming) and judge it; returns its eval JSON."""
-    path = eval_path(out, arm, seed)
+    path = eval_path(evals, arm, seed)
     if path.is_file():
         return path
     name = f"{arm}-s{seed}"
@@ -185,15 +188,15 @@ def run_one(out: Path, arm: str, cfg: Path, seed: int, judge: str | None, every:
     return path
 
 
-def write_screen(out: Path, arms: dict[str, Path], seeds) -> dict:
+def write_screen(out: Path, arms: dict[str, Path], seeds, evals: Path) -> dict:
     """`out/screen.json`: every other arm against the first over the seeds both have judged."""
     control = next(iter(arms))
     doc = {"arms": {a: str(c) for a, c in arms.items()}, "control": control, "seeds": list(seeds), "compared": {}}
     for arm in list(arms)[1:]:
-        both = [s for s in seeds if eval_path(out, arm, s).is_file() and eval_path(out, control, s).is_file()]
+        both = [s for s in seeds if eval_path(evals, arm, s).is_file() and eval_path(evals, control, s).is_file()]
         if both:
-            doc["compared"][arm] = {"seeds": both, **compare_evals([str(eval_path(out, arm, s)) for s in both],
-                                                                  [str(eval_path(out, control, s)) for s in both])}
+            doc["compared"][arm] = {"seeds": both, **compare_evals([str(eval_path(evals, arm, s)) for s in both],
+                                                                  [str(eval_path(evals, control, s)) for s in both])}
     tmp = out / ".screen.json.tmp"
     tmp.write_text(json.dumps(doc, indent=1))
     tmp.replace(out / "screen.json")
@@ -201,13 +204,14 @@ def write_screen(out: Path, arms: dict[str, Path], seeds) -> dict:
 
 
 def run_screen(out: Path, arms: dict[str, Path], seeds, vae: Path, judge: str | None = None, every: int = 3,
-               samples: int = 1, log=print) -> dict:
+               samples: int = 1, log=print, evals: Path | None = None) -> dict:
     out = Path(out)
+    evals = Path(evals) if evals is not None else out / "evals"
     out.mkdir(parents=True, exist_ok=True)
     init_vae(out, vae)
     (out / "prepared").mkdir(exist_ok=True)
     for seed in seeds:
         for arm, cfg in arms.items():
-            run_one(out, arm, cfg, seed, judge, every, samples, log)
-            write_screen(out, arms, seeds)
-    return write_screen(out, arms, seeds)
+            run_one(out, arm, cfg, seed, judge, every, samples, evals, log)
+            write_screen(out, arms, seeds, evals)
+    return write_screen(out, arms, seeds, evals)

@@ -30,7 +30,7 @@ def test_a_screen_trains_and_judges_every_arm_at_every_seed_and_pairs_them(tiny_
         for seed in (0, 1):
             cfg = json.loads((out / f"{arm}-s{seed}" / "config.json").read_text())
             assert cfg["train"]["seed"] == seed and (cfg["train"]["lr"] == 3e-3) == (arm == "B")
-            assert SV.eval_path(out, arm, seed).is_file()
+            assert SV.eval_path(out / "evals", arm, seed).is_file()
     c = res["compared"]["B"]
     assert res["control"] == "A" and c["seeds"] == [0, 1]
     d = c["b_minus_a_position_mean_m"]
@@ -39,14 +39,20 @@ def test_a_screen_trains_and_judges_every_arm_at_every_seed_and_pairs_them(tiny_
     lo, hi = d["t_over_seeds"]
     assert lo <= d["mean"] <= hi
     # the same clips and samples judged in every run, and the comparison is what compare_evals reads from the evals
-    again = SV.compare_evals([str(SV.eval_path(out, "B", s)) for s in (0, 1)],
-                             [str(SV.eval_path(out, "A", s)) for s in (0, 1)])
+    again = SV.compare_evals([str(SV.eval_path(out / "evals", "B", s)) for s in (0, 1)],
+                             [str(SV.eval_path(out / "evals", "A", s)) for s in (0, 1)])
     assert again["b_minus_a_position_mean_m"] == d
     assert json.loads((out / "screen.json").read_text())["compared"]["B"]["b_minus_a_position_mean_m"] == d
 
     stamps = {p: p.stat().st_mtime_ns for p in (out / "evals").glob("*.json")}
     SV.run_screen(out, arms, [0, 1], src, judge=str(tiny_judge), every=1, samples=1, log=lambda m: None)
     assert {p: p.stat().st_mtime_ns for p in (out / "evals").glob("*.json")} == stamps
+
+    # another machine with the ledger alone (the eval reports) runs nothing and reads the same comparison
+    elsewhere = SV.run_screen(tmp_path / "elsewhere", arms, [0, 1], src, judge=str(tiny_judge), every=1, samples=1,
+                              log=lambda m: None, evals=out / "evals")
+    assert not (tmp_path / "elsewhere" / "A-s0").exists()
+    assert elsewhere["compared"]["B"]["b_minus_a_position_mean_m"] == d
 
     with pytest.raises(ValueError, match="named twice"):
         SV.parse_arms([f"A={a_cfg}", f"A={b_cfg}"])
