@@ -267,3 +267,11 @@ def test_training_reads_its_files_ahead_through_a_dataloader(tiny_run, tiny_conf
         losses[workers] = [(r["step"], r["name"], r["value"]) for r in csv.DictReader(open(out / "logs" / "video.csv"))
                            if r["kind"] == "train"]
     assert losses[0] == losses[2] and len(losses[0]) >= 3
+
+
+def test_a_joined_store_of_no_clips_is_empty(tmp_path):
+    """`ClipStore.joined` over worlds whose split has no clip: an empty store, not a TypeError."""
+    from reworld.training import prepare as P
+
+    store = P.ClipStore.joined([(tmp_path / "a", []), (tmp_path / "b", [])], "cpu")
+    assert len(store) == 0 and store.folder is None and store.rows(slice(None)) == []

@@ -259,7 +259,8 @@ class ClipStore:
         folders = [Path(f) for f in folder] if isinstance(folder, (list, tuple)) else [Path(folder)] * len(self.tokens)
         if len(folders) != len(self.tokens):
             raise ValueError(f"{len(folders)} folders for {len(self.tokens)} tokens")
-        self.folder = folders[0] if folders else Path(folder)
+        # a joined store of no clips (every world's split empty) has no folder; it still reads as empty
+        self.folder = folders[0] if folders else (None if isinstance(folder, (list, tuple)) else Path(folder))
         self.paths = [f / f"{t}.safetensors" for f, t in zip(folders, self.tokens)]
         missing = [p for p in self.paths if not p.is_file()]
         if missing:
