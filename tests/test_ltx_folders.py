@@ -35,6 +35,12 @@ def write_ltx_pipeline(root, transformer_channels: int = LATENT):
     LTXVideoTransformer3DModel(in_channels=transformer_channels, out_channels=transformer_channels,
                                num_attention_heads=2, attention_head_dim=16, cross_attention_dim=32,
                                num_layers=2, caption_channels=32).save_pretrained(root / "transformer")
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    # LTX-Video's scheduler_config.json: dynamic shifting by the token count, the grid stretched to end at 0.1
+    FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, shift_terminal=0.1, base_image_seq_len=1024,
+                                    max_image_seq_len=4096, base_shift=0.95, max_shift=2.05).save_pretrained(
+        root / "scheduler")
     (root / "model_index.json").write_text(json.dumps({
         "_class_name": "LTXPipeline", "_diffusers_version": "0.42.1",
         "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"], "text_encoder": ["transformers", "T5EncoderModel"],
@@ -64,7 +70,7 @@ def test_timestep_conditioned_vae_decodes_as_diffusers_does(ltx):
     assert not torch.allclose(a, c)  # the timestep reaches the decoder
 
 
-def test_a_run_on_an_ltx_folder_trains_and_opens_everywhere(ltx, tiny_config_path, tmp_path):
+def test_a_run_on_an_ltx_folder_trains_and_opens_everywhere(ltx, tiny_config_path, tmp_path, capsys):
     from app.cli import load_pipelines
     from reworld import WorldActionPipeline
     from reworld.data.loader import NuScenesClips
@@ -80,6 +86,12 @@ def test_a_run_on_an_ltx_folder_trains_and_opens_everywhere(ltx, tiny_config_pat
     run = tmp_path / "run"
     result = run_stage("video", str(config), str(run), max_steps=2)
     assert result["finite"] and not (run / "vae").exists()  # the pretrained VAE is not copied into the run
+    # the tiny config trains at shift 1, not on the scheduler's schedule beside the weights: the run says so
+    from reworld.schedulers.flow_match import dynamic_shift
+
+    note = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("[video] note:"))
+    tokens = int(note.split(" tokens")[0].rsplit(" ", 1)[1])
+    assert "loss.shift 1," in note and f"shift {dynamic_shift(tokens):.4f}" in note
 
     pipe = WorldActionPipeline.from_pretrained(run)
     assert pipe.vae.config.timestep_conditioning and pipe.video_dit.config.num_layers == 2

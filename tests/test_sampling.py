@@ -205,6 +205,36 @@ def test_ltx_schedule_matches_diffusers_scheduler_and_paper_config():
     assert cfg.loss.shift == pytest.approx(dynamic_shift(tokens), abs=1e-4) and cfg.loss.shift_terminal == 0.1
 
 
+def test_the_schedule_of_a_pretrained_folder_is_read_from_its_scheduler(tmp_path):
+    """`ltx_schedule` reads `scheduler/scheduler_config.json` beside a component folder (or in a pipeline folder) as
+    LTX-Video ships it: at paper.yaml's 512 tokens its shift is paper.yaml's; a fixed-shift scheduler gives its shift;
+    `schedule_mismatch` is silent when a config carries that schedule and names the values when it does not."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from reworld.config import load_config
+    from reworld.schedulers.flow_match import dynamic_shift, ltx_schedule, schedule_mismatch
+
+    ltx = tmp_path / "LTX-Video"
+    FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, shift_terminal=0.1, base_image_seq_len=1024,
+                                    max_image_seq_len=4096, base_shift=0.95, max_shift=2.05).save_pretrained(
+        ltx / "scheduler")
+    (ltx / "transformer").mkdir()
+    paper = load_config("configs/paper.yaml").loss
+    for folder in (ltx, ltx / "transformer"):
+        shift, terminal, path = ltx_schedule(folder, 512)
+        assert shift == pytest.approx(paper.shift, abs=1e-4) and terminal == 0.1
+        assert path == ltx / "scheduler" / "scheduler_config.json"
+        assert schedule_mismatch(paper.shift, paper.shift_terminal, folder, 512) is None
+    assert ltx_schedule(ltx, 3000)[0] == pytest.approx(dynamic_shift(3000))
+    note = schedule_mismatch(paper.shift, paper.shift_terminal, ltx / "transformer", 2048)
+    assert note and f"{dynamic_shift(2048):.4f}" in note and "2048 tokens" in note
+    assert "shift_terminal 0.1" in schedule_mismatch(paper.shift, None, ltx, 512)
+    fixed = tmp_path / "sd3"
+    FlowMatchEulerDiscreteScheduler(shift=3.0).save_pretrained(fixed / "scheduler")
+    assert ltx_schedule(fixed, 4096)[:2] == (3.0, None) and schedule_mismatch(3.0, None, fixed, 4096) is None
+    assert ltx_schedule(tmp_path / "nothing", 512) is None and schedule_mismatch(1.0, None, tmp_path, 512) is None
+
+
 def test_sampler_walks_the_terminal_stretched_grid(model, context):
     result = sample(model, context, shift=2.0, shift_terminal=0.1, record=True)
     assert [r.sigma for r in result.record] == flow_sigmas(STEPS, 2.0, 0.1)[:-1]

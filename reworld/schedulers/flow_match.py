@@ -8,6 +8,7 @@ and the Action DiT use these; nothing else computes a σ.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 
@@ -42,6 +43,47 @@ def dynamic_shift(tokens: int, base_tokens: int = 1024, max_tokens: int = 4096, 
     shifted by the same μ, which is `sample_sigmas` with this shift."""
     mu = base_shift + (max_shift - base_shift) / (max_tokens - base_tokens) * (tokens - base_tokens)
     return math.exp(mu)
+
+
+def ltx_schedule(folder: str | Path, tokens: int) -> tuple[float, float | None, Path] | None:
+    """(shift, shift_terminal, file) of the scheduler that ships with a pretrained diffusers model, for a sequence of
+    `tokens`: `scheduler/scheduler_config.json` of the pipeline folder `folder` or of the one holding it (a component
+    folder such as `<ltx>/transformer`), read with diffusers' `FlowMatchEulerDiscreteScheduler.load_config`. With
+    `use_dynamic_shifting` the shift is the one its μ gives at `tokens` (`dynamic_shift`; exp(μ) for the exponential
+    time shift, μ for the linear one), else its fixed `shift`. None when no such file is there."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    folder = Path(folder)
+    found = next((d / "scheduler" for d in (folder, folder.parent)
+                  if (d / "scheduler" / "scheduler_config.json").is_file()), None)
+    if found is None:
+        return None
+    cfg = FlowMatchEulerDiscreteScheduler.load_config(str(found))
+    shift = float(cfg.get("shift", 1.0))
+    if cfg.get("use_dynamic_shifting"):
+        shift = dynamic_shift(tokens, int(cfg.get("base_image_seq_len", 256)), int(cfg.get("max_image_seq_len", 4096)),
+                              float(cfg.get("base_shift", 0.5)), float(cfg.get("max_shift", 1.15)))
+        if cfg.get("time_shift_type", "exponential") == "linear":
+            shift = math.log(shift)  # the linear time shift is SD3's with shift μ itself
+    terminal = cfg.get("shift_terminal")
+    return shift, (float(terminal) if terminal else None), found / "scheduler_config.json"
+
+
+def schedule_mismatch(config_shift: float, config_terminal: float | None, folder: str | Path,
+                      tokens: int) -> str | None:
+    """A note when a config's `loss.shift` / `loss.shift_terminal` are not the schedule of the pretrained model it
+    starts from (`ltx_schedule` at its token count); None when they agree (to 0.5 %) or the folder has no scheduler."""
+    found = ltx_schedule(folder, tokens)
+    if found is None:
+        return None
+    shift, terminal, path = found
+    same_terminal = (terminal is None) == (config_terminal is None) and (
+        terminal is None or abs(terminal - config_terminal) <= 1e-6)
+    if abs(config_shift - shift) <= 5e-3 * shift and same_terminal:
+        return None
+    return (f"loss.shift {config_shift:g}, loss.shift_terminal {config_terminal} are not the schedule of the "
+            f"pretrained model ({path}: shift {shift:.4f} at these {tokens} tokens, shift_terminal {terminal}); set "
+            f"them to train and sample on its schedule, or keep them on purpose")
 
 
 def sample_sigmas(batch: int, generator: torch.Generator | None, logit_mean: float, logit_std: float,

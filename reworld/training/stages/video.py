@@ -22,6 +22,7 @@ from reworld.models.video_dit import (
 from reworld.paths import resolve_dataroot
 from reworld.pipelines.run_folder import vae_folder
 from reworld.sampling import default_guidance, sample_future
+from reworld.schedulers.flow_match import schedule_mismatch
 from reworld.training.loop import StageSpec
 from reworld.training.prepare import LatentStore, prepare_latents
 from reworld.training.stages.common import encode_clips, load_run_vae, speed_up
@@ -67,6 +68,12 @@ def video_stage(config: Config, out: Path, device) -> StageSpec:
         init_from_folder(model, config.video.init_from)
     speed_up(model, config.train)
     lcfg = config.loss
+    if config.video.pretrained:  # LTX-Video's noise schedule is its scheduler's at this run's token count
+        p = model.patch_size  # tokens of one clip: every latent frame, p×p latent pixels a token
+        tokens = train_lat.shape[2] * (train_lat.shape[3] // p) * (train_lat.shape[4] // p)
+        note = schedule_mismatch(lcfg.shift, lcfg.shift_terminal, config.video.pretrained, tokens)
+        if note:
+            print(f"[video] note: {note}")
 
     def cond_of(clips: ClipTensors, idx):
         return VideoCond(command=clips.command[idx].to(device), ego_status=clips.ego_status[idx].to(device))
