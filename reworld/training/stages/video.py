@@ -24,7 +24,7 @@ from reworld.pipelines.run_folder import vae_folder
 from reworld.sampling import default_guidance, sample_future
 from reworld.schedulers.flow_match import schedule_mismatch
 from reworld.training.loop import StageSpec
-from reworld.training.prepare import LatentStore, prepare_latents
+from reworld.training.prepare import LatentStore, _rank_world, prepare_latents
 from reworld.training.stages.common import encode_clips, load_run_vae, speed_up
 
 
@@ -72,7 +72,7 @@ def video_stage(config: Config, out: Path, device) -> StageSpec:
         p = model.patch_size  # tokens of one clip: every latent frame, p×p latent pixels a token
         tokens = train_lat.shape[2] * (train_lat.shape[3] // p) * (train_lat.shape[4] // p)
         note = schedule_mismatch(lcfg.shift, lcfg.shift_terminal, config.video.pretrained, tokens)
-        if note:
+        if note and _rank_world()[0] == 0:  # once, not once a rank
             print(f"[video] note: {note}")
 
     def cond_of(clips: ClipTensors, idx):
