@@ -233,6 +233,12 @@ def test_the_schedule_of_a_pretrained_folder_is_read_from_its_scheduler(tmp_path
     FlowMatchEulerDiscreteScheduler(shift=3.0).save_pretrained(fixed / "scheduler")
     assert ltx_schedule(fixed, 4096)[:2] == (3.0, None) and schedule_mismatch(3.0, None, fixed, 4096) is None
     assert ltx_schedule(tmp_path / "nothing", 512) is None and schedule_mismatch(1.0, None, tmp_path, 512) is None
+    broken = tmp_path / "broken"
+    (broken / "scheduler").mkdir(parents=True)
+    (broken / "scheduler" / "scheduler_config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not a readable scheduler config"):
+        ltx_schedule(broken, 512)
+    assert "not checked" in schedule_mismatch(1.0, None, broken, 512)
 
 
 def test_sampler_walks_the_terminal_stretched_grid(model, context):

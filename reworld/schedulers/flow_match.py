@@ -58,22 +58,31 @@ def ltx_schedule(folder: str | Path, tokens: int) -> tuple[float, float | None, 
                   if (d / "scheduler" / "scheduler_config.json").is_file()), None)
     if found is None:
         return None
-    cfg = FlowMatchEulerDiscreteScheduler.load_config(str(found))
-    shift = float(cfg.get("shift", 1.0))
-    if cfg.get("use_dynamic_shifting"):
-        shift = dynamic_shift(tokens, int(cfg.get("base_image_seq_len", 256)), int(cfg.get("max_image_seq_len", 4096)),
-                              float(cfg.get("base_shift", 0.5)), float(cfg.get("max_shift", 1.15)))
-        if cfg.get("time_shift_type", "exponential") == "linear":
-            shift = math.log(shift)  # the linear time shift is SD3's with shift μ itself
-    terminal = cfg.get("shift_terminal")
-    return shift, (float(terminal) if terminal else None), found / "scheduler_config.json"
+    try:
+        cfg = FlowMatchEulerDiscreteScheduler.load_config(str(found))
+        shift = float(cfg.get("shift", 1.0))
+        if cfg.get("use_dynamic_shifting"):
+            shift = dynamic_shift(tokens, int(cfg.get("base_image_seq_len", 256)),
+                                  int(cfg.get("max_image_seq_len", 4096)), float(cfg.get("base_shift", 0.5)),
+                                  float(cfg.get("max_shift", 1.15)))
+            if cfg.get("time_shift_type", "exponential") == "linear":
+                shift = math.log(shift)  # the linear time shift is SD3's with shift μ itself
+        terminal = cfg.get("shift_terminal")
+        terminal = float(terminal) if terminal else None
+    except (OSError, ValueError, TypeError) as e:  # diffusers raises EnvironmentError on a malformed file
+        raise ValueError(f"{found / 'scheduler_config.json'}: not a readable scheduler config "
+                         f"({str(e).splitlines()[0]})") from None
+    return shift, terminal, found / "scheduler_config.json"
 
 
 def schedule_mismatch(config_shift: float, config_terminal: float | None, folder: str | Path,
                       tokens: int) -> str | None:
     """A note when a config's `loss.shift` / `loss.shift_terminal` are not the schedule of the pretrained model it
     starts from (`ltx_schedule` at its token count); None when they agree (to 0.5 %) or the folder has no scheduler."""
-    found = ltx_schedule(folder, tokens)
+    try:
+        found = ltx_schedule(folder, tokens)
+    except ValueError as e:  # the check is a note: a broken scheduler file beside the weights does not stop a run
+        return f"the schedule was not checked: {e}"
     if found is None:
         return None
     shift, terminal, path = found
