@@ -147,15 +147,31 @@ def eval_path(evals: Path, arm: str, seed: int) -> Path:
     return Path(evals) / f"{arm}-s{seed}.json"
 
 
+def _is_vae_folder(path: Path) -> bool:
+    """A diffusers folder of the LTX-Video VAE class (its config.json names it)."""
+    cfg = Path(path) / "config.json"
+    if not cfg.is_file():
+        return False
+    try:
+        return json.loads(cfg.read_text()).get("_class_name") == "AutoencoderKLLTXVideo"
+    except (json.JSONDecodeError, AttributeError):
+        return False
+
+
 def init_vae(out: Path, vae: Path) -> None:
-    """The screen's copy of the VAE every run points to (`out/vae`)."""
+    """The screen's copy of the VAE every run points to (`out/vae`). `vae` is a VAE's own diffusers folder (e.g.
+    `assets/checkpoints/world4s_vae`) or a run / checkpoint with a `vae` component."""
     from reworld.pipelines.run_folder import component_dir
 
     if (out / "vae" / "config.json").is_file():
         return
-    src = component_dir(Path(vae), "vae")
-    if not (Path(src) / "config.json").is_file():
-        raise FileNotFoundError(f"{vae}: no trained VAE (vae/config.json) to share with the screen's runs")
+    vae = Path(vae)
+    if _is_vae_folder(vae):
+        src = vae
+    else:
+        src = Path(component_dir(vae, "vae"))
+        if not _is_vae_folder(src):
+            raise FileNotFoundError(f"{vae}: neither a VAE folder nor a run with a trained VAE (vae/config.json)")
     tmp = out / ".vae.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(src, tmp)

@@ -63,3 +63,18 @@ def test_a_screen_trains_and_judges_every_arm_at_every_seed_and_pairs_them(tiny_
     with pytest.raises(ValueError, match="NAME=CONFIG"):
         SV.parse_arms([f"A={a_cfg}", str(b_cfg)])
 
+
+
+def test_the_screen_takes_a_vae_folder_or_a_run_with_one(tiny_run, tmp_path):
+    """`--vae` as the README's screens give it (a VAE's own folder, e.g. assets/checkpoints/world4s_vae) or a run with
+    a trained VAE: either is copied once into the screen; anything else is a short error naming the path."""
+    src, _ = tiny_run
+    weights = "diffusion_pytorch_model.safetensors"
+    SV.init_vae(tmp_path / "a", src / "vae")
+    SV.init_vae(tmp_path / "b", src)
+    for out in ("a", "b"):
+        assert (tmp_path / out / "vae" / weights).read_bytes() == (src / "vae" / weights).read_bytes()
+    with pytest.raises(FileNotFoundError, match="neither a VAE folder nor a run"):
+        SV.init_vae(tmp_path / "c", tmp_path / "a" / "missing")
+    with pytest.raises(FileNotFoundError, match="neither a VAE folder nor a run"):
+        SV.init_vae(tmp_path / "e", src / "video_dit")
