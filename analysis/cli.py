@@ -410,6 +410,33 @@ def cmd_study_convergence(args) -> int:
     return 0
 
 
+def cmd_study_convergence_noise(args) -> int:
+    from . import study_convergence as SC
+    from .output import write_json
+
+    if args.resamples is not None and args.resamples < 100:
+        raise ValueError("--resamples must be ≥ 100")
+    res = SC.clip_noise(Path(args.results), args.seeds if args.seeds is not None else list(SC.SEEDS),
+                        resamples=args.resamples or SC.NOISE_RESAMPLES)
+    if not res["seeds"]:
+        raise FileNotFoundError(f"{args.results}: no score files of the convergence study (convergence_study/scores)")
+    path = write_json(res, Path(args.json) if args.json else Path(args.results) / "convergence_noise.json")
+    for seed, s in res["seeds"].items():
+        for name, curve in s["curves"].items():
+            for k, row in curve.items():
+                line = f"seed {seed} {name:>14} @{k:>5}: fd_judge {row['fd_judge']:.2f} [{row['interval'][0]:.2f}, " \
+                       f"{row['interval'][1]:.2f}]"
+                if "change_from_previous" in row:
+                    c = row["change_from_previous"]
+                    line += f"  change {c['value']:+.2f} [{c['interval'][0]:+.2f}, {c['interval'][1]:+.2f}]"
+                if "minus_vanilla" in row:
+                    c = row["minus_vanilla"]
+                    line += f"  − vanilla {c['value']:+.2f} [{c['interval'][0]:+.2f}, {c['interval'][1]:+.2f}]"
+                print(line)
+    print(f"wrote {path}")
+    return 0
+
+
 def cmd_study_planner(args) -> int:
     from .study_planner import SEEDS, run_study
 
@@ -696,6 +723,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resamples", type=int, default=None, help="bootstrap resamples (default: the registered 10 000)")
     s.add_argument("--judge", default=None, help="video judge folder (default: the shipped one)")
     s.set_defaults(func=cmd_study_convergence)
+
+    s = sub.add_parser("study-convergence-noise", help="C2's curves with their clip-sampling noise: paired bootstrap "
+                       "over the val clips, each change and arm − vanilla (a diagnostic, from the ledger)")
+    s.add_argument("--results", default="assets/ablation", help="folder of the ledger (convergence_study/scores)")
+    s.add_argument("--seeds", type=int, nargs="+", default=None, help="default: the registered 0 1 2 3 4")
+    s.add_argument("--resamples", type=int, default=None, help="bootstrap resamples (default 1000)")
+    s.add_argument("--json", default=None, help="write the diagnostic here (default: RESULTS/convergence_noise.json)")
+    s.set_defaults(func=cmd_study_convergence_noise)
 
     s = sub.add_parser("screen-video", help="a world-model screen: arms (configs) × training seeds, stage video "
                        "trained and judged on the same clips, compared with the first arm paired by seed; resumable")

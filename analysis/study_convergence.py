@@ -367,3 +367,54 @@ def run_study(out: Path, checkpoint: Path, base: Path, seeds, results: Path, sam
                 run_checkpoint(out, checkpoint, base, arm, seed, k, results, **args)
             write_summary(results, seeds, extra, checkpoints, resamples)
     return write_summary(results, seeds, extra, checkpoints, resamples)
+
+
+# ------------------------------------------------------------------------------------------ clip-sampling noise
+NOISE_RESAMPLES = 1000
+
+
+def clip_noise(results: Path, seeds, checkpoints=CHECKPOINTS, resamples: int = NOISE_RESAMPLES) -> dict:
+    """How much of a curve's movement the validation clips alone explain (a diagnostic beside C2; no verdict reads
+    it). Per seed, one set of bootstrap resamples of the val clips (each clip with its futures and its real clip) is
+    shared by every score file of that seed, so every difference below is paired by clip: each point's fd_judge with
+    its 95 % interval, its change from the previous checkpoint, and each arm minus vanilla at the same checkpoint."""
+    results = Path(results)
+    runs = [(arm, w) for arm, ws in GUIDANCE.items() for w in ws] + [(UNPAIRED, 1.0)]
+    out: dict = {"what": "fd_judge's clip-sampling noise: paired bootstrap over the val clips within a seed "
+                         "(percentile 95 % intervals); a diagnostic, no verdict reads it",
+                 "resamples": resamples, "seeds": {}}
+    for seed in seeds:
+        scores = {(arm, w, k): read_npz(p) for arm, w in runs for k in checkpoints
+                  if (p := score_path(results, arm, seed, k, w)).is_file()}
+        if not scores:
+            continue
+        n = len(next(iter(scores.values()))["real_embedding"])
+        if any(len(s["real_embedding"]) != n for s in scores.values()):
+            raise ValueError(f"seed {seed}: score files of different val sets cannot be paired by clip")
+        idx = np.random.default_rng(seed).integers(0, n, (resamples, n))
+        point = {key: fd_of_clips(s, np.arange(n)) for key, s in scores.items()}
+        boot = {key: np.array([fd_of_clips(s, c) for c in idx]) for key, s in scores.items()}
+
+        def iv(b: np.ndarray) -> list[float]:
+            return [float(np.quantile(b, 0.025)), float(np.quantile(b, 0.975))]
+
+        rows = {}
+        for arm, w in runs:
+            ks = [k for k in checkpoints if (arm, w, k) in scores]
+            if not ks:
+                continue
+            curve = {}
+            for i, k in enumerate(ks):
+                key = (arm, w, k)
+                row = {"fd_judge": point[key], "interval": iv(boot[key])}
+                if i:
+                    prev = (arm, w, ks[i - 1])
+                    row["change_from_previous"] = {"from": ks[i - 1], "value": point[key] - point[prev],
+                                                   "interval": iv(boot[key] - boot[prev])}
+                ref = ("vanilla", 1.0, k)
+                if arm != "vanilla" and ref in scores:
+                    row["minus_vanilla"] = {"value": point[key] - point[ref], "interval": iv(boot[key] - boot[ref])}
+                curve[str(k)] = row
+            rows[label(arm, w)] = curve
+        out["seeds"][str(seed)] = {"clips": n, "curves": rows}
+    return out

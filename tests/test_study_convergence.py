@@ -226,3 +226,35 @@ def test_seed_0s_first_vanilla_run_fixes_s_v_and_stands_beside(tmp_path):
 
     df = pd.read_csv(SC.write_curves_csv(tmp_path, [0]))
     assert len(df[(df.run == "vanilla-unpaired w=1") & (df.metric == "fd_judge")]) == 4
+
+
+def test_clip_noise_pairs_every_difference_by_clip(tmp_path, capsys):
+    """The diagnostic beside C2: a halving of the futures' distance is a change whose interval excludes 0; a
+    checkpoint identical to the previous one, and an arm identical to vanilla, are 0 with the interval [0, 0] (the
+    same resampled clips on both sides); the command writes the JSON and prints every point; an empty ledger is a
+    short error."""
+    from analysis.cli import main
+
+    for k, level in ((250, 2.0), (500, 1.0), (1000, 1.0)):
+        _write(tmp_path, "vanilla", 0, k, 1.0, level)
+        _write(tmp_path, "ig", 0, k, 1.4, level)
+    res = SC.clip_noise(tmp_path, [0, 1], resamples=200)
+    assert list(res["seeds"]) == ["0"] and res["seeds"]["0"]["clips"] == 30
+    van, ig = res["seeds"]["0"]["curves"]["vanilla w=1"], res["seeds"]["0"]["curves"]["ig w=1.4"]
+    assert set(van) == {"250", "500", "1000"} and "change_from_previous" not in van["250"]
+    drop = van["500"]["change_from_previous"]
+    assert drop["from"] == 250 and drop["value"] < 0 and drop["interval"][1] < 0
+    same = van["1000"]["change_from_previous"]
+    assert same["value"] == 0 and same["interval"] == [0, 0]
+    for k in ("250", "500", "1000"):
+        assert ig[k]["minus_vanilla"] == {"value": 0.0, "interval": [0.0, 0.0]}
+        assert ig[k]["fd_judge"] == van[k]["fd_judge"]
+        lo, hi = van[k]["interval"]
+        assert 0 < lo < hi
+
+    assert main(["study-convergence-noise", "--results", str(tmp_path), "--seeds", "0", "--resamples", "100"]) == 0
+    printed = capsys.readouterr().out
+    assert "ig w=1.4 @  500" in printed and "− vanilla +0.00 [+0.00, +0.00]" in printed
+    assert json.loads((tmp_path / "convergence_noise.json").read_text())["resamples"] == 100
+    assert main(["study-convergence-noise", "--results", str(tmp_path / "empty"), "--seeds", "0"]) != 0
+    assert "no score files of the convergence study" in capsys.readouterr().err
