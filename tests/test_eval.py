@@ -144,7 +144,7 @@ def test_eval_with_a_video_judge(tiny_run, tiny_config, tiny_judge, tmp_path):
     future = tiny_config.data.future_frames
     assert j["video_horizon_s"] == pytest.approx(future / tiny_config.data.frame_rate)
     assert (j["clips"], j["samples_per_clip"], j["num_videos"]) == (12, 2, 24)
-    assert set(j["baselines"]) == {"real", "repeat_last", "copy_context"}
+    assert set(j["baselines"]) == {"real", "repeat_last", "copy_context", "vae_reconstruction"}
     for r in [j, *j["baselines"].values()]:
         assert len(r["errors"]["position_m"]) == future and np.isfinite(r["fd_judge"])
     floor = j["baselines"]["real"]  # two halves of the real clips, not the real set against itself (FD 0)
@@ -158,6 +158,7 @@ def test_eval_with_a_video_judge(tiny_run, tiny_config, tiny_judge, tmp_path):
         assert p["mean"][0] == pytest.approx(np.mean((per_video[0::2, -1] + per_video[1::2, -1]) / 2 - base))
         assert p["boot"][0][0] <= p["mean"][0] <= p["boot"][0][1] and p["t"][0][0] <= p["mean"][0] <= p["t"][0][1]
     assert "generated − repeat_last, position [m] at 0.667 s" in report.markdown()
+    assert "| VAE reconstruction (ceiling) |" in report.markdown()
     c = j["controllability"]
     assert c["clips"] >= 1 and 0.0 <= c["rate"] <= 1.0  # the tiny world turns somewhere in its first 12 clips
     assert len(c["gaps_m"]) == c["clips"] and c["rate"] == pytest.approx(np.mean(np.asarray(c["gaps_m"]) > 0))
@@ -170,6 +171,20 @@ def test_eval_with_a_video_judge(tiny_run, tiny_config, tiny_judge, tmp_path):
     pipe = WorldActionPipeline.from_pretrained(out)
     ds = NuScenesClips(pipe.clip_spec, "all", geometry=False, dataroot=tiny_config.data.dataroot)
     pairs = []
+    # the ceiling: the true context, then the future decoded from the latents of the whole true clip
+    import torch
+
+    from reworld.evaluation.evaluate import vae_reconstructions
+    from reworld.models.vae import encode_frames
+
+    data = judge_set_of(ds, range(12))
+    recon = vae_reconstructions(pipe, data, seed=0, batch_size=5)
+    n = data.n_context
+    assert recon.shape == data.video(slice(None)).shape
+    assert torch.equal(recon[:, :n], data.video(slice(None))[:, :n])
+    direct = pipe.decode(encode_frames(pipe.vae, data.video(slice(5, 10))), 5)[:, n:]
+    assert torch.allclose(recon[5:10, n:], direct, atol=1e-5)
+    assert not torch.allclose(recon[:, n:], data.video(slice(None))[:, n:], atol=1e-2)  # the VAE's loss is in it
     alone = controllability(pipe, ds, range(12), load_judge(tiny_judge), judge_set_of(ds, range(12)), 2,
                             pipe.default_guidance, 0, videos=pairs)
     # the tiny judge's gaps are ~1e-7 m, a difference of two near-equal readings: on a GPU (an H200) the batched and

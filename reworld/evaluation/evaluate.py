@@ -10,8 +10,8 @@ With a video judge that reads the checkpoint's clips (`judge`; `reworld.evaluati
 split, `judge_samples` sampled futures each, the judge's reading errors per future frame against the world's
 truth, `fd_judge` and `kid_judge` against the real futures of the same clips, the same for the baselines (repeat
 the last frame, play the context again) and the floor (the real futures' reading errors; the distances between two
-halves of the real clips, dealt within scenes), and the controllability of
-"what if" (`controllability`).
+halves of the real clips, dealt within scenes), the ceiling (the true clips through the VAE: what a perfect Video
+DiT would read), and the controllability of "what if" (`controllability`).
 """
 from __future__ import annotations
 
@@ -68,6 +68,9 @@ def report_tables(planners: dict[str, dict[str, float]], video: dict[str, float]
     return lines
 
 
+CEILING = "vae_reconstruction"  # in `baselines`: not a baseline anyone can make, the most a Video DiT could read
+
+
 def judge_tables(judge: dict) -> list[str]:
     """The video judge's figures (`judge_metrics`) as Markdown lines: per set of futures, the distances and the
     reading errors at each second of the horizon; then the controllability."""
@@ -80,8 +83,8 @@ def judge_tables(judge: dict) -> list[str]:
     head = ["fd_judge", "kid_judge"] + [f"{k} @{s}s" for k in ("position_m", "speed_mps") for s in seconds]
     lines = ["", f"| futures (judge; {judge['clips']} clips × {judge['samples_per_clip']}, {n} frames) | "
              + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
-    rows = {"generated": judge, **{f"{k} (baseline)" if k != "real" else "real (floor)": v
-                                   for k, v in judge["baselines"].items()}}
+    names = {"real": "real (floor)", CEILING: "VAE reconstruction (ceiling)"}
+    rows = {"generated": judge, **{names.get(k, f"{k} (baseline)"): v for k, v in judge["baselines"].items()}}
     for name, r in rows.items():
         cells = [r["fd_judge"], r["kid_judge"]] + [r["errors"][k][m] for k in ("position_m", "speed_mps")
                                                    for m in marks]
@@ -234,6 +237,24 @@ def paired_position(report: dict, clip_of: np.ndarray, clips: int, frame_rate: f
     return out
 
 
+@torch.no_grad()
+def vae_reconstructions(pipe, data, seed: int, batch_size: int = 16) -> torch.Tensor:
+    """Every clip of `data` (a `JudgeSet`) through the pipeline's VAE: its true context frames, then the future frames
+    decoded (the pipeline's decode settings) from the latents of the whole true clip. Those latents are what the
+    Video DiT is trained to sample, so the judge's reading of these futures is the ceiling of any Video DiT on this
+    VAE, as `sampled_videos` are decoded: what the VAE alone keeps of the motion, the lead car and the scene."""
+    from reworld.models.vae import encode_frames
+
+    n = data.n_context
+    out = []
+    for b in range(0, len(data), batch_size):
+        videos = data.video(slice(b, b + batch_size))
+        latents = encode_frames(pipe.vae, videos.to(pipe.device))
+        future = pipe.decode(latents, seed + b)[:, n:].float().cpu()
+        out.append(torch.cat([videos[:, :n], future], dim=1))
+    return torch.cat(out)
+
+
 def sampled_videos(pipe, ds: NuScenesClips, indices, samples: int, steps: int, guidance: float, seed: int
                    ) -> tuple[torch.Tensor, np.ndarray]:
     """`samples` generated futures of each clip `indices[j]` after its true context: videos (M, T, 3, H, W) and
@@ -256,10 +277,11 @@ def judge_metrics(pipe, ds: NuScenesClips, indices, judge, samples: int, steps: 
     `video_horizon_s`; the generated futures' report (`judge_video_report`: errors per future frame, `fd_judge`,
     `kid_judge`), `samples` per clip, each seeded by its clip and sample; `baselines`: repeat-last and
     copy-context the same way, and "real", the floor (`judge_baselines`: the true futures' reading errors, and the
-    distances between two halves of the real clips); `paired_position_m` (`paired_position`); `controllability`: on
-    the clips whose logged command turns (at a junction), the future generated with "left" and with "right" (same
-    seed), and the share in which the judge reads the ego further left at the last future frame under "left" than
-    under "right" (`rate`), with the mean gap of the two readings."""
+    distances between two halves of the real clips), and `CEILING`, the true clips through the VAE
+    (`vae_reconstructions`: what a perfect Video DiT would read); `paired_position_m` (`paired_position`);
+    `controllability`: on the clips whose logged command turns (at a junction), the future generated with "left"
+    and with "right" (same seed), and the share in which the judge reads the ego further left at the last future
+    frame under "left" than under "right" (`rate`), with the mean gap of the two readings."""
     from reworld.evaluation.judge import check_judge_reads, judge_baselines, judge_set_of, judge_video_report
 
     if not isinstance(samples, int) or samples < 1:
@@ -275,6 +297,8 @@ def judge_metrics(pipe, ds: NuScenesClips, indices, judge, samples: int, steps: 
            "samples_per_clip": samples,
            **judge_video_report(judge, data, videos, clip_of),
            "baselines": judge_baselines(judge, data, floor=floor)}
+    out["baselines"][CEILING] = judge_video_report(judge, data, vae_reconstructions(pipe, data, seed),
+                                                   np.arange(len(indices)))
     out["paired_position_m"] = paired_position(out, np.array(clip_of), len(indices), ds.cfg.frame_rate)
     out["controllability"] = controllability(pipe, ds, indices, judge, data, steps, w, seed)
     return out
