@@ -194,13 +194,14 @@ def run_one(out: Path, arm: str, cfg: Path, seed: int, judge: str | None, every:
         run_logged([sys.executable, "-m", "reworld", "train", "--stage", "video", "--config", str(cfg_path),
                     "--out", str(run), "--resume"], logfile, threads)
         (run / ".screen-trained").write_text(json.dumps({"seconds": round(time.time() - t0, 1)}))
-    log(f"[screen] {name}: judged")
+    log(f"[screen] {name}: judging")
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "reworld", "eval", "--checkpoint", str(run), "--video-clips", "0", "--every",
            str(every), "--judge-samples", str(samples), "--json", str(tmp)]
     run_logged(cmd + (["--judge", str(judge)] if judge else []), logfile, threads)
     tmp.replace(path)
+    log(f"[screen] {name}: judged ({path})")
     return path
 
 
