@@ -155,6 +155,9 @@ class LossConfig:
     # are noised: a negative far outside the expert's range is told apart by its magnitude alone (0 = off)
     hn_clip_z: float = 0.0
     lambda_hinge: float = 1.0  # weight of the output-space repulsion (0 = off)
+    # how the Video DiT's flow loss weighs its future latent frames: "uniform" (the mean over them) or "linear"
+    # (the k-th of F weighted k·2/(F + 1), mean 1: the last frame 2F/(F + 1) times the mean; docs/world4s.md, E14)
+    future_frame_weighting: str = "uniform"
     logit_mean: float = 0.0  # shifted logit-normal σ sampling
     logit_std: float = 1.0
     # the model's noise schedule (diffusers' time shift, SD3: 3.0): training draws σ shifted by it and the sampler

@@ -10,6 +10,7 @@ from reworld.config import DataConfig, LossConfig, VAEConfig, VideoConfig
 from reworld.losses.flow import (
     flow_matching_loss,
     future_frame_mask,
+    future_frame_weights,
     intermediate_guidance_loss,
     video_training_losses,
 )
@@ -454,6 +455,46 @@ def test_flow_matching_loss_known_answers():
     torch.testing.assert_close(flow_matching_loss(y, x, mask), torch.ones(3))
     heads = {0: x + 1.0, 3: x + 2.0}
     torch.testing.assert_close(intermediate_guidance_loss(heads, x, mask), torch.full((3,), 5.0))
+
+
+def test_future_frame_weights_known_answers():
+    # 2 context + 4 future latent frames: uniform is the mask; linear weighs the k-th future frame k·2/5
+    torch.testing.assert_close(future_frame_weights(6, 2).flatten(), torch.tensor([0, 0, 1, 1, 1, 1.0]))
+    linear = future_frame_weights(6, 2, "linear").flatten()
+    torch.testing.assert_close(linear, torch.tensor([0, 0, 0.4, 0.8, 1.2, 1.6]))
+    # an error of 1 on the last future frame only: 1/4 of the loss under uniform weights, 1.6/4 under linear ones
+    x = torch.randn(2, 3, 6, 2, 2)
+    y = x.clone()
+    y[:, :, -1] += 1.0
+    torch.testing.assert_close(flow_matching_loss(y, x, future_frame_weights(6, 2)), torch.full((2,), 0.25))
+    torch.testing.assert_close(flow_matching_loss(y, x, future_frame_weights(6, 2, "linear")), torch.full((2,), 0.4))
+    # the same error everywhere keeps its scale (mean weight 1)
+    torch.testing.assert_close(flow_matching_loss(x + 2.0, x, future_frame_weights(6, 2, "linear")),
+                               torch.full((2,), 4.0))
+    with pytest.raises(ValueError, match="future_frame_weighting"):
+        future_frame_weights(6, 2, "quadratic")
+
+
+def test_video_training_losses_weigh_the_future_frames_as_configured():
+    model = tiny_model()
+    latents, _, cond = inputs(t=4)  # 2 context, 2 future latent frames
+    uniform = video_training_losses(model, latents, 2, cond, LossConfig(lambda_ig=0.5), torch.Generator().manual_seed(0))
+    linear = video_training_losses(model, latents, 2, cond, LossConfig(lambda_ig=0.5, future_frame_weighting="linear"),
+                                   torch.Generator().manual_seed(0))
+    # the same σ and ε: the per-frame errors are the same, only their weights (1, 1 → 2/3, 4/3) differ
+    assert not torch.allclose(uniform["gen"], linear["gen"])
+    with torch.no_grad():  # recompute the linear loss from the per-frame squared errors
+        g = torch.Generator().manual_seed(0)
+        sigma = sample_sigmas(2, g, 0.0, 1.0, 1.0)
+        noise = torch.randn(latents.shape, generator=g)
+        s = sigma.view(2, 1, 1, 1, 1)
+        x_t = torch.cat([latents[:, :, :2], ((1 - s) * latents + s * noise)[:, :, 2:]], 2)
+        se = (model(x_t, sigma, cond, 2).sample - (noise - latents)).square().mean((0, 1, 3, 4))  # per latent frame
+    torch.testing.assert_close(linear["gen"], (se[2] * 2 / 3 + se[3] * 4 / 3) / 2, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(uniform["gen"], (se[2] + se[3]) / 2, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="future_frame_weighting"):
+        video_training_losses(model, latents, 2, cond, LossConfig(future_frame_weighting="later"),
+                              torch.Generator().manual_seed(0))
 
 
 def test_sample_sigmas_deterministic_and_shifted():

@@ -12,7 +12,7 @@ from reworld.schedulers.flow_match import sample_sigmas
 
 def flow_matching_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Per-sample mean squared error (B,). `mask` (broadcastable to `pred`, 1 = counted) restricts the mean,
-    e.g. (1, 1, t, 1, 1) for the future latent frames."""
+    e.g. (1, 1, t, 1, 1) for the future latent frames; non-negative weights give the weighted mean Σ w·se / Σ w."""
     se = (pred.float() - target.float()) ** 2
     if mask is None:
         return se.flatten(1).mean(dim=1)
@@ -34,6 +34,24 @@ def future_frame_mask(num_frames: int, n_context: int, device: torch.device | st
     return (torch.arange(num_frames, device=device) >= n_context).float().view(1, 1, -1, 1, 1)
 
 
+FUTURE_FRAME_WEIGHTINGS = ("uniform", "linear")
+
+
+def future_frame_weights(num_frames: int, n_context: int, weighting: str = "uniform",
+                         device: torch.device | str = "cpu") -> torch.Tensor:
+    """(1, 1, t, 1, 1) weights of the latent frames in the flow loss: 0 on the `n_context` context frames; on the F
+    future frames 1 each ("uniform", = `future_frame_mask`) or k·2/(F + 1) for the k-th (k = 1…F, "linear"): mean 1
+    over the future, so the loss keeps its scale and the last frame counts 2F/(F + 1) times the mean."""
+    if weighting not in FUTURE_FRAME_WEIGHTINGS:
+        raise ValueError(f"loss.future_frame_weighting must be one of {list(FUTURE_FRAME_WEIGHTINGS)}, got {weighting!r}")
+    mask = future_frame_mask(num_frames, n_context, device)
+    if weighting == "uniform":
+        return mask
+    k = torch.arange(num_frames, device=device, dtype=torch.float32) - n_context + 1  # 1…F on the future
+    n_future = num_frames - n_context
+    return (k.clamp_min(0) * 2 / (n_future + 1)).view(1, 1, -1, 1, 1)
+
+
 def video_training_losses(
     model,
     latents: torch.Tensor,
@@ -45,7 +63,7 @@ def video_training_losses(
     """Stage-1 loss terms for clean latents (B, C, t, h, w) whose first `n_context` latent frames are context.
 
     σ and ε are drawn on the CPU `generator`. Context frames stay clean (the model gives them timestep 0);
-    losses count future frames only. Returns scalars: `gen` (final velocity), `ig` (Σ heads; only when
+    losses count future frames only, weighted by `loss_cfg.future_frame_weighting` (`future_frame_weights`). Returns scalars: `gen` (final velocity), `ig` (Σ heads; only when
     `loss_cfg.lambda_ig > 0`, otherwise the heads are not run at all: vanilla) and
     `total = gen + λ_ig · ig`. With `loss_cfg.ig_target_shift` ω > 0, `gen` is Internal Guidance's stop-gradient
     training loss ‖v_f − (u + ω·sg(v_f − v_i))‖², whose fixed point v_f = v_i + (u − v_i)/(1 − ω) is guidance
@@ -57,6 +75,7 @@ def video_training_losses(
     sigma = sample_sigmas(b, generator, loss_cfg.logit_mean, loss_cfg.logit_std, loss_cfg.shift, latents.device)
     noise = torch.randn(latents.shape, generator=generator, device="cpu").to(latents)  # (B, C, t, h, w)
     mask = future_frame_mask(t, n_context, latents.device)  # (1, 1, t, 1, 1)
+    weights = future_frame_weights(t, n_context, loss_cfg.future_frame_weighting, latents.device)
     s = sigma.to(latents.dtype).view(b, 1, 1, 1, 1)
     # Context frames are kept exactly clean; only future frames are noised.
     x_t = torch.where(mask.bool(), (1 - s) * latents + s * noise, latents)
@@ -73,11 +92,11 @@ def video_training_losses(
     if omega:  # IG's training-loss variant: the final output's target moved by ω·sg(v_f − v_i)
         v_i = out.head_samples[min(out.head_samples)]
         target_f = target + omega * (out.sample - v_i).detach().to(target.dtype)
-    gen = flow_matching_loss(out.sample, target_f, mask).mean()
+    gen = flow_matching_loss(out.sample, target_f, weights).mean()
     losses = {"gen": gen}
     total = gen
     if use_heads:
-        ig = intermediate_guidance_loss(out.head_samples, target, mask).mean()
+        ig = intermediate_guidance_loss(out.head_samples, target, weights).mean()
         losses["ig"] = ig
         total = total + loss_cfg.lambda_ig * ig
     losses["total"] = total
