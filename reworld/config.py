@@ -25,6 +25,11 @@ class DataConfig:
     camera: str = "CAM_FRONT"
     image_height: int = 64  # [px] frames are resized to this
     image_width: int = 128  # [px]
+    # how a camera image becomes a frame of image_height × image_width: "crop" (resized to cover the frame, the
+    # overhang cut evenly from both sides, as LTX-Video's trainers prepare clips: nuScenes' 16:9 at 2:1 loses 50 of
+    # its 900 rows top and bottom, nothing is distorted) or "stretch" (each axis resized on its own). The same when the
+    # aspects agree (the synthetic world's 128×256 at 64×128)
+    image_fit: str = "crop"
     context_frames: int = 5  # frames up to and including t=0
     future_frames: int = 4  # frames after t=0
     frame_rate: float = 6.0  # [Hz] frame spacing of a clip, taken from the 12 Hz sweeps

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from reworld.config import load_config, replace
+from reworld.data.loader import frame_intrinsic
 from reworld.evaluation.judge import (baseline_futures, constant_velocity_readings, judge_baselines,
                                       judge_video_report, load_judge, load_judge_set)
 
@@ -33,13 +34,7 @@ def camera_matrices(camera: dict, frame_size: tuple[int, int]) -> tuple[torch.Te
     """K (3, 3) in the pixels of `frame_size` (H, W), R camera → ego (3, 3), t camera position in the ego frame."""
     from pyquaternion import Quaternion
 
-    (w0, h0), (h, w) = camera["size"], frame_size
-    k = torch.tensor(camera["camera_intrinsic"], dtype=torch.float64).clone()
-    sx, sy = w / w0, h / h0
-    k[0] *= sx
-    k[1] *= sy
-    k[0, 2] += 0.5 * sx - 0.5
-    k[1, 2] += 0.5 * sy - 0.5
+    k = torch.from_numpy(frame_intrinsic(camera, frame_size))
     rot = torch.tensor(Quaternion(camera["rotation"]).rotation_matrix, dtype=torch.float64)
     return k, rot, torch.tensor(camera["translation"], dtype=torch.float64)
 

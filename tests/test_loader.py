@@ -205,6 +205,56 @@ def test_reduced_jpeg_decode_keeps_small_frames_and_approximates_large_ones(tmp_
     assert torch.equal(load_image(small, h, w), load_image(small, h, w, reduced_decode=False))
 
 
+def test_a_wide_camera_is_cropped_not_squashed(tmp_path):
+    """nuScenes' 16:9 frames read at 2:1 (configs/paper.yaml): with `image_fit: crop` (the default) a square stays
+    square and a point the camera projects lands where `frame_intrinsic` says; `stretch` squashes it. A 2:1 image
+    reads the same either way (the synthetic world: nothing changes there)."""
+    from PIL import Image
+
+    from reworld.data.loader import CameraView, fit_box, frame_intrinsic, load_image
+
+    assert fit_box(1600, 900, 512, 256) == (0.0, 50.0, 1600.0, 850.0)  # 50 rows off the top and the bottom
+    assert fit_box(1600, 900, 512, 256, "stretch") == (0.0, 0.0, 1600.0, 900.0)
+    assert fit_box(256, 128, 128, 64) == (0.0, 0.0, 256.0, 128.0)
+    assert fit_box(400, 400, 128, 64) == (0.0, 100.0, 400.0, 300.0)
+    assert fit_box(900, 300, 128, 64) == (150.0, 0.0, 750.0, 300.0)  # wider than 2:1: columns go
+    with pytest.raises(ValueError, match="image_fit"):
+        fit_box(1600, 900, 512, 256, "pad")
+
+    # a 320×180 camera (f = 160 px), a white 8×8 square centred where it projects the point (X, Y, Z) = (1, −1, 4) m
+    k = [[160.0, 0.0, 159.5], [0.0, 160.0, 89.5], [0.0, 0.0, 1.0]]
+    u0, v0 = 160 * 1 / 4 + 159.5, 160 * -1 / 4 + 89.5  # (199.5, 49.5): the square covers pixels 196–203, 46–53
+    img = np.zeros((180, 320, 3), np.uint8)
+    r, c = int(v0 - 0.5), int(u0 - 0.5)
+    img[r - 3:r + 5, c - 3:c + 5] = 255
+    path = tmp_path / "cam.png"
+    Image.fromarray(img).save(path)
+    camera = {"camera_intrinsic": k, "size": [320, 180]}
+    for fit in ("crop", "stretch"):
+        frame = (load_image(path, 64, 128, fit=fit).mean(0) + 1) / 2  # (64, 128) in [0, 1]
+        box = fit_box(320, 180, 128, 64, fit)
+        kf = frame_intrinsic({**camera, "box": list(box)}, (64, 128))
+        ys, xs = np.mgrid[0:64, 0:128]
+        w = frame.numpy()
+        centre = ((w * xs).sum() / w.sum(), (w * ys).sum() / w.sum())
+        expected = (kf[0, 0] * 1 / 4 + kf[0, 2], kf[1, 1] * -1 / 4 + kf[1, 2])
+        assert centre == pytest.approx(expected, abs=0.1), fit
+        cols, rows = (w > 0.25).any(0).sum(), (w > 0.25).any(1).sum()
+        if fit == "crop":
+            assert box == (0.0, 10.0, 320.0, 170.0) and cols == rows  # 8 px × 0.4 both ways: still a square
+        else:
+            assert cols > rows  # 0.4 across, 0.36 down: squashed
+    # a 2:1 image: crop and stretch read the same pixels
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (128, 256, 3), dtype=np.uint8)).save(tmp_path / "w.png")
+    assert torch.equal(load_image(tmp_path / "w.png", 64, 128), load_image(tmp_path / "w.png", 64, 128, fit="stretch"))
+
+    # the lead-vehicle rule sees only the columns the frames show: a camera at the origin looking along x
+    cs = {"translation": [0.0, 0.0, 1.5], "rotation": [0.5, -0.5, 0.5, -0.5], "camera_intrinsic": k}
+    left_of_centre = np.array([[10.0, 7.0]])  # projects at u = 159.5 − 160 · 0.7 = 47.5
+    assert CameraView.of(cs, 320).sees(left_of_centre)[0]
+    assert not CameraView.of(cs, 320, fit_box(320, 180, 64, 64)).sees(left_of_centre)[0]  # square: u 70–250
+
+
 def test_drivable_area_keeps_the_maps_holes(clips):
     """The map's traffic island reaches the clip, the scorer's scene and scene.json: not drivable."""
     import json

@@ -356,8 +356,14 @@ class NuScenesClips(torch.utils.data.Dataset):
         )
         return Clip(ref.scene_name, ref.sample_token, ref.timestamp, observation, target)
 
+    def frame_box(self, sample_data: dict) -> tuple[float, float, float, float]:
+        """The region of this camera image (a sample_data record, its `width` × `height`) that the frames show."""
+        return fit_box(sample_data["width"], sample_data["height"], self.cfg.image_width, self.cfg.image_height,
+                       self.cfg.image_fit)
+
     def _frame(self, times: list[int], files: list[str], t: float) -> torch.Tensor:
-        return load_image(self.root / files[nearest_index(times, t)], self.cfg.image_height, self.cfg.image_width)
+        return load_image(self.root / files[nearest_index(times, t)], self.cfg.image_height, self.cfg.image_width,
+                          fit=self.cfg.image_fit)
 
     def frame_times(self, index: int) -> np.ndarray:
         """[s] the capture time of each frame of clip `index` (context then future), from the t = 0 frame's."""
@@ -387,7 +393,8 @@ class NuScenesClips(torch.utils.data.Dataset):
         speed = np.linalg.norm(xb - xa, axis=1) / np.maximum(hi - lo, 1e-6)
         instances = self._instance_tracks(scene)
         sd = self.nusc.get("sample_data", sample["data"][self.cfg.camera])
-        camera = CameraView.of(self.nusc.get("calibrated_sensor", sd["calibrated_sensor_token"]), sd["width"])
+        camera = CameraView.of(self.nusc.get("calibrated_sensor", sd["calibrated_sensor_token"]), sd["width"],
+                               self.frame_box(sd))
         lead = np.array([lead_vehicle(instances, track, float(tk), xy[k], float(yaw[k]), camera)
                          for k, tk in enumerate(t)])
         traj = self._trajectory(sample, track, ref.timestamp * US)
@@ -595,28 +602,33 @@ def project_on_path(path: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, n
 @dataclass(frozen=True)
 class CameraView:
     """Where a camera looks in the ground plane, from its calibrated_sensor: a point is in view when it lies in front
-    of the camera and its centre projects inside the image's width (the vertical is not checked)."""
+    of the camera and its centre projects inside the columns the frames show (the vertical is not checked)."""
 
     position: np.ndarray  # (2,) [m] in the ego frame
     forward: np.ndarray  # (2,) optical axis in the ego frame (unit in the ground plane)
     right: np.ndarray  # (2,) image x axis in the ego frame
     fx: float  # [px]
     cx: float  # [px]
-    width: int  # [px]
+    u_min: float  # [px] the left edge of the columns the frames show, in the image the intrinsic is for
+    u_max: float  # [px] their right edge
 
     @classmethod
-    def of(cls, calibrated_sensor: dict, width: int) -> "CameraView":
+    def of(cls, calibrated_sensor: dict, width: int, box: tuple[float, float, float, float] | None = None
+           ) -> "CameraView":
+        """`width` [px] of the image the intrinsic is for; `box` the region of it the frames show (`fit_box`; the
+        whole image when None)."""
         r = Quaternion(calibrated_sensor["rotation"]).rotation_matrix  # camera (x right, y down, z forward) → ego
         k = np.asarray(calibrated_sensor["camera_intrinsic"], dtype=np.float64)
+        left, _, right, _ = box if box is not None else (0.0, 0.0, float(width), 0.0)
         return cls(np.asarray(calibrated_sensor["translation"][:2], dtype=np.float64), r[:2, 2], r[:2, 0],
-                   float(k[0, 0]), float(k[0, 2]), int(width))
+                   float(k[0, 0]), float(k[0, 2]), float(left), float(right))
 
     def sees(self, points_ego: np.ndarray) -> np.ndarray:
         """(P, 2) points in the ego frame → (P,) bool."""
         d = points_ego - self.position
         depth = d @ self.forward
         u = self.fx * (d @ self.right) / np.maximum(depth, 1e-6) + self.cx
-        return (depth > 0.5) & (u >= 0.0) & (u < self.width)
+        return (depth > 0.5) & (u >= self.u_min) & (u < self.u_max)
 
 
 def lead_vehicle(instances: list[tuple[np.ndarray, np.ndarray]], track: PoseTrack, t: float, ego_xy: np.ndarray,
@@ -653,8 +665,40 @@ def split_scenes(names: list[str], val_fraction: float, seed: int) -> dict[str, 
     return {"train": [n for n in names if n not in set(val)], "val": val}
 
 
-def load_image(path: Path, height: int, width: int, reduced_decode: bool = True) -> torch.Tensor:
-    """(3, H, W) float32 in [-1, 1]; a missing or corrupt image is an error naming the file.
+IMAGE_FITS = ("crop", "stretch")
+
+
+def fit_box(src_w: float, src_h: float, dst_w: int, dst_h: int, fit: str = "crop") -> tuple[float, float, float, float]:
+    """The region (left, top, right, bottom) [px of the source image, pixel edges] that becomes a `dst_w` × `dst_h`
+    frame of a `src_w` × `src_h` image: the whole image ("stretch"), or the centred region with the frame's aspect
+    ("crop": the image resized to cover the frame, the overhang cut evenly from both sides)."""
+    if fit not in IMAGE_FITS:
+        raise ValueError(f"data.image_fit must be one of {list(IMAGE_FITS)}, got {fit!r}")
+    if fit == "stretch":
+        return 0.0, 0.0, float(src_w), float(src_h)
+    scale = max(dst_w / src_w, dst_h / src_h)
+    w, h = dst_w / scale, dst_h / scale
+    return (src_w - w) / 2, (src_h - h) / 2, (src_w + w) / 2, (src_h + h) / 2
+
+
+def frame_intrinsic(camera: dict, frame_size: tuple[int, int]) -> np.ndarray:
+    """(3, 3) [px] the camera's intrinsic in the frames read: `camera` as `reworld.evaluation.judge.clip_camera` gives
+    it (`camera_intrinsic` for an image of `size` (W, H); `box` the region of that image the frames show, `fit_box`,
+    the whole image when absent); `frame_size` (H, W). Pixel centres at whole numbers, as in the intrinsic: a source
+    pixel u maps to (u + 0.5 − left) · W / (right − left) − 0.5."""
+    k = np.asarray(camera["camera_intrinsic"], dtype=np.float64).copy()
+    w0, h0 = camera["size"]
+    left, top, right, bottom = camera.get("box") or (0.0, 0.0, w0, h0)
+    h, w = frame_size
+    sx, sy = w / (right - left), h / (bottom - top)
+    k[0, 0], k[0, 1], k[0, 2] = k[0, 0] * sx, k[0, 1] * sx, (k[0, 2] + 0.5 - left) * sx - 0.5
+    k[1, 1], k[1, 2] = k[1, 1] * sy, (k[1, 2] + 0.5 - top) * sy - 0.5
+    return k
+
+
+def load_image(path: Path, height: int, width: int, reduced_decode: bool = True, fit: str = "crop") -> torch.Tensor:
+    """(3, H, W) float32 in [-1, 1]; a missing or corrupt image is an error naming the file. `fit` (`fit_box`): the
+    image is resized to cover the frame and centre-cropped ("crop"), or each axis resized on its own ("stretch").
 
     With `reduced_decode` a JPEG is decoded at the smallest power-of-two reduction (libjpeg's DCT scaling, PIL's
     draft mode) that still leaves at least twice the target size, then resized with Pillow's antialiased bilinear
@@ -671,7 +715,8 @@ def load_image(path: Path, height: int, width: int, reduced_decode: bool = True)
             im.load()
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise DatasetError(f"corrupt image {path}: {e}") from None
-    if im.size != (width, height):
-        im = im.resize((width, height), Image.BILINEAR)
+    box = fit_box(im.width, im.height, width, height, fit)  # draft scales both axes alike: the same fractions
+    if im.size != (width, height) or box != (0.0, 0.0, float(im.width), float(im.height)):
+        im = im.resize((width, height), Image.BILINEAR, box=box)
     arr = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1)
     return arr.float() / 127.5 - 1.0

@@ -47,7 +47,7 @@ from diffusers.utils import BaseOutput
 from torch import nn
 
 from reworld.config import DataConfig
-from reworld.data.loader import NuScenesClips
+from reworld.data.loader import NuScenesClips, frame_intrinsic
 from reworld.data.types import COMMANDS
 from reworld.evaluation.video import check_videos, frechet_distance, kernel_distance, resize_videos
 from reworld.models.layers import load_model_strict
@@ -101,7 +101,8 @@ def ground_grid(camera: dict, frame_size: tuple[int, int], area: tuple[float, fl
     """Where each cell of a patch of flat ground lies in a frame: the inverse perspective mapping of road-plane
     visual odometry. `camera`: the frames' camera as its calibrated_sensor gives it (`translation` [m] and
     `rotation` (w, x, y, z) camera → ego, `camera_intrinsic` [px]) with `size` (W, H), the image size of that
-    intrinsic, from which the frames were resized by axis; `frame_size` (H, W) the frames read; `area`
+    intrinsic, and `box`, the region of it the frames show (`reworld.data.loader.fit_box`; the whole image when
+    absent, as in judges saved before it); `frame_size` (H, W) the frames read; `area`
     (x0, x1, y0, y1, cell) [m] in the ego frame, the ground at z = 0. → (grid (X, Y, 2) for `F.grid_sample`
     (align_corners=False), valid (X, Y) bool: in front of the camera and inside the frame)."""
     from pyquaternion import Quaternion
@@ -113,13 +114,11 @@ def ground_grid(camera: dict, frame_size: tuple[int, int], area: tuple[float, fl
     points = torch.stack([gx, gy, torch.zeros_like(gx)], -1) - torch.tensor(camera["translation"], dtype=torch.float64)
     rot = torch.tensor(Quaternion(camera["rotation"]).rotation_matrix)  # camera → ego
     cam = points @ rot  # ego → camera: rotᵀ · p, row-vector form
-    k = torch.tensor(camera["camera_intrinsic"], dtype=torch.float64)
-    (w0, h0), (h, w) = camera["size"], frame_size
+    k = torch.from_numpy(frame_intrinsic(camera, frame_size))  # [px] in the frames read
+    h, w = frame_size
     depth = cam[..., 2]
-    # [px] in the frames read (pixel centres at whole numbers, as in the intrinsic; a resize by s maps u to
-    # (u + 0.5) s − 0.5)
-    u = (k[0, 0] * cam[..., 0] / depth.clamp_min(1e-6) + k[0, 2] + 0.5) * (w / w0) - 0.5
-    v = (k[1, 1] * cam[..., 1] / depth.clamp_min(1e-6) + k[1, 2] + 0.5) * (h / h0) - 0.5
+    u = k[0, 0] * cam[..., 0] / depth.clamp_min(1e-6) + k[0, 2]
+    v = k[1, 1] * cam[..., 1] / depth.clamp_min(1e-6) + k[1, 2]
     valid = (depth > 0.1) & (u >= 0) & (u <= w - 1) & (v >= 0) & (v <= h - 1)
     grid = torch.stack([(u + 0.5) / w * 2 - 1, (v + 0.5) / h * 2 - 1], -1)
     return grid.float(), valid
@@ -372,13 +371,13 @@ def judge_set_of(ds: NuScenesClips, indices) -> JudgeSet:
 
 def clip_camera(ds: NuScenesClips, index: int) -> dict:
     """The camera of clip `index` as `ground_grid` reads it: its calibrated_sensor's translation, rotation and
-    intrinsic, with the size of the image that intrinsic is for."""
+    intrinsic, with the size of the image that intrinsic is for and the region of it the frames show."""
     sample = ds.nusc.get("sample", ds.samples[index].sample_token)
     sd = ds.nusc.get("sample_data", sample["data"][ds.cfg.camera])
     cs = ds.nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
     return {"translation": [float(v) for v in cs["translation"]], "rotation": [float(v) for v in cs["rotation"]],
             "camera_intrinsic": [[float(v) for v in row] for row in cs["camera_intrinsic"]],
-            "size": [int(sd["width"]), int(sd["height"])]}
+            "size": [int(sd["width"]), int(sd["height"])], "box": [float(v) for v in ds.frame_box(sd)]}
 
 
 def check_judge_reads(judge: WorldJudge, cfg: DataConfig) -> None:
