@@ -28,9 +28,14 @@ def to_jsonable(value: Any) -> Any:
 
 
 def write_json(data: Any, path: str | Path) -> Path:
+    """Strict JSON at `path`, written whole or not at all (a temporary file beside it, then renamed): a summary cut
+    off mid-write never replaces the last good one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(to_jsonable(data), indent=2, allow_nan=False))
+    text = json.dumps(to_jsonable(data), indent=2, allow_nan=False)  # fails before anything is written
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
     return path
 
 

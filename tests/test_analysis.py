@@ -675,3 +675,16 @@ def test_plan_scores_comparison_known_answer(tmp_path):
         mod.compare(tmp_path / "a.csv", tmp_path / "short.csv")
     assert mod.main([str(tmp_path / "a.csv"), str(tmp_path / "b.csv"), "--json", str(tmp_path / "c.json")]) == 0
     assert json.loads((tmp_path / "c.json").read_text())["pdms_b_minus_a_points"]["mean"] == pytest.approx(2.0)
+
+
+def test_write_json_is_whole_or_not_at_all(tmp_path):
+    """A summary that cannot be written (here: a value JSON has no form for) leaves the last good file as it was and
+    no temporary file behind; NaN becomes null (strict JSON)."""
+    from analysis.output import write_json
+
+    path = write_json({"a": 1.0, "b": float("nan")}, tmp_path / "s.json")
+    assert json.loads(path.read_text()) == {"a": 1.0, "b": None}
+    with pytest.raises(TypeError):
+        write_json({"a": {1, 2}}, path)
+    assert json.loads(path.read_text()) == {"a": 1.0, "b": None}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json"]

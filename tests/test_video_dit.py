@@ -478,7 +478,8 @@ def test_future_frame_weights_known_answers():
 def test_video_training_losses_weigh_the_future_frames_as_configured():
     model = tiny_model()
     latents, _, cond = inputs(t=4)  # 2 context, 2 future latent frames
-    uniform = video_training_losses(model, latents, 2, cond, LossConfig(lambda_ig=0.5), torch.Generator().manual_seed(0))
+    uniform = video_training_losses(model, latents, 2, cond, LossConfig(lambda_ig=0.5),
+                                    torch.Generator().manual_seed(0))
     linear = video_training_losses(model, latents, 2, cond, LossConfig(lambda_ig=0.5, future_frame_weighting="linear"),
                                    torch.Generator().manual_seed(0))
     # the same σ and ε: the per-frame errors are the same, only their weights (1, 1 → 2/3, 4/3) differ

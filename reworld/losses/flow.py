@@ -43,7 +43,8 @@ def future_frame_weights(num_frames: int, n_context: int, weighting: str = "unif
     future frames 1 each ("uniform", = `future_frame_mask`) or k·2/(F + 1) for the k-th (k = 1…F, "linear"): mean 1
     over the future, so the loss keeps its scale and the last frame counts 2F/(F + 1) times the mean."""
     if weighting not in FUTURE_FRAME_WEIGHTINGS:
-        raise ValueError(f"loss.future_frame_weighting must be one of {list(FUTURE_FRAME_WEIGHTINGS)}, got {weighting!r}")
+        raise ValueError(f"loss.future_frame_weighting must be one of {list(FUTURE_FRAME_WEIGHTINGS)}, "
+                         f"got {weighting!r}")
     mask = future_frame_mask(num_frames, n_context, device)
     if weighting == "uniform":
         return mask
@@ -63,8 +64,9 @@ def video_training_losses(
     """Stage-1 loss terms for clean latents (B, C, t, h, w) whose first `n_context` latent frames are context.
 
     σ and ε are drawn on the CPU `generator`. Context frames stay clean (the model gives them timestep 0);
-    losses count future frames only, weighted by `loss_cfg.future_frame_weighting` (`future_frame_weights`). Returns scalars: `gen` (final velocity), `ig` (Σ heads; only when
-    `loss_cfg.lambda_ig > 0`, otherwise the heads are not run at all: vanilla) and
+    losses count future frames only, weighted by `loss_cfg.future_frame_weighting` (`future_frame_weights`).
+    Returns scalars: `gen` (final velocity), `ig` (Σ heads; only when `loss_cfg.lambda_ig > 0`, otherwise the heads are
+    not run at all: vanilla) and
     `total = gen + λ_ig · ig`. With `loss_cfg.ig_target_shift` ω > 0, `gen` is Internal Guidance's stop-gradient
     training loss ‖v_f − (u + ω·sg(v_f − v_i))‖², whose fixed point v_f = v_i + (u − v_i)/(1 − ω) is guidance
     w = 1/(1 − ω) learned by the final output (sample it at w = 1). `model` is only called (so a DDP wrapper works).
