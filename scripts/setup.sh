@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Idempotent set-up: a virtual environment in .venv with the pinned stack (CPU torch first).
+# Idempotent set-up: a virtual environment in .venv with the pinned stack, torch==2.13.0 first (the build the
+# package index serves: CPU here, CUDA from PyPI's Linux default), then requirements*.txt resolved against it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}

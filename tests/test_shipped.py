@@ -32,17 +32,10 @@ def test_quick_reevaluation_matches_card(path, synth_world):
             assert report["planners"][planner][key] == pytest.approx(value, abs=TOLERANCE), (planner, key)
     for key, value in stored["video"].items():
         assert report["video"][key] == pytest.approx(value, abs=10 * TOLERANCE), key
-
-
-@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
-def test_shipped_planner_beats_constant_velocity(path):
-    """On every held-out clip (the card's full evaluation), by a clear margin, and not by trading safety:
-    the planner collides and leaves the road less often than holding the current speed."""
-    report = json.loads((path / "eval.json").read_text())
-    assert report["num_clips"] >= 100
-    planners = report["planners"]
-    ours = next(v for k, v in planners.items() if k.startswith("ReWorld planner"))
-    cv = planners["constant velocity"]
+    # what a user sees, computed here: the shipped planner beats holding the current speed by a clear margin, and
+    # not by trading safety (it collides and leaves the road no more often)
+    ours = next(v for k, v in report["planners"].items() if k.startswith("ReWorld planner"))
+    cv = report["planners"]["constant velocity"]
     assert ours["pdms"] >= cv["pdms"] + 0.05
     assert ours["nc"] >= cv["nc"] and ours["dac"] >= cv["dac"]
 

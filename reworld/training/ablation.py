@@ -56,14 +56,17 @@ def _write_config(base: Path, out: Path, seed: int, steps: int, stage: str, val_
 
 def _run_all(commands: list[tuple[list[str], Path]], jobs: int) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    running: list[tuple[subprocess.Popen, Path]] = []
+    running: list[tuple[subprocess.Popen, Path, object]] = []
     pending = list(commands)
     while pending or running:
         while pending and len(running) < jobs:
             cmd, log = pending.pop(0)
-            running.append((subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env), log))
-        proc, log = running.pop(0)
-        if proc.wait() != 0:
+            handle = open(log, "w")
+            running.append((subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, env=env), log, handle))
+        proc, log, handle = running.pop(0)
+        code = proc.wait()
+        handle.close()
+        if code != 0:
             raise RuntimeError(f"ablation run failed: see {log}")
 
 
