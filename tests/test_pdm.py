@@ -351,6 +351,18 @@ def test_navsim_tracker_profiles_equal_the_direct_least_squares():
     np.testing.assert_allclose(curvature, k, atol=1e-9)
 
 
+def test_dac_counts_the_starting_pose_as_navsim_does():
+    """NAVSIM tests the drivable area at every step, t = 0 included: an ego whose box starts with its rear over the
+    road's end fails DAC at 0.0 s, whatever it plans; the spline scorer (steps 1 … T) does not look at t = 0."""
+    road = road_scene()
+    scene = dataclasses.replace(road, drivable_area=[np.array([[-1.3, -1.75], [200.0, -1.75], [200.0, 5.25],
+                                                               [-1.3, 5.25]])])
+    assert score_trajectory(road, straight(10.0)).dac == 1.0
+    start = score_trajectory(scene, straight(10.0))
+    assert start.dac == 0.0 and start.off_road_time_s == 0.0  # the rear corners at x = −2.25 at t = 0
+    assert score_trajectory(scene, straight(10.0), SPLINE).dac == 1.0  # at 0.1 s the rear is at −1.25: on the road
+
+
 def test_drivable_area_keeps_its_holes():
     """A traffic island inside the road is not drivable: driving through it fails DAC, passing beside it does
     not; the holes survive scene.json and the BEV draws them."""

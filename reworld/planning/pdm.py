@@ -14,7 +14,7 @@ front / lateral; lateral is at fault only with the ego in several lanes or off t
 the drivable area or in one of the scene's `intersections`. EP: progress · NC · DAC over the larger of its own
 and PDM-Closed's (`reworld.planning.pdm_closed`: 15 IDM proposals along the centreline scored against
 constant-velocity forecasts, picked, then scored under the true future). DAC: all four box corners inside the
-drivable polygons minus their holes.
+drivable polygons minus their holes, at every step from t = 0 (NAVSIM's ego areas; the spline scorer from 0.1 s).
 
 The ego box is the scene's size placed `scene.ego_center_offset` ahead of the pose along the heading: 0 in the
 synthetic world (its poses are box centres), 1.385 m on nuScenes (its ego frame is the midpoint of a Renault
@@ -519,7 +519,8 @@ def _time_to_collision(scene, states, ag, ignored, config):
 
 
 def _drivable(scene, states, config):
-    """DAC per trajectory and first off-road step (or -1), corners tested for steps 1 ... T."""
+    """DAC per trajectory and first off-road step (or -1), corners tested for steps 1 ... T (the spline scorer's;
+    the navsim one is `_drivable_navsim`)."""
     ex, ey = _ego_centres(states, scene)
     h = states.heading[:, 1:]
     c, s = np.cos(h), np.sin(h)
@@ -531,6 +532,13 @@ def _drivable(scene, states, config):
         inside &= shapely.intersects_xy(scene.drivable_geometry, cx, cy)
     off = ~inside
     return np.where(off.any(1), 0.0, 1.0), np.where(off.any(1), off.argmax(1) + 1, -1)
+
+
+def _drivable_navsim(non_drivable: np.ndarray):
+    """NAVSIM's DAC from its ego areas: 0 where a box corner lies outside the drivable area (strictly) at any step,
+    t = 0 included (`non_drivable` (N, T+1), `ego_areas`); and the first such step (or -1)."""
+    off = non_drivable.any(1)
+    return np.where(off, 0.0, 1.0), np.where(off, non_drivable.argmax(1), -1)
 
 
 def _comfort(states, config):
@@ -592,8 +600,7 @@ def _safety(scene: PlanningScene, poses: np.ndarray, config: PDMScorerConfig):
     ag = _agent_states(scene, config.num_steps + 1 + lag_max, config)
     if config.simulation == "navsim":  # NAVSIM's collision types, which read the ego's map areas (kept for TTC)
         areas = ego_areas(scene, states, config)
-        return states, ag, _collisions_navsim(scene, states, ag, areas, config), _drivable(scene, states, config), \
-            areas
+        return states, ag, _collisions_navsim(scene, states, ag, areas, config), _drivable_navsim(areas[1]), areas
     # agents overlapping the ego's box at t=0 are ignored entirely (not the planner's doing)
     ox, oy = scene.ego_center_offset, 0.0
     ignored = boxes_overlap(ox, oy, 0.0, scene.ego_length / 2, scene.ego_width / 2,
