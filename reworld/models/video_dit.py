@@ -73,10 +73,6 @@ class VideoCond:
     command: torch.Tensor  # (B,) long, index into reworld.data.types.COMMANDS
     ego_status: torch.Tensor  # (B, 3) [speed m/s, longitudinal acceleration m/s², yaw rate rad/s]
 
-    @classmethod
-    def from_batch(cls, batch) -> "VideoCond":
-        return cls(command=batch.command, ego_status=batch.ego_status)
-
     def to(self, device: torch.device | str) -> "VideoCond":
         return VideoCond(command=self.command.to(device), ego_status=self.ego_status.to(device))
 
