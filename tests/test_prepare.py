@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from reworld.config import replace
 from reworld.data.clips import load_clip_tensors
 from reworld.models.layers import CheckpointError
 from reworld.models.vae import build_vae, configure_vae, encode_frames
@@ -55,6 +56,9 @@ def test_a_damaged_or_missing_latent_file_is_named(setup):
         next(other.parameters()).add_(1.0)
     other.save_pretrained(out / "vae2")
     assert P.latents_folder(out, config, out / "vae2", "train") != folder
+    # nor do clips of another camera or fitted to the frame another way (their pixels differ)
+    for change in ({"camera": "CAM_BACK"}, {"image_fit": "stretch"}):
+        assert P.latents_folder(out, replace(config, data=change), out / "vae", "train") != folder, change
 
 
 def test_prepare_command_on_a_run_folder(tiny_run, tiny_config_path, tmp_path, capsys):

@@ -43,10 +43,17 @@ def file_digest(folder: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def _pixels_doc(config: Config) -> list:
+    """What decides a clip's pixels beyond its size: the camera and how its image is fitted to the frame (a folder
+    prepared before either was in its key, 2026-12-05, is not read again)."""
+    return [config.data.camera, config.data.image_fit]
+
+
 def latents_folder(out: Path, config: Config, vae_dir: Path, split: str) -> Path:
     d = config.data
     doc = {"vae": file_digest(vae_dir), "data": [d.dataroot, d.version, d.image_height, d.image_width,
-                                                 d.context_frames, d.future_frames, d.frame_rate]}
+                                                 d.context_frames, d.future_frames, d.frame_rate],
+           "pixels": _pixels_doc(config)}
     return out / "prepared" / f"latents-{_key(doc)}" / split
 
 
@@ -178,7 +185,7 @@ def hidden_states_folder(out: Path, config: Config, video_dir: Path, vae_dir: Pa
                          split: str) -> Path:
     doc = {"video": file_digest(video_dir), "vae": file_digest(vae_dir), "blocks": list(blocks),
            "sigma": config.action.feature_sigma, "pool": config.action.feature_pool, "seed": config.train.seed,
-           "data": _data_doc(config)}
+           "data": _data_doc(config), "pixels": _pixels_doc(config)}
     if config.action.feature_draws != 1:  # one draw keeps the key (and the files) it always had
         doc["draws"] = config.action.feature_draws
     if config.action.align_sigma is not None:  # the files also hold the alignment target's own pass
