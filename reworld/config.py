@@ -111,6 +111,9 @@ class VideoConfig:
     # the command and the ego status also added to the embedded timestep that every block's adaLN reads, as DiT
     # conditions on a class (zero-initialised; the cross-attended conditioning tokens stay; `models.video_dit`)
     adaln_cond: bool = False
+    # a motion head on this block's tokens (0-based; None = none): per future latent frame, the ego's pose at the frame's
+    # last time, trained with loss.lambda_motion (docs/world4s.md, E15; `models.video_dit`)
+    motion_block: int | None = None
     # training-only worlds (nuScenes-format dataroots, the config's version and clip settings): every clip of every
     # scene in them joins the train split's clips in this stage (the Video DiT's), never its validation; the VAE
     # and planner stages train on the config's own train split
@@ -163,6 +166,9 @@ class LossConfig:
     # how the Video DiT's flow loss weighs its future latent frames: "uniform" (the mean over them) or "linear"
     # (the k-th of F weighted k·2/(F + 1), mean 1: the last frame 2F/(F + 1) times the mean; docs/world4s.md, E14)
     future_frame_weighting: str = "uniform"
+    # the Video DiT's motion head (video.motion_block): the mean squared error of its normalised future-frame poses
+    # against the logged ego poses, weighted by this in the video and joint stages (0 = off; docs/world4s.md, E15)
+    lambda_motion: float = 0.0
     logit_mean: float = 0.0  # shifted logit-normal σ sampling
     logit_std: float = 1.0
     # the model's noise schedule (diffusers' time shift, SD3: 3.0): training draws σ shifted by it and the sampler

@@ -641,3 +641,44 @@ def test_a_run_starts_from_the_same_init_whether_it_encodes_its_latents_or_finds
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+
+
+def test_motion_head_trains_in_the_video_and_joint_stages(tiny_config_path, tiny_run, tmp_path):
+    """`video.motion_block` + `loss.lambda_motion` (docs/world4s.md, E15): the video stage logs the motion term, exports
+    a Video DiT that keeps the training clips' per-frame pose statistics and reads poses in metres; the joint stage
+    keeps the term; a motion loss without a motion head is a short error."""
+    import yaml
+
+    from reworld.config import ConfigError, load_config
+    from reworld.data.clips import load_clip_tensors
+    from reworld.models.video_dit import VideoDiT
+    from reworld.training.stages.video import motion_targets
+
+    src, _ = tiny_run
+    doc = yaml.safe_load(tiny_config_path.read_text())
+    doc.setdefault("loss", {})["lambda_motion"] = 0.5
+    cfg = tmp_path / "motion.yaml"
+    cfg.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ConfigError, match="motion_block"):
+        run_stage("video", str(cfg), str(tmp_path / "nohead"), max_steps=1, vae_path=str(src / "vae"))
+    doc["video"]["motion_block"] = 0
+    cfg.write_text(yaml.safe_dump(doc))
+    out = tmp_path / "run"
+    assert run_stage("video", str(cfg), str(out), max_steps=2, vae_path=str(src / "vae"))["finite"]
+    rows = list(csv.reader(open(out / "logs" / "video.csv")))
+    assert {r[3] for r in rows[1:] if r[1] == "train"} >= {"gen", "ig", "motion", "total"}
+    assert "motion_loss" in {r[3] for r in rows[1:] if r[1] == "val"}
+
+    model = VideoDiT.from_pretrained(out / "video_dit")
+    config = load_config(cfg)
+    train = load_clip_tensors(config.data, "train", frames=False)
+    n_fut = model.motion_mean.shape[0]
+    poses = motion_targets(config, train, n_fut)  # the logged poses at the future latent frames' times
+    torch.testing.assert_close(model.motion_mean, poses.mean(0))
+    torch.testing.assert_close(model.motion_std, poses.std(0).clamp_min(1e-3))
+    torch.testing.assert_close(model.motion_poses(model.motion_normalise(poses)), poses, rtol=1e-5, atol=1e-5)
+
+    shutil.copytree(src / "action_dit", out / "action_dit")
+    assert run_stage("joint", str(cfg), str(out), max_steps=1)["finite"]
+    rows = list(csv.reader(open(out / "logs" / "joint.csv")))
+    assert "video" in {r[3] for r in rows[1:] if r[1] == "train"}

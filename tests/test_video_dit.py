@@ -540,3 +540,68 @@ def test_training_moves_the_loss():
         eval_losses = [float(video_training_losses(model, latents, 2, cond, LossConfig(), torch.Generator().manual_seed(s))["gen"])
                        for s in range(4)]
     assert sum(eval_losses) / 4 < first
+
+
+# --- motion head (docs/world4s.md, E15) -------------------------------------------------------------------
+def test_poses_at_interpolates_the_logged_poses_from_the_origin():
+    from reworld.data.clips import poses_at
+
+    # 4 poses at 1, 2, 3, 4 s: x = 5 t, y = t², heading = 0.1 t
+    t = torch.arange(1, 5, dtype=torch.float32)
+    traj = torch.stack([5 * t, t ** 2, 0.1 * t], -1)[None]  # (1, 4, 3)
+    got = poses_at(traj, 4.0, torch.tensor([0.5, 1.0, 2.5, 4.0]))
+    want = torch.tensor([[[2.5, 0.5, 0.05], [5.0, 1.0, 0.1], [12.5, 6.5, 0.25], [20.0, 16.0, 0.4]]])
+    torch.testing.assert_close(got, want)  # y at 0.5 s: halfway from (0, 0) to 1; at 2.5 s: halfway 4 → 9
+    for bad in ([0.0, 1.0], [4.5]):
+        with pytest.raises(ValueError, match="horizon"):
+            poses_at(traj, 4.0, torch.tensor(bad))
+
+
+def test_motion_head_reads_each_latent_frame_and_trains_only_the_blocks_up_to_its_own():
+    model = tiny_model(motion_block=0, motion_frames=1)
+    latents, sigma, cond = inputs(t=3)  # 2 context, 1 future latent frame
+    out = model(latents, sigma, cond, 2, return_motion=True)
+    assert out.motion.shape == (2, 3, 3) and torch.equal(out.motion, torch.zeros(2, 3, 3))  # last layer starts at 0
+    assert tiny_model()(latents, sigma, cond, 2).motion is None
+    with pytest.raises(ValueError, match="motion head"):
+        tiny_model()(latents, sigma, cond, 2, return_motion=True)
+    model.train()
+    target = torch.randn(2, 1, 3, generator=torch.Generator().manual_seed(3))
+    loss_cfg = LossConfig(lambda_ig=0.5, lambda_motion=2.0)
+    terms = video_training_losses(model, latents, 2, cond, loss_cfg, torch.Generator().manual_seed(0), target)
+    torch.testing.assert_close(terms["total"], terms["gen"] + 0.5 * terms["ig"] + 2.0 * terms["motion"])
+    # a zero head predicts 0 (the normalised mean): its loss is the targets' mean square
+    torch.testing.assert_close(terms["motion"], target.square().mean())
+    model.zero_grad(set_to_none=True)
+    terms["motion"].backward()
+    blocks = model.transformer.transformer_blocks
+    assert model.motion_head.fc2.weight.grad.abs().sum() > 0
+    # once the head is non-zero its loss reaches block 0 (which it reads) and the conditioning, never block 1
+    torch.nn.init.normal_(model.motion_head.fc2.weight, std=0.1)
+    model.zero_grad(set_to_none=True)
+    video_training_losses(model, latents, 2, cond, LossConfig(lambda_ig=0.0, lambda_motion=1.0),
+                          torch.Generator().manual_seed(0), target)["motion"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in blocks[0].parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.cond.parameters())
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in blocks[1].parameters())
+    with pytest.raises(ValueError, match="motion_target"):
+        video_training_losses(model, latents, 2, cond, loss_cfg, torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="motion_block"):
+        tiny_model(motion_block=2, motion_frames=1)
+
+
+def test_motion_statistics_are_saved_with_the_weights_and_undo_the_normalisation(tmp_path):
+    model = tiny_model(motion_block=1, motion_frames=2)
+    mean, std = torch.tensor([[1.0, 0.0, 0.0], [2.0, 0.1, 0.01]]), torch.tensor([[0.5, 0.2, 0.01], [1.0, 0.4, 0.02]])
+    model.set_motion_stats(mean, std)
+    poses = torch.tensor([[[1.5, 0.2, 0.01], [4.0, -0.3, 0.03]]])
+    torch.testing.assert_close(model.motion_normalise(poses), torch.tensor([[[1.0, 1.0, 1.0], [2.0, -1.0, 1.0]]]))
+    save_model_atomic(model, tmp_path / "v")
+    back = VideoDiT.from_pretrained(tmp_path / "v")
+    assert back.motion_block == 1
+    torch.testing.assert_close(back.motion_poses(back.motion_normalise(poses)), poses)
+    torch.testing.assert_close(back.motion_std, std)
+    with pytest.raises(ValueError, match="std > 0"):
+        model.set_motion_stats(mean, torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="no motion head"):
+        tiny_model().set_motion_stats(mean, std)

@@ -41,6 +41,21 @@ class ClipTensors:
         return self.frames[idx].float() / 127.5 - 1.0
 
 
+def poses_at(trajectory: torch.Tensor, horizon_s: float, times: torch.Tensor) -> torch.Tensor:
+    """The ego poses (N, P, 3) [x, y, heading] at the P uniform times horizon_s·(k + 1)/P (data.future_poses
+    "uniform"), linearly interpolated at `times` (F,) [s] in (0, horizon_s], with the pose (0, 0, 0) at t = 0 (the ego
+    frame at t = 0): (N, F, 3)."""
+    n, p, _ = trajectory.shape
+    times = torch.as_tensor(times, dtype=torch.float64)
+    if times.numel() and (times.min() <= 0 or times.max() > horizon_s + 1e-6):
+        raise ValueError(f"pose times {times.tolist()} must lie in (0, {horizon_s}] s (the trajectory's horizon)")
+    full = torch.cat([trajectory.new_zeros(n, 1, 3), trajectory], 1).double()  # (N, P + 1, 3)
+    pos = (times / (horizon_s / p)).clamp(max=p)  # fractional index into the poses at 0, horizon_s/P, …, horizon_s
+    lo = pos.floor().long().clamp(max=p - 1)
+    frac = (pos - lo.double()).view(1, -1, 1)
+    return (full[:, lo] * (1 - frac) + full[:, lo + 1] * frac).to(trajectory.dtype)
+
+
 def _to_u8(video: torch.Tensor) -> torch.Tensor:
     return ((video + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
 

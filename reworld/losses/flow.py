@@ -60,6 +60,7 @@ def video_training_losses(
     cond,
     loss_cfg: LossConfig,
     generator: torch.Generator,
+    motion_target: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Stage-1 loss terms for clean latents (B, C, t, h, w) whose first `n_context` latent frames are context.
 
@@ -67,7 +68,9 @@ def video_training_losses(
     losses count future frames only, weighted by `loss_cfg.future_frame_weighting` (`future_frame_weights`).
     Returns scalars: `gen` (final velocity), `ig` (Σ heads; only when `loss_cfg.lambda_ig > 0`, otherwise the heads are
     not run at all: vanilla) and
-    `total = gen + λ_ig · ig`. With `loss_cfg.ig_target_shift` ω > 0, `gen` is Internal Guidance's stop-gradient
+    `total = gen + λ_ig · ig (+ λ_motion · motion)`. With `loss_cfg.lambda_motion` > 0, `motion` is the mean squared
+    error of the model's motion head (`VideoDiTOutput.motion` on the future frames) against `motion_target` (B, F, 3),
+    the logged ego poses at the future latent frames' times, normalised as the head's outputs are. With `loss_cfg.ig_target_shift` ω > 0, `gen` is Internal Guidance's stop-gradient
     training loss ‖v_f − (u + ω·sg(v_f − v_i))‖², whose fixed point v_f = v_i + (u − v_i)/(1 − ω) is guidance
     w = 1/(1 − ω) learned by the final output (sample it at w = 1). `model` is only called (so a DDP wrapper works).
     """
@@ -89,7 +92,11 @@ def video_training_losses(
     if omega and loss_cfg.lambda_ig <= 0:
         raise ValueError("loss.ig_target_shift needs a trained head: set loss.lambda_ig > 0")
     use_heads = loss_cfg.lambda_ig > 0
-    out = model(x_t, sigma, cond, n_context, return_heads=use_heads)
+    use_motion = loss_cfg.lambda_motion > 0
+    if use_motion and (motion_target is None or tuple(motion_target.shape) != (b, t - n_context, 3)):
+        got = None if motion_target is None else tuple(motion_target.shape)
+        raise ValueError(f"loss.lambda_motion > 0 needs motion_target of shape {(b, t - n_context, 3)}, got {got}")
+    out = model(x_t, sigma, cond, n_context, return_heads=use_heads, **({"return_motion": True} if use_motion else {}))
     target_f = target
     if omega:  # IG's training-loss variant: the final output's target moved by ω·sg(v_f − v_i)
         v_i = out.head_samples[min(out.head_samples)]
@@ -101,5 +108,9 @@ def video_training_losses(
         ig = intermediate_guidance_loss(out.head_samples, target, weights).mean()
         losses["ig"] = ig
         total = total + loss_cfg.lambda_ig * ig
+    if use_motion:
+        motion = (out.motion[:, n_context:].float() - motion_target.float()).square().mean()
+        losses["motion"] = motion
+        total = total + loss_cfg.lambda_motion * motion
     losses["total"] = total
     return losses

@@ -178,6 +178,27 @@ def save_model_atomic(model: nn.Module, path: str | Path) -> Path:
     return path
 
 
+class MotionHead(nn.Module):
+    """Reads a latent frame's ego pose off a block's tokens (docs/world4s.md, E15; VideoJAM's idea of a motion target
+    beside the appearance one): the mean of the frame's tokens → LayerNorm → Linear → SiLU → Linear → (x, y, heading),
+    normalised. The last linear starts at zero, so a new head predicts the mean pose and its loss moves the trunk only
+    as the head learns."""
+
+    def __init__(self, dim: int, out_features: int = 3, eps: float = 1e-6):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, eps=eps)
+        self.fc1 = nn.Linear(dim, dim)
+        self.fc2 = nn.Linear(dim, out_features)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        self.norm.reset_parameters(), self.fc1.reset_parameters(), zero_module(self.fc2)
+
+    def forward(self, frame_tokens: torch.Tensor) -> torch.Tensor:
+        # frame_tokens (B, t, n, D): the n tokens of each of t latent frames → (B, t, out_features)
+        return self.fc2(nn.functional.silu(self.fc1(self.norm(frame_tokens.mean(dim=2)))))
+
+
 def zero_module(module: M) -> M:
     for p in module.parameters():
         nn.init.zeros_(p)

@@ -30,6 +30,13 @@ its input predicts x0 = c, the copy, which the plain model has to find by attent
 to the embedded timestep of every token before LTX's `time_embed.linear` turns it into each block's shift, scale and
 gate (and the output layer's and the heads' shift and scale). Its output layers start at zero, so at initialisation
 the model is the plain one; the conditioning tokens that the blocks cross-attend to stay as they are.
+
+`motion_block` (None by default and in LTX-Video): a `MotionHead` reads, from the tokens of each latent frame after
+that block, the ego's pose (x, y, heading in the ego frame at t = 0) at the frame's last time, normalised with the
+training clips' per-frame mean and standard deviation (`motion_mean`, `motion_std`: buffers of `motion_frames` future
+latent frames, set by the video stage and saved with the weights; `motion_poses` undoes it). Trained with
+`loss.lambda_motion` on the future frames, it asks the blocks up to it to carry the ego's motion, which the flow
+loss, almost all texture, weighs little (docs/world4s.md, D4 and E15); sampling never reads it.
 """
 from __future__ import annotations
 
@@ -49,6 +56,7 @@ from reworld.models.layers import (
     TIMESTEP_SCALE,
     AdaLNVelocityHead,
     CheckpointError,
+    MotionHead,
     diffusers_component,
     load_model_strict,
     load_state_dict_strict,
@@ -89,6 +97,8 @@ class VideoDiTOutput(BaseOutput):
     head_samples: dict[int, torch.Tensor] | None = None
     hidden_states: dict[int, torch.Tensor] | None = None
     lens_samples: dict[int, torch.Tensor] | None = None
+    # (B, t, 3): the motion head's normalised pose of every latent frame (only with `return_motion=True`)
+    motion: torch.Tensor | None = None
 
 
 class CondTokens(nn.Module):
@@ -162,6 +172,8 @@ class VideoDiT(ModelMixin, ConfigMixin):
         concat_last_context: bool = False,  # every token also sees the last context latent frame (module docstring)
         future_residual: bool = False,  # the future as a residual on the last context latent frame (module docstring)
         adaln_cond: bool = False,  # command and ego status also through every block's adaLN (module docstring)
+        motion_block: int | None = None,  # 0-based block whose tokens feed the motion head (module docstring)
+        motion_frames: int = 0,  # future latent frames whose pose statistics the motion head keeps
     ):
         super().__init__()
         if patch_size < 1:
@@ -171,6 +183,10 @@ class VideoDiT(ModelMixin, ConfigMixin):
         blocks = sorted(set(int(k) for k in head_blocks))
         if any(k < 0 or k >= num_layers for k in blocks):
             raise ValueError(f"head_blocks {tuple(head_blocks)} must lie in [0, {num_layers - 1}]")
+        if motion_block is not None and not 0 <= motion_block < num_layers:
+            raise ValueError(f"motion_block {motion_block} must lie in [0, {num_layers - 1}]")
+        if motion_block is not None and motion_frames < 1:
+            raise ValueError("motion_block needs motion_frames ≥ 1 (the future latent frames it reads poses of)")
         caption_channels = caption_channels or dim
         self.transformer = LTXVideoTransformer3DModel(
             in_channels=token_channels,  # LTX's in_channels are the packed tokens' (its pipeline packs)
@@ -197,6 +213,28 @@ class VideoDiT(ModelMixin, ConfigMixin):
         self.future_residual = bool(future_residual)
         self.head_block_ids: tuple[int, ...] = tuple(blocks)
         self.rope_scale = tuple(float(s) for s in rope_interpolation_scale)
+        self.motion_block = motion_block
+        self.motion_head = MotionHead(dim, 3) if motion_block is not None else None
+        if motion_block is not None:  # the training clips' pose statistics per future latent frame (x, y, heading)
+            self.register_buffer("motion_mean", torch.zeros(motion_frames, 3))
+            self.register_buffer("motion_std", torch.ones(motion_frames, 3))
+
+    def set_motion_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """The per-frame pose statistics the motion head's outputs are normalised with: (motion_frames, 3) each."""
+        if self.motion_head is None:
+            raise ValueError("this Video DiT has no motion head (motion_block is None)")
+        if mean.shape != self.motion_mean.shape or std.shape != self.motion_std.shape or not (std > 0).all():
+            raise ValueError(f"motion statistics must be {tuple(self.motion_mean.shape)} with std > 0, got "
+                             f"{tuple(mean.shape)} / {tuple(std.shape)}")
+        self.motion_mean.copy_(mean), self.motion_std.copy_(std)
+
+    def motion_normalise(self, poses: torch.Tensor) -> torch.Tensor:
+        """Poses (B, motion_frames, 3) [m, m, rad] → the motion head's normalised units (`motion_poses`' inverse)."""
+        return (poses - self.motion_mean.to(poses)) / self.motion_std.to(poses)
+
+    def motion_poses(self, motion: torch.Tensor) -> torch.Tensor:
+        """Normalised future-frame poses (B, motion_frames, 3) → [m, m, rad] in the ego frame at t = 0."""
+        return motion * self.motion_std.to(motion) + self.motion_mean.to(motion)
 
     def reset_context_proj(self) -> None:
         """Zero the last-context projection: the model starts as the plain one (ControlNet's zero convolution)."""
@@ -234,15 +272,19 @@ class VideoDiT(ModelMixin, ConfigMixin):
         return_heads: bool = False,
         return_hidden_states: Sequence[int] | None = None,
         return_lens: bool = False,
+        return_motion: bool = False,
     ) -> VideoDiTOutput:
         """Velocity `v ≈ ε − x0` for latents (B, C, t, h, w) whose first `n_context` latent frames are clean
         and the rest at noise level `sigma` (B,) or scalar in [0, 1]. `return_lens`: also the output layer's reading
-        of every block (`VideoDiTOutput.lens_samples`)."""
+        of every block (`VideoDiTOutput.lens_samples`); `return_motion`: the motion head's reading of every latent
+        frame (`VideoDiTOutput.motion`, normalised)."""
         if latents.ndim != 5:
             raise ValueError(f"latents must be (B, C, t, h, w), got {tuple(latents.shape)}")
         b, c, t, h, w = latents.shape
         if not 0 <= n_context <= t:
             raise ValueError(f"n_context={n_context} outside [0, {t}] latent frames")
+        if return_motion and self.motion_head is None:
+            raise ValueError("return_motion needs a motion head (motion_block is None)")
         keep = sorted(set(int(k) for k in (return_hidden_states or ())))
         if any(k < 0 or k >= len(self.transformer.transformer_blocks) for k in keep):
             raise ValueError(f"return_hidden_states {keep} outside [0, {len(self.transformer.transformer_blocks) - 1}]")
@@ -279,6 +321,7 @@ class VideoDiT(ModelMixin, ConfigMixin):
         heads: dict[int, torch.Tensor] = {}
         hidden: dict[int, torch.Tensor] = {}
         lens: dict[int, torch.Tensor] = {}
+        motion = None
         for k, block in enumerate(tr.transformer_blocks):
             if torch.is_grad_enabled() and tr.gradient_checkpointing:
                 x = tr._gradient_checkpointing_func(block, x, context, temb, rotary, None)
@@ -289,6 +332,8 @@ class VideoDiT(ModelMixin, ConfigMixin):
                 hidden[k] = x
             if return_heads and str(k) in self.heads:
                 heads[k] = self._velocity(self._unpack(self.heads[str(k)](x, embedded), t, h, w), guess)
+            if return_motion and k == self.motion_block:
+                motion = self.motion_head(x.view(b, t, hp * wp, x.shape[-1]))  # (B, t, 3)
             if return_lens and k < len(tr.transformer_blocks) - 1:
                 lens[k] = self._velocity(self._output_layer(x, embedded, t, h, w), guess)
 
@@ -297,7 +342,7 @@ class VideoDiT(ModelMixin, ConfigMixin):
             lens[len(tr.transformer_blocks) - 1] = v
         return VideoDiTOutput(
             sample=v, head_samples=heads if return_heads else None, hidden_states=hidden if keep else None,
-            lens_samples=lens if return_lens else None,
+            lens_samples=lens if return_lens else None, motion=motion,
         )
 
     def _velocity(self, out: torch.Tensor, guess: torch.Tensor | None) -> torch.Tensor:
@@ -394,7 +439,8 @@ class VideoDiT(ModelMixin, ConfigMixin):
             state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
         load_state_dict_strict(model.transformer, state, where=str(path), assign=True)
         dtype = dtype or next(model.transformer.parameters()).dtype
-        new_parts = [model.cond, model.heads] + [m for m in (model.context_proj, model.cond_adaln) if m is not None]
+        new_parts = [model.cond, model.heads] + [m for m in (model.context_proj, model.cond_adaln, model.motion_head)
+                                                  if m is not None]
         for module in new_parts:  # new parts: real memory, fresh initialisation
             module.to_empty(device="cpu")
         model.cond.reset_parameters()
@@ -403,6 +449,8 @@ class VideoDiT(ModelMixin, ConfigMixin):
         model.reset_context_proj()
         if model.cond_adaln is not None:
             model.cond_adaln.reset_parameters()
+        if model.motion_head is not None:
+            model.motion_head.reset_parameters()
         for module in new_parts:
             module.to(dtype)
         return model.eval()
@@ -418,13 +466,15 @@ def ltx_rope_scale(frame_rate: float, temporal_ratio: int, spatial_ratio: int) -
 
 
 def video_dit_from_config(cfg: VideoConfig, in_channels: int,
-                          rope_scale: tuple[float, float, float] | None = None) -> VideoDiT:
+                          rope_scale: tuple[float, float, float] | None = None, motion_frames: int = 0) -> VideoDiT:
     """The Video DiT of a run: from `cfg.pretrained` (an LTX transformer folder) when set, else new.
     `in_channels` = VAE latent channels. RoPE scale: `cfg.rope_interpolation_scale` when the config pins one, else
     `rope_scale` (the run's, from `ltx_rope_scale`), else VideoDiT's default; stored in the model's config."""
     new_args = dict(head_blocks=tuple(cfg.head_blocks), num_cond_tokens=cfg.num_cond_tokens,
                     concat_last_context=bool(cfg.concat_last_context), future_residual=bool(cfg.future_residual),
                     adaln_cond=bool(cfg.adaln_cond))
+    if cfg.motion_block is not None:  # the motion head and its statistics' size (the future latent frames)
+        new_args.update(motion_block=int(cfg.motion_block), motion_frames=int(motion_frames))
     scale = cfg.rope_interpolation_scale or rope_scale
     if scale is not None:
         if len(scale) != 3:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from reworld.config import Config
+from reworld.config import Config, ConfigError
 from reworld.data.clips import ClipTensors, load_clip_tensors
 from reworld.data.loader import NuScenesClips
 from reworld.losses.flow import video_training_losses
@@ -57,6 +57,7 @@ from reworld.training.prepare import (
     prepare_negatives,
 )
 from reworld.training.stages.common import encode_clips, load_run_vae, require_component, speed_up
+from reworld.training.stages.video import motion_targets
 
 
 # ---------------------------------------------------------------------------------------------- validation
@@ -239,12 +240,19 @@ def joint_stage(config: Config, out: Path, device) -> StageSpec:
     speed_up(video_dit, config.train)
     params = [{"params": list(action_dit.parameters()), "lr": config.train.lr_action_joint},
               {"params": list(video_dit.parameters()), "lr": config.train.lr_video_joint}]
+    motion = None
+    if config.loss.lambda_motion > 0:  # the Video DiT keeps its motion loss too, in the stage-1 statistics
+        if video_dit.motion_head is None:
+            raise ConfigError("loss.lambda_motion > 0 needs a Video DiT trained with a motion head (video.motion_block)")
+        n_fut = s.train_lat.shape[2] - s.n_ctx
+        motion = video_dit.motion_normalise(motion_targets(config, s.train, n_fut)).to(device)
 
     def step_fn(idx, generator):
         terms = s.planner_terms(action_dit, s.hidden_states(s.train, s.train_lat, idx, generator), idx, generator,
                                 s.target_frames(s.train, s.train_lat, idx, generator))
         cond = VideoCond(s.train.command[idx].to(device), s.train.ego_status[idx].to(device))
-        video_terms = video_training_losses(video_dit, s.train_lat[idx], s.n_ctx, cond, config.loss, generator)
+        video_terms = video_training_losses(video_dit, s.train_lat[idx], s.n_ctx, cond, config.loss, generator,
+                                            None if motion is None else motion[idx])
         return {**terms, "video": video_terms["total"], "total": terms["total"] + video_terms["total"]}
 
     @torch.no_grad()

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from reworld.config import Config, ConfigError
-from reworld.data.clips import ClipTensors, load_clip_tensors
+from reworld.data.clips import ClipTensors, load_clip_tensors, poses_at
 from reworld.evaluation.video import psnr
 from reworld.losses.flow import video_training_losses
 from reworld.models.layers import CheckpointError, save_model_atomic
@@ -39,6 +39,27 @@ def init_from_folder(model: VideoDiT, folder: str | Path) -> None:
                               f"({str(e).splitlines()[0]})") from None
 
 
+def motion_frame_times(config: Config, n_fut: int) -> torch.Tensor:
+    """[s] after t = 0 of each of the `n_fut` future latent frames' last frame: (k + 1)·r / frame_rate for the k-th,
+    r = future_frames / n_fut the VAE's temporal ratio (a future latent frame holds the r frames after the previous)."""
+    r = config.data.future_frames // n_fut
+    return torch.arange(1, n_fut + 1, dtype=torch.float64) * r / config.data.frame_rate
+
+
+def motion_targets(config: Config, clips: ClipTensors, n_fut: int) -> torch.Tensor:
+    """The logged ego poses (N, F, 3) at the future latent frames' times (`motion_frame_times`), for
+    `loss.lambda_motion` (ConfigError when the motion head cannot be trained on this config)."""
+    if config.video.motion_block is None:
+        raise ConfigError("loss.lambda_motion > 0 needs video.motion_block (the block the motion head reads)")
+    if config.data.future_poses != "uniform":
+        raise ConfigError('loss.lambda_motion needs data.future_poses: uniform (the poses at known times)')
+    times = motion_frame_times(config, n_fut)
+    if float(times[-1]) > config.data.horizon_s + 1e-6:
+        raise ConfigError(f"the last future frame is {float(times[-1]):.2f} s ahead, past data.horizon_s = "
+                          f"{config.data.horizon_s}: the motion head has no logged pose to learn there")
+    return poses_at(clips.trajectory, config.data.horizon_s, times)
+
+
 def train_clips_and_latents(config: Config, out: Path, vae, device) -> tuple[ClipTensors, list]:
     """The stage's training clips (conditions only: latents come from files) and their latent folders: the config's
     train split, then every clip of each `video.train_worlds` world, each encoded once into its own folder."""
@@ -63,11 +84,18 @@ def video_stage(config: Config, out: Path, device) -> StageSpec:
     val = load_clip_tensors(config.data, "val", limit=config.train.val_clips)  # a few clips, frames for PSNR
     train_lat, val_lat = LatentStore.joined(parts, device), encode_clips(vae, val, device)
     rope = ltx_rope_scale(config.data.frame_rate, vae.temporal_compression_ratio, vae.spatial_compression_ratio)
-    model = video_dit_from_config(config.video, in_channels=train_lat.shape[1], rope_scale=rope).to(device)
+    model = video_dit_from_config(config.video, in_channels=train_lat.shape[1], rope_scale=rope,
+                                  motion_frames=n_fut).to(device)
+    lcfg = config.loss
+    train_motion = val_motion = None
+    if lcfg.lambda_motion > 0:  # the logged poses, normalised with the training clips' statistics per frame
+        poses = motion_targets(config, train, n_fut)
+        model.set_motion_stats(poses.mean(0), poses.std(0).clamp_min(1e-3))
+        train_motion, val_motion = (model.motion_normalise(p).to(device)
+                                    for p in (poses, motion_targets(config, val, n_fut)))
     if config.video.init_from:
         init_from_folder(model, config.video.init_from)
     speed_up(model, config.train)
-    lcfg = config.loss
     if config.video.pretrained:  # LTX-Video's noise schedule is its scheduler's at this run's token count
         p = model.patch_size  # tokens of one clip: every latent frame, p×p latent pixels a token
         tokens = train_lat.shape[2] * (train_lat.shape[3] // p) * (train_lat.shape[4] // p)
@@ -79,13 +107,14 @@ def video_stage(config: Config, out: Path, device) -> StageSpec:
         return VideoCond(command=clips.command[idx].to(device), ego_status=clips.ego_status[idx].to(device))
 
     def step_fn(idx, generator):
-        return video_training_losses(model, train_lat[idx], n_ctx, cond_of(train, idx), lcfg, generator)
+        return video_training_losses(model, train_lat[idx], n_ctx, cond_of(train, idx), lcfg, generator,
+                                     None if train_motion is None else train_motion[idx])
 
     @torch.no_grad()
     def validate(step):
         model.eval()
         terms = video_training_losses(model, val_lat, n_ctx, cond_of(val, slice(None)), lcfg,
-                                      torch.Generator().manual_seed(1234))
+                                      torch.Generator().manual_seed(1234), val_motion)
         res = sample_future(model, val_lat[:, :, :n_ctx], cond_of(val, slice(None)), n_fut,
                             config.train.sample_steps, generator=torch.Generator().manual_seed(0),
                             guidance=default_guidance(config), shift=lcfg.shift,
@@ -95,7 +124,8 @@ def video_stage(config: Config, out: Path, device) -> StageSpec:
                                 generator=torch.Generator().manual_seed(0))[:, config.data.context_frames:]
         truth = val.video(slice(None))[:, config.data.context_frames:].to(device)
         last = val.video(slice(None))[:, config.data.context_frames - 1:config.data.context_frames].to(device)
-        return {"flow_loss": float(terms["gen"]), "psnr_sampled": float(psnr(frames, truth).mean()),
+        motion = {"motion_loss": float(terms["motion"])} if "motion" in terms else {}
+        return {"flow_loss": float(terms["gen"]), **motion, "psnr_sampled": float(psnr(frames, truth).mean()),
                 "psnr_repeat_last": float(psnr(last.expand_as(truth), truth).mean())}
 
     def export(models):
