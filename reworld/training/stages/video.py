@@ -87,14 +87,14 @@ def video_stage(config: Config, out: Path, device) -> StageSpec:
     model = video_dit_from_config(config.video, in_channels=train_lat.shape[1], rope_scale=rope,
                                   motion_frames=n_fut).to(device)
     lcfg = config.loss
+    if config.video.init_from:
+        init_from_folder(model, config.video.init_from)
     train_motion = val_motion = None
-    if lcfg.lambda_motion > 0:  # the logged poses, normalised with the training clips' statistics per frame
-        poses = motion_targets(config, train, n_fut)
+    if lcfg.lambda_motion > 0:  # the logged poses, normalised with this run's training clips' statistics per frame
+        poses = motion_targets(config, train, n_fut)  # (after init_from, whose own statistics they replace)
         model.set_motion_stats(poses.mean(0), poses.std(0).clamp_min(1e-3))
         train_motion, val_motion = (model.motion_normalise(p).to(device)
                                     for p in (poses, motion_targets(config, val, n_fut)))
-    if config.video.init_from:
-        init_from_folder(model, config.video.init_from)
     speed_up(model, config.train)
     if config.video.pretrained:  # LTX-Video's noise schedule is its scheduler's at this run's token count
         p = model.patch_size  # tokens of one clip: every latent frame, p×p latent pixels a token
