@@ -55,11 +55,12 @@ def make_untrained_default(folder: Path, config: Path | None = None) -> Path:
     from reworld.config import load_config, save_config_json
     from reworld.models.action_dit import build_action_dit
     from reworld.models.vae import build_vae
-    from reworld.models.video_dit import video_dit_from_config
+    from reworld.models.video_dit import config_motion_frames, video_dit_from_config
 
     cfg = load_config(config or REPO / "configs" / "default.yaml")
     vae = build_vae(cfg.vae)
-    video = video_dit_from_config(cfg.video, in_channels=cfg.vae.latent_channels)
+    video = video_dit_from_config(cfg.video, in_channels=cfg.vae.latent_channels,
+                                  motion_frames=config_motion_frames(cfg))
     action = build_action_dit(cfg.action, video_dim=cfg.video.num_attention_heads * cfg.video.attention_head_dim,
                               num_video_blocks=cfg.video.num_layers)
     folder.mkdir(parents=True, exist_ok=True)

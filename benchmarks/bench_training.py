@@ -43,13 +43,14 @@ def latent_shape(cfg: Config, batch: int) -> tuple[tuple[int, ...], int]:
 def stage2(cfg: Config, repeats: int, clips: int) -> dict:
     from reworld.losses.planning import planner_training_losses
     from reworld.models.action_dit import build_action_dit
-    from reworld.models.video_dit import video_dit_from_config
+    from reworld.models.video_dit import config_motion_frames, video_dit_from_config
     from reworld.pipelines.hidden_states import future_token_mean, hidden_state_blocks, video_hidden_states
 
     batch = cfg.train.action_batch_size
     clips = max(clips, batch)  # a batch draws distinct clips, as in training
     shape, n_ctx = latent_shape(cfg, clips)
-    video_dit = video_dit_from_config(dataclasses.replace(cfg.video, pretrained=None), shape[1])
+    video_dit = video_dit_from_config(dataclasses.replace(cfg.video, pretrained=None), shape[1],
+                                      motion_frames=config_motion_frames(cfg))
     video_dit.requires_grad_(False).eval()  # frozen in stage 2
     blocks = hidden_state_blocks(cfg, video_dit)
     acfg = cfg.action
@@ -117,12 +118,13 @@ def stage1_memory_child(config: str) -> None:
     """Run in a fresh process: peak RSS before the Video DiT is built (imports, a VAE for the latent shape),
     then after one stage-1 step (forward, backward, AdamW)."""
     from reworld.losses.flow import video_training_losses
-    from reworld.models.video_dit import VideoCond, video_dit_from_config
+    from reworld.models.video_dit import VideoCond, config_motion_frames, video_dit_from_config
 
     cfg = load_config(config) if Path(config).is_file() else Config()
     shape, n_ctx = latent_shape(cfg, cfg.train.batch_size)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    model = video_dit_from_config(dataclasses.replace(cfg.video, pretrained=None), shape[1])
+    model = video_dit_from_config(dataclasses.replace(cfg.video, pretrained=None), shape[1],
+                                  motion_frames=config_motion_frames(cfg))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr)
     g = torch.Generator().manual_seed(0)
     latents = torch.randn(shape, generator=g)

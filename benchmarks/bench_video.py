@@ -24,7 +24,7 @@ from benchmarks.timing import paired_times, ratio
 from reworld.config import Config, load_config
 from reworld.losses.flow import video_training_losses
 from reworld.models.vae import build_vae, latent_split
-from reworld.models.video_dit import VideoCond, video_dit_from_config
+from reworld.models.video_dit import VideoCond, config_motion_frames, video_dit_from_config
 from reworld.sampling import sample_future
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,7 +66,8 @@ def stage1_inputs(cfg: Config):
     s = vae.spatial_compression_ratio
     shape = (cfg.train.batch_size, cfg.vae.latent_channels, n_ctx + n_fut,
              cfg.data.image_height // s, cfg.data.image_width // s)
-    model = video_dit_from_config(dataclasses.replace(cfg.video, pretrained=None), shape[1])
+    model = video_dit_from_config(dataclasses.replace(cfg.video, pretrained=None), shape[1],
+                                  motion_frames=config_motion_frames(cfg))
     with torch.no_grad():  # heads as after training (zero-initialised heads would make guidance trivial)
         for p in model.heads.parameters():
             p.normal_(std=0.02)

@@ -24,7 +24,7 @@ from benchmarks.timing import paired_times, ratio, timed
 from reworld.config import load_config
 from reworld.evaluation.judge import WorldJudge
 from reworld.models.vae import build_vae, decode_latents, encode_frames, latent_split
-from reworld.models.video_dit import VideoCond, video_dit_from_config
+from reworld.models.video_dit import VideoCond, config_motion_frames, video_dit_from_config
 from reworld.sampling import sample_future
 from reworld.training.judge import JudgeTrainConfig
 
@@ -52,7 +52,7 @@ class World:
         self.vae = build_vae(dataclasses.replace(cfg.vae, pretrained=None)).eval()
         self.n_ctx, self.n_fut = latent_split(cfg.data, self.vae)
         self.model = video_dit_from_config(dataclasses.replace(cfg.video, pretrained=None),
-                                           cfg.vae.latent_channels).eval()
+                                           cfg.vae.latent_channels, motion_frames=config_motion_frames(cfg)).eval()
         self.frames = cfg.data.context_frames + cfg.data.future_frames
         self.clip = torch.rand(1, self.frames, 3, cfg.data.image_height, cfg.data.image_width) * 2 - 1
         self.cond = VideoCond(command=torch.zeros(1, dtype=torch.long), ego_status=torch.zeros(1, 3))

@@ -47,12 +47,13 @@ def vae_shape(config: Config) -> dict:
 
 def count_params(config: Config, latent_channels: int) -> dict:
     from reworld.models.action_dit import build_action_dit
-    from reworld.models.video_dit import video_dit_from_config
+    from reworld.models.video_dit import config_motion_frames, video_dit_from_config
 
     import dataclasses
 
     with torch.device("meta"):  # shapes only: no weights read, nothing allocated
-        video = video_dit_from_config(dataclasses.replace(config.video, pretrained=None), latent_channels)
+        video = video_dit_from_config(dataclasses.replace(config.video, pretrained=None), latent_channels,
+                                      motion_frames=config_motion_frames(config))
         blocks = list(config.video.feature_blocks) or list(range(config.video.num_layers))
         action = build_action_dit(config.action, video_dim=config.video.num_attention_heads
                                   * config.video.attention_head_dim, num_video_blocks=len(blocks))

@@ -605,3 +605,21 @@ def test_motion_statistics_are_saved_with_the_weights_and_undo_the_normalisation
         model.set_motion_stats(mean, torch.zeros(2, 3))
     with pytest.raises(ValueError, match="no motion head"):
         tiny_model().set_motion_stats(mean, std)
+
+
+def test_a_motion_head_model_builds_from_its_config_alone():
+    """Benchmarks build a Video DiT from a config without a VAE: E15's arm gets a head over its 8 future latent
+    frames (16 future frames through the 2× temporal VAE), the shipped config none."""
+    from pathlib import Path
+
+    from reworld.config import load_config
+    from reworld.models.video_dit import config_motion_frames, video_dit_from_config
+
+    configs = Path(__file__).parent.parent / "configs"
+    motion = load_config(configs / "screens" / "e15-motion.yaml")
+    assert config_motion_frames(motion) == 8 and config_motion_frames(load_config(configs / "world4s.yaml")) == 0
+    model = video_dit_from_config(motion.video, in_channels=motion.vae.latent_channels,
+                                  motion_frames=config_motion_frames(motion))
+    assert model.motion_head is not None and tuple(model.motion_mean.shape) == (8, 3)
+    with pytest.raises(ValueError, match="not a multiple"):
+        config_motion_frames(dataclasses.replace(motion, data=dataclasses.replace(motion.data, future_frames=15)))

@@ -51,7 +51,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from torch import nn
 
-from reworld.config import VideoConfig
+from reworld.config import Config, VideoConfig
 from reworld.models.layers import (
     TIMESTEP_SCALE,
     AdaLNVelocityHead,
@@ -463,6 +463,21 @@ def ltx_rope_scale(frame_rate: float, temporal_ratio: int, spatial_ratio: int) -
     if frame_rate <= 0:
         raise ValueError(f"frame_rate must be > 0, got {frame_rate}")
     return (temporal_ratio / frame_rate, float(spatial_ratio), float(spatial_ratio))
+
+
+def config_motion_frames(config: Config) -> int:
+    """The `motion_frames` a Video DiT of `config` is built with when it has a motion head (`video.motion_block`):
+    the future latent frames of the clip layout through the VAE that `config.vae` builds; 0 without a motion head.
+    For tools that build a model from a config alone (benchmarks); training reads the count off its VAE."""
+    if config.video.motion_block is None:
+        return 0
+    from reworld.models.vae import vae_ratios
+
+    temporal = vae_ratios(config.vae)[1]
+    if config.data.future_frames % temporal:
+        raise ValueError(f"future_frames={config.data.future_frames} is not a multiple of the VAE's temporal ratio "
+                         f"{temporal}")
+    return config.data.future_frames // temporal
 
 
 def video_dit_from_config(cfg: VideoConfig, in_channels: int,
