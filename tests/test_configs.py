@@ -69,10 +69,24 @@ def test_retired_keys_of_older_configs_are_dropped_on_load():
 
 
 def test_screen_arms_differ_from_their_control_only_in_what_they_test():
-    """docs/world4s.md's screen arms (configs/screens/): E13's W192 is configs/world4s.yaml with 6 attention heads
-    (width 192), nothing else."""
+    """docs/world4s.md's screen arms (configs/screens/) differ from their control only in what they test: E13's W192
+    is configs/world4s.yaml with 6 attention heads (width 192), nothing else; E14's, E15's and E16's likewise."""
     base = load_config(CONFIGS[0].parent / "world4s.yaml")
     w192 = load_config(CONFIGS[0].parent / "screens" / "e13-w192.yaml")
     assert w192.name == "e13-w192" and w192.video.num_attention_heads == 6 and base.video.num_attention_heads == 4
     narrow = dataclasses.replace(w192.video, num_attention_heads=4)
     assert dataclasses.replace(w192, name=base.name, video=narrow) == base
+    # E14: the flow loss's future-frame weighting; E15: the motion head and its loss; E16: E15's arm at width 192
+    late = load_config(CONFIGS[0].parent / "screens" / "e14-late.yaml")
+    uniform = dataclasses.replace(late.loss, future_frame_weighting="uniform")
+    assert late.loss.future_frame_weighting == "linear"
+    assert dataclasses.replace(late, name=base.name, loss=uniform) == base
+    motion = load_config(CONFIGS[0].parent / "screens" / "e15-motion.yaml")
+    assert motion.video.motion_block == 3 and motion.loss.lambda_motion == 0.5
+    assert dataclasses.replace(motion, name=base.name, video=dataclasses.replace(motion.video, motion_block=None),
+                               loss=dataclasses.replace(motion.loss, lambda_motion=0.0)) == base
+    both = load_config(CONFIGS[0].parent / "screens" / "e16-w192-motion.yaml")
+    narrow = dataclasses.replace(both.video, num_attention_heads=4)
+    assert dataclasses.replace(both, name=motion.name, video=narrow) == motion
+    assert dataclasses.replace(both, name=w192.name, video=dataclasses.replace(both.video, motion_block=None),
+                               loss=dataclasses.replace(both.loss, lambda_motion=0.0)) == w192
