@@ -70,8 +70,14 @@ def test_retired_keys_of_older_configs_are_dropped_on_load():
 
 def test_screen_arms_differ_from_their_control_only_in_what_they_test():
     """docs/world4s.md's screen arms (configs/screens/) differ from their control only in what they test: E13's W192
-    is configs/world4s.yaml with 6 attention heads (width 192), nothing else; E14's, E15's and E16's likewise."""
-    base = load_config(CONFIGS[0].parent / "world4s.yaml")
+    is the control (configs/world4s.yaml as it was before R2) with 6 attention heads (width 192), nothing else; E14's,
+    E15's and E16's likewise."""
+    shipped = load_config(CONFIGS[0].parent / "world4s.yaml")
+    # the screens' control: configs/world4s.yaml before R2 (width 128, one feature draw, unclipped negatives)
+    assert (shipped.video.num_attention_heads, shipped.action.feature_draws, shipped.loss.hn_clip_z) == (6, 4, 3.0)
+    base = dataclasses.replace(shipped, video=dataclasses.replace(shipped.video, num_attention_heads=4),
+                               action=dataclasses.replace(shipped.action, feature_draws=1),
+                               loss=dataclasses.replace(shipped.loss, hn_clip_z=0.0))
     w192 = load_config(CONFIGS[0].parent / "screens" / "e13-w192.yaml")
     assert w192.name == "e13-w192" and w192.video.num_attention_heads == 6 and base.video.num_attention_heads == 4
     narrow = dataclasses.replace(w192.video, num_attention_heads=4)
