@@ -115,7 +115,8 @@ def sampler_sweep(pipe, ds, indices, judge, settings, reference, samples: int = 
                             "position_m_mean": float(np.mean(b["errors"]["position_m"]))}
         if pos is not None:
             references[kind]["position_m_mean_boot"] = list(_boot(pos.mean(1)))
-    return {"checkpoint": str(pipe.path), "trained_heads": list(pipe.trained_heads),
+    return {"checkpoint": str(pipe.path), "world_model_digest": pipe.world_model_digest(),
+            "trained_heads": list(pipe.trained_heads),
             "default_guidance": pipe.default_guidance, "samples_per_clip": samples, "seed": seed, "clips": n,
             "indices": indices, "scenes": sorted(set(data.scenes)), "seconds": seconds,
             "frame_rate": ds.cfg.frame_rate, "rows": rows, "references": references,

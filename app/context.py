@@ -109,11 +109,14 @@ KEEP_FILES = 256  # output files (videos, pictures, exports) kept in out_dir; Gr
 
 
 def interactive_steps(ablation_dir: Path | None, name: str, checkpoint: str | Path, validated_steps: int,
-                      guidance: float) -> tuple[int, str]:
+                      guidance: float, digest: str | None = None) -> tuple[int, str]:
     """The sampler steps the app uses for checkpoint `name` unless the user sets them: the fewest steps that its own
     steps sweep (`python -m analysis steps-sweep`, `ablation_dir/steps_sweep_<name>.json`) found to read as its
     validated count by the video judge (docs/sampler-steps.md), with a sentence saying so; without such a sweep of
-    this checkpoint (its folder name, validated steps and w), its validated count and no sentence."""
+    this checkpoint (its folder name, validated steps and w, and — given `digest`, its
+    `WorldActionPipeline.world_model_digest` — the very weights the sweep measured), its validated count and no
+    sentence. A sweep that names no digest does not vouch for weights given one: a checkpoint re-shipped into the same
+    folder gets its own sweep before the app samples it with fewer steps."""
     path = Path(ablation_dir) / f"steps_sweep_{name}.json" if ablation_dir else None
     if path is None or not path.is_file():
         return validated_steps, ""
@@ -121,7 +124,8 @@ def interactive_steps(ablation_dir: Path | None, name: str, checkpoint: str | Pa
         doc = json.loads(path.read_text())
         steps = doc["fewest_steps"]["steps"]
         same = (doc["varies"] == "steps" and Path(str(doc["checkpoint"])).name == Path(str(checkpoint)).name
-                and doc["reference_steps"] == validated_steps and float(doc["guidance"]) == float(guidance))
+                and doc["reference_steps"] == validated_steps and float(doc["guidance"]) == float(guidance)
+                and (digest is None or doc.get("world_model_digest") == digest))
     except (OSError, ValueError, KeyError, TypeError):
         return validated_steps, ""
     if not same or not isinstance(steps, int) or not 1 <= steps <= validated_steps:
@@ -164,7 +168,8 @@ class AppContext:
         self.ablation_dir = Path(ablation_dir) if ablation_dir else None
         # name → (default sampler steps in the app, the sentence that says where they come from)
         self.interactive = {name: interactive_steps(self.ablation_dir, name, pipe.path or name, pipe.default_steps,
-                                                    pipe.default_guidance) for name, pipe in self.pipelines.items()}
+                                                    pipe.default_guidance, pipe.world_model_digest())
+                            for name, pipe in self.pipelines.items()}
         self.cache_dir = Path(cache_dir) if cache_dir else self.out_dir / "cache"
         self.model_lock = threading.Lock()  # one job on the models at a time, whatever the queue does
         self.stops = StopFlags()

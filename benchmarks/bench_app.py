@@ -224,8 +224,12 @@ def main(argv=None) -> int:
         first = Path(checkpoints[0]) if checkpoints else REPO / "assets" / "checkpoints" / "reworld"
         config = load_config(first / "config.json")
         checkpoint, validated, guidance = first.resolve().name, config.train.sample_steps, default_guidance(config)
+        if not args.steps:  # the app's default: its checkpoint's own steps sweep, of these very weights
+            from reworld.pipelines import WorldActionPipeline
+
+            digest = WorldActionPipeline.from_pretrained(first, device="cpu").world_model_digest()
         steps = args.steps or interactive_steps(REPO / "assets" / "ablation", checkpoint, first, validated,
-                                                guidance)[0]
+                                                guidance, digest)[0]
         other = args.compare_steps or (validated if validated != steps else None)
         scenes = [s["scene"] for s in client.predict(api_name="/list_scenes")]
         streamed = page_path(client)

@@ -798,8 +798,8 @@ def test_the_app_keeps_only_its_last_output_files(ctx, monkeypatch):
 
 def test_default_steps_come_from_the_checkpoints_own_steps_sweep(tiny_config, tmp_path):
     """The app samples a checkpoint with the fewest steps its own steps sweep read as its validated count (the slider's
-    default, with a sentence that says so); a sweep of another checkpoint, w or count, or a broken file, changes
-    nothing."""
+    default, with a sentence that says so); a sweep of another checkpoint (folder or weights), w or count, or a broken
+    file, changes nothing."""
     import json
 
     from reworld.data.loader import NuScenesClips
@@ -811,8 +811,9 @@ def test_default_steps_come_from_the_checkpoints_own_steps_sweep(tiny_config, tm
     validated, w = pipe.default_steps, pipe.default_guidance
     rows = [{"steps": 1, "fd_judge": 5.5, "minus_reference_position_m_mean": -0.1},
             {"steps": validated, "fd_judge": 5.0, "minus_reference_position_m_mean": 0.0}]
+    digest = pipe.world_model_digest()
     doc = {"varies": "steps", "checkpoint": "somewhere/tiny", "reference_steps": validated, "guidance": w,
-           "clips": 7, "rows": rows, "fewest_steps": {"steps": 1}}
+           "clips": 7, "rows": rows, "fewest_steps": {"steps": 1}, "world_model_digest": digest}
     (tmp_path / "steps_sweep_tiny.json").write_text(json.dumps(doc))
     steps, note = interactive_steps(tmp_path, "tiny", "assets/tiny", validated, w)
     assert steps == 1 and "**1**" in note and "fd_judge 5.50 against 5.00" in note and "7 held-out clips" in note
@@ -820,6 +821,13 @@ def test_default_steps_come_from_the_checkpoints_own_steps_sweep(tiny_config, tm
     assert interactive_steps(tmp_path, "tiny", "assets/tiny", validated, w + 0.5) == (validated, "")  # another w
     assert interactive_steps(tmp_path, "tiny", "assets/tiny", validated + 1, w) == (validated + 1, "")
     assert interactive_steps(tmp_path, "nothing", "assets/nothing", validated, w) == (validated, "")
+    assert interactive_steps(tmp_path, "tiny", "assets/tiny", validated, w, digest)[0] == 1  # these very weights
+    # a checkpoint re-shipped into the same folder: other weights; a sweep that names none vouches for none
+    assert interactive_steps(tmp_path, "tiny", "assets/tiny", validated, w, tiny_pipeline(1, tiny_config.data)
+                             .world_model_digest()) == (validated, "")
+    (tmp_path / "steps_sweep_old.json").write_text(json.dumps({k: v for k, v in doc.items()
+                                                               if k != "world_model_digest"}))
+    assert interactive_steps(tmp_path, "old", "assets/old", validated, w, digest) == (validated, "")
     (tmp_path / "steps_sweep_broken.json").write_text("{not json")
     assert interactive_steps(tmp_path, "broken", "assets/broken", validated, w) == (validated, "")
 

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from analysis.guidance_sweep import GAP, LABEL_H, LABEL_W, check_ws, guidance_sweep, sweep_figure
@@ -25,6 +26,9 @@ def test_sweep_is_the_eval_measurement_at_every_w(tiny_sweep, tiny_run, tiny_con
     assert (sweep["clips"], sweep["samples_per_clip"], sweep["indices"]) == (6, 2, [0, 2, 4, 6, 8, 10])
     assert sweep["trained_heads"] == [1] and "guidance-sweep" in sweep["command"]
     pipe = WorldActionPipeline.from_pretrained(tiny_run[0])
+    # the sweep names the weights it measured (the app trusts it for no others), whatever dtype they are loaded in
+    assert sweep["world_model_digest"] == pipe.world_model_digest() == WorldActionPipeline.from_pretrained(
+        tiny_run[0], torch_dtype=torch.bfloat16).world_model_digest()
     ds = NuScenesClips(pipe.clip_spec, "all", geometry=False, dataroot=tiny_config.data.dataroot)
     judge = load_judge(tiny_judge)
     for row in sweep["rows"]:
@@ -61,6 +65,9 @@ def test_sweep_refuses_what_it_cannot_measure(tiny_run, tiny_config, tiny_judge)
     from reworld.pipelines import WorldActionPipeline
 
     pipe = WorldActionPipeline.from_pretrained(tiny_run[0])
+    # the sweep names the weights it measured (the app trusts it for no others), whatever dtype they are loaded in
+    assert sweep["world_model_digest"] == pipe.world_model_digest() == WorldActionPipeline.from_pretrained(
+        tiny_run[0], torch_dtype=torch.bfloat16).world_model_digest()
     ds = NuScenesClips(pipe.clip_spec, "all", geometry=False, dataroot=tiny_config.data.dataroot)
     judge = load_judge(tiny_judge)
     with pytest.raises(ValueError, match="reference w = 1 must be one of"):
@@ -99,6 +106,9 @@ def test_steps_sweep_is_the_eval_measurement_at_every_count(tiny_run, tiny_confi
     assert sweep["varies"] == "steps" and sweep["reference_steps"] == 3 and sweep["guidance"] == 1.4
     assert [r["steps"] for r in sweep["rows"]] == [1, 3] and all(r["seconds_per_future"] > 0 for r in sweep["rows"])
     pipe = WorldActionPipeline.from_pretrained(tiny_run[0])
+    # the sweep names the weights it measured (the app trusts it for no others), whatever dtype they are loaded in
+    assert sweep["world_model_digest"] == pipe.world_model_digest() == WorldActionPipeline.from_pretrained(
+        tiny_run[0], torch_dtype=torch.bfloat16).world_model_digest()
     ds = NuScenesClips(pipe.clip_spec, "all", geometry=False, dataroot=tiny_config.data.dataroot)
     judge = load_judge(tiny_judge)
     for row in sweep["rows"]:

@@ -9,6 +9,7 @@ clip shape it expects) is a property here, so no caller reads the models' config
 """
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -99,6 +100,7 @@ class WorldActionPipeline:
         self.video_dit = video_dit.to(self.device).eval()
         self.action_dit = action_dit.to(self.device).eval() if action_dit is not None else None
         self.path = path
+        self._world_digest: str | None = None  # `world_model_digest`'s memo
         self.resident = True  # the transformers on `device` (False after `offload`)
         # context latents of the last clips encoded (0 = no cache): an app asks for the same clip's context for its
         # video, its plan and its analyses; a hit needs the very same frames tensor, so a reloaded clip is re-encoded
@@ -150,7 +152,13 @@ class WorldActionPipeline:
             action = load_model_strict(ActionDiT, path / "action_dit")
         elif require_planner:
             raise CheckpointError(f"{path} has no action_dit/: train stage action first")
-        return cls(config, vae, video, action, device=device, path=str(path))
+        pipe = cls(config, vae, video, action, device=device, path=str(path))
+        from reworld.training.prepare import file_digest
+
+        # the weights as stored, whatever dtype they are loaded in
+        pipe._world_digest = hashlib.sha256(f"{file_digest(folder)}:{file_digest(path / 'video_dit')}".encode()
+                                            ).hexdigest()[:16]
+        return pipe
 
     # ------------------------------------------------------------------------------------------
     @property
@@ -187,6 +195,22 @@ class WorldActionPipeline:
     @property
     def has_planner(self) -> bool:
         return self.action_dit is not None
+
+    def world_model_digest(self) -> str:
+        """A digest of what decides the generated futures' pixels: the VAE's and the Video DiT's weights (the
+        config's sampler settings are checked on their own). A file measured on these futures (a steps sweep) names
+        it, so that a re-shipped checkpoint in the same folder is not taken for the measured one. Loaded from a
+        folder: its safetensors files (`file_digest`), so that the same checkpoint in bf16 on a GPU is the same
+        checkpoint; built from modules: their state dicts (names, dtypes, sizes and bytes). Memoised."""
+        if self._world_digest is None:
+            h = hashlib.sha256()
+            for part, module in (("vae", self.vae), ("video_dit", self.video_dit)):
+                for name, t in sorted(module.state_dict().items()):
+                    t = t.detach().to("cpu").contiguous().reshape(-1)
+                    h.update(f"{part}.{name}:{t.dtype}:{t.numel()};".encode())
+                    h.update(t.view(torch.uint8).numpy().tobytes())
+            self._world_digest = h.hexdigest()[:16]
+        return self._world_digest
 
     # ------------------------------------------------------------------------------------------
     def _cond(self, clip: Clip, command: str | None):
