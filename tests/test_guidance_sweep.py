@@ -65,9 +65,6 @@ def test_sweep_refuses_what_it_cannot_measure(tiny_run, tiny_config, tiny_judge)
     from reworld.pipelines import WorldActionPipeline
 
     pipe = WorldActionPipeline.from_pretrained(tiny_run[0])
-    # the sweep names the weights it measured (the app trusts it for no others), whatever dtype they are loaded in
-    assert sweep["world_model_digest"] == pipe.world_model_digest() == WorldActionPipeline.from_pretrained(
-        tiny_run[0], torch_dtype=torch.bfloat16).world_model_digest()
     ds = NuScenesClips(pipe.clip_spec, "all", geometry=False, dataroot=tiny_config.data.dataroot)
     judge = load_judge(tiny_judge)
     with pytest.raises(ValueError, match="reference w = 1 must be one of"):
