@@ -7,6 +7,7 @@ with pickle.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -26,6 +27,14 @@ TIMESTEP_SCALE = 1000.0  # diffusers / LTX flow-match convention: timestep = σ 
 _MAX_KEYS_SHOWN = 20
 
 M = TypeVar("M", bound=nn.Module)
+
+
+def file_digest(folder: Path) -> str:
+    """A digest of the safetensors files of a model folder (what identifies its weights)."""
+    h = hashlib.sha256()
+    for f in sorted(Path(folder).glob("*.safetensors")):
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
 
 
 class CheckpointError(RuntimeError):

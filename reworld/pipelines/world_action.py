@@ -22,7 +22,7 @@ import torch
 from reworld.config import Config, DataConfig
 from reworld.data.types import COMMANDS, Clip
 from reworld.models.action_dit import ActionDiT
-from reworld.models.layers import CheckpointError, load_model_strict
+from reworld.models.layers import CheckpointError, file_digest, load_model_strict
 from reworld.models.vae import (configure_vae, decode_latents, encode_frames, latent_split, load_pretrained_vae,
                                 use_onednn_conv3d)
 from reworld.models.video_dit import VideoCond, VideoDiT
@@ -153,8 +153,6 @@ class WorldActionPipeline:
         elif require_planner:
             raise CheckpointError(f"{path} has no action_dit/: train stage action first")
         pipe = cls(config, vae, video, action, device=device, path=str(path))
-        from reworld.training.prepare import file_digest
-
         # the weights as stored, whatever dtype they are loaded in
         pipe._world_digest = hashlib.sha256(f"{file_digest(folder)}:{file_digest(path / 'video_dit')}".encode()
                                             ).hexdigest()[:16]

@@ -31,16 +31,8 @@ from safetensors.torch import load_file, save_file
 
 from reworld.config import Config
 from reworld.data.loader import NuScenesClips
-from reworld.models.layers import CheckpointError
+from reworld.models.layers import CheckpointError, file_digest
 from reworld.models.vae import encode_frames
-
-
-def file_digest(folder: Path) -> str:
-    """A digest of the safetensors files of a model folder (what identifies its weights)."""
-    h = hashlib.sha256()
-    for f in sorted(folder.glob("*.safetensors")):
-        h.update(f.read_bytes())
-    return h.hexdigest()[:16]
 
 
 def _pixels_doc(config: Config) -> list:
