@@ -224,6 +224,7 @@ def main(argv=None) -> int:
         first = Path(checkpoints[0]) if checkpoints else REPO / "assets" / "checkpoints" / "reworld"
         config = load_config(first / "config.json")
         checkpoint, validated, guidance = first.resolve().name, config.train.sample_steps, default_guidance(config)
+        digest = None
         if not args.steps:  # the app's default: its checkpoint's own steps sweep, of these very weights
             from reworld.pipelines import WorldActionPipeline
 

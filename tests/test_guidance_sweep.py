@@ -139,3 +139,24 @@ def test_fewest_steps_rule_known_answers():
     for bad in ([], [0], [4, 4], [500]):
         with pytest.raises(ValueError, match="step count"):
             check_steps_list(bad)
+
+
+def test_a_checkpoints_digest_changes_with_its_video_weights_not_its_dtype(tiny_run, tmp_path):
+    """`world_model_digest` of a checkpoint folder: the same files give the same digest in any dtype; a Video DiT
+    re-shipped into the same folder with one weight changed gives another (what the app's steps default keys on)."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from reworld.pipelines import WorldActionPipeline
+
+    folder = tmp_path / "ckpt"
+    shutil.copytree(tiny_run[0], folder)
+    before = WorldActionPipeline.from_pretrained(folder).world_model_digest()
+    assert before == WorldActionPipeline.from_pretrained(folder, torch_dtype=torch.bfloat16).world_model_digest()
+    weights = folder / "video_dit" / "diffusion_pytorch_model.safetensors"
+    tensors = load_file(str(weights))
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name] + 1e-3
+    save_file(tensors, str(weights))
+    assert WorldActionPipeline.from_pretrained(folder).world_model_digest() != before
