@@ -165,7 +165,8 @@ def cmd_eval(args) -> int:
                       video_clips=args.video_clips, steps=args.steps, guidance=args.guidance, seed=args.seed,
                       i3d=args.i3d, feature_net=feature_net, plan_batch=args.plan_batch, scorer=args.scorer,
                       judge=args.judge if args.judge is not None else default_judge(args.checkpoint),
-                      judge_samples=args.judge_samples, every=args.every, judge_every=args.judge_every)
+                      judge_samples=args.judge_samples, every=args.every, judge_every=args.judge_every,
+                      motion_guidance=args.motion_guidance)
     print(report.markdown())
     if args.json:
         write_report(report, args.json)
@@ -356,6 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--video-clips", type=int, default=32, help="clips whose futures are sampled (0 = none)")
     s.add_argument("--steps", type=int, default=20, help="video sampling steps")
     s.add_argument("--guidance", type=float, default=None, help="w (default: the config's, 1 without heads)")
+    s.add_argument("--motion-guidance", type=float, default=None,
+                   help="s_m of a Video DiT with video.motion_feedback (default: the config's train.motion_guidance)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--plan-batch", type=int, default=16, help="clips planned together (same plans, faster)")
     s.add_argument("--scorer", choices=["navsim", "spline"], default="navsim",

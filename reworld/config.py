@@ -114,6 +114,9 @@ class VideoConfig:
     # a motion head on this block's tokens (0-based; None = none): per future latent frame, the ego's pose at the frame's
     # last time, trained with loss.lambda_motion (docs/world4s.md, E15; `models.video_dit`)
     motion_block: int | None = None
+    # the motion head's poses fed back to the blocks after it (a zero-initialised embedding added to each future
+    # frame's tokens; docs/world4s.md, E17): what the sampler's motion guidance (train.motion_guidance) contrasts
+    motion_feedback: bool = False
     # training-only worlds (nuScenes-format dataroots, the config's version and clip settings): every clip of every
     # scene in them joins the train split's clips in this stage (the Video DiT's), never its validation; the VAE
     # and planner stages train on the config's own train split
@@ -169,6 +172,10 @@ class LossConfig:
     # the Video DiT's motion head (video.motion_block): the mean squared error of its normalised future-frame poses
     # against the logged ego poses, weighted by this in the video and joint stages (0 = off; docs/world4s.md, E15)
     lambda_motion: float = 0.0
+    # with video.motion_feedback, per training sample: the logged poses fed back instead of the head's reading
+    # (teacher forcing) with this probability, and no feedback (the guidance's null condition) with motion_null's
+    motion_teacher: float = 0.0
+    motion_null: float = 0.0
     logit_mean: float = 0.0  # shifted logit-normal σ sampling
     logit_std: float = 1.0
     # the model's noise schedule (diffusers' time shift, SD3: 3.0): training draws σ shifted by it and the sampler
@@ -205,6 +212,9 @@ class TrainConfig:
     val_clips: int = 16
     sample_steps: int = 20
     guidance: float = 1.4  # intermediate-supervised guidance w at sampling
+    # the motion guidance s at sampling (VideoJAM's Inner-Guidance; needs video.motion_feedback): v + s (v − v_null)
+    # with v_null the velocity without the fed-back poses; 0 = off
+    motion_guidance: float = 0.0
     sharding: str = "ddp"  # with several processes: "ddp" (replicated) or "fsdp" (fully sharded, paper scale)
     mixed_precision: str = "no"  # "no" | "bf16" | "fp16" (CUDA only): every step under autocast, fp32 master weights
     tf32: bool = True  # on CUDA: TF32 matmuls and convolutions (fp32 runs ~8× faster on tensor cores; CPU: no effect)

@@ -244,3 +244,39 @@ def test_the_schedule_of_a_pretrained_folder_is_read_from_its_scheduler(tmp_path
 def test_sampler_walks_the_terminal_stretched_grid(model, context):
     result = sample(model, context, shift=2.0, shift_terminal=0.1, record=True)
     assert [r.sigma for r in result.record] == flow_sigmas(STEPS, 2.0, 0.1)[:-1]
+
+
+def test_motion_guidance_contrasts_with_the_model_without_its_fed_back_poses():
+    """VideoJAM's Inner-Guidance on a feedback model (docs/world4s.md, E17): s_m = 0 is bitwise the plain sampler; one
+    step at s_m follows v_f + s_m (v_f − v_f without the feedback); `motion_input` replaces the head's reading in
+    every pass that feeds poses; a model without the feedback refuses both."""
+    torch.manual_seed(0)
+    m = VideoDiT(in_channels=4, num_layers=2, num_attention_heads=2, attention_head_dim=8, head_blocks=(0,),
+                 num_cond_tokens=2, motion_block=0, motion_frames=1, motion_feedback=True).eval()
+    with torch.no_grad():
+        for p in (*m.motion_head.parameters(), *m.motion_embed.parameters()):
+            p.normal_(std=0.3)
+    g = torch.Generator().manual_seed(5)
+    latents = torch.randn(2, 4, 2, 4, 4, generator=g)
+    cond = VideoCond(command=torch.tensor([0, 2]), ego_status=torch.randn(2, 3, generator=g))
+    context = (latents, cond)
+    assert torch.equal(sample(m, context, motion_guidance=0.0).future, sample(m, context).future)
+    x = torch.randn((2, 4, 1, 4, 4), generator=torch.Generator().manual_seed(0))
+    full = torch.cat([latents, x], 2)
+    poses = torch.tensor([[[1.0, -0.5, 0.2]], [[-1.0, 0.5, 0.0]]])
+    for fed in ({}, {"motion_input": poses}):
+        s = 1.5
+        out = sample(m, context, motion_guidance=s, steps=1, **fed)
+        with torch.no_grad():
+            v_f = m(full, torch.ones(2), cond, 2, **fed).sample[:, :, 2:]
+            v_null = m(full, torch.ones(2), cond, 2, motion_null=True).sample[:, :, 2:]
+        assert (v_f - v_null).abs().max() > 1e-3
+        torch.testing.assert_close(out.future, x - (v_f + s * (v_f - v_null)), rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="motion_guidance must be ≥ 0"):
+        sample(m, context, motion_guidance=-1.0)
+    plain = VideoDiT(in_channels=4, num_layers=2, num_attention_heads=2, attention_head_dim=8, head_blocks=(0,),
+                     num_cond_tokens=2).eval()
+    with pytest.raises(ValueError, match="motion_feedback"):
+        sample(plain, context, motion_guidance=1.0)
+    with pytest.raises(ValueError, match="motion_feedback"):
+        sample(plain, context, motion_input=poses)

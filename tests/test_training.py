@@ -683,3 +683,54 @@ def test_motion_head_trains_in_the_video_and_joint_stages(tiny_config_path, tiny
     assert run_stage("joint", str(cfg), str(out), max_steps=1)["finite"]
     rows = list(csv.reader(open(out / "logs" / "joint.csv")))
     assert "video" in {r[3] for r in rows[1:] if r[1] == "train"}
+
+
+def test_motion_feedback_trains_and_the_pipeline_samples_with_its_motion_guidance(tiny_config_path, tiny_run, tmp_path):
+    """docs/world4s.md, E17: `video.motion_feedback` with teacher forcing and null draws trains in the video stage,
+    exports a Video DiT with the feedback, and the pipeline samples with the run's `train.motion_guidance` unless told
+    otherwise and can imagine given poses; keys that need the feedback (or a trained head) are short errors."""
+    import yaml
+
+    from reworld import WorldActionPipeline
+    from reworld.config import ConfigError, load_config
+    from reworld.data.loader import NuScenesClips
+
+    src, _ = tiny_run
+    doc = yaml.safe_load(tiny_config_path.read_text())
+    cfg = tmp_path / "feedback.yaml"
+    for bad, match in (({"train": {"motion_guidance": 1.0}}, "train.motion_guidance need video.motion_feedback"),
+                       ({"video": {"motion_block": 0, "motion_feedback": True}}, "needs loss.lambda_motion > 0")):
+        wrong = yaml.safe_load(tiny_config_path.read_text())
+        for section, values in bad.items():
+            wrong.setdefault(section, {}).update(values)
+        cfg.write_text(yaml.safe_dump(wrong))
+        with pytest.raises(ConfigError, match=match):
+            run_stage("video", str(cfg), str(tmp_path / "bad"), max_steps=1, vae_path=str(src / "vae"))
+    doc["video"].update(motion_block=0, motion_feedback=True)
+    doc.setdefault("loss", {}).update(lambda_motion=0.5, motion_teacher=0.5, motion_null=0.25)
+    doc["train"]["motion_guidance"] = 1.0
+    cfg.write_text(yaml.safe_dump(doc))
+    out = tmp_path / "run"
+    assert run_stage("video", str(cfg), str(out), max_steps=3, vae_path=str(src / "vae"))["finite"]
+    shutil.copytree(src / "action_dit", out / "action_dit")
+    pipe = WorldActionPipeline.from_pretrained(out)
+    assert pipe.video_dit.motion_embed is not None
+    assert pipe.video_dit.motion_embed.fc2.weight.abs().sum() > 0  # trained away from its zero start
+    clip = NuScenesClips(load_config(cfg).data, split="val")[0]
+    default = pipe.generate(clip, steps=2, seed=3).latents
+    torch.testing.assert_close(default, pipe.generate(clip, steps=2, seed=3, motion_guidance=1.0).latents,
+                               rtol=0, atol=0)
+    assert not torch.equal(default, pipe.generate(clip, steps=2, seed=3, motion_guidance=0.0).latents)
+    n_fut = pipe.video_dit.motion_mean.shape[0]
+    imagined = pipe.generate(clip, steps=2, seed=3, motion_poses=torch.tensor([[8.0, 3.0, 0.5]] * n_fut)).latents
+    assert torch.isfinite(imagined).all() and not torch.equal(imagined, default)
+    with pytest.raises(ValueError, match="motion_poses must be"):
+        pipe.generate(clip, steps=2, motion_poses=torch.zeros(n_fut + 1, 3))
+    from reworld.evaluation.evaluate import evaluate
+
+    report = evaluate(str(out), limit=2, video_clips=1, steps=2, motion_guidance=0.0)
+    assert report.settings["motion_guidance"] == 0.0 and evaluate(str(out), limit=1, video_clips=0).settings[
+        "motion_guidance"] == 1.0
+    with pytest.raises(ValueError, match="motion_feedback"):
+        evaluate(str(src), limit=1, video_clips=0, motion_guidance=1.0)
+    assert run_stage("joint", str(cfg), str(out), max_steps=1)["finite"]

@@ -623,3 +623,105 @@ def test_a_motion_head_model_builds_from_its_config_alone():
     assert model.motion_head is not None and tuple(model.motion_mean.shape) == (8, 3)
     with pytest.raises(ValueError, match="not a multiple"):
         config_motion_frames(dataclasses.replace(motion, data=dataclasses.replace(motion.data, future_frames=15)))
+
+
+def feedback_model(seed: int = 0) -> VideoDiT:
+    """A tiny Video DiT with its motion head at block 0 and its poses fed back, head and embedding non-zero (as
+    after training)."""
+    model = tiny_model(seed, motion_block=0, motion_frames=1, motion_feedback=True)
+    with torch.no_grad():
+        for p in (*model.motion_head.parameters(), *model.motion_embed.parameters()):
+            p.normal_(std=0.3)
+    return model
+
+
+def test_motion_feedback_starts_as_the_plain_model_and_feeds_poses_only_to_future_tokens():
+    """docs/world4s.md, E17: a new feedback embedding leaves the output as it was; once trained, the fed-back poses
+    change the future's velocity and never the context's tokens; `motion_null` is the model without the feedback;
+    `motion_input` on chosen rows replaces the head's reading there and only there."""
+    latents, sigma, cond = inputs(t=3)  # 2 context latent frames, 1 future
+    plain = tiny_model(motion_block=0, motion_frames=1)
+    fresh = tiny_model(motion_block=0, motion_frames=1, motion_feedback=True)
+    fresh.load_state_dict({**fresh.state_dict(), **plain.state_dict()})
+    torch.testing.assert_close(fresh(latents, sigma, cond, 2).sample, plain(latents, sigma, cond, 2).sample,
+                               rtol=0, atol=0)
+    model = feedback_model()
+    with torch.no_grad():
+        fed = model(latents, sigma, cond, 2, return_hidden_states=[0, 1])
+        null = model(latents, sigma, cond, 2, motion_null=True, return_hidden_states=[0, 1])
+    assert (fed.sample[:, :, 2:] - null.sample[:, :, 2:]).abs().max() > 1e-3
+    # the motion block's own tokens (which the head reads) come before the feedback
+    torch.testing.assert_close(fed.hidden_states[0], null.hidden_states[0], rtol=0, atol=0)
+    # without the feedback the model is the same network with the embedding removed
+    bare = tiny_model(motion_block=0, motion_frames=1)
+    bare.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("motion_embed.")})
+    torch.testing.assert_close(null.sample, bare(latents, sigma, cond, 2).sample, rtol=1e-5, atol=1e-6)
+    # a given pose on row 0 only: row 1 keeps the head's own reading
+    given = torch.full((2, 1, 3), 2.0)
+    out = model(latents, sigma, cond, 2, motion_input=given, motion_input_rows=torch.tensor([True, False]))
+    torch.testing.assert_close(out.sample[1], fed.sample[1], rtol=0, atol=0)
+    assert (out.sample[0] - fed.sample[0]).abs().max() > 1e-3
+    with pytest.raises(ValueError, match=r"motion_input must be"):
+        model(latents, sigma, cond, 2, motion_input=torch.zeros(2, 2, 3))
+    with pytest.raises(ValueError, match="motion_feedback"):
+        plain(latents, sigma, cond, 2, motion_null=True)
+    with pytest.raises(ValueError, match="motion_feedback needs a motion head"):
+        tiny_model(motion_feedback=True)
+
+
+def test_the_flow_loss_does_not_train_the_motion_head_through_the_feedback():
+    """The fed-back reading is detached: the head learns poses from its own loss only."""
+    model = feedback_model().train()
+    latents, _, cond = inputs(t=3)
+    terms = video_training_losses(model, latents, 2, cond, LossConfig(lambda_ig=0.0), torch.Generator().manual_seed(0))
+    terms["gen"].backward()
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model.motion_head.parameters())
+    assert model.motion_embed.fc2.weight.grad.abs().sum() > 0
+
+
+def test_training_feeds_the_logged_poses_or_nothing_with_the_configured_probabilities():
+    """`loss.motion_teacher` / `loss.motion_null`: one draw per sample on the stage's generator; p_teacher = 1 is the
+    model fed the targets, p_null = 1 the model without feedback, both 0 the head's own reading (and no draw)."""
+    model = feedback_model()
+    latents, _, cond = inputs(t=3)
+    target = torch.randn(2, 1, 3, generator=torch.Generator().manual_seed(3))
+
+    def loss(**kw):
+        cfg = LossConfig(lambda_ig=0.0, lambda_motion=1.0, **kw)
+        with torch.no_grad():
+            return video_training_losses(model, latents, 2, cond, cfg, torch.Generator().manual_seed(0), target)["gen"]
+
+    def by_hand(**feed):  # the same σ and ε (drawn first on the generator), the model called as told
+        g = torch.Generator().manual_seed(0)
+        sigma = sample_sigmas(2, g, 0.0, 1.0, 1.0, latents.device)
+        noise = torch.randn(latents.shape, generator=g)
+        mask = future_frame_mask(3, 2, latents.device).bool()
+        s = sigma.view(2, 1, 1, 1, 1)
+        x_t = torch.where(mask, (1 - s) * latents + s * noise, latents)
+        with torch.no_grad():
+            v = model(x_t, sigma, cond, 2, **feed).sample
+        return flow_matching_loss(v, noise - latents, future_frame_weights(3, 2, "uniform", latents.device)).mean()
+
+    torch.testing.assert_close(loss(), by_hand())
+    torch.testing.assert_close(loss(motion_teacher=1.0), by_hand(motion_input=target))
+    torch.testing.assert_close(loss(motion_null=1.0), by_hand(motion_null=True))
+    assert not torch.allclose(loss(motion_teacher=1.0), loss())
+    with pytest.raises(ValueError, match="probabilities"):
+        loss(motion_teacher=0.7, motion_null=0.5)
+    with pytest.raises(ValueError, match="lambda_motion"):
+        video_training_losses(model, latents, 2, cond, LossConfig(lambda_ig=0.0, motion_teacher=0.5),
+                              torch.Generator().manual_seed(0))
+
+
+def test_a_feedback_model_saves_loads_and_builds_from_its_config(tmp_path):
+    model = feedback_model()
+    save_model_atomic(model, tmp_path / "v")
+    back = VideoDiT.from_pretrained(tmp_path / "v")
+    assert back.config.motion_feedback and back.motion_embed is not None
+    latents, sigma, cond = inputs(t=3)
+    torch.testing.assert_close(back(latents, sigma, cond, 2).sample, model(latents, sigma, cond, 2).sample)
+    cfg = VideoConfig(num_layers=2, num_attention_heads=2, attention_head_dim=8, head_blocks=(0,), motion_block=1,
+                      motion_feedback=True)
+    assert video_dit_from_config(cfg, in_channels=4, motion_frames=2).motion_embed is not None
+    with pytest.raises(ValueError, match="motion_feedback needs video.motion_block"):
+        video_dit_from_config(dataclasses.replace(cfg, motion_block=None), in_channels=4)

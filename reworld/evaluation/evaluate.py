@@ -32,6 +32,7 @@ from reworld.evaluation.video import psnr, ssim, video_frechet
 from reworld.models.action_dit import anchor_trajectory
 from reworld.paths import resolve_dataroot
 from reworld.pipelines.world_action import WorldActionPipeline
+from reworld.sampling import default_motion_guidance
 from reworld.planning.pdm import PDMScorerConfig, score_trajectory
 from reworld.planning.scene import PlanningScene
 
@@ -129,10 +130,12 @@ def evaluate(checkpoint: str, dataroot: str | None = None, version: str | None =
              limit: int | None = None, video_clips: int = 32, steps: int = 20, guidance: float | None = None,
              plan_steps: int = 10, seed: int = 0, i3d: str | None = None, feature_net: str | None = None,
              device=None, plan_batch: int = 16, scorer: str = "navsim", judge: str | None = None,
-             judge_samples: int = 4, every: int = 1, judge_every: int = 1) -> EvalReport:
+             judge_samples: int = 4, every: int = 1, judge_every: int = 1,
+             motion_guidance: float | None = None) -> EvalReport:
     """The figures of a checkpoint on the clips of `split`: every `every`-th clip (1: all; a stride spreads a cheaper
     evaluation over all the split's scenes, where `limit` alone keeps the first scenes), the first `limit` of those;
-    the judge reads every `judge_every`-th of those (its sampled futures cost most of a run)."""
+    the judge reads every `judge_every`-th of those (its sampled futures cost most of a run). `motion_guidance`: the
+    sampler's s_m for a Video DiT with `video.motion_feedback` (None: the run's `train.motion_guidance`)."""
     for name, value in (("every", every), ("judge_every", judge_every)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an integer ≥ 1, got {value!r}")
@@ -143,6 +146,10 @@ def evaluate(checkpoint: str, dataroot: str | None = None, version: str | None =
     scoring = PDMScorerConfig(simulation=scorer)
     t0 = time.time()
     pipe = WorldActionPipeline.from_pretrained(checkpoint, device=device)
+    if motion_guidance is not None:  # every generation below samples with it (`default_motion_guidance`)
+        if not pipe.config.video.motion_feedback:
+            raise ValueError(f"motion_guidance needs a Video DiT with video.motion_feedback; {checkpoint} has none")
+        pipe.config = replace(pipe.config, train={"motion_guidance": float(motion_guidance)})
     data = replace(pipe.config, data={"dataroot": resolve_dataroot(dataroot or pipe.config.data.dataroot),
                                       **({"version": version} if version else {}),
                                       "map_lanes": scorer == "navsim"}).data  # NAVSIM's rules read the lanes
@@ -156,6 +163,8 @@ def evaluate(checkpoint: str, dataroot: str | None = None, version: str | None =
                                   "dataroot": str(data.dataroot), "version": data.version,
                                   "future_poses": data.future_poses,  # the L2 figures' ground-truth times
                                   "scorer": scorer, "every": every, **_world_of(data.dataroot)})
+    if pipe.config.video.motion_feedback:
+        report.settings["motion_guidance"] = default_motion_guidance(pipe.config)
     # `plan_batch` clips at a time, planned together: of each clip only its scene and trajectories are kept (its
     # frames only for the video clips), so memory does not grow with the split's frames
     scenes, experts, still, planned, video_set = [], [], [], [], []

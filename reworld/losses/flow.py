@@ -53,6 +53,26 @@ def future_frame_weights(num_frames: int, n_context: int, weighting: str = "unif
     return (k.clamp_min(0) * 2 / (n_future + 1)).view(1, 1, -1, 1, 1)
 
 
+def motion_feed_args(loss_cfg: LossConfig, batch: int, generator: torch.Generator,
+                     motion_target: torch.Tensor | None, device) -> dict:
+    """The Video DiT's motion-feedback arguments for one training batch (docs/world4s.md, E17): one uniform draw per
+    sample on the CPU `generator` (only when either probability is > 0, so other runs draw exactly what they did);
+    below `motion_teacher` the sample is fed `motion_target` (teacher forcing), in the next `motion_null` nothing (the
+    null condition of motion guidance), otherwise the head's own reading. {} when both are 0."""
+    p_t, p_n = float(loss_cfg.motion_teacher), float(loss_cfg.motion_null)
+    if not (0 <= p_t <= 1 and 0 <= p_n <= 1 and p_t + p_n <= 1):
+        raise ValueError(f"loss.motion_teacher ({p_t}) and loss.motion_null ({p_n}) must be probabilities summing ≤ 1")
+    if p_t == 0 and p_n == 0:
+        return {}
+    u = torch.rand(batch, generator=generator)  # (B,)
+    args = {"motion_null": (u >= p_t) & (u < p_t + p_n)}
+    if p_t > 0:
+        if motion_target is None:
+            raise ValueError("loss.motion_teacher > 0 needs the logged poses (loss.lambda_motion > 0)")
+        args.update(motion_input=motion_target, motion_input_rows=u < p_t)
+    return {k: v.to(device) for k, v in args.items()}
+
+
 def video_training_losses(
     model,
     latents: torch.Tensor,
@@ -70,7 +90,9 @@ def video_training_losses(
     not run at all: vanilla) and
     `total = gen + λ_ig · ig (+ λ_motion · motion)`. With `loss_cfg.lambda_motion` > 0, `motion` is the mean squared
     error of the model's motion head (`VideoDiTOutput.motion` on the future frames) against `motion_target` (B, F, 3),
-    the logged ego poses at the future latent frames' times, normalised as the head's outputs are. With `loss_cfg.ig_target_shift` ω > 0, `gen` is Internal Guidance's stop-gradient
+    the logged ego poses at the future latent frames' times, normalised as the head's outputs are; with
+    `loss_cfg.motion_teacher` / `motion_null` > 0 (a Video DiT with `motion_feedback`) each sample is fed the logged
+    poses or nothing instead of the head's reading with those probabilities (`motion_feed_args`). With `loss_cfg.ig_target_shift` ω > 0, `gen` is Internal Guidance's stop-gradient
     training loss ‖v_f − (u + ω·sg(v_f − v_i))‖², whose fixed point v_f = v_i + (u − v_i)/(1 − ω) is guidance
     w = 1/(1 − ω) learned by the final output (sample it at w = 1). `model` is only called (so a DDP wrapper works).
     """
@@ -96,7 +118,10 @@ def video_training_losses(
     if use_motion and (motion_target is None or tuple(motion_target.shape) != (b, t - n_context, 3)):
         got = None if motion_target is None else tuple(motion_target.shape)
         raise ValueError(f"loss.lambda_motion > 0 needs motion_target of shape {(b, t - n_context, 3)}, got {got}")
-    out = model(x_t, sigma, cond, n_context, return_heads=use_heads, **({"return_motion": True} if use_motion else {}))
+    feed = motion_feed_args(loss_cfg, b, generator, motion_target, latents.device)
+    if use_motion:
+        feed["return_motion"] = True
+    out = model(x_t, sigma, cond, n_context, return_heads=use_heads, **feed)
     target_f = target
     if omega:  # IG's training-loss variant: the final output's target moved by ω·sg(v_f − v_i)
         v_i = out.head_samples[min(out.head_samples)]

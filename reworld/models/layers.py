@@ -208,6 +208,26 @@ class MotionHead(nn.Module):
         return self.fc2(nn.functional.silu(self.fc1(self.norm(frame_tokens.mean(dim=2)))))
 
 
+class MotionEmbed(nn.Module):
+    """The motion head's poses fed back to the later blocks (docs/world4s.md, E17; VideoJAM's motion signal as an
+    input): a normalised pose (x, y, heading) per latent frame → Linear → SiLU → Linear → a vector of the
+    transformer's width, added to every token of that frame. The last linear starts at zero, so a new embedding
+    leaves the model as it was."""
+
+    def __init__(self, dim: int, in_features: int = 3):
+        super().__init__()
+        self.fc1 = nn.Linear(in_features, dim)
+        self.fc2 = nn.Linear(dim, dim)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        self.fc1.reset_parameters(), zero_module(self.fc2)
+
+    def forward(self, poses: torch.Tensor) -> torch.Tensor:
+        # poses (B, F, in_features) → (B, F, dim)
+        return self.fc2(nn.functional.silu(self.fc1(poses)))
+
+
 def zero_module(module: M) -> M:
     for p in module.parameters():
         nn.init.zeros_(p)

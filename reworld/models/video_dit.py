@@ -37,6 +37,15 @@ training clips' per-frame mean and standard deviation (`motion_mean`, `motion_st
 latent frames, set by the video stage and saved with the weights; `motion_poses` undoes it). Trained with
 `loss.lambda_motion` on the future frames, it asks the blocks up to it to carry the ego's motion, which the flow
 loss, almost all texture, weighs little (docs/world4s.md, D4 and E15); sampling never reads it.
+
+`motion_feedback` (off by default and in LTX-Video; needs `motion_block`): the head's pose of each future latent frame
+is also fed back to the blocks after it, as VideoJAM feeds its motion signal in beside the pixels: a `MotionEmbed`
+(last layer zero at initialisation) maps the normalised pose to the transformer's width and adds it to every token of
+that frame, once, after the motion block. What is fed is the head's own reading, detached (the flow loss does not
+train the head through it), or `motion_input` (B, t − n_context, 3) where given: the logged pose in training (teacher
+forcing, `loss.motion_teacher`) or any pose a caller wants imagined; `motion_null` drops it for some or all samples
+(`loss.motion_null` in training), the null condition of the sampler's motion guidance (VideoJAM's Inner-Guidance;
+`reworld.sampling.sample_future`). Context tokens are never touched (docs/world4s.md, E17).
 """
 from __future__ import annotations
 
@@ -56,6 +65,7 @@ from reworld.models.layers import (
     TIMESTEP_SCALE,
     AdaLNVelocityHead,
     CheckpointError,
+    MotionEmbed,
     MotionHead,
     diffusers_component,
     load_model_strict,
@@ -174,6 +184,7 @@ class VideoDiT(ModelMixin, ConfigMixin):
         adaln_cond: bool = False,  # command and ego status also through every block's adaLN (module docstring)
         motion_block: int | None = None,  # 0-based block whose tokens feed the motion head (module docstring)
         motion_frames: int = 0,  # future latent frames whose pose statistics the motion head keeps
+        motion_feedback: bool = False,  # the head's poses fed back to the later blocks (module docstring)
     ):
         super().__init__()
         if patch_size < 1:
@@ -187,6 +198,8 @@ class VideoDiT(ModelMixin, ConfigMixin):
             raise ValueError(f"motion_block {motion_block} must lie in [0, {num_layers - 1}]")
         if motion_block is not None and motion_frames < 1:
             raise ValueError("motion_block needs motion_frames ≥ 1 (the future latent frames it reads poses of)")
+        if motion_feedback and motion_block is None:
+            raise ValueError("motion_feedback needs a motion head (motion_block)")
         caption_channels = caption_channels or dim
         self.transformer = LTXVideoTransformer3DModel(
             in_channels=token_channels,  # LTX's in_channels are the packed tokens' (its pipeline packs)
@@ -215,6 +228,7 @@ class VideoDiT(ModelMixin, ConfigMixin):
         self.rope_scale = tuple(float(s) for s in rope_interpolation_scale)
         self.motion_block = motion_block
         self.motion_head = MotionHead(dim, 3) if motion_block is not None else None
+        self.motion_embed = MotionEmbed(dim, 3) if motion_feedback else None
         if motion_block is not None:  # the training clips' pose statistics per future latent frame (x, y, heading)
             self.register_buffer("motion_mean", torch.zeros(motion_frames, 3))
             self.register_buffer("motion_std", torch.ones(motion_frames, 3))
@@ -273,11 +287,16 @@ class VideoDiT(ModelMixin, ConfigMixin):
         return_hidden_states: Sequence[int] | None = None,
         return_lens: bool = False,
         return_motion: bool = False,
+        motion_input: torch.Tensor | None = None,
+        motion_input_rows: torch.Tensor | None = None,
+        motion_null: torch.Tensor | bool = False,
     ) -> VideoDiTOutput:
         """Velocity `v ≈ ε − x0` for latents (B, C, t, h, w) whose first `n_context` latent frames are clean
         and the rest at noise level `sigma` (B,) or scalar in [0, 1]. `return_lens`: also the output layer's reading
         of every block (`VideoDiTOutput.lens_samples`); `return_motion`: the motion head's reading of every latent
-        frame (`VideoDiTOutput.motion`, normalised)."""
+        frame (`VideoDiTOutput.motion`, normalised). With `motion_feedback` (module docstring): `motion_input`
+        (B, t − n_context, 3), normalised poses fed back instead of the head's reading, for the samples where
+        `motion_input_rows` (B,) is True (all when None); `motion_null` (bool or (B,) bool): no feedback there."""
         if latents.ndim != 5:
             raise ValueError(f"latents must be (B, C, t, h, w), got {tuple(latents.shape)}")
         b, c, t, h, w = latents.shape
@@ -285,6 +304,12 @@ class VideoDiT(ModelMixin, ConfigMixin):
             raise ValueError(f"n_context={n_context} outside [0, {t}] latent frames")
         if return_motion and self.motion_head is None:
             raise ValueError("return_motion needs a motion head (motion_block is None)")
+        null = torch.as_tensor(motion_null, dtype=torch.bool, device=latents.device).expand(b)  # (B,)
+        if self.motion_embed is None and (motion_input is not None or bool(null.any())):
+            raise ValueError("motion_input / motion_null need a Video DiT with motion_feedback")
+        if motion_input is not None and tuple(motion_input.shape) != (b, t - n_context, 3):
+            raise ValueError(f"motion_input must be (B, t − n_context, 3) = {(b, t - n_context, 3)}, "
+                             f"got {tuple(motion_input.shape)}")
         keep = sorted(set(int(k) for k in (return_hidden_states or ())))
         if any(k < 0 or k >= len(self.transformer.transformer_blocks) for k in keep):
             raise ValueError(f"return_hidden_states {keep} outside [0, {len(self.transformer.transformer_blocks) - 1}]")
@@ -332,8 +357,10 @@ class VideoDiT(ModelMixin, ConfigMixin):
                 hidden[k] = x
             if return_heads and str(k) in self.heads:
                 heads[k] = self._velocity(self._unpack(self.heads[str(k)](x, embedded), t, h, w), guess)
-            if return_motion and k == self.motion_block:
+            if k == self.motion_block and (return_motion or self.motion_embed is not None):
                 motion = self.motion_head(x.view(b, t, hp * wp, x.shape[-1]))  # (B, t, 3)
+                if self.motion_embed is not None:
+                    x = self._feed_motion(x, motion, n_context, hp * wp, motion_input, motion_input_rows, null)
             if return_lens and k < len(tr.transformer_blocks) - 1:
                 lens[k] = self._velocity(self._output_layer(x, embedded, t, h, w), guess)
 
@@ -342,8 +369,22 @@ class VideoDiT(ModelMixin, ConfigMixin):
             lens[len(tr.transformer_blocks) - 1] = v
         return VideoDiTOutput(
             sample=v, head_samples=heads if return_heads else None, hidden_states=hidden if keep else None,
-            lens_samples=lens if return_lens else None, motion=motion,
+            lens_samples=lens if return_lens else None, motion=motion if return_motion else None,
         )
+
+    def _feed_motion(self, x: torch.Tensor, motion: torch.Tensor, n_context: int, tokens_per_frame: int,
+                     motion_input: torch.Tensor | None, rows: torch.Tensor | None, null: torch.Tensor) -> torch.Tensor:
+        """Tokens x (B, S, D) after the motion block with each future frame's pose embedded and added (the head's
+        reading `motion` (B, t, 3), detached, or `motion_input` on `rows`; nothing on `null` samples)."""
+        feed = motion[:, n_context:].detach()  # (B, F, 3)
+        if motion_input is not None:
+            given = motion_input.to(feed)
+            if rows is not None:
+                given = torch.where(rows.to(device=feed.device, dtype=torch.bool).view(-1, 1, 1), given, feed)
+            feed = given
+        emb = self.motion_embed(feed.to(x.dtype)) * (~null).to(x.dtype).view(-1, 1, 1)  # (B, F, D)
+        n = n_context * tokens_per_frame
+        return torch.cat([x[:, :n], x[:, n:] + emb.repeat_interleave(tokens_per_frame, dim=1)], dim=1)
 
     def _velocity(self, out: torch.Tensor, guess: torch.Tensor | None) -> torch.Tensor:
         """The latents' velocity (B, C, t, h, w) from a network output: itself, or with `future_residual` the residual's
@@ -439,8 +480,8 @@ class VideoDiT(ModelMixin, ConfigMixin):
             state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
         load_state_dict_strict(model.transformer, state, where=str(path), assign=True)
         dtype = dtype or next(model.transformer.parameters()).dtype
-        new_parts = [model.cond, model.heads] + [m for m in (model.context_proj, model.cond_adaln, model.motion_head)
-                                                  if m is not None]
+        new_parts = [model.cond, model.heads] + [m for m in (model.context_proj, model.cond_adaln, model.motion_head,
+                                                            model.motion_embed) if m is not None]
         for module in new_parts:  # new parts: real memory, fresh initialisation
             module.to_empty(device="cpu")
         model.cond.reset_parameters()
@@ -451,6 +492,8 @@ class VideoDiT(ModelMixin, ConfigMixin):
             model.cond_adaln.reset_parameters()
         if model.motion_head is not None:
             model.motion_head.reset_parameters()
+        if model.motion_embed is not None:
+            model.motion_embed.reset_parameters()
         for module in new_parts:
             module.to(dtype)
         return model.eval()
@@ -489,7 +532,10 @@ def video_dit_from_config(cfg: VideoConfig, in_channels: int,
                     concat_last_context=bool(cfg.concat_last_context), future_residual=bool(cfg.future_residual),
                     adaln_cond=bool(cfg.adaln_cond))
     if cfg.motion_block is not None:  # the motion head and its statistics' size (the future latent frames)
-        new_args.update(motion_block=int(cfg.motion_block), motion_frames=int(motion_frames))
+        new_args.update(motion_block=int(cfg.motion_block), motion_frames=int(motion_frames),
+                        motion_feedback=bool(cfg.motion_feedback))
+    elif cfg.motion_feedback:
+        raise ValueError("video.motion_feedback needs video.motion_block (the head whose poses it feeds back)")
     scale = cfg.rope_interpolation_scale or rope_scale
     if scale is not None:
         if len(scale) != 3:

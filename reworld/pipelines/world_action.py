@@ -32,7 +32,7 @@ from reworld.pipelines.run_folder import read_run_config, vae_folder
 from reworld.planning.pdm import reference_progress, score_trajectories
 from reworld.planning.scene import PlanningScene
 from reworld.runtime import default_device
-from reworld.sampling import default_guidance, plan_sample, sample_future
+from reworld.sampling import default_guidance, default_motion_guidance, plan_sample, sample_future
 
 
 @dataclass
@@ -72,12 +72,14 @@ class _SharedFirstPass:
         return getattr(self.model, name)
 
     def __call__(self, latents, sigma, cond, n_context, *, return_heads=False, return_hidden_states=None,
-                 return_lens=False):
+                 return_lens=False, **motion):
         wanted = set(int(k) for k in (return_hidden_states or ()))
         sigma_t = torch.as_tensor(sigma)
-        if self.size <= 0 or return_lens or not bool((sigma_t == 1.0).all()) or not wanted <= set(self.blocks):
+        motion = {k: v for k, v in motion.items() if v is not None and v is not False}  # fed poses / null: not memoised
+        if (self.size <= 0 or return_lens or motion or not bool((sigma_t == 1.0).all())
+                or not wanted <= set(self.blocks)):
             return self.model(latents, sigma, cond, n_context, return_heads=return_heads,
-                              return_hidden_states=return_hidden_states, return_lens=return_lens)
+                              return_hidden_states=return_hidden_states, return_lens=return_lens, **motion)
         key = (latents, sigma_t, cond.command, cond.ego_status, n_context)
         for k, (inputs, out) in self.memo.items():
             if inputs[4] == n_context and all(torch.equal(a, b) for a, b in zip(inputs[:4], key[:4])):
@@ -286,11 +288,15 @@ class WorldActionPipeline:
                  guidance_interval: tuple[float, float] | None = None, record: bool = False,
                  decode_previews: bool = False, callback: Callable | None = None,
                  should_stop: Callable[[], bool] | None = None, lens: bool = False,
-                 command_guidance: float = 0.0) -> GenerationResult:
+                 command_guidance: float = 0.0, motion_guidance: float | None = None,
+                 motion_poses: torch.Tensor | None = None) -> GenerationResult:
         """Sample the future of `clip`. record: keep a `StepRecord` per step (with `decode_previews`, each layer's
         x0 prediction decoded); lens: the records also hold the output layer's velocity on every block
         (`StepRecord.v_lens`; decode one with `decode_future`); command_guidance: s of the sampler's contrast with
-        the other driving commands (0: off; `reworld.sampling.sample_future`)."""
+        the other driving commands (0: off; `reworld.sampling.sample_future`); motion_guidance: s of the contrast
+        with the Video DiT's fed-back poses (None: the run's `train.motion_guidance`; needs `video.motion_feedback`);
+        motion_poses (F, 3) [m, m, rad]: the ego poses at the future latent frames' times to imagine, fed back
+        instead of the head's reading (None: the head's)."""
         _check_steps(steps)
         t0 = time.perf_counter()
         _, n_fut = latent_split(self.config.data, self.vae)
@@ -306,6 +312,9 @@ class WorldActionPipeline:
                             guidance_interval=guidance_interval, shift=self.config.loss.shift,
                             shift_terminal=self.config.loss.shift_terminal,
                             command_guidance=command_guidance, record=record or lens, record_lens=lens,
+                            motion_guidance=(default_motion_guidance(self.config) if motion_guidance is None
+                                             else motion_guidance),
+                            motion_input=None if motion_poses is None else self._motion_input(motion_poses, n_fut),
                             decode_fn=decode if (record and decode_previews) else None, callback=callback,
                             should_stop=should_stop)
         frames = decode(res.latents)
@@ -315,6 +324,16 @@ class WorldActionPipeline:
                                 command=name, record=res.record, device=str(self.device),
                                 seconds=time.perf_counter() - t0)
 
+
+    def _motion_input(self, poses: torch.Tensor, n_fut: int) -> torch.Tensor:
+        """Poses (F, 3) in metres and radians → the Video DiT's normalised motion input (1, F, 3) on its device."""
+        if self.video_dit.motion_embed is None:
+            raise ValueError("motion_poses needs a Video DiT with video.motion_feedback")
+        poses = torch.as_tensor(poses, dtype=torch.float32)
+        if tuple(poses.shape) != (n_fut, 3):
+            raise ValueError(f"motion_poses must be ({n_fut}, 3): one (x, y, heading) per future latent frame, "
+                             f"got {tuple(poses.shape)}")
+        return self.video_dit.motion_normalise(poses.to(self.device)[None])
 
     # ------------------------------------------------------------------------------------------
     def _planner(self):

@@ -11,6 +11,10 @@ Command guidance (optional, `command_guidance` s > 0): `v ← v + s (v_f − v̄
 of the same x_t under each *other* driving command (a contrast with the other commands, as negative-prompt guidance
 contrasts with a negative condition): it amplifies whatever the model's prediction owes to its command, at one
 more forward per other command and step; s = 0 is bitwise the sampler without it.
+Motion guidance (optional, `motion_guidance` s_m > 0; a Video DiT with `motion_feedback`, docs/world4s.md E17):
+`v ← v + s_m (v_f − v_f^∅)` with `v_f^∅` the final velocity of the same x_t without the poses fed back to the later
+blocks: VideoJAM's Inner-Guidance, the model steered by its own prediction of the motion (or by `motion_input`,
+poses a caller wants imagined), at one more forward per step; s_m = 0 is bitwise the sampler without it.
 """
 from __future__ import annotations
 
@@ -23,6 +27,12 @@ import torch
 
 from reworld.config import Config
 from reworld.schedulers.flow_match import flow_sigmas
+
+
+def default_motion_guidance(config: Config) -> float:
+    """The motion guidance s_m a run samples with unless told otherwise: `train.motion_guidance` for a Video DiT
+    with `video.motion_feedback`, else 0 (the training stages refuse the key without the feedback)."""
+    return float(config.train.motion_guidance) if config.video.motion_feedback else 0.0
 
 
 def default_guidance(config: Config) -> float:
@@ -91,6 +101,8 @@ def sample_future(
     guidance_interval: tuple[float, float] | None = None,
     guidance_head: int | None = None,
     command_guidance: float = 0.0,
+    motion_guidance: float = 0.0,
+    motion_input: torch.Tensor | None = None,
     shift: float = 1.0,
     shift_terminal: float | None = None,
     record: bool = False,
@@ -106,6 +118,8 @@ def sample_future(
     guidance_head: block of the head that gives v_i (default: the shallowest head the model returns).
     command_guidance: s ≥ 0 of the contrast with the other commands (module docstring); needs a `cond` with a
     `command` and a model with `config.num_commands`.
+    motion_guidance: s_m ≥ 0 of the contrast with the model's fed-back poses (module docstring); motion_input
+    (B, n_future, 3): normalised poses fed back instead of the head's reading (both need `motion_feedback`).
     record: keep a `StepRecord` per step; `decode_fn(latents (B, C, t, h, w))` (e.g. VAE decoding) is then
     applied to the x0 previews, with the context latents in front. record_lens: the records also keep the output
     layer's velocity on every block (`StepRecord.v_lens`, the model's `return_lens`); needs `record`.
@@ -121,6 +135,12 @@ def sample_future(
         raise ValueError("generator must be a CPU torch.Generator (noise is drawn on the CPU)")
     if not command_guidance >= 0:
         raise ValueError(f"command_guidance must be ≥ 0, got {command_guidance}")
+    if not motion_guidance >= 0:
+        raise ValueError(f"motion_guidance must be ≥ 0, got {motion_guidance}")
+    feedback = getattr(getattr(model, "config", None), "motion_feedback", False)
+    if (motion_guidance > 0 or motion_input is not None) and not feedback:
+        raise ValueError("motion_guidance / motion_input need a Video DiT with motion_feedback")
+    fed = {} if motion_input is None else {"motion_input": motion_input}
     others = []
     if command_guidance > 0:
         if getattr(cond, "command", None) is None:
@@ -144,8 +164,8 @@ def sample_future(
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         full = torch.cat([context_latents, x], dim=2)  # (B, C, n_ctx + n_future, h, w)
         sigma_t = torch.full((b,), sigma, device=device, dtype=dtype)
-        out = (model(full, sigma_t, cond, n_ctx, return_heads=need_heads, return_lens=True) if record_lens
-               else model(full, sigma_t, cond, n_ctx, return_heads=need_heads))
+        out = (model(full, sigma_t, cond, n_ctx, return_heads=need_heads, return_lens=True, **fed) if record_lens
+               else model(full, sigma_t, cond, n_ctx, return_heads=need_heads, **fed))
         v_f = out.sample[:, :, n_ctx:].to(dtype)  # (B, C, n_future, h, w)
         v_heads = {k: v[:, :, n_ctx:].to(dtype) for k, v in (out.head_samples or {}).items()}
         in_interval = guidance_interval is None or guidance_interval[0] <= sigma <= guidance_interval[1]
@@ -160,8 +180,12 @@ def sample_future(
         else:
             v = v_f  # exactly the unguided velocity
         if others:
-            v_other = sum(model(full, sigma_t, o, n_ctx).sample[:, :, n_ctx:].to(dtype) for o in others) / len(others)
+            v_other = sum(model(full, sigma_t, o, n_ctx, **fed).sample[:, :, n_ctx:].to(dtype)
+                          for o in others) / len(others)
             v = v + command_guidance * (v_f - v_other)
+        if motion_guidance > 0:
+            v_null = model(full, sigma_t, cond, n_ctx, motion_null=True).sample[:, :, n_ctx:].to(dtype)
+            v = v + motion_guidance * (v_f - v_null)
         if history is not None:
             history.append(_record_step(i, sigma, sigma_next, guided, x, v_f, v_heads, context_latents, decode_fn))
             if record_lens:

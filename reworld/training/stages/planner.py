@@ -57,7 +57,7 @@ from reworld.training.prepare import (
     prepare_negatives,
 )
 from reworld.training.stages.common import encode_clips, load_run_vae, require_component, speed_up
-from reworld.training.stages.video import motion_targets
+from reworld.training.stages.video import check_motion_feedback, motion_targets
 
 
 # ---------------------------------------------------------------------------------------------- validation
@@ -240,6 +240,7 @@ def joint_stage(config: Config, out: Path, device) -> StageSpec:
     speed_up(video_dit, config.train)
     params = [{"params": list(action_dit.parameters()), "lr": config.train.lr_action_joint},
               {"params": list(video_dit.parameters()), "lr": config.train.lr_video_joint}]
+    check_motion_feedback(config)
     motion = None
     if config.loss.lambda_motion > 0:  # the Video DiT keeps its motion loss too, in the stage-1 statistics
         if video_dit.motion_head is None:

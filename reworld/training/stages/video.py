@@ -21,7 +21,7 @@ from reworld.models.video_dit import (
 )
 from reworld.paths import resolve_dataroot
 from reworld.pipelines.run_folder import vae_folder
-from reworld.sampling import default_guidance, sample_future
+from reworld.sampling import default_guidance, default_motion_guidance, sample_future
 from reworld.schedulers.flow_match import schedule_mismatch
 from reworld.training.loop import StageSpec
 from reworld.training.prepare import LatentStore, _rank_world, prepare_latents
@@ -60,6 +60,21 @@ def motion_targets(config: Config, clips: ClipTensors, n_fut: int) -> torch.Tens
     return poses_at(clips.trajectory, config.data.horizon_s, times)
 
 
+def check_motion_feedback(config: Config) -> None:
+    """ConfigError unless the motion-feedback keys (docs/world4s.md, E17) fit together: feedback needs a head that
+    learns the poses it feeds back (`loss.lambda_motion` > 0); teacher forcing, the null condition and the sampler's
+    motion guidance need the feedback."""
+    if config.video.motion_feedback and config.loss.lambda_motion <= 0:
+        raise ConfigError("video.motion_feedback needs loss.lambda_motion > 0 (the head whose poses it feeds back "
+                          "must learn them)")
+    if not config.video.motion_feedback:
+        used = [k for k, v in (("loss.motion_teacher", config.loss.motion_teacher),
+                               ("loss.motion_null", config.loss.motion_null),
+                               ("train.motion_guidance", config.train.motion_guidance)) if v]
+        if used:
+            raise ConfigError(f"{', '.join(used)} need video.motion_feedback: true")
+
+
 def train_clips_and_latents(config: Config, out: Path, vae, device) -> tuple[ClipTensors, list]:
     """The stage's training clips (conditions only: latents come from files) and their latent folders: the config's
     train split, then every clip of each `video.train_worlds` world, each encoded once into its own folder."""
@@ -78,6 +93,7 @@ def train_clips_and_latents(config: Config, out: Path, vae, device) -> tuple[Cli
 
 
 def video_stage(config: Config, out: Path, device) -> StageSpec:
+    check_motion_feedback(config)
     vae = load_run_vae(out, config, "video").to(device).requires_grad_(False)
     n_ctx, n_fut = latent_split(config.data, vae)
     train, parts = train_clips_and_latents(config, out, vae, device)
@@ -113,11 +129,14 @@ def video_stage(config: Config, out: Path, device) -> StageSpec:
     @torch.no_grad()
     def validate(step):
         model.eval()
-        terms = video_training_losses(model, val_lat, n_ctx, cond_of(val, slice(None)), lcfg,
+        # the head's own poses fed back, as at sampling (no teacher forcing, no null draws)
+        terms = video_training_losses(model, val_lat, n_ctx, cond_of(val, slice(None)),
+                                      replace(lcfg, motion_teacher=0.0, motion_null=0.0),
                                       torch.Generator().manual_seed(1234), val_motion)
         res = sample_future(model, val_lat[:, :, :n_ctx], cond_of(val, slice(None)), n_fut,
                             config.train.sample_steps, generator=torch.Generator().manual_seed(0),
-                            guidance=default_guidance(config), shift=lcfg.shift,
+                            guidance=default_guidance(config), motion_guidance=default_motion_guidance(config),
+                            shift=lcfg.shift,
                             shift_terminal=lcfg.shift_terminal)
         frames = decode_latents(vae, res.latents, decode_timestep=config.vae.decode_timestep,
                                 decode_noise_scale=config.vae.decode_noise_scale,
