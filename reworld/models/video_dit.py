@@ -304,9 +304,12 @@ class VideoDiT(ModelMixin, ConfigMixin):
             raise ValueError(f"n_context={n_context} outside [0, {t}] latent frames")
         if return_motion and self.motion_head is None:
             raise ValueError("return_motion needs a motion head (motion_block is None)")
-        null = torch.as_tensor(motion_null, dtype=torch.bool, device=latents.device).expand(b)  # (B,)
-        if self.motion_embed is None and (motion_input is not None or bool(null.any())):
-            raise ValueError("motion_input / motion_null need a Video DiT with motion_feedback")
+        if self.motion_embed is None:  # (no tensor made on the plain path: a CUDA sync per forward otherwise)
+            if motion_input is not None or (motion_null is not False and bool(torch.as_tensor(motion_null).any())):
+                raise ValueError("motion_input / motion_null need a Video DiT with motion_feedback")
+            null = None
+        else:
+            null = torch.as_tensor(motion_null, dtype=torch.bool, device=latents.device).expand(b)  # (B,)
         if motion_input is not None and tuple(motion_input.shape) != (b, t - n_context, 3):
             raise ValueError(f"motion_input must be (B, t − n_context, 3) = {(b, t - n_context, 3)}, "
                              f"got {tuple(motion_input.shape)}")
