@@ -685,7 +685,8 @@ def test_motion_head_trains_in_the_video_and_joint_stages(tiny_config_path, tiny
     assert "video" in {r[3] for r in rows[1:] if r[1] == "train"}
 
 
-def test_motion_feedback_trains_and_the_pipeline_samples_with_its_motion_guidance(tiny_config_path, tiny_run, tmp_path):
+def test_motion_feedback_trains_and_the_pipeline_samples_with_its_motion_guidance(tiny_config_path, tiny_run, tiny_judge,
+                                                                                  tmp_path):
     """docs/world4s.md, E17: `video.motion_feedback` with teacher forcing and null draws trains in the video stage,
     exports a Video DiT with the feedback, and the pipeline samples with the run's `train.motion_guidance` unless told
     otherwise and can imagine given poses; keys that need the feedback (or a trained head) are short errors."""
@@ -733,4 +734,19 @@ def test_motion_feedback_trains_and_the_pipeline_samples_with_its_motion_guidanc
         "motion_guidance"] == 1.0
     with pytest.raises(ValueError, match="motion_feedback"):
         evaluate(str(src), limit=1, video_clips=0, motion_guidance=1.0)
+    # scripts/motion_oracle.py (E17's diagnostic): the model's own poses, the logged ones and their mirror image
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("motion_oracle", Path(__file__).parent.parent / "scripts"
+                                                  / "motion_oracle.py")
+    oracle = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(oracle)
+    assert oracle.main(["--checkpoint", str(out), "--judge", str(tiny_judge), "--every", "2", "--steps", "2",
+                        "--min-lateral", "0", "--out", str(tmp_path / "oracle.json")]) == 0
+    doc = json.loads((tmp_path / "oracle.json").read_text())
+    assert set(doc["position_m"]) == {"own", "logged"} and doc["mirror"]["clips"] == doc["clips"]
+    assert np.isfinite(doc["logged_minus_own_m"]["mean"]) and 0 <= doc["mirror"]["rate"] <= 1
+    with pytest.raises(SystemExit):  # a Video DiT without the feedback has nothing to be handed
+        oracle.main(["--checkpoint", str(src), "--judge", str(tiny_judge)])
     assert run_stage("joint", str(cfg), str(out), max_steps=1)["finite"]
