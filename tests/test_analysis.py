@@ -688,3 +688,36 @@ def test_write_json_is_whole_or_not_at_all(tmp_path):
         write_json({"a": {1, 2}}, path)
     assert json.loads(path.read_text()) == {"a": 1.0, "b": None}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json"]
+
+
+def test_p1_verdict_counts_the_comparisons_that_hold():
+    """scripts/p1_verdict.py (docs/world4s.md, P1) on a report built to a known answer: an interval wholly below 0
+    beats the baseline at that second, one touching 0 does not; a distance beats only when strictly below."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "p1_verdict.py"
+    spec = importlib.util.spec_from_file_location("p1_verdict", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    errors = {"position_m": [0.25 * (k + 1) for k in range(16)]}  # 4 Hz: frame 4k − 1 is at k s, k m off
+
+    def paired(his):
+        return {"seconds": [1.0, 2.0, 3.0, 4.0], "mean": [h - 0.1 for h in his], "boot": [[h - 0.2, h] for h in his],
+                "t": [[h - 0.2, h] for h in his]}
+
+    report = {"judge": {
+        "video_horizon_s": 4.0, "clips": 3, "samples_per_clip": 4, "fd_judge": 9.0, "kid_judge": 0.5, "errors": errors,
+        "baselines": {"repeat_last": {"fd_judge": 10.0, "kid_judge": 0.5, "errors": errors},
+                      "copy_context": {"fd_judge": 12.0, "kid_judge": 0.6, "errors": errors}},
+        "paired_position_m": {"repeat_last": paired([-0.01, 0.0, 0.2, -0.3]),
+                              "copy_context": paired([-0.1, -0.2, -0.3, -0.4])},
+        "controllability": {"clips": 4, "rate": 0.75, "lateral_gap_m": 0.1}}}
+    v = mod.verdict(report)
+    assert v["repeat_last"] == {"1s": True, "2s": False, "3s": False, "4s": True, "fd": True, "kid": False}
+    assert all(v["copy_context"].values()) and v["held"] == 9 and not v["met"]
+    report["judge"]["kid_judge"] = 0.4
+    report["judge"]["paired_position_m"]["repeat_last"] = paired([-0.01] * 4)
+    assert mod.verdict(report)["met"] and mod.verdict(report)["held"] == 12
+    assert "| generated | 1.00 / 2.00 / 3.00 / 4.00 |" in mod.table(report)
+    with pytest.raises(ValueError, match="judge"):
+        mod.verdict({"judge": None})
