@@ -9,7 +9,8 @@
     python -m analysis guidance-toy-model [--arm ig --seed 1] --out DIR    (the app's toy: one trained arm)
     python -m analysis guidance-sweep --checkpoint RUN --judge JUDGE [--w 0 0.5 1 1.4 2 3 --every 3 --samples 1]
     python -m analysis steps-sweep --checkpoint RUN --judge JUDGE [--steps 4 6 8 10 20 --guidance W]
-                                 --out DIR    (the judge's readings against w on held-out clips; the app's view)
+                                 --out DIR    (the judge's readings against w on held-out clips; the app's view;
+                                 stopped, the same command resumes at the setting it was on)
     python -m analysis plan-scores --checkpoint RUN [--samples 8 --split val --plan-shift S] --out scores.csv
     python -m analysis study-planner --out runs/study-c3 [--arms … --seeds 0 1 2 --parallel 2]  (docs/study.md §4)
     python -m analysis judge-scores --checkpoint RUN --guidance 1.4 [--samples 4] --out scores.npz
@@ -25,6 +26,7 @@ checkpoint or CSV, a malformed file, too few points) prints one `error: …` lin
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -241,6 +243,15 @@ def _sweep_inputs(args):
     return pipe, judge, ds, indices, args.name or Path(args.checkpoint).resolve().name
 
 
+def _sweep_keep(args, kind: str, name: str) -> Path:
+    """Where a sweep keeps each setting's readings until its files are written (a hidden folder in --out): the same
+    command run again after a stop resumes there."""
+    keep = Path(args.out) / f".{kind}_{name}.partial"
+    if any(keep.glob("*.safetensors")):
+        _log(f"resuming: settings already read are in {keep}")
+    return keep
+
+
 def _write_sweep(args, sweep: dict, kind: str, name: str, command: str, t0: float, frame_rate: float) -> None:
     from PIL import Image
 
@@ -259,6 +270,7 @@ def _write_sweep(args, sweep: dict, kind: str, name: str, command: str, t0: floa
     files = [write_json(sweep, out / f"{kind}_{name}.json"), png]
     if args.html:
         files.append(write_figure(sweep_figure(sweep), out / f"{kind}_{name}.html", args.self_contained))
+    shutil.rmtree(out / f".{kind}_{name}.partial", ignore_errors=True)  # written: what it kept is in the JSON
     _print_files(files)
 
 
@@ -270,7 +282,9 @@ def cmd_guidance_sweep(args) -> int:
     _log(f"guidance sweep of {name}: w = {ws} on {len(indices)} {args.split} clips × {args.samples}, "
          f"{args.steps} steps on {pipe.device}")
     t0 = time.perf_counter()
-    sweep = guidance_sweep(pipe, ds, indices, judge, ws, args.steps, args.samples, args.seed, args.reference, _log)
+    keep = _sweep_keep(args, "guidance_sweep", name)
+    sweep = guidance_sweep(pipe, ds, indices, judge, ws, args.steps, args.samples, args.seed, args.reference, _log,
+                           keep)
     _write_sweep(args, sweep, "guidance_sweep", name,
                  f"python -m analysis guidance-sweep --checkpoint {args.checkpoint} --judge {args.judge} "
                  f"--w {' '.join(f'{w:g}' for w in ws)} --reference {args.reference:g} --steps {args.steps}",
@@ -287,7 +301,8 @@ def cmd_steps_sweep(args) -> int:
     _log(f"steps sweep of {name}: {steps_list} steps at w = {w:g} on {len(indices)} {args.split} clips × "
          f"{args.samples} on {pipe.device}")
     t0 = time.perf_counter()
-    sweep = steps_sweep(pipe, ds, indices, judge, steps_list, w, args.samples, args.seed, args.reference, _log)
+    keep = _sweep_keep(args, "steps_sweep", name)
+    sweep = steps_sweep(pipe, ds, indices, judge, steps_list, w, args.samples, args.seed, args.reference, _log, keep)
     _write_sweep(args, sweep, "steps_sweep", name,
                  f"python -m analysis steps-sweep --checkpoint {args.checkpoint} --judge {args.judge} "
                  f"--steps {' '.join(map(str, steps_list))} --guidance {w:g} --reference {sweep['reference_steps']}",

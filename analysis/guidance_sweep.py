@@ -13,6 +13,11 @@ sweep (assets/ablation/guidance_sweep_<checkpoint>.json) beside the 2-D toy.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+from pathlib import Path
+
 import numpy as np
 import plotly.graph_objects as go
 import torch
@@ -57,10 +62,67 @@ def check_steps_list(steps_list) -> list[int]:
     return sorted(steps_list)
 
 
-def sampler_sweep(pipe, ds, indices, judge, settings, reference, samples: int = 1, seed: int = 0, log=None) -> dict:
+def _judge_digest(judge) -> str:
+    h = hashlib.sha256()
+    for name, t in sorted(judge.state_dict().items()):
+        t = t.detach().to("cpu").contiguous().reshape(-1)
+        h.update(f"{name}:{t.dtype}:{t.numel()};".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _sweep_key(pipe, judge, data, samples: int, seed: int) -> str:
+    """What decides a sweep's readings besides its setting: the world model's and the judge's weights, the clips
+    (frames and labels), the samples and the seed."""
+    h = hashlib.sha256()
+    h.update(json.dumps({"world_model": pipe.world_model_digest(), "judge": _judge_digest(judge), "samples": samples,
+                         "seed": seed, "scenes": data.scenes, "n_context": data.n_context,
+                         "command": data.command.tolist()}).encode())
+    h.update(data.frames.contiguous().numpy().tobytes())
+    for labels in (data.time, data.ego_pose, data.speed, data.lead):
+        h.update(np.ascontiguousarray(labels, dtype=np.float64).tobytes())
+    return h.hexdigest()
+
+
+def _load_setting(path: Path, key: str):
+    """A setting's kept readings (report, clip of each video, seconds per future, its grid frames), or None when there
+    are none for exactly this key (another checkpoint, judge, clip set, seed …) or the file does not read."""
+    from safetensors import SafetensorError
+    from safetensors.torch import safe_open
+
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("key") != key:
+                return None
+            kept = json.loads(meta["kept"])
+            frames = f.get_tensor("frames")
+    except (SafetensorError, OSError, KeyError, ValueError):
+        return None  # cut off or foreign: sampled again
+    return kept["report"], np.asarray(kept["clip_of"]), kept["seconds_per_future"], frames
+
+
+def _keep_setting(path: Path, key: str, report: dict, clip_of, per_video_s: float, frames: torch.Tensor) -> None:
+    """Written whole or not at all (a temporary file, then renamed)."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    kept = json.dumps({"report": report, "clip_of": np.asarray(clip_of).tolist(), "seconds_per_future": per_video_s})
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    save_file({"frames": frames.detach().to("cpu").contiguous()}, str(tmp), metadata={"key": key, "kept": kept})
+    os.replace(tmp, path)
+
+
+def sampler_sweep(pipe, ds, indices, judge, settings, reference, samples: int = 1, seed: int = 0, log=None,
+                  keep: str | Path | None = None) -> dict:
     """The judge's figures of `pipe`'s futures on clips `indices` of `ds` at every sampler setting `(steps, w)` of
     `settings`, each paired clip by clip with the `reference` setting (the module docstring); the same noise for the
-    same clip and sample at every setting. Each row also holds the wall time of one `generate` at its setting."""
+    same clip and sample at every setting. Each row also holds the wall time of one `generate` at its setting.
+    With `keep` (a folder), each setting's readings are kept there as they land and a rerun with the same checkpoint,
+    judge, clips, samples and seed reads them instead of sampling again: a sweep cut off resumes at the setting it
+    was on, with the same numbers (every setting's noise is its own, whatever the order)."""
     import time
 
     from reworld.evaluation.evaluate import sampled_videos
@@ -79,17 +141,30 @@ def sampler_sweep(pipe, ds, indices, judge, settings, reference, samples: int = 
     n = len(indices)
     real_embedding = read_videos(judge, data.video(slice(None)), times=data.time)["embedding"]
     seconds, marks = _seconds(ds.cfg.future_frames, ds.cfg.frame_rate)
-    rows, per_clip, frames = [], {}, {}
+    sweep_key = _sweep_key(pipe, judge, data, samples, seed) if keep is not None else None
+    rows, per_clip, frames, resumed = [], {}, {}, []
     for steps, w in settings:
         if log:
             log(f"{steps} steps, w = {w:g}: {n} clips × {samples}")
-        t0 = time.perf_counter()
-        videos, clip_of = sampled_videos(pipe, ds, indices, samples, steps, w, seed)
-        per_video_s = (time.perf_counter() - t0) / len(videos)
-        rep = judge_video_report(judge, data, videos, clip_of, real_embedding=real_embedding)
+        path = Path(keep) / f"{steps}-steps-w{w:g}.safetensors" if keep is not None else None
+        key = f"{sweep_key}:{steps}:{w!r}" if keep is not None else None
+        kept = _load_setting(path, key) if keep is not None else None
+        if kept is not None:
+            rep, clip_of, per_video_s, frames[steps, w] = kept
+            resumed.append([steps, w])
+            if log:
+                log(f"  read from {path} (kept by an earlier run)")
+        else:
+            t0 = time.perf_counter()
+            videos, clip_of = sampled_videos(pipe, ds, indices, samples, steps, w, seed)
+            per_video_s = (time.perf_counter() - t0) / len(videos)
+            rep = judge_video_report(judge, data, videos, clip_of, real_embedding=real_embedding)
+            frames[steps, w] = videos[0, data.n_context:]  # the first clip's first sample: the frame grid
+            del videos
+            if keep is not None:
+                _keep_setting(path, key, rep, clip_of, per_video_s, frames[steps, w])
         pc = _per_clip(np.asarray(rep["position_m_per_video"]), clip_of, n)
         per_clip[steps, w] = pc
-        frames[steps, w] = videos[0, data.n_context:]  # the first clip's first sample: the frame grid
         ivs = [paired_interval(pc[:, m], resamples=4000) for m in marks]
         mean_iv = paired_interval(pc.mean(1), resamples=4000)
         rows.append({"steps": steps, "w": w, "seconds_per_future": per_video_s, "fd_judge": rep["fd_judge"],
@@ -119,13 +194,13 @@ def sampler_sweep(pipe, ds, indices, judge, settings, reference, samples: int = 
             "trained_heads": list(pipe.trained_heads),
             "default_guidance": pipe.default_guidance, "samples_per_clip": samples, "seed": seed, "clips": n,
             "indices": indices, "scenes": sorted(set(data.scenes)), "seconds": seconds,
-            "frame_rate": ds.cfg.frame_rate, "rows": rows, "references": references,
+            "frame_rate": ds.cfg.frame_rate, "rows": rows, "references": references, "resumed_settings": resumed,
             "frame_clip": {"scene": data.scenes[0], "index": indices[0]}, "_frames": frames,
             "_truth": data.video(slice(0, 1))[0, data.n_context:]}
 
 
 def guidance_sweep(pipe, ds, indices, judge, ws, steps: int = 20, samples: int = 1, seed: int = 0,
-                   reference: float = 1.0, log=None) -> dict:
+                   reference: float = 1.0, log=None, keep: str | Path | None = None) -> dict:
     """The judge's figures of `pipe`'s futures on clips `indices` of `ds` at every w of `ws` (module docstring).
     A checkpoint without a trained intermediate head has nothing to guide with: refused."""
     if not pipe.trained_heads:
@@ -134,13 +209,14 @@ def guidance_sweep(pipe, ds, indices, judge, ws, steps: int = 20, samples: int =
     ws = check_ws(ws)
     if reference not in ws:
         raise ValueError(f"the reference w = {reference:g} must be one of the swept values {ws}")
-    sweep = sampler_sweep(pipe, ds, indices, judge, [(steps, w) for w in ws], (steps, reference), samples, seed, log)
+    sweep = sampler_sweep(pipe, ds, indices, judge, [(steps, w) for w in ws], (steps, reference), samples, seed, log,
+                          keep)
     sweep["_frames"] = {f"w = {w:g}": f for (_, w), f in sweep["_frames"].items()}
     return {**sweep, "varies": "w", "reference_w": reference, "steps": steps}
 
 
 def steps_sweep(pipe, ds, indices, judge, steps_list, guidance: float | None = None, samples: int = 1, seed: int = 0,
-                reference: int | None = None, log=None) -> dict:
+                reference: int | None = None, log=None, keep: str | Path | None = None) -> dict:
     """The same at every sampler step count of `steps_list` and one w (the checkpoint's default unless given; w ≠ 1
     needs a trained head), each paired with `reference` steps (default: the most); with the registered rule's
     reading (`fewest_steps`)."""
@@ -152,7 +228,7 @@ def steps_sweep(pipe, ds, indices, judge, steps_list, guidance: float | None = N
     if reference not in steps_list:
         raise ValueError(f"the reference {reference} steps must be one of the swept counts {steps_list}")
     sweep = sampler_sweep(pipe, ds, indices, judge, [(st, w) for st in steps_list], (reference, w), samples, seed,
-                          log)
+                          log, keep)
     sweep["_frames"] = {f"{st} steps": f for (st, _), f in sweep["_frames"].items()}
     return {**sweep, "varies": "steps", "guidance": w, "reference_steps": reference,
             "fewest_steps": fewest_steps(sweep["rows"], reference)}

@@ -77,6 +77,55 @@ def test_sweep_refuses_what_it_cannot_measure(tiny_run, tiny_config, tiny_judge)
         guidance_sweep(pipe, ds, [0], judge, [1.0, 2.0])
 
 
+def test_a_stopped_sweep_resumes_with_the_same_numbers(tiny_sweep, tiny_run, tiny_config, tiny_judge, tmp_path,
+                                                      monkeypatch):
+    """A sweep keeps each w's readings as they land: run again after a stop it samples only what it has not read,
+    and its rows are the uninterrupted run's; readings kept for other noise (another seed) or cut off mid-write are
+    not used. The command's own keep folder is gone once its files are written."""
+    import reworld.evaluation.evaluate as evaluate
+    from reworld.data.loader import NuScenesClips
+    from reworld.evaluation.judge import load_judge
+    from reworld.pipelines import WorldActionPipeline
+
+    assert not list(tiny_sweep.glob(".*partial"))  # written: nothing left beside the JSON
+    pipe = WorldActionPipeline.from_pretrained(tiny_run[0])
+    ds = NuScenesClips(pipe.clip_spec, "all", geometry=False, dataroot=tiny_config.data.dataroot)
+    judge = load_judge(tiny_judge)
+    keep = tmp_path / "keep"
+    args = (pipe, ds, [0, 2, 4, 6, 8, 10], judge, [0.0, 1.0])
+    sampled = []
+    real = evaluate.sampled_videos
+
+    def counting(pipe, ds, indices, samples, steps, w, seed):
+        sampled.append(w)
+        return real(pipe, ds, indices, samples, steps, w, seed)
+
+    monkeypatch.setattr(evaluate, "sampled_videos", counting)
+    whole = guidance_sweep(*args, steps=2, samples=2, keep=keep)
+    assert sampled == [0.0, 1.0] and whole["resumed_settings"] == []
+    (keep / "2-steps-w1.safetensors").unlink()  # stopped while sampling w = 1
+    resumed = guidance_sweep(*args, steps=2, samples=2, keep=keep)
+    assert sampled == [0.0, 1.0, 1.0] and resumed["resumed_settings"] == [[2, 0.0]]
+    def numbers(rows):  # all but the wall time of the w sampled again
+        return json.dumps([{k: v for k, v in r.items() if k != "seconds_per_future"} for r in rows])
+
+    assert numbers(resumed["rows"]) == numbers(whole["rows"])
+    assert resumed["rows"][0]["seconds_per_future"] == whole["rows"][0]["seconds_per_future"]  # kept, not re-timed
+    torch.testing.assert_close(resumed["_frames"]["w = 0"], whole["_frames"]["w = 0"], rtol=0, atol=0)
+    # what the tiny_sweep command wrote (the same clips, samples, steps and seed) is these numbers
+    written = json.loads((tiny_sweep / "guidance_sweep_tiny.json").read_text())["rows"]
+    for row, other in zip(resumed["rows"], written[:2]):
+        assert row["fd_judge"] == pytest.approx(other["fd_judge"], rel=1e-6)
+    sampled.clear()
+    guidance_sweep(*args, steps=2, samples=2, seed=1, keep=keep)  # other noise: every w sampled again
+    assert sampled == [0.0, 1.0]
+    path = keep / "2-steps-w0.safetensors"
+    path.write_bytes(path.read_bytes()[:100])  # cut off
+    sampled.clear()
+    again = guidance_sweep(*args, steps=2, samples=2, seed=1, keep=keep)
+    assert sampled == [0.0] and again["resumed_settings"] == [[2, 1.0]]
+
+
 def test_sweep_cli_errors_are_one_line(tiny_run, tiny_judge, tmp_path, capsys):
     from analysis.cli import main
 
