@@ -25,6 +25,7 @@ from PIL import Image, ImageDraw
 from plotly.subplots import make_subplots
 
 from reworld.evaluation.stats import paired_interval
+from reworld.models.layers import state_digest
 
 LABEL_W, LABEL_H, GAP = 56, 12, 2  # [px] the frame grid's label column, label strip and gaps
 COLORS = {"w": "#0072B2", "repeat_last": "#D55E00", "copy_context": "#CC79A7", "real": "#009E73"}  # Okabe-Ito
@@ -62,20 +63,11 @@ def check_steps_list(steps_list) -> list[int]:
     return sorted(steps_list)
 
 
-def _judge_digest(judge) -> str:
-    h = hashlib.sha256()
-    for name, t in sorted(judge.state_dict().items()):
-        t = t.detach().to("cpu").contiguous().reshape(-1)
-        h.update(f"{name}:{t.dtype}:{t.numel()};".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
 def _sweep_key(pipe, judge, data, samples: int, seed: int) -> str:
     """What decides a sweep's readings besides its setting: the world model's and the judge's weights, the clips
     (frames and labels), the samples and the seed."""
     h = hashlib.sha256()
-    h.update(json.dumps({"world_model": pipe.world_model_digest(), "judge": _judge_digest(judge), "samples": samples,
+    h.update(json.dumps({"world_model": pipe.world_model_digest(), "judge": state_digest([("", judge)]), "samples": samples,
                          "seed": seed, "scenes": data.scenes, "n_context": data.n_context,
                          "command": data.command.tolist()}).encode())
     h.update(data.frames.contiguous().numpy().tobytes())

@@ -37,6 +37,18 @@ def file_digest(folder: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def state_digest(parts) -> str:
+    """A digest of modules' weights as they are in memory: for each `(prefix, module)` of `parts`, its state dict's
+    names (prefixed), dtypes, sizes and bytes."""
+    h = hashlib.sha256()
+    for prefix, module in parts:
+        for name, t in sorted(module.state_dict().items()):
+            t = t.detach().to("cpu").contiguous().reshape(-1)
+            h.update(f"{prefix}{name}:{t.dtype}:{t.numel()};".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 class CheckpointError(RuntimeError):
     """A checkpoint folder is missing, incomplete or does not fit the model."""
 

@@ -22,7 +22,7 @@ import torch
 from reworld.config import Config, DataConfig
 from reworld.data.types import COMMANDS, Clip
 from reworld.models.action_dit import ActionDiT
-from reworld.models.layers import CheckpointError, file_digest, load_model_strict
+from reworld.models.layers import CheckpointError, file_digest, load_model_strict, state_digest
 from reworld.models.vae import (configure_vae, decode_latents, encode_frames, latent_split, load_pretrained_vae,
                                 use_onednn_conv3d)
 from reworld.models.video_dit import VideoCond, VideoDiT
@@ -203,13 +203,7 @@ class WorldActionPipeline:
         folder: its safetensors files (`file_digest`), so that the same checkpoint in bf16 on a GPU is the same
         checkpoint; built from modules: their state dicts (names, dtypes, sizes and bytes). Memoised."""
         if self._world_digest is None:
-            h = hashlib.sha256()
-            for part, module in (("vae", self.vae), ("video_dit", self.video_dit)):
-                for name, t in sorted(module.state_dict().items()):
-                    t = t.detach().to("cpu").contiguous().reshape(-1)
-                    h.update(f"{part}.{name}:{t.dtype}:{t.numel()};".encode())
-                    h.update(t.view(torch.uint8).numpy().tobytes())
-            self._world_digest = h.hexdigest()[:16]
+            self._world_digest = state_digest((("vae.", self.vae), ("video_dit.", self.video_dit)))
         return self._world_digest
 
     # ------------------------------------------------------------------------------------------
