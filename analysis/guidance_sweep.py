@@ -67,8 +67,8 @@ def _sweep_key(pipe, judge, data, samples: int, seed: int) -> str:
     """What decides a sweep's readings besides its setting: the world model's and the judge's weights, the clips
     (frames and labels), the samples and the seed."""
     h = hashlib.sha256()
-    h.update(json.dumps({"world_model": pipe.world_model_digest(), "judge": state_digest([("", judge)]), "samples": samples,
-                         "seed": seed, "scenes": data.scenes, "n_context": data.n_context,
+    h.update(json.dumps({"world_model": pipe.world_model_digest(), "judge": state_digest([("", judge)]),
+                         "samples": samples, "seed": seed, "scenes": data.scenes, "n_context": data.n_context,
                          "command": data.command.tolist()}).encode())
     h.update(data.frames.contiguous().numpy().tobytes())
     for labels in (data.time, data.ego_pose, data.speed, data.lead):
