@@ -64,12 +64,17 @@ def check_steps_list(steps_list) -> list[int]:
 
 
 def _sweep_key(pipe, judge, data, samples: int, seed: int) -> str:
-    """What decides a sweep's readings besides its setting: the world model's and the judge's weights, the clips
-    (frames and labels), the samples and the seed."""
+    """What decides a sweep's readings besides its setting: the world model's and the judge's weights, the checkpoint's
+    config (its sampler settings), the device and dtype it samples on, the clips (frames and labels), the samples and
+    the seed."""
+    from reworld.config import config_to_dict
+
     h = hashlib.sha256()
     h.update(json.dumps({"world_model": pipe.world_model_digest(), "judge": state_digest([("", judge)]),
+                         "config": config_to_dict(pipe.config), "device": str(pipe.device),
+                         "dtype": str(next(pipe.video_dit.parameters()).dtype),
                          "samples": samples, "seed": seed, "scenes": data.scenes, "n_context": data.n_context,
-                         "command": data.command.tolist()}).encode())
+                         "command": data.command.tolist()}, sort_keys=True, default=str).encode())
     h.update(data.frames.contiguous().numpy().tobytes())
     for labels in (data.time, data.ego_pose, data.speed, data.lead):
         h.update(np.ascontiguousarray(labels, dtype=np.float64).tobytes())

@@ -83,6 +83,7 @@ def test_a_stopped_sweep_resumes_with_the_same_numbers(tiny_sweep, tiny_run, tin
     and its rows are the uninterrupted run's; readings kept for other noise (another seed) or cut off mid-write are
     not used. The command's own keep folder is gone once its files are written."""
     import reworld.evaluation.evaluate as evaluate
+    from reworld.config import replace
     from reworld.data.loader import NuScenesClips
     from reworld.evaluation.judge import load_judge
     from reworld.pipelines import WorldActionPipeline
@@ -118,6 +119,15 @@ def test_a_stopped_sweep_resumes_with_the_same_numbers(tiny_sweep, tiny_run, tin
         assert row["fd_judge"] == pytest.approx(other["fd_judge"], rel=1e-6)
     sampled.clear()
     guidance_sweep(*args, steps=2, samples=2, seed=1, keep=keep)  # other noise: every w sampled again
+    assert sampled == [0.0, 1.0]
+    config = pipe.config
+    pipe.config = replace(config, train={"motion_guidance": 0.5})  # the same weights sampled otherwise: not reused
+    sampled.clear()
+    guidance_sweep(*args, steps=2, samples=2, seed=1, keep=keep)
+    assert sampled == [0.0, 1.0]
+    pipe.config = config
+    sampled.clear()
+    guidance_sweep(*args, steps=2, samples=2, seed=1, keep=keep)  # kept for seed 1 with the config above: resampled
     assert sampled == [0.0, 1.0]
     path = keep / "2-steps-w0.safetensors"
     path.write_bytes(path.read_bytes()[:100])  # cut off
