@@ -63,10 +63,15 @@ def check_steps_list(steps_list) -> list[int]:
     return sorted(steps_list)
 
 
+# what a kept report's figures mean: "K1" = kid_judge without the pairs of videos that share frames, the all-pairs
+# estimate as kid_judge_all_pairs (docs/world4s.md, K1); readings kept under another meaning are not reused
+READINGS = "K1"
+
+
 def _sweep_key(pipe, judge, data, samples: int, seed: int) -> str:
     """What decides a sweep's readings besides its setting: the world model's and the judge's weights, the checkpoint's
-    config (its sampler settings), the device and dtype it samples on, the clips (frames and labels), the samples and
-    the seed."""
+    config (its sampler settings), the device and dtype it samples on, the clips (frames and labels, and where they
+    sit in their scenes), the samples and the seed, and which readings a report holds (`READINGS`)."""
     from reworld.config import config_to_dict
 
     h = hashlib.sha256()
@@ -74,7 +79,9 @@ def _sweep_key(pipe, judge, data, samples: int, seed: int) -> str:
                          "config": config_to_dict(pipe.config), "device": str(pipe.device),
                          "dtype": str(next(pipe.video_dit.parameters()).dtype),
                          "samples": samples, "seed": seed, "scenes": data.scenes, "n_context": data.n_context,
-                         "command": data.command.tolist()}, sort_keys=True, default=str).encode())
+                         "command": data.command.tolist(), "readings": READINGS,
+                         "key_time": None if data.key_time is None else data.key_time.tolist()},
+                        sort_keys=True, default=str).encode())
     h.update(data.frames.contiguous().numpy().tobytes())
     for labels in (data.time, data.ego_pose, data.speed, data.lead):
         h.update(np.ascontiguousarray(labels, dtype=np.float64).tobytes())
@@ -165,7 +172,8 @@ def sampler_sweep(pipe, ds, indices, judge, settings, reference, samples: int = 
         ivs = [paired_interval(pc[:, m], resamples=4000) for m in marks]
         mean_iv = paired_interval(pc.mean(1), resamples=4000)
         rows.append({"steps": steps, "w": w, "seconds_per_future": per_video_s, "fd_judge": rep["fd_judge"],
-                     "kid_judge": rep["kid_judge"], "errors": rep["errors"],
+                     "kid_judge": rep["kid_judge"], "kid_judge_all_pairs": rep["kid_judge_all_pairs"],
+                     "errors": rep["errors"],
                      "position_m_at_s": [iv.mean for iv in ivs],
                      "position_m_at_s_boot": [[iv.boot_lo, iv.boot_hi] for iv in ivs],
                      "position_m_mean": mean_iv.mean, "position_m_mean_boot": [mean_iv.boot_lo, mean_iv.boot_hi]})
@@ -183,6 +191,7 @@ def sampler_sweep(pipe, ds, indices, judge, settings, reference, samples: int = 
     for kind, b in base.items():
         pos = np.asarray(b["position_m_per_video"]) if "position_m_per_video" in b else None
         references[kind] = {"fd_judge": b["fd_judge"], "kid_judge": b["kid_judge"],
+                            "kid_judge_all_pairs": b["kid_judge_all_pairs"],
                             "position_m_at_s": [float(np.mean(b["errors"]["position_m"][m])) for m in marks],
                             "position_m_mean": float(np.mean(b["errors"]["position_m"]))}
         if pos is not None:

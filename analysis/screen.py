@@ -45,9 +45,9 @@ def read_judge(spec: str) -> dict:
 
 
 def judge_summary(j: dict) -> dict:
-    """fd_judge, kid_judge, the position error at each second and its mean over the future frames, controllability
-    (with a 95 % Wilson interval of the rate and a bootstrap interval of the mean lateral gap where the gaps are
-    kept)."""
+    """fd_judge, kid_judge (and the all-pairs KID), the position error at each second and its mean over the future
+    frames, controllability (with a 95 % Wilson interval of the rate and a bootstrap interval of the mean lateral gap
+    where the gaps are kept)."""
     from reworld.evaluation.stats import paired_interval, wilson
 
     pos = np.asarray(j["errors"]["position_m"])
@@ -60,6 +60,9 @@ def judge_summary(j: dict) -> dict:
         turned = int(np.sum(gaps > 0))
         ctrl.update(turned=turned, rate_wilson=list(wilson(turned, len(gaps))), gap_boot=[gap.boot_lo, gap.boot_hi])
     return {"fd_judge": j["fd_judge"], "kid_judge": j["kid_judge"],
+            # the all-pairs KID where the report has it (from K1 on, docs/world4s.md): the one every report has, so
+            # arms evaluated before and after K1 compare on one estimate
+            "kid_judge_all_pairs": j.get("kid_judge_all_pairs", j["kid_judge"]),
             "position_m_at_s": [float(pos[per_second * s - 1]) for s in range(1, int(j["video_horizon_s"]) + 1)],
             "position_m_mean": float(pos.mean()), "controllability": ctrl}
 

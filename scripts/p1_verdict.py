@@ -8,6 +8,11 @@ bootstrap over clips, `judge.paired_position_m`) lies wholly below 0; on the dis
 `kid_judge` are each below the baseline's (point values). The must-show is met when all 12 hold. Printed as a
 markdown table per report, with the position errors per second of the generated futures and of each baseline, and
 the controllability rate; the verdicts as JSON on the last line.
+
+`kid_judge` is what the report holds under that name: from 2026-12-06 (docs/world4s.md, K1) the KID without the pairs
+of videos that share frames, with the all-pairs estimate beside it as `kid_judge_all_pairs` (earlier reports hold
+only the all-pairs one, as `kid_judge`). Where a report has both, the table shows both and the line under it says
+whether the all-pairs KID would have given another verdict.
 """
 from __future__ import annotations
 
@@ -17,6 +22,15 @@ import sys
 from pathlib import Path
 
 BASELINES = ("repeat_last", "copy_context")
+
+
+def below(x, y) -> bool:
+    """x < y; False where either is None (a KID with no pair of videos that share no frame)."""
+    return x is not None and y is not None and bool(x < y)
+
+
+def k(x) -> str:
+    return "—" if x is None else f"{x:.3f}"
 
 
 def verdict(report: dict) -> dict:
@@ -29,7 +43,7 @@ def verdict(report: dict) -> dict:
         paired, base = judge["paired_position_m"][name], judge["baselines"][name]
         row = {f"{s:g}s": bool(hi < 0) for s, (_, hi) in zip(paired["seconds"], paired["boot"])}
         row["fd"] = bool(judge["fd_judge"] < base["fd_judge"])
-        row["kid"] = bool(judge["kid_judge"] < base["kid_judge"])
+        row["kid"] = below(judge["kid_judge"], base["kid_judge"])
         out[name] = row
     out["met"] = all(all(row.values()) for row in out.values())
     out["held"] = sum(sum(row.values()) for k, row in out.items() if k in BASELINES)
@@ -49,11 +63,11 @@ def table(report: dict) -> str:
     lines = ["| futures | position @" + " / ".join(f"{s:g}" for s in seconds) + " s [m] | fd_judge | kid_judge |",
              "|---|---|---|---|",
              f"| generated | {' / '.join(f'{x:.2f}' for x in position_per_second(judge['errors'], rate, seconds))} "
-             f"| {judge['fd_judge']:.2f} | {judge['kid_judge']:.3f} |"]
+             f"| {judge['fd_judge']:.2f} | {k(judge['kid_judge'])} |"]
     for name, base in judge["baselines"].items():
         if "errors" in base and "fd_judge" in base:
             lines.append(f"| {name} | {' / '.join(f'{x:.2f}' for x in position_per_second(base['errors'], rate, seconds))}"
-                         f" | {base['fd_judge']:.2f} | {base['kid_judge']:.3f} |")
+                         f" | {base['fd_judge']:.2f} | {k(base.get('kid_judge'))} |")
     lines.append("")
     for name in BASELINES:
         p = judge["paired_position_m"][name]
@@ -65,6 +79,17 @@ def table(report: dict) -> str:
         lines.append(f"- controllability: {c['rate']:.0%} of {c['clips']} turning clips "
                      f"(mean gap {c['lateral_gap_m']:+.2f} m)")
     lines.append(f"- {v['held']} of 12 comparisons hold; must-show {'met' if v['met'] else 'not met'}")
+    if "kid_judge_all_pairs" in judge:
+        old = {name: below(judge["kid_judge_all_pairs"], judge["baselines"][name]["kid_judge_all_pairs"])
+               for name in BASELINES}
+        lines.append("- kid_judge without the pairs that share frames (K1): " + ", ".join(
+            f"{k(judge['kid_judge'])} against {name} {k(judge['baselines'][name]['kid_judge'])}"
+            for name in BASELINES)
+            + "; all pairs: " + ", ".join(
+            f"{k(judge['kid_judge_all_pairs'])} against {k(judge['baselines'][name]['kid_judge_all_pairs'])} "
+            f"{'✓' if old[name] else '✗'}" for name in BASELINES)
+            + (" (the same kid verdicts)" if all(old[n] == v[n]["kid"] for n in BASELINES) else
+               " (the all-pairs KID gives other kid verdicts)"))
     return "\n".join(lines)
 
 

@@ -719,5 +719,15 @@ def test_p1_verdict_counts_the_comparisons_that_hold():
     report["judge"]["paired_position_m"]["repeat_last"] = paired([-0.01] * 4)
     assert mod.verdict(report)["met"] and mod.verdict(report)["held"] == 12
     assert "| generated | 1.00 / 2.00 / 3.00 / 4.00 |" in mod.table(report)
+    assert "K1" not in mod.table(report)  # a report from before K1: only the all-pairs KID, as kid_judge
+    # since K1 a report holds both KIDs; the verdict reads kid_judge and the table says where all pairs differ
+    report["judge"]["kid_judge_all_pairs"] = 0.7
+    report["judge"]["baselines"]["repeat_last"]["kid_judge_all_pairs"] = 0.5
+    report["judge"]["baselines"]["copy_context"]["kid_judge_all_pairs"] = 0.8
+    assert mod.verdict(report)["met"]
+    assert "all pairs: 0.700 against 0.500 ✗, 0.700 against 0.800 ✓ (the all-pairs KID gives other kid verdicts)" \
+        in mod.table(report)
+    report["judge"]["kid_judge"] = None  # no pair of videos that share no frame
+    assert not mod.verdict(report)["repeat_last"]["kid"] and "| — |" in mod.table(report)
     with pytest.raises(ValueError, match="judge"):
         mod.verdict({"judge": None})

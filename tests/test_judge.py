@@ -149,6 +149,70 @@ def test_kernel_distance_known_answers():
         kernel_distance(np.zeros((3, 2)), np.zeros((3, 4)))
 
 
+def test_kernel_distance_leaves_out_the_pairs_it_is_told_to():
+    # {0, 1} against itself, each point paired with its copy: all pairs count the copies as closeness, 1 + 1 − 2·11/4
+    a = [[0.0], [1.0]]
+    assert kernel_distance(a, a) == pytest.approx(-3.5)
+    assert kernel_distance(a, a, drop_ab=np.eye(2, dtype=bool)) == pytest.approx(0.0)  # only (0, 1), (1, 0) left
+    # nothing marked: the all-pairs estimate exactly
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(6, 3)), rng.normal(size=(5, 3))
+    assert kernel_distance(x, y, np.zeros((6, 6), bool), np.zeros((5, 5), bool), np.zeros((6, 5), bool)) == \
+        pytest.approx(kernel_distance(x, y), rel=1e-12)
+    with pytest.raises(ValueError, match="drop_ab leaves no pair"):
+        kernel_distance(x, y, drop_ab=np.ones((6, 5), bool))
+    with pytest.raises(ValueError, match="drop_aa has shape"):
+        kernel_distance(x, y, drop_aa=np.zeros((5, 5), bool))
+
+
+def windows(scenes, starts, length=5.0):
+    from reworld.evaluation.judge import ClipWindows
+
+    starts = np.asarray(starts, dtype=float)[:, None]
+    return ClipWindows(np.asarray(scenes)[:, None], starts, starts + length)
+
+
+def test_shared_frames_are_the_same_scene_at_overlapping_times():
+    from reworld.evaluation.judge import shared_frames
+
+    a = windows(["s1", "s1", "s1", "s2"], [0.0, 5.0, 6.0, 0.0])
+    shared = shared_frames(a, a)
+    assert shared[0].tolist() == [True, True, False, False]  # [0, 5] and [5, 10] share the frame at 5 s
+    assert shared[3].tolist() == [False, False, False, True]  # the same times in another scene share nothing
+    # a video made of two clips' frames (a future from another clip) shares the frames of both
+    mixed = a.take([2]).join(a.take([3]))
+    assert shared_frames(mixed, a)[0].tolist() == [False, True, True, True]
+    padded = a.take([0]).join(windows(["s1"], [np.nan]))  # NaN-padded spans share nothing
+    assert shared_frames(padded, a)[0].tolist() == [True, True, False, False]
+
+
+def test_judge_kid_without_the_pairs_that_share_frames():
+    """K1 (docs/world4s.md): "generated" features that are their own clip's real features plus noise, with the same
+    distribution as the real ones: KID over all pairs reads them nearer than a second real set would be (well below 0);
+    without the pairs that share frames it is 0 within its spread, and a shifted distribution still reads above 0."""
+    rng = np.random.default_rng(0)
+    n, samples, rho = 40, 2, 0.9
+    real_w = windows([f"s{i % 4}" for i in range(n)], [10.0 * i for i in range(n)])  # no two clips overlap
+    clip_of = np.repeat(np.arange(n), samples)
+    paired, repaired, shifted = [], [], []
+    for _ in range(30):
+        x = rng.normal(size=(n, 8))
+        y = rho * x[clip_of] + np.sqrt(1 - rho ** 2) * rng.normal(size=(n * samples, 8))  # N(0, I), like x
+        paired.append(judge_kid(x, y))
+        repaired.append(judge_kid(x, y, real_w, real_w.take(clip_of)))
+        shifted.append(judge_kid(x, y + 1.0, real_w, real_w.take(clip_of)))
+    se = np.std(repaired) / np.sqrt(len(repaired))
+    assert abs(np.mean(repaired)) < 3 * se
+    assert np.mean(paired) < np.mean(repaired) - 10 * se
+    assert min(shifted) > max(repaired)
+    # sets that share no frame: exactly the all-pairs estimate
+    x, y = rng.normal(size=(10, 8)), rng.normal(size=(12, 8))
+    elsewhere = windows(["s9"] * 12, [10.0 * i for i in range(12)])
+    assert judge_kid(x, y, real_w.take(np.arange(10)), elsewhere) == judge_kid(x, y)
+    with pytest.raises(ValueError, match="both sets or of neither"):
+        judge_kid(x, y, real_w.take(np.arange(10)))
+
+
 def test_blur_and_wrong_futures():
     videos = torch.rand(3, 6, 3, 16, 16) * 2 - 1
     flat = torch.full((1, 2, 3, 16, 16), 0.3)
@@ -385,13 +449,19 @@ def test_baseline_futures_and_the_generated_video_report(tiny_judge_data):
         judge_video_report(judge, data, videos[:, :9], [0, 1, 2])
     base = judge_baselines(judge, data)
     assert set(base) == {"real", "repeat_last", "copy_context"}
+    from reworld.evaluation.judge import clip_windows
     # the floor's distances are the validation's: real set A against real set B, not the real set against itself
     a, b = split_real(data.scenes)
     emb = read_videos(judge, data.video(slice(None)), times=data.time)["embedding"]
     floor = base["real"]
     assert (floor["num_real"], floor["num_videos"]) == (len(a), len(b))
     assert floor["fd_judge"] == pytest.approx(frechet_distance(emb[a], emb[b])) and floor["fd_judge"] > 0
-    assert floor["kid_judge"] == pytest.approx(judge_kid(emb[a], emb[b]))
+    assert floor["kid_judge"] == pytest.approx(judge_kid(emb[a], emb[b], clip_windows(data, a), clip_windows(data, b)))
+    assert floor["kid_judge_all_pairs"] == pytest.approx(judge_kid(emb[a], emb[b]))
+    # a perfect world model (its futures are the real ones): KID without the pairs that share frames is 0 exactly;
+    # over all pairs each video meets its own copy and it reads below 0 (K1)
+    perfect = judge_video_report(judge, data, data.video(slice(None)), np.arange(len(data)))
+    assert perfect["kid_judge"] == pytest.approx(0.0, abs=1e-9) and perfect["kid_judge_all_pairs"] < -1e-3
     assert floor["errors"]["position_m"] == pytest.approx(judge_video_report(
         judge, data, data.video(slice(None)), np.arange(len(data)))["errors"]["position_m"])
     # a strided choice of clips takes its floor's distances from the consecutive clips it was chosen from

@@ -166,13 +166,18 @@ def frechet_distance(feats_a, feats_b, eps: float = FRECHET_EPS) -> float:
     return max(value, 0.0)
 
 
-def kernel_distance(feats_a, feats_b) -> float:
+def kernel_distance(feats_a, feats_b, drop_aa=None, drop_bb=None, drop_ab=None) -> float:
     """Kernel distance (KID, Bińkowski et al. 2018): the unbiased estimate of the squared MMD between two feature
     sets, (N, D) and (M, D) → float, with the cubic polynomial kernel k(x, y) = (x·y / D + 1)³.
 
     Unlike the Fréchet distance it has no bias in the number of samples (its expectation is 0 for two sets drawn
     from one distribution, so it can come out slightly negative) and needs no covariance, so small sets compare.
-    On the full sets rather than the reference code's averages over subsets of 1000: the same expectation."""
+    On the full sets rather than the reference code's averages over subsets of 1000: the same expectation.
+
+    That estimate assumes independent samples. Where some pairs are not (a generated video and the real video of the
+    clip it was conditioned on share that clip's frames), `drop_aa` (N, N), `drop_bb` (M, M) and `drop_ab` (N, M)
+    mark the pairs to leave out of each term's mean (a U-statistic over the independent pairs only; each set's
+    diagonal is always left out): with none given, or none marked, it is the estimate above."""
     from sklearn.metrics.pairwise import polynomial_kernel
 
     a = feature_matrix(feats_a, "kernel_distance: feats_a", min_rows=2)
@@ -184,10 +189,27 @@ def kernel_distance(feats_a, feats_b) -> float:
     def kernel(x, y):
         return polynomial_kernel(x, y, degree=3, gamma=1.0 / a.shape[1], coef0=1.0)
 
-    k_aa, k_bb = kernel(a, a), kernel(b, b)
-    within_a = (k_aa.sum() - np.trace(k_aa)) / (n * (n - 1))
-    within_b = (k_bb.sum() - np.trace(k_bb)) / (m * (m - 1))
-    return float(within_a + within_b - 2.0 * kernel(a, b).mean())
+    k_aa, k_bb, k_ab = kernel(a, a), kernel(b, b), kernel(a, b)
+    if all(d is None for d in (drop_aa, drop_bb, drop_ab)):
+        within_a = (k_aa.sum() - np.trace(k_aa)) / (n * (n - 1))
+        within_b = (k_bb.sum() - np.trace(k_bb)) / (m * (m - 1))
+        return float(within_a + within_b - 2.0 * k_ab.mean())
+
+    def mean_kept(k, drop, name, diagonal):
+        keep = np.ones(k.shape, dtype=bool)
+        if diagonal:
+            np.fill_diagonal(keep, False)
+        if drop is not None:
+            drop = np.asarray(drop, dtype=bool)
+            if drop.shape != k.shape:
+                raise ValueError(f"kernel_distance: {name} has shape {drop.shape}, expected {k.shape}")
+            keep &= ~drop
+        if not keep.any():
+            raise ValueError(f"kernel_distance: {name} leaves no pair to average")
+        return k[keep].mean()
+
+    return float(mean_kept(k_aa, drop_aa, "drop_aa", True) + mean_kept(k_bb, drop_bb, "drop_bb", True)
+                 - 2.0 * mean_kept(k_ab, drop_ab, "drop_ab", False))
 
 
 class ClipEmbeddingNet(Protocol):
