@@ -684,7 +684,7 @@ def validate_judge(judge: WorldJudge, data: JudgeSet, batch_size: int = 16) -> d
     }
     return {"clips": len(data), "scenes": len(set(data.scenes)), "block": VALIDATION_BLOCK, "clips_a": len(a),
             "clips_b": len(b), "errors": judge_err, "cv_errors": cv_err, "ratios": ratios,
-            "fd": fd, "kid": kid, "checks": checks, "passed": all(checks.values())}
+            "fd": fd, "kid": kid, "kid_estimator": "K1", "checks": checks, "passed": all(checks.values())}
 
 
 # ---------------------------------------------------------------------------------------------- generated video

@@ -270,7 +270,9 @@ def judge_card(result: dict, name: str = "judge", out: str | None = None) -> str
               "| futures | " + " | ".join(k.replace("_", " ") for k in order) + " |",
               "|---|" + "---|" * len(order),
               f"| {result['metric_name']} | " + " | ".join(f"{fd[k]:.2f}" for k in order) + " |",
-              "| KID | " + " | ".join(f"{kid[k]:.3f}" for k in order) + " |", "",
+              # validations from before 2026-12-06 read KID over all pairs (docs/world4s.md, K1): said so
+              f"| KID{'' if v.get('kid_estimator') == 'K1' else ' (all pairs, before K1)'} | "
+              + " | ".join("—" if kid[k] is None else f"{kid[k]:.3f}" for k in order) + " |", "",
               "Checks: " + ", ".join(f"{k} {'✓' if ok else '✗'}" for k, ok in checks.items())
               + f". **{'Passed' if v['passed'] else 'Failed'}.**", ""]
     return "\n".join(lines)
