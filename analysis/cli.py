@@ -15,6 +15,7 @@
     python -m analysis study-planner --out runs/study-c3 [--arms … --seeds 0 1 2 --parallel 2]  (docs/study.md §4)
     python -m analysis judge-scores --checkpoint RUN --guidance 1.4 [--samples 4] --out scores.npz
     python -m analysis study-finetune --out runs/study-c1 [--seeds 0 1 2 --samples 4]  (docs/study.md §3)
+    python -m analysis study-finetune --summary-only      (its summary again from the committed score files)
     python -m analysis study-convergence --out runs/study-c2 [--seeds 0 1 2 3 4]  (docs/study.md §2, amendment 8)
     python -m analysis screen-video --out runs/screen --vae VAE --arm A=CFG --arm B=CFG [--seeds 0 1 2]
                                  (world-model screens, several seeds per arm, paired by seed: docs/world4s.md)
@@ -373,17 +374,30 @@ def cmd_judge_scores(args) -> int:
 
 
 def cmd_study_finetune(args) -> int:
-    from .study_finetune import BOOTSTRAP, SEEDS, run_study
+    from .study_finetune import BOOTSTRAP, SEEDS, rewrite_summary, run_study
 
     if args.samples < 1:
         raise ValueError("--samples must be ≥ 1")
-    summary = run_study(Path(args.out), Path(args.checkpoint), Path(args.config),
-                        args.seeds if args.seeds is not None else list(SEEDS), args.samples, Path(args.results),
-                        args.steps, args.resamples or BOOTSTRAP, args.judge, args.sample_steps, _log)
+    seeds = args.seeds if args.seeds is not None else list(SEEDS)
+    if args.summary_only:
+        summary = rewrite_summary(Path(args.results), seeds, args.resamples or BOOTSTRAP)
+        if not summary:
+            raise FileNotFoundError(f"{Path(args.results) / 'finetune_study' / 'scores'}: no score files to summarise")
+    elif args.out is None:
+        raise ValueError("--out is required (unless --summary-only)")
+    else:
+        summary = run_study(Path(args.out), Path(args.checkpoint), Path(args.config), seeds, args.samples,
+                            Path(args.results), args.steps, args.resamples or BOOTSTRAP, args.judge,
+                            args.sample_steps, _log)
     for name, c in summary.get("comparisons", {}).items():
         print(f"{name}: {100 * c['mean']:+.1f} % fd_judge, bootstrap over clips [{100 * c['boot_lo']:+.1f}, "
               f"{100 * c['boot_hi']:+.1f}] %, t over seeds [{100 * c['t_lo']:+.1f}, {100 * c['t_hi']:+.1f}] %: "
               f"{c['verdict']}")
+        pos = c.get("position", {})
+        cells = [f"{k} {v['mean']:+.2f} [{v['boot_lo']:+.2f}, {v['boot_hi']:+.2f}] (t [{v['t_lo']:+.2f}, "
+                 f"{v['t_hi']:+.2f}])" for k, v in pos.items() if k != "unit"]
+        if cells:
+            print("  position error, arm − reference [m]: " + "; ".join(cells))
     return 0
 
 
@@ -712,9 +726,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("study-finetune", help="the claims study's fine-tuning part (docs/study.md §3): the vanilla "
                        "Video DiT fine-tuned with λ_ig = 0 and 0.5, judged, summarised with intervals; resumable")
-    s.add_argument("--out", required=True, help="study folder (run folders, shared latents, scores, logs)")
+    s.add_argument("--out", default=None, help="study folder (run folders, shared latents, scores, logs)")
     s.add_argument("--seeds", type=int, nargs="+", default=None, help="default: the registered 0 1 2")
     s.add_argument("--samples", type=int, default=4, help="sampled futures per clip")
+    s.add_argument("--summary-only", action="store_true",
+                   help="write the summary again from the ledger's score files (no run), keeping how they were made")
     s.add_argument("--checkpoint", default="assets/checkpoints/vanilla", help="whose Video DiT is fine-tuned")
     s.add_argument("--config", default="configs/world4s-vanilla.yaml", help="the config it was trained with")
     s.add_argument("--results", default="assets/ablation", help="folder of the summary files")

@@ -204,8 +204,46 @@ def summarize(scores: dict[tuple[str, int, float], dict], seeds, resamples: int 
             "verdict": (f"pending ({len(shared)} of {len(seeds)} seeds)" if not complete
                         else verdict(boot, t_seeds, SMALLEST_EFFECT) if claim
                         else "the loss alone: " + verdict(boot, t_seeds, SMALLEST_EFFECT)),
-            "role": "the claim (C1)" if claim else "reported beside it, not used for C1's verdict"}
+            "role": "the claim (C1)" if claim else "reported beside it, not used for C1's verdict",
+            "position": position_change(scores, arm, wa, ref, wr, shared, resamples)}
     return {"means": means, "comparisons": comps}
+
+
+def clip_position(s: dict) -> np.ndarray:
+    """Each clip's position error [m] per future frame, the mean over its samples: (clips, frames)."""
+    n = len(s["real_embedding"])
+    out = np.zeros((n, s["position_m"].shape[1]))
+    np.add.at(out, s["clip_of"], s["position_m"])
+    return out / np.bincount(s["clip_of"], minlength=n)[:, None]
+
+
+def position_change(scores: dict, arm: str, wa: float, ref: str, wr: float, shared, resamples: int) -> dict:
+    """§3's secondary metric, the judge's position error, as arm − reference in metres: over the horizon (every
+    future frame) and at 1–4 s; per seed, the mean over seeds, the bootstrap over clips with one resample of clips
+    for every seed (seeds kept, as the fd_judge effect's) and the t interval over the seeds. No verdict reads it."""
+    from scipy import stats
+
+    d = np.stack([clip_position(scores[arm, sd, wa]) - clip_position(scores[ref, sd, wr]) for sd in shared])
+    rate = float(scores[arm, shared[0], wa]["frame_rate"])
+    cols = {"horizon": slice(None)}
+    cols.update({f"{k}s": round(rate * k) - 1 for k in (1, 2, 3, 4) if round(rate * k) <= d.shape[2]})
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, d.shape[1], (resamples, d.shape[1]))
+    out = {"unit": "metres, arm − reference (mean over clips, each clip the mean over its samples); bootstrap over "
+                   "clips (seeds kept), t over seeds; the secondary metric of docs/study.md §3, no verdict"}
+    for name, col in cols.items():
+        per_clip = d[:, :, col].mean(2) if name == "horizon" else d[:, :, col]  # (seeds, clips)
+        per_seed = per_clip.mean(1)
+        boots = np.stack([per_clip[s][idx].mean(1) for s in range(len(shared))]).mean(0)
+        if len(shared) > 1:
+            half = stats.t.ppf(0.975, len(shared) - 1) * per_seed.std(ddof=1) / np.sqrt(len(shared))
+            t_iv = (float(per_seed.mean() - half), float(per_seed.mean() + half))
+        else:
+            t_iv = (float("-inf"), float("inf"))
+        out[name] = {"per_seed": per_seed.tolist(), "mean": float(per_seed.mean()),
+                     "boot_lo": float(np.quantile(boots, 0.025)), "boot_hi": float(np.quantile(boots, 0.975)),
+                     "t_lo": t_iv[0], "t_hi": t_iv[1]}
+    return out
 
 
 def write_summary(results: Path, seeds, extra: dict, resamples: int = BOOTSTRAP) -> dict:
@@ -225,6 +263,15 @@ def write_summary(results: Path, seeds, extra: dict, resamples: int = BOOTSTRAP)
 
     write_json({**extra, "registered_seeds": list(seeds), "paper": PAPER, **summary}, results / "finetune_study.json")
     return summary
+
+
+def rewrite_summary(results: Path, seeds, resamples: int = BOOTSTRAP) -> dict:
+    """The summary written again from the ledger alone (no run, no checkpoint read), keeping what the last one
+    recorded of how the runs were made (checkpoint, config, samples, command, …): for a summary that gains a figure."""
+    path = results / "finetune_study.json"
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    keep = ("checkpoint", "config", "samples", "steps", "finetune", "arms", "command")
+    return write_summary(results, seeds, {k: old[k] for k in keep if k in old}, resamples)
 
 
 def run_study(out: Path, checkpoint: Path, base: Path, seeds, samples: int, results: Path,

@@ -46,6 +46,44 @@ def test_summary_relative_fd_change_and_verdict():
     assert SF.verdict((-0.3, 0.03), (-0.5, 0.05), -0.10) == "inconclusive"
 
 
+def test_position_change_known_answer_and_summary_rewritten_from_the_ledger(tmp_path, capsys):
+    """§3's secondary metric: a guided arm whose every future is 0.25 m further off at every frame reads +0.25 m over
+    the horizon and at each second, with both intervals at +0.25; a clip-dependent offset is averaged per clip first
+    (its samples), so a clip with more samples does not weigh more. `--summary-only` rewrites the summary from the
+    score files alone and keeps what the last summary recorded of the runs."""
+    scores = {}
+    for s in (0, 1, 2):
+        scores["lig0", s, 1.0] = _scores(1.0, 10 + s)
+        scores["lig0.5", s, 1.4] = {**_scores(1.0, 10 + s), "position_m": np.full((120, 16), 1.25)}
+        scores["lig0.5", s, 1.0] = _scores(1.0, 10 + s)
+    pos = SF.summarize(scores, [0, 1, 2], resamples=100)["comparisons"]["lig0.5 w=1.4 − lig0 w=1"]["position"]
+    assert set(pos) == {"unit", "horizon", "1s", "2s", "3s", "4s"}
+    for k in ("horizon", "1s", "4s"):
+        assert pos[k]["mean"] == pytest.approx(0.25) and pos[k]["per_seed"] == pytest.approx([0.25] * 3)
+        assert pos[k]["boot_lo"] == pytest.approx(0.25) and pos[k]["t_hi"] == pytest.approx(0.25)
+    # an offset only at 4 s (frame 16 at 4 Hz) on clip 0: the horizon moves by 1/16 of it over 40 clips
+    a = {**_scores(1.0, 10), "position_m": np.zeros((120, 16))}
+    b = {**a, "position_m": np.zeros((120, 16))}
+    b["position_m"][b["clip_of"] == 0, 15] = 4.0
+    one = SF.position_change({("x", 0, 1.0): b, ("r", 0, 1.0): a}, "x", 1.0, "r", 1.0, [0], 50)
+    assert one["4s"]["mean"] == pytest.approx(0.1) and one["horizon"]["mean"] == pytest.approx(4.0 / 16 / 40)
+    assert one["1s"]["mean"] == 0 and one["1s"]["t_lo"] == float("-inf")  # one seed: no t interval
+
+    results = tmp_path / "ablation"
+    (results / "finetune_study" / "scores").mkdir(parents=True)
+    for (arm, seed, w), s in scores.items():
+        SF.write_npz(s, SF.score_path(results, arm, seed, w))
+    (results / "finetune_study.json").write_text(json.dumps({"command": "python -m analysis study-finetune --out X",
+                                                             "samples": 3}))
+    from analysis.cli import main
+    assert main(["study-finetune", "--summary-only", "--results", str(results), "--resamples", "50"]) == 0
+    out = json.loads((results / "finetune_study.json").read_text())
+    assert out["command"] == "python -m analysis study-finetune --out X" and out["samples"] == 3
+    assert out["comparisons"]["lig0.5 w=1.4 − lig0 w=1"]["position"]["horizon"]["mean"] == pytest.approx(0.25)
+    assert "position error, arm − reference [m]: horizon +0.25" in capsys.readouterr().out
+    assert main(["study-finetune", "--summary-only", "--results", str(tmp_path / "none")]) == 2
+
+
 def test_finetune_study_end_to_end(tiny_run, tiny_config_path, tiny_judge, tmp_path, monkeypatch):
     """One seed on the tiny world: both arms fine-tune the checkpoint's Video DiT (λ_ig from the arm, the registered
     schedule), every val clip × 2 futures is judged at each arm's w, the summary has both comparisons; a second call
