@@ -461,6 +461,12 @@ def cmd_study_convergence_noise(args) -> int:
                 if "minus_vanilla" in row:
                     c = row["minus_vanilla"]
                     line += f"  − vanilla {c['value']:+.2f} [{c['interval'][0]:+.2f}, {c['interval'][1]:+.2f}]"
+                if "position_m" in row:
+                    c = row["position_m"]
+                    line += f"  | position {c['value']:.2f} m [{c['interval'][0]:.2f}, {c['interval'][1]:.2f}]"
+                if "position_minus_vanilla" in row:
+                    c = row["position_minus_vanilla"]
+                    line += f"  − vanilla {c['value']:+.2f} [{c['interval'][0]:+.2f}, {c['interval'][1]:+.2f}]"
                 print(line)
     print(f"wrote {path}")
     return 0

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from .study_finetune import fd_of_clips, judge_missing, read_npz
+from .study_finetune import clip_position, fd_of_clips, judge_missing, read_npz
 from .study_planner import init_study, make_run, run_logged
 
 # docs/study.md §2 with amendment 8
@@ -377,11 +377,14 @@ def clip_noise(results: Path, seeds, checkpoints=CHECKPOINTS, resamples: int = N
     """How much of a curve's movement the validation clips alone explain (a diagnostic beside C2; no verdict reads
     it). Per seed, one set of bootstrap resamples of the val clips (each clip with its futures and its real clip) is
     shared by every score file of that seed, so every difference below is paired by clip: each point's fd_judge with
-    its 95 % interval, its change from the previous checkpoint, and each arm minus vanilla at the same checkpoint."""
+    its 95 % interval, its change from the previous checkpoint, and each arm minus vanilla at the same checkpoint; and
+    §2's secondary reading, the judge's mean position error over the horizon (each clip the mean over its futures), with
+    its interval and each arm minus vanilla, on the same resamples."""
     results = Path(results)
     runs = [(arm, w) for arm, ws in GUIDANCE.items() for w in ws] + [(UNPAIRED, 1.0)]
     out: dict = {"what": "fd_judge's clip-sampling noise: paired bootstrap over the val clips within a seed "
-                         "(percentile 95 % intervals); a diagnostic, no verdict reads it",
+                         "(percentile 95 % intervals); a diagnostic, no verdict reads it; position_m: the judge's "
+                         "mean position error over the horizon [m] on the same resamples",
                  "resamples": resamples, "seeds": {}}
     for seed in seeds:
         scores = {(arm, w, k): read_npz(p) for arm, w in runs for k in checkpoints
@@ -394,6 +397,9 @@ def clip_noise(results: Path, seeds, checkpoints=CHECKPOINTS, resamples: int = N
         idx = np.random.default_rng(seed).integers(0, n, (resamples, n))
         point = {key: fd_of_clips(s, np.arange(n)) for key, s in scores.items()}
         boot = {key: np.array([fd_of_clips(s, c) for c in idx]) for key, s in scores.items()}
+        per_clip = {key: clip_position(s).mean(1) for key, s in scores.items()}
+        pos = {key: float(v.mean()) for key, v in per_clip.items()}
+        pos_boot = {key: v[idx].mean(1) for key, v in per_clip.items()}
 
         def iv(b: np.ndarray) -> list[float]:
             return [float(np.quantile(b, 0.025)), float(np.quantile(b, 0.975))]
@@ -406,7 +412,8 @@ def clip_noise(results: Path, seeds, checkpoints=CHECKPOINTS, resamples: int = N
             curve = {}
             for i, k in enumerate(ks):
                 key = (arm, w, k)
-                row = {"fd_judge": point[key], "interval": iv(boot[key])}
+                row = {"fd_judge": point[key], "interval": iv(boot[key]),
+                       "position_m": {"value": pos[key], "interval": iv(pos_boot[key])}}
                 if i:
                     prev = (arm, w, ks[i - 1])
                     row["change_from_previous"] = {"from": ks[i - 1], "value": point[key] - point[prev],
@@ -414,6 +421,8 @@ def clip_noise(results: Path, seeds, checkpoints=CHECKPOINTS, resamples: int = N
                 ref = ("vanilla", 1.0, k)
                 if arm != "vanilla" and ref in scores:
                     row["minus_vanilla"] = {"value": point[key] - point[ref], "interval": iv(boot[key] - boot[ref])}
+                    row["position_minus_vanilla"] = {"value": pos[key] - pos[ref],
+                                                     "interval": iv(pos_boot[key] - pos_boot[ref])}
                 curve[str(k)] = row
             rows[label(arm, w)] = curve
         out["seeds"][str(seed)] = {"clips": n, "curves": rows}

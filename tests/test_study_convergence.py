@@ -248,13 +248,18 @@ def test_clip_noise_pairs_every_difference_by_clip(tmp_path, capsys):
     assert same["value"] == 0 and same["interval"] == [0, 0]
     for k in ("250", "500", "1000"):
         assert ig[k]["minus_vanilla"] == {"value": 0.0, "interval": [0.0, 0.0]}
+        assert ig[k]["position_minus_vanilla"] == {"value": 0.0, "interval": [0.0, 0.0]}
+        assert ig[k]["position_m"] == van[k]["position_m"]
         assert ig[k]["fd_judge"] == van[k]["fd_judge"]
         lo, hi = van[k]["interval"]
         assert 0 < lo < hi
+    assert van["250"]["position_m"] == {"value": 2.0, "interval": [2.0, 2.0]}  # every future 2 m off: no spread
+    assert van["500"]["position_m"]["value"] == 1.0
 
     assert main(["study-convergence-noise", "--results", str(tmp_path), "--seeds", "0", "--resamples", "100"]) == 0
     printed = capsys.readouterr().out
     assert "ig w=1.4 @  500" in printed and "− vanilla +0.00 [+0.00, +0.00]" in printed
+    assert "| position 1.00 m [1.00, 1.00]" in printed
     assert json.loads((tmp_path / "convergence_noise.json").read_text())["resamples"] == 100
     assert main(["study-convergence-noise", "--results", str(tmp_path / "empty"), "--seeds", "0"]) != 0
     assert "no score files of the convergence study" in capsys.readouterr().err
