@@ -68,6 +68,10 @@ def test_position_change_known_answer_and_summary_rewritten_from_the_ledger(tmp_
     one = SF.position_change({("x", 0, 1.0): b, ("r", 0, 1.0): a}, "x", 1.0, "r", 1.0, [0], 50)
     assert one["4s"]["mean"] == pytest.approx(0.1) and one["horizon"]["mean"] == pytest.approx(4.0 / 16 / 40)
     assert one["1s"]["mean"] == 0 and one["1s"]["t_lo"] == float("-inf")  # one seed: no t interval
+    # three futures of clip 0 at 1 m, one of clip 1 at 0 m: per clip 1 and 0 (the futures' own mean would be 0.75)
+    uneven = {"real_embedding": np.zeros((2, 6)), "clip_of": np.array([0, 0, 0, 1]),
+              "position_m": np.array([[1.0], [1.0], [1.0], [0.0]])}
+    assert SF.clip_position(uneven).ravel().tolist() == [1.0, 0.0]
 
     results = tmp_path / "ablation"
     (results / "finetune_study" / "scores").mkdir(parents=True)
