@@ -455,18 +455,14 @@ def cmd_study_convergence_noise(args) -> int:
             for k, row in curve.items():
                 line = f"seed {seed} {name:>14} @{k:>5}: fd_judge {row['fd_judge']:.2f} [{row['interval'][0]:.2f}, " \
                        f"{row['interval'][1]:.2f}]"
-                if "change_from_previous" in row:
-                    c = row["change_from_previous"]
-                    line += f"  change {c['value']:+.2f} [{c['interval'][0]:+.2f}, {c['interval'][1]:+.2f}]"
-                if "minus_vanilla" in row:
-                    c = row["minus_vanilla"]
-                    line += f"  − vanilla {c['value']:+.2f} [{c['interval'][0]:+.2f}, {c['interval'][1]:+.2f}]"
-                if "position_m" in row:
-                    c = row["position_m"]
-                    line += f"  | position {c['value']:.2f} m [{c['interval'][0]:.2f}, {c['interval'][1]:.2f}]"
-                if "position_minus_vanilla" in row:
-                    c = row["position_minus_vanilla"]
-                    line += f"  − vanilla {c['value']:+.2f} [{c['interval'][0]:+.2f}, {c['interval'][1]:+.2f}]"
+                for key, text, fmt in (("change_from_previous", "  change ", "+.2f"),
+                                       ("minus_vanilla", "  − vanilla ", "+.2f"),
+                                       ("position_m", "  | position ", ".2f"),
+                                       ("position_minus_vanilla", "  − vanilla ", "+.2f")):
+                    if key in row:
+                        v, (lo, hi) = row[key]["value"], row[key]["interval"]
+                        unit = " m" if key == "position_m" else ""
+                        line += f"{text}{v:{fmt}}{unit} [{lo:{fmt}}, {hi:{fmt}}]"
                 print(line)
     print(f"wrote {path}")
     return 0
