@@ -156,8 +156,12 @@ def test_browser_views_and_screenshots(url):
         _no_overlaps(page, "plan-bev")
         expect(page.locator("#plan-status")).to_contain_text("planned", timeout=TIMEOUT_MS)
         expect(page.locator("#gen-status")).to_contain_text("generated on", timeout=TIMEOUT_MS)
-        playing = page.evaluate("() => { const v = document.querySelector('#gen-video video'); "
-                                "return {w: v.videoWidth, h: v.videoHeight, d: v.duration}; }")
+        # read the dimensions of the video the page ends up showing: the streamed event can replace the element after
+        # the first one loaded (CI once read 0 × 0 from a fresh element); a video that never gets them times out here
+        playing = page.wait_for_function(
+            "() => { const v = document.querySelector('#gen-video video'); "
+            "return v && v.readyState >= 1 && v.videoWidth > 0 && v.duration > 0 "
+            "? {w: v.videoWidth, h: v.videoHeight, d: v.duration} : null; }", timeout=TIMEOUT_MS).json_value()
         assert playing["w"] > 0 and playing["h"] > 0 and playing["d"] > 0
         # with this tab open, picking another sample generates and plans it by itself ("Run on every pick")
         sample_box = page.locator("#pick-sample input[type=number]")
