@@ -294,6 +294,9 @@ def test_judge_trains_saves_and_loads(tiny_judge_data, tmp_path):
     assert f"| ego position since t = 0 | {np.mean(report['errors']['position_m']):.2f} m |" in card
     assert f"| FD-judge | {report['fd']['real']:.2f} | {report['fd']['blur_0.5']:.2f} |" in card
     assert "| KID | " in card  # this validation's KID leaves out the pairs that share frames (K1)
+    from reworld.training.judge import judge_card
+    older = {**result, "validation": {k: v for k, v in report.items() if k != "kid_estimator"}}
+    assert "| KID (all pairs, before K1) | " in judge_card(older)  # a validation made before K1 says so
     assert ("**Passed.**" if report["passed"] else "**Failed.**") in card
     with pytest.raises(SystemExit, match="no validation.json"):  # one line, no card
         main(["judge-card", "--judge", str(tmp_path)])
