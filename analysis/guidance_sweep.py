@@ -24,7 +24,7 @@ import torch
 from PIL import Image, ImageDraw
 from plotly.subplots import make_subplots
 
-from reworld.evaluation.stats import paired_interval
+from reworld.evaluation.stats import paired_interval, per_clip_mean
 from reworld.models.layers import state_digest
 
 LABEL_W, LABEL_H, GAP = 56, 12, 2  # [px] the frame grid's label column, label strip and gaps
@@ -45,11 +45,6 @@ def check_ws(ws) -> list[float]:
 def _seconds(n_future: int, frame_rate: float) -> tuple[list[float], list[int]]:
     seconds = [float(s) for s in range(1, int(n_future / frame_rate) + 1)] or [n_future / frame_rate]
     return seconds, [int(round(frame_rate * s)) - 1 for s in seconds]
-
-
-def _per_clip(position: np.ndarray, clip_of: np.ndarray, clips: int) -> np.ndarray:
-    """(N, F): each clip's position error per future frame, its samples averaged."""
-    return np.stack([position[clip_of == j].mean(0) for j in range(clips)])
 
 
 def check_steps_list(steps_list) -> list[int]:
@@ -167,7 +162,7 @@ def sampler_sweep(pipe, ds, indices, judge, settings, reference, samples: int = 
             del videos
             if keep is not None:
                 _keep_setting(path, key, rep, clip_of, per_video_s, frames[steps, w])
-        pc = _per_clip(np.asarray(rep["position_m_per_video"]), clip_of, n)
+        pc = per_clip_mean(rep["position_m_per_video"], clip_of, n)
         per_clip[steps, w] = pc
         ivs = [paired_interval(pc[:, m], resamples=4000) for m in marks]
         mean_iv = paired_interval(pc.mean(1), resamples=4000)

@@ -211,10 +211,9 @@ def summarize(scores: dict[tuple[str, int, float], dict], seeds, resamples: int 
 
 def clip_position(s: dict) -> np.ndarray:
     """Each clip's position error [m] per future frame, the mean over its samples: (clips, frames)."""
-    n = len(s["real_embedding"])
-    out = np.zeros((n, s["position_m"].shape[1]))
-    np.add.at(out, s["clip_of"], s["position_m"])
-    return out / np.bincount(s["clip_of"], minlength=n)[:, None]
+    from reworld.evaluation.stats import per_clip_mean
+
+    return per_clip_mean(s["position_m"], s["clip_of"], len(s["real_embedding"]))
 
 
 def position_change(scores: dict, arm: str, wa: float, ref: str, wr: float, shared, resamples: int) -> dict:

@@ -36,3 +36,10 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return centre - half, centre + half
+
+
+def per_clip_mean(values: np.ndarray, clip_of: np.ndarray, clips: int) -> np.ndarray:
+    """(clips, …): each clip's rows of `values` averaged (its samples), so that a clip weighs once however many
+    futures it has; the unit every paired-by-clip interval resamples."""
+    values, clip_of = np.asarray(values), np.asarray(clip_of)
+    return np.stack([values[clip_of == j].mean(0) for j in range(clips)])
