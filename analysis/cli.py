@@ -747,7 +747,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="study folder (run folders, shared latents, logs)")
     s.add_argument("--seeds", type=int, nargs="+", default=None, help="default: the registered 0 1 2 3 4")
     s.add_argument("--checkpoint", default="assets/checkpoints/vanilla", help="whose VAE the runs use")
-    s.add_argument("--config", default="configs/world4s-vanilla.yaml", help="the config the arms start from")
+    s.add_argument("--config", default="configs/study-c2.yaml",
+                   help="the config the arms start from (C2's, frozen: amendment 19; the ledger refuses another)")
     s.add_argument("--results", default="assets/ablation", help="folder of the ledger and the summary files")
     s.add_argument("--checkpoints", type=int, nargs="+", default=None,
                    help="steps to judge at (default: the registered 250 500 1000 2000 4000; tests use fewer)")

@@ -27,8 +27,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.study_convergence import (ARMS, CHECKPOINTS, GUIDANCE, SAMPLE_STEPS, SAMPLES, arm_config,  # noqa: E402
-                                        collect_flow_loss, score_path, train_command, trained_step)
+from analysis.study_convergence import (ARMS, BASE_CONFIG, CHECKPOINTS, GUIDANCE, SAMPLE_STEPS,  # noqa: E402
+                                        SAMPLES, arm_config, check_ledger, collect_flow_loss, score_path,
+                                        train_command, trained_step)
 from analysis.study_finetune import judge_command  # noqa: E402
 from analysis.study_planner import init_study, make_run  # noqa: E402
 
@@ -88,7 +89,7 @@ def main(argv=None) -> int:
     p.add_argument("--results", type=Path, required=True)
     p.add_argument("--seeds", type=int, nargs="+", required=True)
     p.add_argument("--checkpoint", type=Path, default=Path("assets/checkpoints/vanilla"))
-    p.add_argument("--config", type=Path, default=Path("configs/world4s-vanilla.yaml"))
+    p.add_argument("--config", type=Path, default=Path(BASE_CONFIG))
     p.add_argument("--final", type=int, default=2000, help="S_v, decided on seed 0 (the study's checkpoints ≤ it)")
     p.add_argument("--checkpoints", type=int, nargs="+", default=list(CHECKPOINTS))
     p.add_argument("--samples", type=int, default=SAMPLES)
@@ -103,6 +104,7 @@ def main(argv=None) -> int:
 
     py = sys.executable
     steps = [k for k in sorted(a.checkpoints) if k <= a.final]
+    check_ledger(a.results, a.config, a.checkpoint)
     a.out.mkdir(parents=True, exist_ok=True)
     if a.bundle:
         a.bundle.parent.mkdir(parents=True, exist_ok=True)

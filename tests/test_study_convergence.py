@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from analysis import study_convergence as SC
 from analysis import study_finetune as SF
@@ -123,6 +125,29 @@ def test_convergence_study_end_to_end(tiny_run, tiny_config_path, tiny_judge, tm
     again = SC.run_study(tmp_path / "elsewhere", src, tiny_config_path, [0], results, **kw)
     assert not (tmp_path / "elsewhere" / "vanilla-s0").exists()
     assert again["speed_ups"] == summary["speed_ups"]
+    # a seed made under another base config would not be the same study: refused before anything is trained
+    other = yaml.safe_load(Path(tiny_config_path).read_text())
+    other["video"]["num_attention_heads"] = 3  # a wider Video DiT, as R2's
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump(other))
+    with pytest.raises(ValueError, match=r"video\.num_attention_heads: 2 in the ledger, 3 given"):
+        SC.run_study(tmp_path / "third", src, tmp_path / "other.yaml", [1], results, **kw)
+    assert not (tmp_path / "third").exists()
+
+
+def test_the_committed_ledger_takes_c2s_frozen_config_and_refuses_the_shipped_one():
+    """C2's seeds 1–4 join seed 0's ledger only under the width-128 config seed 0 ran under (amendment 19), which is
+    the command's default; the shipped world4s config (width 192 since R2) is refused with the key that differs."""
+    root = Path(__file__).resolve().parent.parent
+    results, vae_of = root / "assets" / "ablation", root / "assets" / "checkpoints" / "vanilla"
+    held = (results / "convergence_study" / SC.LEDGER_CONFIG).read_bytes()
+    SC.check_ledger(results, root / SC.BASE_CONFIG, vae_of)
+    with pytest.raises(ValueError, match="video.num_attention_heads"):
+        SC.check_ledger(results, root / "configs" / "world4s-vanilla.yaml", vae_of)
+    assert (results / "convergence_study" / SC.LEDGER_CONFIG).read_bytes() == held  # compared, never rewritten
+    from analysis.cli import build_parser
+
+    args = build_parser().parse_args(["study-convergence", "--out", "x"])
+    assert args.config == SC.BASE_CONFIG
 
 
 def test_the_flow_loss_sanity_curve_is_collected_from_the_training_logs(tmp_path):
