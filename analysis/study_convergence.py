@@ -63,7 +63,6 @@ SMALLEST_EFFECT = 1.5  # speed-up; the paper claims ≈ 2×
 PAPER = {"speed_up": 2.0}
 BOOTSTRAP = 10_000  # docs/study.md §0
 BASE_CONFIG = "configs/study-c2.yaml"  # amendment 19: e1d6e6c's world4s-vanilla config (width 128), frozen
-LEDGER_CONFIG = "config.json"  # in RESULTS/convergence_study: the base config and VAE the ledger's runs were made under
 
 
 def label(arm: str, w: float) -> str:
@@ -89,42 +88,13 @@ def arm_config(base: Path, arm: str, seed: int) -> dict:
     return doc
 
 
-def ledger_identity(base: Path, checkpoint: Path) -> dict:
-    """What a run of the study is made under, beside its arm and seed: the parsed base config and the VAE's digest."""
-    from reworld.models.layers import file_digest
-    from reworld.pipelines.run_folder import component_dir
-
-    return {"config": yaml.safe_load(Path(base).read_text()) or {},
-            "vae_digest": file_digest(component_dir(checkpoint, "vae"))}
-
-
-def _differences(held, given, prefix: str = "") -> list[str]:
-    """The dotted keys at which two parsed configs differ."""
-    if isinstance(held, dict) and isinstance(given, dict):
-        return [d for k in sorted(set(held) | set(given), key=str)
-                for d in _differences(held.get(k), given.get(k), f"{prefix}{k}.")]
-    return [] if held == given else [f"{prefix[:-1]}: {held!r} in the ledger, {given!r} given"]
-
-
 def check_ledger(results: Path, base: Path, checkpoint: Path) -> None:
-    """Runs join a ledger only under the base config and VAE its runs were made under: the first run writes them
-    (`RESULTS/convergence_study/config.json`), every later one is compared with them; a difference is a short error
-    naming the keys (nothing is trained or written)."""
-    from .output import write_json
+    """Runs join the ledger only under the base config and VAE its runs were made under (`analysis.ledger`,
+    `RESULTS/convergence_study/config.json`)."""
+    from . import ledger
 
-    path = results / "convergence_study" / LEDGER_CONFIG
-    given = ledger_identity(base, checkpoint)
-    if not path.is_file():
-        write_json(given, path)
-        return
-    held = json.loads(path.read_text())
-    diffs = _differences(held.get("config"), given["config"])
-    if held.get("vae_digest") != given["vae_digest"]:
-        diffs.append(f"the VAE of {checkpoint}: digest {given['vae_digest']}, the ledger's {held.get('vae_digest')}")
-    if diffs:
-        raise ValueError(f"{path.parent}: its runs were made under another base config or VAE than {base} "
-                         f"({'; '.join(diffs[:4])}{'; …' if len(diffs) > 4 else ''}); C2's base config is "
-                         f"{BASE_CONFIG}, or pass another --results for a new study")
+    ledger.check(results / "convergence_study", ledger.identity(base, checkpoint, ("vae",)),
+                 f"C2's base config is {BASE_CONFIG}, or pass another --results for a new study")
 
 
 def trained_step(run: Path) -> int:

@@ -273,9 +273,19 @@ def rewrite_summary(results: Path, seeds, resamples: int = BOOTSTRAP) -> dict:
     return write_summary(results, seeds, {k: old[k] for k in keep if k in old}, resamples)
 
 
+def check_ledger(results: Path, base: Path, checkpoint: Path) -> None:
+    """Seeds join the ledger only under the base config, Video DiT and VAE its seeds were made under
+    (`analysis.ledger`, `RESULTS/finetune_study/config.json`)."""
+    from . import ledger
+
+    ledger.check(results / "finetune_study", ledger.identity(base, checkpoint, ("vae", "video_dit")),
+                 "pass the --checkpoint and --config its seeds were made under, or another --results for a new study")
+
+
 def run_study(out: Path, checkpoint: Path, base: Path, seeds, samples: int, results: Path,
               max_steps: int | None = None, resamples: int = BOOTSTRAP, judge: str | None = None,
               sample_steps: int = 20, log=print) -> dict:
+    check_ledger(results, base, checkpoint)
     out.mkdir(parents=True, exist_ok=True)
     init_study(out, checkpoint)
     extra = {"checkpoint": str(checkpoint), "config": str(base), "samples": samples, "steps": STEPS,

@@ -17,7 +17,8 @@ once every registered seed of both arms is in).
 
 The results folder is also the study's ledger: the study outlives a machine (a 2-core session runs a few jobs; its run
 folders and score files go with it), so a run the results already hold is kept in every later summary and is not run
-again; only the results are committed.
+again; only the results are committed. It also holds what its jobs were made under (`planner_study/config.json`: the
+base config and the digests of the checkpoint's Video DiT and VAE), and a job under another is refused before it runs.
 """
 from __future__ import annotations
 
@@ -411,9 +412,19 @@ def summary_extra(out: Path, checkpoint: Path, base: Path, arms, seeds, samples:
                         f"--results {results}")}
 
 
+def check_ledger(results: Path, base: Path, checkpoint: Path) -> None:
+    """Jobs join the ledger only under the base config, Video DiT and VAE its jobs were made under (`analysis.ledger`,
+    `RESULTS/planner_study/config.json`)."""
+    from . import ledger
+
+    ledger.check(results / "planner_study", ledger.identity(base, checkpoint, ("vae", "video_dit")),
+                 "pass the --checkpoint and --config its jobs were made under, or another --results for a new study")
+
+
 def run_study(out: Path, checkpoint: Path, base: Path, arms, seeds, samples: int, parallel: int, results: Path,
               max_steps: dict | None = None, log=print) -> dict:
     arms = check_arms(arms)
+    check_ledger(results, base, checkpoint)
     out.mkdir(parents=True, exist_ok=True)
     cores = os.cpu_count() or 1
     threads = max(1, cores // max(1, parallel))

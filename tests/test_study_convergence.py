@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from analysis import study_convergence as SC
+from analysis.ledger import IDENTITY
 from analysis import study_finetune as SF
 
 
@@ -139,11 +140,11 @@ def test_the_committed_ledger_takes_c2s_frozen_config_and_refuses_the_shipped_on
     the command's default; the shipped world4s config (width 192 since R2) is refused with the key that differs."""
     root = Path(__file__).resolve().parent.parent
     results, vae_of = root / "assets" / "ablation", root / "assets" / "checkpoints" / "vanilla"
-    held = (results / "convergence_study" / SC.LEDGER_CONFIG).read_bytes()
+    held = (results / "convergence_study" / IDENTITY).read_bytes()
     SC.check_ledger(results, root / SC.BASE_CONFIG, vae_of)
     with pytest.raises(ValueError, match="video.num_attention_heads"):
         SC.check_ledger(results, root / "configs" / "world4s-vanilla.yaml", vae_of)
-    assert (results / "convergence_study" / SC.LEDGER_CONFIG).read_bytes() == held  # compared, never rewritten
+    assert (results / "convergence_study" / IDENTITY).read_bytes() == held  # compared, never rewritten
     from analysis.cli import build_parser
 
     args = build_parser().parse_args(["study-convergence", "--out", "x"])

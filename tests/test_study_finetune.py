@@ -115,3 +115,14 @@ def test_finetune_study_end_to_end(tiny_run, tiny_config_path, tiny_judge, tmp_p
                          resamples=20, judge=str(tiny_judge), sample_steps=2, log=lambda m: None)
     assert not (tmp_path / "elsewhere" / "lig0-s0").exists()
     assert again["comparisons"] == summary["comparisons"]
+
+
+def test_c1s_ledger_names_the_model_its_seeds_were_fine_tuned_from():
+    """C1 fine-tuned R1's vanilla Video DiT (width 128); a seed added from today's shipped vanilla (R2, width 192)
+    would be another study, so its ledger refuses it, naming what differs."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    with pytest.raises(ValueError, match="video_dit_digest"):
+        SF.check_ledger(root / "assets" / "ablation", root / "configs" / "study-c2.yaml",
+                        root / "assets" / "checkpoints" / "vanilla")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -130,6 +132,30 @@ def test_study_runs_end_to_end_and_resumes(tiny_run, tiny_config_path, tmp_path,
                          results=results, max_steps={"action": 2, "joint": 1}, log=lambda m: None)  # a new machine
     assert not (tmp_path / "elsewhere" / "full-s0").exists()  # the committed results hold both runs: nothing runs
     assert math.isclose(again["comparisons"]["full − vanilla"]["mean"], c["mean"], abs_tol=1e-3)
+    # a job from another Video DiT (e.g. a re-shipped checkpoint) is not the same study: refused before it runs
+    other = tmp_path / "other"
+    shutil.copytree(src, other)
+    weights = next((other / "video_dit").glob("*.safetensors"))
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(weights)
+    name = next(iter(state))
+    state[name] = state[name] + 1
+    save_file(state, weights)
+    with pytest.raises(ValueError, match="video_dit_digest"):
+        SP.run_study(tmp_path / "third", other, tiny_config_path, ["vanilla", "full"], [1], samples=2, parallel=1,
+                     results=results, max_steps={"action": 2, "joint": 1}, log=lambda m: None)
+    assert not (tmp_path / "third").exists()
+
+
+def test_the_committed_ledgers_name_the_model_their_jobs_started_from():
+    """C3′'s ledger takes the shipped R2 `reworld` under configs/world4s.yaml (its jobs resume from any clone); C3's
+    ledger, made on R1's Video DiT, refuses it, naming the Video DiT and the config keys R2 changed."""
+    root = Path(__file__).resolve().parent.parent
+    shipped, base = root / "assets" / "checkpoints" / "reworld", root / "configs" / "world4s.yaml"
+    SP.check_ledger(root / "assets" / "ablation" / "c3-fixed", base, shipped)
+    with pytest.raises(ValueError, match=r"video\.num_attention_heads.*video_dit_digest|video_dit_digest"):
+        SP.check_ledger(root / "assets" / "ablation", base, shipped)
 
 
 def test_arm_configs_carry_the_switches_and_their_exceptions(tmp_path):
