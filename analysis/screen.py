@@ -70,18 +70,17 @@ def judge_summary(j: dict) -> dict:
 def seed_intervals(d: np.ndarray, resamples: int = 10_000, seed: int = 0) -> dict:
     """Pooled B − A over the (seeds, clips) differences `d`: the mean, the Student-t interval over the seeds' means
     (n − 1 degrees of freedom) and the two-level bootstrap (seeds with replacement, then clips; numpy seed `seed`)."""
-    from scipy import stats
+    from reworld.evaluation.stats import t_interval
 
     d = np.asarray(d, dtype=float)
     n_seeds, n_clips = d.shape
     per_seed = d.mean(1)
     mean = float(per_seed.mean())
-    half = (stats.t.ppf(0.975, n_seeds - 1) * per_seed.std(ddof=1) / np.sqrt(n_seeds)) if n_seeds > 1 else np.inf
     rng = np.random.default_rng(seed)
     s_idx = rng.integers(0, n_seeds, size=(resamples, n_seeds))
     c_idx = rng.integers(0, n_clips, size=(resamples, n_clips))
     means = np.array([d[s][:, c].mean() for s, c in zip(s_idx, c_idx)])
-    return {"mean": mean, "t_over_seeds": [float(mean - half), float(mean + half)],
+    return {"mean": mean, "t_over_seeds": list(t_interval(per_seed)),
             "boot_seeds_clips": [float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))],
             "per_seed": per_seed.tolist(), "seeds": n_seeds, "clips": n_clips}
 

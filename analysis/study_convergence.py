@@ -41,6 +41,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from reworld.evaluation.stats import t_interval
+
 from .study_finetune import clip_position, fd_of_clips, judge_missing, read_npz
 from .study_planner import init_study, make_run, run_logged
 
@@ -249,8 +251,6 @@ def fixed_final(results: Path, seeds, checkpoints=CHECKPOINTS) -> tuple[int | No
 
 def summarize(results: Path, seeds, checkpoints=CHECKPOINTS, resamples: int = BOOTSTRAP) -> dict:
     """Curves, S_v, speed-ups and verdicts of everything the ledger holds."""
-    from scipy import stats
-
     curves = {(arm, seed, w): fd_curve(results, arm, seed, w, checkpoints)
               for arm, ws in GUIDANCE.items() for seed in seeds for w in ws}
     unpaired = fd_curve(results, UNPAIRED, 0, 1.0, checkpoints)
@@ -289,11 +289,8 @@ def summarize(results: Path, seeds, checkpoints=CHECKPOINTS, resamples: int = BO
                 boots = np.median(sp[rng.integers(0, len(sp), (resamples, len(sp)))], axis=1)
                 boot = (float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975)))
                 logs = np.log2(sp)
-                if len(sp) > 1:
-                    half = stats.t.ppf(0.975, len(sp) - 1) * logs.std(ddof=1) / np.sqrt(len(sp))
-                    t_iv = (float(2 ** (logs.mean() - half)), float(2 ** (logs.mean() + half)))
-                else:
-                    t_iv = (0.0, float("inf"))
+                lo, hi = t_interval(logs)  # over log₂ speed-ups
+                t_iv = (float(2 ** lo), float(2 ** hi))
                 complete = len(rows) == len(seeds)
                 median = float(np.median(sp))
                 v = verdict(boot, t_iv, median)

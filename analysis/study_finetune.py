@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from reworld.evaluation.stats import t_interval
+
 from .study_planner import done_marker, init_study, make_run, run_logged, write_means_csv
 
 # docs/study.md §3: λ_ig of each arm, and the guidance values each is sampled at
@@ -161,8 +163,6 @@ def verdict(boot: tuple[float, float], t_seeds: tuple[float, float], smallest: f
 
 
 def summarize(scores: dict[tuple[str, int, float], dict], seeds, resamples: int = BOOTSTRAP) -> dict:
-    from scipy import stats
-
     from reworld.evaluation.judge import judge_kid
 
     means: dict = {}
@@ -189,11 +189,7 @@ def summarize(scores: dict[tuple[str, int, float], dict], seeds, resamples: int 
             boots[b] = np.mean([fd_of_clips(scores[arm, sd, wa], clips) / fd_of_clips(scores[ref, sd, wr], clips) - 1
                                 for sd in shared])
         boot = (float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975)))
-        if len(shared) > 1:
-            half = stats.t.ppf(0.975, len(shared) - 1) * per_seed.std(ddof=1) / np.sqrt(len(shared))
-            t_seeds = (float(per_seed.mean() - half), float(per_seed.mean() + half))
-        else:
-            t_seeds = (float("-inf"), float("inf"))
+        t_seeds = t_interval(per_seed)
         claim = ((arm, wa), (ref, wr)) == COMPARISONS[0]
         complete = len(shared) == len(seeds)
         comps[f"{label(arm, wa)} − {label(ref, wr)}"] = {
@@ -220,8 +216,6 @@ def position_change(scores: dict, arm: str, wa: float, ref: str, wr: float, shar
     """§3's secondary metric, the judge's position error, as arm − reference in metres: over the horizon (every
     future frame) and at 1–4 s; per seed, the mean over seeds, the bootstrap over clips with one resample of clips
     for every seed (seeds kept, as the fd_judge effect's) and the t interval over the seeds. No verdict reads it."""
-    from scipy import stats
-
     d = np.stack([clip_position(scores[arm, sd, wa]) - clip_position(scores[ref, sd, wr]) for sd in shared])
     rate = float(scores[arm, shared[0], wa]["frame_rate"])
     cols = {"horizon": slice(None)}
@@ -234,11 +228,7 @@ def position_change(scores: dict, arm: str, wa: float, ref: str, wr: float, shar
         per_clip = d[:, :, col].mean(2) if name == "horizon" else d[:, :, col]  # (seeds, clips)
         per_seed = per_clip.mean(1)
         boots = np.stack([per_clip[s][idx].mean(1) for s in range(len(shared))]).mean(0)
-        if len(shared) > 1:
-            half = stats.t.ppf(0.975, len(shared) - 1) * per_seed.std(ddof=1) / np.sqrt(len(shared))
-            t_iv = (float(per_seed.mean() - half), float(per_seed.mean() + half))
-        else:
-            t_iv = (float("-inf"), float("inf"))
+        t_iv = t_interval(per_seed)
         out[name] = {"per_seed": per_seed.tolist(), "mean": float(per_seed.mean()),
                      "boot_lo": float(np.quantile(boots, 0.025)), "boot_hi": float(np.quantile(boots, 0.975)),
                      "t_lo": t_iv[0], "t_hi": t_iv[1]}

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from reworld.evaluation.stats import paired_interval
+from reworld.evaluation.stats import paired_interval, t_interval
 
 # the study's switches, on in every arm unless the arm says otherwise (docs/study.md §4 and amendment 2)
 SWITCHES = {"action": {"feature_draws": 4}, "loss": {"hn_clip_z": 3.0}}
@@ -319,8 +319,6 @@ def summarize(runs: dict[tuple[str, int], RunResult], seeds) -> dict:
     share: per clip, the arm's PDMS minus the reference's (mean over those seeds and the samples), in points; the
     95 % bootstrap over clips and the Student-t interval over the seeds' effects; a verdict once every registered
     seed is in."""
-    from scipy import stats
-
     means = {}
     for (arm, seed), r in sorted(runs.items()):
         means.setdefault(arm, {})[str(seed)] = dict(r.means)
@@ -335,11 +333,7 @@ def summarize(runs: dict[tuple[str, int], RunResult], seeds) -> dict:
         per_clip = per_seed_clip.mean(axis=0)
         iv = paired_interval(per_clip)
         per_seed = per_seed_clip.mean(axis=1)
-        if len(shared) > 1:
-            half = stats.t.ppf(0.975, len(shared) - 1) * per_seed.std(ddof=1) / np.sqrt(len(shared))
-            t_seeds = (float(per_seed.mean() - half), float(per_seed.mean() + half))
-        else:
-            t_seeds = (float("-inf"), float("inf"))
+        t_seeds = t_interval(per_seed)
         complete = len(shared) == len(seeds)
         claim = (arm, ref) == COMPARISONS[0]
         comps[f"{arm} − {ref}"] = {

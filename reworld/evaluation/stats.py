@@ -19,15 +19,23 @@ class Interval:
 
 def paired_interval(diffs: np.ndarray, resamples: int = 10_000, seed: int = 0) -> Interval:
     """95 % percentile bootstrap over the units (numpy seed 0) and the Student-t interval of their mean."""
-    from scipy import stats
-
     diffs = np.asarray(diffs, dtype=float)
     n = len(diffs)
     rng = np.random.default_rng(seed)
     means = diffs[rng.integers(0, n, size=(resamples, n))].mean(1)
-    half = stats.t.ppf(0.975, n - 1) * diffs.std(ddof=1) / math.sqrt(n) if n > 1 else float("inf")
-    return Interval(float(diffs.mean()), float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975)),
-                    float(diffs.mean() - half), float(diffs.mean() + half))
+    t_lo, t_hi = t_interval(diffs)
+    return Interval(float(diffs.mean()), float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975)), t_lo, t_hi)
+
+
+def t_interval(values) -> tuple[float, float]:
+    """The 95 % Student-t interval of the mean of `values` (n − 1 degrees of freedom; (−inf, inf) for one value):
+    over seeds, the interval every study reports beside its bootstrap over clips."""
+    from scipy import stats
+
+    values = np.asarray(values, dtype=float)
+    n = len(values)
+    half = stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n) if n > 1 else float("inf")
+    return float(values.mean() - half), float(values.mean() + half)
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
