@@ -542,15 +542,29 @@ def paired_row(a: pd.DataFrame, b: pd.DataFrame) -> dict:
 # --------------------------------------------------------------------------- ablation curves
 
 
-# the claims study's parts in docs/study.md's order (the toy §1, convergence §2, fine-tuning §3, planning §4): the
-# ablation tab lists them first, so that it opens on a part with its registered verdicts
-STUDY_CSVS = ("guidance_toy.csv", "convergence_study.csv", "finetune_study.csv", "planner_study.csv")
+# the claims study's parts in docs/study.md's order (the toy §1, convergence §2, fine-tuning §3, planning §4 as C3′ —
+# its re-run on the fixed planner sampler, amendment 17, a ledger of its own in c3-fixed/ — then C3): the ablation tab
+# lists them first, so that it opens on a part with its registered verdicts
+STUDY_CSVS = ("guidance_toy.csv", "convergence_study.csv", "finetune_study.csv", "c3-fixed/planner_study.csv",
+              "planner_study.csv")
+# what the tab says of a part beyond its file: which reading it is
+STUDY_NOTES = {
+    "c3-fixed/planner_study.csv": "C3′: the planning claim on the fixed planner sampler (docs/study.md amendment 17), "
+                                  "the study's reading of it",
+    "planner_study.csv": "C3: its planners were sampled off their σ schedule (docs/study.md amendment 15); C3′ "
+                         "(c3-fixed/planner_study.csv) is its re-run on the fixed sampler",
+}
 
 
 def ablation_files(ctx) -> list[str]:
-    """The ablation CSVs: the claims study's parts first (`STUDY_CSVS`' order), then the others by name."""
+    """The ablation CSVs, relative to the ablation folder: the claims study's parts first (`STUDY_CSVS`' order), then
+    the others by name. A CSV one folder down is listed only as a study part's second ledger, i.e. with its results
+    JSON beside it (`c3-fixed/planner_study.csv` + `.json`), not the ledgers' own score files."""
     d = ctx.ablation_dir
-    names = sorted(p.name for p in d.glob("*.csv")) if d is not None and d.is_dir() else []
+    if d is None or not d.is_dir():
+        return []
+    names = [p.name for p in d.glob("*.csv")]
+    names += [f"{p.parent.name}/{p.name}" for p in d.glob("*/*.csv") if p.with_suffix(".json").is_file()]
     rank = {n: i for i, n in enumerate(STUDY_CSVS)}
     return sorted(names, key=lambda n: (rank.get(n, len(rank)), n))
 
@@ -577,11 +591,12 @@ def study_verdicts(ctx, csv_name: str) -> pd.DataFrame:
     its intervals and verdict each), as a table; empty for other CSVs."""
     import json
 
-    path = ctx.ablation_dir / f"{Path(csv_name).stem}.json"
+    rel = Path(csv_name).with_suffix(".json").as_posix()  # named in errors as listed: c3-fixed/planner_study.json
+    path = ctx.ablation_dir / rel
     try:
         comparisons = json.loads(path.read_text()).get("comparisons") if path.is_file() else None
     except (OSError, ValueError, AttributeError):
-        raise gr.Error(f"{path.name}: not readable as the study's results JSON") from None
+        raise gr.Error(f"{rel}: not readable as the study's results JSON") from None
     if not isinstance(comparisons, dict):
         return pd.DataFrame(columns=VERDICT_COLUMNS)
     rows = []
@@ -591,7 +606,7 @@ def study_verdicts(ctx, csv_name: str) -> pd.DataFrame:
             rows.append([name, f"{effect:+.4f}", _verdict_interval(c["boot_lo"], c["boot_hi"]),
                          _verdict_interval(c["t_lo"], c["t_hi"]), f"{c['smallest_effect']:.4f}", c["verdict"]])
         except (KeyError, TypeError, ValueError):
-            raise gr.Error(f"{path.name}: comparison {name!r} lacks its mean, intervals or verdict") from None
+            raise gr.Error(f"{rel}: comparison {name!r} lacks its mean, intervals or verdict") from None
     return pd.DataFrame(rows, columns=VERDICT_COLUMNS)
 
 
@@ -604,7 +619,7 @@ def ablation(ctx, csv_name):
     files = ablation_files(ctx)
     if not csv_name and not files:
         return None, no_ablation_note(ctx), pd.DataFrame(columns=VERDICT_COLUMNS)
-    name = V.name(csv_name or files[0], "ablation CSV", files)
+    name = V.listed_file(csv_name or files[0], "ablation CSV", files)
     kind, df = AB.read_ablation_csv(ctx.ablation_dir / name)
     if kind == "curves":
         fig = AB.curves_figure(df)
@@ -617,6 +632,8 @@ def ablation(ctx, csv_name):
     else:
         fig = AB.table_figure(df)
         note = f"`{name}`: metric table of runs {', '.join(map(str, df['run'].unique()))}"
+    if name in STUDY_NOTES:
+        note += f". {STUDY_NOTES[name]}"
     verdicts = study_verdicts(ctx, name)
     if len(verdicts):
         note += (". Below: the comparisons registered in docs/study.md before the runs, paired as the part registers "

@@ -81,6 +81,19 @@ def name(value, what: str, known) -> str:
     return value
 
 
+def listed_file(value, what: str, known) -> str:
+    """A file the server listed itself, relative to its folder (`known`), possibly one folder down
+    ("c3-fixed/planner_study.csv"): only an exact member of the list, never `..`, an absolute path or a URL."""
+    if not isinstance(value, str) or not value:
+        raise gr.Error(f"{what} must be a non-empty name, got {value!r}")
+    if ("\\" in value or ".." in value or value.startswith(("/", "~")) or _URL.match(value)
+            or value.count("/") > 1):
+        raise gr.Error(f"{what} must be a file of the list, not a path or URL: {value!r}")
+    if value not in known:
+        raise gr.Error(f"unknown {what} {value!r}; known: {', '.join(sorted(known))}")
+    return value
+
+
 def names(values, what: str, known, lo: int = 1, hi: int = 2) -> list[str]:
     if isinstance(values, str):
         values = [values]

@@ -439,6 +439,17 @@ def test_ablation_panel_with_and_without_data(ctx, tmp_path, monkeypatch):
         (tmp_path / name).write_text("arm,seed,metric,value\nvanilla,0,pdms,0.8\n")
     assert C.ablation_files(ctx) == ["guidance_toy.csv", "finetune_study.csv", "planner_study.csv", "a_first.csv",
                                      "curves.csv"]
+    # one folder down only a study part's second ledger (its CSV with the results JSON beside it), not score files
+    (tmp_path / "c3-fixed").mkdir()
+    (tmp_path / "c3-fixed" / "planner_study.csv").write_text("arm,seed,metric,value\nvanilla,0,pdms,0.8\n")
+    (tmp_path / "c3-fixed" / "planner_study.json").write_text("{}")
+    (tmp_path / "c3-fixed" / "clips.csv").write_text("arm,seed,token,pdms\nvanilla,0,t,0.8\n")
+    assert C.ablation_files(ctx)[2:4] == ["c3-fixed/planner_study.csv", "planner_study.csv"]
+    assert "c3-fixed/clips.csv" not in C.ablation_files(ctx)
+    for bad in ("c3-fixed/clips.csv", "../planner_study.csv", "/etc/passwd", "c3-fixed/../planner_study.csv",
+                "http://x/y.csv"):
+        with pytest.raises(gr.Error, match="ablation CSV"):
+            C.ablation(ctx, bad)
 
 
 def test_ablation_panel_shows_the_study_verdicts(ctx, tmp_path, monkeypatch):
@@ -460,6 +471,26 @@ def test_ablation_panel_shows_the_study_verdicts(ctx, tmp_path, monkeypatch):
     (tmp_path / "guidance_toy.json").write_text('{"comparisons": {"a": {"mean": 1}}}')
     with pytest.raises(gr.Error, match="guidance_toy.json: comparison 'a' lacks"):
         C.ablation(ctx, "guidance_toy.csv")
+
+
+def test_ablation_panel_shows_the_planning_rerun(ctx, monkeypatch):
+    """C3′ (the planning claim re-run on the fixed sampler, its own ledger in assets/ablation/c3-fixed/) is in the
+    tab beside C3, with its arms, its verdicts as its JSON computes them, and which reading each is."""
+    import json
+
+    from app import callbacks as C
+    from reworld.paths import ASSETS
+
+    monkeypatch.setattr(ctx, "ablation_dir", ASSETS / "ablation")
+    files = C.ablation_files(ctx)
+    assert files.index("c3-fixed/planner_study.csv") + 1 == files.index("planner_study.csv")
+    fig, note, verdicts = C.ablation(ctx, "c3-fixed/planner_study.csv")
+    study = json.loads((ASSETS / "ablation" / "c3-fixed" / "planner_study.json").read_text())["comparisons"]
+    assert list(verdicts["verdict"]) == [c["verdict"] for c in study.values()]
+    assert f"{study['full − vanilla']['mean']:+.4f}" in list(verdicts["effect"])
+    assert "C3′" in note and "amendment 17" in note and "vanilla" in note and fig is not None
+    _, note_c3, _ = C.ablation(ctx, "planner_study.csv")
+    assert "off their σ schedule" in note_c3
 
 
 def test_guidance_sweep_view(ctx, tiny_sweep, tmp_path, monkeypatch):
