@@ -430,7 +430,7 @@ def cmd_study_convergence(args) -> int:
     summary = SC.run_study(Path(args.out), Path(args.checkpoint), Path(args.config),
                            args.seeds if args.seeds is not None else list(SC.SEEDS), Path(args.results),
                            args.samples, args.sample_steps, checkpoints, args.resamples or SC.BOOTSTRAP, args.judge,
-                           _log)
+                           _log, summary_only=args.summary_only)
     print(f"vanilla's final step S_v = {summary['final_step']}")
     for name, c in summary.get("speed_ups", {}).items():
         if "median" in c:
@@ -756,6 +756,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sample-steps", type=int, default=8, help="Euler steps of the futures (registered: 8)")
     s.add_argument("--resamples", type=int, default=None, help="bootstrap resamples (default: the registered 10 000)")
     s.add_argument("--judge", default=None, help="video judge folder (default: the shipped one)")
+    s.add_argument("--summary-only", action="store_true",
+                   help="train and judge nothing: rewrite convergence_study.{csv,json} from the ledger's score files")
     s.set_defaults(func=cmd_study_convergence)
 
     s = sub.add_parser("study-convergence-noise", help="C2's curves with their clip-sampling noise: paired bootstrap "

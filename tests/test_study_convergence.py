@@ -95,6 +95,34 @@ def test_summary_reads_a_two_fold_speed_up_from_the_ledger(tmp_path):
     assert len(fd) == 5 * 4 and fd.groupby("step").value.mean().is_monotonic_decreasing
 
 
+def test_a_twin_of_a_vanilla_curve_that_rises_before_s_v_reads_one(tmp_path):
+    """Amendment 20: vanilla's curve reaches its value at S_v (1.2) before S_v, between 500 and 1000 steps, then
+    rises. An arm that is vanilla's exact twin reads 1× — the numerator is where vanilla first reaches that value —
+    where the registered S_v ÷ S_arm, kept beside, would read it as more than 2×; an arm a doubling ahead reads 2×."""
+    vanilla = {250: 2.0, 500: 1.4, 1000: 1.0, 2000: 1.2}
+    ahead = {250: 1.4, 500: 1.0, 1000: 1.0, 2000: 1.2}
+    seeds = [0, 1, 2]
+    for seed in seeds:
+        for k in (250, 500, 1000, 2000):
+            _write(tmp_path, "vanilla", seed, k, 1.0, vanilla[k])
+            _write(tmp_path, "ig", seed, k, 1.0, vanilla[k])
+            _write(tmp_path, "ig", seed, k, 1.4, ahead[k])
+    out = SC.summarize(tmp_path, seeds, checkpoints=(250, 500, 1000, 2000), resamples=200)
+    assert out["final_step"] == 2000
+    twin = out["speed_ups"]["ig w=1"]
+    for s in seeds:
+        row = twin["per_seed"][str(s)]
+        assert 500 < row["vanilla_steps"] < 1000 and row["vanilla_bound"] == "reached"
+        assert row["steps"] == row["vanilla_steps"] and row["speed_up"] == pytest.approx(1.0)
+        assert row["speed_up_registered"] == pytest.approx(2000 / row["vanilla_steps"])
+        assert row["speed_up_registered"] > 2.0
+    assert twin["median"] == pytest.approx(1.0) and twin["verdict"] == "beside the claim: does not"
+    assert twin["registered_form"]["median"] > 2.0 and "verdict" not in twin["registered_form"]
+    claim = out["speed_ups"]["ig w=1.4"]
+    assert [claim["per_seed"][str(s)]["speed_up"] for s in seeds] == [pytest.approx(2.0)] * 3
+    assert claim["verdict"] == "reproduces"
+
+
 def test_convergence_study_end_to_end(tiny_run, tiny_config_path, tiny_judge, tmp_path, monkeypatch):
     """One seed on the tiny world, checkpoints 2 and 4: vanilla first (S_v from its curve), then every arm trained
     from scratch in segments to S_v (λ_ig and ω from the arm, a constant rate) and judged at each checkpoint and w; a
@@ -289,3 +317,31 @@ def test_clip_noise_pairs_every_difference_by_clip(tmp_path, capsys):
     assert json.loads((tmp_path / "convergence_noise.json").read_text())["resamples"] == 100
     assert main(["study-convergence-noise", "--results", str(tmp_path / "empty"), "--seeds", "0"]) != 0
     assert "no score files of the convergence study" in capsys.readouterr().err
+
+
+def test_summary_only_rewrites_the_committed_ledgers_summary_without_training(tmp_path, capsys):
+    """`--summary-only` on a copy of the committed C2 ledger trains and judges nothing (no study folder is made) and
+    writes the summary from the score files: seed 0's vanilla reaches its own value at S_v before 1000 steps and
+    none of its IG arms reaches it by 2000, so each reads at most that step ÷ 2000 (amendment 20), and 1 in the
+    registered form kept beside it."""
+    import shutil
+
+    from analysis.cli import main
+
+    results = tmp_path / "ablation"
+    shutil.copytree(Path(SC.__file__).resolve().parents[1] / "assets" / "ablation" / "convergence_study",
+                    results / "convergence_study")
+    out = tmp_path / "study"
+    assert main(["study-convergence", "--summary-only", "--out", str(out), "--seeds", "0", "--results", str(results),
+                 "--resamples", "100"]) == 0
+    assert not out.exists()
+    s = json.loads((results / "convergence_study.json").read_text())
+    van = {int(k): v for k, v in s["curves"]["vanilla w=1"]["0"].items()}
+    assert s["final_step"] == 2000 and min(van, key=van.get) == 1000 and van[2000] > van[1000]
+    v_step, bound = SC.steps_to_reach(van, van[2000], 2000)
+    assert 500 < v_step < 1000 and bound == "reached"
+    for name in ("ig w=1", "ig w=1.4", "ig-sg w=1"):
+        row = s["speed_ups"][name]["per_seed"]["0"]
+        assert row["bound"] == "not reached" and row["vanilla_steps"] == pytest.approx(v_step)
+        assert row["speed_up"] == pytest.approx(v_step / 2000) and row["speed_up_registered"] == 1.0
+    assert "speed-up median 0.4" in capsys.readouterr().out
