@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from reworld.paths import resolve_dataroot
+from reworld.paths import JUDGE_CHECKPOINT, resolve_dataroot
 
 from .output import write_figure, write_json
 
@@ -439,14 +439,34 @@ def cmd_study_convergence(args) -> int:
     return 0
 
 
+def noise_terms_line(row: dict) -> str:
+    """One point of `study-convergence-noise`: what moves its fd_judge (amendment 21), and how each part changed."""
+    def fmt(x: dict, f: str = ".2f", unit: str = "") -> str:
+        return f"{x['value']:{f}}{unit} [{x['interval'][0]:{f}}, {x['interval'][1]:{f}}]"
+
+    t = row["terms"]
+    line = (f"means' term {fmt(t['mean'])}, covariances' {fmt(t['covariance'])}, paired distance "
+            f"{fmt(t['paired_distance'])}, spread {t['spread']['generated']:.1f} (real {t['spread']['real']:.1f})")
+    if "speed_bias_mps" in row:
+        line += f", speed − real {fmt(row['speed_bias_mps'], '+.2f', ' m/s')}"
+    if "change_from_previous" in row:
+        c = row["change_from_previous"]
+        line += (f"; change: means' {fmt(c['terms']['mean'], '+.2f')}, covariances' "
+                 f"{fmt(c['terms']['covariance'], '+.2f')}, paired {fmt(c['terms']['paired_distance'], '+.3f')}")
+        if "speed_bias_mps" in c:
+            line += f", speed {fmt(c['speed_bias_mps'], '+.2f', ' m/s')}"
+    return line
+
+
 def cmd_study_convergence_noise(args) -> int:
     from . import study_convergence as SC
     from .output import write_json
 
     if args.resamples is not None and args.resamples < 100:
         raise ValueError("--resamples must be ≥ 100")
+    judge = None if args.judge.lower() == "none" else args.judge
     res = SC.clip_noise(Path(args.results), args.seeds if args.seeds is not None else list(SC.SEEDS),
-                        resamples=args.resamples or SC.NOISE_RESAMPLES)
+                        resamples=args.resamples or SC.NOISE_RESAMPLES, judge=judge)
     if not res["seeds"]:
         raise FileNotFoundError(f"{args.results}: no score files of the convergence study (convergence_study/scores)")
     path = write_json(res, Path(args.json) if args.json else Path(args.results) / "convergence_noise.json")
@@ -464,6 +484,7 @@ def cmd_study_convergence_noise(args) -> int:
                         unit = " m" if key == "position_m" else ""
                         line += f"{text}{v:{fmt}}{unit} [{lo:{fmt}}, {hi:{fmt}}]"
                 print(line)
+                print("    " + noise_terms_line(row))
     print(f"wrote {path}")
     return 0
 
@@ -766,6 +787,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seeds", type=int, nargs="+", default=None, help="default: the registered 0 1 2 3 4")
     s.add_argument("--resamples", type=int, default=None, help="bootstrap resamples (default 1000)")
     s.add_argument("--json", default=None, help="write the diagnostic here (default: RESULTS/convergence_noise.json)")
+    s.add_argument("--judge", default=str(JUDGE_CHECKPOINT),
+                   help="the judge that scored the ledger, for its speed reading of the futures (default: the shipped "
+                        "judge; 'none': leave the speed reading out)")
     s.set_defaults(func=cmd_study_convergence_noise)
 
     s = sub.add_parser("screen-video", help="a world-model screen: arms (configs) × training seeds, stage video "

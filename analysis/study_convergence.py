@@ -37,6 +37,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import yaml
@@ -404,19 +405,65 @@ def run_study(out: Path, checkpoint: Path, base: Path, seeds, results: Path, sam
 NOISE_RESAMPLES = 1000
 
 
-def clip_noise(results: Path, seeds, checkpoints=CHECKPOINTS, resamples: int = NOISE_RESAMPLES) -> dict:
+def speed_reader(judge_path) -> Callable[[np.ndarray], np.ndarray]:
+    """The judge's speed reading of a video from its clip embedding alone: (N, 2D) → (N,) [m/s], the mean of the
+    judge's per-step speed readings over the video's future steps. Exact, not a fit: the speed head is linear on the
+    per-step features, and the embedding's second half is their mean over the future steps (`WorldJudge.embed`).
+    So the score files, which keep embeddings and not readings, still say how fast the judge sees each future go."""
+    from reworld.evaluation.judge import load_judge
+
+    judge = load_judge(judge_path)
+    d, scale = int(judge.config.feature_dim), float(judge.config.speed_scale)
+    weight = judge.speed_head.weight.detach().double().cpu().numpy()[0]
+    bias = float(judge.speed_head.bias.detach().double())
+
+    def read(embedding: np.ndarray) -> np.ndarray:
+        e = np.asarray(embedding, dtype=np.float64)
+        if e.ndim != 2 or e.shape[1] != 2 * d:
+            raise ValueError(f"{judge_path}: this judge's clip embeddings are 2 × {d} wide; the score files' are "
+                             f"{e.shape[-1]} (scored by another judge)")
+        return (e[:, d:] @ weight + bias) * scale
+
+    return read
+
+
+def mean_term(s: dict, clips: np.ndarray) -> float:
+    """fd_judge's means' term ‖μ_real − μ_generated‖² over `clips` (with their multiplicity, as `fd_of_clips`): what
+    every future shifted alike adds. The rest of fd_judge is the covariances' term (spread and shape)."""
+    rows = np.concatenate([np.flatnonzero(s["clip_of"] == c) for c in clips])
+    return float(np.sum((s["real_embedding"][clips].astype(np.float64).mean(0)
+                         - s["embedding"][rows].astype(np.float64).mean(0)) ** 2))
+
+
+def per_clip_mean(values: np.ndarray, clip_of: np.ndarray, n: int) -> np.ndarray:
+    """(M,) values of the futures → (n,) each clip's mean over its futures."""
+    return np.bincount(clip_of, values, minlength=n) / np.bincount(clip_of, minlength=n)
+
+
+def clip_noise(results: Path, seeds, checkpoints=CHECKPOINTS, resamples: int = NOISE_RESAMPLES,
+               judge: str | Path | None = None) -> dict:
     """How much of a curve's movement the validation clips alone explain (a diagnostic beside C2; no verdict reads
     it). Per seed, one set of bootstrap resamples of the val clips (each clip with its futures and its real clip) is
     shared by every score file of that seed, so every difference below is paired by clip: each point's fd_judge with
     its 95 % interval, its change from the previous checkpoint, and each arm minus vanilla at the same checkpoint; and
     §2's secondary reading, the judge's mean position error over the horizon (each clip the mean over its futures), with
-    its interval and each arm minus vanilla, on the same resamples."""
+    its interval and each arm minus vanilla, on the same resamples.
+
+    What moves fd_judge, on the same resamples (docs/study.md amendment 21): its two terms (`mean_term`: every future
+    shifted alike, against spread and shape), the paired distance (each future's embedding from its own clip's real
+    one, each clip the mean over its futures: a model can come nearer each clip while its futures drift together),
+    the two sets' spread (trace of the covariance), and, with the `judge` that scored the ledger, its speed reading of
+    the futures minus that of their real clips [m/s] (`speed_reader`)."""
     results = Path(results)
+    read_speed = speed_reader(judge) if judge is not None else None
     runs = [(arm, w) for arm, ws in GUIDANCE.items() for w in ws] + [(UNPAIRED, 1.0)]
     out: dict = {"what": "fd_judge's clip-sampling noise: paired bootstrap over the val clips within a seed "
                          "(percentile 95 % intervals); a diagnostic, no verdict reads it; position_m: the judge's "
-                         "mean position error over the horizon [m] on the same resamples",
-                 "resamples": resamples, "seeds": {}}
+                         "mean position error over the horizon [m] on the same resamples; terms: fd_judge's means' "
+                         "term and covariances' term, the paired distance of each future to its own clip's real "
+                         "embedding, the traces of both covariances; speed_bias_mps: the judge's speed reading of "
+                         "the futures minus their real clips' (amendment 21)",
+                 "resamples": resamples, "judge": None if judge is None else str(judge), "seeds": {}}
     for seed in seeds:
         scores = {(arm, w, k): read_npz(p) for arm, w in runs for k in checkpoints
                   if (p := score_path(results, arm, seed, k, w)).is_file()}
@@ -431,9 +478,39 @@ def clip_noise(results: Path, seeds, checkpoints=CHECKPOINTS, resamples: int = N
         per_clip = {key: clip_position(s).mean(1) for key, s in scores.items()}
         pos = {key: float(v.mean()) for key, v in per_clip.items()}
         pos_boot = {key: v[idx].mean(1) for key, v in per_clip.items()}
+        # what moves fd_judge (amendment 21): the means' term, the paired distance and the speed reading per clip
+        mean_t = {key: mean_term(s, np.arange(n)) for key, s in scores.items()}
+        mean_boot = {key: np.array([mean_term(s, c) for c in idx]) for key, s in scores.items()}
+        paired = {key: per_clip_mean(np.linalg.norm(s["embedding"].astype(np.float64)
+                                                    - s["real_embedding"][s["clip_of"]].astype(np.float64), axis=1),
+                                     s["clip_of"], n) for key, s in scores.items()}
+        speed = {} if read_speed is None else {
+            key: per_clip_mean(read_speed(s["embedding"]) - read_speed(s["real_embedding"])[s["clip_of"]],
+                               s["clip_of"], n) for key, s in scores.items()}
 
         def iv(b: np.ndarray) -> list[float]:
             return [float(np.quantile(b, 0.025)), float(np.quantile(b, 0.975))]
+
+        def terms(key) -> dict:
+            s, fd = scores[key], point[key]
+            return {"mean": {"value": mean_t[key], "interval": iv(mean_boot[key])},
+                   "covariance": {"value": fd - mean_t[key], "interval": iv(boot[key] - mean_boot[key])},
+                   "paired_distance": {"value": float(paired[key].mean()), "interval": iv(paired[key][idx].mean(1))},
+                   "spread": {"generated": float(np.trace(np.cov(s["embedding"].astype(np.float64), rowvar=False))),
+                              "real": float(np.trace(np.cov(s["real_embedding"].astype(np.float64),
+                                                            rowvar=False)))}}
+
+        def term_change(key, prev) -> dict:
+            cov_b = (boot[key] - mean_boot[key]) - (boot[prev] - mean_boot[prev])
+            return {"mean": {"value": mean_t[key] - mean_t[prev], "interval": iv(mean_boot[key] - mean_boot[prev])},
+                    "covariance": {"value": (point[key] - mean_t[key]) - (point[prev] - mean_t[prev]),
+                                   "interval": iv(cov_b)},
+                    "paired_distance": {"value": float((paired[key] - paired[prev]).mean()),
+                                        "interval": iv((paired[key] - paired[prev])[idx].mean(1))}}
+
+        def diff(a: dict, key, ref) -> dict:
+            d = a[key] - a[ref]
+            return {"value": float(d.mean()), "interval": iv(d[idx].mean(1))}
 
         rows = {}
         for arm, w in runs:
@@ -444,16 +521,23 @@ def clip_noise(results: Path, seeds, checkpoints=CHECKPOINTS, resamples: int = N
             for i, k in enumerate(ks):
                 key = (arm, w, k)
                 row = {"fd_judge": point[key], "interval": iv(boot[key]),
-                       "position_m": {"value": pos[key], "interval": iv(pos_boot[key])}}
+                       "position_m": {"value": pos[key], "interval": iv(pos_boot[key])}, "terms": terms(key)}
+                if speed:
+                    row["speed_bias_mps"] = {"value": float(speed[key].mean()), "interval": iv(speed[key][idx].mean(1))}
                 if i:
                     prev = (arm, w, ks[i - 1])
                     row["change_from_previous"] = {"from": ks[i - 1], "value": point[key] - point[prev],
-                                                   "interval": iv(boot[key] - boot[prev])}
+                                                   "interval": iv(boot[key] - boot[prev]),
+                                                   "terms": term_change(key, prev)}
+                    if speed:
+                        row["change_from_previous"]["speed_bias_mps"] = diff(speed, key, prev)
                 ref = ("vanilla", 1.0, k)
                 if arm != "vanilla" and ref in scores:
                     row["minus_vanilla"] = {"value": point[key] - point[ref], "interval": iv(boot[key] - boot[ref])}
                     row["position_minus_vanilla"] = {"value": pos[key] - pos[ref],
                                                      "interval": iv(pos_boot[key] - pos_boot[ref])}
+                    if speed:
+                        row["speed_minus_vanilla"] = diff(speed, key, ref)
                 curve[str(k)] = row
             rows[label(arm, w)] = curve
         out["seeds"][str(seed)] = {"clips": n, "curves": rows}

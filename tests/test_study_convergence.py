@@ -310,12 +310,14 @@ def test_clip_noise_pairs_every_difference_by_clip(tmp_path, capsys):
     assert van["250"]["position_m"] == {"value": 2.0, "interval": [2.0, 2.0]}  # every future 2 m off: no spread
     assert van["500"]["position_m"]["value"] == 1.0
 
-    assert main(["study-convergence-noise", "--results", str(tmp_path), "--seeds", "0", "--resamples", "100"]) == 0
+    assert main(["study-convergence-noise", "--results", str(tmp_path), "--seeds", "0", "--resamples", "100",
+                 "--judge", "none"]) == 0
     printed = capsys.readouterr().out
     assert "ig w=1.4 @  500" in printed and "− vanilla +0.00 [+0.00, +0.00]" in printed
     assert "| position 1.00 m [1.00, 1.00]" in printed
     assert json.loads((tmp_path / "convergence_noise.json").read_text())["resamples"] == 100
-    assert main(["study-convergence-noise", "--results", str(tmp_path / "empty"), "--seeds", "0"]) != 0
+    assert main(["study-convergence-noise", "--results", str(tmp_path / "empty"), "--seeds", "0", "--judge",
+                 "none"]) != 0
     assert "no score files of the convergence study" in capsys.readouterr().err
 
 
@@ -345,3 +347,61 @@ def test_summary_only_rewrites_the_committed_ledgers_summary_without_training(tm
         assert row["bound"] == "not reached" and row["vanilla_steps"] == pytest.approx(v_step)
         assert row["speed_up"] == pytest.approx(v_step / 2000) and row["speed_up_registered"] == 1.0
     assert "speed-up median 0.4" in capsys.readouterr().out
+
+
+def test_what_moves_fd_judge_known_answers(tmp_path, capsys):
+    """Amendment 21's reading of a curve, on answers known exactly: futures that are their clips' real embeddings
+    shifted by one vector s put all of the change into fd_judge's means' term (‖s‖²), leave the covariances' term at
+    what duplicating each clip does to the covariance, and sit ‖s‖ from their own clips; the judge's speed reading of
+    an embedding is exactly the mean of its per-step speed readings over the future (a tiny real judge, read both
+    ways), so the futures read s's share of the speed head faster than their clips; a judge of another width is a
+    short error."""
+    import torch
+
+    from analysis.cli import main
+    from reworld.evaluation.judge import WorldJudge
+
+    torch.manual_seed(0)
+    judge = WorldJudge(context_frames=5, future_frames=16, frame_rate=4.0, frame_size=(32, 64), widths=(8, 16),
+                       frame_stages=1, feature_dim=6, token_dim=16, num_heads=2, num_layers=1).eval()
+    judge.save_pretrained(tmp_path / "judge", safe_serialization=True)
+    read = SC.speed_reader(tmp_path / "judge")
+    videos = torch.rand(2, 21, 3, 32, 64) * 2 - 1
+    with torch.no_grad():
+        out = judge(videos, output_embedding=True)
+    np.testing.assert_allclose(read(out.embedding.numpy()), out.speed.mean(1).numpy(), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="2 × 6 wide; the score files' are 5"):
+        read(np.zeros((3, 5)))
+
+    rng = np.random.default_rng(0)
+    n, d = 40, 12
+    real = rng.normal(size=(n, d))
+    clip_of = np.repeat(np.arange(n), 2)
+    shift = rng.normal(size=d)
+    for k, scale in ((500, 0.0), (1000, 1.0)):
+        SF.write_npz({"embedding": real[clip_of] + scale * shift, "clip_of": clip_of,
+                      "position_m": np.ones((2 * n, 16)), "real_embedding": real, "frame_rate": np.array(4.0)},
+                     SC.score_path(tmp_path, "vanilla", 0, k, 1.0))
+    res = SC.clip_noise(tmp_path, [0], checkpoints=(500, 1000), resamples=100, judge=tmp_path / "judge")
+    van = res["seeds"]["0"]["curves"]["vanilla w=1"]
+    c = (2 * n - 2) / (2 * n - 1)  # each clip twice: the generated covariance is c × the real one
+    dup = float(np.trace(np.cov(real, rowvar=False))) * (1 - np.sqrt(c)) ** 2
+    for k, scale in (("500", 0.0), ("1000", 1.0)):
+        t = van[k]["terms"]
+        assert t["mean"]["value"] == pytest.approx(scale ** 2 * float(shift @ shift), abs=1e-9)
+        assert t["covariance"]["value"] == pytest.approx(dup, rel=1e-4, abs=1e-6)
+        assert t["paired_distance"]["value"] == pytest.approx(scale * float(np.linalg.norm(shift)))
+        assert t["spread"]["generated"] == pytest.approx(c * t["spread"]["real"])
+        assert van[k]["fd_judge"] == pytest.approx(t["mean"]["value"] + t["covariance"]["value"])
+    w, scale_v = judge.speed_head.weight.detach().double().numpy()[0], judge.config.speed_scale
+    assert van["500"]["speed_bias_mps"] == {"value": 0.0, "interval": [0.0, 0.0]}
+    assert van["1000"]["speed_bias_mps"]["value"] == pytest.approx(float(shift[6:] @ w) * scale_v)
+    change = van["1000"]["change_from_previous"]
+    assert change["terms"]["mean"]["value"] == pytest.approx(float(shift @ shift))
+    assert change["terms"]["covariance"]["value"] == pytest.approx(0.0, abs=1e-6)
+    lo, hi = change["terms"]["mean"]["interval"]
+    assert lo == pytest.approx(hi) == pytest.approx(float(shift @ shift))  # every resample shifts alike
+    assert main(["study-convergence-noise", "--results", str(tmp_path), "--seeds", "0", "--resamples", "100",
+                 "--judge", str(tmp_path / "judge")]) == 0
+    printed = capsys.readouterr().out
+    assert f"means' term {shift @ shift:.2f}" in printed and "speed − real" in printed
