@@ -349,6 +349,19 @@ def test_summary_only_rewrites_the_committed_ledgers_summary_without_training(tm
     assert "speed-up median 0.4" in capsys.readouterr().out
 
 
+def _tiny_judge(path):
+    """A small real WorldJudge (feature_dim 6: clip embeddings 12 wide), saved at `path`."""
+    import torch
+
+    from reworld.evaluation.judge import WorldJudge
+
+    torch.manual_seed(0)
+    judge = WorldJudge(context_frames=5, future_frames=16, frame_rate=4.0, frame_size=(32, 64), widths=(8, 16),
+                       frame_stages=1, feature_dim=6, token_dim=16, num_heads=2, num_layers=1).eval()
+    judge.save_pretrained(path, safe_serialization=True)
+    return judge
+
+
 def test_what_moves_fd_judge_known_answers(tmp_path, capsys):
     """Amendment 21's reading of a curve, on answers known exactly: futures that are their clips' real embeddings
     shifted by one vector s put all of the change into fd_judge's means' term (‖s‖²), leave the covariances' term at
@@ -359,12 +372,8 @@ def test_what_moves_fd_judge_known_answers(tmp_path, capsys):
     import torch
 
     from analysis.cli import main
-    from reworld.evaluation.judge import WorldJudge
 
-    torch.manual_seed(0)
-    judge = WorldJudge(context_frames=5, future_frames=16, frame_rate=4.0, frame_size=(32, 64), widths=(8, 16),
-                       frame_stages=1, feature_dim=6, token_dim=16, num_heads=2, num_layers=1).eval()
-    judge.save_pretrained(tmp_path / "judge", safe_serialization=True)
+    judge = _tiny_judge(tmp_path / "judge")
     read = SC.speed_reader(tmp_path / "judge")
     videos = torch.rand(2, 21, 3, 32, 64) * 2 - 1
     with torch.no_grad():
@@ -405,3 +414,45 @@ def test_what_moves_fd_judge_known_answers(tmp_path, capsys):
                  "--judge", str(tmp_path / "judge")]) == 0
     printed = capsys.readouterr().out
     assert f"means' term {shift @ shift:.2f}" in printed and "speed − real" in printed
+
+
+def test_score_speed_script_reads_a_known_shift(tmp_path, capsys):
+    """scripts/score_speed.py: futures whose embeddings are their clips' real ones shifted by s read s's share of the
+    speed head faster than their clips, in every resample; against an unshifted partner, paired by clip, the same per
+    pair and over pairs (t interval of equal pairs: a point); a partner missing or of other clips is a short error."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("score_speed", Path(__file__).resolve().parent.parent / "scripts"
+                                                  / "score_speed.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    judge = _tiny_judge(tmp_path / "judge")
+    rng = np.random.default_rng(1)
+    n = 25
+    real = rng.normal(size=(n, 12))
+    clip_of = np.repeat(np.arange(n), 3)
+    shift = rng.normal(size=12)
+    files = []
+    for name, scale in (("a", 1.0), ("b", 1.0), ("ref", 0.0), ("ref2", 0.0)):
+        files.append(tmp_path / f"{name}.npz")
+        SF.write_npz({"embedding": real[clip_of] + scale * shift, "clip_of": clip_of,
+                      "position_m": np.ones((3 * n, 16)), "real_embedding": real, "frame_rate": np.array(4.0)},
+                     files[-1])
+    want = float(shift[6:] @ judge.speed_head.weight.detach().double().numpy()[0]) * judge.config.speed_scale
+    assert mod.main([str(files[0]), str(files[1]), "--minus", str(files[2]), str(files[3]), "--judge",
+                     str(tmp_path / "judge"), "--resamples", "200"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    a = out["files"][str(files[0])]
+    assert a["value"] == pytest.approx(want) and a["interval"] == pytest.approx([want, want]) and a["clips"] == n
+    assert out["files"][str(files[2])]["value"] == pytest.approx(0.0, abs=1e-9)
+    assert [p["value"] for p in out["pairs"]] == pytest.approx([want, want])
+    over = out["over_pairs"]
+    assert over["mean"] == pytest.approx(want) and over["t_lo"] == pytest.approx(want)
+    assert over["boot"] == pytest.approx([want, want])
+    assert mod.main([str(files[0]), "--minus", str(files[2]), str(files[3]), "--judge", str(tmp_path / "judge")]) == 2
+    assert "2 files for 1" in capsys.readouterr().err
+    other = tmp_path / "other.npz"
+    SF.write_npz({"embedding": real[:10], "clip_of": np.arange(10), "position_m": np.ones((10, 16)),
+                  "real_embedding": real[:10], "frame_rate": np.array(4.0)}, other)
+    assert mod.main([str(files[0]), "--minus", str(other), "--judge", str(tmp_path / "judge")]) == 2
+    assert "different numbers of clips" in capsys.readouterr().err
