@@ -440,6 +440,12 @@ def per_clip_mean(values: np.ndarray, clip_of: np.ndarray, n: int) -> np.ndarray
     return np.bincount(clip_of, values, minlength=n) / np.bincount(clip_of, minlength=n)
 
 
+def clip_speed(s: dict, read) -> np.ndarray:
+    """A score file and a `speed_reader` → (clips,) each clip's futures' speed reading minus its real clip's [m/s]."""
+    n = len(s["real_embedding"])
+    return per_clip_mean(read(s["embedding"]) - read(s["real_embedding"])[s["clip_of"]], s["clip_of"], n)
+
+
 def clip_noise(results: Path, seeds, checkpoints=CHECKPOINTS, resamples: int = NOISE_RESAMPLES,
                judge: str | Path | None = None) -> dict:
     """How much of a curve's movement the validation clips alone explain (a diagnostic beside C2; no verdict reads
@@ -484,9 +490,7 @@ def clip_noise(results: Path, seeds, checkpoints=CHECKPOINTS, resamples: int = N
         paired = {key: per_clip_mean(np.linalg.norm(s["embedding"].astype(np.float64)
                                                     - s["real_embedding"][s["clip_of"]].astype(np.float64), axis=1),
                                      s["clip_of"], n) for key, s in scores.items()}
-        speed = {} if read_speed is None else {
-            key: per_clip_mean(read_speed(s["embedding"]) - read_speed(s["real_embedding"])[s["clip_of"]],
-                               s["clip_of"], n) for key, s in scores.items()}
+        speed = {} if read_speed is None else {key: clip_speed(s, read_speed) for key, s in scores.items()}
 
         def iv(b: np.ndarray) -> list[float]:
             return [float(np.quantile(b, 0.025)), float(np.quantile(b, 0.975))]

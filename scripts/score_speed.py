@@ -22,17 +22,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from analysis.study_convergence import per_clip_mean, read_npz, speed_reader  # noqa: E402
+from analysis.study_convergence import clip_speed, read_npz, speed_reader  # noqa: E402
 from reworld.evaluation.stats import t_interval  # noqa: E402
 from reworld.paths import JUDGE_CHECKPOINT  # noqa: E402
 
 RESAMPLES = 2000
-
-
-def clip_speed(s: dict, read) -> np.ndarray:
-    """A score file → (clips,) each clip's futures' speed reading minus its real clip's [m/s]."""
-    n = len(s["real_embedding"])
-    return per_clip_mean(read(s["embedding"]) - read(s["real_embedding"])[s["clip_of"]], s["clip_of"], n)
 
 
 def speed_report(files: list[Path], minus: list[Path], read, resamples: int = RESAMPLES) -> dict:
