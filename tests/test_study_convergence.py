@@ -456,3 +456,41 @@ def test_score_speed_script_reads_a_known_shift(tmp_path, capsys):
                   "real_embedding": real[:10], "frame_rate": np.array(4.0)}, other)
     assert mod.main([str(files[0]), "--minus", str(other), "--judge", str(tmp_path / "judge")]) == 2
     assert "different numbers of clips" in capsys.readouterr().err
+
+
+def _speed_blur_probe():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("speed_blur_probe", Path(__file__).resolve().parent.parent
+                                                  / "scripts" / "speed_blur_probe.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+def test_speed_blur_probe_matches_blur_by_sharpness():
+    """scripts/speed_blur_probe.py (docs/world4s.md D7): the sharpness of one bright pixel is its Laplacian's energy
+    (20 a² over the interior); the σ at which blurred frames keep a share of it is read back from the grid, exactly at a
+    grid point and between grid points by interpolation; frames as sharp as the real ones get 0."""
+    import torch
+
+    P = _speed_blur_probe()
+    v = torch.zeros(1, 1, 3, 10, 12)
+    v[0, 0, :, 4, 5] = 0.5
+    assert float(P.sharpness(v)[0, 0]) == pytest.approx(20 * 0.25 / (8 * 10))
+
+    g = torch.Generator().manual_seed(0)
+    real = torch.rand(2, 5, 3, 32, 48, generator=g) * 2 - 1  # 2 context + 3 future frames
+    grid = np.array(P.GRID)
+    sharp = P.sharpness(real[:, 2:]).numpy().mean(0)
+    ratios = np.stack([P.sharpness(P.gaussian_blur(real[:, 2:], s)).numpy().mean(0) / sharp for s in grid])
+    assert np.all(np.diff(ratios, axis=0) < 0)
+    future = P.blur_frames(real, 2, [0.0, 1.0, 1.5])
+    assert torch.equal(future[:, :3], real[:, :3])  # the context and an unblurred future frame stay as they were
+    target = P.sharpness(future[:, 2:]).numpy().mean(0) / sharp
+    assert P.matched_sigmas(target, grid, ratios) == pytest.approx([0.0, 1.0, 1.5], abs=1e-6)
+    mid = 0.5 * (ratios[3] + ratios[4])  # halfway between σ = 1 and 1.25 in sharpness
+    assert P.matched_sigmas(mid, grid, ratios)[0] == pytest.approx(1.125)
+    assert P.matched_sigmas(np.full(3, 1e-9), grid, ratios) == pytest.approx([grid[-1]] * 3)
+    with pytest.raises(ValueError, match="does not fall"):
+        P.matched_sigmas(target, grid, ratios[::-1])
