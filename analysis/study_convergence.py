@@ -213,11 +213,13 @@ def final_step(curve: dict[int, float], checkpoints=CHECKPOINTS, flat: float = F
     return checkpoints[-1] if checkpoints[-1] in curve else None
 
 
-def steps_to_reach(curve: dict[int, float], target: float, final: int) -> tuple[float, str]:
+def log_steps_to_reach(curve: dict[int, float], target: float, final: int) -> tuple[float, str]:
     """The first step at which `curve` (fd_judge against steps; lower is better) reaches `target`, interpolated
     linearly in log₂ steps between the checkpoints around the crossing, and how it is bounded: "reached",
     "at or before" (already at the first checkpoint: the step is an upper bound) or "not reached" (by `final`: the
-    step is reported as `final`, a lower bound)."""
+    step is reported as `final`, a lower bound). C2's registered reading (docs/study.md §2); not
+    `reworld.evaluation.curves.steps_to_reach`, which takes the first logged step at or past a target, uninterpolated.
+    """
     ks = sorted(k for k in curve if k <= final)
     if not ks:
         raise ValueError("no checkpoint to read the curve at")
@@ -295,8 +297,8 @@ def summarize(results: Path, seeds, checkpoints=CHECKPOINTS, resamples: int = BO
                 target = van[final]
                 # amendment 20: the numerator is where vanilla itself first reaches its value at S_v (the issue's
                 # definition); S_v ÷ S_arm, as §2 registered it, is kept beside and read by no verdict
-                v_step, v_bound = steps_to_reach(van, target, final)
-                step, bound = steps_to_reach(cur, target, final)
+                v_step, v_bound = log_steps_to_reach(van, target, final)
+                step, bound = log_steps_to_reach(cur, target, final)
                 rows[seed] = {"target_fd": target, "vanilla_steps": v_step, "vanilla_bound": v_bound, "steps": step,
                               "bound": bound, "speed_up": v_step / step, "speed_up_registered": final / step}
             entry = {"per_seed": {str(s): r for s, r in rows.items()}, "seeds": sorted(rows),

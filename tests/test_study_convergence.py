@@ -16,14 +16,14 @@ from analysis.ledger import IDENTITY
 from analysis import study_finetune as SF
 
 
-def test_steps_to_reach_and_the_final_step_known_answers():
+def test_log_steps_to_reach_and_the_final_step_known_answers():
     curve = {250: 10.0, 500: 6.0, 1000: 4.0, 2000: 3.9}
     # between 500 (6) and 1000 (4), target 5: half way in log2 steps, the geometric mean of 500 and 1000
-    assert SC.steps_to_reach(curve, 5.0, 2000) == (pytest.approx(math.sqrt(500 * 1000)), "reached")
-    assert SC.steps_to_reach(curve, 4.0, 2000) == (1000.0, "reached")
-    assert SC.steps_to_reach(curve, 12.0, 2000) == (250.0, "at or before")
-    assert SC.steps_to_reach(curve, 3.0, 2000) == (2000.0, "not reached")
-    assert SC.steps_to_reach(curve, 3.95, 1000) == (1000.0, "not reached")  # nothing past the final step counts
+    assert SC.log_steps_to_reach(curve, 5.0, 2000) == (pytest.approx(math.sqrt(500 * 1000)), "reached")
+    assert SC.log_steps_to_reach(curve, 4.0, 2000) == (1000.0, "reached")
+    assert SC.log_steps_to_reach(curve, 12.0, 2000) == (250.0, "at or before")
+    assert SC.log_steps_to_reach(curve, 3.0, 2000) == (2000.0, "not reached")
+    assert SC.log_steps_to_reach(curve, 3.95, 1000) == (1000.0, "not reached")  # nothing past the final step counts
     # S_v: the first doubling that improves fd_judge by less than 5 %: 1000 → 2000 (4 → 3.9, 2.5 %)
     assert SC.final_step(curve) == 2000
     assert SC.final_step({250: 10.0, 500: 9.9}) == 500  # already flat after one doubling
@@ -340,7 +340,7 @@ def test_summary_only_rewrites_the_committed_ledgers_summary_without_training(tm
     s = json.loads((results / "convergence_study.json").read_text())
     van = {int(k): v for k, v in s["curves"]["vanilla w=1"]["0"].items()}
     assert s["final_step"] == 2000 and min(van, key=van.get) == 1000 and van[2000] > van[1000]
-    v_step, bound = SC.steps_to_reach(van, van[2000], 2000)
+    v_step, bound = SC.log_steps_to_reach(van, van[2000], 2000)
     assert 500 < v_step < 1000 and bound == "reached"
     for name in ("ig w=1", "ig w=1.4", "ig-sg w=1"):
         row = s["speed_ups"][name]["per_seed"]["0"]
