@@ -11,8 +11,10 @@ clips through the checkpoint's VAE (D6's ceiling); "generated", one future per c
 `sampled_videos`). Each arm is read by the judge (speed, the mean over the future frames; forward displacement at the
 last frame) and by a learning-free speed (the judge's ground view, its correlation peak read by hand as
 `scripts/ground_odometry_probe.py` does: the mean over the steps into the future frames), and each reading is
-reported as arm − real per clip, mean over clips with a 95 % bootstrap over clips. `--check-scores`: a judge-scores
-file of the same checkpoint, w and steps, whose first future per clip must read the same embeddings as "generated".
+reported as arm − real per clip, mean over clips with a 95 % bootstrap over clips; for the generated and VAE arms
+also per future frame, the last four frames' shift minus the first four's, and each clip's reading regressed on its
+real reading (D8). `--check-scores`: a judge-scores file of the same checkpoint, w and steps, whose first future per
+clip must read the same embeddings as "generated".
 """
 from __future__ import annotations
 
@@ -91,9 +93,21 @@ def readings(judge, videos: torch.Tensor, times: np.ndarray, n_context: int) -> 
     from reworld.evaluation.judge import read_videos
 
     r = read_videos(judge, videos, times=times)
-    return {"speed": r["speed"].mean(1), "forward": r["ego_pose"][:, -1, 0],
+    return {"speed": r["speed"].mean(1), "speed_per_frame": r["speed"], "forward": r["ego_pose"][:, -1, 0],
             "peak": peak_speeds(judge, videos, times, n_context).mean(1),
             "sharp": sharpness(videos[:, n_context:]).numpy(), "embedding": r["embedding"]}
+
+
+def regression(y: np.ndarray, x: np.ndarray, idx: np.ndarray) -> dict:
+    """Least-squares y ≈ slope · x + intercept over clips, each with its 95 % percentile bootstrap over clips."""
+    def fit(xs, ys):
+        xc = xs - xs.mean(-1, keepdims=True)
+        slope = (xc * (ys - ys.mean(-1, keepdims=True))).sum(-1) / (xc**2).sum(-1)
+        return slope, ys.mean(-1) - slope * xs.mean(-1)
+
+    (a, b), (ba, bb) = fit(x, y), fit(x[idx], y[idx])
+    iv = lambda v: [float(np.quantile(v, 0.025)), float(np.quantile(v, 0.975))]  # noqa: E731
+    return {"slope": float(a), "slope_interval": iv(ba), "intercept": float(b), "intercept_interval": iv(bb)}
 
 
 def shift(a: np.ndarray, b: np.ndarray, idx: np.ndarray) -> dict:
@@ -180,6 +194,15 @@ def main(argv=None) -> int:
     for k, v in got.items():
         if k != "real":
             out["arms"][k] = {m: shift(v[m], got["real"][m], idx) for m in ("speed", "forward", "peak")}
+    real_f = got["real"]["speed_per_frame"]
+    out["speed_shift_per_future_frame"] = {k: [shift(got[k]["speed_per_frame"][:, f], real_f[:, f], idx)
+                                               for f in range(real_f.shape[1])] for k in ("generated", "vae")}
+    out["speed_shift_last4_minus_first4"] = {
+        k: shift((got[k]["speed_per_frame"] - real_f)[:, -4:].mean(1), (got[k]["speed_per_frame"] - real_f)[:, :4].mean(1),
+                 idx) for k in ("generated", "vae")}
+    out["speed_regression_on_real"] = {k: regression(got[k]["speed"], got["real"]["speed"], idx)
+                                       for k in ("generated", "vae")}
+    out["real_speed_reading"] = {"mean": float(got["real"]["speed"].mean()), "std": float(got["real"]["speed"].std())}
     g, m = out["arms"]["generated"]["speed"], out["arms"]["matched"]["speed"]
     out["matched_share_of_generated_speed_shift"] = m["value"] / g["value"] if g["value"] else None
     if args.check_scores:

@@ -494,3 +494,7 @@ def test_speed_blur_probe_matches_blur_by_sharpness():
     assert P.matched_sigmas(np.full(3, 1e-9), grid, ratios) == pytest.approx([grid[-1]] * 3)
     with pytest.raises(ValueError, match="does not fall"):
         P.matched_sigmas(target, grid, ratios[::-1])
+    x = np.linspace(6.0, 10.0, 9)
+    fit = P.regression(0.5 * x + 1.0, x, np.random.default_rng(0).integers(0, 9, (50, 9)))
+    assert fit["slope"] == pytest.approx(0.5) and fit["intercept"] == pytest.approx(1.0)
+    assert fit["slope_interval"] == pytest.approx([0.5, 0.5]) and fit["intercept_interval"] == pytest.approx([1.0, 1.0])
