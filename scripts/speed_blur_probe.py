@@ -13,7 +13,7 @@ last frame) and by a learning-free speed (the judge's ground view, its correlati
 `scripts/ground_odometry_probe.py` does: the mean over the steps into the future frames), and each reading is
 reported as arm − real per clip, mean over clips with a 95 % bootstrap over clips; for the generated and VAE arms
 also per future frame, the last four frames' shift minus the first four's, and each clip's reading regressed on its
-real reading (D8). `--check-scores`: a judge-scores file of the same checkpoint, w and steps, whose first future per
+real reading and (with the real arm's) on the world's true speed (D8). `--check-scores`: a judge-scores file of the same checkpoint, w and steps, whose first future per
 clip must read the same embeddings as "generated".
 """
 from __future__ import annotations
@@ -202,6 +202,8 @@ def main(argv=None) -> int:
                  idx) for k in ("generated", "vae")}
     out["speed_regression_on_real"] = {k: regression(got[k]["speed"], got["real"]["speed"], idx)
                                        for k in ("generated", "vae")}
+    truth = data.speed[:, nc:].mean(1)
+    out["speed_regression_on_truth"] = {k: regression(got[k]["speed"], truth, idx) for k in ("real", "generated", "vae")}
     out["real_speed_reading"] = {"mean": float(got["real"]["speed"].mean()), "std": float(got["real"]["speed"].std())}
     g, m = out["arms"]["generated"]["speed"], out["arms"]["matched"]["speed"]
     out["matched_share_of_generated_speed_shift"] = m["value"] / g["value"] if g["value"] else None
