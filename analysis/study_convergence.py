@@ -448,6 +448,21 @@ def clip_speed(s: dict, read) -> np.ndarray:
     return per_clip_mean(read(s["embedding"]) - read(s["real_embedding"])[s["clip_of"]], s["clip_of"], n)
 
 
+def clip_readings(s: dict, read) -> tuple[np.ndarray, np.ndarray]:
+    """A score file and a `speed_reader` → (real, generated), each (clips,): each real clip's speed reading and the
+    mean of its futures' [m/s]."""
+    n = len(s["real_embedding"])
+    return read(s["real_embedding"]), per_clip_mean(read(s["embedding"]), s["clip_of"], n)
+
+
+def line_fit(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Least squares y ≈ slope · x + intercept along the last axis (any leading axes, e.g. bootstrap resamples):
+    (slope, intercept)."""
+    xc = x - x.mean(-1, keepdims=True)
+    slope = (xc * (y - y.mean(-1, keepdims=True))).sum(-1) / (xc**2).sum(-1)
+    return slope, y.mean(-1) - slope * x.mean(-1)
+
+
 def clip_noise(results: Path, seeds, checkpoints=CHECKPOINTS, resamples: int = NOISE_RESAMPLES,
                judge: str | Path | None = None) -> dict:
     """How much of a curve's movement the validation clips alone explain (a diagnostic beside C2; no verdict reads

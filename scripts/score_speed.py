@@ -1,6 +1,6 @@
 """How fast the video judge sees the generated ego go, from judge-scores files alone (prints JSON).
 
-    python scripts/score_speed.py FILE [FILE ...] [--minus FILE ...] [--judge assets/checkpoints/judge]
+    python scripts/score_speed.py FILE [FILE ...] [--minus FILE ...] [--pull] [--judge assets/checkpoints/judge]
 
 Each FILE is a score file of `python -m analysis judge-scores` (the claims study's ledgers keep one per arm, seed,
 checkpoint and w). The judge's speed reading of its futures minus that of their real clips [m/s] comes from the
@@ -9,7 +9,9 @@ features, whose mean over the future steps is the embedding's second half): each
 then the mean over clips, with a bootstrap over clips. With `--minus` (as many files, of the same clips, in the same
 order): each FILE minus its partner, paired by clip, and over the pairs (seeds, say) their mean with the t interval
 over pairs and a bootstrap in which one resample of clips serves every pair. The judge must be the one that scored
-the files (their embeddings' width is checked against it).
+the files (their embeddings' width is checked against it). With `--pull` (docs/world4s.md, D9): per file, each clip's
+futures' mean reading regressed on its real clip's reading (slope: the share of a clip's speed difference from the
+others that its futures keep), and with `--minus` each slope minus its partner's, paired by clip.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from analysis.study_convergence import clip_speed, read_npz, speed_reader  # noqa: E402
+from analysis.study_convergence import clip_readings, clip_speed, line_fit, read_npz, speed_reader  # noqa: E402
 from reworld.evaluation.stats import t_interval  # noqa: E402
 from reworld.paths import JUDGE_CHECKPOINT  # noqa: E402
 
@@ -60,17 +62,53 @@ def speed_report(files: list[Path], minus: list[Path], read, resamples: int = RE
     return out
 
 
+def pull_report(files: list[Path], minus: list[Path], read, resamples: int = RESAMPLES) -> dict:
+    """`--pull`: per file, each clip's futures' mean speed reading regressed on its real clip's reading (slope: the
+    share of a clip's speed difference from the others that its futures keep; 1 = none lost), with a bootstrap over
+    clips; with `minus`, each file's slope minus its partner's, paired by clip on the same resamples."""
+    def iv(b: np.ndarray) -> list[float]:
+        return [float(np.quantile(b, 0.025)), float(np.quantile(b, 0.975))]
+
+    if minus and len(minus) != len(files):
+        raise ValueError(f"--minus: {len(minus)} files for {len(files)}; give one partner per file")
+    per = {str(p): clip_readings(read_npz(p), read) for p in [*files, *minus]}
+    sizes = {len(x) for x, _ in per.values()}
+    if minus and len(sizes) != 1:
+        raise ValueError(f"the files hold different numbers of clips ({sorted(sizes)}): they cannot be paired by clip")
+    rng = np.random.default_rng(0)
+    idx = {n: rng.integers(0, n, (resamples, n)) for n in sorted(sizes)}
+    out: dict = {"unit": "per clip, the futures' mean speed reading ≈ slope × the real clip's + intercept [m/s]; "
+                         "percentile 95 % bootstrap over clips", "resamples": resamples, "files": {}}
+    boot = {}
+    for name, (x, y) in per.items():
+        a, b = line_fit(x, y)
+        i = idx[len(x)]
+        boot[name] = line_fit(x[i], y[i])
+        out["files"][name] = {"slope": float(a), "slope_interval": iv(boot[name][0]), "intercept": float(b),
+                              "intercept_interval": iv(boot[name][1]), "clips": len(x)}
+    if minus:
+        out["pairs"] = []
+        for a, b in zip(files, minus):
+            d = out["files"][str(a)]["slope"] - out["files"][str(b)]["slope"]
+            out["pairs"].append({"file": str(a), "minus": str(b), "slope_difference": d,
+                                 "interval": iv(boot[str(a)][0] - boot[str(b)][0])})
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("files", nargs="+", type=Path, help="judge-scores files (.npz)")
     ap.add_argument("--minus", nargs="+", type=Path, default=[], help="one reference file per file, same clips")
     ap.add_argument("--judge", default=str(JUDGE_CHECKPOINT), help="the judge that scored the files")
     ap.add_argument("--resamples", type=int, default=RESAMPLES)
+    ap.add_argument("--pull", action="store_true", help="per file, the futures' speed regressed on the real clips' "
+                                                          "(slope, intercept), not the mean difference")
     args = ap.parse_args(argv)
     if args.resamples < 100:
         ap.error("--resamples must be ≥ 100")
     try:
-        print(json.dumps(speed_report(args.files, args.minus, speed_reader(args.judge), args.resamples), indent=1))
+        report = pull_report if args.pull else speed_report
+        print(json.dumps(report(args.files, args.minus, speed_reader(args.judge), args.resamples), indent=1))
     except (ValueError, FileNotFoundError, OSError) as e:
         print(f"score_speed: {e}", file=sys.stderr)
         return 2

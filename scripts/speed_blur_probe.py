@@ -100,12 +100,9 @@ def readings(judge, videos: torch.Tensor, times: np.ndarray, n_context: int) -> 
 
 def regression(y: np.ndarray, x: np.ndarray, idx: np.ndarray) -> dict:
     """Least-squares y ≈ slope · x + intercept over clips, each with its 95 % percentile bootstrap over clips."""
-    def fit(xs, ys):
-        xc = xs - xs.mean(-1, keepdims=True)
-        slope = (xc * (ys - ys.mean(-1, keepdims=True))).sum(-1) / (xc**2).sum(-1)
-        return slope, ys.mean(-1) - slope * xs.mean(-1)
+    from analysis.study_convergence import line_fit
 
-    (a, b), (ba, bb) = fit(x, y), fit(x[idx], y[idx])
+    (a, b), (ba, bb) = line_fit(x, y), line_fit(x[idx], y[idx])
     iv = lambda v: [float(np.quantile(v, 0.025)), float(np.quantile(v, 0.975))]  # noqa: E731
     return {"slope": float(a), "slope_interval": iv(ba), "intercept": float(b), "intercept_interval": iv(bb)}
 

@@ -498,3 +498,34 @@ def test_speed_blur_probe_matches_blur_by_sharpness():
     fit = P.regression(0.5 * x + 1.0, x, np.random.default_rng(0).integers(0, 9, (50, 9)))
     assert fit["slope"] == pytest.approx(0.5) and fit["intercept"] == pytest.approx(1.0)
     assert fit["slope_interval"] == pytest.approx([0.5, 0.5]) and fit["intercept_interval"] == pytest.approx([1.0, 1.0])
+
+
+def test_score_speed_pull_reads_a_known_slope(tmp_path, capsys):
+    """scripts/score_speed.py --pull (docs/world4s.md, D9): futures whose embeddings are α × their real clip's + (1 − α)
+    × one fixed embedding m read α × the real clip's speed + (1 − α) × m's (the reading is affine), so the slope is α and
+    the intercept (1 − α) · read(m) in every resample; against futures equal to their clips, α − 1."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("score_speed", Path(__file__).resolve().parent.parent / "scripts"
+                                                  / "score_speed.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    judge = _tiny_judge(tmp_path / "judge")
+    rng = np.random.default_rng(2)
+    n, alpha = 30, 0.58
+    real, m = rng.normal(size=(n, 12)), rng.normal(size=12)
+    clip_of = np.repeat(np.arange(n), 2)
+    files = [tmp_path / "pulled.npz", tmp_path / "same.npz"]
+    for path, fut in zip(files, (alpha * real[clip_of] + (1 - alpha) * m, real[clip_of])):
+        SF.write_npz({"embedding": fut, "clip_of": clip_of, "position_m": np.ones((2 * n, 16)),
+                      "real_embedding": real, "frame_rate": np.array(4.0)}, path)
+    read_m = float(SC.speed_reader(tmp_path / "judge")(m[None])[0])
+    assert mod.main([str(files[0]), "--minus", str(files[1]), "--pull", "--judge", str(tmp_path / "judge"),
+                     "--resamples", "200"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    a = out["files"][str(files[0])]
+    assert a["slope"] == pytest.approx(alpha) and a["slope_interval"] == pytest.approx([alpha, alpha])
+    assert a["intercept"] == pytest.approx((1 - alpha) * read_m) and a["clips"] == n
+    assert out["files"][str(files[1])]["slope"] == pytest.approx(1.0)
+    assert out["pairs"][0]["slope_difference"] == pytest.approx(alpha - 1)
+    assert out["pairs"][0]["interval"] == pytest.approx([alpha - 1, alpha - 1])
