@@ -1,7 +1,7 @@
 """Is the generated ego slow, or does the judge read blur as slow? (docs/world4s.md, D7; prints JSON)
 
     python scripts/speed_blur_probe.py --checkpoint runs/study-c2/vanilla-s1 [--guidance 1] [--steps 8]
-        [--clips N] [--check-scores FILE] [--json OUT] [--threads N]
+        [--clips N] [--check-scores FILE] [--json OUT] [--readings OUT.npz] [--threads N]
 
 On every val clip of the checkpoint's data, the context frames stay true and only the future differs between arms:
 the true futures ("real"); the true futures blurred with a Gaussian of σ = 0.5, 1, 2 px; "matched", the true futures
@@ -126,6 +126,8 @@ def main(argv=None) -> int:
     p.add_argument("--clips", type=int, default=None, help="the first this many clips of the split (default: all)")
     p.add_argument("--check-scores", default=None)
     p.add_argument("--json", default=None)
+    p.add_argument("--readings", default=None, help="also write each arm's per-clip readings here (.npz): "
+                                                    "<arm>_speed (clips, future frames), <arm>_forward, truth_speed")
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args(argv)
     if args.threads:
@@ -210,6 +212,12 @@ def main(argv=None) -> int:
         out["check_scores"] = {"file": args.check_scores, "max_abs_diff_embedding": float(
             np.abs(s["embedding"][first] - got["generated"]["embedding"]).max()), "max_abs_diff_real_embedding": float(
             np.abs(s["real_embedding"][:n] - got["real"]["embedding"]).max())}
+    if args.readings:
+        from analysis.study_finetune import write_npz
+
+        write_npz({**{f"{k}_speed": v["speed_per_frame"] for k, v in got.items()},
+                   **{f"{k}_forward": v["forward"] for k, v in got.items()},
+                   "truth_speed": data.speed[:, nc:]}, Path(args.readings))
     out["seconds"] = round(time.perf_counter() - t0, 1)
     text = json.dumps(out, indent=2)
     if args.json:
