@@ -2,6 +2,7 @@
 
     python scripts/speed_blur_probe.py --checkpoint runs/study-c2/vanilla-s1 [--guidance 1] [--steps 8]
         [--clips N] [--check-scores FILE] [--json OUT] [--readings OUT.npz] [--threads N]
+    python scripts/speed_blur_probe.py --compare A.npz B.npz [--json OUT]
 
 On every val clip of the checkpoint's data, the context frames stay true and only the future differs between arms:
 the true futures ("real"); the true futures blurred with a Gaussian of σ = 0.5, 1, 2 px; "matched", the true futures
@@ -114,9 +115,44 @@ def shift(a: np.ndarray, b: np.ndarray, idx: np.ndarray) -> dict:
     return {"value": float(d.mean()), "interval": [float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))]}
 
 
+def write_json(path: Path, text: str) -> None:
+    """`text` to `path`, whole or not at all."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text + "\n")
+    tmp.replace(path)
+
+
+def compare(a: dict, b: dict, arm: str = "generated", resamples: int = RESAMPLES) -> dict:
+    """Two `--readings` files of the same clips (e.g. two step counts, D10): the arm's slope on the real reading and
+    its mean speed shift (arm − real) in each, and a − b of both, paired by clip on one set of bootstrap resamples."""
+    from analysis.study_convergence import line_fit
+
+    def iv(v: np.ndarray) -> list[float]:
+        return [float(np.quantile(v, 0.025)), float(np.quantile(v, 0.975))]
+
+    n = len(a["real_speed"])
+    if len(b["real_speed"]) != n or not np.allclose(a["real_speed"], b["real_speed"], atol=1e-4):
+        raise ValueError("the two readings files are not of the same clips (their real readings differ)")
+    idx = np.random.default_rng(0).integers(0, n, (resamples, n))
+    out, boot = {}, {}
+    for name, r in (("a", a), ("b", b)):
+        x, y = r["real_speed"].mean(1), r[f"{arm}_speed"].mean(1)
+        d = y - x
+        boot[name] = (line_fit(x[idx], y[idx])[0], d[idx].mean(1))
+        out[name] = {"slope": float(line_fit(x, y)[0]), "slope_interval": iv(boot[name][0]),
+                     "shift": float(d.mean()), "shift_interval": iv(boot[name][1])}
+    out["a_minus_b"] = {"slope": out["a"]["slope"] - out["b"]["slope"], "slope_interval": iv(boot["a"][0] - boot["b"][0]),
+                        "shift": out["a"]["shift"] - out["b"]["shift"], "shift_interval": iv(boot["a"][1] - boot["b"][1])}
+    out["clips"], out["arm"], out["resamples"] = n, arm, resamples
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--checkpoint", required=True, help="a pipeline folder (a run folder or a shipped checkpoint)")
+    p.add_argument("--compare", nargs=2, default=None, metavar=("A.npz", "B.npz"),
+                   help="no run: compare two --readings files of the same clips (A − B, paired by clip)")
+    p.add_argument("--checkpoint", default=None, help="a pipeline folder (a run folder or a shipped checkpoint)")
     p.add_argument("--judge", default=None, help="a video judge folder (default: the shipped one, if it reads these "
                                                  "clips)")
     p.add_argument("--split", default="val")
@@ -130,6 +166,15 @@ def main(argv=None) -> int:
                                                     "<arm>_speed (clips, future frames), <arm>_forward, truth_speed")
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args(argv)
+    if args.compare:
+        a, b = (dict(np.load(f)) for f in args.compare)
+        text = json.dumps({"a": args.compare[0], "b": args.compare[1], **compare(a, b)}, indent=2)
+        if args.json:
+            write_json(Path(args.json), text)
+        print(text)
+        return 0
+    if not args.checkpoint:
+        p.error("--checkpoint is required (or --compare)")
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -221,11 +266,7 @@ def main(argv=None) -> int:
     out["seconds"] = round(time.perf_counter() - t0, 1)
     text = json.dumps(out, indent=2)
     if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text + "\n")
-        tmp.replace(path)
+        write_json(Path(args.json), text)
     print(text)
     return 0
 

@@ -498,6 +498,16 @@ def test_speed_blur_probe_matches_blur_by_sharpness():
     fit = P.regression(0.5 * x + 1.0, x, np.random.default_rng(0).integers(0, 9, (50, 9)))
     assert fit["slope"] == pytest.approx(0.5) and fit["intercept"] == pytest.approx(1.0)
     assert fit["slope_interval"] == pytest.approx([0.5, 0.5]) and fit["intercept_interval"] == pytest.approx([1.0, 1.0])
+    # --compare (D10): two readings files of the same clips, the generated arm's slope and shift in each and A − B
+    real = np.linspace(6.0, 10.0, 20)[:, None] + np.zeros((1, 4))
+    a = {"real_speed": real, "generated_speed": 0.6 * real + 3.0}
+    b = {"real_speed": real, "generated_speed": 0.5 * real + 3.5}
+    out = P.compare(a, b, resamples=100)
+    assert out["a"]["slope"] == pytest.approx(0.6) and out["b"]["slope"] == pytest.approx(0.5)
+    assert out["a_minus_b"]["slope"] == pytest.approx(0.1) and out["a_minus_b"]["slope_interval"] == pytest.approx([0.1, 0.1])
+    assert out["a"]["shift"] == pytest.approx(-0.4 * 8.0 + 3.0) and out["a_minus_b"]["shift"] == pytest.approx(0.3)
+    with pytest.raises(ValueError, match="not of the same clips"):
+        P.compare(a, {"real_speed": real + 1, "generated_speed": real})
 
 
 def test_score_speed_pull_reads_a_known_slope(tmp_path, capsys):
@@ -510,7 +520,7 @@ def test_score_speed_pull_reads_a_known_slope(tmp_path, capsys):
                                                   / "score_speed.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    judge = _tiny_judge(tmp_path / "judge")
+    _tiny_judge(tmp_path / "judge")
     rng = np.random.default_rng(2)
     n, alpha = 30, 0.58
     real, m = rng.normal(size=(n, 12)), rng.normal(size=12)
