@@ -167,14 +167,20 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args(argv)
     if args.compare:
-        a, b = (dict(np.load(f)) for f in args.compare)
-        text = json.dumps({"a": args.compare[0], "b": args.compare[1], **compare(a, b)}, indent=2)
+        try:
+            a, b = (dict(np.load(f)) for f in args.compare)
+            result = compare(a, b)
+        except (OSError, ValueError, KeyError) as e:
+            raise SystemExit(f"speed_blur_probe --compare: {e}") from None
+        text = json.dumps({"a": args.compare[0], "b": args.compare[1], **result}, indent=2)
         if args.json:
             write_json(Path(args.json), text)
         print(text)
         return 0
     if not args.checkpoint:
         p.error("--checkpoint is required (or --compare)")
+    if args.steps < 1:
+        p.error(f"--steps must be ≥ 1, got {args.steps}")
     if args.threads:
         torch.set_num_threads(args.threads)
 
