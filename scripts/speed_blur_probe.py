@@ -99,20 +99,24 @@ def readings(judge, videos: torch.Tensor, times: np.ndarray, n_context: int) -> 
             "sharp": sharpness(videos[:, n_context:]).numpy(), "embedding": r["embedding"]}
 
 
+def interval(boot: np.ndarray) -> list[float]:
+    """The 95 % percentile interval of bootstrap values."""
+    return [float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))]
+
+
 def regression(y: np.ndarray, x: np.ndarray, idx: np.ndarray) -> dict:
     """Least-squares y ≈ slope · x + intercept over clips, each with its 95 % percentile bootstrap over clips."""
     from analysis.study_convergence import line_fit
 
     (a, b), (ba, bb) = line_fit(x, y), line_fit(x[idx], y[idx])
-    iv = lambda v: [float(np.quantile(v, 0.025)), float(np.quantile(v, 0.975))]  # noqa: E731
-    return {"slope": float(a), "slope_interval": iv(ba), "intercept": float(b), "intercept_interval": iv(bb)}
+    return {"slope": float(a), "slope_interval": interval(ba), "intercept": float(b), "intercept_interval": interval(bb)}
 
 
 def shift(a: np.ndarray, b: np.ndarray, idx: np.ndarray) -> dict:
     """a − b per clip: the mean and its 95 % percentile bootstrap over clips (`idx`: the resamples' clip indices)."""
     d = a - b
     boot = d[idx].mean(1)
-    return {"value": float(d.mean()), "interval": [float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))]}
+    return {"value": float(d.mean()), "interval": interval(boot)}
 
 
 def write_json(path: Path, text: str) -> None:
@@ -128,9 +132,7 @@ def compare(a: dict, b: dict, arm: str = "generated", resamples: int = RESAMPLES
     its mean speed shift (arm − real) in each, and a − b of both, paired by clip on one set of bootstrap resamples."""
     from analysis.study_convergence import line_fit
 
-    def iv(v: np.ndarray) -> list[float]:
-        return [float(np.quantile(v, 0.025)), float(np.quantile(v, 0.975))]
-
+    iv = interval
     n = len(a["real_speed"])
     if len(b["real_speed"]) != n or not np.allclose(a["real_speed"], b["real_speed"], atol=1e-4):
         raise ValueError("the two readings files are not of the same clips (their real readings differ)")
