@@ -183,6 +183,8 @@ def main(argv=None) -> int:
         p.error("--checkpoint is required (or --compare)")
     if args.steps < 1:
         p.error(f"--steps must be ≥ 1, got {args.steps}")
+    if args.clips is not None and args.clips < 2:
+        p.error(f"--clips must be ≥ 2, got {args.clips}")
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -206,8 +208,6 @@ def main(argv=None) -> int:
         raise SystemExit(f"no {args.split} clips in {spec.dataroot}")
     judge = load_judge(judge_dir).to(pipe.device)
     check_judge_reads(judge, ds.cfg)
-    if args.clips is not None and args.clips < 2:
-        raise SystemExit(f"--clips must be ≥ 2, got {args.clips}")
     data = judge_set_of(ds, range(min(len(ds), args.clips or len(ds))))
     n, nc = len(data), data.n_context
     real = data.video(slice(None))
