@@ -539,3 +539,58 @@ def test_score_speed_pull_reads_a_known_slope(tmp_path, capsys):
     assert out["files"][str(files[1])]["slope"] == pytest.approx(1.0)
     assert out["pairs"][0]["slope_difference"] == pytest.approx(alpha - 1)
     assert out["pairs"][0]["interval"] == pytest.approx([alpha - 1, alpha - 1])
+
+
+def _speed_information():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("speed_information", Path(__file__).resolve().parent.parent
+                                                  / "scripts" / "speed_information.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+def _speed_tables(n: int, seed: int, context: int = 5, future: int = 16) -> dict:
+    """Clips whose future speed is exactly 2 + 0.8·v0 + 1.5·a0: what the ego status says, foretold without error."""
+    rng = np.random.default_rng(seed)
+    ego = np.stack([rng.uniform(3, 12, n), rng.normal(0, 0.5, n), rng.normal(0, 0.05, n)], axis=1)
+    fut = 2 + 0.8 * ego[:, 0] + 1.5 * ego[:, 1]
+    speed = np.concatenate([np.repeat(ego[:, :1], context, 1), fut[:, None] + np.linspace(-0.3, 0.3, future)], 1)
+    return {"ego_status": ego, "command": rng.integers(0, 3, n), "speed": speed,
+            "lead0": np.stack([np.ones(n), rng.uniform(5, 40, n), rng.normal(0, 1, n)], axis=1), "context": context}
+
+
+def test_speed_information_known_answers():
+    """D11's reading: a future speed the ego status foretells exactly gives the linear predictors slope 1, R² 1 and
+    offset 0; futures that keep half of each clip's real reading give a generated/real slope ratio of exactly 0.5 on
+    every resample; readings of other clips are refused."""
+    script = _speed_information()
+    train, val = _speed_tables(200, 0), _speed_tables(60, 1)
+    truth = val["speed"][:, 5:]
+    generated = 0.5 * truth + 0.5 * 7.0
+    out = script.report(train, val, {"truth_speed": truth, "real_speed": truth, "generated_speed": generated},
+                        resamples=200)
+    for name in ("b_linear", "e_linear_given"):
+        p = out["predictors"][name]
+        assert p["slope_on_truth"] == pytest.approx(1.0) and p["r2"] == pytest.approx(1.0)
+        assert p["offset"] == pytest.approx(0.0, abs=1e-9) and p["slope_interval"] == pytest.approx([1.0, 1.0])
+    assert out["predictors"]["a_persistence"]["r2"] < 0.9  # the speed at t = 0 alone does not foretell it
+    assert out["generated_over_real_slope"]["value"] == pytest.approx(0.5)
+    assert out["generated_over_real_slope"]["interval"] == pytest.approx([0.5, 0.5])
+    assert out["real_reading_on_ego_speed"]["slope"] == pytest.approx(out["truth_on_ego_speed"]["slope"])
+    assert out["val_mean_future_speed"] == pytest.approx(truth.mean(1).mean())
+    with pytest.raises(ValueError, match="not this val set"):
+        script.report(train, val, {"truth_speed": truth + 1, "real_speed": truth, "generated_speed": truth})
+
+
+def test_speed_information_reads_the_tables(tiny_config_path, capsys):
+    """The script end to end on the tiny world: every clip of both splits read from the tables, the JSON printed."""
+    script = _speed_information()
+    assert script.main(["--config", str(tiny_config_path), "--resamples", "100"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["train_clips"] > 0 and out["val_clips"] > 0 and set(out["predictors"]) == {
+        "a_persistence", "b_linear", "c_boosted", "d_boosted_lead", "e_linear_given"}
+    assert 0 < out["val_mean_future_speed"] < 30
+    assert script.main(["--config", "/nonexistent.yaml"]) == 2
+    assert "speed_information" in capsys.readouterr().err
