@@ -1,7 +1,7 @@
 """Is the generated ego slow, or does the judge read blur as slow? (docs/world4s.md, D7; prints JSON)
 
     python scripts/speed_blur_probe.py --checkpoint runs/study-c2/vanilla-s1 [--guidance 1] [--steps 8]
-        [--clips N] [--check-scores FILE] [--json OUT] [--readings OUT.npz] [--threads N]
+        [--clips N] [--check-scores FILE] [--json OUT] [--readings OUT.npz] [--threads N] [--ego-speed-shift D]
     python scripts/speed_blur_probe.py --compare A.npz B.npz [--json OUT]
 
 On every val clip of the checkpoint's data, the context frames stay true and only the future differs between arms:
@@ -15,7 +15,8 @@ last frame) and by a learning-free speed (the judge's ground view, its correlati
 reported as arm − real per clip, mean over clips with a 95 % bootstrap over clips; for the generated and VAE arms
 also per future frame, the last four frames' shift minus the first four's, and each clip's reading regressed on its
 real reading and (with the real arm's) on the world's true speed (D8). `--check-scores`: a judge-scores file of the same checkpoint, w and steps, whose first future per
-clip must read the same embeddings as "generated".
+clip must read the same embeddings as "generated". `--ego-speed-shift D` (D12): the generated arm is conditioned on an ego
+status speed D m/s off the logged one, everything else as logged, the same noise per clip.
 """
 from __future__ import annotations
 
@@ -150,6 +151,25 @@ def compare(a: dict, b: dict, arm: str = "generated", resamples: int = RESAMPLES
     return out
 
 
+class EgoSpeedShifted:
+    """Clips of `ds` whose ego status speed is `shift` m/s higher (D12): what the generated arm is conditioned on;
+    frames, acceleration, yaw rate and command as logged."""
+
+    def __init__(self, ds, shift: float):
+        self.ds, self.shift = ds, float(shift)
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, index: int):
+        from dataclasses import replace
+
+        clip = self.ds[index]
+        ego = clip.observation.ego_status.clone()
+        ego[0] += self.shift
+        return replace(clip, observation=replace(clip.observation, ego_status=ego))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--compare", nargs=2, default=None, metavar=("A.npz", "B.npz"),
@@ -167,6 +187,9 @@ def main(argv=None) -> int:
     p.add_argument("--readings", default=None, help="also write each arm's per-clip readings here (.npz): "
                                                     "<arm>_speed (clips, future frames), <arm>_forward, truth_speed")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--ego-speed-shift", type=float, default=0.0,
+                   help="[m/s] added to the ego status speed the generated arm is conditioned on (D12; the context "
+                        "frames, acceleration, yaw rate and command stay as logged)")
     args = p.parse_args(argv)
     if args.compare:
         try:
@@ -219,7 +242,8 @@ def main(argv=None) -> int:
     for s in BLURS:
         got[f"blur_{s:g}"] = readings(judge, blur_frames(real, nc, [s] * (real.shape[1] - nc)), times, nc)
     got["vae"] = readings(judge, vae_reconstructions(pipe, data, args.seed), times, nc)
-    videos, clip_of = sampled_videos(pipe, ds, range(n), 1, args.steps, args.guidance, args.seed)
+    source = EgoSpeedShifted(ds, args.ego_speed_shift) if args.ego_speed_shift else ds
+    videos, clip_of = sampled_videos(pipe, source, range(n), 1, args.steps, args.guidance, args.seed)
     assert np.array_equal(clip_of, np.arange(n))
     got["generated"] = readings(judge, videos, times, nc)
     del videos
@@ -232,7 +256,7 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(0)
     idx = rng.integers(0, n, (RESAMPLES, n))
     out = {"checkpoint": args.checkpoint, "judge": str(judge_dir), "clips": n, "guidance": args.guidance,
-           "steps": args.steps, "seed": args.seed,
+           "steps": args.steps, "seed": args.seed, "ego_speed_shift": args.ego_speed_shift,
            "units": "speed, peak: m/s; forward: m at the last future frame; each arm − real per clip, mean over "
                     "clips, 95 % percentile bootstrap over clips",
            "speed_reader_max_abs_diff": exact,

@@ -8,7 +8,7 @@ From the tables only (no image is read): each clip's true future speed (the mean
 (a) persistence, the ego status speed; (b) least squares on the ego status, the command (one-hot) and the true speed
 at each context frame; (c) scikit-learn's `HistGradientBoostingRegressor` (defaults, random_state 0) on (b)'s
 features; (d) (c) plus the lead vehicle at t = 0; (e), added after (a)-(d) had been read, least squares on the numbers alone
-(ego status and command, no context speeds). Per predictor on val: its slope on the truth (prediction regressed
+(ego status and command, no context speeds), whose coefficients are reported (D12's reference). Per predictor on val: its slope on the truth (prediction regressed
 on truth by least squares: the share of the speed's variance an exact conditional sampler keeps), R², mean offset
 (prediction − truth), each with a 95 % percentile bootstrap over clips. `--readings`: a `speed_blur_probe.py
 --readings` file of the same val clips (its true speeds must match these, clip by clip): its generated and real judge
@@ -64,8 +64,9 @@ def target(t: dict) -> np.ndarray:
     return t["speed"][:, t["context"]:].mean(1)
 
 
-def predictions(train: dict, val: dict) -> dict[str, np.ndarray]:
-    """The four predictors' predictions of `target(val)`, fitted on `train`."""
+def predictions(train: dict, val: dict) -> tuple[dict[str, np.ndarray], dict]:
+    """The predictors' predictions of `target(val)`, fitted on `train`, and (e)'s coefficients (D12's reference: how
+    far the future speed moves per unit of each number with the others held)."""
     from sklearn.ensemble import HistGradientBoostingRegressor
     from sklearn.linear_model import LinearRegression
 
@@ -76,9 +77,10 @@ def predictions(train: dict, val: dict) -> dict[str, np.ndarray]:
     out["d_boosted_lead"] = HistGradientBoostingRegressor(random_state=0).fit(
         features(train, True), y).predict(features(val, True))
     # added after (a)-(d) had been read (D11): the numbers the model is given, without the context frames' speeds
-    out["e_linear_given"] = LinearRegression().fit(features(train, context=False), y).predict(
-        features(val, context=False))
-    return out
+    fit = LinearRegression().fit(features(train, context=False), y)
+    out["e_linear_given"] = fit.predict(features(val, context=False))
+    return out, {"e_linear_given": dict(zip(("speed", "acceleration", "yaw_rate", "left", "straight", "right"),
+                                            map(float, fit.coef_)))}
 
 
 def r2(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -97,7 +99,8 @@ def report(train: dict, val: dict, readings: dict | None = None, resamples: int 
                          "bootstrap over clips", "resamples": resamples, "train_clips": len(target(train)),
                  "val_clips": n, "train_mean_future_speed": float(target(train).mean()),
                  "val_mean_future_speed": float(y.mean()), "val_future_speed_sd": float(y.std()), "predictors": {}}
-    for name, p in predictions(train, val).items():
+    preds, out["coefficients"] = predictions(train, val)
+    for name, p in preds.items():
         slope, _ = line_fit(y, p)
         bs, _ = line_fit(y[idx], p[idx])
         out["predictors"][name] = {"slope_on_truth": float(slope), "slope_interval": iv(bs),

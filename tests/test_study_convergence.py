@@ -468,6 +468,22 @@ def _speed_blur_probe():
     return script
 
 
+def test_ego_speed_shifted_changes_only_the_stated_speed():
+    """D12's counterfactual: the wrapped clip's ego status speed is `shift` higher; its frames, acceleration, yaw rate
+    and command are the logged ones, and the wrapped set is left unchanged."""
+    import torch
+
+    from reworld.data.types import Clip, Observation
+
+    obs = Observation(frames=torch.zeros(2, 3, 4, 4), ego_status=torch.tensor([7.0, 0.5, 0.02]), command=1)
+    clip = Clip("scene-0001", "tok", 0, obs, None)
+    shifted = _speed_blur_probe().EgoSpeedShifted([clip], 2.0)
+    got = shifted[0]
+    assert len(shifted) == 1 and got.observation.ego_status.tolist() == pytest.approx([9.0, 0.5, 0.02])
+    assert got.observation.frames is obs.frames and got.observation.command == 1 and got.scene_name == "scene-0001"
+    assert clip.observation.ego_status.tolist() == pytest.approx([7.0, 0.5, 0.02])
+
+
 def test_speed_blur_probe_matches_blur_by_sharpness():
     """scripts/speed_blur_probe.py (docs/world4s.md D7): the sharpness of one bright pixel is its Laplacian's energy
     (20 a² over the interior); the σ at which blurred frames keep a share of it is read back from the grid, exactly at a
@@ -576,6 +592,9 @@ def test_speed_information_known_answers():
         assert p["slope_on_truth"] == pytest.approx(1.0) and p["r2"] == pytest.approx(1.0)
         assert p["offset"] == pytest.approx(0.0, abs=1e-9) and p["slope_interval"] == pytest.approx([1.0, 1.0])
     assert out["predictors"]["a_persistence"]["r2"] < 0.9  # the speed at t = 0 alone does not foretell it
+    coef = out["coefficients"]["e_linear_given"]
+    assert coef["speed"] == pytest.approx(0.8) and coef["acceleration"] == pytest.approx(1.5)
+    assert coef["yaw_rate"] == pytest.approx(0.0, abs=1e-8)
     assert out["generated_over_real_slope"]["value"] == pytest.approx(0.5)
     assert out["generated_over_real_slope"]["interval"] == pytest.approx([0.5, 0.5])
     assert out["real_reading_on_ego_speed"]["slope"] == pytest.approx(out["truth_on_ego_speed"]["slope"])
@@ -591,6 +610,8 @@ def test_speed_information_reads_the_tables(tiny_config_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["train_clips"] > 0 and out["val_clips"] > 0 and set(out["predictors"]) == {
         "a_persistence", "b_linear", "c_boosted", "d_boosted_lead", "e_linear_given"}
+    assert set(out["coefficients"]["e_linear_given"]) == {"speed", "acceleration", "yaw_rate", "left", "straight",
+                                                          "right"}
     assert 0 < out["val_mean_future_speed"] < 30
     assert script.main(["--config", "/nonexistent.yaml"]) == 2
     assert "speed_information" in capsys.readouterr().err
