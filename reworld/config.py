@@ -176,6 +176,9 @@ class LossConfig:
     # (teacher forcing) with this probability, and no feedback (the guidance's null condition) with motion_null's
     motion_teacher: float = 0.0
     motion_null: float = 0.0
+    # per Video DiT training sample, with this probability every context latent frame is replaced by the last one
+    # (the scene held at t = 0), so the ego status is left to carry the speed there (docs/world4s.md, E18; 0 = off)
+    context_hold: float = 0.0
     logit_mean: float = 0.0  # shifted logit-normal σ sampling
     logit_std: float = 1.0
     # the model's noise schedule (diffusers' time shift, SD3: 3.0): training draws σ shifted by it and the sampler

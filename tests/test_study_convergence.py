@@ -615,3 +615,25 @@ def test_speed_information_reads_the_tables(tiny_config_path, capsys):
     assert 0 < out["val_mean_future_speed"] < 30
     assert script.main(["--config", "/nonexistent.yaml"]) == 2
     assert "speed_information" in capsys.readouterr().err
+
+
+def test_e18_config_is_c2s_vanilla_with_a_held_context(tmp_path, capsys):
+    """E18's run config differs from C2's vanilla arm of the same seed only in loss.context_hold (and its name), and
+    the script refuses a folder that is not C2's study folder."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("e18", Path(__file__).resolve().parent.parent / "scripts"
+                                                  / "e18_context_hold.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    base = Path(__file__).resolve().parent.parent / "configs" / "study-c2.yaml"
+    got, ref = script.e18_config(base, 2, 0.25), SC.arm_config(base, "vanilla", 2)
+    assert got["loss"].pop("context_hold") == 0.25 and got.pop("name") != ref.pop("name")
+    assert got == ref and got["train"]["seed"] == 2
+    from reworld.config import load_config
+
+    cfg = tmp_path / "e18.yaml"
+    cfg.write_text(yaml.safe_dump(script.e18_config(base, 2, 0.25)))
+    assert load_config(cfg).loss.context_hold == 0.25
+    assert script.main(["--seed", "2", "--study", str(tmp_path / "none")]) == 2
+    assert "not C2's study folder" in capsys.readouterr().err

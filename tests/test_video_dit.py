@@ -11,6 +11,7 @@ from reworld.losses.flow import (
     flow_matching_loss,
     future_frame_mask,
     future_frame_weights,
+    hold_context,
     intermediate_guidance_loss,
     video_training_losses,
 )
@@ -496,6 +497,34 @@ def test_video_training_losses_weigh_the_future_frames_as_configured():
     with pytest.raises(ValueError, match="future_frame_weighting"):
         video_training_losses(model, latents, 2, cond, LossConfig(future_frame_weighting="later"),
                               torch.Generator().manual_seed(0))
+
+
+def test_context_hold_replaces_the_context_by_its_last_frame_on_a_drawn_share():
+    """E18's `loss.context_hold`: a held sample's context latent frames all equal its last one, its future frames and
+    the other samples are untouched, the draw is one uniform per sample after σ and ε, and p = 0 draws nothing."""
+    x = torch.randn(64, 4, 5, 2, 2, generator=torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(0)
+    assert hold_context(x, 3, 0.0, g) is x and torch.equal(g.get_state(), torch.Generator().manual_seed(0).get_state())
+    out = hold_context(x, 3, 0.5, torch.Generator().manual_seed(7))
+    held = torch.rand(64, generator=torch.Generator().manual_seed(7)) < 0.5
+    assert 0 < int(held.sum()) < 64
+    assert torch.equal(out[held][:, :, :3], x[held][:, :, 2:3].expand(-1, -1, 3, -1, -1))
+    assert torch.equal(out[~held], x[~held]) and torch.equal(out[:, :, 3:], x[:, :, 3:])
+    assert torch.equal(hold_context(x, 3, 1.0, torch.Generator()), torch.cat([x[:, :, 2:3]] * 3 + [x[:, :, 3:]], 2))
+    with pytest.raises(ValueError, match="context_hold"):
+        hold_context(x, 3, 1.5, torch.Generator())
+    # in the loss: the same σ and ε as without it (drawn first); held samples see the held context
+    model = tiny_model()
+    latents, _, cond = inputs(t=4)
+    plain = video_training_losses(model, latents, 2, cond, LossConfig(lambda_ig=0.0), torch.Generator().manual_seed(0))
+    again = video_training_losses(model, latents, 2, cond, LossConfig(lambda_ig=0.0, context_hold=0.0),
+                                  torch.Generator().manual_seed(0))
+    hold = video_training_losses(model, latents, 2, cond, LossConfig(lambda_ig=0.0, context_hold=1.0),
+                                 torch.Generator().manual_seed(0))
+    assert torch.equal(plain["gen"], again["gen"]) and not torch.equal(plain["gen"], hold["gen"])
+    held_latents = torch.cat([latents[:, :, 1:2], latents[:, :, 1:]], 2)
+    torch.testing.assert_close(hold["gen"], video_training_losses(
+        model, held_latents, 2, cond, LossConfig(lambda_ig=0.0), torch.Generator().manual_seed(0))["gen"])
 
 
 def test_sample_sigmas_deterministic_and_shifted():

@@ -53,6 +53,21 @@ def future_frame_weights(num_frames: int, n_context: int, weighting: str = "unif
     return (k.clamp_min(0) * 2 / (n_future + 1)).view(1, 1, -1, 1, 1)
 
 
+def hold_context(x_t: torch.Tensor, n_context: int, p: float, generator: torch.Generator) -> torch.Tensor:
+    """`loss.context_hold` (docs/world4s.md, E18): for each sample of x_t (B, C, t, h, w), with probability `p` (one
+    uniform draw per sample on the CPU `generator`, only when p > 0, so other runs draw exactly what they did), every
+    context latent frame replaced by the last one (the t = 0 latent); future frames untouched."""
+    p = float(p)
+    if not 0 <= p <= 1:
+        raise ValueError(f"loss.context_hold must be a probability in [0, 1], got {p}")
+    if p == 0 or n_context < 2:
+        return x_t
+    held = (torch.rand(x_t.shape[0], generator=generator) < p).to(x_t.device).view(-1, 1, 1, 1, 1)
+    context = x_t[:, :, :n_context]
+    last = x_t[:, :, n_context - 1:n_context].expand_as(context)
+    return torch.cat([torch.where(held, last, context), x_t[:, :, n_context:]], dim=2)
+
+
 def motion_feed_args(loss_cfg: LossConfig, batch: int, generator: torch.Generator,
                      motion_target: torch.Tensor | None, device) -> dict:
     """The Video DiT's motion-feedback arguments for one training batch (docs/world4s.md, E17): one uniform draw per
@@ -94,7 +109,8 @@ def video_training_losses(
     `loss_cfg.motion_teacher` / `motion_null` > 0 (a Video DiT with `motion_feedback`) each sample is fed the logged
     poses or nothing instead of the head's reading with those probabilities (`motion_feed_args`). With `loss_cfg.ig_target_shift` ω > 0, `gen` is Internal Guidance's stop-gradient
     training loss ‖v_f − (u + ω·sg(v_f − v_i))‖², whose fixed point v_f = v_i + (u − v_i)/(1 − ω) is guidance
-    w = 1/(1 − ω) learned by the final output (sample it at w = 1). `model` is only called (so a DDP wrapper works).
+    w = 1/(1 − ω) learned by the final output (sample it at w = 1). With `loss_cfg.context_hold` p > 0, a share p of the
+    samples sees its context held at t = 0 (`hold_context`). `model` is only called (so a DDP wrapper works).
     """
     b, _, t = latents.shape[:3]
     if not 0 <= n_context < t:
@@ -119,6 +135,7 @@ def video_training_losses(
         got = None if motion_target is None else tuple(motion_target.shape)
         raise ValueError(f"loss.lambda_motion > 0 needs motion_target of shape {(b, t - n_context, 3)}, got {got}")
     feed = motion_feed_args(loss_cfg, b, generator, motion_target, latents.device)
+    x_t = hold_context(x_t, n_context, loss_cfg.context_hold, generator)
     if use_motion:
         feed["return_motion"] = True
     out = model(x_t, sigma, cond, n_context, return_heads=use_heads, **feed)
