@@ -3,6 +3,7 @@
     python scripts/speed_blur_probe.py --checkpoint runs/study-c2/vanilla-s1 [--guidance 1] [--steps 8]
         [--clips N] [--check-scores FILE] [--json OUT] [--readings OUT.npz] [--threads N] [--ego-speed-shift D]
     python scripts/speed_blur_probe.py --compare A.npz B.npz [--json OUT]
+    python scripts/speed_blur_probe.py --response PLUS.npz MINUS.npz [PLUS2.npz MINUS2.npz] --shift D [--json OUT]
 
 On every val clip of the checkpoint's data, the context frames stay true and only the future differs between arms:
 the true futures ("real"); the true futures blurred with a Gaussian of σ = 0.5, 1, 2 px; "matched", the true futures
@@ -151,6 +152,33 @@ def compare(a: dict, b: dict, arm: str = "generated", resamples: int = RESAMPLES
     return out
 
 
+def response(pairs: list[tuple[dict, dict]], shift: float, resamples: int = RESAMPLES) -> dict:
+    """D12/E18: per pair of `--readings` files of one model at stated speed +shift and −shift (same clips), the
+    generated speed's response per m/s of stated speed, (gen(+) − gen(−)) / (2·shift), each clip the mean over its
+    future frames, mean over clips; with two pairs, the first's response minus the second's; 95 % bootstrap over
+    clips, paired on one set of resamples."""
+    if not shift > 0:
+        raise ValueError(f"--shift must be > 0 (the +/− files' stated speed offset), got {shift}")
+    n = len(pairs[0][0]["real_speed"])
+    per = []
+    for plus, minus in pairs:
+        for r, sign in ((plus, 1), (minus, -1)):
+            got = r.get("ego_speed_shift")
+            if got is not None and float(got) != sign * shift:
+                raise ValueError(f"a readings file was made at ego speed shift {float(got):g}, not {sign * shift:g}")
+            if len(r["real_speed"]) != n or not np.allclose(r["real_speed"], pairs[0][0]["real_speed"], atol=1e-4):
+                raise ValueError("the readings files are not of the same clips (their real readings differ)")
+        per.append((plus["generated_speed"].mean(1) - minus["generated_speed"].mean(1)) / (2 * shift))
+    idx = np.random.default_rng(0).integers(0, n, (resamples, n))
+    out = {"unit": "m/s of generated speed per m/s of stated ego speed", "shift": shift, "clips": n,
+           "resamples": resamples, "responses": [{"value": float(d.mean()), "interval": interval(d[idx].mean(1))}
+                                                 for d in per]}
+    if len(per) == 2:
+        d = per[0] - per[1]
+        out["first_minus_second"] = {"value": float(d.mean()), "interval": interval(d[idx].mean(1))}
+    return out
+
+
 class EgoSpeedShifted:
     """Clips of `ds` whose ego status speed is `shift` m/s higher (D12): what the generated arm is conditioned on;
     frames, acceleration, yaw rate and command as logged."""
@@ -174,6 +202,10 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--compare", nargs=2, default=None, metavar=("A.npz", "B.npz"),
                    help="no run: compare two --readings files of the same clips (A − B, paired by clip)")
+    p.add_argument("--response", nargs="+", default=None, metavar="NPZ",
+                   help="no run: PLUS.npz MINUS.npz [PLUS2.npz MINUS2.npz], --readings files at ego speed shift "
+                        "+D and −D (--shift D): the generated speed's response per m/s, and first − second")
+    p.add_argument("--shift", type=float, default=None, help="D for --response [m/s]")
     p.add_argument("--checkpoint", default=None, help="a pipeline folder (a run folder or a shipped checkpoint)")
     p.add_argument("--judge", default=None, help="a video judge folder (default: the shipped one, if it reads these "
                                                  "clips)")
@@ -202,8 +234,22 @@ def main(argv=None) -> int:
             write_json(Path(args.json), text)
         print(text)
         return 0
+    if args.response:
+        if len(args.response) not in (2, 4) or args.shift is None:
+            p.error("--response takes 2 or 4 readings files (plus, minus[, plus, minus]) and --shift D")
+        try:
+            files = [dict(np.load(f)) for f in args.response]
+            result = response([(files[0], files[1])] + ([(files[2], files[3])] if len(files) == 4 else []),
+                              args.shift)
+        except (OSError, ValueError, KeyError) as e:
+            raise SystemExit(f"speed_blur_probe --response: {e}") from None
+        text = json.dumps({"files": args.response, **result}, indent=2)
+        if args.json:
+            write_json(Path(args.json), text)
+        print(text)
+        return 0
     if not args.checkpoint:
-        p.error("--checkpoint is required (or --compare)")
+        p.error("--checkpoint is required (or --compare, --response)")
     if args.steps < 1:
         p.error(f"--steps must be ≥ 1, got {args.steps}")
     if args.clips is not None and args.clips < 2:
@@ -294,7 +340,8 @@ def main(argv=None) -> int:
 
         write_npz({**{f"{k}_speed": v["speed_per_frame"] for k, v in got.items()},
                    **{f"{k}_forward": v["forward"] for k, v in got.items()},
-                   "truth_speed": data.speed[:, nc:]}, Path(args.readings))
+                   "truth_speed": data.speed[:, nc:], "ego_speed_shift": np.array(args.ego_speed_shift)},
+                  Path(args.readings))
     out["seconds"] = round(time.perf_counter() - t0, 1)
     text = json.dumps(out, indent=2)
     if args.json:

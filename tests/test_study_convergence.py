@@ -637,3 +637,27 @@ def test_e18_config_is_c2s_vanilla_with_a_held_context(tmp_path, capsys):
     assert load_config(cfg).loss.context_hold == 0.25
     assert script.main(["--seed", "2", "--study", str(tmp_path / "none")]) == 2
     assert "not C2's study folder" in capsys.readouterr().err
+
+
+def test_speed_blur_probe_response_known_answers():
+    """D12/E18's response: futures whose speed moves 0.3 (first model) and 0.05 (second) per m/s of stated speed read
+    exactly those, and 0.25 apart on every resample; files of another shift or other clips are refused."""
+    script = _speed_blur_probe()
+    rng = np.random.default_rng(0)
+    real = rng.uniform(4, 12, (40, 16))
+    base = 0.6 * real + 3 + rng.normal(0, 0.2, real.shape)
+
+    def readings(k, shift, stamp=True):
+        return {"real_speed": real, "generated_speed": base + k * shift,
+                **({"ego_speed_shift": np.array(shift)} if stamp else {})}
+
+    out = script.response([(readings(0.3, 2), readings(0.3, -2)), (readings(0.05, 2, False), readings(0.05, -2))], 2)
+    assert [r["value"] for r in out["responses"]] == pytest.approx([0.3, 0.05])
+    assert out["responses"][0]["interval"] == pytest.approx([0.3, 0.3])
+    assert out["first_minus_second"]["value"] == pytest.approx(0.25)
+    assert out["first_minus_second"]["interval"] == pytest.approx([0.25, 0.25])
+    with pytest.raises(ValueError, match="not 2"):
+        script.response([(readings(0.3, 1), readings(0.3, -2))], 2)
+    other = {**readings(0.3, -2), "real_speed": real + 1}
+    with pytest.raises(ValueError, match="same clips"):
+        script.response([(readings(0.3, 2), other)], 2)
