@@ -420,12 +420,7 @@ def test_score_speed_script_reads_a_known_shift(tmp_path, capsys):
     """scripts/score_speed.py: futures whose embeddings are their clips' real ones shifted by s read s's share of the
     speed head faster than their clips, in every resample; against an unshifted partner, paired by clip, the same per
     pair and over pairs (t interval of equal pairs: a point); a partner missing or of other clips is a short error."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("score_speed", Path(__file__).resolve().parent.parent / "scripts"
-                                                  / "score_speed.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _script("score_speed")
     judge = _tiny_judge(tmp_path / "judge")
     rng = np.random.default_rng(1)
     n = 25
@@ -458,14 +453,19 @@ def test_score_speed_script_reads_a_known_shift(tmp_path, capsys):
     assert "different numbers of clips" in capsys.readouterr().err
 
 
-def _speed_blur_probe():
+def _script(name: str):
+    """scripts/<name>.py, loaded as a module."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("speed_blur_probe", Path(__file__).resolve().parent.parent
-                                                  / "scripts" / "speed_blur_probe.py")
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parent.parent / "scripts"
+                                                  / f"{name}.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     return script
+
+
+def _speed_blur_probe():
+    return _script("speed_blur_probe")
 
 
 def test_ego_speed_shifted_changes_only_the_stated_speed():
@@ -530,12 +530,7 @@ def test_score_speed_pull_reads_a_known_slope(tmp_path, capsys):
     """scripts/score_speed.py --pull (docs/world4s.md, D9): futures whose embeddings are α × their real clip's + (1 − α)
     × one fixed embedding m read α × the real clip's speed + (1 − α) × m's (the reading is affine), so the slope is α and
     the intercept (1 − α) · read(m) in every resample; against futures equal to their clips, α − 1."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("score_speed", Path(__file__).resolve().parent.parent / "scripts"
-                                                  / "score_speed.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _script("score_speed")
     _tiny_judge(tmp_path / "judge")
     rng = np.random.default_rng(2)
     n, alpha = 30, 0.58
@@ -558,13 +553,7 @@ def test_score_speed_pull_reads_a_known_slope(tmp_path, capsys):
 
 
 def _speed_information():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("speed_information", Path(__file__).resolve().parent.parent
-                                                  / "scripts" / "speed_information.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
+    return _script("speed_information")
 
 
 def _speed_tables(n: int, seed: int, context: int = 5, future: int = 16) -> dict:
@@ -620,12 +609,7 @@ def test_speed_information_reads_the_tables(tiny_config_path, capsys):
 def test_e18_config_is_c2s_vanilla_with_a_held_context(tmp_path, capsys):
     """E18's run config differs from C2's vanilla arm of the same seed only in loss.context_hold (and its name), and
     the script refuses a folder that is not C2's study folder."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("e18", Path(__file__).resolve().parent.parent / "scripts"
-                                                  / "e18_context_hold.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = _script("e18_context_hold")
     base = Path(__file__).resolve().parent.parent / "configs" / "study-c2.yaml"
     got, ref = script.e18_config(base, 2, 0.25), SC.arm_config(base, "vanilla", 2)
     assert got["loss"].pop("context_hold") == 0.25 and got.pop("name") != ref.pop("name")
