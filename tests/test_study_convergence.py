@@ -645,3 +645,32 @@ def test_speed_blur_probe_response_known_answers():
     other = {**readings(0.3, -2), "real_speed": real + 1}
     with pytest.raises(ValueError, match="same clips"):
         script.response([(readings(0.3, 2), other)], 2)
+
+
+def test_pair_scores_known_answers(tmp_path, capsys):
+    """scripts/pair_scores.py (E18): a file against itself differs by exactly 0; position errors of 1 m and 1.5 m at
+    every frame read 1 and 1.5, 0.5 apart on every resample; fd_judge is `fd_of_clips` of all clips; files of other
+    clips are refused with a short error."""
+    script = _script("pair_scores")
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(30, 8)).astype(np.float32)
+    clip_of = np.repeat(np.arange(30), 2)
+
+    def scores(pos: float, shift: float) -> dict:
+        return {"embedding": real[clip_of] + shift + rng.normal(0, 0.3, (60, 8)).astype(np.float32),
+                "clip_of": clip_of, "position_m": np.full((60, 16), pos), "real_embedding": real,
+                "frame_rate": np.array(4.0)}
+
+    a, b = scores(1.5, 0.5), scores(1.0, 0.0)
+    out = script.pair(a, b, resamples=200)
+    assert out["a"]["position_m"] == pytest.approx(1.5) and out["b"]["position_m"] == pytest.approx(1.0)
+    assert out["a_minus_b"]["position_m"] == pytest.approx(0.5)
+    assert out["a_minus_b"]["position_interval"] == pytest.approx([0.5, 0.5])
+    assert out["a"]["fd_judge"] == pytest.approx(SF.fd_of_clips(a, np.arange(30)))
+    assert out["a"]["fd_judge"] > out["b"]["fd_judge"] and out["a_minus_b"]["fd_interval"][0] > 0
+    same = script.pair(a, a, resamples=200)["a_minus_b"]
+    assert same["fd_judge"] == 0 and same["fd_interval"] == [0, 0] and same["position_m"] == 0
+    SF.write_npz(a, tmp_path / "a.npz")
+    SF.write_npz({**b, "real_embedding": real + 1}, tmp_path / "b.npz")
+    assert script.main([str(tmp_path / "a.npz"), str(tmp_path / "b.npz")]) == 2
+    assert "not of the same clips" in capsys.readouterr().err
