@@ -9,7 +9,6 @@ clips; and A − B of both, on one set of resamples of the clips (so paired by c
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -58,11 +57,9 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError, OSError) as e:
         print(f"pair_scores: {e}", file=sys.stderr)
         return 2
-    text = json.dumps(out, indent=1)
-    if args.json:
-        args.json.write_text(text + "\n")
-    print(text)
-    return 0
+    from analysis.output import emit_json
+
+    return emit_json(out, args.json)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ same resamples.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -149,11 +148,9 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError, OSError, KeyError) as e:
         print(f"speed_information: {e}", file=sys.stderr)
         return 2
-    text = json.dumps(out, indent=1)
-    if args.json:
-        args.json.write_text(text + "\n")
-    print(text)
-    return 0
+    from analysis.output import emit_json
+
+    return emit_json(out, args.json)
 
 
 if __name__ == "__main__":
