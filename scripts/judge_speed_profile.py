@@ -138,13 +138,14 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None, help="also write the JSON here")
     args = p.parse_args(argv)
     data = replace(load_config(JUDGE_CONFIG), data={"dataroot": resolve_dataroot(args.dataroot)}).data
+    layouts = world_layouts(data) if args.by_layout else None  # before the read: a wrong world fails at once
     clips = load_judge_set(data, args.split)
     readings = read_videos(load_judge(args.judge), clips.video(slice(None)), times=clips.time)
     k0 = clips.n_context - 1
     out = speed_profile(readings["speed"], clips.speed[:, k0 + 1:], clips.scenes)
-    if args.by_layout:
+    if layouts is not None:
         out["by_layout"] = layout_profile(readings["speed"], clips.speed[:, k0 + 1:],
-                                          yaw_rate(clips.ego_pose, clips.time, k0), clips.scenes, world_layouts(data))
+                                          yaw_rate(clips.ego_pose, clips.time, k0), clips.scenes, layouts)
     from analysis.output import emit_json
 
     return emit_json(out, args.json)

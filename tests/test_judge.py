@@ -512,7 +512,7 @@ def test_judge_speed_profile_known_answers():
     assert prof["clip_mean_correlation"] == pytest.approx(1.0)
 
 
-def test_judge_speed_by_layout_known_answers():
+def test_judge_speed_by_layout_known_answers(tmp_path):
     """scripts/judge_speed_profile.py --by-layout (docs/world4s.md D13): a reader that pulls curves halfway toward
     10 m/s and adds 0.2 m/s per °/s of yaw on every road gives slope 0.5 in curves and 1 elsewhere, slow curves 2 m/s
     faster than fast ones, and the yaw coefficient 0.2 at fixed speed; a world without enough scenes says so."""
@@ -548,6 +548,14 @@ def test_judge_speed_by_layout_known_answers():
     assert few["curve/slope"]["too_few"] and few["straight/slope"]["value"] != few["straight/slope"]["value"]  # nan
     with pytest.raises(ValueError, match="scene-0000"):
         mod.layout_profile(speed, truth, yaw, scenes, {}, resamples=10)
+    # a world without its scene list, or with a broken one, is refused by name before any clip is read
+    from types import SimpleNamespace
+
+    with pytest.raises(SystemExit, match="no synth_meta.json"):
+        mod.world_layouts(SimpleNamespace(dataroot=str(tmp_path)))
+    (tmp_path / "synth_meta.json").write_text('{"scenes": [{"name": "scene-0000"}]}')
+    with pytest.raises(SystemExit, match="synth_meta.json: not a synthetic world"):
+        mod.world_layouts(SimpleNamespace(dataroot=str(tmp_path)))
     # the yaw rate from poses: 2° of heading over 0.25 s is 8 °/s, whichever way it turns
     pose = np.zeros((1, 3, 3))
     pose[0, :, 2] = np.radians([0.0, 2.0, 0.0])
