@@ -563,3 +563,40 @@ def clip_noise(results: Path, seeds, checkpoints=CHECKPOINTS, resamples: int = N
             rows[label(arm, w)] = curve
         out["seeds"][str(seed)] = {"clips": n, "curves": rows}
     return out
+
+
+# ------------------------------------------------------------------------------------------ R3's gate
+R3_GATE_STEP = 2000
+
+
+def r3_gate(noise: dict, seeds=SEEDS, step: int = R3_GATE_STEP) -> dict:
+    """R3's gate (docs/world4s.md, R3; fixed 2026-12-07 13:11, before C2's seeds 3–4 were read), from
+    `study-convergence-noise`'s document: per seed, d_g = IG at w = 1.4 − vanilla and d_s = the stop-gradient arm −
+    vanilla, the judge's mean position error over the horizon at `step`, paired by clip (`position_minus_vanilla`).
+    R3 trains if the mean over the seeds of d_g − d_s is above 0 (the point value). The t interval over the seeds is
+    reported beside and decides nothing. Every seed must be in the document: a gate read on fewer seeds is refused."""
+    from scipy import stats
+
+    seeds = [str(s) for s in seeds]
+    guided, stopped = label("ig", CLAIM[1]), label("ig-sg", 1.0)
+    per_seed = {}
+    for s in seeds:
+        curves = noise.get("seeds", {}).get(s, {}).get("curves", {})
+        d = {}
+        for name, key in (("d_g", guided), ("d_s", stopped)):
+            row = curves.get(key, {}).get(str(step), {})
+            if "position_minus_vanilla" not in row:
+                raise ValueError(f"seed {s}: no {key} − vanilla position at step {step} in the noise document "
+                                 f"(run study-convergence-noise with --seeds {' '.join(seeds)} once they are scored)")
+            d[name] = float(row["position_minus_vanilla"]["value"])
+        per_seed[s] = {**d, "d_g_minus_d_s": d["d_g"] - d["d_s"]}
+    diffs = np.array([v["d_g_minus_d_s"] for v in per_seed.values()])
+    mean = float(diffs.mean())
+    n = len(diffs)
+    half = float(stats.t.ppf(0.975, n - 1) * diffs.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+    return {"what": "R3's gate (docs/world4s.md): the mean over C2's seeds of (IG at w = 1.4 − vanilla) − "
+                    "(stop-gradient − vanilla), the judge's mean position error over the horizon [m] at "
+                    f"step {step}, paired by clip; R3 trains if it is above 0 (the t interval decides nothing)",
+            "step": step, "seeds": per_seed, "mean": mean, "t_interval": [mean - half, mean + half],
+            "trains": bool(mean > 0),
+            "registered": [int(s) for s in seeds] == list(SEEDS) and step == R3_GATE_STEP}

@@ -674,3 +674,46 @@ def test_pair_scores_known_answers(tmp_path, capsys):
     SF.write_npz({**b, "real_embedding": real + 1}, tmp_path / "b.npz")
     assert script.main([str(tmp_path / "a.npz"), str(tmp_path / "b.npz")]) == 2
     assert "not of the same clips" in capsys.readouterr().err
+
+
+def test_r3_gate_known_answers(tmp_path, capsys):
+    """R3's gate (docs/world4s.md) through `clip_noise`'s document: score files whose position errors are constant
+    per arm give d_g and d_s exactly; the mean of d_g − d_s over the five seeds and its t interval have known
+    answers; a mean of exactly 0 does not train; a document without seed 4 is refused with a short error; a reading
+    on fewer seeds says it is not the gate."""
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(12, 8)).astype(np.float32)
+    clip_of = np.repeat(np.arange(12), 2)
+
+    def scores(pos: float) -> dict:
+        return {"embedding": real[clip_of] + rng.normal(0, 0.3, (24, 8)).astype(np.float32), "clip_of": clip_of,
+                "position_m": np.full((24, 16), pos), "real_embedding": real, "frame_rate": np.array(4.0)}
+
+    diffs = [0.1, 0.2, 0.3, 0.4, 0.5]
+    for seed, dd in zip(SC.SEEDS, diffs):
+        d_s = 0.05 * seed - 0.1
+        for arm, w, pos in (("vanilla", 1.0, 1.0), ("ig", 1.4, 1.0 + d_s + dd), ("ig-sg", 1.0, 1.0 + d_s)):
+            path = SC.score_path(tmp_path, arm, seed, SC.R3_GATE_STEP, w)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            SF.write_npz(scores(pos), path)
+    noise = json.loads(json.dumps(SC.clip_noise(tmp_path, SC.SEEDS, checkpoints=(SC.R3_GATE_STEP,), resamples=100)))
+    gate = SC.r3_gate(noise)
+    assert [gate["seeds"][str(s)]["d_g_minus_d_s"] for s in SC.SEEDS] == pytest.approx(diffs)
+    assert gate["seeds"]["4"]["d_s"] == pytest.approx(0.1)
+    half = 2.7764451 * np.std(diffs, ddof=1) / np.sqrt(5)  # t(0.975, 4)
+    assert gate["mean"] == pytest.approx(0.3) and gate["t_interval"] == pytest.approx([0.3 - half, 0.3 + half])
+    assert gate["trains"] and gate["registered"]
+    for s in noise["seeds"].values():  # every seed's IG arm as far off as its stop-gradient arm: a mean of 0
+        s["curves"]["ig w=1.4"] = s["curves"]["ig-sg w=1"]
+    assert SC.r3_gate(noise)["mean"] == 0 and not SC.r3_gate(noise)["trains"]
+    del noise["seeds"]["4"]
+    with pytest.raises(ValueError, match="seed 4: no ig w=1.4"):
+        SC.r3_gate(noise)
+    path = tmp_path / "noise.json"
+    path.write_text(json.dumps(noise))
+    script = _script("r3_gate")
+    assert script.main([str(path), "--seeds", "0", "1", "2", "3"]) == 0
+    assert "not above 0: a preview, not the gate" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        script.main([str(path)])
+    assert "seed 4: no ig w=1.4" in capsys.readouterr().err
