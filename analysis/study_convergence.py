@@ -574,7 +574,8 @@ def r3_gate(noise: dict, seeds=SEEDS, step: int = R3_GATE_STEP) -> dict:
     `study-convergence-noise`'s document: per seed, d_g = IG at w = 1.4 − vanilla and d_s = the stop-gradient arm −
     vanilla, the judge's mean position error over the horizon at `step`, paired by clip (`position_minus_vanilla`).
     R3 trains if the mean over the seeds of d_g − d_s is above 0 (the point value). The t interval over the seeds is
-    reported beside and decides nothing. Every seed must be in the document: a gate read on fewer seeds is refused."""
+    reported beside and decides nothing. Every seed asked for must be in the document (else a short error); a reading
+    on other seeds or another step than the registered ones is returned with `registered` false (a preview)."""
     from scipy import stats
 
     seeds = [str(s) for s in seeds]
