@@ -766,7 +766,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("study-convergence", help="the claims study's convergence part (docs/study.md §2, amendment "
                        "8): stage 1 from scratch with and without IG, judged at log-scale checkpoints; resumable")
     s.add_argument("--out", required=True, help="study folder (run folders, shared latents, logs)")
-    s.add_argument("--seeds", type=int, nargs="+", default=None, help="default: the registered 0 1 2 3 4")
+    s.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="default: the registered 0 1 2 3 4 (and 5 6 7, once, if §2's power rule fires on them)")
     s.add_argument("--checkpoint", default="assets/checkpoints/vanilla", help="whose VAE the runs use")
     s.add_argument("--config", default="configs/study-c2.yaml",
                    help="the config the arms start from (C2's, frozen: amendment 19; the ledger refuses another)")

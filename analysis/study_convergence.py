@@ -16,12 +16,14 @@ scored again.
 
 Vanilla's final step S_v is decided once, on seed 0's vanilla curve (run first): the first checkpoint at which its
 fd_judge improved by less than 5 % over the previous one (a doubling earlier), at most the last registered checkpoint.
-Every arm and seed then trains to S_v. After each checkpoint the summary is rewritten: `convergence_study.csv`
-(step, run, seed, metric, value: the curves with their seeds, as the app's ablation tab reads them) and
-`convergence_study.json` (S_v, each arm's steps to reach vanilla's value and speed-up per seed, the median with a
-bootstrap interval over seeds and a t interval over log₂ speed-ups, the verdict). The sanity curve (amendment 13) is
-each run's validation flow loss at each checkpoint, read from its training log into the ledger
-`RESULTS/convergence_study/flow_loss.csv` after each segment (`collect_flow_loss`).
+Every arm and seed then trains to S_v. When the registered seeds 0–4 are all judged and the claim's verdict over
+them is inconclusive with intervals spanning more than 1.0, §2's power rule adds seeds 5–7 once, every arm, in the
+same run (`with_power_seeds`; another `--seeds` list is run as given). After each checkpoint the summary is
+rewritten: `convergence_study.csv` (step, run, seed, metric, value: the curves with their seeds, as the app's
+ablation tab reads them) and `convergence_study.json` (S_v, each arm's steps to reach vanilla's value and speed-up
+per seed, the median with a bootstrap interval over seeds and a t interval over log₂ speed-ups, the verdict). The
+sanity curve (amendment 13) is each run's validation flow loss at each checkpoint, read from its training log into
+the ledger `RESULTS/convergence_study/flow_loss.csv` after each segment (`collect_flow_loss`).
 
 The ledger also holds what its runs were made under (`RESULTS/convergence_study/config.json`: the parsed base config
 and the VAE's digest, written by the first run): a later run under another base config or VAE is refused before it
@@ -312,6 +314,7 @@ def summarize(results: Path, seeds, checkpoints=CHECKPOINTS, resamples: int = BO
                              verdict=(f"pending ({len(rows)} of {len(seeds)} seeds)" if not complete
                                       else v if (arm, w) == CLAIM else "beside the claim: " + v),
                              power_rule=bool(complete and (arm, w) == CLAIM and v == "inconclusive"
+                                             and sorted(seeds) == list(SEEDS)  # once: over the registered five
                                              and max(boot[1], t_iv[1]) - min(boot[0], t_iv[0]) > 1.0))
                 entry["registered_form"] = {
                     "what": "S_v ÷ S_arm as §2 registered it: on a vanilla curve that reaches its value at S_v before "
@@ -365,12 +368,24 @@ def write_summary(results: Path, seeds, extra: dict, checkpoints=CHECKPOINTS, re
     return summary
 
 
+def with_power_seeds(results: Path, seeds, checkpoints=CHECKPOINTS, resamples: int = BOOTSTRAP) -> list[int]:
+    """§2's power rule, applied once: when `seeds` are the registered five, all judged, and the claim's verdict over
+    them is inconclusive with its intervals spanning more than 1.0 in speed-up, seeds 5–7 join for every arm.
+    Any other seed list is run as given."""
+    seeds = list(seeds)
+    if sorted(seeds) != list(SEEDS):
+        return seeds
+    claim = summarize(results, seeds, checkpoints, resamples)["speed_ups"].get(label(*CLAIM), {})
+    return seeds + list(POWER_SEEDS) if claim.get("power_rule") else seeds
+
+
 def run_study(out: Path, checkpoint: Path, base: Path, seeds, results: Path, samples: int = SAMPLES,
               sample_steps: int = SAMPLE_STEPS, checkpoints=CHECKPOINTS, resamples: int = BOOTSTRAP,
               judge: str | None = None, log=print, summary_only: bool = False) -> dict:
     """Seed-major: seed `seeds[0]`'s vanilla first, checkpoint by checkpoint until S_v is decided; then every arm of
-    every seed to S_v (vanilla of each seed first). `summary_only`: train and judge nothing, only rewrite the summary
-    files from the ledger (after a change to how it is summarised: amendment 20)."""
+    every seed to S_v (vanilla of each seed first); then, if §2's power rule fires on the registered seeds, seeds 5–7
+    the same way (`with_power_seeds`). `summary_only`: train and judge nothing, only rewrite the summary files from
+    the ledger (after a change to how it is summarised: amendment 20)."""
     seeds = list(seeds)
     checkpoints = tuple(sorted(checkpoints))
     check_ledger(results, base, checkpoint)
@@ -384,7 +399,8 @@ def run_study(out: Path, checkpoint: Path, base: Path, seeds, results: Path, sam
              "command": (f"python -m analysis study-convergence --out {out} --seeds {' '.join(map(str, seeds))} "
                          f"--checkpoint {checkpoint} --config {base} --results {results}")}
     if summary_only:
-        return write_summary(results, seeds, extra, checkpoints, resamples)
+        return write_summary(results, with_power_seeds(results, seeds, checkpoints, resamples), extra, checkpoints,
+                             resamples)
     args = dict(samples=samples, sample_steps=sample_steps, judge=judge, log=log)
     first = seeds[0]
     final, _ = fixed_final(results, seeds, checkpoints)
@@ -395,12 +411,19 @@ def run_study(out: Path, checkpoint: Path, base: Path, seeds, results: Path, sam
         if final is not None:
             break
     log(f"[study] vanilla's final step S_v = {final} (seed {first})")
-    for seed in seeds:
-        for arm in ARMS:
-            for k in (c for c in checkpoints if c <= final):
-                run_checkpoint(out, checkpoint, base, arm, seed, k, results, **args)
-            write_summary(results, seeds, extra, checkpoints, resamples)
-    return write_summary(results, seeds, extra, checkpoints, resamples)
+    done: list[int] = []
+    every = with_power_seeds(results, seeds, checkpoints, resamples)
+    while len(done) < len(every):
+        if len(every) > len(seeds):
+            log(f"[study] §2's power rule: the claim is inconclusive over seeds {' '.join(map(str, seeds))} with "
+                f"intervals wider than 1.0; seeds {' '.join(map(str, every[len(seeds):]))} join once, every arm")
+        for seed in every[len(done):]:
+            for arm in ARMS:
+                for k in (c for c in checkpoints if c <= final):
+                    run_checkpoint(out, checkpoint, base, arm, seed, k, results, **args)
+                write_summary(results, every, extra, checkpoints, resamples)
+        done, every = every, with_power_seeds(results, seeds, checkpoints, resamples)
+    return write_summary(results, every, extra, checkpoints, resamples)
 
 
 # ------------------------------------------------------------------------------------------ clip-sampling noise

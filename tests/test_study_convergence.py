@@ -123,6 +123,59 @@ def test_a_twin_of_a_vanilla_curve_that_rises_before_s_v_reads_one(tmp_path):
     assert claim["verdict"] == "reproduces"
 
 
+def test_the_power_rule_adds_seeds_5_to_7_once_when_the_claim_is_inconclusive(tmp_path, monkeypatch):
+    """§2: after the registered seeds 0–4 the claim's speed-ups are 2, 2, 1, 0.44, 0.44 (median 1, intervals from
+    below 1 to 2: inconclusive, wider than 1.0), so the same run goes on with seeds 5–7, every arm, once; run again,
+    or summarised again, it stays at eight seeds and trains nothing. A claim that reproduces adds no seed."""
+    # vanilla first reaches its value at S_v = 2000 (1.0) at 500 · 2^0.8 steps; "ahead" a doubling earlier (2×),
+    # "twin" with it (1×), "slow" never (≈ 870 / 2000 ≈ 0.44×)
+    vanilla = {250: 2.0, 500: 1.4, 1000: 0.9, 2000: 1.0}
+    shapes = {"ahead": {250: 1.4, 500: 0.9, 1000: 0.9, 2000: 1.0}, "twin": vanilla,
+              "slow": {250: 3.0, 500: 2.0, 1000: 1.5, 2000: 1.2}}
+    claim_shape = {0: "ahead", 1: "ahead", 2: "twin", 3: "slow", 4: "slow", 5: "ahead", 6: "ahead", 7: "twin"}
+    trained = []
+
+    def fake_checkpoint(out, checkpoint, base, arm, seed, step, results, **kw):
+        for w in SC.GUIDANCE[arm]:
+            if not SC.score_path(results, arm, seed, step, w).exists():
+                trained.append((arm, seed, step, w))
+                shape = vanilla if arm == "vanilla" else shapes[claim_shape[seed] if arm == "ig" else "twin"]
+                _write(results, arm, seed, step, w, shape[step])
+        return []
+
+    for name in ("check_ledger", "init_study", "collect_flow_loss"):
+        monkeypatch.setattr(SC, name, lambda *a, **k: None)
+    monkeypatch.setattr(SC, "run_checkpoint", fake_checkpoint)
+    results, lines = tmp_path / "results", []
+    kw = dict(checkpoints=(250, 500, 1000, 2000), resamples=200, log=lines.append)
+
+    def seeds_written(folder):
+        return json.loads((folder / "convergence_study.json").read_text())["registered_seeds"]
+
+    summary = SC.run_study(tmp_path / "out", tmp_path, tmp_path / "c.yaml", [0, 1, 2, 3, 4], results, **kw)
+    assert summary["final_step"] == 2000 and seeds_written(results) == list(range(8))
+    five = SC.summarize(results, [0, 1, 2, 3, 4], (250, 500, 1000, 2000), 200)["speed_ups"]["ig w=1.4"]
+    ups = [five["per_seed"][str(s)]["speed_up"] for s in range(5)]
+    assert ups[:3] == pytest.approx([2, 2, 1]) and all(0.4 < u < 0.5 for u in ups[3:])
+    assert five["verdict"] == "inconclusive" and five["power_rule"]
+    claim = summary["speed_ups"]["ig w=1.4"]
+    assert claim["seeds"] == list(range(8)) and not claim["power_rule"]  # added once: never asks again
+    assert {(a, s) for a, s, _, _ in trained if s >= 5} == {(a, s) for a in SC.ARMS for s in (5, 6, 7)}
+    assert sum("power rule" in line and "seeds 5 6 7 join once" in line for line in lines) == 1
+    n = len(trained)
+    again = SC.run_study(tmp_path / "out", tmp_path, tmp_path / "c.yaml", [0, 1, 2, 3, 4], results, **kw)
+    assert len(trained) == n and again["speed_ups"]["ig w=1.4"]["seeds"] == list(range(8))
+    only = SC.run_study(tmp_path / "out", tmp_path, tmp_path / "c.yaml", [0, 1, 2, 3, 4], results,
+                        summary_only=True, **kw)
+    assert only["speed_ups"]["ig w=1.4"]["seeds"] == seeds_written(results) == list(range(8))
+    # a claim that reproduces on the five: no seed joins
+    claim_shape.update({s: "ahead" for s in range(8)})
+    trained.clear()
+    out = SC.run_study(tmp_path / "out2", tmp_path, tmp_path / "c.yaml", [0, 1, 2, 3, 4], tmp_path / "r2", **kw)
+    assert seeds_written(tmp_path / "r2") == [0, 1, 2, 3, 4] and {s for _, s, _, _ in trained} == set(range(5))
+    assert out["speed_ups"]["ig w=1.4"]["verdict"] == "reproduces"
+
+
 def test_convergence_study_end_to_end(tiny_run, tiny_config_path, tiny_judge, tmp_path, monkeypatch):
     """One seed on the tiny world, checkpoints 2 and 4: vanilla first (S_v from its curve), then every arm trained
     from scratch in segments to S_v (λ_ig and ω from the arm, a constant rate) and judged at each checkpoint and w; a
