@@ -8,7 +8,8 @@ A job (arm, seed) is a run folder `OUT/<arm>-s<seed>` whose stage video starts f
 `python -m reworld train --stage video` for the registered 1000 steps (constant lr 1e-4 after 50 warm-up steps, EMA
 restarted), then sampled at each of its arm's guidance values by `python -m analysis judge-scores` (every val clip ×
 `--samples` futures, 20 steps, seeds as `eval`'s) into `RESULTS/finetune_study/scores/<arm>-s<seed>-w<w>.npz`: the
-judge's embedding and position error of every future, and the real clips' embeddings (≈ 0.4 MB each). Those files
+judge's embedding and position error of every future (≈ 0.25 MB each, compressed), and the real clips' embeddings, kept
+once for every file that shares them in `real-<digest>.npy` beside them (`write_npz`). Those files
 are committed: they are the study's ledger, so a study spread over machines (whose run folders go with them) goes on
 where it stopped. Jobs run one at a time on every core (a Video DiT step wants both); a step whose output exists is
 not run again, and a job whose score files all exist is not run at all. After each job the summary is rewritten:
@@ -17,8 +18,10 @@ change of `fd_judge`, its bootstrap over clips with the seeds kept, the per-seed
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -125,21 +128,61 @@ def judge_scores(pipe, ds, judge, samples: int, guidance: float, steps: int, see
             "guidance": np.array(guidance), "samples": np.array(samples), "frame_rate": np.array(ds.cfg.frame_rate)}
 
 
+REAL_FILE = re.compile(r"real-[0-9a-f]{16}\.npy")
+
+
+def _real_digest(real: np.ndarray) -> str:
+    real = np.ascontiguousarray(real)
+    h = hashlib.sha256(f"{real.dtype.str}{real.shape}".encode())
+    h.update(real.tobytes())
+    return h.hexdigest()[:16]
+
+
 def write_npz(arrays: dict, path: Path) -> Path:
+    """A judge-scores file, compressed and written whole or not at all. The real clips' embeddings (the same in
+    every file of a study, up to the threads' rounding) go once into a sibling `real-<digest>.npy`, named in the file
+    by `real_embedding_file`, which keeps a study's ledger within `assets/`'s budget (issue 16)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = dict(arrays)
+    if "real_embedding" in arrays:
+        real = np.ascontiguousarray(arrays.pop("real_embedding"))
+        name = f"real-{_real_digest(real)}.npy"
+        shared = path.parent / name
+        if not shared.is_file() or _real_digest(np.load(shared, allow_pickle=False)) != name[5:-4]:
+            tmp = shared.with_name(f".{shared.stem}.tmp.npy")
+            np.save(tmp, real, allow_pickle=False)
+            tmp.replace(shared)
+        arrays["real_embedding_file"] = np.array(name)
     tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez(tmp, **arrays)
+    np.savez_compressed(tmp, **arrays)
     tmp.replace(path)  # whole or absent
     return path
 
 
 def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """A judge-scores file (`write_npz`'s, or one holding its real embeddings inline) as arrays."""
+    path = Path(path)
     try:
-        with np.load(path) as f:
-            out = {k: f[k] for k in ("embedding", "clip_of", "position_m", "real_embedding", "frame_rate")}
+        with np.load(path, allow_pickle=False) as f:
+            out = {k: f[k] for k in ("embedding", "clip_of", "position_m", "frame_rate")}
+            if "real_embedding" in f.files:
+                out["real_embedding"] = f["real_embedding"]
+            else:
+                name = str(f["real_embedding_file"])
     except (OSError, ValueError, KeyError) as e:
         raise ValueError(f"{path}: not a judge-scores file ({e}); delete it to score again") from None
+    if "real_embedding" not in out:
+        shared = path.parent / name
+        if not REAL_FILE.fullmatch(name):
+            raise ValueError(f"{path}: its real embeddings' file {name!r} is not a real-<digest>.npy name")
+        try:
+            real = np.load(shared, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{shared}: the real embeddings {path.name} reads are missing or unreadable ({e})") from None
+        if _real_digest(real) != name[5:-4]:
+            raise ValueError(f"{shared}: its contents do not match their digest (a corrupt or edited file)")
+        out["real_embedding"] = real
     return out
 
 

@@ -365,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="PDM score definition: NAVSIM v1.1's (tracker, rules, PDM-Closed), or this project's first, "
                         "untracked spline (to compare)")
     s.add_argument("--i3d", help="local I3D folder (save_pretrained) for a real FVD")
-    s.add_argument("--feature-net", help="ReWorldVideoNet folder (default assets/checkpoints/video_net)")
+    s.add_argument("--feature-net", help="ReWorldVideoNet folder (default runs/v1/video_net)")
     s.add_argument("--judge", help="video judge folder (default: the shipped judge when it reads this checkpoint's "
                    "clips); '' for none")
     s.add_argument("--judge-samples", type=int, default=4, help="sampled futures per clip for the judge's figures")

@@ -8,10 +8,13 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "default.yaml"
 ASSETS = REPO_ROOT / "assets"
-CHECKPOINTS = ASSETS / "checkpoints"  # the embedded default: shipped checkpoints and the metric network
+CHECKPOINTS = ASSETS / "checkpoints"  # the embedded default: shipped checkpoints and the video judge
 JUDGE_CONFIG = REPO_ROOT / "configs" / "world4s.yaml"  # the clips the video judge reads
 JUDGE_CHECKPOINT = CHECKPOINTS / "judge"  # the video judge (`WorldJudge`), validated (validation.json)
-CLIP_NET_CHECKPOINT = CHECKPOINTS / "video_net"  # the offline metric network (`ReWorldVideoNet`)
+# the first offline metric network (`ReWorldVideoNet`), for the first checkpoints' clips (5 frames at 64×128): not
+# embedded since 2026-12-08 (no embedded checkpoint reads its clips; `assets/` ≤ 100 MB), written here beside those
+# checkpoints by scripts/train_embedded.sh, as they are
+CLIP_NET_CHECKPOINT = REPO_ROOT / "runs" / "v1" / "video_net"
 
 
 def resolve_dataroot(path: str | Path) -> str:

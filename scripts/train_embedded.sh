@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The exact commands that produced the first embedded checkpoints (64×128, 5 + 4 frames at 6 Hz: 0.67 s of future;
-# embedded until 2026-12-02, in git history, and written here to runs/v1/), assets/checkpoints/{video_net,judge} and
-# the ablation study (assets/ablation/). The embedded reworld and vanilla checkpoints now come from
+# embedded until 2026-12-02, in git history, and written here to runs/v1/), the first metric network ReWorldVideoNet
+# (runs/v1/video_net: it reads those checkpoints' clips; embedded until 2026-12-08), assets/checkpoints/judge and the
+# ablation study (assets/ablation/). The embedded reworld and vanilla checkpoints now come from
 # scripts/train_world4s.sh (4 s of future).
 # Two runs share one VAE, data, seed and budget; they differ only in the `loss` section of their config.
 # On 2 CPU cores the two Video DiT runs go side by side with one thread each (about 40 min).
@@ -26,7 +27,7 @@ cp -r runs/reworld/cache runs/reworld/config.json runs/reworld-stage2/
 $PY -m reworld train --stage joint --config configs/default.yaml --out runs/reworld &
 $PY -m reworld train --stage joint --config configs/vanilla.yaml --out runs/vanilla &
 wait
-$PY -m reworld train-video-net --config configs/default.yaml --out assets/checkpoints/video_net --steps 500
+$PY -m reworld train-video-net --config configs/default.yaml --out runs/v1/video_net --steps 500
 awk '/reworld synth/{f=1} f{print} /train-video-net/{exit}' "$0" | sed 's/^\[ -f [^]]*\] || //; s/^ *\$PY/python/' \
   > runs/commands.txt
 mkdir -p runs/v1

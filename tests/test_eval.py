@@ -214,11 +214,17 @@ def test_eval_refuses_a_judge_of_other_clips(tiny_run, tiny_config, tmp_path):
                  judge=str(tmp_path / "judge"))
 
 
-def test_default_metric_networks_only_read_the_clips_they_were_trained_on(tmp_path):
+def test_default_metric_networks_only_read_the_clips_they_were_trained_on(tmp_path, monkeypatch):
     """`eval`, `ship` and `reeval` take the shipped ReWorldVideoNet and video judge only for a checkpoint whose clips
     they read (ReWorldVideoNet: the last context frame and 4 future frames at 64×128; the judge: 5 + 16 at 4 Hz)."""
+    import reworld.paths as paths
     from reworld.config import load_config
     from reworld.paths import REPO_ROOT, default_clip_net, default_judge
+
+    net_folder = tmp_path / "video_net"  # where scripts/train_embedded.sh writes it (runs/v1/video_net)
+    net_folder.mkdir()
+    (net_folder / "config.json").write_text(json.dumps({"num_frames": 5, "frame_size": [64, 128]}))
+    monkeypatch.setattr(paths, "CLIP_NET_CHECKPOINT", net_folder)
 
     for name, net, judge in (("default", True, False), ("world4s", False, True)):
         data = load_config(REPO_ROOT / "configs" / f"{name}.yaml").data
@@ -228,4 +234,6 @@ def test_default_metric_networks_only_read_the_clips_they_were_trained_on(tmp_pa
             k: getattr(data, k) for k in ("context_frames", "future_frames", "frame_rate", "image_height",
                                           "image_width")}}))
         assert (default_clip_net(folder) is not None) == net and (default_judge(folder) is not None) == judge
-    assert default_clip_net(tmp_path / "missing") is None and default_clip_net() is not None
+    assert default_clip_net(tmp_path / "missing") is None and default_clip_net() == str(net_folder)
+    monkeypatch.setattr(paths, "CLIP_NET_CHECKPOINT", tmp_path / "not-trained")
+    assert default_clip_net() is None and default_clip_net(tmp_path / "default") is None

@@ -18,6 +18,15 @@ def test_shipped_checkpoint_loads(path):
     assert pipe.config.name in {"reworld": ("world4s", "default"), "vanilla": ("world4s-vanilla", "vanilla")}[path.name]
 
 
+def test_assets_stay_within_their_budget():
+    """Issue 16: `assets/` (the embedded default: checkpoints, the judge, the studies' ledgers, the README's figures)
+    stays ≤ 100 MB, so a clone stays quick; a study's ledger that would overflow it keeps its data elsewhere."""
+    files = [f for f in (REPO / "assets").rglob("*") if f.is_file()]
+    total = sum(f.stat().st_size for f in files)
+    largest = sorted(files, key=lambda f: f.stat().st_size)[-3:]
+    assert total <= 100e6, f"assets/ holds {total / 1e6:.1f} MB; the largest: {[str(f) for f in largest]}"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
 def test_quick_reevaluation_matches_card(path, synth_world):

@@ -126,3 +126,33 @@ def test_c1s_ledger_names_the_model_its_seeds_were_fine_tuned_from():
     with pytest.raises(ValueError, match="video_dit_digest"):
         SF.check_ledger(root / "assets" / "ablation", root / "configs" / "study-c2.yaml",
                         root / "assets" / "checkpoints" / "vanilla")
+
+
+def test_score_files_keep_the_real_embeddings_once_and_read_back_exactly(tmp_path):
+    """A study's score files share their real clips' embeddings through one `real-<digest>.npy` (the ledgers fit
+    `assets/`'s budget); every array reads back bit for bit, old files holding them inline still read, and a missing,
+    edited or misnamed shared file is refused naming it."""
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(5, 4)).astype(np.float32)
+    rows = {"embedding": rng.normal(size=(10, 4)).astype(np.float32), "clip_of": np.repeat(np.arange(5), 2),
+            "position_m": rng.random((10, 16)), "frame_rate": np.array(4.0)}
+    for name in ("a", "b"):
+        SF.write_npz({**rows, "real_embedding": real}, tmp_path / f"{name}.npz")
+    shared = sorted(tmp_path.glob("real-*.npy"))
+    assert len(shared) == 1
+    back = SF.read_npz(tmp_path / "b.npz")
+    for k, v in {**rows, "real_embedding": real}.items():
+        assert back[k].dtype == v.dtype and np.array_equal(back[k], v), k
+    np.savez(tmp_path / "old.npz", **rows, real_embedding=real)  # the ledgers' first format
+    assert np.array_equal(SF.read_npz(tmp_path / "old.npz")["real_embedding"], real)
+    np.save(shared[0], real + 1)
+    with pytest.raises(ValueError, match=r"real-[0-9a-f]{16}\.npy.*digest"):
+        SF.read_npz(tmp_path / "a.npz")
+    shared[0].unlink()
+    with pytest.raises(ValueError, match=r"real-[0-9a-f]{16}\.npy.*missing"):
+        SF.read_npz(tmp_path / "a.npz")
+    np.savez(tmp_path / "bad.npz", **rows, real_embedding_file=np.array("../../etc/x.npy"))
+    with pytest.raises(ValueError, match="not a real-<digest>.npy name"):
+        SF.read_npz(tmp_path / "bad.npz")
+    SF.write_npz({**rows, "real_embedding": real}, tmp_path / "a.npz")  # writing again restores it
+    assert np.array_equal(SF.read_npz(tmp_path / "a.npz")["real_embedding"], real)

@@ -156,7 +156,7 @@ def train_feature_net(config_path: str | Path, out_dir: str | Path, steps: int, 
                       version: str | None = None) -> dict:
     """Train the offline-metric network on the train split of the config's data (seed and lr from its
     `train` section), report held-out accuracy on the val split, save to `out_dir` (e.g.
-    `assets/checkpoints/video_net`)."""
+    `runs/v1/video_net`, beside the first checkpoints whose clips it reads)."""
     config = load_config(config_path)
     root = resolve_dataroot(dataroot or config.data.dataroot)
     config = replace(config, data={"dataroot": root, **({"version": version} if version else {})})
